@@ -1,0 +1,29 @@
+# `make test` and `make run` bootstrap .venv themselves: a fresh clone needs only python3.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test run bench typecheck clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/ruff check wippy_agents tests
+	$(BIN)/python -m mypy
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy
+
+run: $(STAMP)
+	$(BIN)/wippy run
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/actors.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache

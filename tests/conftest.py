@@ -1,0 +1,31 @@
+"""Run `async def` tests on a fresh event loop; `@pytest.mark.virtual_clock` makes it a virtual-time loop."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any
+
+import pytest
+
+from wippy_agents.testing import VirtualClock
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    names = pyfuncitem._fixtureinfo.argnames
+    kwargs: dict[str, Any] = {name: pyfuncitem.funcargs[name] for name in names}
+    if pyfuncitem.get_closest_marker("virtual_clock") is not None:
+        clock = kwargs.get("clock") or VirtualClock()
+        clock.run(pyfuncitem.obj(**kwargs))
+    else:
+        asyncio.run(pyfuncitem.obj(**kwargs))
+    return True
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    """The virtual clock a `virtual_clock` test runs on (read `clock.now`)."""
+    return VirtualClock()

@@ -1,0 +1,54 @@
+"""The curated public API is exactly what we mean to support."""
+
+import wippy_agents
+from wippy_agents import process, supervisor, testing
+
+PUBLIC_API = {
+    "Backoff",
+    "ChildSpec",
+    "Down",
+    "Exit",
+    "Message",
+    "Node",
+    "Pid",
+    "ProcessError",
+    "ProcessInfo",
+    "Supervisor",
+    "SupervisorError",
+    "__version__",
+    "process",
+    "supervisor",
+}
+
+PROCESS_API = {
+    "DOWN", "EXIT", "Down", "Exit", "ExitReason", "Message", "Pid", "ProcessError", "ProcessInfo", "Ref",
+    "call", "demonitor", "exit", "link", "monitor", "receive", "register", "reply", "self", "send",
+    "spawn", "spawn_link", "spawn_monitor", "trap_exits", "unlink", "whereis",
+}  # fmt: skip
+
+
+def test_package_exports_exactly_the_public_api() -> None:
+    assert set(wippy_agents.__all__) == PUBLIC_API
+    for name in PUBLIC_API:
+        assert hasattr(wippy_agents, name), name
+
+
+def test_process_module_exports_exactly_the_process_api() -> None:
+    assert set(process.__all__) == PROCESS_API
+    for name in PROCESS_API:
+        assert hasattr(process, name), name
+
+
+def test_supervisor_and_testing_modules_export_their_api() -> None:
+    assert set(supervisor.__all__) == {
+        "Backoff", "ChildInfo", "ChildSpec", "Supervisor", "SupervisorError",
+        "start_child", "terminate_child", "which_children",
+    }  # fmt: skip
+    assert set(testing.__all__) == {"VirtualClock"}
+
+
+def test_public_modules_hide_their_imports() -> None:
+    """Nothing private leaks through `from wippy_agents import *`."""
+    namespace: dict[str, object] = {}
+    exec("from wippy_agents import *", namespace)
+    assert set(namespace) - {"__builtins__"} == PUBLIC_API

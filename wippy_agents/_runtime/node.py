@@ -1,0 +1,432 @@
+"""The node: hosts processes on one asyncio loop and carries out every signal between them.
+
+Exit handling follows Erlang. A process ends normally (its function returned),
+with an exception (it raised), or because it was doomed by an exit signal; the
+reason then flows to its links (killing non-trapping ones for abnormal reasons,
+an `EXIT` message for trapping ones) and to its monitors (a `DOWN` message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import difflib
+import itertools
+import logging
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from .proc import DEAD, EXITING, Process, ProcessFn
+from .types import (
+    DOWN,
+    EXIT,
+    KILLED,
+    NOPROC,
+    NORMAL,
+    SHUTDOWN,
+    Down,
+    Exit,
+    ExitReason,
+    Message,
+    Pid,
+    ProcessError,
+    Ref,
+    describe,
+)
+
+log = logging.getLogger("wippy_agents.process")
+
+current_process: contextvars.ContextVar[Process] = contextvars.ContextVar("wippy_current_process")
+
+Dest = Pid | str
+ProcessResolver = Callable[[str, "str | None"], ProcessFn]
+
+
+class ProcessInfo(NamedTuple):
+    """A snapshot of one live process, for `node.processes()` (the TUI's process view)."""
+
+    pid: Pid
+    name: str | None
+    supervisor: Pid | None
+    status: str  # "running", "waiting" (blocked in receive) or "exiting"
+    mailbox: int
+    restarts: int
+    function: str
+
+
+class Node:
+    """Hosts many processes on one asyncio event loop.
+
+    Use it as an async context manager (`async with Node() as node:`): leaving
+    the block shuts every process down, supervisors first asked politely.
+    """
+
+    def __init__(self, name: str = "local", *, shutdown_timeout: float = 5.0) -> None:
+        self.name = name
+        self.shutdown_timeout = shutdown_timeout
+        self.table: dict[Pid, Process] = {}
+        self.names: dict[str, Process] = {}
+        self.process_resolver: ProcessResolver | None = None
+        """Turns a registry id such as `app.workers:handler` into a process function."""
+        self._ids = itertools.count(1)
+        self._refs = itertools.count(1)
+        self._calls: dict[Ref, asyncio.Future[Any]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"Node({self.name!r}, processes={len(self.table)})"
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    async def __aenter__(self) -> Node:
+        self._loop = asyncio.get_running_loop()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # -- starting processes ---------------------------------------------------
+
+    def resolve(self, target: ProcessFn | str, args: tuple[Any, ...]) -> tuple[ProcessFn, tuple[Any, ...]]:
+        """Accept a function, or a registry id followed by an optional host argument."""
+        if not isinstance(target, str):
+            return target, args
+        host = args[0] if args else None
+        if self.process_resolver is None:
+            raise ProcessError(
+                f"cannot spawn {target!r}: this node has no registry to look process entries up in; "
+                "start the node on an app folder or pass a function instead"
+            )
+        return self.process_resolver(target, host), args[1:]
+
+    def start(
+        self,
+        fn: ProcessFn,
+        args: tuple[Any, ...] = (),
+        *,
+        parent: Process | None = None,
+        link: bool = False,
+        name: str | None = None,
+        supervisor: Pid | None = None,
+        restarts: int = 0,
+    ) -> Process:
+        """Create a process running `fn(*args)`; linked to `parent` when `link`."""
+        if name is not None:
+            self._check_name_free(name)
+        coro = fn(*args)
+        if not asyncio.iscoroutine(coro):
+            raise TypeError(f"a process runs an async function; {_qualname(fn)} returned {type(coro).__name__}")
+        pid = Pid(self.name, next(self._ids))
+        proc = Process(self, pid, fn)
+        proc.supervisor = supervisor
+        proc.restarts = restarts
+        if name is not None:
+            proc.name = name
+            self.names[name] = proc
+        self.table[pid] = proc
+        if link and parent is not None:
+            proc.add_link(parent.pid)
+            parent.add_link(pid)
+        context = contextvars.copy_context()
+        context.run(current_process.set, proc)
+        task = self.loop.create_task(coro, context=context)
+        proc.task = task
+        task.add_done_callback(lambda task: self._finish(proc, task))
+        return proc
+
+    def spawn(self, target: ProcessFn | str, *args: Any, name: str | None = None) -> Pid:
+        """Start a process from outside any process (the CLI, the TUI, tests)."""
+        fn, args = self.resolve(target, args)
+        return self.start(fn, args, name=name).pid
+
+    async def run(self, target: ProcessFn | str, *args: Any, name: str | None = None) -> Any:
+        """Run `target` as a process and return its result, or raise what it raised."""
+        fn, args = self.resolve(target, args)
+        proc = self.start(fn, args, name=name)
+        try:
+            reason = await proc.wait_exit()
+        except asyncio.CancelledError:
+            self.doom(proc, KILLED)
+            raise
+        if reason == NORMAL:
+            return proc.result
+        if isinstance(reason, BaseException):
+            raise reason
+        raise ProcessError(f"process {proc.pid} exited with reason {reason!r}")
+
+    # -- names ------------------------------------------------------------------
+
+    def _check_name_free(self, name: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise ProcessError(f"a registered name must be a non-empty string, not {name!r}")
+        holder = self.names.get(name)
+        if holder is not None:
+            raise ProcessError(f"cannot register {name!r}: the name is already registered to {holder.pid}")
+
+    def register(self, proc: Process, name: str) -> None:
+        if proc.name is not None:
+            raise ProcessError(f"{proc.pid} is already registered as {proc.name!r}; a process has one name")
+        self._check_name_free(name)
+        proc.name = name
+        self.names[name] = proc
+
+    def whereis(self, name: str) -> Pid | None:
+        proc = self.names.get(name)
+        return None if proc is None else proc.pid
+
+    def lookup(self, dest: Dest) -> Process | None:
+        """The process behind a pid (None when it has exited) or a registered name."""
+        if isinstance(dest, Pid):
+            return self.table.get(dest)
+        if isinstance(dest, str):
+            proc = self.names.get(dest)
+            if proc is None:
+                close = difflib.get_close_matches(dest, list(self.names), n=3)
+                hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+                raise ProcessError(f"no process is registered as {dest!r}{hint}")
+            return proc
+        raise TypeError(f"a destination is a Pid or a registered name, not {type(dest).__name__}")
+
+    # -- messages ----------------------------------------------------------------
+
+    def send(self, dest: Dest, topic: str, payload: Any = None, *, sender: Pid | None = None) -> None:
+        target = self.lookup(dest)
+        if target is not None:
+            target.deliver(Message(topic, payload, sender, None))
+
+    async def call(
+        self, dest: Dest, topic: str, payload: Any = None, timeout: float | None = 5.0, *, caller: Process | None = None
+    ) -> Any:
+        target = self.lookup(dest)
+        if target is None or target.exit_reason is not None:
+            raise ProcessError(f"call {topic!r} to {dest} failed: the process is not alive")
+        if target is caller:
+            raise ProcessError(f"{target.pid} called itself with {topic!r}; that would wait forever")
+        ref = next(self._refs)
+        loop = self.loop
+        future: asyncio.Future[Any] = loop.create_future()
+        self._calls[ref] = future
+        if target.calls is None:
+            target.calls = set()
+        target.calls.add(ref)
+        target.deliver(Message(topic, payload, None if caller is None else caller.pid, ref))
+        timer = None if timeout is None else loop.call_later(timeout, _expire_call, future, target.pid, topic, timeout)
+        try:
+            return await future
+        finally:
+            del self._calls[ref]
+            if target.calls is not None:
+                target.calls.discard(ref)
+            if timer is not None:
+                timer.cancel()
+
+    def reply(self, msg: Message, value: Any) -> None:
+        if msg.ref is None:
+            raise ProcessError(
+                f"cannot reply to the {msg.topic!r} message: it was sent with send(), not call(), so nobody waits"
+            )
+        future = self._calls.get(msg.ref)
+        if future is not None and not future.done():
+            future.set_result(value)
+
+    # -- links, monitors, exit signals ---------------------------------------------
+
+    def link(self, proc: Process, pid: Pid) -> None:
+        if pid == proc.pid:
+            return
+        target = self.table.get(pid)
+        if target is None or target.status == DEAD:
+            self.signal(proc, pid, NOPROC)
+            return
+        proc.add_link(pid)
+        target.add_link(proc.pid)
+
+    def unlink(self, proc: Process, pid: Pid) -> None:
+        if proc.links is not None:
+            proc.links.discard(pid)
+        target = self.table.get(pid)
+        if target is not None and target.links is not None:
+            target.links.discard(proc.pid)
+
+    def monitor(self, proc: Process, dest: Dest) -> Ref:
+        ref = next(self._refs)
+        target = self.lookup(dest)
+        if target is None:
+            assert isinstance(dest, Pid)
+            proc.deliver(Message(DOWN, Down(ref, dest, NOPROC), dest))
+        else:
+            target.add_watcher(ref, proc.pid)
+            proc.add_monitor(ref, target.pid)
+        return ref
+
+    def demonitor(self, proc: Process, ref: Ref, flush: bool = False) -> None:
+        pid = proc.monitors.pop(ref, None) if proc.monitors is not None else None
+        target = None if pid is None else self.table.get(pid)
+        if target is not None and target.watchers is not None:
+            target.watchers.pop(ref, None)
+        if flush:
+            proc.drop(lambda m: m.topic == DOWN and m.payload.ref == ref)
+
+    def exit(self, sender: Pid | None, dest: Dest, reason: ExitReason) -> None:
+        """Send an exit signal: `"kill"` cannot be trapped; others follow the link rules."""
+        target = self.lookup(dest)
+        if target is None:
+            return
+        if reason == "kill":
+            self.doom(target, KILLED)
+        else:
+            self.signal(target, sender, reason)
+
+    def signal(self, target: Process, sender: Pid | None, reason: ExitReason) -> None:
+        if target.trap_exits:
+            target.deliver(Message(EXIT, Exit(sender, reason), sender))
+        elif reason != NORMAL:
+            self.doom(target, reason)
+
+    def doom(self, proc: Process, reason: ExitReason) -> None:
+        """Make `proc` exit with `reason`: its task is cancelled and the reason stands.
+
+        A process that swallows the cancellation is cancelled again by a later
+        kill, which then becomes its reason: `"kill"` always wins.
+        """
+        if proc.exit_reason is not None and (reason != KILLED or proc.status == DEAD):
+            return
+        proc.exit_reason = reason
+        proc.status = EXITING
+        if proc.task is not None:
+            proc.task.cancel()
+
+    def _finish(self, proc: Process, task: asyncio.Task[Any]) -> None:
+        if proc.status == DEAD:
+            return  # abandoned earlier by `kill`
+        reason = proc.exit_reason
+        if reason is None:
+            if task.cancelled():
+                reason = KILLED
+            elif (error := task.exception()) is not None:
+                reason = error
+                self._log_crash(proc, error)
+            else:
+                reason = NORMAL
+                proc.result = task.result()
+        elif not task.cancelled():
+            task.exception()  # retrieved: a doomed process that raised while unwinding
+        self._finalize(proc, reason)
+
+    def _finalize(self, proc: Process, reason: ExitReason) -> None:
+        """Tell everyone the process is gone: callers, monitors, links, waiters."""
+        proc.exit_reason = reason
+        proc.status = DEAD
+        proc.mailbox = None
+        pid = proc.pid
+        del self.table[pid]
+        if proc.name is not None and self.names.get(proc.name) is proc:
+            del self.names[proc.name]
+        if proc.calls:
+            for ref in proc.calls:
+                future = self._calls.get(ref)
+                if future is not None and not future.done():
+                    future.set_exception(
+                        ProcessError(f"{pid} exited with reason {describe(reason)!r} before it replied")
+                    )
+        if proc.monitors:
+            for ref, watched in proc.monitors.items():
+                target = self.table.get(watched)
+                if target is not None and target.watchers is not None:
+                    target.watchers.pop(ref, None)
+        if proc.links:
+            for linked in proc.links:
+                target = self.table.get(linked)
+                if target is not None:
+                    if target.links is not None:
+                        target.links.discard(pid)
+                    self.signal(target, pid, reason)
+        if proc.watchers:
+            for ref, watcher in proc.watchers.items():
+                target = self.table.get(watcher)
+                if target is not None:
+                    if target.monitors is not None:
+                        target.monitors.pop(ref, None)
+                    target.deliver(Message(DOWN, Down(ref, pid, reason), pid))
+        if proc.exit_waiters:
+            for future in proc.exit_waiters:
+                if not future.done():
+                    future.set_result(reason)
+
+    @staticmethod
+    def _log_crash(proc: Process, error: BaseException) -> None:
+        named = f" ({proc.name})" if proc.name else ""
+        log.error(
+            "process %s%s running %s crashed: %s",
+            proc.pid,
+            named,
+            _qualname(proc.fn),
+            describe(error),
+            exc_info=(type(error), error, error.__traceback__),
+        )
+
+    # -- introspection and shutdown --------------------------------------------------
+
+    def processes(self) -> list[ProcessInfo]:
+        """Every live process, oldest first."""
+        return [
+            ProcessInfo(
+                pid=proc.pid,
+                name=proc.name,
+                supervisor=proc.supervisor,
+                status=proc.status,
+                mailbox=len(proc.mailbox) if proc.mailbox else 0,
+                restarts=proc.restarts,
+                function=_qualname(proc.fn),
+            )
+            for proc in self.table.values()
+        ]
+
+    async def kill(self, procs: list[Process], grace: float = 1.0) -> None:
+        """Kill processes and wait for them to end.
+
+        asyncio cannot force a task to stop: one that swallows `CancelledError`
+        for `grace` seconds is abandoned (its links and monitors are told it was
+        killed) and logged as an error, so shutdown never hangs on it.
+        """
+        procs = [proc for proc in procs if proc.status != DEAD]
+        if not procs:
+            return
+        waits = [proc.wait_exit() for proc in procs]
+        for proc in procs:
+            self.doom(proc, KILLED)
+        await asyncio.wait(waits, timeout=grace)
+        for proc in procs:
+            if proc.status != DEAD:
+                log.error("process %s ignored its kill for %gs (it swallows CancelledError); abandoning it",
+                          proc.pid, grace)
+                self._finalize(proc, KILLED)
+
+    async def stop(self) -> None:
+        """Ask every top-level process to shut down; kill what is left after `shutdown_timeout`."""
+        if not self.table:
+            return
+        roots = [proc for proc in reversed(self.table.values()) if proc.supervisor is None]
+        waits = [proc.wait_exit() for proc in self.table.values()]
+        for proc in roots:
+            self.signal(proc, None, SHUTDOWN)
+        await asyncio.wait(waits, timeout=self.shutdown_timeout)
+        if self.table:
+            for proc in self.table.values():
+                log.warning("process %s did not shut down within %gs; killing it", proc.pid, self.shutdown_timeout)
+            await self.kill(list(self.table.values()))
+
+
+def _expire_call(future: asyncio.Future[Any], pid: Pid, topic: str, timeout: float) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError(f"call {topic!r} to {pid} got no reply within {timeout:g}s"))
+
+
+def _qualname(fn: object) -> str:
+    if hasattr(fn, "__qualname__"):
+        return f"{getattr(fn, '__module__', '?')}.{fn.__qualname__}"
+    return f"{type(fn).__module__}.{type(fn).__qualname__}"

@@ -1,0 +1,64 @@
+"""The app's state file (`.wippy/state.duckdb`): opened once per node, schema made at startup.
+
+DuckDB lets one process write a file, so a second node on the same app gets a
+clear error naming the holder instead of DuckDB's lock message alone.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import duckdb
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS wippy_schema (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS registry_versions (
+    version BIGINT PRIMARY KEY,
+    time TIMESTAMPTZ NOT NULL,
+    author VARCHAR NOT NULL,
+    task VARCHAR,
+    reason VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS registry_changes (
+    version BIGINT NOT NULL,
+    entry_id VARCHAR NOT NULL,
+    before JSON,
+    after JSON,
+    origin VARCHAR
+);
+CREATE TABLE IF NOT EXISTS registry_state (
+    entry_id VARCHAR PRIMARY KEY,
+    entry JSON NOT NULL,
+    origin VARCHAR
+);
+"""
+
+
+class StateFileBusy(RuntimeError):
+    """Another process holds the app's state file."""
+
+
+def open_state(path: Path) -> duckdb.DuckDBPyConnection:
+    """Open (creating if needed) the state file and make sure every table exists."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        db = duckdb.connect(str(path))
+    except duckdb.IOException as error:
+        text = str(error)
+        if "lock" not in text.lower():
+            raise
+        holder = re.search(r"PID (\d+)", text)
+        who = f"process {holder.group(1)}" if holder else "another process"
+        raise StateFileBusy(
+            f"the app's state file {path} is in use by {who} (a running wippy node); "
+            "stop that node or run this command against it"
+        ) from None
+    db.execute("BEGIN")
+    db.execute(_SCHEMA)
+    if db.execute("SELECT count(*) FROM wippy_schema").fetchone() == (0,):
+        db.execute("INSERT INTO wippy_schema VALUES (?)", [SCHEMA_VERSION])
+    db.execute("COMMIT")
+    return db

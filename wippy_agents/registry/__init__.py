@@ -1,0 +1,38 @@
+"""The registry: every agent, prompt, tool, model, policy and process is an entry `namespace:name`.
+
+Entries load from the app's files (`registry/**/_index.yaml`, `prompts/`,
+`tools/`), hot-reload when a file changes, commit as numbered versions kept in
+the app's DuckDB state file, and reach subscribed processes as messages.
+
+```python
+node.registry.get("app.db:postgres")
+node.registry.find(kind="agent")
+node.registry.apply([Entry("generated:hello", "prompt", {}, {"template": "Hi"})], author="app:toolsmith")
+node.registry.history("tools.weather:forecast"); node.registry.rollback(version)
+```
+"""
+
+from ._entry import Change, Delete, Entry, EntryNotFound, Problem, RegistryError, check_id
+from ._kinds import KINDS, KindSpec
+from ._registry import PolicyHook, Registry, RegistryEvent
+from ._sources import Folders, Origin
+from ._store import EntryChange, Version
+
+__all__ = [
+    "KINDS",
+    "Change",
+    "Delete",
+    "Entry",
+    "EntryChange",
+    "EntryNotFound",
+    "Folders",
+    "KindSpec",
+    "Origin",
+    "PolicyHook",
+    "Problem",
+    "Registry",
+    "RegistryError",
+    "RegistryEvent",
+    "Version",
+    "check_id",
+]

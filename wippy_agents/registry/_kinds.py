@@ -1,0 +1,242 @@
+"""The shipped entry kinds: a pydantic model per kind validates an entry's fields.
+
+Each model forbids unknown fields, so a typo is an error that names the field,
+and declares the other entries it refers to so a changeset that leaves a
+dangling reference is refused at commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import jinja2
+import jsonschema
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ._entry import Entry
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """`field` of an entry names `target` (an id, or a pattern with `*`) of one of `kinds`."""
+
+    field: str
+    target: str
+    kinds: tuple[str, ...]
+
+
+class KindSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def references(self) -> list[Reference]:
+        return []
+
+
+class Pricing(KindSpec):
+    """US dollars per million tokens."""
+
+    input: float = Field(0.0, ge=0)
+    output: float = Field(0.0, ge=0)
+    cached: float = Field(0.0, ge=0)
+
+
+class ModelSpec(KindSpec):
+    provider: Literal["openai", "anthropic", "openai-compatible", "offline"]
+    model: str = Field(min_length=1)
+    base_url: str | None = None
+    api_key_env: str | None = None
+    max_tokens: int | None = Field(None, gt=0)
+    temperature: float | None = Field(None, ge=0, le=2)
+    timeout: float | None = Field(None, gt=0)
+    max_retries: int = Field(2, ge=0)
+    capabilities: list[str] = []
+    pricing: Pricing | None = None
+
+
+class PromptSpec(KindSpec):
+    template: str
+    vars: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _parses(self) -> PromptSpec:
+        try:
+            jinja2.Environment().parse(self.template)
+        except jinja2.TemplateSyntaxError as error:
+            raise ValueError(f"template line {error.lineno}: {error.message}") from None
+        return self
+
+
+class ToolSpec(KindSpec):
+    description: str = ""
+    parameters: dict[str, Any] | None = None
+    runtime: Literal["python", "restricted"] = "python"
+    file: str | None = None
+    module: str | None = None
+    function: str | None = None
+    source: str | None = None
+    timeout: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _has_code(self) -> ToolSpec:
+        if self.runtime == "restricted":
+            if not self.source:
+                raise ValueError("a restricted tool needs its Python code in 'source'")
+        elif not (self.file or self.module) or not self.function:
+            raise ValueError("a python tool names its code with 'file' (or 'module') and 'function'")
+        return self
+
+
+class AgentSpec(KindSpec):
+    prompt: str | None = None
+    model: str | None = None
+    tools: list[str] = []
+    delegates: list[str] = []
+    vars: dict[str, Any] = {}
+    max_steps: int = Field(10, gt=0)
+    max_tokens: int | None = Field(None, gt=0)
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_cost_usd: float | None = Field(None, ge=0)
+    max_total_tokens: int | None = Field(None, gt=0)
+
+    def references(self) -> list[Reference]:
+        refs = [Reference(f"tools.{i}", tool, ("tool",)) for i, tool in enumerate(self.tools)]
+        refs += [Reference(f"delegates.{i}", agent, ("agent",)) for i, agent in enumerate(self.delegates)]
+        if self.prompt:
+            refs.append(Reference("prompt", self.prompt, ("prompt",)))
+        if self.model:
+            refs.append(Reference("model", self.model, ("model",)))
+        return refs
+
+
+Action = Literal["registry.create", "registry.update", "registry.delete", "tool.call", "agent.delegate"]
+
+
+class PolicySpec(KindSpec):
+    subjects: list[str] = Field(min_length=1)
+    actions: list[Action] = Field(min_length=1)
+    resources: list[str] = ["*"]
+    kinds: list[str] | None = None
+    effect: Literal["allow", "deny", "ask"]
+
+
+class CodeSpec(KindSpec):
+    """Python code named by a file under the app root or an importable module, and a function in it."""
+
+    file: str | None = None
+    module: str | None = None
+    function: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CodeSpec:
+        if (self.file is None) == (self.module is None):
+            raise ValueError("name the code with exactly one of 'file' (a path under the app root) or 'module'")
+        return self
+
+
+class ProcessSpec(CodeSpec):
+    args: list[Any] = []
+
+
+class WorkflowSpec(CodeSpec):
+    pass
+
+
+class BackoffSpec(KindSpec):
+    initial: float = Field(0.1, gt=0)
+    maximum: float = Field(30.0, gt=0)
+    multiplier: float = Field(2.0, ge=1)
+    jitter: float = Field(0.2, ge=0, le=1)
+
+
+class ChildEntry(KindSpec):
+    id: str = Field(min_length=1)
+    process: str
+    args: list[Any] = []
+    restart: Literal["permanent", "transient", "temporary"] = "permanent"
+    shutdown: float = Field(5.0, ge=0)
+    name: str | None = None
+
+
+class SupervisorSpec(KindSpec):
+    strategy: Literal["one_for_one", "one_for_all", "rest_for_one"] = "one_for_one"
+    max_restarts: int = Field(3, ge=0)
+    max_seconds: float = Field(5.0, gt=0)
+    backoff: BackoffSpec | None = None
+    children: list[ChildEntry] = []
+    auto_start: bool = True
+
+    def references(self) -> list[Reference]:
+        return [
+            Reference(f"children.{i}.process", child.process, ("process", "supervisor"))
+            for i, child in enumerate(self.children)
+        ]
+
+
+class ConfigSpec(KindSpec):
+    """Free-form settings; an optional `schema` (JSON Schema) checks the other fields."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+    json_schema: dict[str, Any] | None = Field(None, alias="schema")
+
+    @model_validator(mode="after")
+    def _matches_schema(self) -> ConfigSpec:
+        if self.json_schema is None:
+            return self
+        try:
+            jsonschema.Draft202012Validator.check_schema(self.json_schema)
+        except jsonschema.SchemaError as error:
+            raise ValueError(f"'schema' is not a valid JSON schema: {error.message}") from None
+        values = dict(self.model_extra or {})
+        errors = sorted(jsonschema.Draft202012Validator(self.json_schema).iter_errors(values), key=str)
+        if errors:
+            raise ValueError(
+                "; ".join(
+                    f"{'.'.join(map(str, e.absolute_path)) or '(settings)'}: {e.message}" for e in errors
+                )
+            )
+        return self
+
+
+KINDS: Mapping[str, type[KindSpec]] = {
+    "agent": AgentSpec,
+    "model": ModelSpec,
+    "prompt": PromptSpec,
+    "tool": ToolSpec,
+    "policy": PolicySpec,
+    "process": ProcessSpec,
+    "supervisor": SupervisorSpec,
+    "workflow": WorkflowSpec,
+    "config": ConfigSpec,
+}
+
+
+class SpecErrors(Exception):
+    """The fields of one entry that failed validation, as (location, message) pairs."""
+
+    def __init__(self, errors: list[tuple[Loc, str]]) -> None:
+        super().__init__("; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in errors))
+        self.errors = errors
+
+
+def parse_spec(entry: Entry) -> KindSpec:
+    """Validate `entry.data` with its kind's model; `SpecErrors` lists every bad field."""
+    model = KINDS.get(entry.kind)
+    if model is None:
+        raise SpecErrors([(("kind",), f"unknown kind {entry.kind!r}; the kinds are {', '.join(sorted(KINDS))}")])
+    try:
+        return model.model_validate(dict(entry.data))
+    except ValidationError as error:
+        raise SpecErrors([(tuple(e["loc"]), _message(e)) for e in error.errors(include_url=False)]) from None
+
+
+def _message(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown field (check the spelling; the kind does not have it)"
+    if error["type"] == "missing":
+        return "required field is missing"
+    text: str = error["msg"]
+    return text.removeprefix("Value error, ")

@@ -1,0 +1,548 @@
+"""The live registry: entries by id, changed only by changesets that commit as numbered versions.
+
+A changeset is checked as a whole (each entry by its kind, each change by the
+policy hook, every reference in the resulting state) and then written through
+to the files, recorded durably in DuckDB, swapped into memory and announced to
+subscribed processes, in that order. Nothing of a rejected changeset happens.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import functools
+import getpass
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import duckdb
+
+from .._runtime.node import current_process
+from .._runtime.proc import ProcessFn
+from .._runtime.types import Message, Pid, Ref
+from ..supervisor import Backoff, ChildSpec, Supervisor
+from ..tools import FunctionTool
+from ._entry import Change, Delete, Entry, EntryNotFound, Problem, RegistryError
+from ._files import FileWriter
+from ._kinds import KindSpec, ProcessSpec, SpecErrors, SupervisorSpec, parse_spec
+from ._sources import Folders, Origin, SourceFile, import_file, read_source, scan, source_kind
+from ._store import EntryChange, Version, VersionStore
+
+if TYPE_CHECKING:
+    from .._runtime.node import Node
+
+log = logging.getLogger("wippy_agents.registry")
+
+EVENT_TYPES = ("begin", "create", "update", "delete", "commit", "error")
+
+PolicyHook = Callable[[str, str, "Entry | None", "Entry | None"], "str | None"]
+"""`hook(author, action, before, after)` returns why the change is refused, or None to allow it."""
+
+
+class RegistryEvent(NamedTuple):
+    """Payload of the `registry.<type>` messages a subscribed process receives."""
+
+    type: str  # begin, create, update, delete, commit, error
+    version: int
+    author: str
+    reason: str
+    id: str | None = None
+    kind: str | None = None
+    entry: Entry | None = None
+    previous: Entry | None = None
+    ids: tuple[str, ...] = ()
+    problems: tuple[Problem, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Subscription:
+    ref: Ref
+    pid: Pid
+    pattern: str
+    kinds: frozenset[str] | None
+
+    def wants(self, entry: Entry) -> bool:
+        return fnmatch.fnmatchcase(entry.id, self.pattern) and (self.kinds is None or entry.kind in self.kinds)
+
+
+def _is_pattern(target: str) -> bool:
+    return any(ch in target for ch in "*?[")
+
+
+class Registry:
+    """Entries from an app folder, versioned in its state file; see `wippy_agents.registry`."""
+
+    def __init__(
+        self, root: Path, db: duckdb.DuckDBPyConnection, *, folders: Folders | None = None, node: Node | None = None
+    ) -> None:
+        self.root = root.resolve()
+        self.folders = folders or Folders()
+        self.node = node
+        self.store = VersionStore(db)
+        self.writer = FileWriter(self.root, self.folders)
+        self.policy: PolicyHook | None = None
+        self.version = 0
+        self.problems: dict[str, list[Problem]] = {}
+        """Files whose last save was refused, with why: their last good entries stay in force."""
+        self.tools: dict[str, FunctionTool] = {}
+        self._entries: dict[str, Entry] = {}
+        self._specs: dict[str, KindSpec] = {}
+        self._origins: dict[str, Origin] = {}
+        self._digests: dict[str, str] = {}
+        self._subscriptions: list[_Subscription] = []
+        self._modules: dict[str, tuple[tuple[int, int], Any]] = {}
+
+    # -- reading ---------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, entry_id: object) -> bool:
+        return entry_id in self._entries
+
+    def get(self, entry_id: str) -> Entry:
+        """The entry `entry_id`; `KeyError` (an `EntryNotFound`) naming close matches if there is none."""
+        try:
+            return self._entries[entry_id]
+        except KeyError:
+            raise EntryNotFound(_not_found(entry_id, self._entries)) from None
+
+    def spec(self, entry_id: str) -> KindSpec:
+        """The entry's fields, validated by its kind's model."""
+        self.get(entry_id)
+        return self._specs[entry_id]
+
+    def find(self, kind: str | None = None, namespace: str | None = None, pattern: str | None = None) -> list[Entry]:
+        """Entries by kind, exact namespace and/or id pattern (`app.*:*`), sorted by id."""
+        return [
+            entry
+            for entry_id, entry in sorted(self._entries.items())
+            if (kind is None or entry.kind == kind)
+            and (namespace is None or entry.namespace == namespace)
+            and (pattern is None or fnmatch.fnmatchcase(entry_id, pattern))
+        ]
+
+    def origin(self, entry_id: str) -> Origin | None:
+        """The file (and line) an entry lives in."""
+        return self._origins.get(entry_id)
+
+    # -- changing through the API -------------------------------------------------
+
+    def apply(
+        self, changes: Iterable[Change | Mapping[str, Any]], *, author: str, reason: str = "", task: str | None = None
+    ) -> int:
+        """Apply entries (create or update) and `Delete`s all-or-nothing; return the new version.
+
+        The change is written through to the app's files. Raises `RegistryError`
+        listing every problem, with nothing applied, if any part is refused.
+        """
+        wanted: dict[str, Entry | None] = {}
+        for item in changes:
+            change = Entry.from_json(item) if isinstance(item, Mapping) else item
+            wanted[change.id] = None if isinstance(change, Delete) else change
+        problems = [
+            Problem("there is no such entry to delete", entry=entry_id)
+            for entry_id, entry in wanted.items()
+            if entry is None and entry_id not in self._entries
+        ]
+        diff = [
+            EntryChange(entry_id, self._entries.get(entry_id), entry)
+            for entry_id, entry in wanted.items()
+            if self._entries.get(entry_id) != entry
+        ]
+        for entry_change in diff:
+            problem = self.writer.problem(entry_change, self._origins.get(entry_change.id))
+            if problem is not None:
+                problems.append(problem)
+        if problems:
+            raise RegistryError("changeset rejected; nothing was applied", problems)
+        if not diff:
+            return self.version
+        return self._commit(diff, author=author, reason=reason, task=task, write=True)
+
+    def rollback(self, version: int, *, author: str | None = None, reason: str | None = None) -> int:
+        """Restore the registry to its state as of `version`, as a new version written through to files.
+
+        Tools defined by `tools/*.py` files are trusted code kept in those files
+        (and in git): a rollback leaves them as they are.
+        """
+        if not 0 <= version <= self.version:
+            raise RegistryError(f"there is no version {version}; the latest is {self.version}")
+        target = self.store.state_at(version, self._entries)
+        changes = []
+        skipped = []
+        for entry_id in sorted(set(target) | set(self._entries)):
+            before, after = self._entries.get(entry_id), target.get(entry_id)
+            if before == after:
+                continue
+            origin = self._origins.get(entry_id)
+            if (origin is not None and source_kind(origin.file, self.folders) == "tools") or (
+                before is None and after is not None and after.kind == "tool" and after.data.get("file")
+            ):
+                skipped.append(entry_id)
+                continue
+            changes.append(EntryChange(entry_id, before, after))
+        note = f"rollback to version {version}"
+        if skipped:
+            note += f" (left as they are: {', '.join(skipped)}, defined in tools/ files; restore those with git)"
+        if not changes:
+            return self.version
+        return self._commit(
+            changes, author=author or f"user:{getpass.getuser()}", reason=reason or note, task=None, write=True
+        )
+
+    def history(self, entry_id: str | None = None) -> list[Version]:
+        """Committed versions, oldest first; only those that changed `entry_id` when given."""
+        return self.store.history(entry_id)
+
+    def diff(self, v1: int, v2: int) -> list[EntryChange]:
+        """What changed between the states as of `v1` and `v2`, by entry id."""
+        for v in (v1, v2):
+            if not 0 <= v <= self.version:
+                raise RegistryError(f"there is no version {v}; the latest is {self.version}")
+        a = self.store.state_at(v1, self._entries)
+        b = self.store.state_at(v2, self._entries)
+        return [
+            EntryChange(entry_id, a.get(entry_id), b.get(entry_id))
+            for entry_id in sorted(set(a) | set(b))
+            if a.get(entry_id) != b.get(entry_id)
+        ]
+
+    # -- the commit path shared by the API, file changes and boot ------------------------
+
+    def _check(self, changes: list[EntryChange], *, author: str, policy: bool) -> dict[str, KindSpec]:
+        """Validate a changeset against the state it would produce; return the new entries' specs."""
+        problems: list[Problem] = []
+        specs: dict[str, KindSpec] = {}
+        for change in changes:
+            origin = self._origins.get(change.id)
+            file = origin.file if origin else None
+            if change.after is not None:
+                try:
+                    specs[change.id] = parse_spec(change.after)
+                except SpecErrors as errors:
+                    problems += [
+                        Problem(message, file=file, entry=change.id, field=".".join(map(str, loc)))
+                        for loc, message in errors.errors
+                    ]
+            if policy and self.policy is not None:
+                action = "registry." + change.op
+                refusal = self.policy(author, action, change.before, change.after)
+                if refusal:
+                    problems.append(Problem(f"{action} refused by policy: {refusal}", file=file, entry=change.id))
+        if not problems:
+            problems = self._dangling(changes, specs)
+        if problems:
+            raise RegistryError("changeset rejected; nothing was applied", problems)
+        return specs
+
+    def _dangling(self, changes: list[EntryChange], specs: dict[str, KindSpec]) -> list[Problem]:
+        """References left pointing at nothing (or at the wrong kind) by applying `changes`."""
+        state = dict(self._entries)
+        for change in changes:
+            if change.after is None:
+                state.pop(change.id, None)
+            else:
+                state[change.id] = change.after
+        removed = any(c.after is None or (c.before and c.before.kind != c.after.kind) for c in changes)
+        to_check = state.keys() if removed else [c.id for c in changes if c.after is not None]
+        problems = []
+        for entry_id in to_check:
+            spec = specs.get(entry_id) or self._specs.get(entry_id)
+            if spec is None:
+                continue
+            for ref in spec.references():
+                if _is_pattern(ref.target):
+                    continue
+                target = state.get(ref.target)
+                if target is not None and target.kind in ref.kinds:
+                    continue
+                if target is not None:
+                    message = f"{ref.target!r} is a {target.kind}, not a {' or '.join(ref.kinds)}"
+                else:
+                    message = _not_found(ref.target, {i: e for i, e in state.items() if e.kind in ref.kinds},
+                                         what=" or ".join(ref.kinds))
+                origin = self._origins.get(entry_id)
+                problems.append(Problem(message, file=origin.file if origin else None, entry=entry_id,
+                                        field=ref.field))
+        return problems
+
+    def _commit(
+        self,
+        changes: list[EntryChange],
+        *,
+        author: str,
+        reason: str,
+        task: str | None,
+        write: bool,
+        origins: Mapping[str, Origin] | None = None,
+        policy: bool = True,
+    ) -> int:
+        specs = self._check(changes, author=author, policy=policy)
+        placed: dict[str, Origin | None] = dict(origins or {})
+        if write:
+            placed.update(self.writer.write(changes, self._origins))
+        recorded = self.store.record(
+            changes, {c.id: (o.file if (o := placed.get(c.id) or self._origins.get(c.id)) else None) for c in changes},
+            author, task, reason,
+        )
+        self.version = recorded.version
+        for change in changes:
+            if change.after is None:
+                self._entries.pop(change.id, None)
+                self._specs.pop(change.id, None)
+                self._origins.pop(change.id, None)
+                self.tools.pop(change.id, None)
+            else:
+                self._entries[change.id] = change.after
+                self._specs[change.id] = specs[change.id]
+                origin = placed.get(change.id)
+                if origin is not None:
+                    self._origins[change.id] = origin
+        self._publish(recorded, changes)
+        return recorded.version
+
+    # -- files ------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Boot: read every source file and record what changed since the state file last saw them."""
+        known = self.store.load_state()
+        self.version = self.store.last_version()
+        sources = [read_source(self.root, relpath, self.folders) for relpath in scan(self.root, self.folders)]
+        candidate: dict[str, tuple[Entry, Origin]] = {}
+        kept_files: set[str] = set()
+        for source in sources:
+            self._claim(source, candidate)
+            if source.problems:
+                self._refuse(source.file, source.problems)
+                kept_files.add(source.file)
+            else:
+                self._accept(source)
+                candidate.update(source.entries)
+        # a file in error keeps the entries it had when it was last good
+        for entry_id, (entry, origin) in known.items():
+            if origin in kept_files and entry_id not in candidate:
+                candidate[entry_id] = (entry, Origin(origin))
+        self._drop_dangling(candidate)
+        changes = [
+            EntryChange(entry_id, known[entry_id][0] if entry_id in known else None,
+                        candidate[entry_id][0] if entry_id in candidate else None)
+            for entry_id in sorted(set(known) | set(candidate))
+            if (known[entry_id][0] if entry_id in known else None)
+            != (candidate[entry_id][0] if entry_id in candidate else None)
+        ]
+        self._entries = {entry_id: entry for entry_id, (entry, _) in candidate.items()}
+        self._origins = {entry_id: origin for entry_id, (_, origin) in candidate.items()}
+        self._specs = {entry_id: parse_spec(entry) for entry_id, entry in self._entries.items()}
+        if changes:
+            reason = "loaded from files" if not known else "files changed while the node was not running"
+            recorded = self.store.record(
+                changes, {c.id: self._origins[c.id].file if c.id in self._origins else None for c in changes},
+                "files", None, reason,
+            )
+            self.version = recorded.version
+
+    def _claim(self, source: SourceFile, taken: Mapping[str, tuple[Entry, Origin]]) -> None:
+        """An id may live in one file only: a second file defining it is refused."""
+        for entry_id in list(source.entries):
+            holder = taken.get(entry_id) or ((None, self._origins[entry_id]) if entry_id in self._origins else None)
+            if holder is not None and holder[1].file != source.file:
+                source.problems.append(Problem(f"the id is already defined in {holder[1].file}", file=source.file,
+                                               entry=entry_id, line=source.entries[entry_id][1].line))
+        if source.problems:
+            source.entries.clear()
+            source.tools.clear()
+
+    def _drop_dangling(self, candidate: dict[str, tuple[Entry, Origin]]) -> None:
+        """At boot, a file whose entries point at missing entries is refused as a whole."""
+        while True:
+            self._entries = {entry_id: entry for entry_id, (entry, _) in candidate.items()}
+            self._origins = {entry_id: origin for entry_id, (_, origin) in candidate.items()}
+            self._specs = {entry_id: parse_spec(entry) for entry_id, entry in self._entries.items()}
+            everything = [EntryChange(entry_id, None, entry) for entry_id, entry in self._entries.items()]
+            problems = self._dangling(everything, self._specs)
+            if not problems:
+                return
+            bad_files = {p.file for p in problems}
+            for file in bad_files:
+                self._refuse(file or "?", [p for p in problems if p.file == file])
+            for entry_id in [i for i, (_, origin) in candidate.items() if origin.file in bad_files]:
+                del candidate[entry_id]
+
+    def _accept(self, source: SourceFile) -> None:
+        self._digests[source.file] = source.digest
+        self.problems.pop(source.file, None)
+        for entry_id in [i for i in self.tools if self._origins.get(i, Origin("")).file == source.file]:
+            if entry_id not in source.tools:
+                del self.tools[entry_id]
+        self.tools.update(source.tools)
+
+    def _refuse(self, file: str, problems: list[Problem]) -> None:
+        self.problems[file] = problems
+        for problem in problems:
+            log.warning("registry: %s", problem)
+
+    def reload(self, relpaths: Iterable[str]) -> int | None:
+        """Turn changed files into one changeset (per file if together they are refused)."""
+        sources = []
+        for relpath in sorted(set(relpaths)):
+            if source_kind(relpath, self.folders) is None:
+                continue
+            if not (self.root / relpath).exists():
+                sources.append(SourceFile(relpath, ""))
+                continue
+            source = read_source(self.root, relpath, self.folders)
+            if source.digest and source.digest == self._digests.get(relpath):
+                continue
+            if not source.problems:
+                self._claim(source, {})
+            if source.problems:
+                self._refuse(relpath, source.problems)
+                self._publish_error(relpath, source.problems)
+            else:
+                sources.append(source)
+        if not sources:
+            return None
+        try:
+            return self._commit_sources(sources)
+        except RegistryError:
+            if len(sources) == 1:
+                return None
+        result = None
+        for source in sources:
+            result = self._commit_sources([source]) if source.file else result
+        return result
+
+    def _commit_sources(self, sources: list[SourceFile]) -> int | None:
+        changes: list[EntryChange] = []
+        origins: dict[str, Origin] = {}
+        for source in sources:
+            old_ids = {i for i, origin in self._origins.items() if origin.file == source.file}
+            for entry_id in sorted(old_ids - set(source.entries)):
+                changes.append(EntryChange(entry_id, self._entries[entry_id], None))
+            for entry_id, (entry, origin) in source.entries.items():
+                origins[entry_id] = origin
+                if self._entries.get(entry_id) != entry:
+                    changes.append(EntryChange(entry_id, self._entries.get(entry_id), entry))
+        author = "file:" + ",".join(s.file for s in sources)
+        version = None
+        if changes:
+            try:
+                version = self._commit(changes, author=author, reason="file changed", task=None, write=False,
+                                       origins=origins, policy=False)
+            except RegistryError as error:
+                for source in sources:
+                    mine = [p for p in error.problems if p.file in (None, source.file)] or list(error.problems)
+                    self._refuse(source.file, mine)
+                    self._publish_error(source.file, mine)
+                raise
+        for source in sources:
+            self._origins.update({i: o for i, o in origins.items() if i in self._entries})
+            if source.digest:
+                self._accept(source)
+            else:
+                self._digests.pop(source.file, None)
+                self.problems.pop(source.file, None)
+        return version
+
+    # -- events -----------------------------------------------------------------------
+
+    def subscribe(self, pattern: str = "*", kinds: Iterable[str] | None = None) -> Ref:
+        """Subscribe the calling process to changes of entries matching `pattern` (and `kinds`).
+
+        It then receives `registry.begin`, `registry.create|update|delete` and
+        `registry.commit` messages (payload `RegistryEvent`) for each version that
+        touches such an entry, in commit order, and `registry.error` when a file
+        that held such entries is refused.
+        """
+        proc = current_process.get(None)
+        if proc is None or self.node is None:
+            raise RuntimeError("registry.subscribe() must be called inside a process on this registry's node")
+        ref = next(self.node._refs)
+        self._subscriptions.append(_Subscription(ref, proc.pid, pattern, frozenset(kinds) if kinds else None))
+        return ref
+
+    def unsubscribe(self, ref: Ref) -> None:
+        self._subscriptions = [s for s in self._subscriptions if s.ref != ref]
+
+    def _live_subscriptions(self) -> list[tuple[_Subscription, Any]]:
+        if self.node is None:
+            return []
+        live = [(s, self.node.table.get(s.pid)) for s in self._subscriptions]
+        self._subscriptions = [s for s, proc in live if proc is not None]
+        return [(s, proc) for s, proc in live if proc is not None]
+
+    def _publish(self, version: Version, changes: list[EntryChange]) -> None:
+        for sub, proc in self._live_subscriptions():
+            mine = [c for c in changes if any(sub.wants(e) for e in (c.before, c.after) if e is not None)]
+            if not mine:
+                continue
+            ids = tuple(c.id for c in mine)
+            head = (version.version, version.author, version.reason)
+            proc.deliver(Message("registry.begin", RegistryEvent("begin", *head, ids=ids)))
+            for c in mine:
+                entry = c.after or c.before
+                assert entry is not None
+                proc.deliver(Message(f"registry.{c.op}", RegistryEvent(
+                    c.op, *head, id=c.id, kind=entry.kind, entry=c.after, previous=c.before)))
+            proc.deliver(Message("registry.commit", RegistryEvent("commit", *head, ids=ids)))
+
+    def _publish_error(self, file: str, problems: list[Problem]) -> None:
+        held = [entry for entry_id, entry in self._entries.items() if self._origins[entry_id].file == file]
+        for sub, proc in self._live_subscriptions():
+            if sub.pattern == "*" or any(sub.wants(entry) for entry in held):
+                proc.deliver(Message("registry.error", RegistryEvent(
+                    "error", self.version, f"file:{file}", "file refused", problems=tuple(problems))))
+
+    # -- code named by entries --------------------------------------------------------------
+
+    def process_function(self, entry_id: str, host: str | None = None) -> ProcessFn:
+        """The function a `process` entry names (or a `supervisor` entry's Supervisor), ready to spawn."""
+        spec = self.spec(entry_id)
+        if isinstance(spec, SupervisorSpec):
+            return self._supervisor(spec)
+        if not isinstance(spec, ProcessSpec):
+            raise RegistryError(f"{entry_id!r} is a {self.get(entry_id).kind}; only process and supervisor "
+                                "entries can be spawned")
+        fn = self._load_function(entry_id, spec.file, spec.module, spec.function)
+        return functools.partial(fn, *spec.args) if spec.args else fn
+
+    def _supervisor(self, spec: SupervisorSpec) -> Supervisor:
+        backoff = None if spec.backoff is None else Backoff(**spec.backoff.model_dump())
+        children = [
+            ChildSpec(child.id, child.process, tuple(child.args), child.restart, child.shutdown, child.name)
+            for child in spec.children
+        ]
+        return Supervisor(children, strategy=spec.strategy, max_restarts=spec.max_restarts,
+                          max_seconds=spec.max_seconds, backoff=backoff)
+
+    def _load_function(self, entry_id: str, file: str | None, module: str | None, function: str) -> Any:
+        import importlib
+
+        if file is not None:
+            path = (self.root / file).resolve()
+            if not path.is_relative_to(self.root):
+                raise RegistryError(f"{entry_id}: file {file!r} is outside the app folder")
+            stat = path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            cached = self._modules.get(str(path))
+            if cached is None or cached[0] != stamp:
+                loaded = import_file(path, f"wippy_app.code.{path.stem}_{abs(hash(str(path)))}")
+                self._modules[str(path)] = cached = (stamp, loaded)
+            mod = cached[1]
+        else:
+            assert module is not None
+            mod = importlib.import_module(module)
+        fn = getattr(mod, function, None)
+        if fn is None:
+            raise RegistryError(f"{entry_id}: {file or module} has no function {function!r}")
+        return fn
+
+
+def _not_found(entry_id: str, entries: Mapping[str, Entry], what: str = "entry") -> str:
+    close = difflib.get_close_matches(entry_id, list(entries), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+    return f"no {what} {entry_id!r} in the registry{hint}"

@@ -1,0 +1,132 @@
+"""Registry versions in DuckDB: who changed what, when and why, and each entry before and after.
+
+`registry_state` mirrors the live registry so a restart can tell which file
+edits happened while the node was down; `registry_changes` keeps every change,
+so the state as of any version is the live state with later changes undone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+
+from ._entry import Entry
+
+
+@dataclass(frozen=True)
+class Version:
+    """One committed registry version."""
+
+    version: int
+    time: datetime
+    author: str
+    reason: str
+    task: str | None
+    entries: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EntryChange:
+    """An entry before and after a change (None where it did not exist)."""
+
+    id: str
+    before: Entry | None
+    after: Entry | None
+
+    @property
+    def op(self) -> str:
+        if self.before is None:
+            return "create"
+        return "delete" if self.after is None else "update"
+
+
+def _dump(entry: Entry | None) -> str | None:
+    return None if entry is None else json.dumps(entry.to_json(), sort_keys=True)
+
+
+def _load(text: str | None) -> Entry | None:
+    return None if text is None else Entry.from_json(json.loads(text))
+
+
+class VersionStore:
+    def __init__(self, db: duckdb.DuckDBPyConnection) -> None:
+        self.db = db
+
+    def last_version(self) -> int:
+        row = self.db.execute("SELECT coalesce(max(version), 0) FROM registry_versions").fetchone()
+        return int(row[0]) if row else 0
+
+    def load_state(self) -> dict[str, tuple[Entry, str | None]]:
+        rows = self.db.execute("SELECT entry, origin FROM registry_state").fetchall()
+        out: dict[str, tuple[Entry, str | None]] = {}
+        for text, origin in rows:
+            entry = _load(text)
+            assert entry is not None
+            out[entry.id] = (entry, origin)
+        return out
+
+    def record(
+        self, changes: list[EntryChange], origins: dict[str, str | None], author: str, task: str | None, reason: str
+    ) -> Version:
+        """Commit one version durably (a single DuckDB transaction)."""
+        now = datetime.now(UTC)
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            version = self.last_version() + 1
+            db.execute("INSERT INTO registry_versions VALUES (?, ?, ?, ?, ?)", [version, now, author, task, reason])
+            ids = [c.id for c in changes]
+            befores = [_dump(c.before) for c in changes]
+            afters = [_dump(c.after) for c in changes]
+            where = [origins.get(c.id) for c in changes]
+            # unnest of list parameters: one statement for any number of rows (executemany is row by row)
+            db.execute(
+                "INSERT INTO registry_changes SELECT ?, unnest(?), unnest(?)::JSON, unnest(?)::JSON, unnest(?)",
+                [version, ids, befores, afters, where],
+            )
+            db.execute("DELETE FROM registry_state WHERE entry_id IN (SELECT unnest(?))", [ids])
+            kept = [(i, a, o) for i, a, o in zip(ids, afters, where, strict=True) if a is not None]
+            if kept:
+                db.execute(
+                    "INSERT INTO registry_state SELECT unnest(?), unnest(?)::JSON, unnest(?)",
+                    [[k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept]],
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return Version(version, now, author, reason, task, tuple(ids))
+
+    def history(self, entry_id: str | None = None) -> list[Version]:
+        where, params = ("", []) if entry_id is None else (
+            "WHERE v.version IN (SELECT version FROM registry_changes WHERE entry_id = ?)", [entry_id])
+        rows = self.db.execute(
+            f"""SELECT v.version, v.time, v.author, v.reason, v.task,
+                       (SELECT list(entry_id ORDER BY entry_id) FROM registry_changes c WHERE c.version = v.version)
+                FROM registry_versions v {where} ORDER BY v.version""",
+            params,
+        ).fetchall()
+        return [Version(int(r[0]), r[1], r[2], r[3], r[4], tuple(r[5] or ())) for r in rows]
+
+    def state_at(self, version: int, current: dict[str, Entry]) -> dict[str, Entry]:
+        """The whole registry as it was right after `version` was committed."""
+        state = dict(current)
+        for entry_id, before in self._first_after(version):
+            entry = _load(before)
+            if entry is None:
+                state.pop(entry_id, None)
+            else:
+                state[entry_id] = entry
+        return state
+
+    def _first_after(self, version: int) -> Iterable[tuple[str, Any]]:
+        return self.db.execute(
+            """SELECT entry_id, before FROM registry_changes WHERE version > ?
+               QUALIFY row_number() OVER (PARTITION BY entry_id ORDER BY version) = 1""",
+            [version],
+        ).fetchall()
