@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,3 +31,21 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 def clock() -> VirtualClock:
     """The virtual clock a `virtual_clock` test runs on (read `clock.now`)."""
     return VirtualClock()
+
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_APP = ("wippy.yaml", "registry", "prompts", "tools", "processes")
+
+
+@pytest.fixture
+def example_app(tmp_path: Path) -> Path:
+    """A fresh copy of the example app at the repo root, in a temp folder."""
+    app = tmp_path / "app"
+    app.mkdir()
+    for name in EXAMPLE_APP:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, app / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, app / name)
+    return app

@@ -22,7 +22,7 @@ PUBLIC_API = {
 
 PROCESS_API = {
     "DOWN", "EXIT", "Down", "Exit", "ExitReason", "Message", "Pid", "ProcessError", "ProcessInfo", "Ref",
-    "call", "demonitor", "exit", "link", "monitor", "receive", "register", "reply", "self", "send",
+    "call", "demonitor", "exit", "link", "monitor", "node", "receive", "register", "reply", "self", "send",
     "spawn", "spawn_link", "spawn_monitor", "trap_exits", "unlink", "whereis",
 }  # fmt: skip
 

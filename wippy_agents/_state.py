@@ -41,11 +41,12 @@ class StateFileBusy(RuntimeError):
     """Another process holds the app's state file."""
 
 
-def open_state(path: Path) -> duckdb.DuckDBPyConnection:
-    """Open (creating if needed) the state file and make sure every table exists."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def open_state(path: Path | None) -> duckdb.DuckDBPyConnection:
+    """Open (creating if needed) the state file and make sure every table exists; None: in memory."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        db = duckdb.connect(str(path))
+        db = duckdb.connect(":memory:" if path is None else str(path))
     except duckdb.IOException as error:
         text = str(error)
         if "lock" not in text.lower():

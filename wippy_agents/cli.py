@@ -1,30 +1,50 @@
-"""The `wippy` command."""
+"""The `wippy` command: boot an app, and inspect or change its registry."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
+import json
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import yaml
+
 from . import __version__
+from ._app import App
 from ._runtime.node import Node
 from ._runtime.tree import format_tree
-from .supervisor import Supervisor
+from ._state import StateFileBusy
+from .registry import Entry, EntryNotFound, RegistryError
 
-ROOT_SUPERVISOR = "wippy:root"
+
+class CommandError(Exception):
+    """A user-facing failure: printed as `wippy: <message>`, exit status 1 (2 for usage)."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-async def _run(root: Path, once: bool) -> int:
-    async with Node() as node:
-        node.spawn(Supervisor(), name=ROOT_SUPERVISOR)
+# -- wippy run ----------------------------------------------------------------------
+
+
+async def _run(root: Path, once: bool) -> None:
+    async with Node(root=root) as node:
         await asyncio.sleep(0)
-        print(f"wippy {__version__}: node {node.name!r} running the app in {root}")
+        app = node.app
+        assert app is not None
+        print(f"wippy {__version__}: node {node.name!r} running the app in {root} "
+              f"(registry version {app.registry.version}, {len(app.registry)} entries)")
+        for problems in app.registry.problems.values():
+            for problem in problems:
+                print(f"  refused: {problem}")
         print(format_tree(node.processes()), flush=True)
         if once:
-            return 0
+            return
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -32,24 +52,150 @@ async def _run(root: Path, once: bool) -> int:
         print("press Ctrl+C to stop", flush=True)
         await stop.wait()
         print("stopping: shutting processes down", flush=True)
-    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    asyncio.run(_run(args.root.resolve(), args.once))
+
+
+# -- wippy registry ...----------------------------------------------------------------------
+
+
+def _open(args: argparse.Namespace, files_only: bool) -> App:
+    return App(args.root, files_only=files_only)
+
+
+def cmd_registry_list(args: argparse.Namespace) -> None:
+    app = _open(args, files_only=True)
+    try:
+        entries = app.registry.find(kind=args.kind, namespace=args.ns)
+        width = max((len(e.id) for e in entries), default=2)
+        for entry in entries:
+            origin = app.registry.origin(entry.id)
+            title = entry.meta.get("title", "")
+            print(f"{entry.id:<{width}}  {entry.kind:<10}  {origin.file if origin else '':<32}  {title}".rstrip())
+    finally:
+        app.close()
+
+
+def cmd_registry_show(args: argparse.Namespace) -> None:
+    app = _open(args, files_only=True)
+    try:
+        entry = app.registry.get(args.id)
+        origin = app.registry.origin(entry.id)
+        if args.json:
+            out = entry.to_json() | {"file": origin.file if origin else None, "line": origin.line if origin else None}
+            print(json.dumps(out, indent=2, default=str))
+        else:
+            where = f"{origin.file}:{origin.line}" if origin and origin.line else (origin.file if origin else "?")
+            print(f"# {entry.id} ({where})")
+            print(_yaml(entry), end="")
+    finally:
+        app.close()
+
+
+def cmd_registry_lint(args: argparse.Namespace) -> None:
+    app = _open(args, files_only=True)
+    try:
+        problems = [p for file_problems in app.registry.problems.values() for p in file_problems]
+        if problems:
+            raise CommandError(f"{len(problems)} problem(s) in {args.root}:\n" + "\n".join(f"  {p}" for p in problems))
+        print(f"ok: {len(app.registry)} entries in {args.root}, no problems")
+    finally:
+        app.close()
+
+
+def cmd_registry_history(args: argparse.Namespace) -> None:
+    app = _open(args, files_only=False)
+    try:
+        for v in app.registry.history(args.id):
+            task = f" task={v.task}" if v.task else ""
+            print(f"v{v.version}  {v.time:%Y-%m-%d %H:%M:%S}  {v.author}{task}  {v.reason}  ({', '.join(v.entries)})")
+    finally:
+        app.close()
+
+
+def cmd_registry_diff(args: argparse.Namespace) -> None:
+    app = _open(args, files_only=False)
+    try:
+        for change in app.registry.diff(args.v1, args.v2):
+            before = _yaml(change.before).splitlines(keepends=True) if change.before else []
+            after = _yaml(change.after).splitlines(keepends=True) if change.after else []
+            print(f"{change.op} {change.id}")
+            sys.stdout.writelines(difflib.unified_diff(before, after, f"v{args.v1}", f"v{args.v2}", n=2))
+    finally:
+        app.close()
+
+
+def cmd_registry_rollback(args: argparse.Namespace) -> None:
+    app = _open(args, files_only=False)
+    try:
+        before = app.registry.version
+        version = app.registry.rollback(args.version)
+        if version == before:
+            print(f"nothing to do: the registry already matches version {args.version}")
+        else:
+            print(f"rolled back to version {args.version} as version {version}; the files show the result")
+    finally:
+        app.close()
+
+
+def _yaml(entry: Entry) -> str:
+    return yaml.safe_dump(entry.to_mapping() | {"name": entry.id}, sort_keys=False, allow_unicode=True)
+
+
+# -- parsing -------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(add_help=False)
+    root.add_argument("--root", type=Path, default=Path("."), help="the app folder (default: the current folder)")
+
+    parser = argparse.ArgumentParser(prog="wippy", description="AI agents as supervised actors.")
+    parser.add_argument("--version", action="version", version=f"wippy-agents {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(group: argparse._SubParsersAction[argparse.ArgumentParser], name: str, handler: Callable[..., None],
+                help: str) -> argparse.ArgumentParser:
+        sub = group.add_parser(name, parents=[root], help=help, description=help)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    run = command(commands, "run", cmd_run, "boot the app and keep it running until Ctrl+C")
+    run.add_argument("--once", action="store_true", help="print the process tree and exit")
+
+    registry = commands.add_parser("registry", help="inspect and change the app's registry")
+    reg = registry.add_subparsers(dest="registry_command", metavar="SUBCOMMAND", required=True)
+    listing = command(reg, "list", cmd_registry_list, "list entries")
+    listing.add_argument("--kind", help="only entries of this kind")
+    listing.add_argument("--ns", help="only entries in this namespace")
+    show = command(reg, "show", cmd_registry_show, "show one entry")
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+    history = command(reg, "history", cmd_registry_history, "list committed versions, oldest first")
+    history.add_argument("id", nargs="?", help="only versions that changed this entry")
+    diff = command(reg, "diff", cmd_registry_diff, "what changed between two versions")
+    diff.add_argument("v1", type=int)
+    diff.add_argument("v2", type=int)
+    rollback = command(reg, "rollback", cmd_registry_rollback, "restore the registry as of a version")
+    rollback.add_argument("version", type=int)
+    command(reg, "lint", cmd_registry_lint, "validate the whole app; exit 1 listing every problem")
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="wippy", description="AI agents as supervised actors.")
-    parser.add_argument("--version", action="version", version=f"wippy-agents {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    run = commands.add_parser("run", help="boot the app and keep it running until Ctrl+C")
-    run.add_argument("--root", type=Path, default=Path("."), help="the app folder (default: the current folder)")
-    run.add_argument("--once", action="store_true", help="print the process tree and exit")
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    if not args.root.is_dir():
-        print(f"wippy: --root {args.root} is not a folder", file=sys.stderr)
-        return 2
-    return asyncio.run(_run(args.root.resolve(), args.once))
+    args = _parser().parse_args(argv)
+    try:
+        if not args.root.is_dir():
+            raise CommandError(f"--root {args.root} is not a folder", status=2)
+        args.handler(args)
+    except EntryNotFound as error:
+        print(f"wippy: {error}", file=sys.stderr)
+        return 1
+    except (CommandError, RegistryError, StateFileBusy) as error:
+        print(f"wippy: {error}", file=sys.stderr)
+        return getattr(error, "status", 1)
+    return 0
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
-from ._runtime.node import Dest, ProcessInfo, current_process
+from ._runtime.node import Dest, Node, ProcessInfo, current_process
 from ._runtime.proc import Process, ProcessFn
 from ._runtime.types import DOWN, EXIT, KILL, KILLED, Down, Exit, ExitReason, Message, Pid, ProcessError, Ref
 
@@ -39,6 +39,7 @@ __all__ = [
     "exit",
     "link",
     "monitor",
+    "node",
     "receive",
     "register",
     "reply",
@@ -66,6 +67,11 @@ def _me(operation: str) -> Process:
 def self() -> Pid:
     """The calling process's pid."""
     return _me("self").pid
+
+
+def node() -> Node:
+    """The node hosting the calling process (its `registry`, `processes()`, ...)."""
+    return _me("node").node
 
 
 def spawn(target: ProcessFn | str, *args: Any, name: str | None = None) -> Pid:

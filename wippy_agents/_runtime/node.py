@@ -13,8 +13,10 @@ import contextvars
 import difflib
 import itertools
 import logging
+import os
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .proc import DEAD, EXITING, Process, ProcessFn
 from .types import (
@@ -33,6 +35,10 @@ from .types import (
     Ref,
     describe,
 )
+
+if TYPE_CHECKING:
+    from .._app import App
+    from ..registry import Registry
 
 log = logging.getLogger("wippy_agents.process")
 
@@ -61,8 +67,13 @@ class Node:
     the block shuts every process down, supervisors first asked politely.
     """
 
-    def __init__(self, name: str = "local", *, shutdown_timeout: float = 5.0) -> None:
+    def __init__(
+        self, name: str = "local", *, root: str | os.PathLike[str] | None = None, shutdown_timeout: float = 5.0
+    ) -> None:
         self.name = name
+        self.root = None if root is None else Path(root)
+        """The app folder this node runs (`wippy.yaml`, `registry/`, ...), if any."""
+        self.app: App | None = None
         self.shutdown_timeout = shutdown_timeout
         self.table: dict[Pid, Process] = {}
         self.names: dict[str, Process] = {}
@@ -84,10 +95,23 @@ class Node:
 
     async def __aenter__(self) -> Node:
         self._loop = asyncio.get_running_loop()
+        if self.root is not None and self.app is None:
+            from .._app import App
+
+            self.app = App(self.root, self)
+            self.app.start(self)
+            await self.app.wait_watching()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+    @property
+    def registry(self) -> Registry:
+        """The app's registry (a node started with `root=`)."""
+        if self.app is None:
+            raise RuntimeError("this node runs no app, so it has no registry: start it with Node(root=APP_FOLDER)")
+        return self.app.registry
 
     # -- starting processes ---------------------------------------------------
 
@@ -408,6 +432,14 @@ class Node:
 
     async def stop(self) -> None:
         """Ask every top-level process to shut down; kill what is left after `shutdown_timeout`."""
+        try:
+            await self._stop_processes()
+        finally:
+            if self.app is not None:
+                self.app.close()
+                self.app = None
+
+    async def _stop_processes(self) -> None:
         if not self.table:
             return
         roots = [proc for proc in reversed(self.table.values()) if proc.supervisor is None]

@@ -40,8 +40,7 @@ class FileWriter:
 
     def problem(self, change: EntryChange, origin: Origin | None) -> Problem | None:
         """Why this change cannot be written to files, if it cannot."""
-        entry = change.after or change.before
-        assert entry is not None
+        entry = change.entry
         file = self.target(entry, origin)
         kind = source_kind(file, self.folders)
         if kind == "tools":
@@ -60,9 +59,7 @@ class FileWriter:
         """Apply the changes to the files; return each entry's new origin (None once deleted)."""
         by_file: dict[str, list[EntryChange]] = {}
         for change in changes:
-            entry = change.after or change.before
-            assert entry is not None
-            by_file.setdefault(self.target(entry, origins.get(change.id)), []).append(change)
+            by_file.setdefault(self.target(change.entry, origins.get(change.id)), []).append(change)
         placed: dict[str, Origin | None] = {}
         for file, file_changes in by_file.items():
             if source_kind(file, self.folders) == "prompt":
@@ -93,14 +90,12 @@ class FileWriter:
             doc = self._yaml.load(path.read_text(encoding="utf-8")) or CommentedMap()
         else:
             doc = CommentedMap()
-        entry = changes[0].after or changes[0].before
-        assert entry is not None
-        doc.setdefault("namespace", entry.namespace)
+        doc.setdefault("namespace", changes[0].entry.namespace)
         items = doc.get("entries")
         if not isinstance(items, list):
             items = doc["entries"] = CommentedSeq()
         for change in changes:
-            name = (change.after or change.before).name  # type: ignore[union-attr]
+            name = change.entry.name
             index = next((i for i, item in enumerate(items) if isinstance(item, dict) and item.get("name") == name),
                          None)
             if change.after is None:

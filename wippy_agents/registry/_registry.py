@@ -28,7 +28,17 @@ from ..tools import FunctionTool
 from ._entry import Change, Delete, Entry, EntryNotFound, Problem, RegistryError
 from ._files import FileWriter
 from ._kinds import KindSpec, ProcessSpec, SpecErrors, SupervisorSpec, parse_spec
-from ._sources import Folders, Origin, SourceFile, import_file, read_source, scan, source_kind
+from ._sources import (
+    Folders,
+    Origin,
+    SourceFile,
+    file_digest,
+    import_file,
+    module_name,
+    read_source,
+    scan,
+    source_kind,
+)
 from ._store import EntryChange, Version, VersionStore
 
 if TYPE_CHECKING:
@@ -284,7 +294,10 @@ class Registry:
         specs = self._check(changes, author=author, policy=policy)
         placed: dict[str, Origin | None] = dict(origins or {})
         if write:
-            placed.update(self.writer.write(changes, self._origins))
+            written = self.writer.write(changes, self._origins)
+            placed.update(written)
+            for file in {self.writer.target(c.entry, self._origins.get(c.id)) for c in changes}:
+                self._digests[file] = file_digest(self.root / file)  # our own write is no news to the watcher
         recorded = self.store.record(
             changes, {c.id: (o.file if (o := placed.get(c.id) or self._origins.get(c.id)) else None) for c in changes},
             author, task, reason,
@@ -385,6 +398,10 @@ class Registry:
         for problem in problems:
             log.warning("registry: %s", problem)
 
+    def rescan(self) -> int | None:
+        """Reload every source file that changed (or appeared, or vanished) since it was last read."""
+        return self.reload(set(scan(self.root, self.folders)) | set(self._digests) | set(self.problems))
+
     def reload(self, relpaths: Iterable[str]) -> int | None:
         """Turn changed files into one changeset (per file if together they are refused)."""
         sources = []
@@ -484,10 +501,8 @@ class Registry:
             head = (version.version, version.author, version.reason)
             proc.deliver(Message("registry.begin", RegistryEvent("begin", *head, ids=ids)))
             for c in mine:
-                entry = c.after or c.before
-                assert entry is not None
                 proc.deliver(Message(f"registry.{c.op}", RegistryEvent(
-                    c.op, *head, id=c.id, kind=entry.kind, entry=c.after, previous=c.before)))
+                    c.op, *head, id=c.id, kind=c.entry.kind, entry=c.after, previous=c.before)))
             proc.deliver(Message("registry.commit", RegistryEvent("commit", *head, ids=ids)))
 
     def _publish_error(self, file: str, problems: list[Problem]) -> None:
@@ -530,7 +545,7 @@ class Registry:
             stamp = (stat.st_mtime_ns, stat.st_size)
             cached = self._modules.get(str(path))
             if cached is None or cached[0] != stamp:
-                loaded = import_file(path, f"wippy_app.code.{path.stem}_{abs(hash(str(path)))}")
+                loaded = import_file(path, f"wippy_app.{module_name(path.relative_to(self.root).as_posix())}")
                 self._modules[str(path)] = cached = (stamp, loaded)
             mod = cached[1]
         else:

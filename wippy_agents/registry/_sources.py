@@ -83,6 +83,14 @@ def _hidden(relpath: str) -> bool:
     return any(part.startswith(".") or part == "__pycache__" for part in Path(relpath).parts)
 
 
+def file_digest(path: Path) -> str:
+    """The digest `read_source` records for a file ("" once it is gone)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return ""
+
+
 def read_source(root: Path, relpath: str, folders: Folders) -> SourceFile:
     """Read one source file into entries (or problems)."""
     path = root / relpath
@@ -102,7 +110,7 @@ def read_source(root: Path, relpath: str, folders: Folders) -> SourceFile:
     elif kind == "prompt":
         _read_prompt(result, text)
     elif kind == "tools":
-        _read_tools(result, path, text, root)
+        _read_tools(result, path, text)
     if result.problems:
         result.entries.clear()
         result.tools.clear()
@@ -110,9 +118,13 @@ def read_source(root: Path, relpath: str, folders: Folders) -> SourceFile:
 
 
 def path_namespace(relpath: str) -> str:
-    """`prompts/support/triage.md` -> `prompts.support`."""
-    parts = Path(relpath).with_suffix("").parts
-    return ".".join(parts[:-1])
+    """The namespace of a prompt file's entry: `prompts/support/triage.md` -> `prompts.support`."""
+    return ".".join(Path(relpath).parts[:-1])
+
+
+def module_name(relpath: str) -> str:
+    """A Python file's dotted name, the namespace of its tools: `tools/weather.py` -> `tools.weather`."""
+    return ".".join(Path(relpath).with_suffix("").parts)
 
 
 def _add(result: SourceFile, entry_id: str, kind: str, meta: Any, data: dict[str, Any], line: int | None,
@@ -231,10 +243,10 @@ def _read_prompt(result: SourceFile, text: str) -> None:
                                              entry=entry_id, field="template")
 
 
-def _read_tools(result: SourceFile, path: Path, text: str, root: Path) -> None:
-    namespace = path_namespace(result.file)
+def _read_tools(result: SourceFile, path: Path, text: str) -> None:
+    namespace = module_name(result.file)
     try:
-        module = import_file(path, f"wippy_app.{_root_key(root)}.{namespace}")
+        module = import_file(path, f"wippy_app.{namespace}")
     except SyntaxError as error:
         result.problems.append(Problem(f"syntax error: {error.msg}", file=result.file, line=error.lineno))
         return
@@ -278,10 +290,6 @@ def import_file(path: Path, module_name: str) -> ModuleType:
             sys.modules[module_name] = previous
         raise
     return module
-
-
-def _root_key(root: Path) -> str:
-    return "r" + hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]
 
 
 def _failing_line(error: BaseException, path: Path) -> int | None:

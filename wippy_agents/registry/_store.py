@@ -39,6 +39,13 @@ class EntryChange:
     after: Entry | None
 
     @property
+    def entry(self) -> Entry:
+        """The entry as it is after the change, or as it was before a delete."""
+        entry = self.after or self.before
+        assert entry is not None
+        return entry
+
+    @property
     def op(self) -> str:
         if self.before is None:
             return "create"

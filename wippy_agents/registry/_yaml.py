@@ -27,9 +27,12 @@ def load_yaml(text: str, file: str) -> tuple[Any, Lines]:
         data = loader.construct_document(node)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
-        problem = getattr(error, "problem", None) or str(error)
+        message = getattr(error, "problem", None) or str(error)
+        context, context_mark = getattr(error, "context", None), getattr(error, "context_mark", None)
+        if context and context_mark is not None and context_mark is not mark:
+            message += f" ({context} that starts on line {context_mark.line + 1})"
         raise YAMLProblem(
-            Problem(f"invalid YAML: {problem}", file=file, line=None if mark is None else mark.line + 1)
+            Problem(f"invalid YAML: {message}", file=file, line=None if mark is None else mark.line + 1)
         ) from None
     finally:
         loader.dispose()

@@ -1,0 +1,173 @@
+"""An app folder: `wippy.yaml`, its sources, its state file, and what a node runs for it.
+
+`Node(root=...)` boots an app: it loads the registry (recording in the state file
+what changed since last time), starts the `wippy:system` supervisor with the file
+watcher, lets processes be spawned by registry id, and starts the supervision trees
+the registry declares with `auto_start`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import watchfiles
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ._state import open_state
+from .registry import Problem, Registry, RegistryError
+from .registry._sources import Folders, source_kind
+from .registry._yaml import YAMLProblem, line_of, load_yaml
+from .supervisor import ChildSpec, Supervisor
+
+if TYPE_CHECKING:
+    from ._runtime.node import Node
+
+log = logging.getLogger("wippy_agents.app")
+
+CONFIG_FILE = "wippy.yaml"
+SYSTEM_SUPERVISOR = "wippy:system"
+WATCHER = "wippy:registry_watcher"
+
+
+class Sources(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    registry: str = "registry"
+    prompts: str = "prompts"
+    tools: str = "tools"
+
+
+class AppConfig(BaseModel):
+    """The settings in `wippy.yaml`; every field is optional."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str | None = None
+    sources: Sources = Sources()
+    state: str = Field(".wippy/state.duckdb", description="the DuckDB state file, relative to the app root")
+    default_agent: str | None = None
+    watch: bool = Field(True, description="hot-reload entries when source files change")
+    watch_step_ms: int = Field(5, ge=1, le=1000, description="how long the watcher waits for more changes")
+
+
+def load_config(root: Path) -> AppConfig:
+    """Read `wippy.yaml` (defaults when it is absent); errors name the file, line and field."""
+    path = root / CONFIG_FILE
+    if not path.exists():
+        return AppConfig()
+    try:
+        data, lines = load_yaml(path.read_text(encoding="utf-8"), CONFIG_FILE)
+    except YAMLProblem as error:
+        raise RegistryError(f"{CONFIG_FILE} is not valid YAML", [error.problem]) from None
+    try:
+        return AppConfig.model_validate(data or {})
+    except ValidationError as error:
+        problems = [
+            Problem(
+                "unknown setting" if e["type"] == "extra_forbidden" else e["msg"],
+                file=CONFIG_FILE, line=line_of(lines, tuple(e["loc"])), field=".".join(map(str, e["loc"])),
+            )
+            for e in error.errors(include_url=False)
+        ]
+        raise RegistryError(f"{CONFIG_FILE} has invalid settings", problems) from None
+
+
+class App:
+    """The running parts of one app folder on one node."""
+
+    def __init__(self, root: Path, node: Node | None = None, *, files_only: bool = False) -> None:
+        """Load the app; `files_only` reads the sources without the state file (lint, list, show)."""
+        self.root = root.resolve()
+        if not self.root.is_dir():
+            raise RegistryError(f"the app folder {root} does not exist")
+        self.config = load_config(self.root)
+        sources = self.config.sources
+        self.folders = Folders(sources.registry, sources.prompts, sources.tools)
+        self.db: duckdb.DuckDBPyConnection = open_state(None if files_only else self.root / self.config.state)
+        self.watching = asyncio.Event()
+        try:
+            self.registry = Registry(self.root, self.db, folders=self.folders, node=node)
+            self.registry.load()
+        except BaseException:
+            self.db.close()
+            raise
+
+    async def wait_watching(self, timeout: float = 10.0) -> None:
+        """Wait until file changes are being watched, so no save after boot goes unseen."""
+        if self.config.watch:
+            try:
+                await asyncio.wait_for(self.watching.wait(), timeout)
+            except TimeoutError:
+                log.warning("the file watcher did not start within %gs; file changes may be missed", timeout)
+
+    def start(self, node: Node) -> None:
+        """Start the system processes and the registry's auto-start supervision trees."""
+        node.process_resolver = self.registry.process_function
+        children = [ChildSpec("registry_watcher", self.watch, name=WATCHER)] if self.config.watch else []
+        node.spawn(Supervisor(children, max_restarts=10, max_seconds=10), name=SYSTEM_SUPERVISOR)
+        for entry in self.registry.find(kind="supervisor"):
+            if self.registry.spec(entry.id).auto_start:  # type: ignore[attr-defined]
+                try:
+                    node.spawn(entry.id, None, name=entry.id)
+                except Exception as error:
+                    log.error("could not start supervisor %s: %s", entry.id, error)
+
+    def close(self) -> None:
+        self.db.close()
+
+    async def watch(self) -> None:
+        """The watcher process: each batch of saved source files becomes one registry change."""
+        folders = [self.root / f for f in (self.folders.registry, self.folders.prompts, self.folders.tools)]
+        for folder in folders:  # so that a first file dropped into a new app's tools/ is seen
+            folder.mkdir(exist_ok=True)
+        batches = watchfiles.awatch(
+            *folders, watch_filter=self._is_source, step=self.config.watch_step_ms, debounce=200,
+            ignore_permission_denied=True,
+        )
+        batch = asyncio.ensure_future(anext(batches))
+        try:
+            await asyncio.sleep(0)  # the first step of `batch` sets up the OS watches, synchronously
+            self.registry.rescan()  # whatever changed between boot and now
+            self.watching.set()
+            while True:
+                changes = await batch
+                self.registry.reload(self._changed_files(path for _, path in changes))
+                batch = asyncio.ensure_future(anext(batches))
+        finally:
+            batch.cancel()
+            await batches.aclose()
+
+    def _changed_files(self, paths: Iterable[str]) -> set[str]:
+        """Source files behind a batch of changes; a new folder stands for every file in it.
+
+        Files written into a folder right after it is created can land before the
+        watcher watches that folder, so a folder event rescans the folder.
+        """
+        changed: set[str] = set()
+        for path in map(Path, paths):
+            if path.is_dir():
+                changed.update(self._relative(p) for p in path.rglob("*") if p.is_file())
+            else:
+                changed.add(self._relative(path))
+        return {relpath for relpath in changed if self._is_source_file(relpath)}
+
+    def _relative(self, path: Path) -> str:
+        return path.resolve().relative_to(self.root).as_posix()
+
+    def _is_source(self, change: Any, path: str) -> bool:
+        """Watch filter: source files, and folders (whose files may have been missed)."""
+        try:
+            relpath = self._relative(Path(path))
+        except ValueError:
+            return False
+        return self._is_source_file(relpath) or (not Path(relpath).suffix and not _hidden(relpath))
+
+    def _is_source_file(self, relpath: str) -> bool:
+        return source_kind(relpath, self.folders) is not None and not _hidden(relpath)
+
+
+def _hidden(relpath: str) -> bool:
+    return any(part.startswith(".") or part == "__pycache__" for part in Path(relpath).parts)
