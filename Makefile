@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/ruff check wippy_agents tests
+	$(BIN)/ruff check wippy_agents tests benchmarks processes tools
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -24,6 +24,7 @@ run: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/actors.py
+	$(BIN)/python benchmarks/registry.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ._state import open_state
 from .registry import Problem, Registry, RegistryError
 from .registry._sources import Folders, source_kind
-from .registry._yaml import YAMLProblem, line_of, load_yaml
+from .registry._yaml import YAMLProblem, load_yaml
 from .supervisor import ChildSpec, Supervisor
 
 if TYPE_CHECKING:
@@ -62,17 +62,25 @@ def load_config(root: Path) -> AppConfig:
         data, lines = load_yaml(path.read_text(encoding="utf-8"), CONFIG_FILE)
     except YAMLProblem as error:
         raise RegistryError(f"{CONFIG_FILE} is not valid YAML", [error.problem]) from None
+    if data is not None and not isinstance(data, dict):
+        raise RegistryError(f"{CONFIG_FILE} has invalid settings", [
+            Problem("the file must be a mapping of settings (name: value)", file=CONFIG_FILE, line=1)])
     try:
         return AppConfig.model_validate(data or {})
     except ValidationError as error:
         problems = [
-            Problem(
-                "unknown setting" if e["type"] == "extra_forbidden" else e["msg"],
-                file=CONFIG_FILE, line=line_of(lines, tuple(e["loc"])), field=".".join(map(str, e["loc"])),
-            )
+            Problem(_setting_problem(e["type"], tuple(e["loc"]), e["msg"]), file=CONFIG_FILE,
+                    line=lines.line_of(tuple(e["loc"])), field=".".join(map(str, e["loc"])))
             for e in error.errors(include_url=False)
         ]
         raise RegistryError(f"{CONFIG_FILE} has invalid settings", problems) from None
+
+
+def _setting_problem(kind: str, loc: tuple[str | int, ...], message: str) -> str:
+    if kind != "extra_forbidden":
+        return message
+    model: type[BaseModel] = Sources if loc[:1] == ("sources",) and len(loc) > 1 else AppConfig
+    return f"unknown setting; the settings here are {', '.join(model.model_fields)}"
 
 
 class App:

@@ -78,6 +78,7 @@ class ToolDefinitionError(ValueError):
     def __init__(self, function: str, message: str, parameter: str | None = None) -> None:
         self.function = function
         self.parameter = parameter
+        self.reason = message
         where = f"parameter {parameter!r}: " if parameter is not None else ""
         super().__init__(f"cannot make a tool of {function}: {where}{message}")
 

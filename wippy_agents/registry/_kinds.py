@@ -35,6 +35,10 @@ class KindSpec(BaseModel):
     def references(self) -> list[Reference]:
         return []
 
+    def problems(self) -> list[tuple[Loc, str]]:
+        """Checks beyond the model's types, each located at its field."""
+        return []
+
 
 class Pricing(KindSpec):
     """US dollars per million tokens."""
@@ -61,13 +65,12 @@ class PromptSpec(KindSpec):
     template: str
     vars: dict[str, Any] = {}
 
-    @model_validator(mode="after")
-    def _parses(self) -> PromptSpec:
+    def problems(self) -> list[tuple[Loc, str]]:
         try:
             jinja2.Environment().parse(self.template)
         except jinja2.TemplateSyntaxError as error:
-            raise ValueError(f"template line {error.lineno}: {error.message}") from None
-        return self
+            return [(("template",), f"{TEMPLATE_LINE}{error.lineno}: {error.message}")]
+        return []
 
 
 class ToolSpec(KindSpec):
@@ -182,23 +185,18 @@ class ConfigSpec(KindSpec):
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
     json_schema: dict[str, Any] | None = Field(None, alias="schema")
 
-    @model_validator(mode="after")
-    def _matches_schema(self) -> ConfigSpec:
+    def problems(self) -> list[tuple[Loc, str]]:
         if self.json_schema is None:
-            return self
+            return []
         try:
             jsonschema.Draft202012Validator.check_schema(self.json_schema)
         except jsonschema.SchemaError as error:
-            raise ValueError(f"'schema' is not a valid JSON schema: {error.message}") from None
-        values = dict(self.model_extra or {})
-        errors = sorted(jsonschema.Draft202012Validator(self.json_schema).iter_errors(values), key=str)
-        if errors:
-            raise ValueError(
-                "; ".join(
-                    f"{'.'.join(map(str, e.absolute_path)) or '(settings)'}: {e.message}" for e in errors
-                )
-            )
-        return self
+            return [(("schema", *error.absolute_path), f"not a valid JSON schema: {error.message}")]
+        validator = jsonschema.Draft202012Validator(self.json_schema)
+        return [
+            (tuple(error.absolute_path), error.message)
+            for error in sorted(validator.iter_errors(dict(self.model_extra or {})), key=lambda e: list(e.path))
+        ]
 
 
 KINDS: Mapping[str, type[KindSpec]] = {
@@ -228,9 +226,24 @@ def parse_spec(entry: Entry) -> KindSpec:
     if model is None:
         raise SpecErrors([(("kind",), f"unknown kind {entry.kind!r}; the kinds are {', '.join(sorted(KINDS))}")])
     try:
-        return model.model_validate(dict(entry.data))
+        spec = model.model_validate(dict(entry.data))
     except ValidationError as error:
         raise SpecErrors([(tuple(e["loc"]), _message(e)) for e in error.errors(include_url=False)]) from None
+    problems = spec.problems()
+    if problems:
+        raise SpecErrors(problems)
+    return spec
+
+
+TEMPLATE_LINE = "template line "
+
+
+def template_line(message: str) -> tuple[int, str] | None:
+    """Split a template syntax error into the template's line number and the message."""
+    if not message.startswith(TEMPLATE_LINE):
+        return None
+    number, _, rest = message.removeprefix(TEMPLATE_LINE).partition(": ")
+    return int(number), rest
 
 
 def _message(error: Any) -> str:

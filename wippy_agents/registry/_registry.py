@@ -271,13 +271,13 @@ class Registry:
                 if target is not None and target.kind in ref.kinds:
                     continue
                 if target is not None:
-                    message = f"{ref.target!r} is a {target.kind}, not a {' or '.join(ref.kinds)}"
+                    message = f"{ref.target!r} is {_a(target.kind)}, not {_a(' or '.join(ref.kinds))}"
                 else:
                     message = _not_found(ref.target, {i: e for i, e in state.items() if e.kind in ref.kinds},
                                          what=" or ".join(ref.kinds))
                 origin = self._origins.get(entry_id)
-                problems.append(Problem(message, file=origin.file if origin else None, entry=entry_id,
-                                        field=ref.field))
+                problems.append(Problem(message, file=origin.file if origin else None,
+                                        line=origin.line if origin else None, entry=entry_id, field=ref.field))
         return problems
 
     def _commit(
@@ -299,7 +299,8 @@ class Registry:
             for file in {self.writer.target(c.entry, self._origins.get(c.id)) for c in changes}:
                 self._digests[file] = file_digest(self.root / file)  # our own write is no news to the watcher
         recorded = self.store.record(
-            changes, {c.id: (o.file if (o := placed.get(c.id) or self._origins.get(c.id)) else None) for c in changes},
+            self.version + 1, changes,
+            {c.id: (o.file if (o := placed.get(c.id) or self._origins.get(c.id)) else None) for c in changes},
             author, task, reason,
         )
         self.version = recorded.version
@@ -326,6 +327,7 @@ class Registry:
         self.version = self.store.last_version()
         sources = [read_source(self.root, relpath, self.folders) for relpath in scan(self.root, self.folders)]
         candidate: dict[str, tuple[Entry, Origin]] = {}
+        specs: dict[str, KindSpec] = {}
         kept_files: set[str] = set()
         for source in sources:
             self._claim(source, candidate)
@@ -335,11 +337,13 @@ class Registry:
             else:
                 self._accept(source)
                 candidate.update(source.entries)
+                specs.update(source.specs)
         # a file in error keeps the entries it had when it was last good
         for entry_id, (entry, origin) in known.items():
             if origin in kept_files and entry_id not in candidate:
                 candidate[entry_id] = (entry, Origin(origin))
-        self._drop_dangling(candidate)
+                specs[entry_id] = parse_spec(entry)
+        self._drop_dangling(candidate, specs)
         changes = [
             EntryChange(entry_id, known[entry_id][0] if entry_id in known else None,
                         candidate[entry_id][0] if entry_id in candidate else None)
@@ -347,13 +351,11 @@ class Registry:
             if (known[entry_id][0] if entry_id in known else None)
             != (candidate[entry_id][0] if entry_id in candidate else None)
         ]
-        self._entries = {entry_id: entry for entry_id, (entry, _) in candidate.items()}
-        self._origins = {entry_id: origin for entry_id, (_, origin) in candidate.items()}
-        self._specs = {entry_id: parse_spec(entry) for entry_id, entry in self._entries.items()}
         if changes:
             reason = "loaded from files" if not known else "files changed while the node was not running"
             recorded = self.store.record(
-                changes, {c.id: self._origins[c.id].file if c.id in self._origins else None for c in changes},
+                self.version + 1, changes,
+                {c.id: self._origins[c.id].file if c.id in self._origins else None for c in changes},
                 "files", None, reason,
             )
             self.version = recorded.version
@@ -369,12 +371,12 @@ class Registry:
             source.entries.clear()
             source.tools.clear()
 
-    def _drop_dangling(self, candidate: dict[str, tuple[Entry, Origin]]) -> None:
+    def _drop_dangling(self, candidate: dict[str, tuple[Entry, Origin]], specs: dict[str, KindSpec]) -> None:
         """At boot, a file whose entries point at missing entries is refused as a whole."""
         while True:
             self._entries = {entry_id: entry for entry_id, (entry, _) in candidate.items()}
             self._origins = {entry_id: origin for entry_id, (_, origin) in candidate.items()}
-            self._specs = {entry_id: parse_spec(entry) for entry_id, entry in self._entries.items()}
+            self._specs = {entry_id: specs[entry_id] for entry_id in self._entries}
             everything = [EntryChange(entry_id, None, entry) for entry_id, entry in self._entries.items()]
             problems = self._dangling(everything, self._specs)
             if not problems:
@@ -411,9 +413,9 @@ class Registry:
             if not (self.root / relpath).exists():
                 sources.append(SourceFile(relpath, ""))
                 continue
-            source = read_source(self.root, relpath, self.folders)
-            if source.digest and source.digest == self._digests.get(relpath):
+            if relpath in self._digests and file_digest(self.root / relpath) == self._digests[relpath]:
                 continue
+            source = read_source(self.root, relpath, self.folders)
             if not source.problems:
                 self._claim(source, {})
             if source.problems:
@@ -555,6 +557,10 @@ class Registry:
         if fn is None:
             raise RegistryError(f"{entry_id}: {file or module} has no function {function!r}")
         return fn
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[:1] in "aeiou" else "a ") + noun
 
 
 def _not_found(entry_id: str, entries: Mapping[str, Entry], what: str = "entry") -> str:

@@ -18,10 +18,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..tools import FunctionTool, function_tool
-from ._entry import Entry, Problem, check_id
-from ._kinds import SpecErrors, parse_spec
-from ._yaml import Lines, YAMLProblem, line_of, load_yaml
+from ..tools import FunctionTool, ToolDefinitionError, function_tool
+from ._entry import ID_RULE, Entry, Problem, check_id
+from ._kinds import KindSpec, SpecErrors, parse_spec, template_line
+from ._yaml import Lines, YAMLProblem, load_yaml
 
 INDEX_NAMES = ("_index.yaml", "_index.yml")
 PROMPT_SUFFIXES = (".md", ".j2")
@@ -44,6 +44,7 @@ class SourceFile:
     entries: dict[str, tuple[Entry, Origin]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     tools: dict[str, FunctionTool] = field(default_factory=dict)
+    specs: dict[str, KindSpec] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,9 @@ def read_source(root: Path, relpath: str, folders: Folders) -> SourceFile:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        return SourceFile(relpath, digest, problems=[Problem(f"not UTF-8 text: {error.reason}", file=relpath)])
+        line = raw[: error.start].count(b"\n") + 1
+        return SourceFile(relpath, digest, problems=[Problem(f"not UTF-8 text: {error.reason}", file=relpath,
+                                                             line=line)])
     kind = source_kind(relpath, folders)
     result = SourceFile(relpath, digest)
     if kind == "index":
@@ -114,6 +117,7 @@ def read_source(root: Path, relpath: str, folders: Folders) -> SourceFile:
     if result.problems:
         result.entries.clear()
         result.tools.clear()
+        result.specs.clear()
     return result
 
 
@@ -128,32 +132,40 @@ def module_name(relpath: str) -> str:
 
 
 def _add(result: SourceFile, entry_id: str, kind: str, meta: Any, data: dict[str, Any], line: int | None,
-         lines: Lines | None = None, path: tuple[str | int, ...] = ()) -> None:
-    """Validate one entry and add it, or record where and why it is wrong."""
-    try:
-        check_id(entry_id)
-    except ValueError as error:
-        result.problems.append(Problem(str(error), file=result.file, line=line))
-        return
+         lines: Lines | None = None, path: tuple[str | int, ...] = (), body_line: int | None = None) -> None:
+    """Validate one entry and add it, or record where and why it is wrong.
+
+    `lines` locates fields under `path`; `body_line` is where a prompt file's template starts.
+    """
     if meta is not None and not isinstance(meta, dict):
         result.problems.append(Problem("'meta' must be a mapping", file=result.file, line=line, entry=entry_id,
                                        field="meta"))
         return
     if entry_id in result.entries:
-        result.problems.append(Problem("the id is defined twice in this file", file=result.file, line=line,
-                                       entry=entry_id))
+        first = result.entries[entry_id][1].line
+        result.problems.append(Problem(f"the id is defined twice in this file (first on line {first})",
+                                       file=result.file, line=line, entry=entry_id))
         return
     entry = Entry(entry_id, kind, meta or {}, data)
     try:
-        parse_spec(entry)
+        spec = parse_spec(entry)
     except SpecErrors as errors:
         for loc, message in errors.errors:
-            at = line if lines is None else line_of(lines, (*path, *loc))
-            result.problems.append(
-                Problem(message, file=result.file, line=at, entry=entry_id, field=".".join(map(str, loc)))
-            )
+            at = line if lines is None else lines.line_of((*path, *loc))
+            if (in_template := template_line(message)) is not None:
+                number, message = in_template
+                if body_line is not None:
+                    at = body_line + number - 1
+                elif lines is not None:
+                    at = lines.line_within((*path, *loc), number)
+            result.problems.append(Problem(message, file=result.file, line=at, entry=entry_id,
+                                           field=".".join(map(str, loc)) or None))
         return
     result.entries[entry_id] = (entry, Origin(result.file, line))
+    result.specs[entry_id] = spec
+
+
+INDEX_KEYS = ("namespace", "entries", "meta", "version")
 
 
 def _read_index(result: SourceFile, text: str) -> None:
@@ -168,35 +180,54 @@ def _read_index(result: SourceFile, text: str) -> None:
         result.problems.append(Problem("an _index.yaml file is a mapping with 'namespace' and 'entries'",
                                        file=result.file, line=1))
         return
-    unknown = sorted(set(doc) - {"version", "namespace", "meta", "entries"})
-    for key in unknown:
-        result.problems.append(Problem(f"unknown top-level key {key!r} (expected namespace, entries)",
-                                       file=result.file, line=line_of(lines, (key,))))
+    for key in sorted(set(doc) - set(INDEX_KEYS), key=str):
+        result.problems.append(Problem(f"unknown top-level key {key!r} (the keys are {', '.join(INDEX_KEYS)})",
+                                       file=result.file, line=lines.line_of((key,))))
     namespace = doc.get("namespace")
+    namespace_line = lines.line_of(("namespace",))
     if not isinstance(namespace, str) or not namespace:
         result.problems.append(Problem("'namespace' is required and must be a string such as 'app.agents'",
-                                       file=result.file, line=line_of(lines, ("namespace",))))
+                                       file=result.file, line=namespace_line))
+        return
+    try:
+        check_id(f"{namespace}:x")
+    except ValueError:
+        result.problems.append(Problem(f"bad namespace {namespace!r}: {ID_RULE}", file=result.file,
+                                       line=namespace_line, field="namespace"))
         return
     entries = doc.get("entries") or []
     if not isinstance(entries, list):
         result.problems.append(Problem("'entries' must be a list of mappings", file=result.file,
-                                       line=line_of(lines, ("entries",))))
+                                       line=lines.line_of(("entries",))))
         return
     for index, item in enumerate(entries):
         path = ("entries", index)
-        line = line_of(lines, path)
+        line = lines.line_of(path)
         if not isinstance(item, dict):
             result.problems.append(Problem("each entry is a mapping with 'name' and 'kind'", file=result.file,
                                            line=line))
             continue
         data = dict(item)
         name, kind, meta = data.pop("name", None), data.pop("kind", None), data.pop("meta", None)
+        named = f"{namespace}:{name}" if isinstance(name, str) else None
+        for key, value in (("name", name), ("kind", kind)):
+            if value is None:
+                result.problems.append(Problem(f"'{key}' is required", file=result.file, line=line, entry=named,
+                                               field=key))
+            elif not isinstance(value, str):
+                result.problems.append(Problem(
+                    f"'{key}' must be a string, not {type(value).__name__}; quote it if it looks like a number",
+                    file=result.file, line=lines.line_of((*path, key)), entry=named, field=key))
         if not isinstance(name, str) or not isinstance(kind, str):
-            missing = "name" if not isinstance(name, str) else "kind"
-            result.problems.append(Problem(f"'{missing}' is required and must be a string", file=result.file,
-                                           line=line, entry=f"{namespace}:{name}" if name else None, field=missing))
             continue
-        _add(result, f"{namespace}:{name}", kind, meta, data, line, lines, path)
+        entry_id = f"{namespace}:{name}"
+        try:
+            check_id(entry_id)
+        except ValueError as error:
+            result.problems.append(Problem(str(error), file=result.file, line=lines.line_of((*path, "name")),
+                                           field="name"))
+            continue
+        _add(result, entry_id, kind, meta, data, line, lines, path)
 
 
 def split_front_matter(text: str) -> tuple[str | None, str, int]:
@@ -215,12 +246,13 @@ def split_front_matter(text: str) -> tuple[str | None, str, int]:
 
 
 def _read_prompt(result: SourceFile, text: str) -> None:
-    front, body, body_line = split_front_matter(text)
+    front, body, body_line = split_front_matter(text.replace("\r\n", "\n"))
     meta: dict[str, Any] = {}
     data: dict[str, Any] = {"template": body}
+    lines = None
     if front is not None:
         try:
-            doc, _ = load_yaml(front, result.file)
+            doc, lines = load_yaml(front, result.file)
         except YAMLProblem as error:
             problem = error.problem
             line = None if problem.line is None else problem.line + 1
@@ -229,18 +261,17 @@ def _read_prompt(result: SourceFile, text: str) -> None:
         if doc is not None and not isinstance(doc, dict):
             result.problems.append(Problem("front matter must be a YAML mapping", file=result.file, line=2))
             return
+        lines.offset = 1  # front matter starts on the file's second line
         meta = dict(doc or {})
         if "vars" in meta:
             data["vars"] = meta.pop("vars")
     entry_id = f"{path_namespace(result.file)}:{Path(result.file).stem}"
-    before = len(result.problems)
-    _add(result, entry_id, "prompt", meta, data, 1)
-    for index in range(before, len(result.problems)):  # template errors: point at the template's own line
-        problem = result.problems[index]
-        if problem.message.startswith("template line "):
-            number, _, message = problem.message.removeprefix("template line ").partition(": ")
-            result.problems[index] = Problem(message, file=result.file, line=int(number) + body_line - 1,
-                                             entry=entry_id, field="template")
+    try:
+        check_id(entry_id)
+    except ValueError as error:
+        result.problems.append(Problem(f"{error} (rename the file or its folders)", file=result.file))
+        return
+    _add(result, entry_id, "prompt", meta, data, 1, lines, body_line=body_line)
 
 
 def _read_tools(result: SourceFile, path: Path, text: str) -> None:
@@ -264,8 +295,9 @@ def _read_tools(result: SourceFile, path: Path, text: str) -> None:
         line = fn.__code__.co_firstlineno
         try:
             tool = function_tool(fn)
-        except ValueError as error:
-            result.problems.append(Problem(str(error), file=result.file, line=line, entry=entry_id))
+        except ToolDefinitionError as error:
+            result.problems.append(Problem(error.reason, file=result.file, line=line, entry=entry_id,
+                                           field=error.parameter))
             continue
         data = {"description": tool.description, "parameters": tool.parameters, "file": result.file,
                 "function": name}

@@ -78,14 +78,14 @@ class VersionStore:
         return out
 
     def record(
-        self, changes: list[EntryChange], origins: dict[str, str | None], author: str, task: str | None, reason: str
+        self, version: int, changes: list[EntryChange], origins: dict[str, str | None], author: str,
+        task: str | None, reason: str,
     ) -> Version:
-        """Commit one version durably (a single DuckDB transaction)."""
+        """Commit `version` durably (a single DuckDB transaction; the version number is the primary key)."""
         now = datetime.now(UTC)
         db = self.db
         db.execute("BEGIN")
         try:
-            version = self.last_version() + 1
             db.execute("INSERT INTO registry_versions VALUES (?, ?, ?, ?, ?)", [version, now, author, task, reason])
             ids = [c.id for c in changes]
             befores = [_dump(c.before) for c in changes]
@@ -96,11 +96,13 @@ class VersionStore:
                 "INSERT INTO registry_changes SELECT ?, unnest(?), unnest(?)::JSON, unnest(?)::JSON, unnest(?)",
                 [version, ids, befores, afters, where],
             )
-            db.execute("DELETE FROM registry_state WHERE entry_id IN (SELECT unnest(?))", [ids])
+            gone = [i for i, a in zip(ids, afters, strict=True) if a is None]
+            if gone:
+                db.execute("DELETE FROM registry_state WHERE entry_id IN (SELECT unnest(?))", [gone])
             kept = [(i, a, o) for i, a, o in zip(ids, afters, where, strict=True) if a is not None]
             if kept:
                 db.execute(
-                    "INSERT INTO registry_state SELECT unnest(?), unnest(?)::JSON, unnest(?)",
+                    "INSERT OR REPLACE INTO registry_state SELECT unnest(?), unnest(?)::JSON, unnest(?)",
                     [[k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept]],
                 )
             db.execute("COMMIT")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import yaml
@@ -9,13 +10,41 @@ import yaml
 from ._entry import Problem
 
 Path: TypeAlias = tuple[str | int, ...]
-Lines: TypeAlias = dict[Path, int]
 
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+@dataclass
+class Lines:
+    """1-based lines of a document's keys and of where its scalar values start."""
+
+    keys: dict[Path, int] = field(default_factory=dict)
+    values: dict[Path, tuple[int, bool]] = field(default_factory=dict)  # (line, is a `|` or `>` block)
+    offset: int = 0  # lines before the document in its file (front matter starts after `---`)
+
+    def line_of(self, path: Path) -> int | None:
+        """The line of `path`, or of its closest ancestor that has one."""
+        while path and path not in self.keys:
+            path = path[:-1]
+        line = self.keys.get(path)
+        return None if line is None else line + self.offset
+
+    def line_within(self, path: Path, line: int) -> int | None:
+        """The file line of line `line` (1-based) inside the multi-line string at `path`."""
+        if path not in self.values:
+            return self.line_of(path)
+        start, block = self.values[path]
+        return start + self.offset + (line if block else line - 1)
+
+
+class YAMLProblem(Exception):
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
+
+
 def load_yaml(text: str, file: str) -> tuple[Any, Lines]:
-    """Parse one YAML document; return the data and a map from key path to 1-based line.
+    """Parse one YAML document; return the data and where each part of it is.
 
     Raises `YAMLProblem` with the file and line of a syntax error.
     """
@@ -23,7 +52,7 @@ def load_yaml(text: str, file: str) -> tuple[Any, Lines]:
     try:
         node = loader.get_single_node()
         if node is None:
-            return None, {}
+            return None, Lines()
         data = loader.construct_document(node)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
@@ -36,33 +65,20 @@ def load_yaml(text: str, file: str) -> tuple[Any, Lines]:
         ) from None
     finally:
         loader.dispose()
-    lines: Lines = {}
+    lines = Lines()
     _walk(node, (), lines)
     return data, lines
 
 
-class YAMLProblem(Exception):
-    def __init__(self, problem: Problem) -> None:
-        super().__init__(str(problem))
-        self.problem = problem
-
-
 def _walk(node: yaml.Node, path: Path, lines: Lines) -> None:
-    lines[path] = node.start_mark.line + 1
+    lines.keys[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             child = (*path, key.value)
             _walk(value, child, lines)
-            lines[child] = key.start_mark.line + 1
+            lines.keys[child] = key.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             _walk(item, (*path, index), lines)
-
-
-def line_of(lines: Lines, path: Path) -> int | None:
-    """The line of `path`, or of its closest ancestor that has one."""
-    while path:
-        if path in lines:
-            return lines[path]
-        path = path[:-1]
-    return lines.get(())
+    else:
+        lines.values[path] = (node.start_mark.line + 1, getattr(node, "style", None) in ("|", ">"))
