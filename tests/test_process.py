@@ -655,3 +655,19 @@ async def test_node_stop_abandons_a_process_that_ignores_every_kill(
     assert clock.now == pytest.approx(3)  # 2 s to shut down, 1 s of grace after the kill
     stop.set()
     await asyncio.sleep(1)
+
+
+async def test_a_process_killed_before_it_ever_ran_never_runs_and_reports_killed() -> None:
+    ran = []
+
+    async def body() -> None:
+        ran.append(True)
+
+    async def main() -> Any:
+        pid, _ = process.spawn_monitor(body)
+        process.exit(pid, "kill")
+        return (await process.receive(DOWN)).payload.reason
+
+    async with Node() as node:
+        assert await node.run(main) == "killed"
+    assert ran == []

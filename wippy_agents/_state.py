@@ -15,23 +15,15 @@ SCHEMA_VERSION = 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS wippy_schema (version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS registry_versions (
-    version BIGINT PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS registry_changes (
+    version BIGINT NOT NULL,
     time TIMESTAMPTZ NOT NULL,
     author VARCHAR NOT NULL,
     task VARCHAR,
-    reason VARCHAR NOT NULL
-);
-CREATE TABLE IF NOT EXISTS registry_changes (
-    version BIGINT NOT NULL,
+    reason VARCHAR NOT NULL,
     entry_id VARCHAR NOT NULL,
     before JSON,
     after JSON,
-    origin VARCHAR
-);
-CREATE TABLE IF NOT EXISTS registry_state (
-    entry_id VARCHAR PRIMARY KEY,
-    entry JSON NOT NULL,
     origin VARCHAR
 );
 """

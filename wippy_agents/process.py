@@ -23,6 +23,8 @@ from ._runtime.node import Dest, Node, ProcessInfo, current_process
 from ._runtime.proc import Process, ProcessFn
 from ._runtime.types import DOWN, EXIT, KILL, KILLED, Down, Exit, ExitReason, Message, Pid, ProcessError, Ref
 
+_new_tuple = tuple.__new__  # a Message without NamedTuple's slower Python-level __new__
+
 __all__ = [
     "DOWN",
     "EXIT",
@@ -98,21 +100,21 @@ def spawn_monitor(target: ProcessFn | str, *args: Any, name: str | None = None) 
 
 def send(dest: Dest, topic: str, payload: Any = None) -> None:
     """Put a message in `dest`'s mailbox. A dead pid is a no-op; an unknown name raises `ProcessError`."""
-    me = _me("send")
+    me = current_process.get(None) or _me("send")
     target = me.node.table.get(dest) if dest.__class__ is Pid else me.node.lookup(dest)
     if target is not None:
-        target.deliver(Message(topic, payload, me.pid, None))
+        target.deliver(_new_tuple(Message, (topic, payload, me.pid, None)))
 
 
 def receive(topic: str | None = None, timeout: float | None = None) -> Awaitable[Message]:
     """Wait for the oldest message (with `topic`, if given); `TimeoutError` after `timeout` seconds."""
-    return _me("receive").receive(topic, timeout)
+    return (current_process.get(None) or _me("receive")).receive(topic, timeout)
 
 
-async def call(dest: Dest, topic: str, payload: Any = None, timeout: float | None = 5.0) -> Any:
+def call(dest: Dest, topic: str, payload: Any = None, timeout: float | None = 5.0) -> Awaitable[Any]:
     """Send a request and wait for the `reply`; `ProcessError` if `dest` is dead or dies first."""
-    me = _me("call")
-    return await me.node.call(dest, topic, payload, timeout, caller=me)
+    me = current_process.get(None) or _me("call")
+    return me.node.call(dest, topic, payload, timeout, caller=me)
 
 
 def reply(msg: Message, value: Any) -> None:

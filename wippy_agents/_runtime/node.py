@@ -14,8 +14,9 @@ import difflib
 import itertools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .proc import DEAD, EXITING, Process, ProcessFn
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     from ..registry import Registry
 
 log = logging.getLogger("wippy_agents.process")
+
+_new_tuple = tuple.__new__  # builds a Pid or Message without NamedTuple's Python-level __new__
 
 current_process: contextvars.ContextVar[Process] = contextvars.ContextVar("wippy_current_process")
 
@@ -82,6 +85,8 @@ class Node:
         self._ids = itertools.count(1)
         self._refs = itertools.count(1)
         self._calls: dict[Ref, asyncio.Future[Any]] = {}
+        self._deadlines: dict[Ref, tuple[float, Pid, str, float]] = {}  # call ref -> deadline, callee, topic, timeout
+        self._sweeper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
@@ -142,9 +147,9 @@ class Node:
         if name is not None:
             self._check_name_free(name)
         coro = fn(*args)
-        if not asyncio.iscoroutine(coro):
+        if coro.__class__ is not CoroutineType and not asyncio.iscoroutine(coro):
             raise TypeError(f"a process runs an async function; {_qualname(fn)} returned {type(coro).__name__}")
-        pid = Pid(self.name, next(self._ids))
+        pid = _new_tuple(Pid, (self.name, next(self._ids)))
         proc = Process(self, pid, fn)
         proc.supervisor = supervisor
         proc.restarts = restarts
@@ -155,12 +160,31 @@ class Node:
         if link and parent is not None:
             proc.add_link(parent.pid)
             parent.add_link(pid)
-        context = contextvars.copy_context()
-        context.run(current_process.set, proc)
-        task = self.loop.create_task(coro, context=context)
-        proc.task = task
-        task.add_done_callback(lambda task: self._finish(proc, task))
+        proc.task = self.loop.create_task(self._main(proc, coro))
         return proc
+
+    async def _main(self, proc: Process, coro: Coroutine[Any, Any, Any]) -> None:
+        """A process's task: run its function, then carry its exit out (links, monitors, names)."""
+        current_process.set(proc)
+        proc.started = True
+        reason: ExitReason = KILLED
+        try:
+            if proc.exit_reason is None:
+                proc.result = await coro
+                reason = NORMAL
+            else:
+                coro.close()  # doomed before it ever ran
+        except asyncio.CancelledError:
+            pass
+        except Exception as error:
+            reason = error
+            if proc.exit_reason is None:
+                self._log_crash(proc, error)
+        except BaseException as error:  # KeyboardInterrupt, SystemExit: record, then let them through
+            reason = error
+            raise
+        finally:
+            self._finalize(proc, reason if proc.exit_reason is None else proc.exit_reason)
 
     def spawn(self, target: ProcessFn | str, *args: Any, name: str | None = None) -> Pid:
         """Start a process from outside any process (the CLI, the TUI, tests)."""
@@ -237,16 +261,40 @@ class Node:
         if target.calls is None:
             target.calls = set()
         target.calls.add(ref)
-        target.deliver(Message(topic, payload, None if caller is None else caller.pid, ref))
-        timer = None if timeout is None else loop.call_later(timeout, _expire_call, future, target.pid, topic, timeout)
+        target.deliver(_new_tuple(Message, (topic, payload, None if caller is None else caller.pid, ref)))
+        if timeout is not None:
+            deadline = loop.time() + timeout
+            self._deadlines[ref] = (deadline, target.pid, topic, timeout)
+            if self._sweeper is None or deadline < self._sweeper.when():
+                self._arm_sweeper(deadline)
         try:
             return await future
         finally:
             del self._calls[ref]
             if target.calls is not None:
                 target.calls.discard(ref)
-            if timer is not None:
-                timer.cancel()
+            if timeout is not None:
+                del self._deadlines[ref]
+                if not self._deadlines and self._sweeper is not None:
+                    self._sweeper.cancel()
+                    self._sweeper = None
+
+    def _arm_sweeper(self, when: float) -> None:
+        """One timer for every call's timeout, set for the earliest deadline (a timer per call costs a third)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self._sweeper = self.loop.call_at(when, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = self.loop.time()
+        for ref, (deadline, pid, topic, timeout) in self._deadlines.items():
+            future = self._calls[ref]
+            if deadline <= now and not future.done():
+                future.set_exception(TimeoutError(f"call {topic!r} to {pid} got no reply within {timeout:g}s"))
+        pending = [deadline for ref, (deadline, *_) in self._deadlines.items() if not self._calls[ref].done()]
+        if pending:
+            self._arm_sweeper(min(pending))
 
     def reply(self, msg: Message, value: Any) -> None:
         if msg.ref is None:
@@ -321,28 +369,13 @@ class Node:
             return
         proc.exit_reason = reason
         proc.status = EXITING
-        if proc.task is not None:
+        if proc.task is not None and proc.started:  # one not yet started sees its reason when it starts
             proc.task.cancel()
-
-    def _finish(self, proc: Process, task: asyncio.Task[Any]) -> None:
-        if proc.status == DEAD:
-            return  # abandoned earlier by `kill`
-        reason = proc.exit_reason
-        if reason is None:
-            if task.cancelled():
-                reason = KILLED
-            elif (error := task.exception()) is not None:
-                reason = error
-                self._log_crash(proc, error)
-            else:
-                reason = NORMAL
-                proc.result = task.result()
-        elif not task.cancelled():
-            task.exception()  # retrieved: a doomed process that raised while unwinding
-        self._finalize(proc, reason)
 
     def _finalize(self, proc: Process, reason: ExitReason) -> None:
         """Tell everyone the process is gone: callers, monitors, links, waiters."""
+        if proc.status == DEAD:
+            return  # abandoned earlier by `kill`
         proc.exit_reason = reason
         proc.status = DEAD
         proc.mailbox = None
@@ -451,11 +484,6 @@ class Node:
             for proc in self.table.values():
                 log.warning("process %s did not shut down within %gs; killing it", proc.pid, self.shutdown_timeout)
             await self.kill(list(self.table.values()))
-
-
-def _expire_call(future: asyncio.Future[Any], pid: Pid, topic: str, timeout: float) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError(f"call {topic!r} to {pid} got no reply within {timeout:g}s"))
 
 
 def _qualname(fn: object) -> str:

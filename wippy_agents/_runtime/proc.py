@@ -48,6 +48,7 @@ class Process:
         "exit_waiters",
         "supervisor",
         "restarts",
+        "started",
     )
 
     def __init__(self, node: Node, pid: Pid, fn: ProcessFn) -> None:
@@ -72,6 +73,7 @@ class Process:
         self.exit_waiters: list[asyncio.Future[ExitReason]] | None = None
         self.supervisor: Pid | None = None
         self.restarts = 0
+        self.started = False
 
     def __repr__(self) -> str:
         return f"Process({self.pid!r}, name={self.name!r}, status={self.status})"
@@ -110,6 +112,9 @@ class Process:
     async def receive(self, topic: str | None, timeout: float | None) -> Message:
         if self.exit_reason is not None:
             raise asyncio.CancelledError()  # doomed: a process that swallowed its exit dies here
+        mailbox = self.mailbox
+        if topic is None and mailbox:
+            return mailbox.popleft()
         msg = self.take(topic)
         if msg is not None:
             return msg

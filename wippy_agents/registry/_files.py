@@ -27,6 +27,7 @@ class FileWriter:
         self._yaml = YAML()
         self._yaml.indent(mapping=2, sequence=4, offset=2)
         self._yaml.width = 4096
+        self._docs: dict[str, tuple[str, Any]] = {}  # file -> (text we wrote, its round-trip document)
 
     def target(self, entry: Entry, origin: Origin | None) -> str:
         """The file an entry is written to: where it came from, else one chosen by namespace and kind."""
@@ -86,8 +87,11 @@ class FileWriter:
 
     def _write_index(self, file: str, changes: list[EntryChange]) -> None:
         path = self.root / file
+        cached = self._docs.pop(file, None)
         if path.exists():
-            doc = self._yaml.load(path.read_text(encoding="utf-8")) or CommentedMap()
+            text = path.read_text(encoding="utf-8")
+            unchanged = cached is not None and cached[0] == text
+            doc = cached[1] if cached is not None and unchanged else (self._yaml.load(text) or CommentedMap())
         else:
             doc = CommentedMap()
         doc.setdefault("namespace", changes[0].entry.namespace)
@@ -105,7 +109,9 @@ class FileWriter:
                 items.append(change.after.to_mapping())
             else:
                 _update_in_place(items[index], change.after.to_mapping())
-        _atomic_write(path, self._dump(doc))
+        text = self._dump(doc)
+        _atomic_write(path, text)
+        self._docs[file] = (text, doc)  # parsing with comments is slow: the next change starts from here
 
     def _dump(self, value: Any) -> str:
         from io import StringIO

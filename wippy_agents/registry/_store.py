@@ -1,8 +1,8 @@
 """Registry versions in DuckDB: who changed what, when and why, and each entry before and after.
 
-`registry_state` mirrors the live registry so a restart can tell which file
-edits happened while the node was down; `registry_changes` keeps every change,
-so the state as of any version is the live state with later changes undone.
+`registry_changes` keeps every change: the newest row of each entry is the live
+registry (so a restart can tell which file edits happened while the node was
+down), and the state as of any version is the live state with later changes undone.
 """
 
 from __future__ import annotations
@@ -61,66 +61,58 @@ def _load(text: str | None) -> Entry | None:
 
 
 class VersionStore:
+    """Every change is one row that also carries its version's author, reason and time.
+
+    One version is then one INSERT, atomic and durable on its own (no explicit
+    transaction: each DuckDB statement costs about a millisecond here), and the
+    live state is the newest row of each entry.
+    """
+
     def __init__(self, db: duckdb.DuckDBPyConnection) -> None:
         self.db = db
 
     def last_version(self) -> int:
-        row = self.db.execute("SELECT coalesce(max(version), 0) FROM registry_versions").fetchone()
+        row = self.db.execute("SELECT coalesce(max(version), 0) FROM registry_changes").fetchone()
         return int(row[0]) if row else 0
 
     def load_state(self) -> dict[str, tuple[Entry, str | None]]:
-        rows = self.db.execute("SELECT entry, origin FROM registry_state").fetchall()
+        """The live registry as recorded: each entry's newest version, with its file."""
+        rows = self.db.execute(
+            """SELECT after, origin FROM registry_changes
+               QUALIFY row_number() OVER (PARTITION BY entry_id ORDER BY version DESC) = 1"""
+        ).fetchall()
         out: dict[str, tuple[Entry, str | None]] = {}
         for text, origin in rows:
             entry = _load(text)
-            assert entry is not None
-            out[entry.id] = (entry, origin)
+            if entry is not None:
+                out[entry.id] = (entry, origin)
         return out
 
     def record(
         self, version: int, changes: list[EntryChange], origins: dict[str, str | None], author: str,
         task: str | None, reason: str,
     ) -> Version:
-        """Commit `version` durably (a single DuckDB transaction; the version number is the primary key)."""
+        """Commit `version` durably in one statement (unnest of list parameters; executemany goes row by row)."""
         now = datetime.now(UTC)
-        db = self.db
-        db.execute("BEGIN")
-        try:
-            db.execute("INSERT INTO registry_versions VALUES (?, ?, ?, ?, ?)", [version, now, author, task, reason])
-            ids = [c.id for c in changes]
-            befores = [_dump(c.before) for c in changes]
-            afters = [_dump(c.after) for c in changes]
-            where = [origins.get(c.id) for c in changes]
-            # unnest of list parameters: one statement for any number of rows (executemany is row by row)
-            db.execute(
-                "INSERT INTO registry_changes SELECT ?, unnest(?), unnest(?)::JSON, unnest(?)::JSON, unnest(?)",
-                [version, ids, befores, afters, where],
-            )
-            gone = [i for i, a in zip(ids, afters, strict=True) if a is None]
-            if gone:
-                db.execute("DELETE FROM registry_state WHERE entry_id IN (SELECT unnest(?))", [gone])
-            kept = [(i, a, o) for i, a, o in zip(ids, afters, where, strict=True) if a is not None]
-            if kept:
-                db.execute(
-                    "INSERT OR REPLACE INTO registry_state SELECT unnest(?), unnest(?)::JSON, unnest(?)",
-                    [[k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept]],
-                )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        ids = [c.id for c in changes]
+        self.db.execute(
+            """INSERT INTO registry_changes
+               SELECT ?, ?, ?, ?, ?, unnest(?), unnest(?)::JSON, unnest(?)::JSON, unnest(?)""",
+            [version, now, author, task, reason, ids, [_dump(c.before) for c in changes],
+             [_dump(c.after) for c in changes], [origins.get(c.id) for c in changes]],
+        )
         return Version(version, now, author, reason, task, tuple(ids))
 
     def history(self, entry_id: str | None = None) -> list[Version]:
         where, params = ("", []) if entry_id is None else (
-            "WHERE v.version IN (SELECT version FROM registry_changes WHERE entry_id = ?)", [entry_id])
+            "WHERE version IN (SELECT version FROM registry_changes WHERE entry_id = ?)", [entry_id])
         rows = self.db.execute(
-            f"""SELECT v.version, v.time, v.author, v.reason, v.task,
-                       (SELECT list(entry_id ORDER BY entry_id) FROM registry_changes c WHERE c.version = v.version)
-                FROM registry_versions v {where} ORDER BY v.version""",
+            f"""SELECT version, any_value(time), any_value(author), any_value(reason), any_value(task),
+                       list(entry_id ORDER BY entry_id)
+                FROM registry_changes {where} GROUP BY version ORDER BY version""",
             params,
         ).fetchall()
-        return [Version(int(r[0]), r[1], r[2], r[3], r[4], tuple(r[5] or ())) for r in rows]
+        return [Version(int(r[0]), r[1], r[2], r[3], r[4], tuple(r[5])) for r in rows]
 
     def state_at(self, version: int, current: dict[str, Entry]) -> dict[str, Entry]:
         """The whole registry as it was right after `version` was committed."""
