@@ -126,6 +126,12 @@ class App:
     def close(self) -> None:
         self.db.close()
 
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     async def watch(self) -> None:
         """The watcher process: each batch of saved source files becomes one registry change."""
         folders = [self.root / f for f in (self.folders.registry, self.folders.prompts, self.folders.tools)]

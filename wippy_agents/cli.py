@@ -61,26 +61,18 @@ def cmd_run(args: argparse.Namespace) -> None:
 # -- wippy registry ...----------------------------------------------------------------------
 
 
-def _open(args: argparse.Namespace, files_only: bool) -> App:
-    return App(args.root, files_only=files_only)
-
-
 def cmd_registry_list(args: argparse.Namespace) -> None:
-    app = _open(args, files_only=True)
-    try:
+    with App(args.root, files_only=True) as app:
         entries = app.registry.find(kind=args.kind, namespace=args.ns)
         width = max((len(e.id) for e in entries), default=2)
         for entry in entries:
             origin = app.registry.origin(entry.id)
             title = entry.meta.get("title", "")
             print(f"{entry.id:<{width}}  {entry.kind:<10}  {origin.file if origin else '':<32}  {title}".rstrip())
-    finally:
-        app.close()
 
 
 def cmd_registry_show(args: argparse.Namespace) -> None:
-    app = _open(args, files_only=True)
-    try:
+    with App(args.root, files_only=True) as app:
         entry = app.registry.get(args.id)
         origin = app.registry.origin(entry.id)
         if args.json:
@@ -90,54 +82,40 @@ def cmd_registry_show(args: argparse.Namespace) -> None:
             where = f"{origin.file}:{origin.line}" if origin and origin.line else (origin.file if origin else "?")
             print(f"# {entry.id} ({where})")
             print(_yaml(entry), end="")
-    finally:
-        app.close()
 
 
 def cmd_registry_lint(args: argparse.Namespace) -> None:
-    app = _open(args, files_only=True)
-    try:
+    with App(args.root, files_only=True) as app:
         problems = [p for file_problems in app.registry.problems.values() for p in file_problems]
         if problems:
             raise CommandError(f"{len(problems)} problem(s) in {args.root}:\n" + "\n".join(f"  {p}" for p in problems))
         print(f"ok: {len(app.registry)} entries in {args.root}, no problems")
-    finally:
-        app.close()
 
 
 def cmd_registry_history(args: argparse.Namespace) -> None:
-    app = _open(args, files_only=False)
-    try:
+    with App(args.root, files_only=False) as app:
         for v in app.registry.history(args.id):
             task = f" task={v.task}" if v.task else ""
             print(f"v{v.version}  {v.time:%Y-%m-%d %H:%M:%S}  {v.author}{task}  {v.reason}  ({', '.join(v.entries)})")
-    finally:
-        app.close()
 
 
 def cmd_registry_diff(args: argparse.Namespace) -> None:
-    app = _open(args, files_only=False)
-    try:
+    with App(args.root, files_only=False) as app:
         for change in app.registry.diff(args.v1, args.v2):
             before = _yaml(change.before).splitlines(keepends=True) if change.before else []
             after = _yaml(change.after).splitlines(keepends=True) if change.after else []
             print(f"{change.op} {change.id}")
             sys.stdout.writelines(difflib.unified_diff(before, after, f"v{args.v1}", f"v{args.v2}", n=2))
-    finally:
-        app.close()
 
 
 def cmd_registry_rollback(args: argparse.Namespace) -> None:
-    app = _open(args, files_only=False)
-    try:
+    with App(args.root, files_only=False) as app:
         before = app.registry.version
         version = app.registry.rollback(args.version)
         if version == before:
             print(f"nothing to do: the registry already matches version {args.version}")
         else:
             print(f"rolled back to version {args.version} as version {version}; the files show the result")
-    finally:
-        app.close()
 
 
 def _yaml(entry: Entry) -> str:

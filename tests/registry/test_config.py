@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from wippy_agents._app import App, AppConfig, load_config
 from wippy_agents.registry import Problem, RegistryError
-
-
-@pytest.fixture(autouse=True)
-def _forget_imported_tool_files() -> Iterator[None]:
-    """Tool files are imported as `wippy_app.<path>`; don't let one test's module leak into the next."""
-    yield
-    for name in [n for n in sys.modules if n.startswith("wippy_app.")]:
-        del sys.modules[name]
-
-
-def write(root: Path, relpath: str, text: str) -> str:
-    """Write `text` (dedented, leading newline dropped) to `root/relpath`; return what was written."""
-    text = textwrap.dedent(text).lstrip("\n")
-    path = root / relpath
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return text
+from wippy_agents.testing import write_file as write
 
 
 def index(root: Path, folder: str, namespace: str, *entries: str) -> str:

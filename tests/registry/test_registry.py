@@ -11,15 +11,9 @@ import pytest
 
 from wippy_agents import Node, process
 from wippy_agents.registry import Delete, Entry, EntryNotFound, Registry, RegistryError, RegistryEvent
+from wippy_agents.testing import write_file as write
 
 INDEX = "registry/app/_index.yaml"
-
-
-def write(root: Path, relpath: str, text: str) -> Path:
-    path = root / relpath
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
 
 
 async def until(condition: Callable[[], Any], timeout: float = 10.0) -> None:
@@ -248,9 +242,9 @@ async def test_two_saves_in_quick_succession_end_in_the_last_content(app: Path) 
 
 async def test_deleting_a_file_deletes_its_entries(app: Path) -> None:
     async with Node(root=app) as node:
-        path = write(app, "registry/extra/_index.yaml", "namespace: extra\nentries:\n  - {name: x, kind: config}\n")
+        write(app, "registry/extra/_index.yaml", "namespace: extra\nentries:\n  - {name: x, kind: config}\n")
         await until(lambda: "extra:x" in node.registry)
-        path.unlink()
+        (app / "registry/extra/_index.yaml").unlink()
         await until(lambda: "extra:x" not in node.registry)
         assert node.registry.history()[-1].author == "file:registry/extra/_index.yaml"
 

@@ -6,8 +6,6 @@ Every bad input must say what is wrong and where: the file, the line, the entry 
 from __future__ import annotations
 
 import sys
-import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,23 +13,7 @@ import pytest
 from wippy_agents._app import App
 from wippy_agents.registry import KINDS, Entry, Folders, Origin, Problem
 from wippy_agents.registry._sources import SourceFile, read_source
-
-
-@pytest.fixture(autouse=True)
-def _forget_imported_tool_files() -> Iterator[None]:
-    """Tool files are imported as `wippy_app.<path>`; don't let one test's module leak into the next."""
-    yield
-    for name in [n for n in sys.modules if n.startswith("wippy_app.")]:
-        del sys.modules[name]
-
-
-def write(root: Path, relpath: str, text: str) -> str:
-    """Write `text` (dedented, leading newline dropped) to `root/relpath`; return what was written."""
-    text = textwrap.dedent(text).lstrip("\n")
-    path = root / relpath
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return text
+from wippy_agents.testing import write_file as write
 
 
 def line(text: str, needle: str) -> int:
