@@ -44,7 +44,10 @@ def test_supervisor_and_testing_modules_export_their_api() -> None:
         "Backoff", "ChildInfo", "ChildSpec", "Supervisor", "SupervisorError",
         "start_child", "terminate_child", "which_children",
     }  # fmt: skip
-    assert set(testing.__all__) == {"VirtualClock", "write_file"}
+    assert set(testing.__all__) == {
+        "FunctionModel", "ModelRequest", "ScriptedModel", "ScriptExhausted", "VirtualClock", "forbid_model_requests",
+        "write_file",
+    }  # fmt: skip
 
 
 def test_public_modules_hide_their_imports() -> None:

@@ -18,7 +18,11 @@ import duckdb
 import watchfiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ._runtime.proc import ProcessFn
 from ._state import open_state
+from .agents import AgentService
+from .agents._builtin import register_builtins
+from .agents._history import ConversationStore
 from .registry import Problem, Registry, RegistryError
 from .registry._sources import Folders, source_kind
 from .registry._yaml import YAMLProblem, load_yaml
@@ -31,6 +35,7 @@ log = logging.getLogger("wippy_agents.app")
 
 CONFIG_FILE = "wippy.yaml"
 SYSTEM_SUPERVISOR = "wippy:system"
+AGENTS = "wippy:agents"
 WATCHER = "wippy:registry_watcher"
 
 
@@ -98,6 +103,7 @@ class App:
         self.watching = asyncio.Event()
         try:
             self.registry = Registry(self.root, self.db, folders=self.folders, node=node)
+            register_builtins(self.registry)
             self.registry.load()
         except BaseException:
             self.db.close()
@@ -113,8 +119,11 @@ class App:
 
     def start(self, node: Node) -> None:
         """Start the system processes and the registry's auto-start supervision trees."""
-        node.process_resolver = self.registry.process_function
-        children = [ChildSpec("registry_watcher", self.watch, name=WATCHER)] if self.config.watch else []
+        self.agents = AgentService(node, self.registry, ConversationStore(self.db))
+        node.process_resolver = self.resolve
+        children = [ChildSpec("agents", self.agents.supervisor(), name=AGENTS)]
+        if self.config.watch:
+            children.insert(0, ChildSpec("registry_watcher", self.watch, name=WATCHER))
         node.spawn(Supervisor(children, max_restarts=10, max_seconds=10), name=SYSTEM_SUPERVISOR)
         for entry in self.registry.find(kind="supervisor"):
             if self.registry.spec(entry.id).auto_start:  # type: ignore[attr-defined]
@@ -122,6 +131,12 @@ class App:
                     node.spawn(entry.id, None, name=entry.id)
                 except Exception as error:
                     log.error("could not start supervisor %s: %s", entry.id, error)
+
+    def resolve(self, entry_id: str, host: str | None) -> ProcessFn:
+        """What `process.spawn(entry_id)` runs: an agent's new conversation, a process or a supervisor."""
+        if self.registry.get(entry_id).kind == "agent":
+            return self.agents.process_function(entry_id)
+        return self.registry.process_function(entry_id, host)
 
     def close(self) -> None:
         self.db.close()

@@ -26,6 +26,17 @@ CREATE TABLE IF NOT EXISTS registry_changes (
     after JSON,
     origin VARCHAR
 );
+CREATE TABLE IF NOT EXISTS conversations (
+    id VARCHAR PRIMARY KEY,
+    agent VARCHAR NOT NULL,
+    created TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS conversation_messages (
+    conversation VARCHAR NOT NULL,
+    seq INTEGER NOT NULL,
+    turn INTEGER NOT NULL,
+    message JSON NOT NULL
+);
 """
 
 

@@ -58,7 +58,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, get_args, get_origin
 
 import docstring_parser
 import pydantic
@@ -67,7 +67,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaWarningKind
 
-__all__ = ["FunctionTool", "ToolArgumentsError", "ToolContext", "ToolDefinitionError", "function_tool"]
+if TYPE_CHECKING:
+    from ._runtime.node import Node
+
+F = typing.TypeVar("F", bound=Callable[..., Any])
+
+
+__all__ = ["FunctionTool", "ToolArgumentsError", "ToolContext", "ToolDefinitionError", "function_tool", "tool"]
 
 _LOGGER_PREFIX = "wippy_agents.tools"
 
@@ -114,6 +120,8 @@ class ToolContext:
     task_id: str | None = None
     call_id: str | None = None
     logger: logging.Logger = field(default_factory=_default_logger)
+    node: Node | None = None
+    """The node the agent runs on (its `registry`): for trusted tools only, never handed to sandboxed code."""
 
 
 @dataclass(frozen=True)
@@ -460,3 +468,24 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
 def _short_repr(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+TOOL_OPTIONS = "__wippy_tool__"
+
+
+def tool(*, timeout: float | None = None, llm_alias: str | None = None) -> Callable[[F], F]:
+    """Options for a tool function in `tools/`: its call timeout in seconds, the name models see it by.
+
+    ```python
+    @tool(timeout=120, llm_alias="search")
+    def search_the_web(query: str) -> list[str]: ...
+    ```
+    """
+    if timeout is not None and timeout <= 0:
+        raise ValueError("a tool's timeout is a positive number of seconds")
+
+    def mark(fn: F) -> F:
+        setattr(fn, TOOL_OPTIONS, {"timeout": timeout, "llm_alias": llm_alias})
+        return fn
+
+    return mark

@@ -114,7 +114,7 @@ def test_custom_source_folders_are_used(tmp_path: Path) -> None:
     index(tmp_path, "registry/app", "ignored", "name: m, kind: config")
     app = boot(tmp_path)
     try:
-        assert [entry.id for entry in app.registry.find()] == ["app:m", "code.m:fn", "templates.mail:welcome",
+        assert [entry.id for entry in app.registry.find() if entry.namespace != "wippy"] == ["app:m", "code.m:fn", "templates.mail:welcome",
                                                                "templates:x"]
         assert app.registry.get("templates:x").data["template"] == "Hi\n"
         assert app.registry.origin("code.m:fn").file == "code/m.py"  # type: ignore[union-attr]
@@ -142,7 +142,7 @@ def test_a_dangling_reference_refuses_its_file_naming_the_id_and_close_matches(t
     index(tmp_path, "registry/other", "app.other", "name: c, kind: agent, model: app:fast")
     app = boot(tmp_path)
     try:
-        assert [entry.id for entry in app.registry.find()] == ["app.other:c", "app:fast", "app:mising"]
+        assert [entry.id for entry in app.registry.find() if entry.namespace != "wippy"] == ["app.other:c", "app:fast", "app:mising"]
         [problem] = app.registry.problems[agents]
         assert (problem.file, problem.entry, problem.field) == (agents, "app.agents:a", "model")
         assert "'app:missing'" in problem.message
@@ -182,7 +182,7 @@ def test_a_refused_file_takes_the_files_that_refer_to_it_along(tmp_path: Path) -
     index(tmp_path, "registry/other", "app.other", "name: c, kind: config")
     app = boot(tmp_path)
     try:
-        assert [entry.id for entry in app.registry.find()] == ["app.other:c"]
+        assert [entry.id for entry in app.registry.find() if entry.namespace != "wippy"] == ["app.other:c"]
         assert sorted(app.registry.problems) == [agents, models]
         assert "invalid YAML" in app.registry.problems[models][0].message
         assert "'app:m'" in app.registry.problems[agents][0].message
@@ -195,7 +195,7 @@ def test_an_id_defined_in_two_files_refuses_the_second_naming_the_first(tmp_path
     second = index(tmp_path, "registry/b", "app", "name: b_own, kind: config", "name: shared, kind: config, v: 2")
     app = boot(tmp_path)
     try:
-        assert [entry.id for entry in app.registry.find()] == ["app:only_a", "app:shared"]
+        assert [entry.id for entry in app.registry.find() if entry.namespace != "wippy"] == ["app:only_a", "app:shared"]
         assert app.registry.get("app:shared").data == {"v": 1}
         [problem] = app.registry.problems[second]
         assert (problem.file, problem.entry, problem.line) == (second, "app:shared", 4)

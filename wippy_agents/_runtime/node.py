@@ -39,6 +39,7 @@ from .types import (
 
 if TYPE_CHECKING:
     from .._app import App
+    from ..agents import AgentService, Conversation
     from ..registry import Registry
 
 log = logging.getLogger("wippy_agents.process")
@@ -110,6 +111,17 @@ class Node:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+    async def conversation(self, agent: str, id: str | None = None) -> Conversation:
+        """Start a conversation with agent `agent`, or reattach to conversation `id` (its history goes on)."""
+        return await self.agents.conversation(agent, id)
+
+    @property
+    def agents(self) -> AgentService:
+        """The app's agents: conversations, model overrides for tests, usage totals."""
+        if self.app is None:
+            raise RuntimeError("this node runs no app, so it has no agents: start it with Node(root=APP_FOLDER)")
+        return self.app.agents
 
     @property
     def registry(self) -> Registry:

@@ -103,6 +103,8 @@ class Registry:
         self._origins: dict[str, Origin] = {}
         self._digests: dict[str, str] = {}
         self._subscriptions: list[_Subscription] = []
+        self._builtins: dict[str, Entry] = {}
+        self._builtin_specs: dict[str, KindSpec] = {}
         self._modules: dict[str, tuple[tuple[int, int], Any]] = {}
 
     # -- reading ---------------------------------------------------------------
@@ -111,25 +113,34 @@ class Registry:
         return len(self._entries)
 
     def __contains__(self, entry_id: object) -> bool:
-        return entry_id in self._entries
+        return entry_id in self._entries or entry_id in self._builtins
 
     def get(self, entry_id: str) -> Entry:
         """The entry `entry_id`; `KeyError` (an `EntryNotFound`) naming close matches if there is none."""
         try:
             return self._entries[entry_id]
         except KeyError:
+            if entry_id in self._builtins:
+                return self._builtins[entry_id]
             raise EntryNotFound(_not_found(entry_id, self._entries)) from None
 
     def spec(self, entry_id: str) -> KindSpec:
         """The entry's fields, validated by its kind's model."""
         self.get(entry_id)
-        return self._specs[entry_id]
+        return self._specs.get(entry_id) or self._builtin_specs[entry_id]
+
+    def add_builtin(self, entry: Entry, tool: FunctionTool | None = None) -> None:
+        """An entry the platform provides (`wippy:*`): readable and referable, never in files or versions."""
+        self._builtins[entry.id] = entry
+        self._builtin_specs[entry.id] = parse_spec(entry)
+        if tool is not None:
+            self.tools[entry.id] = tool
 
     def find(self, kind: str | None = None, namespace: str | None = None, pattern: str | None = None) -> list[Entry]:
         """Entries by kind, exact namespace and/or id pattern (`app.*:*`), sorted by id."""
         return [
             entry
-            for entry_id, entry in sorted(self._entries.items())
+            for entry_id, entry in sorted((self._builtins | self._entries).items())
             if (kind is None or entry.kind == kind)
             and (namespace is None or entry.namespace == namespace)
             and (pattern is None or fnmatch.fnmatchcase(entry_id, pattern))
@@ -156,8 +167,10 @@ class Registry:
         problems = [
             Problem("there is no such entry to delete", entry=entry_id)
             for entry_id, entry in wanted.items()
-            if entry is None and entry_id not in self._entries
+            if entry is None and entry_id not in self._entries and entry_id not in self._builtins
         ]
+        problems += [Problem("a built-in entry cannot be changed", entry=entry_id)
+                     for entry_id in wanted if entry_id in self._builtins]
         diff = [
             EntryChange(entry_id, self._entries.get(entry_id), entry)
             for entry_id, entry in wanted.items()
@@ -251,7 +264,7 @@ class Registry:
 
     def _dangling(self, changes: list[EntryChange], specs: dict[str, KindSpec]) -> list[Problem]:
         """References left pointing at nothing (or at the wrong kind) by applying `changes`."""
-        state = dict(self._entries)
+        state = self._builtins | self._entries
         for change in changes:
             if change.after is None:
                 state.pop(change.id, None)
@@ -363,6 +376,10 @@ class Registry:
     def _claim(self, source: SourceFile, taken: Mapping[str, tuple[Entry, Origin]]) -> None:
         """An id may live in one file only: a second file defining it is refused."""
         for entry_id in list(source.entries):
+            if entry_id in self._builtins:
+                source.problems.append(Problem("the id belongs to a built-in entry; choose another name",
+                                               file=source.file, entry=entry_id, line=source.entries[entry_id][1].line))
+                continue
             holder = taken.get(entry_id) or ((None, self._origins[entry_id]) if entry_id in self._origins else None)
             if holder is not None and holder[1].file != source.file:
                 source.problems.append(Problem(f"the id is already defined in {holder[1].file}", file=source.file,

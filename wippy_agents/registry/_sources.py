@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..tools import FunctionTool, ToolDefinitionError, function_tool
+from ..tools import TOOL_OPTIONS, FunctionTool, ToolDefinitionError, function_tool
 from ._entry import ID_RULE, Entry, Problem, check_id
 from ._kinds import KindSpec, SpecErrors, parse_spec, template_line
 from ._yaml import Lines, YAMLProblem, load_yaml
@@ -299,9 +299,15 @@ def _read_tools(result: SourceFile, path: Path, text: str) -> None:
             result.problems.append(Problem(error.reason, file=result.file, line=line, entry=entry_id,
                                            field=error.parameter))
             continue
-        data = {"description": tool.description, "parameters": tool.parameters, "file": result.file,
-                "function": name}
-        _add(result, entry_id, "tool", {"code_hash": code_hash}, data, line)
+        data: dict[str, Any] = {"description": tool.description, "parameters": tool.parameters,
+                                "file": result.file, "function": name}
+        meta: dict[str, Any] = {"code_hash": code_hash}
+        options = getattr(fn, TOOL_OPTIONS, {})
+        if options.get("timeout") is not None:
+            data["timeout"] = options["timeout"]
+        if options.get("llm_alias"):
+            meta["llm_alias"] = options["llm_alias"]
+        _add(result, entry_id, "tool", meta, data, line)
         result.tools[entry_id] = tool
 
 

@@ -1,0 +1,324 @@
+"""Agents as supervised conversation processes, driven by scripted models on a real app folder."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wippy_agents import Node, process
+from wippy_agents.agents import AgentError, Delegated, TextDelta, ToolFinished, ToolStarted, TurnDone, UsageReport
+from wippy_agents.llm import Response, ToolCall, ToolResultMessage, Usage, UserMessage
+from wippy_agents.testing import FunctionModel, ModelRequest, ScriptedModel, write_file
+
+AGENTS = """
+namespace: app
+entries:
+  - name: model
+    kind: model
+    provider: offline
+    model: wippy-offline
+    pricing: {input: 1000000, output: 1000000}
+  - name: assistant
+    kind: agent
+    meta: {title: Assistant}
+    prompt: prompts:assistant
+    model: app:model
+    tools: ["tools.*:*"]
+    delegates: [app:helper]
+    vars: {name: Ada}
+    max_steps: 3
+  - name: helper
+    kind: agent
+    model: app:model
+    delegates: [app:assistant]
+"""
+
+CALC = '''
+def add(a: int, b: int) -> int:
+    """Add two integers.
+
+    Args:
+        a: First.
+        b: Second.
+    """
+    return a + b
+
+
+def explode(reason: str) -> str:
+    """Always fails.
+
+    Args:
+        reason: Why.
+    """
+    raise RuntimeError(reason)
+
+
+'''
+
+
+def call(name: str, call_id: str = "c1", **arguments: Any) -> Response:
+    return Response(tool_calls=(ToolCall(id=call_id, name=name, arguments=arguments),), finish_reason="tool_calls",
+                    usage=Usage(input_tokens=10, output_tokens=2))
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Path:
+    write_file(tmp_path, "registry/app/_index.yaml", AGENTS)
+    write_file(tmp_path, "prompts/assistant.md", "You help {{ name }}. Context: {{ context.topic }}")
+    write_file(tmp_path, "tools/calc.py", CALC)
+    return tmp_path
+
+
+async def until(condition: Any, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "timed out waiting for the file watcher"
+        await asyncio.sleep(0.005)
+
+
+async def test_a_turn_with_a_tool_call_round_trip(app: Path) -> None:
+    model = ScriptedModel([call("tools_calc_add", a=2, b=3), Response(text="2 + 3 = 5", usage=Usage(output_tokens=4))])
+    async with Node(root=app) as node:
+        node.agents.model_overrides["*"] = model
+        conv = await node.conversation("app:assistant")
+        answer = await conv.ask("What is 2 + 3?", context={"topic": "sums"})
+    assert answer.text == "2 + 3 = 5" and answer.steps == 2 and answer.agent == "app:assistant"
+    assert answer.usage == Usage(input_tokens=10, output_tokens=6)
+    first, second = model.requests
+    assert first.messages[0].content == "You help Ada. Context: sums"  # type: ignore[union-attr]
+    assert [t.name for t in first.tools] == ["tools_calc_add", "tools_calc_explode", "delegate_app_helper"]
+    result = second.messages[-1]
+    assert isinstance(result, ToolResultMessage) and (result.content, result.is_error) == ("5", False)
+
+
+async def test_stream_yields_text_tool_and_usage_events_then_the_answer(app: Path) -> None:
+    model = ScriptedModel([call("tools_calc_add", a=1, b=1), "It is 2."])
+    async with Node(root=app) as node:
+        node.agents.model_overrides["*"] = model
+        conv = await node.conversation("app:assistant")
+        events = [event async for event in conv.stream("1 + 1?")]
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[0] == "TurnStarted" and kinds[-1] == "TurnDone"
+    started = next(e for e in events if isinstance(e, ToolStarted))
+    finished = next(e for e in events if isinstance(e, ToolFinished))
+    assert (started.tool, started.arguments) == ("tools.calc:add", {"a": 1, "b": 1})
+    assert (finished.tool, finished.result, finished.is_error) == ("tools.calc:add", "2", False)
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "It is 2."
+    assert sum(isinstance(e, UsageReport) for e in events) == 2
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        (call("tools_calc_explode", reason="boom"), "error: the tool raised RuntimeError: boom"),
+        (call("tools_calc_add", a="two", b=3), "error: invalid arguments for tool 'add': a:"),
+        (call("tools_calc_add", a=1), "b: Field required"),
+        (call("tools_calc_nope"), "there is no tool named 'tools_calc_nope'"),
+    ],
+)
+async def test_tool_errors_go_back_to_the_model_and_never_crash_the_agent(
+    app: Path, response: Response, expected: str
+) -> None:
+    model = ScriptedModel([response, "I see the error."])
+    async with Node(root=app) as node:
+        node.agents.model_overrides["*"] = model
+        conv = await node.conversation("app:assistant")
+        answer = await conv.ask("try it")
+    assert answer.text == "I see the error."
+    result = model.requests[1].messages[-1]
+    assert isinstance(result, ToolResultMessage) and result.is_error and expected in result.content
+
+
+async def test_max_steps_stops_the_turn_and_says_why(app: Path) -> None:
+    model = ScriptedModel([call("tools_calc_add", f"c{i}", a=i, b=i) for i in range(3)])
+    async with Node(root=app) as node:
+        node.agents.model_overrides["*"] = model
+        answer = await (await node.conversation("app:assistant")).ask("loop forever")
+    assert answer.stopped == "max_steps" and answer.steps == 3
+    assert "stopped after 3 steps" in answer.text and "max_steps is 3" in answer.text
+
+
+async def test_history_survives_between_turns_and_a_reattach(app: Path) -> None:
+    def echo_history(request: ModelRequest) -> str:
+        return " | ".join(m.content for m in request.messages if isinstance(m, UserMessage))
+
+    async with Node(root=app) as node:
+        node.agents.model_overrides["*"] = FunctionModel(echo_history)
+        conv = await node.conversation("app:assistant")
+        await conv.ask("first")
+        conversation_id = conv.id
+    async with Node(root=app) as node:
+        node.agents.model_overrides["*"] = FunctionModel(echo_history)
+        again = await node.conversation("app:assistant", id=conversation_id)
+        assert (await again.ask("second")).text == "first | second"
+
+
+async def test_hot_reload_of_a_prompt_and_a_dropped_tool_between_two_turns(app: Path) -> None:
+    model = ScriptedModel(["one", "two"])
+    async with Node(root=app) as node:
+        node.agents.model_overrides["*"] = model
+        conv = await node.conversation("app:assistant")
+        await conv.ask("turn one")
+        write_file(app, "prompts/assistant.md", "You now help {{ name }} differently.")
+        write_file(app, "tools/weather.py", '''
+def forecast(city: str) -> str:
+    """Weather for a city.
+
+    Args:
+        city: The city.
+    """
+    return "sunny"
+''')
+        await until(lambda: "tools.weather:forecast" in node.registry
+                    and "differently" in node.registry.get("prompts:assistant").data["template"])
+        await conv.ask("turn two")
+    first, second = model.requests
+    assert "tools_weather_forecast" not in [t.name for t in first.tools]
+    assert "tools_weather_forecast" in [t.name for t in second.tools]
+    assert second.messages[0].content == "You now help Ada differently."  # type: ignore[union-attr]
+
+
+async def test_delegation_answers_through_the_delegate_and_rolls_up_usage(app: Path) -> None:
+    def by_agent(request: ModelRequest) -> Response | str:
+        last = request.messages[-1]
+        if isinstance(last, UserMessage) and last.content == "ask the helper":
+            return call("delegate_app_helper", message="what is the answer?")
+        if isinstance(last, UserMessage):
+            return Response(text="42", usage=Usage(input_tokens=5, output_tokens=1))
+        return Response(text=f"helper says {last.content}", usage=Usage(output_tokens=3))  # type: ignore[union-attr]
+
+    async with Node(root=app) as node:
+        node.agents.model_overrides["*"] = FunctionModel(by_agent)
+        conv = await node.conversation("app:assistant")
+        events = [event async for event in conv.stream("ask the helper")]
+    answer = events[-1].answer  # type: ignore[union-attr]
+    assert answer.text == "helper says 42"
+    assert answer.usage == Usage(input_tokens=15, output_tokens=6)  # parent 10+0 / 2+3, delegate 5 / 1
+    nested = [e for e in events if isinstance(e, Delegated)]
+    assert nested and all(e.agent == "app:helper" for e in nested)
+    assert isinstance(nested[-1].event, TurnDone)
+
+
+async def test_a_delegation_cycle_is_refused_with_a_clear_tool_error(app: Path) -> None:
+    def loop(request: ModelRequest) -> Response | str:
+        last = request.messages[-1]
+        if isinstance(last, ToolResultMessage):
+            return f"got: {last.content}"
+        target = "delegate_app_helper" if request.tools[-1].name == "delegate_app_helper" else "delegate_app_assistant"
+        return call(target, message="again")
+
+    async with Node(root=app) as node:
+        node.agents.model_overrides["*"] = FunctionModel(loop)
+        answer = await (await node.conversation("app:assistant")).ask("start")
+    assert "refused: asking app:assistant would be a cycle (app:assistant -> app:helper -> app:assistant)" in answer.text
+
+
+async def test_a_crashing_delegate_is_a_tool_error_and_its_supervisor_restarts_it(app: Path) -> None:
+    crashed = []
+
+    def flaky(request: ModelRequest) -> Response | str:
+        last = request.messages[-1]
+        if isinstance(last, UserMessage) and last.content == "go":
+            return call("delegate_app_helper", message="crash please")
+        if isinstance(last, UserMessage) and not crashed:
+            crashed.append(True)
+            raise ZeroDivisionError("provider bug")
+        return f"parent saw: {getattr(last, 'content', '')}"
+
+    async with Node(root=app) as node:
+        node.agents.model_overrides["*"] = FunctionModel(flaky)
+        answer = await (await node.conversation("app:assistant")).ask("go")
+        assert "the delegate app:helper failed: the agent crashed (ZeroDivisionError: provider bug)" in answer.text
+        helper_pid = None
+        for _ in range(100):
+            helper_pid = next((p.pid for p in node.processes() if p.name and p.name.endswith(".c1")), None)
+            if helper_pid:
+                break
+            await asyncio.sleep(0)
+        restarted = [p for p in node.processes() if p.pid == helper_pid]
+        assert restarted and restarted[0].restarts == 1
+
+
+async def test_a_crash_takes_down_only_that_conversation_and_its_history_survives(app: Path) -> None:
+    state = {"crash": False}
+
+    def model_fn(request: ModelRequest) -> str:
+        if state["crash"]:
+            state["crash"] = False
+            raise ZeroDivisionError("boom")
+        return " | ".join(m.content for m in request.messages if isinstance(m, UserMessage))
+
+    async with Node(root=app) as node:
+        node.agents.model_overrides["*"] = FunctionModel(model_fn)
+        one = await node.conversation("app:assistant")
+        other = await node.conversation("app:assistant")
+        await one.ask("a")
+        await other.ask("x")
+        state["crash"] = True
+        with pytest.raises(AgentError, match="crashed.*ZeroDivisionError: boom"):
+            await one.ask("b")
+        assert (await other.ask("y")).text == "x | y"
+        assert (await one.ask("c")).text == "a | c"  # restarted, with the history of finished turns
+
+
+async def test_model_errors_fail_the_turn_and_keep_the_conversation(app: Path) -> None:
+    async with Node(root=app) as node:
+        node.registry.apply([node.registry.get("app:model").__class__(
+            "app:model", "model", {}, {"provider": "openai", "model": "gpt", "api_key_env": "WIPPY_TEST_NO_KEY"})],
+            author="test")
+        conv = await node.conversation("app:assistant")
+        with pytest.raises(AgentError, match="set the environment variable WIPPY_TEST_NO_KEY"):
+            await conv.ask("hello")
+        node.agents.model_overrides["*"] = ScriptedModel(["fine now"])
+        assert (await conv.ask("again")).text == "fine now"
+
+
+async def test_unknown_agent_and_non_agent_are_clear_errors(app: Path) -> None:
+    async with Node(root=app) as node:
+        with pytest.raises(KeyError, match="did you mean 'app:assistant'"):
+            await node.conversation("app:asistant")
+        with pytest.raises(AgentError, match="app:model is a model, not an agent"):
+            await node.conversation("app:model")
+
+
+async def test_spawn_by_agent_id_starts_a_conversation_process(app: Path) -> None:
+    async with Node(root=app) as node:
+        node.agents.model_overrides["*"] = ScriptedModel(["hi from a spawned agent"])
+
+        async def main() -> Any:
+            from wippy_agents.agents._turn import AskRequest
+
+            pid = process.spawn("app:assistant")
+            process.send(pid, "agent.ask", AskRequest("hello", process.self(), {}, ()))
+            while True:
+                msg = await process.receive("agent.event", timeout=10)
+                if isinstance(msg.payload, TurnDone):
+                    return msg.payload.answer.text
+
+        assert await node.run(main) == "hi from a spawned agent"
+
+
+async def test_tool_timeout_is_reported_to_the_model(app: Path) -> None:
+    write_file(app, "tools/slow.py", '''
+import asyncio
+
+from wippy_agents.tools import tool
+
+
+@tool(timeout=0.01, llm_alias="nap")
+async def sleepy() -> str:
+    """Sleeps far longer than its timeout."""
+    await asyncio.sleep(3600)
+    return "never"
+''')
+    model = ScriptedModel([call("nap"), "gave up"])
+    async with Node(root=app) as node:
+        node.agents.model_overrides["*"] = model
+        assert node.registry.spec("tools.slow:sleepy").timeout == 0.01  # type: ignore[attr-defined]
+        await (await node.conversation("app:assistant")).ask("be slow")
+    result = model.requests[1].messages[-1]
+    assert isinstance(result, ToolResultMessage) and "did not finish within 0.01s" in result.content

@@ -1,0 +1,88 @@
+"""What a conversation streams to its subscribers while a turn runs, and what a turn returns."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..llm import TextDelta, ToolCall, Usage
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Answer(_Frozen):
+    """The end of a turn: the final text, with what the whole turn (delegates included) used and cost."""
+
+    text: str
+    conversation: str
+    turn: int
+    agent: str
+    usage: Usage = Usage()
+    cost_usd: float = 0.0
+    steps: int = 0
+    tool_calls: tuple[ToolCall, ...] = ()
+    stopped: str | None = None  # why the turn ended early: "max_steps", "max_cost_usd", "max_total_tokens"
+
+
+class TurnStarted(_Frozen):
+    type: Literal["turn_started"] = "turn_started"
+    conversation: str
+    turn: int
+    agent: str
+
+
+class ToolStarted(_Frozen):
+    type: Literal["tool_started"] = "tool_started"
+    call_id: str
+    tool: str  # the registry id (or the delegate agent's id)
+    arguments: dict[str, Any]
+
+
+class ToolFinished(_Frozen):
+    type: Literal["tool_finished"] = "tool_finished"
+    call_id: str
+    tool: str
+    result: str
+    is_error: bool = False
+    seconds: float = 0.0
+
+
+class UsageReport(_Frozen):
+    """One model call's usage and cost (streamed as each call finishes)."""
+
+    type: Literal["usage"] = "usage"
+    model: str
+    usage: Usage
+    cost_usd: float
+
+
+class Delegated(_Frozen):
+    """An event from a delegate agent working on tool call `call_id`, nested for display."""
+
+    type: Literal["delegated"] = "delegated"
+    call_id: str
+    agent: str
+    event: AgentEvent
+
+
+class TurnDone(_Frozen):
+    type: Literal["turn_done"] = "turn_done"
+    answer: Answer
+
+
+class TurnFailed(_Frozen):
+    """The turn could not finish (a model error, a broken prompt, the agent crashed)."""
+
+    type: Literal["turn_failed"] = "turn_failed"
+    error: str
+    kind: str  # the exception class name, e.g. "MissingAPIKeyError"
+
+
+AgentEvent = Annotated[
+    TextDelta | TurnStarted | ToolStarted | ToolFinished | UsageReport | Delegated | TurnDone | TurnFailed,
+    Field(discriminator="type"),
+]
+Delegated.model_rebuild()

@@ -1,0 +1,202 @@
+"""Agents on a node: conversation processes under the `wippy:agents` supervisor, and the client API.
+
+A conversation is one supervised process, registered as `conversation:<id>`. It
+takes `agent.ask` messages one at a time and streams `agent.event` messages back
+to the asker. An unexpected exception crashes only that process; its supervisor
+starts it again and it reloads its history from the state file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+
+from .. import process
+from .._runtime.node import current_process
+from .._runtime.types import DOWN, Pid, describe
+from ..llm import Model, ModelError, ToolCall, UsageLedger, default_model_spec, load_model
+from ..registry import Registry, RegistryError
+from ..registry._kinds import ModelSpec
+from ..supervisor import ChildSpec, Supervisor, SupervisorError
+from ._events import AgentEvent, Answer, TurnDone, TurnFailed, TurnStarted
+from ._history import ConversationStore
+from ._turn import AgentError, AskRequest, run_turn
+
+if TYPE_CHECKING:
+    from .._runtime.node import Node
+
+SUPERVISOR = "wippy:agents"
+EXPECTED = (AgentError, ModelError, RegistryError, KeyError, jinja2.TemplateError)
+"""A turn that fails with one of these is reported to the asker; the conversation process lives on."""
+
+
+def conversation_name(conversation: str) -> str:
+    return f"conversation:{conversation}"
+
+
+class AgentService:
+    """The node's agents: models, usage totals, conversations."""
+
+    def __init__(self, node: Node, registry: Registry, store: ConversationStore) -> None:
+        self.node = node
+        self.registry = registry
+        self.store = store
+        self.usage = UsageLedger()
+        self.model_overrides: dict[str, Model] = {}
+        """Models to use instead of what entries say, by model id or `*` (tests: a `ScriptedModel`)."""
+        self._models: dict[str | None, tuple[ModelSpec, Model]] = {}
+
+    def supervisor(self) -> Supervisor:
+        """The supervisor conversations run under (a child of `wippy:system`)."""
+        return Supervisor(max_restarts=100, max_seconds=10)
+
+    def model(self, model_id: str | None) -> Model:
+        """The model for a turn: an override, else the entry's (rebuilt when the entry changes)."""
+        override = self.model_overrides.get(model_id or "") or self.model_overrides.get("*")
+        if override is not None:
+            return override
+        spec = self.registry.spec(model_id) if model_id else default_model_spec()
+        assert isinstance(spec, ModelSpec)
+        cached = self._models.get(model_id)
+        if cached is None or cached[0] is not spec:
+            cached = (spec, load_model(spec, entry_id=model_id))
+            self._models[model_id] = cached
+        return cached[1]
+
+    # -- conversation processes --------------------------------------------------------
+
+    async def run_conversation(self, agent_id: str, conversation: str) -> None:
+        """The body of a conversation process."""
+        history, turn = self.store.open(conversation, agent_id)
+        while True:
+            msg = await process.receive("agent.ask")
+            request: AskRequest = msg.payload
+            turn += 1
+
+            def emit(event: AgentEvent, to: Pid = request.reply_to) -> None:
+                process.send(to, "agent.event", event)
+
+            emit(TurnStarted(conversation=conversation, turn=turn, agent=agent_id))
+            try:
+                answer, new = await run_turn(self, agent_id, conversation, turn, history, request, emit)
+            except EXPECTED as error:
+                turn -= 1
+                emit(TurnFailed(error=str(error), kind=type(error).__name__))
+                continue
+            self.store.append(conversation, turn, len(history), new)
+            history += new
+            emit(TurnDone(answer=answer))
+
+    def process_function(self, agent_id: str, conversation: str | None = None) -> Callable[[], Any]:
+        """A process body for a new conversation with `agent_id` (`process.spawn("app:assistant")`)."""
+        conversation = conversation or new_conversation_id()
+
+        async def body() -> None:
+            await self.run_conversation(agent_id, conversation)
+
+        return body
+
+    async def ensure_process(self, agent_id: str, conversation: str) -> Pid:
+        """The conversation's process, started under `wippy:agents` if it is not running."""
+        name = conversation_name(conversation)
+        for _ in range(100):
+            pid = self.node.whereis(name)
+            if pid is not None:
+                return pid
+            spec = ChildSpec(conversation, self.process_function(agent_id, conversation), restart="transient",
+                             name=name)
+            answer = await self.node.call(SUPERVISOR, "start_child", spec, timeout=None)
+            if isinstance(answer, Pid):
+                return answer
+            if "already exists" not in str(getattr(answer, "error", "")):
+                raise SupervisorError(str(getattr(answer, "error", answer)))
+            await asyncio.sleep(0)  # it is being restarted: its name comes back in a moment
+        raise AgentError(f"the conversation {conversation} did not come back up")
+
+    async def conversation(self, agent_id: str, id: str | None = None) -> Conversation:
+        """Start a conversation with `agent_id`, or reattach to conversation `id`."""
+        spec = self.registry.spec(agent_id)
+        if self.registry.get(agent_id).kind != "agent":
+            raise AgentError(f"{agent_id} is a {self.registry.get(agent_id).kind}, not an agent")
+        del spec
+        conversation = Conversation(self, agent_id, id or new_conversation_id())
+        await self.ensure_process(agent_id, conversation.id)
+        return conversation
+
+    async def delegate(self, agent_id: str, message: str, parent: str, call: ToolCall, chain: tuple[str, ...],
+                       context: dict[str, Any], forward: Callable[[AgentEvent], None]) -> Answer:
+        """Ask `agent_id` on behalf of an agent's tool call; refuse cycles; fail if the delegate does."""
+        if agent_id in chain:
+            raise AgentError(f"refused: asking {agent_id} would be a cycle ({' -> '.join((*chain, agent_id))})")
+        conversation = Conversation(self, agent_id, f"{parent}.{call.id}")
+        async for event in conversation.stream(message, context=context, chain=chain):
+            forward(event)
+            if isinstance(event, TurnDone):
+                return event.answer
+            if isinstance(event, TurnFailed):
+                raise AgentError(f"the delegate {agent_id} failed: {event.error}")
+        raise AgentError(f"the delegate {agent_id} stopped without an answer")
+
+
+def new_conversation_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class Conversation:
+    """A handle on one conversation: `await conv.ask(text)`, `async for event in conv.stream(text)`."""
+
+    def __init__(self, service: AgentService, agent: str, id: str) -> None:
+        self.service = service
+        self.agent = agent
+        self.id = id
+
+    def __repr__(self) -> str:
+        return f"Conversation({self.agent!r}, id={self.id!r})"
+
+    async def ask(self, text: str, *, context: dict[str, Any] | None = None) -> Answer:
+        """Run one turn and return its answer; `AgentError` if the turn fails."""
+        async for event in self.stream(text, context=context):
+            if isinstance(event, TurnDone):
+                return event.answer
+            if isinstance(event, TurnFailed):
+                raise AgentError(f"{self.agent}: {event.error}")
+        raise AgentError(f"{self.agent}: the turn ended without an answer")
+
+    async def stream(self, text: str, *, context: dict[str, Any] | None = None,
+                     chain: tuple[str, ...] = ()) -> AsyncIterator[AgentEvent]:
+        """The turn's events as they happen, ending with `TurnDone` or `TurnFailed`."""
+        target = await self.service.ensure_process(self.agent, self.id)
+        events: asyncio.Queue[AgentEvent] = asyncio.Queue()
+        node = self.service.node
+        relay = node.start(_relay, (target, text, context or {}, chain, events),
+                           parent=current_process.get(None))
+        try:
+            while True:
+                event = await events.get()
+                yield event
+                if isinstance(event, TurnDone | TurnFailed):
+                    return
+        finally:
+            if relay.alive:
+                await node.kill([relay])
+
+
+async def _relay(target: Pid, text: str, context: dict[str, Any], chain: tuple[str, ...],
+                 events: asyncio.Queue[AgentEvent]) -> None:
+    """A process that asks the conversation and passes its events to a caller outside the process world."""
+    process.monitor(target)
+    process.send(target, "agent.ask", AskRequest(text, process.self(), context, chain))
+    while True:
+        msg = await process.receive()
+        if msg.topic == "agent.event":
+            events.put_nowait(msg.payload)
+            if isinstance(msg.payload, TurnDone | TurnFailed):
+                return
+        elif msg.topic == DOWN:
+            events.put_nowait(TurnFailed(error=f"the agent crashed ({describe(msg.payload.reason)}); its "
+                                         "supervisor restarts it with its history", kind="crash"))
+            return

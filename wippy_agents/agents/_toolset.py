@@ -1,0 +1,153 @@
+"""An agent's tools for one turn: registry tools and delegate agents, offered under provider-safe names.
+
+Providers accept tool names of letters, digits, `_` and `-` (at most 64), so a
+registry id such as `tools.calc:add` is offered as `tools_calc_add` (or as the
+entry's `meta.llm_alias`) and mapped back when the model calls it. Whatever goes
+wrong in a call (unknown tool, bad arguments, an exception, a timeout) becomes an
+error result the model can read and correct, never an exception for the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import pydantic_core
+
+from ..llm import ToolCall, ToolDefinition, ToolResultMessage
+from ..registry import Entry, Registry
+from ..registry._kinds import AgentSpec, ToolSpec
+from ..tools import ToolArgumentsError, ToolContext
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+MAX_NAME = 64
+
+Delegate = Callable[[str, str, ToolCall], Awaitable[str]]
+"""`delegate(agent_id, message, call)` asks another agent and returns its answer."""
+
+
+def offered_name(entry: Entry, prefix: str = "") -> str:
+    """The stable, provider-safe name a tool entry is offered under."""
+    alias = entry.meta.get("llm_alias")
+    if isinstance(alias, str) and alias:
+        return alias
+    name = prefix + _UNSAFE.sub("_", entry.id)
+    if len(name) > MAX_NAME:
+        name = name[: MAX_NAME - 9] + "_" + hashlib.sha1(entry.id.encode()).hexdigest()[:8]
+    return name
+
+
+def expand(patterns: list[str], registry: Registry, kind: str) -> list[Entry]:
+    """Entries of `kind` named by ids or glob patterns (`tools.*:*`), in order, without repeats."""
+    found: dict[str, Entry] = {}
+    for pattern in patterns:
+        if any(ch in pattern for ch in "*?["):
+            for entry in registry.find(kind=kind, pattern=pattern):
+                found.setdefault(entry.id, entry)
+        elif pattern in registry and registry.get(pattern).kind == kind:
+            found.setdefault(pattern, registry.get(pattern))
+    return list(found.values())
+
+
+def name_clashes(spec: AgentSpec, registry: Registry) -> list[str]:
+    """Offered names that two of an agent's tools or delegates would share."""
+    seen: dict[str, str] = {}
+    clashes = []
+    entries = [(e, "") for e in expand(spec.tools, registry, "tool")]
+    entries += [(e, "delegate_") for e in expand(spec.delegates, registry, "agent")]
+    for entry, prefix in entries:
+        name = offered_name(entry, prefix)
+        if name in seen:
+            clashes.append(f"{seen[name]} and {entry.id} would both be offered as {name!r}; give one a meta.llm_alias")
+        seen[name] = entry.id
+    return clashes
+
+
+@dataclass(frozen=True)
+class _Offered:
+    entry: Entry
+    definition: ToolDefinition
+    timeout: float
+    delegate: bool
+
+
+class ToolSet:
+    """The tools and delegates one turn of an agent may call."""
+
+    def __init__(self, registry: Registry, spec: AgentSpec, context: ToolContext, delegate: Delegate) -> None:
+        self.registry = registry
+        self.context = context
+        self.delegate = delegate
+        self.by_name: dict[str, _Offered] = {}
+        for entry in expand(spec.tools, registry, "tool"):
+            tool_spec = registry.spec(entry.id)
+            assert isinstance(tool_spec, ToolSpec)
+            definition = ToolDefinition(
+                name=offered_name(entry), id=entry.id, description=tool_spec.description or entry.meta.get("title", ""),
+                parameters=tool_spec.parameters or {"type": "object", "properties": {}},
+            )
+            self.by_name[definition.name] = _Offered(entry, definition, tool_spec.timeout, delegate=False)
+        for entry in expand(spec.delegates, registry, "agent"):
+            about = entry.meta.get("description") or entry.meta.get("title") or f"the {entry.id} agent"
+            definition = ToolDefinition(
+                name=offered_name(entry, "delegate_"), id=entry.id,
+                description=f"Ask another agent ({entry.id}): {about}",
+                parameters={"type": "object", "properties": {"message": {
+                    "type": "string", "description": "What to ask the agent, with everything it needs to know."}},
+                    "required": ["message"], "additionalProperties": False},
+            )
+            self.by_name[definition.name] = _Offered(entry, definition, timeout=float("inf"), delegate=True)
+
+    @property
+    def definitions(self) -> list[ToolDefinition]:
+        return [offered.definition for offered in self.by_name.values()]
+
+    def tool_id(self, name: str) -> str:
+        offered = self.by_name.get(name)
+        return offered.entry.id if offered else name
+
+    async def call(self, call: ToolCall) -> tuple[ToolResultMessage, float]:
+        """Run one tool call; the result (or the error, explained) and how long it took."""
+        started = time.monotonic()
+        try:
+            content = await self._run(call)
+            is_error = False
+        except Exception as error:  # reported to the model, which can correct itself
+            content, is_error = _explain(error, call, self.by_name.get(call.name)), True
+        result = ToolResultMessage(tool_call_id=call.id, name=call.name, content=content, is_error=is_error)
+        return result, time.monotonic() - started
+
+    async def _run(self, call: ToolCall) -> str:
+        offered = self.by_name.get(call.name)
+        if offered is None:
+            known = ", ".join(sorted(self.by_name)) or "none"
+            raise LookupError(f"there is no tool named {call.name!r}; the tools are: {known}")
+        if "_raw" in call.arguments and len(call.arguments) == 1:
+            raise ValueError(f"the arguments are not a JSON object: {call.arguments['_raw']}")
+        if offered.delegate:
+            message = call.arguments.get("message")
+            if not isinstance(message, str) or not message.strip():
+                raise ValueError("a delegate takes one argument, `message`, a non-empty string")
+            return await self.delegate(offered.entry.id, message, call)
+        tool = self.registry.tools.get(offered.entry.id)
+        if tool is None:
+            runtime = offered.entry.data.get("runtime", "python")
+            raise RuntimeError(f"tool {offered.entry.id} ({runtime}) cannot run on this node yet")
+        context = ToolContext(agent_id=self.context.agent_id, task_id=self.context.task_id, call_id=call.id,
+                              logger=self.context.logger, node=self.context.node)
+        value = await asyncio.wait_for(tool.call(call.arguments, context), offered.timeout)
+        return value if isinstance(value, str) else json.dumps(pydantic_core.to_jsonable_python(value))
+
+
+def _explain(error: Exception, call: ToolCall, offered: _Offered | None) -> str:
+    if isinstance(error, TimeoutError) and offered is not None:
+        return f"error: the tool did not finish within {offered.timeout:g}s and was stopped"
+    if isinstance(error, ToolArgumentsError | LookupError | ValueError):
+        return f"error: {error}"
+    return f"error: the tool raised {type(error).__name__}: {error}"
+

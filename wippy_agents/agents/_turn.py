@@ -1,0 +1,171 @@
+"""One turn of an agent: render the prompt, call the model, run its tool calls, until it answers.
+
+Everything the turn needs is read from the registry when the turn starts (entry,
+prompt, model, tools), so an edited prompt or a dropped tool file applies to the
+next turn, while a turn in progress finishes on the configuration it began with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .._runtime.types import Pid
+from ..llm import (
+    AssistantMessage,
+    ChatMessage,
+    Response,
+    ResponseDone,
+    SystemMessage,
+    TextDelta,
+    ToolCall,
+    Usage,
+    UserMessage,
+)
+from ..registry._kinds import AgentSpec, PromptSpec
+from ..tools import ToolContext
+from ._events import AgentEvent, Answer, Delegated, ToolFinished, ToolStarted, UsageReport
+from ._toolset import ToolSet
+
+if TYPE_CHECKING:
+    from ._service import AgentService
+
+log = logging.getLogger("wippy_agents.agents")
+
+
+class AskRequest(NamedTuple):
+    """The `agent.ask` message a conversation process receives."""
+
+    text: str
+    reply_to: Pid
+    context: dict[str, Any]
+    chain: tuple[str, ...]  # the agents that delegated down to this one, outermost first
+
+
+class AgentError(Exception):
+    """A turn could not run: an unknown or invalid agent, a prompt that does not render, a refused delegation."""
+
+
+_templates = ImmutableSandboxedEnvironment(undefined=jinja2.ChainableUndefined, keep_trailing_newline=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(source: str) -> jinja2.Template:
+    return _templates.from_string(source)
+
+
+def render_prompt(spec: AgentSpec, prompt: PromptSpec | None, agent_id: str, meta: Any,
+                  context: dict[str, Any]) -> str:
+    """The system prompt: the template with its vars, the agent's vars, the time and the caller's context.
+
+    Prompts can be written by agents, so they render in Jinja's immutable sandbox.
+    """
+    if prompt is None:
+        return ""
+    variables = {**prompt.vars, **spec.vars, "now": datetime.now(UTC).isoformat(timespec="seconds"),
+                 "agent": {"id": agent_id, "title": meta.get("title", ""), "description": meta.get("description", "")},
+                 "context": context}
+    try:
+        return _compiled(prompt.template).render(variables)
+    except jinja2.TemplateError as error:
+        raise AgentError(f"the prompt {spec.prompt} of {agent_id} does not render: {error}") from error
+
+
+async def run_turn(
+    service: AgentService, agent_id: str, conversation: str, turn: int, history: list[ChatMessage],
+    request: AskRequest, emit: Callable[[AgentEvent], None],
+) -> tuple[Answer, list[ChatMessage]]:
+    """Run one turn; return its answer and the messages to add to the conversation."""
+    registry = service.registry
+    try:
+        entry = registry.get(agent_id)
+    except KeyError as error:
+        raise AgentError(str(error)) from None
+    spec = registry.spec(agent_id)
+    if not isinstance(spec, AgentSpec):
+        raise AgentError(f"{agent_id} is a {entry.kind}, not an agent")
+    prompt = registry.spec(spec.prompt) if spec.prompt else None
+    assert prompt is None or isinstance(prompt, PromptSpec)
+    model = service.model(spec.model)
+    task_id = f"{conversation}#{turn}"
+    delegated: list[Answer] = []
+
+    async def delegate(target: str, message: str, call: ToolCall) -> str:
+        answer = await service.delegate(target, message, conversation, call, (*request.chain, agent_id),
+                                        request.context, lambda event: emit(Delegated(call_id=call.id, agent=target,
+                                                                                       event=event)))
+        delegated.append(answer)
+        return answer.text
+
+    context = ToolContext(agent_id=agent_id, task_id=task_id, logger=log, node=service.node)
+    tools = ToolSet(registry, spec, context, delegate)
+    system = render_prompt(spec, prompt, agent_id, entry.meta, request.context)
+    new: list[ChatMessage] = [UserMessage(content=request.text)]
+    messages: list[ChatMessage] = ([SystemMessage(content=system)] if system else []) + history + new
+    settings = {k: v for k, v in (("max_tokens", spec.max_tokens), ("temperature", spec.temperature)) if v is not None}
+    usage, cost, steps = Usage(), 0.0, 0
+    calls: list[ToolCall] = []
+    stopped: str | None = None
+    text = ""
+    while True:
+        if steps >= spec.max_steps:
+            stopped = "max_steps"
+            text = (f"I stopped after {steps} steps without finishing (this agent's max_steps is {spec.max_steps}). "
+                    "Ask me to continue, or raise max_steps.")
+            break
+        steps += 1
+        response = await _call_model(model, messages, tools, settings, emit)
+        service.usage.record(response, agent=agent_id, task=task_id)
+        usage, cost = usage + response.usage, cost + response.cost_usd
+        emit(UsageReport(model=response.model, usage=response.usage, cost_usd=response.cost_usd))
+        reply = response.message()
+        new.append(reply)
+        messages.append(reply)
+        if not response.tool_calls:
+            text = response.text
+            break
+        calls += response.tool_calls
+        for call in response.tool_calls:
+            emit(ToolStarted(call_id=call.id, tool=tools.tool_id(call.name), arguments=call.arguments))
+        results = await asyncio.gather(*(tools.call(call) for call in response.tool_calls))
+        for result, seconds in results:
+            emit(ToolFinished(call_id=result.tool_call_id, tool=tools.tool_id(result.name), result=result.content,
+                              is_error=result.is_error, seconds=seconds))
+            new.append(result)
+            messages.append(result)
+        total_usage = usage + sum((a.usage for a in delegated), Usage())
+        total_cost = cost + sum(a.cost_usd for a in delegated)
+        if spec.max_total_tokens is not None and total_usage.total_tokens >= spec.max_total_tokens:
+            stopped = "max_total_tokens"
+        elif spec.max_cost_usd is not None and total_cost >= spec.max_cost_usd:
+            stopped = "max_cost_usd"
+        if stopped:
+            text = f"I stopped because this task reached its budget ({stopped}); the tool results so far are above."
+            break
+    if stopped:
+        new.append(AssistantMessage(content=text))  # the history says why the turn ended where it did
+    usage = usage + sum((a.usage for a in delegated), Usage())
+    cost = cost + sum(a.cost_usd for a in delegated)
+    answer = Answer(text=text, conversation=conversation, turn=turn, agent=agent_id, usage=usage, cost_usd=cost,
+                    steps=steps, tool_calls=tuple(calls), stopped=stopped)
+    return answer, new
+
+
+async def _call_model(model: Any, messages: list[ChatMessage], tools: ToolSet, settings: dict[str, Any],
+                      emit: Callable[[AgentEvent], None]) -> Response:
+    final: Response | None = None
+    async for event in model.stream(messages, tools.definitions, **settings):
+        if isinstance(event, TextDelta):
+            emit(event)
+        elif isinstance(event, ResponseDone):
+            final = event.response
+    if final is None:
+        raise AgentError(f"the model {model!r} ended its stream without a response")
+    return final

@@ -1,0 +1,83 @@
+"""Models: one small interface for agents, providers behind it, configured by `model` entries.
+
+```python
+model = load_model(registry.spec("app:offline"))
+response = await model.complete([UserMessage(content="hi")], tools=[...])
+async for event in model.stream(messages):     # TextDelta, ToolCallStart, ToolCallDelta, then ResponseDone
+    ...
+```
+
+Providers: `openai` (Chat Completions), `openai-compatible` (Ollama, vLLM, LM
+Studio, llama.cpp, OpenRouter: any `base_url`), `anthropic` (Messages API), all
+through the official SDKs, and `offline` (no key, no network, deterministic).
+"""
+
+from ._errors import (
+    AuthenticationError,
+    BadRequestError,
+    ContextTooLongError,
+    MissingAPIKeyError,
+    ModelConnectionError,
+    ModelError,
+    ModelTimeoutError,
+    RateLimitError,
+    RealModelRequestError,
+    ServerError,
+)
+from ._loader import default_model_spec, load_model
+from ._messages import (
+    AssistantMessage,
+    ChatMessage,
+    FinishReason,
+    Response,
+    ResponseDone,
+    StreamEvent,
+    SystemMessage,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallStart,
+    ToolDefinition,
+    ToolResultMessage,
+    Usage,
+    UserMessage,
+)
+from ._model import Model, Settings
+from ._offline import OfflineModel
+from ._usage import Totals, UsageLedger, cost_usd
+
+__all__ = [
+    "AssistantMessage",
+    "AuthenticationError",
+    "BadRequestError",
+    "ChatMessage",
+    "ContextTooLongError",
+    "FinishReason",
+    "MissingAPIKeyError",
+    "Model",
+    "ModelConnectionError",
+    "ModelError",
+    "ModelTimeoutError",
+    "OfflineModel",
+    "RateLimitError",
+    "RealModelRequestError",
+    "Response",
+    "ResponseDone",
+    "ServerError",
+    "Settings",
+    "StreamEvent",
+    "SystemMessage",
+    "TextDelta",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolCallStart",
+    "ToolDefinition",
+    "ToolResultMessage",
+    "Totals",
+    "Usage",
+    "UsageLedger",
+    "UserMessage",
+    "cost_usd",
+    "default_model_spec",
+    "load_model",
+]

@@ -1,0 +1,139 @@
+"""Claude through the official SDK's Messages API (`anthropic.AsyncAnthropic`).
+
+The SDK does the retrying: 408, 409, 429 and 5xx (529 "overloaded" included) and
+dropped connections are retried up to the entry's `max_retries` with jittered
+backoff that honours `retry-after-ms` / `retry-after`; other 4xx never are. What
+still fails becomes one of our `ModelError`s, with the provider's own message.
+
+`max_tokens` is required by the API: the entry's (or the call's), else
+`DEFAULT_MAX_TOKENS` (4096). `temperature` is not sent, since API version
+2026-10-21 (the one SDK 2.x speaks) refuses sampling parameters outright.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+
+import anthropic
+import httpx2
+
+from ..registry._kinds import Pricing
+from ._anthropic_format import StreamAssembler, request_params, response
+from ._errors import (
+    AuthenticationError,
+    BadRequestError,
+    ContextTooLongError,
+    MissingAPIKeyError,
+    ModelConnectionError,
+    ModelError,
+    ModelTimeoutError,
+    RateLimitError,
+    ServerError,
+)
+from ._messages import ChatMessage, Response, ResponseDone, StreamEvent, ToolDefinition
+from ._model import Model, Settings
+
+log = logging.getLogger(__name__)
+
+NONSTREAMING_MAX_TOKENS = 21_333
+"""Above this `complete` streams: the SDK refuses a non-streamed call it expects to outlast ten minutes."""
+
+_BY_STATUS: dict[int, type[ModelError]] = {
+    401: AuthenticationError, 403: AuthenticationError, 408: ModelTimeoutError, 413: ContextTooLongError,
+    429: RateLimitError,
+}
+# For errors that arrive inside a 200 stream (an `error` event), where only the body's type tells.
+_BY_TYPE: dict[str, type[ModelError]] = {
+    "authentication_error": AuthenticationError, "permission_error": AuthenticationError,
+    "rate_limit_error": RateLimitError, "request_too_large": ContextTooLongError, "timeout_error": ModelTimeoutError,
+    "api_error": ServerError, "overloaded_error": ServerError,
+    "invalid_request_error": BadRequestError, "not_found_error": BadRequestError,
+}
+_TOO_LONG = re.compile(r"prompt is too long|exceeds? (the )?context (limit|window)|context window", re.IGNORECASE)
+
+
+class AnthropicModel(Model):
+    """A Claude model, configured by an `anthropic` model entry (see `load_model`)."""
+
+    provider = "anthropic"
+    networked = True
+
+    def __init__(
+        self, name: str, *, base_url: str | None, pricing: Pricing | None, settings: Settings, api_key: str | None,
+        timeout: float | None, max_retries: int, http_client: httpx2.AsyncClient | None,
+    ) -> None:
+        super().__init__(name, pricing=pricing, settings=settings)
+        if not api_key:  # never let the SDK go looking for credentials files on its own
+            raise MissingAPIKeyError("no API key: set ANTHROPIC_API_KEY", provider=self.provider, model=name)
+        self._client = anthropic.AsyncAnthropic(
+            api_key=api_key, base_url=base_url, max_retries=max_retries, http_client=http_client,
+            timeout=anthropic.NOT_GIVEN if timeout is None else timeout,
+        )
+        self._told_temperature = False
+
+    async def _complete(self, messages: list[ChatMessage], tools: list[ToolDefinition], settings: Settings) -> Response:
+        params = self._params(messages, tools, settings)
+        if params["max_tokens"] > NONSTREAMING_MAX_TOKENS:
+            return await super()._complete(messages, tools, settings)
+        try:
+            message = await self._client.messages.create(**params)
+        except (anthropic.AnthropicError, httpx2.TransportError) as error:
+            raise self._error(error) from error
+        return response(message)
+
+    async def _stream(
+        self, messages: list[ChatMessage], tools: list[ToolDefinition], settings: Settings
+    ) -> AsyncIterator[StreamEvent]:
+        assembler = StreamAssembler()
+        try:
+            async with await self._client.messages.create(**self._params(messages, tools, settings),
+                                                          stream=True) as stream:
+                async for raw in stream:
+                    for event in assembler.feed(raw):
+                        yield event
+        except (anthropic.AnthropicError, httpx2.TransportError) as error:  # the SDK lets mid-stream I/O errors by
+            raise self._error(error) from error
+        if not assembler.finished:
+            raise ModelConnectionError("the stream ended before the answer did (no message_stop)",
+                                       provider=self.provider, model=self.name)
+        yield ResponseDone(response=assembler.response())
+
+    def _params(
+        self, messages: list[ChatMessage], tools: list[ToolDefinition], settings: Settings
+    ) -> anthropic.types.message_create_params.MessageCreateParamsBase:
+        if settings.temperature is not None and not self._told_temperature:
+            self._told_temperature = True
+            log.warning("%r: temperature %s not sent; the Anthropic API no longer accepts sampling parameters",
+                        self, settings.temperature)
+        return request_params(self.name, messages, tools, settings)
+
+    def _error(self, error: anthropic.AnthropicError | httpx2.TransportError) -> ModelError:
+        kind, message, status = _classify(error)
+        return kind(message, provider=self.provider, model=self.name, status=status)
+
+
+def _classify(error: anthropic.AnthropicError | httpx2.TransportError) -> tuple[type[ModelError], str, int | None]:
+    """Which of our errors the SDK's (or, mid-stream, httpx2's) is, with the provider's message and HTTP status."""
+    if isinstance(error, anthropic.APITimeoutError | httpx2.TimeoutException):
+        return ModelTimeoutError, f"no answer in time ({_cause(error)})", None
+    if isinstance(error, anthropic.APIConnectionError | httpx2.TransportError):
+        return ModelConnectionError, f"cannot reach the Anthropic API ({_cause(error)})", None
+    if not isinstance(error, anthropic.APIStatusError):
+        return ModelError, str(error), None
+    status = error.status_code if error.status_code >= 400 else None  # an `error` event comes inside a 200
+    kind = _BY_STATUS.get(status or 0) or (ServerError if (status or 0) >= 500 else None)
+    kind = kind or _BY_TYPE.get(error.type or "") or (BadRequestError if status else ModelError)
+    message = error.api_message or error.message
+    if kind is BadRequestError and _TOO_LONG.search(message):
+        kind = ContextTooLongError
+    if error.request_id:
+        message += f" (request id {error.request_id})"
+    return kind, message, status
+
+
+def _cause(error: BaseException) -> str:
+    """The most telling message: the SDK's connection errors say little, the httpx2 error behind them more."""
+    cause = error.__cause__
+    return f"{error} {cause}" if cause is not None and str(cause) else str(error)

@@ -1,0 +1,149 @@
+"""The provider-neutral conversation: messages, tool definitions and calls, responses and stream events.
+
+Frozen pydantic models: they validate what crosses from an SDK, and they dump to
+JSON with a `role` or `type` tag, which is how the journal stores them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SystemMessage(_Frozen):
+    role: Literal["system"] = "system"
+    content: str
+
+
+class UserMessage(_Frozen):
+    role: Literal["user"] = "user"
+    content: str
+
+
+class ToolCall(_Frozen):
+    """A model's request to run tool `name` with `arguments`; `id` pairs it with its result."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any] = {}
+
+
+class AssistantMessage(_Frozen):
+    role: Literal["assistant"] = "assistant"
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+
+
+class ToolResultMessage(_Frozen):
+    """The outcome of one tool call, sent back to the model (an error too, so it can correct itself)."""
+
+    role: Literal["tool"] = "tool"
+    tool_call_id: str
+    name: str
+    content: str
+    is_error: bool = False
+
+
+ChatMessage = Annotated[
+    SystemMessage | UserMessage | AssistantMessage | ToolResultMessage, Field(discriminator="role")
+]
+
+
+class ToolDefinition(_Frozen):
+    """A tool as offered to a model: a provider-safe `name`, what it does, its JSON schema.
+
+    `id` is the registry id behind the name (never sent to a provider).
+    """
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = {"type": "object", "properties": {}}
+    id: str | None = None
+
+
+class Usage(_Frozen):
+    """Tokens of one or more calls. `input_tokens` includes the `cached_tokens` read from a prompt cache."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+        )
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+FinishReason = Literal["stop", "tool_calls", "length", "content_filter", "error"]
+
+
+class Response(_Frozen):
+    """One model answer: text (possibly before tool calls), tool calls, why it stopped, usage and cost."""
+
+    text: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    finish_reason: FinishReason = "stop"
+    usage: Usage = Usage()
+    model: str = ""
+    cost_usd: float = 0.0
+
+    def message(self) -> AssistantMessage:
+        """The assistant message to append to the conversation."""
+        return AssistantMessage(content=self.text, tool_calls=self.tool_calls)
+
+
+class TextDelta(_Frozen):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ToolCallStart(_Frozen):
+    """A tool call begins; its arguments follow as `ToolCallDelta`s with the same `index`."""
+
+    type: Literal["tool_call_start"] = "tool_call_start"
+    index: int
+    id: str
+    name: str
+
+
+class ToolCallDelta(_Frozen):
+    type: Literal["tool_call_delta"] = "tool_call_delta"
+    index: int
+    arguments: str  # a fragment of the JSON arguments
+
+
+class ResponseDone(_Frozen):
+    """The last event of every stream: the whole response, as `complete` would return it."""
+
+    type: Literal["response"] = "response"
+    response: Response
+
+
+StreamEvent = Annotated[TextDelta | ToolCallStart | ToolCallDelta | ResponseDone, Field(discriminator="type")]
+
+
+def response_events(response: Response) -> list[StreamEvent]:
+    """The stream a provider would send for `response`: text in word pieces, each tool call, then the response."""
+    events: list[StreamEvent] = []
+    if response.text:
+        words = response.text.split(" ")
+        events += [TextDelta(text=word + " ") for word in words[:-1]]
+        if words[-1]:
+            events.append(TextDelta(text=words[-1]))
+    for index, call in enumerate(response.tool_calls):
+        events.append(ToolCallStart(index=index, id=call.id, name=call.name))
+        events.append(ToolCallDelta(index=index, arguments=json.dumps(call.arguments)))
+    events.append(ResponseDone(response=response))
+    return events
