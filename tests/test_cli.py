@@ -106,3 +106,31 @@ def test_registry_history_diff_and_rollback(example_app: Path) -> None:
     assert "# Free-form settings" in config.read_text()  # people's comments survive write-through
     bad = wippy("registry", "rollback", "9", "--root", example_app)
     assert bad.returncode == 1 and "no version 9; the latest is 3" in bad.stderr
+
+
+def test_ask_runs_a_tool_round_trip_with_the_offline_model(example_app: Path) -> None:
+    done = wippy("ask", "app:assistant", '/call tools.calc:add {"a": 2, "b": 3}', "--root", example_app)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Here is what the tools said:\n- tools_calc_add returned: 5.0\n"
+    assert '-> tools.calc:add {"a": 2, "b": 3}' in done.stderr and "<- tools.calc:add returned" in done.stderr
+    assert "turn 1:" in done.stderr
+
+
+def test_ask_continues_a_conversation_and_prints_json(example_app: Path) -> None:
+    first = wippy("ask", "app:assistant", "hello", "--json", "--root", example_app)
+    answer = json.loads(first.stdout)
+    assert answer["turn"] == 1 and answer["agent"] == "app:assistant" and "You said: hello" in answer["text"]
+    again = wippy("ask", "app:assistant", "more", "--conversation", answer["conversation"], "--json",
+                  "--root", example_app)
+    assert json.loads(again.stdout)["turn"] == 2
+
+
+def test_ask_fails_clearly_for_an_unknown_agent_and_a_missing_key(example_app: Path) -> None:
+    unknown = wippy("ask", "app:asistant", "hi", "--root", example_app)
+    assert unknown.returncode == 1 and "no agent 'app:asistant'" in unknown.stderr
+    assert "did you mean 'app:assistant'?" in unknown.stderr
+    index = example_app / "registry/app/_index.yaml"
+    index.write_text(index.read_text().replace("provider: offline\n    model: wippy-offline",
+                                               "provider: openai\n    model: gpt\n    api_key_env: WIPPY_NO_SUCH_KEY"))
+    missing = wippy("ask", "app:assistant", "hi", "--root", example_app)
+    assert missing.returncode == 1 and "set the environment variable WIPPY_NO_SUCH_KEY" in missing.stderr

@@ -18,6 +18,8 @@ from ._app import App
 from ._runtime.node import Node
 from ._runtime.tree import format_tree
 from ._state import StateFileBusy
+from .agents import AgentError, ToolFinished, ToolStarted, TurnDone, TurnFailed
+from .llm import ModelError
 from .registry import Entry, EntryNotFound, RegistryError
 
 
@@ -56,6 +58,41 @@ async def _run(root: Path, once: bool) -> None:
 
 def cmd_run(args: argparse.Namespace) -> None:
     asyncio.run(_run(args.root.resolve(), args.once))
+
+
+# -- wippy ask ---------------------------------------------------------------------------
+
+
+async def _ask(args: argparse.Namespace) -> None:
+    async with Node(root=args.root) as node:
+        conversation = await node.conversation(args.agent, id=args.conversation)
+        answer = None
+        async for event in conversation.stream(args.message):
+            if isinstance(event, ToolStarted):
+                print(f"-> {event.tool} {json.dumps(event.arguments)}", file=sys.stderr)
+            elif isinstance(event, ToolFinished):
+                status = "failed" if event.is_error else "returned"
+                print(f"<- {event.tool} {status} in {event.seconds:.2f}s: {_short(event.result)}", file=sys.stderr)
+            elif isinstance(event, TurnFailed):
+                raise CommandError(f"{args.agent}: {event.error}")
+            elif isinstance(event, TurnDone):
+                answer = event.answer
+        assert answer is not None
+        if args.json:
+            print(answer.model_dump_json(indent=2))
+        else:
+            print(answer.text)
+        print(f"conversation {answer.conversation}, turn {answer.turn}: {answer.usage.input_tokens} tokens in, "
+              f"{answer.usage.output_tokens} out, ${answer.cost_usd:.6f}", file=sys.stderr)
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = text.replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def cmd_ask(args: argparse.Namespace) -> None:
+    asyncio.run(_ask(args))
 
 
 # -- wippy registry ...----------------------------------------------------------------------
@@ -142,6 +179,12 @@ def _parser() -> argparse.ArgumentParser:
     run = command(commands, "run", cmd_run, "boot the app and keep it running until Ctrl+C")
     run.add_argument("--once", action="store_true", help="print the process tree and exit")
 
+    ask = command(commands, "ask", cmd_ask, "run one turn of an agent and print its answer")
+    ask.add_argument("agent", help="the agent's id, such as app:assistant")
+    ask.add_argument("message")
+    ask.add_argument("--conversation", help="continue this conversation (its id is printed after each answer)")
+    ask.add_argument("--json", action="store_true", help="print the whole answer as JSON")
+
     registry = commands.add_parser("registry", help="inspect and change the app's registry")
     reg = registry.add_subparsers(dest="registry_command", metavar="SUBCOMMAND", required=True)
     listing = command(reg, "list", cmd_registry_list, "list entries")
@@ -170,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EntryNotFound as error:
         print(f"wippy: {error}", file=sys.stderr)
         return 1
-    except (CommandError, RegistryError, StateFileBusy) as error:
+    except (CommandError, RegistryError, StateFileBusy, AgentError, ModelError) as error:
         print(f"wippy: {error}", file=sys.stderr)
         return getattr(error, "status", 1)
     return 0

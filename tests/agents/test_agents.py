@@ -279,7 +279,7 @@ async def test_model_errors_fail_the_turn_and_keep_the_conversation(app: Path) -
 
 async def test_unknown_agent_and_non_agent_are_clear_errors(app: Path) -> None:
     async with Node(root=app) as node:
-        with pytest.raises(KeyError, match="did you mean 'app:assistant'"):
+        with pytest.raises(AgentError, match="no agent 'app:asistant'.*did you mean 'app:assistant'\\?$"):
             await node.conversation("app:asistant")
         with pytest.raises(AgentError, match="app:model is a model, not an agent"):
             await node.conversation("app:model")

@@ -9,6 +9,7 @@ starts it again and it reloads its history from the state file.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
@@ -119,10 +120,13 @@ class AgentService:
 
     async def conversation(self, agent_id: str, id: str | None = None) -> Conversation:
         """Start a conversation with `agent_id`, or reattach to conversation `id`."""
-        spec = self.registry.spec(agent_id)
+        if agent_id not in self.registry:
+            agents = [entry.id for entry in self.registry.find(kind="agent")]
+            close = difflib.get_close_matches(agent_id, agents, n=3, cutoff=0.6)
+            hint = f"did you mean {', '.join(map(repr, close))}?" if close else f"the agents are {', '.join(agents)}"
+            raise AgentError(f"no agent {agent_id!r} in the registry; {hint}")
         if self.registry.get(agent_id).kind != "agent":
             raise AgentError(f"{agent_id} is a {self.registry.get(agent_id).kind}, not an agent")
-        del spec
         conversation = Conversation(self, agent_id, id or new_conversation_id())
         await self.ensure_process(agent_id, conversation.id)
         return conversation

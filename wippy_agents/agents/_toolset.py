@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import pydantic_core
 
 from ..llm import ToolCall, ToolDefinition, ToolResultMessage
+from ..llm._messages import RAW_ARGUMENTS_KEY
 from ..registry import Entry, Registry
 from ..registry._kinds import AgentSpec, ToolSpec
 from ..tools import ToolArgumentsError, ToolContext
@@ -127,8 +128,8 @@ class ToolSet:
         if offered is None:
             known = ", ".join(sorted(self.by_name)) or "none"
             raise LookupError(f"there is no tool named {call.name!r}; the tools are: {known}")
-        if "_raw" in call.arguments and len(call.arguments) == 1:
-            raise ValueError(f"the arguments are not a JSON object: {call.arguments['_raw']}")
+        if RAW_ARGUMENTS_KEY in call.arguments:
+            raise ValueError(f"the arguments are not a JSON object: {call.arguments[RAW_ARGUMENTS_KEY]}")
         if offered.delegate:
             message = call.arguments.get("message")
             if not isinstance(message, str) or not message.strip():

@@ -26,6 +26,10 @@ class UserMessage(_Frozen):
     content: str
 
 
+RAW_ARGUMENTS_KEY = "_raw_arguments"
+"""A tool call whose arguments are not a JSON object carries the model's raw text under this key alone."""
+
+
 class ToolCall(_Frozen):
     """A model's request to run tool `name` with `arguments`; `id` pairs it with its result."""
 

@@ -62,8 +62,18 @@ class Model(ABC):
         """Text and tool-call deltas as they arrive, then `ResponseDone` with the whole priced response."""
         if self.networked:
             _guard.check(self.provider, self.name)
-        async for event in self._stream(list(messages), list(tools), self.settings.merged(settings)):
-            yield ResponseDone(response=self._priced(event.response)) if isinstance(event, ResponseDone) else event
+        events = self._stream(list(messages), list(tools), self.settings.merged(settings))
+        try:
+            async for event in events:
+                yield ResponseDone(response=self._priced(event.response)) if isinstance(event, ResponseDone) else event
+        finally:  # a caller that stops early closes the provider's response now, not at garbage collection
+            close = getattr(events, "aclose", None)
+            if close is not None:
+                await close()
+
+    async def aclose(self) -> None:
+        """Release the provider's connections (a model built on a shared HTTP client leaves it open)."""
+        return None
 
     def _priced(self, response: Response) -> Response:
         cost = cost_usd(response.usage, self.pricing)

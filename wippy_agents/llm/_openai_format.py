@@ -46,6 +46,7 @@ from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 from openai.types.shared_params import FunctionDefinition
 
 from ._messages import (
+    RAW_ARGUMENTS_KEY,
     AssistantMessage,
     ChatMessage,
     FinishReason,
@@ -62,8 +63,6 @@ from ._messages import (
     UserMessage,
 )
 from ._model import Settings
-
-RAW_ARGUMENTS_KEY = "_raw_arguments"
 
 _FINISH_REASONS: dict[str, FinishReason] = {
     "stop": "stop",
