@@ -322,3 +322,26 @@ async def sleepy() -> str:
         await (await node.conversation("app:assistant")).ask("be slow")
     result = model.requests[1].messages[-1]
     assert isinstance(result, ToolResultMessage) and "did not finish within 0.01s" in result.content
+
+
+async def test_two_tools_offered_under_one_name_are_refused_at_commit(app: Path) -> None:
+    async with Node(root=app) as node:
+        write_file(app, "tools/copy.py", '''
+from wippy_agents.tools import tool
+
+
+@tool(llm_alias="tools_calc_add")
+def plus(a: int, b: int) -> int:
+    """Also adds.
+
+    Args:
+        a: First.
+        b: Second.
+    """
+    return a + b
+''')
+        await until(lambda: "tools/copy.py" in node.registry.problems)
+        [problem] = node.registry.problems["tools/copy.py"]
+        assert "tools.copy:plus" not in node.registry
+    assert problem.entry == "app:assistant" and problem.field == "tools"
+    assert "tools.calc:add and tools.copy:plus would both be offered to the model as 'tools_calc_add'" in problem.message

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpcore2
 import httpx
+import httpx2
 import pytest
 import respx
 
@@ -45,6 +46,7 @@ from wippy_agents.llm import (
     load_model,
 )
 from wippy_agents.llm._anthropic_format import DEFAULT_MAX_TOKENS
+from wippy_agents.llm._messages import RAW_ARGUMENTS_KEY
 from wippy_agents.registry._kinds import ModelSpec, Pricing
 
 URL = "https://api.anthropic.com/v1/messages"
@@ -68,9 +70,9 @@ def claude(**entry: Any) -> Model:
     return load_model(ModelSpec(provider="anthropic", model=MODEL, **entry), environ={"ANTHROPIC_API_KEY": "k"})
 
 
-def sent(route: respx.Route, call: int = -1) -> dict[str, Any]:
-    """The JSON body of a request the route answered."""
-    body: dict[str, Any] = json.loads(route.calls[call].request.content)
+def sent(route: respx.Route) -> dict[str, Any]:
+    """The JSON body of the last request the route answered."""
+    body: dict[str, Any] = json.loads(route.calls.last.request.content)
     return body
 
 
@@ -106,15 +108,15 @@ def start(**usage: int) -> list[Event]:
 
 
 def text_block(index: int, *pieces: str) -> list[Event]:
-    return _block(index, text(""), [{"type": "text_delta", "text": piece} for piece in pieces])
+    return content_block(index, text(""), [{"type": "text_delta", "text": piece} for piece in pieces])
 
 
 def tool_block(index: int, id_: str, name: str, *fragments: str) -> list[Event]:
     deltas = [{"type": "input_json_delta", "partial_json": part} for part in ("", *fragments)]  # the API leads with ""
-    return _block(index, tool_use(id_, name, {}), deltas)
+    return content_block(index, tool_use(id_, name, {}), deltas)
 
 
-def _block(index: int, block: dict[str, Any], deltas: list[dict[str, Any]]) -> list[Event]:
+def content_block(index: int, block: dict[str, Any], deltas: list[dict[str, Any]]) -> list[Event]:
     return [
         ("content_block_start", {"type": "content_block_start", "index": index, "content_block": block}),
         *[("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d}) for d in deltas],
@@ -194,6 +196,16 @@ async def test_stream_yields_text_and_tool_call_deltas_then_the_whole_response(h
     assert sent(route)["stream"] is True
 
 
+async def test_a_tool_input_sent_whole_at_block_start_is_passed_on_as_one_delta(httpx2_mock: respx.Router) -> None:
+    httpx2_mock.post(URL).mock(return_value=sse(
+        start(), content_block(0, tool_use("toolu_1", "weather", {"city": "Oslo"}), []), end("tool_use")))
+    events = await collect(claude())
+    assert events[:2] == [ToolCallStart(index=0, id="toolu_1", name="weather"),
+                          ToolCallDelta(index=0, arguments='{"city": "Oslo"}')]
+    assert isinstance(events[-1], ResponseDone)
+    assert events[-1].response.tool_calls == (ToolCall(id="toolu_1", name="weather", arguments={"city": "Oslo"}),)
+
+
 @pytest.mark.parametrize(("stop_reason", "finish_reason"), [
     ("end_turn", "stop"), ("stop_sequence", "stop"), ("tool_use", "tool_calls"), ("max_tokens", "length"),
     ("refusal", "content_filter"),
@@ -215,12 +227,13 @@ async def test_usage_counts_cache_reads_and_writes_as_input_and_prices_them(http
     assert response.cost_usd == pytest.approx((200 * 3 + 800 * 0.3 + 50 * 15) / 1e6)
 
 
-async def test_a_tool_call_cut_off_by_max_tokens_is_dropped(httpx2_mock: respx.Router) -> None:
+async def test_a_tool_call_cut_off_by_max_tokens_keeps_its_raw_input(httpx2_mock: respx.Router) -> None:
     httpx2_mock.post(URL).mock(return_value=sse(
         start(), text_block(0, "Sure"), tool_block(1, "toolu_1", "weather", '{"ci'), end("max_tokens")))
     done = (await collect(claude()))[-1]
     assert isinstance(done, ResponseDone)
-    assert (done.response.text, done.response.tool_calls, done.response.finish_reason) == ("Sure", (), "length")
+    assert done.response.finish_reason == "length"
+    assert done.response.tool_calls == (ToolCall(id="toolu_1", name="weather", arguments={RAW_ARGUMENTS_KEY: '{"ci'}),)
 
 
 # --- what is sent -------------------------------------------------------------------------------
@@ -367,6 +380,29 @@ async def test_a_stream_cut_short_is_a_connection_error_not_an_answer(httpx2_moc
     httpx2_mock.post(URL).mock(return_value=sse(start(), text_block(0, "Hel")))
     with pytest.raises(ModelConnectionError, match="message_stop"):
         await collect(claude())
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["complete", "stream"])
+async def test_a_server_that_is_not_the_messages_api_is_named_with_a_hint(
+    httpx2_mock: respx.Router, streaming: bool
+) -> None:
+    httpx2_mock.post("https://wrong.example/v1/messages").mock(
+        return_value=httpx.Response(200, text="<html>welcome</html>", headers={"content-type": "text/html"}))
+    model = claude(base_url="https://wrong.example")
+    with pytest.raises(ModelError, match="https://wrong.example did not answer as the Messages API"):
+        await (collect(model) if streaming else model.complete(HI))
+
+
+async def test_aclose_closes_only_a_connection_pool_the_model_made() -> None:
+    shared = httpx2.AsyncClient()
+    borrowed = load_model(ModelSpec(provider="anthropic", model=MODEL), environ={"ANTHROPIC_API_KEY": "k"},
+                          http_client=shared)
+    await borrowed.aclose()
+    assert not shared.is_closed
+    await shared.aclose()
+    own = claude()
+    await own.aclose()
+    assert own._client.is_closed()  # type: ignore[attr-defined]
 
 
 def test_a_missing_key_names_the_variable_to_set() -> None:

@@ -21,10 +21,11 @@ from .._runtime.node import current_process
 from .._runtime.types import DOWN, Pid, describe
 from ..llm import Model, ModelError, ToolCall, UsageLedger, default_model_spec, load_model
 from ..registry import Registry, RegistryError
-from ..registry._kinds import ModelSpec
+from ..registry._kinds import AgentSpec, ModelSpec
 from ..supervisor import ChildSpec, Supervisor, SupervisorError
 from ._events import AgentEvent, Answer, TurnDone, TurnFailed, TurnStarted
 from ._history import ConversationStore
+from ._toolset import Offered, check_tool_names, offers
 from ._turn import AgentError, AskRequest, run_turn
 
 if TYPE_CHECKING:
@@ -50,10 +51,20 @@ class AgentService:
         self.model_overrides: dict[str, Model] = {}
         """Models to use instead of what entries say, by model id or `*` (tests: a `ScriptedModel`)."""
         self._models: dict[str | None, tuple[ModelSpec, Model]] = {}
+        self._offers: dict[str, tuple[int, AgentSpec, dict[str, Offered]]] = {}
+        registry.validators.append(check_tool_names)
 
     def supervisor(self) -> Supervisor:
         """The supervisor conversations run under (a child of `wippy:system`)."""
         return Supervisor(max_restarts=100, max_seconds=10)
+
+    def offers(self, agent_id: str, spec: AgentSpec) -> dict[str, Offered]:
+        """The agent's tools and delegates as offered to its model, worked out once per registry version."""
+        cached = self._offers.get(agent_id)
+        if cached is None or cached[0] != self.registry.version or cached[1] is not spec:
+            by_name, _ = offers(spec, self.registry.view(), self.registry.spec)
+            cached = self._offers[agent_id] = (self.registry.version, spec, by_name)
+        return cached[2]
 
     def model(self, model_id: str | None) -> Model:
         """The model for a turn: an override, else the entry's (rebuilt when the entry changes)."""

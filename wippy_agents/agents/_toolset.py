@@ -10,19 +10,20 @@ error result the model can read and correct, never an exception for the agent.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import hashlib
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import pydantic_core
 
 from ..llm import ToolCall, ToolDefinition, ToolResultMessage
 from ..llm._messages import RAW_ARGUMENTS_KEY
-from ..registry import Entry, Registry
-from ..registry._kinds import AgentSpec, ToolSpec
+from ..registry import Entry, Problem, Registry
+from ..registry._kinds import AgentSpec, KindSpec, ToolSpec
 from ..tools import ToolArgumentsError, ToolContext
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -43,66 +44,80 @@ def offered_name(entry: Entry, prefix: str = "") -> str:
     return name
 
 
-def expand(patterns: list[str], registry: Registry, kind: str) -> list[Entry]:
+def expand(patterns: list[str], entries: Mapping[str, Entry], kind: str) -> list[Entry]:
     """Entries of `kind` named by ids or glob patterns (`tools.*:*`), in order, without repeats."""
     found: dict[str, Entry] = {}
     for pattern in patterns:
         if any(ch in pattern for ch in "*?["):
-            for entry in registry.find(kind=kind, pattern=pattern):
-                found.setdefault(entry.id, entry)
-        elif pattern in registry and registry.get(pattern).kind == kind:
-            found.setdefault(pattern, registry.get(pattern))
+            for entry_id in sorted(fnmatch.filter(entries, pattern)):
+                if entries[entry_id].kind == kind:
+                    found.setdefault(entry_id, entries[entry_id])
+        elif pattern in entries and entries[pattern].kind == kind:
+            found.setdefault(pattern, entries[pattern])
     return list(found.values())
 
 
-def name_clashes(spec: AgentSpec, registry: Registry) -> list[str]:
-    """Offered names that two of an agent's tools or delegates would share."""
-    seen: dict[str, str] = {}
-    clashes = []
-    entries = [(e, "") for e in expand(spec.tools, registry, "tool")]
-    entries += [(e, "delegate_") for e in expand(spec.delegates, registry, "agent")]
-    for entry, prefix in entries:
-        name = offered_name(entry, prefix)
-        if name in seen:
-            clashes.append(f"{seen[name]} and {entry.id} would both be offered as {name!r}; give one a meta.llm_alias")
-        seen[name] = entry.id
-    return clashes
-
-
 @dataclass(frozen=True)
-class _Offered:
+class Offered:
+    """One tool or delegate as a model sees it."""
+
     entry: Entry
     definition: ToolDefinition
     timeout: float
     delegate: bool
 
 
+def offers(spec: AgentSpec, entries: Mapping[str, Entry], spec_of: Callable[[str], KindSpec | None]
+           ) -> tuple[dict[str, Offered], list[str]]:
+    """What an agent is offered, by provider-safe name, and the names two of them would share."""
+    by_name: dict[str, Offered] = {}
+    clashes: list[str] = []
+
+    def offer(offered: Offered) -> None:
+        name = offered.definition.name
+        if name in by_name:
+            clashes.append(f"{by_name[name].entry.id} and {offered.entry.id} would both be offered to the model as "
+                           f"{name!r}; give one of them a meta.llm_alias")
+        by_name[name] = offered
+
+    for entry in expand(spec.tools, entries, "tool"):
+        tool_spec = spec_of(entry.id)
+        assert isinstance(tool_spec, ToolSpec)
+        offer(Offered(entry, ToolDefinition(
+            name=offered_name(entry), id=entry.id, description=tool_spec.description or entry.meta.get("title", ""),
+            parameters=tool_spec.parameters or {"type": "object", "properties": {}},
+        ), tool_spec.timeout, delegate=False))
+    for entry in expand(spec.delegates, entries, "agent"):
+        about = entry.meta.get("description") or entry.meta.get("title") or f"the {entry.id} agent"
+        offer(Offered(entry, ToolDefinition(
+            name=offered_name(entry, "delegate_"), id=entry.id,
+            description=f"Ask another agent ({entry.id}): {about}",
+            parameters={"type": "object", "properties": {"message": {
+                "type": "string", "description": "What to ask the agent, with everything it needs to know."}},
+                "required": ["message"], "additionalProperties": False},
+        ), timeout=float("inf"), delegate=True))
+    return by_name, clashes
+
+
+def check_tool_names(state: Mapping[str, Entry], spec_of: Callable[[str], KindSpec | None]) -> list[Problem]:
+    """A registry validator: no agent may be offered two tools under one name."""
+    problems = []
+    for entry_id, entry in state.items():
+        spec = spec_of(entry_id) if entry.kind == "agent" else None
+        if isinstance(spec, AgentSpec):
+            problems += [Problem(clash, entry=entry_id, field="tools") for clash in offers(spec, state, spec_of)[1]]
+    return problems
+
+
 class ToolSet:
     """The tools and delegates one turn of an agent may call."""
 
-    def __init__(self, registry: Registry, spec: AgentSpec, context: ToolContext, delegate: Delegate) -> None:
+    def __init__(self, registry: Registry, offered: dict[str, Offered], context: ToolContext,
+                 delegate: Delegate) -> None:
         self.registry = registry
+        self.by_name = offered
         self.context = context
         self.delegate = delegate
-        self.by_name: dict[str, _Offered] = {}
-        for entry in expand(spec.tools, registry, "tool"):
-            tool_spec = registry.spec(entry.id)
-            assert isinstance(tool_spec, ToolSpec)
-            definition = ToolDefinition(
-                name=offered_name(entry), id=entry.id, description=tool_spec.description or entry.meta.get("title", ""),
-                parameters=tool_spec.parameters or {"type": "object", "properties": {}},
-            )
-            self.by_name[definition.name] = _Offered(entry, definition, tool_spec.timeout, delegate=False)
-        for entry in expand(spec.delegates, registry, "agent"):
-            about = entry.meta.get("description") or entry.meta.get("title") or f"the {entry.id} agent"
-            definition = ToolDefinition(
-                name=offered_name(entry, "delegate_"), id=entry.id,
-                description=f"Ask another agent ({entry.id}): {about}",
-                parameters={"type": "object", "properties": {"message": {
-                    "type": "string", "description": "What to ask the agent, with everything it needs to know."}},
-                    "required": ["message"], "additionalProperties": False},
-            )
-            self.by_name[definition.name] = _Offered(entry, definition, timeout=float("inf"), delegate=True)
 
     @property
     def definitions(self) -> list[ToolDefinition]:
@@ -145,7 +160,7 @@ class ToolSet:
         return value if isinstance(value, str) else json.dumps(pydantic_core.to_jsonable_python(value))
 
 
-def _explain(error: Exception, call: ToolCall, offered: _Offered | None) -> str:
+def _explain(error: Exception, call: ToolCall, offered: Offered | None) -> str:
     if isinstance(error, TimeoutError) and offered is not None:
         return f"error: the tool did not finish within {offered.timeout:g}s and was stopped"
     if isinstance(error, ToolArgumentsError | LookupError | ValueError):

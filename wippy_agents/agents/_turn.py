@@ -105,7 +105,7 @@ async def run_turn(
         return answer.text
 
     context = ToolContext(agent_id=agent_id, task_id=task_id, logger=log, node=service.node)
-    tools = ToolSet(registry, spec, context, delegate)
+    tools = ToolSet(registry, service.offers(agent_id, spec), context, delegate)
     system = render_prompt(spec, prompt, agent_id, entry.meta, request.context)
     new: list[ChatMessage] = [UserMessage(content=request.text)]
     messages: list[ChatMessage] = ([SystemMessage(content=system)] if system else []) + history + new

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 
 import anthropic
 import httpx2
+from anthropic.types import Message
 
 from ..registry._kinds import Pricing
 from ._anthropic_format import StreamAssembler, request_params, response
@@ -37,6 +38,7 @@ from ._model import Model, Settings
 
 log = logging.getLogger(__name__)
 
+ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 NONSTREAMING_MAX_TOKENS = 21_333
 """Above this `complete` streams: the SDK refuses a non-streamed call it expects to outlast ten minutes."""
 
@@ -51,7 +53,7 @@ _BY_TYPE: dict[str, type[ModelError]] = {
     "api_error": ServerError, "overloaded_error": ServerError,
     "invalid_request_error": BadRequestError, "not_found_error": BadRequestError,
 }
-_TOO_LONG = re.compile(r"prompt is too long|exceeds? (the )?context (limit|window)|context window", re.IGNORECASE)
+_TOO_LONG = re.compile(r"prompt is too long|context (limit|window)", re.IGNORECASE)
 
 
 class AnthropicModel(Model):
@@ -66,21 +68,31 @@ class AnthropicModel(Model):
     ) -> None:
         super().__init__(name, pricing=pricing, settings=settings)
         if not api_key:  # never let the SDK go looking for credentials files on its own
-            raise MissingAPIKeyError("no API key: set ANTHROPIC_API_KEY", provider=self.provider, model=name)
+            raise MissingAPIKeyError("no API key: set the environment variable ANTHROPIC_API_KEY",
+                                     provider=self.provider, model=name)
+        self.base_url = base_url or ANTHROPIC_BASE_URL  # never None: the loader, not the SDK, reads the environment
+        self._owns_http_client = http_client is None
         self._client = anthropic.AsyncAnthropic(
-            api_key=api_key, base_url=base_url, max_retries=max_retries, http_client=http_client,
-            timeout=anthropic.NOT_GIVEN if timeout is None else timeout,
+            api_key=api_key, base_url=self.base_url, max_retries=max_retries, http_client=http_client,
+            timeout=anthropic.NOT_GIVEN if timeout is None else timeout,  # None would mean "wait forever"
         )
         self._told_temperature = False
+
+    async def aclose(self) -> None:
+        """Close the connection pool (not an `http_client` the caller passed in: that one is theirs)."""
+        if self._owns_http_client:
+            await self._client.close()
 
     async def _complete(self, messages: list[ChatMessage], tools: list[ToolDefinition], settings: Settings) -> Response:
         params = self._params(messages, tools, settings)
         if params["max_tokens"] > NONSTREAMING_MAX_TOKENS:
             return await super()._complete(messages, tools, settings)
         try:
-            message = await self._client.messages.create(**params)
+            message: object = await self._client.messages.create(**params)
         except (anthropic.AnthropicError, httpx2.TransportError) as error:
             raise self._error(error) from error
+        if not isinstance(message, Message):  # the SDK hands back the text of a non-JSON body
+            raise self._not_the_api(str(message))
         return response(message)
 
     async def _stream(
@@ -93,8 +105,10 @@ class AnthropicModel(Model):
                 async for raw in stream:
                     for event in assembler.feed(raw):
                         yield event
-        except (anthropic.AnthropicError, httpx2.TransportError) as error:  # the SDK lets mid-stream I/O errors by
+        except (anthropic.AnthropicError, httpx2.TransportError) as error:  # mid-stream I/O errors come unwrapped
             raise self._error(error) from error
+        if not assembler.started:
+            raise self._not_the_api("no message_start event")
         if not assembler.finished:
             raise ModelConnectionError("the stream ended before the answer did (no message_stop)",
                                        provider=self.provider, model=self.name)
@@ -108,6 +122,10 @@ class AnthropicModel(Model):
             log.warning("%r: temperature %s not sent; the Anthropic API no longer accepts sampling parameters",
                         self, settings.temperature)
         return request_params(self.name, messages, tools, settings)
+
+    def _not_the_api(self, sent: str) -> ModelError:
+        return ModelError(f"{self.base_url} did not answer as the Messages API does (is base_url the API's root, "
+                          f"without /v1?); it sent: {sent[:200]!r}", provider=self.provider, model=self.name)
 
     def _error(self, error: anthropic.AnthropicError | httpx2.TransportError) -> ModelError:
         kind, message, status = _classify(error)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from anthropic.types import (
     ContentBlockParam,
@@ -24,8 +24,8 @@ from anthropic.types import (
 from anthropic.types import Usage as WireUsage
 from anthropic.types.message_create_params import MessageCreateParamsBase
 
-from ._errors import ModelError
 from ._messages import (
+    RAW_ARGUMENTS_KEY,
     AssistantMessage,
     ChatMessage,
     FinishReason,
@@ -109,7 +109,7 @@ def _blocks(message: UserMessage | AssistantMessage | ToolResultMessage) -> tupl
     if isinstance(message, ToolResultMessage):
         result = ToolResultBlockParam(type="tool_result", tool_use_id=message.tool_call_id,
                                       is_error=message.is_error)
-        if message.content:  # optional in the API, and an empty one is refused
+        if message.content:  # optional in the API: an empty result sends none
             result["content"] = message.content
         return "user", [result]
     blocks: list[ContentBlockParam] = []
@@ -151,27 +151,22 @@ def finish_reason(stop_reason: str | None) -> FinishReason:
 def response(message: Message) -> Response:
     """Our response from a non-streamed message: all text blocks joined, then the tool calls in order."""
     text = "".join(block.text for block in message.content if block.type == "text")
-    reason = finish_reason(message.stop_reason)
-    calls = [(block.id, block.name, json.dumps(block.input))
-             for block in message.content if block.type == "tool_use"]
-    return Response(text=text, tool_calls=_tool_calls(calls, reason), finish_reason=reason,
+    calls = tuple(ToolCall(id=block.id, name=block.name, arguments=block.input)
+                  for block in message.content if block.type == "tool_use")
+    return Response(text=text, tool_calls=calls, finish_reason=finish_reason(message.stop_reason),
                     usage=usage(message.usage), model=message.model)
 
 
-def _tool_calls(calls: Sequence[tuple[str, str, str]], reason: FinishReason) -> tuple[ToolCall, ...]:
-    """Tool calls from (id, name, JSON input); a call cut off by `max_tokens` is dropped, being unusable."""
-    result = []
-    for id_, name, raw in calls:
-        try:
-            arguments = json.loads(raw or "{}")
-        except json.JSONDecodeError:
-            arguments = None
-        if isinstance(arguments, dict):
-            result.append(ToolCall(id=id_, name=name, arguments=arguments))
-        elif reason != "length":
-            raise ModelError(f"tool call {name!r} ({id_}) came with input that is not a JSON object: {raw}",
-                             provider="anthropic")
-    return tuple(result)
+def parse_arguments(raw: str) -> dict[str, Any]:
+    """Streamed tool input as a dict: none is `{}`; anything but a JSON object (say, cut off by `max_tokens`)
+    is kept as `{RAW_ARGUMENTS_KEY: raw}`, for the agent to report back to the model."""
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        return {RAW_ARGUMENTS_KEY: raw}
+    return value if isinstance(value, dict) else {RAW_ARGUMENTS_KEY: raw}
 
 
 @dataclass
@@ -191,6 +186,7 @@ class StreamAssembler:
 
     model: str = ""
     stop_reason: str | None = None
+    started: bool = False  # saw message_start: the server does speak the Messages API
     finished: bool = False  # saw message_stop: a stream cut short must not pass for a whole answer
     _usage: MessageDeltaUsage = field(default_factory=lambda: MessageDeltaUsage(output_tokens=0))
     _text: list[str] = field(default_factory=list)
@@ -199,6 +195,7 @@ class StreamAssembler:
 
     def feed(self, event: RawMessageStreamEvent) -> list[StreamEvent]:
         if event.type == "message_start":
+            self.started = True
             self.model = event.message.model
             self._merge_usage(event.message.usage)
         elif event.type == "content_block_start":
@@ -237,7 +234,7 @@ class StreamAssembler:
         self._usage = self._usage.model_copy(update=updates)
 
     def response(self) -> Response:
-        reason = finish_reason(self.stop_reason)
-        calls = [(call.id, call.name, "".join(call.fragments)) for call in self._calls]
-        return Response(text="".join(self._text), tool_calls=_tool_calls(calls, reason), finish_reason=reason,
+        calls = tuple(ToolCall(id=call.id, name=call.name, arguments=parse_arguments("".join(call.fragments)))
+                      for call in self._calls)
+        return Response(text="".join(self._text), tool_calls=calls, finish_reason=finish_reason(self.stop_reason),
                         usage=usage(self._usage), model=self.model)

@@ -8,11 +8,13 @@ subscribed processes, in that order. Nothing of a rejected changeset happens.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import functools
 import getpass
 import logging
+import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,10 @@ EVENT_TYPES = ("begin", "create", "update", "delete", "commit", "error")
 
 PolicyHook = Callable[[str, str, "Entry | None", "Entry | None"], "str | None"]
 """`hook(author, action, before, after)` returns why the change is refused, or None to allow it."""
+
+
+Validator = Callable[[Mapping[str, "Entry"], Callable[[str], "KindSpec | None"]], list["Problem"]]
+"""`validate(state, spec_of)` returns the problems of the registry state a changeset would produce."""
 
 
 class RegistryEvent(NamedTuple):
@@ -94,6 +100,8 @@ class Registry:
         self.store = VersionStore(db)
         self.writer = FileWriter(self.root, self.folders)
         self.policy: PolicyHook | None = None
+        self.validators: list[Validator] = []
+        """Checks across entries run at every commit (and boot), such as clashing tool names of an agent."""
         self.version = 0
         self.problems: dict[str, list[Problem]] = {}
         """Files whose last save was refused, with why: their last good entries stay in force."""
@@ -145,6 +153,10 @@ class Registry:
             and (namespace is None or entry.namespace == namespace)
             and (pattern is None or fnmatch.fnmatchcase(entry_id, pattern))
         ]
+
+    def view(self) -> Mapping[str, Entry]:
+        """Every entry by id, built-ins included (a read-only view for code that scans many entries)."""
+        return types.MappingProxyType(self._builtins | self._entries)
 
     def origin(self, entry_id: str) -> Origin | None:
         """The file (and line) an entry lives in."""
@@ -288,10 +300,21 @@ class Registry:
                 else:
                     message = _not_found(ref.target, {i: e for i, e in state.items() if e.kind in ref.kinds},
                                          what=" or ".join(ref.kinds))
-                origin = self._origins.get(entry_id)
-                problems.append(Problem(message, file=origin.file if origin else None,
-                                        line=origin.line if origin else None, entry=entry_id, field=ref.field))
+                problems.append(self._located(Problem(message, entry=entry_id, field=ref.field)))
+        if not problems:
+            def spec_of(entry_id: str) -> KindSpec | None:
+                return specs.get(entry_id) or self._specs.get(entry_id) or self._builtin_specs.get(entry_id)
+
+            for validate in self.validators:
+                problems += [self._located(problem) for problem in validate(state, spec_of)]
         return problems
+
+    def _located(self, problem: Problem) -> Problem:
+        """The problem with the file and line of its entry filled in."""
+        origin = self._origins.get(problem.entry or "")
+        if origin is None or problem.file is not None:
+            return problem
+        return dataclasses.replace(problem, file=origin.file, line=origin.line)
 
     def _commit(
         self,
