@@ -345,3 +345,31 @@ def plus(a: int, b: int) -> int:
         assert "tools.copy:plus" not in node.registry
     assert problem.entry == "app:assistant" and problem.field == "tools"
     assert "tools.calc:add and tools.copy:plus would both be offered to the model as 'tools_calc_add'" in problem.message
+
+
+async def test_a_subscribed_process_sees_every_turn_of_the_conversation(app: Path) -> None:
+    async with Node(root=app) as node:
+        node.agents.model_overrides["*"] = ScriptedModel(["first answer", "second answer"])
+        conv = await node.conversation("app:assistant")
+
+        async def watcher() -> list[str]:
+            await conv.subscribe()
+            process.send("tester", "subscribed")
+            answers = []
+            while len(answers) < 2:
+                event = (await process.receive("agent.event", timeout=10)).payload
+                if isinstance(event, TurnDone):
+                    answers.append(event.answer.text)
+            return answers
+
+        async def main() -> list[str]:
+            process.register("tester")
+            pid, _ = process.spawn_monitor(watcher)
+            await process.receive("subscribed", timeout=10)
+            await conv.ask("one")
+            await conv.ask("two")
+            down = await process.receive(process.DOWN, timeout=10)
+            assert down.payload.pid == pid and down.payload.reason == "normal"  # it saw both answers
+            return ["ok"]
+
+        assert await node.run(main) == ["ok"]

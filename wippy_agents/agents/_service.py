@@ -84,13 +84,24 @@ class AgentService:
     async def run_conversation(self, agent_id: str, conversation: str) -> None:
         """The body of a conversation process."""
         history, turn = self.store.open(conversation, agent_id)
+        watchers: set[Pid] = set()
         while True:
-            msg = await process.receive("agent.ask")
+            msg = await process.receive()
+            if msg.topic == "agent.subscribe":
+                watchers.add(msg.payload)
+                process.monitor(msg.payload)
+                continue
+            if msg.topic in ("agent.unsubscribe", DOWN):
+                watchers.discard(msg.payload if msg.topic != DOWN else msg.payload.pid)
+                continue
+            if msg.topic != "agent.ask":
+                continue
             request: AskRequest = msg.payload
             turn += 1
 
-            def emit(event: AgentEvent, to: Pid = request.reply_to) -> None:
-                process.send(to, "agent.event", event)
+            def emit(event: AgentEvent, to: frozenset[Pid] = frozenset({request.reply_to, *watchers})) -> None:
+                for pid in to:
+                    process.send(pid, "agent.event", event)
 
             emit(TurnStarted(conversation=conversation, turn=turn, agent=agent_id))
             try:
@@ -171,6 +182,11 @@ class Conversation:
 
     def __repr__(self) -> str:
         return f"Conversation({self.agent!r}, id={self.id!r})"
+
+    async def subscribe(self) -> None:
+        """Have the calling process receive every turn's `agent.event` messages (a UI watching the chat)."""
+        pid = await self.service.ensure_process(self.agent, self.id)
+        process.send(pid, "agent.subscribe", process.self())
 
     async def ask(self, text: str, *, context: dict[str, Any] | None = None) -> Answer:
         """Run one turn and return its answer; `AgentError` if the turn fails."""

@@ -1,8 +1,19 @@
 """The Anthropic Messages API wire format: our conversation to request parameters, the SDK's answers back.
 
-Pure functions and one small stream assembler, no I/O: the translation (system
-prompt, role merging, usage arithmetic, tool-input assembly) reads in one place
-and is tested without HTTP.
+Pure functions and one small stream assembler, no I/O, so the mapping reads in one
+place and is testable without HTTP. Choices made here:
+
+- **System messages**, wherever they stand, join (a blank line apart) the top-level `system`.
+- **Turns alternate**: consecutive same-role messages merge into one turn, so a turn's
+  tool results, and a user message right after them, share one user message. Empty
+  assistant text is left out (the API refuses empty text blocks).
+- **Tool input** streams as partial JSON: none is `{}`, anything but a JSON object (a
+  call cut off by `max_tokens`) is kept as `{RAW_ARGUMENTS_KEY: raw}` like the OpenAI
+  provider does. Our stream events number tool calls in order, not by content block.
+- **Usage**: Anthropic's `input_tokens` leaves out cache reads and writes; ours adds both,
+  and `cached_tokens` is the reads.
+- **Sampling**: `temperature` is not sent; API version 2026-10-21, which SDK 2.x speaks,
+  refuses every sampling parameter with a 400, even at its default.
 """
 
 from __future__ import annotations
@@ -63,11 +74,7 @@ _USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "ca
 def request_params(
     model: str, messages: Sequence[ChatMessage], tools: Sequence[ToolDefinition], settings: Settings
 ) -> MessageCreateParamsBase:
-    """Keyword arguments for `messages.create`.
-
-    `settings.temperature` is not sent: API version 2026-10-21 (what SDK 2.x speaks)
-    rejects every sampling parameter with a 400, even at its default.
-    """
+    """Keyword arguments for `messages.create` (all but `stream`); `settings.temperature` is not sent."""
     system, turns = conversation(messages)
     params = MessageCreateParamsBase(
         model=model, max_tokens=settings.max_tokens or DEFAULT_MAX_TOKENS, messages=turns
@@ -158,8 +165,7 @@ def response(message: Message) -> Response:
 
 
 def parse_arguments(raw: str) -> dict[str, Any]:
-    """Streamed tool input as a dict: none is `{}`; anything but a JSON object (say, cut off by `max_tokens`)
-    is kept as `{RAW_ARGUMENTS_KEY: raw}`, for the agent to report back to the model."""
+    """Streamed tool input as a dict; anything but a JSON object is kept raw (see the module doc)."""
     if not raw.strip():
         return {}
     try:
@@ -206,10 +212,10 @@ class StreamAssembler:
             if block.type == "tool_use":
                 ordinal = self._ordinals[event.index] = len(self._calls)
                 self._calls.append(_PendingCall(block.id, block.name))
-                started: list[StreamEvent] = [ToolCallStart(index=ordinal, id=block.id, name=block.name)]
+                opened: list[StreamEvent] = [ToolCallStart(index=ordinal, id=block.id, name=block.name)]
                 if block.input:  # the API starts with {}, but a proxy may send the whole input here
-                    return started + self._arguments(ordinal, json.dumps(block.input))
-                return started
+                    return opened + self._arguments(ordinal, json.dumps(block.input))
+                return opened
         elif event.type == "content_block_delta":
             delta = event.delta
             if delta.type == "text_delta" and delta.text:
