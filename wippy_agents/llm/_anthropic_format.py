@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from anthropic.types import (
     ContentBlockParam,
@@ -36,7 +36,6 @@ from anthropic.types import Usage as WireUsage
 from anthropic.types.message_create_params import MessageCreateParamsBase
 
 from ._messages import (
-    RAW_ARGUMENTS_KEY,
     AssistantMessage,
     ChatMessage,
     FinishReason,
@@ -51,6 +50,7 @@ from ._messages import (
     ToolResultMessage,
     Usage,
     UserMessage,
+    parse_arguments,
 )
 from ._model import Settings
 
@@ -162,17 +162,6 @@ def response(message: Message) -> Response:
                   for block in message.content if block.type == "tool_use")
     return Response(text=text, tool_calls=calls, finish_reason=finish_reason(message.stop_reason),
                     usage=usage(message.usage), model=message.model)
-
-
-def parse_arguments(raw: str) -> dict[str, Any]:
-    """Streamed tool input as a dict; anything but a JSON object is kept raw (see the module doc)."""
-    if not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        return {RAW_ARGUMENTS_KEY: raw}
-    return value if isinstance(value, dict) else {RAW_ARGUMENTS_KEY: raw}
 
 
 @dataclass

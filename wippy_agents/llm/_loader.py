@@ -39,7 +39,7 @@ def load_model(
     if spec.provider == "anthropic":
         from ._anthropic import AnthropicModel
 
-        return AnthropicModel(spec.model, base_url=spec.base_url, **common)
+        return AnthropicModel(spec.model, base_url=spec.base_url or environ.get("ANTHROPIC_BASE_URL"), **common)
     from ._openai import OpenAIModel
 
     base_url = spec.base_url or environ.get("OPENAI_BASE_URL")
@@ -57,5 +57,5 @@ def default_model_spec(environ: Mapping[str, str] | None = None) -> ModelSpec:
     if environ.get("OPENAI_API_KEY"):
         return ModelSpec(provider="openai", model=environ.get("OPENAI_MODEL", "gpt-4.1-mini"))
     if environ.get("ANTHROPIC_API_KEY"):
-        return ModelSpec(provider="anthropic", model=environ.get("ANTHROPIC_MODEL", "claude-sonnet-4-5"))
+        return ModelSpec(provider="anthropic", model=environ.get("ANTHROPIC_MODEL", "claude-sonnet-4-6"))
     return ModelSpec(provider="offline", model="wippy-offline")

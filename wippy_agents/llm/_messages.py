@@ -30,6 +30,17 @@ RAW_ARGUMENTS_KEY = "_raw_arguments"
 """A tool call whose arguments are not a JSON object carries the model's raw text under this key alone."""
 
 
+def parse_arguments(raw: str) -> dict[str, Any]:
+    """A tool call's JSON arguments as a dict; anything but a JSON object is kept raw, under `RAW_ARGUMENTS_KEY`."""
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        return {RAW_ARGUMENTS_KEY: raw}
+    return value if isinstance(value, dict) else {RAW_ARGUMENTS_KEY: raw}
+
+
 class ToolCall(_Frozen):
     """A model's request to run tool `name` with `arguments`; `id` pairs it with its result."""
 

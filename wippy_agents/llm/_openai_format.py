@@ -61,6 +61,7 @@ from ._messages import (
     ToolResultMessage,
     Usage,
     UserMessage,
+    parse_arguments,
 )
 from ._model import Settings
 
@@ -127,17 +128,6 @@ def tool_param(tool: ToolDefinition) -> ChatCompletionFunctionToolParam:
     if tool.description:
         function["description"] = tool.description
     return {"type": "function", "function": function}
-
-
-def parse_arguments(raw: str) -> dict[str, Any]:
-    """A tool call's JSON arguments as a dict; anything but a JSON object is kept raw (see the module doc)."""
-    if not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        return {RAW_ARGUMENTS_KEY: raw}
-    return value if isinstance(value, dict) else {RAW_ARGUMENTS_KEY: raw}
 
 
 def usage_from(usage: CompletionUsage | None) -> Usage:
