@@ -32,6 +32,7 @@ from ._errors import (
     ModelTimeoutError,
     RateLimitError,
     ServerError,
+    error_for_status,
 )
 from ._messages import ChatMessage, Response, ResponseDone, StreamEvent, ToolDefinition
 from ._model import Model, Settings
@@ -42,10 +43,6 @@ ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 NONSTREAMING_MAX_TOKENS = 21_333
 """Above this `complete` streams: the SDK refuses a non-streamed call it expects to outlast ten minutes."""
 
-_BY_STATUS: dict[int, type[ModelError]] = {
-    401: AuthenticationError, 403: AuthenticationError, 408: ModelTimeoutError, 413: ContextTooLongError,
-    429: RateLimitError,
-}
 # For errors that arrive inside a 200 stream (an `error` event), where only the body's type tells.
 _BY_TYPE: dict[str, type[ModelError]] = {
     "authentication_error": AuthenticationError, "permission_error": AuthenticationError,
@@ -141,8 +138,7 @@ def _classify(error: anthropic.AnthropicError | httpx2.TransportError) -> tuple[
     if not isinstance(error, anthropic.APIStatusError):
         return ModelError, str(error), None
     status = error.status_code if error.status_code >= 400 else None  # an `error` event comes inside a 200
-    kind = _BY_STATUS.get(status or 0) or (ServerError if (status or 0) >= 500 else None)
-    kind = kind or _BY_TYPE.get(error.type or "") or (BadRequestError if status else ModelError)
+    kind = error_for_status(status) if status else _BY_TYPE.get(error.type or "", ModelError)
     message = error.api_message or error.message
     if kind is BadRequestError and _TOO_LONG.search(message):
         kind = ContextTooLongError

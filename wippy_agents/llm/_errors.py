@@ -54,3 +54,16 @@ class ModelConnectionError(ModelError, ConnectionError):
 
 class RealModelRequestError(ModelError):
     """A test tried to reach a real model while `testing.forbid_model_requests()` was in force."""
+
+
+def error_for_status(status: int) -> type[ModelError]:
+    """The error class for an HTTP status from any provider (4xx other than these is a bad request)."""
+    if status in (401, 403):
+        return AuthenticationError
+    if status == 429:
+        return RateLimitError
+    if status == 408:
+        return ModelTimeoutError
+    if status == 413:
+        return ContextTooLongError
+    return ServerError if status >= 500 else BadRequestError

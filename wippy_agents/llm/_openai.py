@@ -19,15 +19,14 @@ from openai.types.chat import ChatCompletion
 
 from ..registry._kinds import Pricing
 from ._errors import (
-    AuthenticationError,
     BadRequestError,
     ContextTooLongError,
     MissingAPIKeyError,
     ModelConnectionError,
     ModelError,
     ModelTimeoutError,
-    RateLimitError,
     ServerError,
+    error_for_status,
 )
 from ._messages import ChatMessage, Response, ResponseDone, StreamEvent, ToolDefinition
 from ._model import Model, Settings
@@ -110,19 +109,11 @@ def model_error(error: openai.OpenAIError, *, provider: str, model: str, base_ur
     if isinstance(error, openai.APIConnectionError):
         return ModelConnectionError(f"could not reach {base_url}: {message}{_cause(error)}", **where)
     if isinstance(error, openai.APIStatusError):
-        status = error.status_code
-        where["status"] = status
-        if status in (401, 403):
-            return AuthenticationError(message, **where)
-        if status == 429:
-            return RateLimitError(message + _retried(error), **where)
-        if status == 408:
-            return ModelTimeoutError(message, **where)
-        if status >= 500:
-            return ServerError(message + _retried(error), **where)
-        if _context_too_long(error):
-            return ContextTooLongError(message, **where)
-        return BadRequestError(message, **where)
+        where["status"] = error.status_code
+        kind = error_for_status(error.status_code)
+        if kind is BadRequestError and _context_too_long(error):
+            kind = ContextTooLongError
+        return kind(message + (_retried(error) if kind.retryable else ""), **where)
     if isinstance(error, openai.APIError):  # an error event in the middle of a stream
         if _context_too_long(error):
             return ContextTooLongError(message, **where)
