@@ -82,7 +82,7 @@ class Sizes:
     loopback_batch: int
 
 
-FULL = Sizes(rounds=10, scripted_batch=2_000, loopback_batch=60)
+FULL = Sizes(rounds=10, scripted_batch=2_000, loopback_batch=100)
 QUICK = Sizes(rounds=3, scripted_batch=300, loopback_batch=15)
 
 

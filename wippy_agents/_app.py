@@ -23,6 +23,7 @@ from ._state import open_state
 from .agents import AgentService
 from .agents._builtin import register_builtins
 from .agents._history import ConversationStore
+from .durable import TaskManager
 from .registry import Problem, Registry, RegistryError
 from .registry._sources import Folders, source_kind
 from .registry._yaml import YAMLProblem, load_yaml
@@ -120,6 +121,7 @@ class App:
     def start(self, node: Node) -> None:
         """Start the system processes and the registry's auto-start supervision trees."""
         self.agents = AgentService(node, self.registry, ConversationStore(self.db))
+        self.tasks = TaskManager(node, self.db, registry_version=lambda: self.registry.version)
         node.process_resolver = self.resolve
         children = [ChildSpec("agents", self.agents.supervisor(), name=AGENTS)]
         if self.config.watch:
@@ -139,6 +141,9 @@ class App:
         return self.registry.process_function(entry_id, host)
 
     def close(self) -> None:
+        tasks = getattr(self, "tasks", None)
+        if tasks is not None:
+            tasks.close()  # the journal writes what is queued before the file closes
         self.db.close()
 
     def __enter__(self) -> App:

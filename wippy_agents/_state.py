@@ -26,6 +26,36 @@ CREATE TABLE IF NOT EXISTS registry_changes (
     after JSON,
     origin VARCHAR
 );
+CREATE TABLE IF NOT EXISTS tasks (
+    id VARCHAR NOT NULL,
+    workflow VARCHAR NOT NULL,
+    args JSON NOT NULL,
+    registry_version BIGINT NOT NULL,
+    created TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS task_events (
+    task VARCHAR NOT NULL,
+    time TIMESTAMPTZ NOT NULL,
+    status VARCHAR NOT NULL,
+    detail JSON
+);
+CREATE TABLE IF NOT EXISTS task_steps (
+    task VARCHAR NOT NULL,
+    seq INTEGER NOT NULL,
+    name VARCHAR NOT NULL,
+    ok BOOLEAN NOT NULL,
+    result JSON,
+    error VARCHAR,
+    started TIMESTAMPTZ NOT NULL,
+    seconds DOUBLE NOT NULL
+);
+CREATE TABLE IF NOT EXISTS task_signals (
+    task VARCHAR NOT NULL,
+    id VARCHAR NOT NULL,
+    name VARCHAR NOT NULL,
+    payload JSON,
+    time TIMESTAMPTZ NOT NULL
+);
 CREATE TABLE IF NOT EXISTS conversations (
     id VARCHAR PRIMARY KEY,
     agent VARCHAR NOT NULL,

@@ -40,6 +40,7 @@ from .types import (
 if TYPE_CHECKING:
     from .._app import App
     from ..agents import AgentService, Conversation
+    from ..durable import TaskManager
     from ..registry import Registry
 
 log = logging.getLogger("wippy_agents.process")
@@ -107,6 +108,7 @@ class Node:
             self.app = App(self.root, self)
             self.app.start(self)
             await self.app.wait_watching()
+            await self.app.tasks.recover()  # unfinished tasks resume before any new work is taken
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -115,6 +117,13 @@ class Node:
     async def conversation(self, agent: str, id: str | None = None) -> Conversation:
         """Start a conversation with agent `agent`, or reattach to conversation `id` (its history goes on)."""
         return await self.agents.conversation(agent, id)
+
+    @property
+    def tasks(self) -> TaskManager:
+        """The app's durable tasks: start, attach, signal, cancel, results."""
+        if self.app is None:
+            raise RuntimeError("this node runs no app, so it has no tasks: start it with Node(root=APP_FOLDER)")
+        return self.app.tasks
 
     @property
     def agents(self) -> AgentService:

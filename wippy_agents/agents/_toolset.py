@@ -114,10 +114,11 @@ class ToolSet:
 
     def __init__(self, registry: Registry, offered: dict[str, Offered], context: ToolContext,
                  delegate: Delegate) -> None:
-        self.registry = registry
         self.by_name = offered
         self.context = context
         self.delegate = delegate
+        # the functions as they are when the turn starts: a tool file saved mid-turn applies to the next turn
+        self.functions = {name: registry.tools.get(o.entry.id) for name, o in offered.items() if not o.delegate}
 
     @property
     def definitions(self) -> list[ToolDefinition]:
@@ -150,7 +151,7 @@ class ToolSet:
             if not isinstance(message, str) or not message.strip():
                 raise ValueError("a delegate takes one argument, `message`, a non-empty string")
             return await self.delegate(offered.entry.id, message, call)
-        tool = self.registry.tools.get(offered.entry.id)
+        tool = self.functions.get(call.name)
         if tool is None:
             runtime = offered.entry.data.get("runtime", "python")
             raise RuntimeError(f"tool {offered.entry.id} ({runtime}) cannot run on this node yet")

@@ -1,0 +1,231 @@
+"""Durable workflows on a real state file: steps journaled once, replayed after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wippy_agents import Node, durable
+from wippy_agents.durable import NondeterminismError, StepError, TaskFailed
+from wippy_agents.testing import VirtualClock
+
+LOG: list[str] = []
+
+
+def record(what: str) -> str:
+    LOG.append(what)
+    return what.upper()
+
+
+@durable.workflow("test:two_steps")
+async def two_steps(ctx: durable.TaskContext, topic: str) -> dict[str, Any]:
+    first = await ctx.step("first", record, f"first {topic}")
+    approval = await ctx.wait_signal("approve")
+    second = await ctx.step("second", record, f"second {approval}")
+    return {"first": first, "second": second}
+
+
+@pytest.fixture(autouse=True)
+def _clean_log() -> None:
+    LOG.clear()
+
+
+def use_loop_clock(node: Node) -> None:
+    node.tasks.clock = asyncio.get_running_loop().time
+
+
+async def test_a_finished_step_is_not_run_again_after_a_restart(tmp_path: Path) -> None:
+    async with Node(root=tmp_path) as node:
+        task = await node.tasks.start("test:two_steps", "actors")
+        while not node.tasks.get(task).steps:
+            await asyncio.sleep(0.001)
+        assert node.tasks.status(task) == "running"
+    assert LOG == ["first actors"]  # the node stopped while the task waited for its signal
+    async with Node(root=tmp_path) as node:  # recovery at boot resumes it
+        await node.tasks.signal(task, "approve", "yes")
+        assert await node.tasks.result(task) == {"first": "FIRST ACTORS", "second": "SECOND YES"}
+    assert LOG == ["first actors", "second yes"]
+
+
+async def test_starting_with_an_existing_id_attaches(tmp_path: Path) -> None:
+    async with Node(root=tmp_path) as node:
+        one = await node.tasks.start("test:two_steps", "x", task_id="report-1")
+        two = await node.tasks.start("test:two_steps", "x", task_id="report-1")
+        assert one == two == "report-1"
+        await node.tasks.signal(one, "approve", "ok")
+        await node.tasks.result(one)
+        assert await node.tasks.run("test:two_steps", "x", task_id="report-1") == {"first": "FIRST X",
+                                                                                  "second": "SECOND OK"}
+    assert LOG == ["first x", "second ok"]
+
+
+async def test_a_signal_sent_before_the_wait_is_waiting_for_the_task(tmp_path: Path) -> None:
+    @durable.workflow("test:late_wait")
+    async def late_wait(ctx: durable.TaskContext) -> Any:
+        await ctx.step("pause", lambda: None)
+        return await ctx.wait_signal("go")
+
+    async with Node(root=tmp_path) as node:
+        task = await node.tasks.start("test:late_wait")
+        await node.tasks.signal(task, "go", {"n": 1})
+        assert await node.tasks.result(task) == {"n": 1}
+
+
+async def test_a_changed_workflow_fails_replay_naming_both_steps(tmp_path: Path) -> None:
+    @durable.workflow("test:changes")
+    async def before(ctx: durable.TaskContext) -> None:
+        await ctx.step("fetch", lambda: 1)
+        await ctx.wait_signal("never")
+
+    async with Node(root=tmp_path) as node:
+        task = await node.tasks.start("test:changes")
+        while not node.tasks.get(task).steps:
+            await asyncio.sleep(0.001)
+
+    @durable.workflow("test:changes")
+    async def after(ctx: durable.TaskContext) -> None:
+        await ctx.step("download", lambda: 1)
+
+    async with Node(root=tmp_path) as node:
+        with pytest.raises(TaskFailed, match="NondeterminismError.*step 0 was recorded as 'fetch'.*asks for 'download'"):
+            await node.tasks.result(task)
+    assert issubclass(NondeterminismError, RuntimeError)
+
+
+async def test_a_failing_step_is_retried_then_recorded_as_failed(tmp_path: Path) -> None:
+    attempts: list[int] = []
+
+    def flaky(succeed_on: int) -> str:
+        attempts.append(1)
+        if len(attempts) < succeed_on:
+            raise ConnectionError(f"attempt {len(attempts)} failed")
+        return "ok"
+
+    @durable.workflow("test:retries")
+    async def retries(ctx: durable.TaskContext, succeed_on: int) -> str:
+        return await ctx.step("call", flaky, succeed_on, retries=2, retry_delay=0.001)
+
+    async with Node(root=tmp_path) as node:
+        assert await node.tasks.run("test:retries", 3) == "ok" and len(attempts) == 3
+        attempts.clear()
+        task = await node.tasks.start("test:retries", 9)
+        with pytest.raises(TaskFailed, match="step 'call' failed: ConnectionError: attempt 3 failed"):
+            await node.tasks.result(task)
+        [step] = node.tasks.get(task).steps
+        assert (step.name, step.ok, step.error) == ("call", False, "ConnectionError: attempt 3 failed")
+    assert len(attempts) == 3 and issubclass(StepError, Exception)
+
+
+async def test_a_step_result_the_journal_cannot_store_is_a_clear_failure(tmp_path: Path) -> None:
+    @durable.workflow("test:bad_result")
+    async def bad_result(ctx: durable.TaskContext) -> Any:
+        return await ctx.step("make", lambda: {1, 2})
+
+    async with Node(root=tmp_path) as node:
+        with pytest.raises(TaskFailed, match="journal cannot store a set"):
+            await node.tasks.run("test:bad_result")
+
+
+async def test_steps_see_a_stable_idempotency_key(tmp_path: Path) -> None:
+    @durable.workflow("test:keys")
+    async def keys(ctx: durable.TaskContext) -> list[str]:
+        return [await ctx.step("a", durable.idempotency_key), await ctx.step("b", durable.idempotency_key)]
+
+    async with Node(root=tmp_path) as node:
+        assert await node.tasks.run("test:keys", task_id="k") == ["k:0", "k:1"]
+    with pytest.raises(RuntimeError, match="only known inside a durable step"):
+        durable.idempotency_key()
+
+
+@pytest.mark.virtual_clock
+async def test_a_durable_sleep_waits_only_for_what_is_left_after_a_restart(clock: VirtualClock,
+                                                                           tmp_path: Path) -> None:
+    @durable.workflow("test:sleepy")
+    async def sleepy(ctx: durable.TaskContext) -> str:
+        await ctx.sleep(3600)
+        return await ctx.step("after", record, "woke")
+
+    async with Node(root=tmp_path) as node:
+        use_loop_clock(node)
+        started = clock.now
+        task = await node.tasks.start("test:sleepy")
+        await asyncio.sleep(1000)
+    async with Node(root=tmp_path) as node:
+        use_loop_clock(node)
+        assert await node.tasks.result(task) == "WOKE"
+    assert clock.now - started == pytest.approx(3600, abs=1)
+
+
+@pytest.mark.virtual_clock
+async def test_a_signal_wait_times_out_durably(clock: VirtualClock, tmp_path: Path) -> None:
+    @durable.workflow("test:deadline")
+    async def deadline(ctx: durable.TaskContext) -> str:
+        try:
+            await ctx.wait_signal("reply", timeout=60)
+        except TimeoutError as error:
+            return str(error)
+        return "got it"
+
+    async with Node(root=tmp_path) as node:
+        use_loop_clock(node)
+        assert await node.tasks.run("test:deadline") == "no 'reply' signal within 60s"
+
+
+@pytest.mark.virtual_clock
+async def test_cancelling_a_sleeping_task_stops_it(clock: VirtualClock, tmp_path: Path) -> None:
+    @durable.workflow("test:cancel_me")
+    async def cancel_me(ctx: durable.TaskContext) -> str:
+        await ctx.sleep(10_000)
+        return await ctx.step("never", record, "should not run")
+
+    async with Node(root=tmp_path) as node:
+        use_loop_clock(node)
+        task = await node.tasks.start("test:cancel_me")
+        await asyncio.sleep(5)
+        await node.tasks.cancel(task)
+        with pytest.raises(TaskFailed, match="cancelled"):
+            await node.tasks.result(task)
+        assert node.tasks.status(task) == "cancelled"
+    assert LOG == [] and clock.now < 100
+
+
+async def test_a_task_that_never_progresses_is_parked_after_repeated_recoveries(tmp_path: Path) -> None:
+    @durable.workflow("test:stuck")
+    async def stuck(ctx: durable.TaskContext) -> None:
+        await ctx.step("hang", asyncio.Event().wait)
+
+    async with Node(root=tmp_path) as node:
+        task = await node.tasks.start("test:stuck")
+    for _ in range(3):
+        async with Node(root=tmp_path) as node:
+            assert node.tasks.status(task) == "running"
+    async with Node(root=tmp_path) as node:
+        assert node.tasks.status(task) == "needs_attention"
+        with pytest.raises(TaskFailed, match="needs_attention: no progress over 3 recoveries"):
+            await node.tasks.result(task)
+
+
+async def test_concurrent_steps_share_commits(tmp_path: Path) -> None:
+    @durable.workflow("test:many")
+    async def many(ctx: durable.TaskContext, n: int) -> int:
+        for i in range(n):
+            await ctx.step(f"s{i}", lambda i=i: i)
+        return n
+
+    async with Node(root=tmp_path) as node:
+        before = node.tasks.journal.commits
+        ids = [await node.tasks.start("test:many", 20) for _ in range(50)]
+        assert await asyncio.gather(*(node.tasks.result(i) for i in ids)) == [20] * 50
+        commits = node.tasks.journal.commits - before
+    assert commits < 50 * 20 / 4  # 1,000 steps (plus task rows) in far fewer commits
+
+
+async def test_unknown_workflow_and_task_are_clear_errors(tmp_path: Path) -> None:
+    async with Node(root=tmp_path) as node:
+        with pytest.raises(LookupError, match="no workflow 'test:nope' is registered"):
+            await node.tasks.start("test:nope")
+        with pytest.raises(LookupError, match="no task 'ghost'"):
+            await node.tasks.signal("ghost", "x")

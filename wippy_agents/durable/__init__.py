@@ -1,0 +1,44 @@
+"""Durable tasks: long work that survives crashes, `kill -9` and restarts, step by step.
+
+```python
+from wippy_agents import durable
+
+@durable.workflow("app:report")
+async def report(ctx, topic):
+    outline = await ctx.step("outline", make_outline, topic)   # journaled: never runs twice
+    await ctx.sleep(3600)                                      # a durable timer
+    ok = await ctx.wait_signal("approve")                      # a durable wait
+    return await ctx.step("write", write_report, outline, ok)
+
+task_id = await node.tasks.start("app:report", "actors")       # or task_id=... to attach
+result = await node.tasks.result(task_id)
+```
+"""
+
+from ._codec import JournalTypeError
+from ._engine import (
+    NondeterminismError,
+    StepError,
+    StepRecord,
+    TaskCancelled,
+    TaskContext,
+    TaskFailed,
+    TaskInfo,
+    TaskManager,
+    idempotency_key,
+    workflow,
+)
+
+__all__ = [
+    "JournalTypeError",
+    "NondeterminismError",
+    "StepError",
+    "StepRecord",
+    "TaskCancelled",
+    "TaskContext",
+    "TaskFailed",
+    "TaskInfo",
+    "TaskManager",
+    "idempotency_key",
+    "workflow",
+]

@@ -1,0 +1,85 @@
+"""Step results as JSON: plain data as it is, the project's own types with a type tag.
+
+Never pickle and never import by name: a tag names a type from a fixed table of
+this project's models, so a journal written by anyone cannot make the node
+construct anything else.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from pydantic import BaseModel
+
+TAG = "__wippy__"
+
+@functools.cache
+def _types() -> dict[str, type[BaseModel]]:
+    """The tagged types: the public models of the LLM and agents layers (built on first use)."""
+    from ..agents import _events
+    from ..llm import _messages
+
+    return {
+        f"{module.__name__.rsplit('.', 2)[-2]}.{name}": cls
+        for module in (_messages, _events)
+        for name, cls in vars(module).items()
+        if isinstance(cls, type) and issubclass(cls, BaseModel) and cls.__module__ == module.__name__
+        and not name.startswith("_")
+    }
+
+
+@functools.cache
+def _names() -> dict[type[BaseModel], str]:
+    return {cls: name for name, cls in _types().items()}
+
+
+class JournalTypeError(TypeError):
+    """A value the journal cannot store (it is neither JSON data nor one of the project's types)."""
+
+
+def encode(value: Any) -> Any:
+    """JSON-ready data for `value`; raises `JournalTypeError` naming what cannot be stored."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, BaseModel):
+        name = _names().get(type(value))
+        if name is None:
+            raise JournalTypeError(f"the journal stores JSON data and wippy types, not {type(value).__qualname__}; "
+                                   "return its .model_dump() instead")
+        return {TAG: name, "value": value.model_dump(mode="json")}
+    if isinstance(value, dict):
+        if not all(isinstance(key, str) for key in value):
+            raise JournalTypeError("the journal stores dicts with string keys only")
+        encoded = {key: encode(item) for key, item in value.items()}
+        return {TAG: "dict", "value": encoded} if TAG in value else encoded
+    if isinstance(value, list | tuple):
+        return [encode(item) for item in value]
+    raise JournalTypeError(f"the journal cannot store a {type(value).__qualname__}; return JSON data "
+                           "(dict, list, str, number, bool, None) or a wippy type")
+
+
+def decode(data: Any) -> Any:
+    """The value `encode` was given (tuples come back as lists)."""
+    if isinstance(data, list):
+        return [decode(item) for item in data]
+    if isinstance(data, dict):
+        tag = data.get(TAG)
+        if tag is None:
+            return {key: decode(item) for key, item in data.items()}
+        if tag == "dict":
+            return {key: decode(item) for key, item in data["value"].items()}
+        cls = _types().get(tag)
+        if cls is None:
+            raise JournalTypeError(f"the journal holds an unknown type tag {tag!r}")
+        return cls.model_validate(data["value"])
+    return data
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(encode(value), separators=(",", ":"))
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else decode(json.loads(text))

@@ -1,0 +1,446 @@
+"""Durable tasks: workflows whose steps are journaled, so a restarted node replays instead of redoing.
+
+A task runs its workflow function as a process. Every `ctx.step` is numbered in
+call order; a finished step's result is in the journal, so when the task runs
+again (after a crash, `kill -9` or a restart) the step returns the recorded result
+without running, and only the interrupted step runs again. The replay checks
+that the workflow asks for the same steps in the same order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import duckdb
+
+from .._runtime.types import describe
+from ._codec import dumps, loads
+from ._journal import Journal, Table
+
+if TYPE_CHECKING:
+    from .._runtime.node import Node
+
+log = logging.getLogger("wippy_agents.durable")
+
+TABLES = (
+    Table("tasks", ("id", "workflow", "args", "registry_version", "created"), frozenset({"args"})),
+    Table("task_events", ("task", "time", "status", "detail"), frozenset({"detail"})),
+    Table("task_steps", ("task", "seq", "name", "ok", "result", "error", "started", "seconds"), frozenset({"result"})),
+    Table("task_signals", ("task", "id", "name", "payload", "time"), frozenset({"payload"})),
+)
+
+FINISHED = ("completed", "failed", "cancelled")
+TERMINAL = (*FINISHED, "needs_attention")
+MAX_RECOVERIES = 3
+"""A task that fails to make progress over this many recoveries is parked as `needs_attention`."""
+
+Workflow = Callable[..., Coroutine[Any, Any, Any]]
+WORKFLOWS: dict[str, Workflow] = {}
+
+_step_key: contextvars.ContextVar[str] = contextvars.ContextVar("wippy_step_key")
+
+
+def workflow(workflow_id: str) -> Callable[[Workflow], Workflow]:
+    """Register `async def fn(ctx, *args)` as the durable workflow `workflow_id`."""
+
+    def register(fn: Workflow) -> Workflow:
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(f"workflow {workflow_id!r}: {fn.__qualname__} must be an async function (ctx, *args)")
+        WORKFLOWS[workflow_id] = fn
+        return fn
+
+    return register
+
+
+def idempotency_key() -> str:
+    """Inside a step's function: `<task id>:<step number>`, the same on every retry and replay of the step."""
+    try:
+        return _step_key.get()
+    except LookupError:
+        raise RuntimeError("idempotency_key() is only known inside a durable step") from None
+
+
+class NondeterminismError(RuntimeError):
+    """On replay the workflow asked for a different step than the journal recorded at that position."""
+
+
+class TaskCancelled(Exception):
+    """The task was cancelled; raised inside the workflow at its next step or wait."""
+
+
+class StepError(Exception):
+    """A step failed (after its retries); the message carries the original error, also on replay."""
+
+    def __init__(self, step: str, error: str) -> None:
+        super().__init__(f"step {step!r} failed: {error}")
+        self.step = step
+        self.error = error
+
+
+class TaskFailed(Exception):
+    """`tasks.result()` of a task that failed, was cancelled or needs attention."""
+
+
+class StepRecord(NamedTuple):
+    seq: int
+    name: str
+    ok: bool
+    result: str | None
+    error: str | None
+    started: datetime
+    seconds: float
+
+
+@dataclass
+class TaskInfo:
+    id: str
+    workflow: str
+    status: str
+    created: datetime
+    registry_version: int
+    args: list[Any]
+    result: Any = None
+    error: str | None = None
+    steps: list[StepRecord] = field(default_factory=list)
+
+
+@dataclass
+class _Signal:
+    id: str
+    name: str
+    payload: Any
+
+
+class TaskContext:
+    """What a workflow gets as `ctx`: durable steps, sleeps and signal waits."""
+
+    def __init__(self, manager: TaskManager, task_id: str, registry_version: int, steps: dict[int, StepRecord],
+                 signals: list[_Signal]) -> None:
+        self.manager = manager
+        self.task_id = task_id
+        self.registry_version = registry_version
+        self._recorded = steps
+        self._signals = signals
+        self._consumed = {loads(r.result)["id"] for r in steps.values() if r.name.startswith("signal:") and r.ok}
+        self._seq = 0
+        self._wake = asyncio.Event()
+        self.cancelled = False
+
+    def step(self, name: str, fn: Callable[..., Any], *args: Any, retries: int = 0,
+             retry_delay: float = 0.5) -> Awaitable[Any]:
+        """Run `fn(*args)` once for this task and journal its result; on replay return the recorded result.
+
+        The step's number is taken now, in call order, so steps started together
+        (say with `asyncio.gather`) replay in the same positions.
+        """
+        seq = self._next()
+        return self._step(seq, name, fn, args, retries, retry_delay)
+
+    def _next(self) -> int:
+        seq = self._seq
+        self._seq += 1
+        return seq
+
+    def _replayed(self, seq: int, name: str) -> StepRecord | None:
+        record = self._recorded.get(seq)
+        if record is not None and record.name != name:
+            raise NondeterminismError(
+                f"task {self.task_id}: step {seq} was recorded as {record.name!r} but the workflow now asks for "
+                f"{name!r}; the workflow's code changed under a running task"
+            )
+        return record
+
+    async def _step(self, seq: int, name: str, fn: Callable[..., Any], args: tuple[Any, ...], retries: int,
+                    retry_delay: float) -> Any:
+        self._check_cancelled()
+        record = self._replayed(seq, name)
+        if record is not None:
+            if record.ok:
+                return loads(record.result)
+            raise StepError(name, record.error or "")
+        started, clock = datetime.now(UTC), time.monotonic()
+        token = _step_key.set(f"{self.task_id}:{seq}")
+        try:
+            for attempt in range(retries + 1):
+                try:
+                    value = fn(*args)
+                    if inspect.isawaitable(value):
+                        value = await value
+                    text = dumps(value)
+                    break
+                except Exception as error:
+                    if attempt == retries:
+                        message = describe(error)
+                        await self.manager.record_step(self.task_id, seq, name, False, None, message, started,
+                                                       time.monotonic() - clock)
+                        raise StepError(name, message) from error
+                    await asyncio.sleep(retry_delay * 2**attempt)
+        finally:
+            _step_key.reset(token)
+        await self.manager.record_step(self.task_id, seq, name, True, text, None, started, time.monotonic() - clock)
+        return loads(text)
+
+    async def sleep(self, seconds: float) -> None:
+        """A durable timer: after a restart the task waits only for what is left."""
+        wake_at = await self.step("sleep", self.manager.clock_plus, seconds)
+        await self._wait_until(wake_at)
+
+    async def wait_signal(self, name: str, timeout: float | None = None) -> Any:
+        """Wait for `tasks.signal(task_id, name, payload)` (sent before, during or while the node was down)."""
+        deadline = await self.step(f"wait:{name}", self.manager.clock_plus, timeout)
+        seq = self._next()
+        record = self._replayed(seq, f"signal:{name}")
+        if record is not None:
+            if not record.ok:
+                raise TimeoutError(record.error)
+            return loads(record.result)["payload"]
+        while True:
+            self._check_cancelled()
+            signal = next((s for s in self._signals if s.name == name and s.id not in self._consumed), None)
+            if signal is not None:
+                self._consumed.add(signal.id)
+                text = dumps({"id": signal.id, "payload": signal.payload})
+                await self.manager.record_step(self.task_id, seq, f"signal:{name}", True, text, None,
+                                               datetime.now(UTC), 0.0)
+                return signal.payload
+            if deadline is not None and self.manager.clock() >= deadline:
+                message = f"no {name!r} signal within {timeout:g}s"
+                await self.manager.record_step(self.task_id, seq, f"signal:{name}", False, None, message,
+                                               datetime.now(UTC), 0.0)
+                raise TimeoutError(message)
+            await self._wait_until(deadline)
+
+    async def _wait_until(self, deadline: float | None) -> None:
+        """Sleep until `deadline` (wall clock), or until a signal or a cancel wakes the task."""
+        self._wake.clear()
+        remaining = None if deadline is None else deadline - self.manager.clock()
+        if remaining is not None and remaining <= 0:
+            return
+        try:
+            await asyncio.wait_for(self._wake.wait(), remaining)
+        except TimeoutError:
+            pass
+        self._check_cancelled()
+
+    def _check_cancelled(self) -> None:
+        if self.cancelled:
+            raise TaskCancelled(f"task {self.task_id} was cancelled")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+
+@dataclass
+class _Running:
+    ctx: TaskContext
+    done: asyncio.Future[Any]
+
+
+class TaskManager:
+    """The node's durable tasks (`node.tasks`): start, attach, signal, cancel, recover."""
+
+    def __init__(self, node: Node, db: duckdb.DuckDBPyConnection, *, clock: Callable[[], float] = time.time,
+                 registry_version: Callable[[], int] = lambda: 0) -> None:
+        self.node = node
+        self.db = db
+        self.clock = clock
+        self.journal = Journal(db, TABLES)
+        self._registry_version = registry_version
+        self._running: dict[str, _Running] = {}
+
+    def close(self) -> None:
+        self.journal.close()
+
+    def clock_plus(self, seconds: float | None) -> float | None:
+        return None if seconds is None else self.clock() + seconds
+
+    async def record_step(self, task: str, seq: int, name: str, ok: bool, result: str | None, error: str | None,
+                          started: datetime, seconds: float) -> None:
+        await self.journal.append("task_steps", (task, seq, name, ok, result, error, started, seconds))
+
+    async def _event(self, task: str, status: str, detail: Any = None) -> None:
+        await self.journal.append("task_events", (task, datetime.now(UTC), status, dumps(detail)))
+
+    # -- starting and finishing ---------------------------------------------------------
+
+    async def start(self, workflow_id: str, *args: Any, task_id: str | None = None) -> str:
+        """Start a task, or attach to the task `task_id` if it exists already; returns its id."""
+        if workflow_id not in WORKFLOWS:
+            known = ", ".join(sorted(WORKFLOWS)) or "none"
+            raise LookupError(f"no workflow {workflow_id!r} is registered (the workflows are: {known})")
+        task_id = task_id or uuid.uuid4().hex[:16]
+        if task_id in self._running or self._exists(task_id):
+            if task_id not in self._running and self.status(task_id) not in TERMINAL:
+                await self._resume(task_id)
+            return task_id
+        version = self._registry_version()
+        await self.journal.append("tasks", (task_id, workflow_id, dumps(list(args)), version, datetime.now(UTC)))
+        await self._event(task_id, "running")
+        self._launch(task_id, workflow_id, list(args), version, {}, [])
+        return task_id
+
+    async def run(self, workflow_id: str, *args: Any, task_id: str | None = None) -> Any:
+        """Start (or attach to) a task and wait for its result."""
+        return await self.result(await self.start(workflow_id, *args, task_id=task_id))
+
+    async def result(self, task_id: str) -> Any:
+        """Wait for the task to finish; its result, or `TaskFailed` saying why it did not complete."""
+        running = self._running.get(task_id)
+        if running is not None:
+            await asyncio.shield(running.done)
+        info = self.get(task_id)
+        if info.status == "completed":
+            return info.result
+        raise TaskFailed(f"task {task_id} {info.status}" + (f": {info.error}" if info.error else ""))
+
+    def _launch(self, task_id: str, workflow_id: str, args: list[Any], version: int, steps: dict[int, StepRecord],
+                signals: list[_Signal]) -> None:
+        ctx = TaskContext(self, task_id, version, steps, signals)
+        if self._cancel_requested(task_id):
+            ctx.cancelled = True
+        done: asyncio.Future[Any] = self.node.loop.create_future()
+        self._running[task_id] = _Running(ctx, done)
+        self.node.start(self._body, (task_id, WORKFLOWS[workflow_id], args, ctx, done), name=f"task:{task_id}")
+
+    async def _body(self, task_id: str, fn: Workflow, args: list[Any], ctx: TaskContext,
+                    done: asyncio.Future[Any]) -> None:
+        try:
+            result = await fn(ctx, *args)
+        except TaskCancelled:
+            await self._event(task_id, "cancelled")
+        except Exception as error:
+            log.warning("task %s failed: %s", task_id, describe(error))
+            await self._event(task_id, "failed", {"error": describe(error)})
+        else:
+            await self._event(task_id, "completed", {"result": result})
+        finally:
+            self._running.pop(task_id, None)
+            if not done.done():
+                done.set_result(None)
+
+    # -- signals and cancelling ----------------------------------------------------------
+
+    async def signal(self, task_id: str, name: str, payload: Any = None) -> None:
+        """Deliver a signal durably: a task waiting for it wakes; one not yet waiting finds it later."""
+        if not self._exists(task_id):
+            raise LookupError(f"no task {task_id!r}")
+        signal = _Signal(uuid.uuid4().hex[:12], name, payload)
+        await self.journal.append("task_signals", (task_id, signal.id, name, dumps(payload), datetime.now(UTC)))
+        running = self._running.get(task_id)
+        if running is not None:
+            running.ctx._signals.append(signal)
+            running.ctx.wake()
+
+    async def cancel(self, task_id: str) -> None:
+        """Record the cancel; the task stops at its next step (or at once, if it is sleeping or waiting)."""
+        if not self._exists(task_id):
+            raise LookupError(f"no task {task_id!r}")
+        if self.status(task_id) in TERMINAL:
+            return
+        await self._event(task_id, "cancel_requested")
+        running = self._running.get(task_id)
+        if running is not None:
+            running.ctx.cancelled = True
+            running.ctx.wake()
+
+    # -- recovery ---------------------------------------------------------------------------
+
+    async def recover(self) -> list[str]:
+        """Resume every unfinished task (at boot, before new work); returns their ids."""
+        rows = self.db.execute(
+            f"""SELECT id FROM tasks t WHERE (SELECT status FROM task_events e WHERE e.task = t.id
+                ORDER BY time DESC, rowid DESC LIMIT 1) NOT IN ({', '.join('?' * len(TERMINAL))})
+                ORDER BY created""", list(TERMINAL)).fetchall()
+        resumed = []
+        for (task_id,) in rows:
+            if task_id not in self._running and await self._resume(task_id):
+                resumed.append(task_id)
+        return resumed
+
+    async def _resume(self, task_id: str) -> bool:
+        workflow_id, args, version = self._task_row(task_id)
+        if workflow_id not in WORKFLOWS:
+            await self._event(task_id, "needs_attention", {"error": f"workflow {workflow_id!r} is not registered"})
+            return False
+        if self._stalled_recoveries(task_id) >= MAX_RECOVERIES:
+            log.error("task %s made no progress over %d recoveries; parking it as needs_attention", task_id,
+                      MAX_RECOVERIES)
+            await self._event(task_id, "needs_attention", {"error": f"no progress over {MAX_RECOVERIES} recoveries"})
+            return False
+        await self._event(task_id, "recovering")
+        steps = {record.seq: record for record in self._steps(task_id)}
+        signals = [_Signal(i, n, loads(p)) for i, n, p in self.db.execute(
+            "SELECT id, name, payload FROM task_signals WHERE task = ? ORDER BY time, rowid", [task_id]).fetchall()]
+        self._launch(task_id, workflow_id, args, version, steps, signals)
+        return True
+
+    def _stalled_recoveries(self, task_id: str) -> int:
+        row = self.db.execute(
+            """SELECT count(*) FROM task_events WHERE task = ? AND status = 'recovering'
+               AND time > coalesce((SELECT max(started) FROM task_steps WHERE task = ?), '-infinity'::TIMESTAMPTZ)""",
+            [task_id, task_id]).fetchone()
+        return int(row[0]) if row else 0
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _exists(self, task_id: str) -> bool:
+        return self.db.execute("SELECT count(*) FROM tasks WHERE id = ?", [task_id]).fetchone() != (0,)
+
+    def _task_row(self, task_id: str) -> tuple[str, list[Any], int]:
+        row = self.db.execute("SELECT workflow, args, registry_version FROM tasks WHERE id = ?", [task_id]).fetchone()
+        if row is None:
+            raise LookupError(f"no task {task_id!r}")
+        return row[0], loads(row[1]), int(row[2])
+
+    def _cancel_requested(self, task_id: str) -> bool:
+        return self.db.execute("SELECT count(*) FROM task_events WHERE task = ? AND status = 'cancel_requested'",
+                               [task_id]).fetchone() != (0,)
+
+    def _steps(self, task_id: str) -> list[StepRecord]:
+        rows = self.db.execute(
+            """SELECT seq, name, ok, result, error, started, seconds FROM task_steps WHERE task = ?
+               ORDER BY seq, rowid""", [task_id]).fetchall()
+        return [StepRecord(*row) for row in rows]
+
+    def status(self, task_id: str) -> str:
+        row = self.db.execute(
+            "SELECT status, detail FROM task_events WHERE task = ? ORDER BY time DESC, rowid DESC LIMIT 1",
+            [task_id]).fetchone()
+        if row is None:
+            raise LookupError(f"no task {task_id!r}")
+        status: str = row[0]
+        return "running" if status in ("recovering", "cancel_requested") and task_id in self._running else status
+
+    def get(self, task_id: str) -> TaskInfo:
+        """A task with its status, result or error, and its steps."""
+        workflow_id, args, version = self._task_row(task_id)
+        created = self.db.execute("SELECT created FROM tasks WHERE id = ?", [task_id]).fetchone()
+        events = self.db.execute(
+            "SELECT status, detail FROM task_events WHERE task = ? ORDER BY time DESC, rowid DESC LIMIT 1",
+            [task_id]).fetchone()
+        detail = loads(events[1]) if events else None
+        info = TaskInfo(task_id, workflow_id, self.status(task_id), created[0] if created else datetime.now(UTC),
+                        version, args, steps=self._steps(task_id))
+        if isinstance(detail, dict):
+            info.result, info.error = detail.get("result"), detail.get("error")
+        return info
+
+    def list(self, status: str | None = None) -> list[TaskInfo]:
+        """Every task, oldest first (only those with `status`, if given), without their steps."""
+        ids = [row[0] for row in self.db.execute("SELECT id FROM tasks ORDER BY created").fetchall()]
+        infos = []
+        for task_id in ids:
+            info = self.get(task_id)
+            info.steps = []
+            if status is None or info.status == status:
+                infos.append(info)
+        return infos
