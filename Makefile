@@ -25,6 +25,8 @@ run: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/actors.py
 	$(BIN)/python benchmarks/registry.py
+	$(BIN)/python benchmarks/llm.py
+	$(BIN)/python benchmarks/agents.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache

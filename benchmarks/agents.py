@@ -26,13 +26,14 @@ JSON object; latency blocks are `{"n", "p50_ms", "p95_ms", "min_ms", "mean_ms"}`
 
     mode, python, pydantic_ai, machine{cores, platform, arch}
     sizes{rounds, turn_batch, starts, idle, memory_budget_s}
-    turn{fresh_conversation, same_conversation, pydantic_ai, model_fn_ms_per_turn,
-         history_write_ms_per_turn, overhead_fresh_ms, overhead_same_ms,
+    turn{fresh_conversation, same_conversation, pydantic_ai (null without pydantic-ai), pydantic_ai_reference_ms,
+         model_fn_ms_per_turn, history_write_ms_per_turn, overhead_fresh_ms, overhead_same_ms,
          ratio_fresh_vs_pydantic_ai, ratio_same_vs_pydantic_ai, same_conversation_messages_at_end}
     start{conversation, bare_process, conversations_per_s, bare_processes_per_s, ratio_vs_bare_process}
-    memory{idle, conversation{...}, bare_process{...}, bytes_per_conversation, rss_bytes_per_conversation,
-           total_mb, rss_total_mb, ratio_vs_bare_process}
-        (each population: reached, projected, seconds, starts_per_s_by_tenth, bytes_per, total_mb)
+    memory{idle, conversation, bare_process, conversation_rss, bare_process_rss, bytes_per_conversation,
+           rss_bytes_per_conversation, total_mb, rss_total_mb, ratio_vs_bare_process}
+        (each population: reached, projected, seconds, starts_per_s_by_tenth, bytes_per, total_mb;
+         total_mb is bytes_per times `idle`, projected when fewer were reached)
     targets{<name>: {target, actual, met}}, all_met
 
     python benchmarks/agents.py            # full run, about a minute on 2 cores

@@ -25,6 +25,8 @@ def run(name: str) -> dict[str, object]:
     [
         ("actors.py", {"send", "call", "spawn", "memory", "targets"}),
         ("registry.py", {"load", "get", "save_to_visible", "apply", "targets"}),
+        ("llm.py", {"scripted", "loopback", "targets"}),
+        ("agents.py", {"turn", "start", "memory", "targets"}),
     ],
 )
 def test_benchmark_prints_its_figures_and_targets(name: str, sections: set[str]) -> None:

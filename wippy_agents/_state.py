@@ -61,12 +61,6 @@ CREATE TABLE IF NOT EXISTS conversations (
     agent VARCHAR NOT NULL,
     created TIMESTAMPTZ NOT NULL
 );
-CREATE TABLE IF NOT EXISTS conversation_messages (
-    conversation VARCHAR NOT NULL,
-    seq INTEGER NOT NULL,
-    turn INTEGER NOT NULL,
-    message JSON NOT NULL
-);
 """
 
 

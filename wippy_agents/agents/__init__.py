@@ -9,6 +9,7 @@ async for event in conv.stream("And times 4?"):     # text deltas, tool calls an
 """
 
 from ..llm import TextDelta
+from ._errors import AgentError
 from ._events import (
     AgentEvent,
     Answer,
@@ -22,7 +23,6 @@ from ._events import (
 )
 from ._service import AgentService, Conversation
 from ._toolset import offered_name
-from ._turn import AgentError
 
 __all__ = [
     "AgentError",

@@ -9,31 +9,31 @@ starts it again and it reloads its history from the state file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-import jinja2
-
 from .. import process
 from .._runtime.node import current_process
 from .._runtime.types import DOWN, Pid, describe
-from ..llm import Model, ModelError, ToolCall, UsageLedger, default_model_spec, load_model
-from ..registry import Registry, RegistryError
+from ..durable import TaskContext, TaskFailed, workflow
+from ..durable._engine import TERMINAL
+from ..llm import Model, ToolCall, UsageLedger, default_model_spec, load_model
+from ..registry import Registry
 from ..registry._kinds import AgentSpec, ModelSpec
 from ..supervisor import ChildSpec, Supervisor, SupervisorError
+from ._errors import AgentError
 from ._events import AgentEvent, Answer, TurnDone, TurnFailed, TurnStarted
-from ._history import ConversationStore
+from ._history import TURN_WORKFLOW, ConversationStore
 from ._toolset import Offered, check_tool_names, offers
-from ._turn import AgentError, AskRequest, run_turn
+from ._turn import AskRequest, run_turn
 
 if TYPE_CHECKING:
     from .._runtime.node import Node
 
 SUPERVISOR = "wippy:agents"
-EXPECTED = (AgentError, ModelError, RegistryError, KeyError, jinja2.TemplateError)
-"""A turn that fails with one of these is reported to the asker; the conversation process lives on."""
 
 
 def conversation_name(conversation: str) -> str:
@@ -52,6 +52,8 @@ class AgentService:
         """Models to use instead of what entries say, by model id or `*` (tests: a `ScriptedModel`)."""
         self._models: dict[str | None, tuple[ModelSpec, Model]] = {}
         self._offers: dict[str, tuple[int, AgentSpec, dict[str, Offered]]] = {}
+        self.listeners: dict[str, Callable[[AgentEvent], None]] = {}
+        """Who hears the events of a running turn task, by task id (nobody, for a turn resumed at boot)."""
         registry.validators.append(check_tool_names)
 
     def supervisor(self) -> Supervisor:
@@ -82,8 +84,14 @@ class AgentService:
     # -- conversation processes --------------------------------------------------------
 
     async def run_conversation(self, agent_id: str, conversation: str) -> None:
-        """The body of a conversation process."""
-        history, turn = self.store.open(conversation, agent_id)
+        """The body of a conversation process: one turn task at a time, events to the asker and watchers."""
+        self.store.register(conversation, agent_id)
+        tasks = self.node.tasks
+        for task_id, _, status, _ in self.store.turns(conversation):
+            if status not in TERMINAL:  # a turn interrupted by a crash: recovery is finishing it
+                with contextlib.suppress(TaskFailed, LookupError):
+                    await tasks.result(task_id)
+        turn = max((number for _, number, _, _ in self.store.turns(conversation)), default=0)
         watchers: set[Pid] = set()
         while True:
             msg = await process.receive()
@@ -97,22 +105,31 @@ class AgentService:
             if msg.topic != "agent.ask":
                 continue
             request: AskRequest = msg.payload
-            turn += 1
+            known = {task: number for task, number, _, _ in self.store.turns(conversation)}
+            if request.task_id in known:
+                number = known[request.task_id]
+            else:
+                turn += 1
+                number = turn
+            task_id = request.task_id or f"turn:{conversation}:{number}"
 
             def emit(event: AgentEvent, to: frozenset[Pid] = frozenset({request.reply_to, *watchers})) -> None:
                 for pid in to:
                     process.send(pid, "agent.event", event)
 
-            emit(TurnStarted(conversation=conversation, turn=turn, agent=agent_id))
+            emit(TurnStarted(conversation=conversation, turn=number, agent=agent_id))
+            self.listeners[task_id] = emit
             try:
-                answer, new = await run_turn(self, agent_id, conversation, turn, history, request, emit)
-            except EXPECTED as error:
-                turn -= 1
-                emit(TurnFailed(error=str(error), kind=type(error).__name__))
+                await tasks.start(TURN_WORKFLOW, agent_id, conversation, number, request.text, request.context,
+                                  list(request.chain), task_id=task_id)
+                result = await tasks.result(task_id)
+            except TaskFailed:
+                info = tasks.get(task_id)
+                emit(TurnFailed(error=info.error or f"the turn {info.status}", kind=info.error_kind or info.status))
                 continue
-            self.store.append(conversation, turn, len(history), new)
-            history += new
-            emit(TurnDone(answer=answer))
+            finally:
+                self.listeners.pop(task_id, None)
+            emit(TurnDone(answer=result["answer"]))
 
     def process_function(self, agent_id: str, conversation: str | None = None) -> Callable[[], Any]:
         """A process body for a new conversation with `agent_id` (`process.spawn("app:assistant")`)."""
@@ -159,7 +176,9 @@ class AgentService:
         if agent_id in chain:
             raise AgentError(f"refused: asking {agent_id} would be a cycle ({' -> '.join((*chain, agent_id))})")
         conversation = Conversation(self, agent_id, f"{parent}.{call.id}")
-        async for event in conversation.stream(message, context=context, chain=chain):
+        # a fixed task id: if the parent's turn is replayed, it finds the delegate's turn instead of asking again
+        task_id = f"delegate:{parent}:{call.id}"
+        async for event in conversation.stream(message, context=context, chain=chain, task_id=task_id):
             forward(event)
             if isinstance(event, TurnDone):
                 return event.answer
@@ -188,23 +207,27 @@ class Conversation:
         pid = await self.service.ensure_process(self.agent, self.id)
         process.send(pid, "agent.subscribe", process.self())
 
-    async def ask(self, text: str, *, context: dict[str, Any] | None = None) -> Answer:
-        """Run one turn and return its answer; `AgentError` if the turn fails."""
-        async for event in self.stream(text, context=context):
+    async def ask(self, text: str, *, context: dict[str, Any] | None = None, task_id: str | None = None) -> Answer:
+        """Run one turn and return its answer; `AgentError` if the turn fails.
+
+        With `task_id`, the turn runs as that durable task: asking again with the
+        same id after a crash resumes the turn instead of starting it over.
+        """
+        async for event in self.stream(text, context=context, task_id=task_id):
             if isinstance(event, TurnDone):
                 return event.answer
             if isinstance(event, TurnFailed):
                 raise AgentError(f"{self.agent}: {event.error}")
         raise AgentError(f"{self.agent}: the turn ended without an answer")
 
-    async def stream(self, text: str, *, context: dict[str, Any] | None = None,
-                     chain: tuple[str, ...] = ()) -> AsyncIterator[AgentEvent]:
+    async def stream(self, text: str, *, context: dict[str, Any] | None = None, chain: tuple[str, ...] = (),
+                     task_id: str | None = None) -> AsyncIterator[AgentEvent]:
         """The turn's events as they happen, ending with `TurnDone` or `TurnFailed`."""
         target = await self.service.ensure_process(self.agent, self.id)
         events: asyncio.Queue[AgentEvent] = asyncio.Queue()
         node = self.service.node
-        relay = node.start(_relay, (target, text, context or {}, chain, events),
-                           parent=current_process.get(None))
+        request = (text, context or {}, chain, task_id)
+        relay = node.start(_relay, (target, request, events), parent=current_process.get(None))
         try:
             while True:
                 event = await events.get()
@@ -216,11 +239,12 @@ class Conversation:
                 await node.kill([relay])
 
 
-async def _relay(target: Pid, text: str, context: dict[str, Any], chain: tuple[str, ...],
+async def _relay(target: Pid, request: tuple[str, dict[str, Any], tuple[str, ...], str | None],
                  events: asyncio.Queue[AgentEvent]) -> None:
     """A process that asks the conversation and passes its events to a caller outside the process world."""
+    text, context, chain, task_id = request
     process.monitor(target)
-    process.send(target, "agent.ask", AskRequest(text, process.self(), context, chain))
+    process.send(target, "agent.ask", AskRequest(text, process.self(), context, chain, task_id))
     while True:
         msg = await process.receive()
         if msg.topic == "agent.event":
@@ -231,3 +255,20 @@ async def _relay(target: Pid, text: str, context: dict[str, Any], chain: tuple[s
             events.put_nowait(TurnFailed(error=f"the agent crashed ({describe(msg.payload.reason)}); its "
                                          "supervisor restarts it with its history", kind="crash"))
             return
+
+
+@workflow(TURN_WORKFLOW)
+async def agent_turn(ctx: TaskContext, agent_id: str, conversation: str, turn: int, text: str,
+                     context: dict[str, Any], chain: list[str]) -> dict[str, Any]:
+    """One agent turn as a durable task: its result holds the answer and the messages it adds."""
+    service = ctx.manager.node.agents
+
+    def emit(event: AgentEvent) -> None:
+        listener = service.listeners.get(ctx.task_id)
+        if listener is not None:
+            listener(event)
+
+    history = service.store.history(conversation, before=turn)
+    answer, messages = await run_turn(service, ctx, agent_id, conversation, turn, history, text, context,
+                                      tuple(chain), emit)
+    return {"answer": answer, "messages": messages}

@@ -25,6 +25,7 @@ from ..llm._messages import RAW_ARGUMENTS_KEY
 from ..registry import Entry, Problem, Registry
 from ..registry._kinds import AgentSpec, KindSpec, ToolSpec
 from ..tools import ToolArgumentsError, ToolContext
+from ._errors import AgentError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 MAX_NAME = 64
@@ -164,7 +165,7 @@ class ToolSet:
 def _explain(error: Exception, call: ToolCall, offered: Offered | None) -> str:
     if isinstance(error, TimeoutError) and offered is not None:
         return f"error: the tool did not finish within {offered.timeout:g}s and was stopped"
-    if isinstance(error, ToolArgumentsError | LookupError | ValueError):
+    if isinstance(error, ToolArgumentsError | LookupError | ValueError | AgentError):
         return f"error: {error}"
     return f"error: the tool raised {type(error).__name__}: {error}"
 

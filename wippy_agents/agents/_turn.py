@@ -31,10 +31,12 @@ from ..llm import (
 )
 from ..registry._kinds import AgentSpec, PromptSpec
 from ..tools import ToolContext
+from ._errors import AgentError
 from ._events import AgentEvent, Answer, Delegated, ToolFinished, ToolStarted, UsageReport
 from ._toolset import ToolSet
 
 if TYPE_CHECKING:
+    from ..durable import TaskContext
     from ._service import AgentService
 
 log = logging.getLogger("wippy_agents.agents")
@@ -47,10 +49,7 @@ class AskRequest(NamedTuple):
     reply_to: Pid
     context: dict[str, Any]
     chain: tuple[str, ...]  # the agents that delegated down to this one, outermost first
-
-
-class AgentError(Exception):
-    """A turn could not run: an unknown or invalid agent, a prompt that does not render, a refused delegation."""
+    task_id: str | None = None  # resume (or start) the turn under this durable task id
 
 
 _templates = ImmutableSandboxedEnvironment(undefined=jinja2.ChainableUndefined, keep_trailing_newline=True)
@@ -79,10 +78,16 @@ def render_prompt(spec: AgentSpec, prompt: PromptSpec | None, agent_id: str, met
 
 
 async def run_turn(
-    service: AgentService, agent_id: str, conversation: str, turn: int, history: list[ChatMessage],
-    request: AskRequest, emit: Callable[[AgentEvent], None],
+    service: AgentService, ctx: TaskContext, agent_id: str, conversation: str, turn: int,
+    history: list[ChatMessage], text: str, context: dict[str, Any], chain: tuple[str, ...],
+    emit: Callable[[AgentEvent], None],
 ) -> tuple[Answer, list[ChatMessage]]:
-    """Run one turn; return its answer and the messages to add to the conversation."""
+    """Run one turn as durable steps; return its answer and the messages to add to the conversation.
+
+    Each model call and each tool call is a step of `ctx`: after a crash the turn
+    replays them from the journal (no request is sent twice, no tool runs twice)
+    and runs again only the step that was interrupted.
+    """
     registry = service.registry
     try:
         entry = registry.get(agent_id)
@@ -94,47 +99,45 @@ async def run_turn(
     prompt = registry.spec(spec.prompt) if spec.prompt else None
     assert prompt is None or isinstance(prompt, PromptSpec)
     model = service.model(spec.model)
-    task_id = f"{conversation}#{turn}"
     delegated: list[Answer] = []
 
     async def delegate(target: str, message: str, call: ToolCall) -> str:
-        answer = await service.delegate(target, message, conversation, call, (*request.chain, agent_id),
-                                        request.context, lambda event: emit(Delegated(call_id=call.id, agent=target,
-                                                                                       event=event)))
+        answer = await service.delegate(target, message, conversation, call, (*chain, agent_id), context,
+                                        lambda event: emit(Delegated(call_id=call.id, agent=target, event=event)))
         delegated.append(answer)
         return answer.text
 
-    context = ToolContext(agent_id=agent_id, task_id=task_id, logger=log, node=service.node)
-    tools = ToolSet(registry, service.offers(agent_id, spec), context, delegate)
-    system = render_prompt(spec, prompt, agent_id, entry.meta, request.context)
-    new: list[ChatMessage] = [UserMessage(content=request.text)]
+    tool_context = ToolContext(agent_id=agent_id, task_id=ctx.task_id, logger=log, node=service.node)
+    tools = ToolSet(registry, service.offers(agent_id, spec), tool_context, delegate)
+    system = render_prompt(spec, prompt, agent_id, entry.meta, context)
+    new: list[ChatMessage] = [UserMessage(content=text)]
     messages: list[ChatMessage] = ([SystemMessage(content=system)] if system else []) + history + new
     settings = {k: v for k, v in (("max_tokens", spec.max_tokens), ("temperature", spec.temperature)) if v is not None}
     usage, cost, steps = Usage(), 0.0, 0
     calls: list[ToolCall] = []
     stopped: str | None = None
-    text = ""
+    final = ""
     while True:
         if steps >= spec.max_steps:
             stopped = "max_steps"
-            text = (f"I stopped after {steps} steps without finishing (this agent's max_steps is {spec.max_steps}). "
-                    "Ask me to continue, or raise max_steps.")
+            final = (f"I stopped after {steps} steps without finishing (this agent's max_steps is {spec.max_steps}). "
+                     "Ask me to continue, or raise max_steps.")
             break
         steps += 1
-        response = await _call_model(model, messages, tools, settings, emit)
-        service.usage.record(response, agent=agent_id, task=task_id)
+        response = await _model_step(ctx, steps, model, list(messages), tools, settings, emit)
+        service.usage.record(response, agent=agent_id, task=ctx.task_id)
         usage, cost = usage + response.usage, cost + response.cost_usd
         emit(UsageReport(model=response.model, usage=response.usage, cost_usd=response.cost_usd))
         reply = response.message()
         new.append(reply)
         messages.append(reply)
         if not response.tool_calls:
-            text = response.text
+            final = response.text
             break
         calls += response.tool_calls
         for call in response.tool_calls:
             emit(ToolStarted(call_id=call.id, tool=tools.tool_id(call.name), arguments=call.arguments))
-        results = await asyncio.gather(*(tools.call(call) for call in response.tool_calls))
+        results = await asyncio.gather(*[ctx.step(f"tool:{call.id}", tools.call, call) for call in response.tool_calls])
         for result, seconds in results:
             emit(ToolFinished(call_id=result.tool_call_id, tool=tools.tool_id(result.name), result=result.content,
                               is_error=result.is_error, seconds=seconds))
@@ -147,15 +150,31 @@ async def run_turn(
         elif spec.max_cost_usd is not None and total_cost >= spec.max_cost_usd:
             stopped = "max_cost_usd"
         if stopped:
-            text = f"I stopped because this task reached its budget ({stopped}); the tool results so far are above."
+            final = f"I stopped because this task reached its budget ({stopped}); the tool results so far are above."
             break
     if stopped:
-        new.append(AssistantMessage(content=text))  # the history says why the turn ended where it did
+        new.append(AssistantMessage(content=final))  # the history says why the turn ended where it did
     usage = usage + sum((a.usage for a in delegated), Usage())
     cost = cost + sum(a.cost_usd for a in delegated)
-    answer = Answer(text=text, conversation=conversation, turn=turn, agent=agent_id, usage=usage, cost_usd=cost,
+    answer = Answer(text=final, conversation=conversation, turn=turn, agent=agent_id, usage=usage, cost_usd=cost,
                     steps=steps, tool_calls=tuple(calls), stopped=stopped)
     return answer, new
+
+
+async def _model_step(ctx: TaskContext, number: int, model: Any, messages: list[ChatMessage], tools: ToolSet,
+                      settings: dict[str, Any], emit: Callable[[AgentEvent], None]) -> Response:
+    """One model call as a durable step; a replayed call shows its recorded text as one delta."""
+    ran = False
+
+    async def call() -> Response:
+        nonlocal ran
+        ran = True
+        return await _call_model(model, messages, tools, settings, emit)
+
+    response: Response = await ctx.step(f"model:{number}", call)
+    if not ran and response.text:
+        emit(TextDelta(text=response.text))
+    return response
 
 
 async def _call_model(model: Any, messages: list[ChatMessage], tools: ToolSet, settings: dict[str, Any],

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import duckdb
 
-from .._runtime.types import describe
+from .._runtime.node import current_process
+from .._runtime.types import SHUTDOWN, describe
 from ._codec import dumps, loads
 from ._journal import Journal, Table
 
@@ -110,6 +111,7 @@ class TaskInfo:
     args: list[Any]
     result: Any = None
     error: str | None = None
+    error_kind: str | None = None  # the exception class that failed the task
     steps: list[StepRecord] = field(default_factory=list)
 
 
@@ -256,6 +258,7 @@ class TaskManager:
         self.journal = Journal(db, TABLES)
         self._registry_version = registry_version
         self._running: dict[str, _Running] = {}
+        self._restarting: dict[str, asyncio.Task[None]] = {}
 
     def close(self) -> None:
         self.journal.close()
@@ -294,9 +297,13 @@ class TaskManager:
 
     async def result(self, task_id: str) -> Any:
         """Wait for the task to finish; its result, or `TaskFailed` saying why it did not complete."""
-        running = self._running.get(task_id)
-        if running is not None:
-            await asyncio.shield(running.done)
+        while True:
+            if (running := self._running.get(task_id)) is not None:
+                await asyncio.shield(running.done)
+            elif (restarting := self._restarting.get(task_id)) is not None:
+                await asyncio.shield(restarting)
+            else:
+                break
         info = self.get(task_id)
         if info.status == "completed":
             return info.result
@@ -319,13 +326,28 @@ class TaskManager:
             await self._event(task_id, "cancelled")
         except Exception as error:
             log.warning("task %s failed: %s", task_id, describe(error))
-            await self._event(task_id, "failed", {"error": describe(error)})
+            await self._event(task_id, "failed", {"error": describe(error), "kind": type(error).__name__})
+        except BaseException:
+            # The task's process was killed. At shutdown the task waits for the next boot; otherwise it is
+            # started again at once and replays its journal, like a supervisor restarting a child.
+            proc = current_process.get()
+            if proc.exit_reason != SHUTDOWN:
+                log.warning("task %s was stopped (%s); resuming it from its journal", task_id,
+                            describe(proc.exit_reason or "killed"))
+                self._restarting[task_id] = self.node.loop.create_task(self._restart(task_id))
+            raise
         else:
             await self._event(task_id, "completed", {"result": result})
         finally:
             self._running.pop(task_id, None)
             if not done.done():
                 done.set_result(None)
+
+    async def _restart(self, task_id: str) -> None:
+        try:
+            await self._resume(task_id)
+        finally:
+            self._restarting.pop(task_id, None)
 
     # -- signals and cancelling ----------------------------------------------------------
 
@@ -431,7 +453,7 @@ class TaskManager:
         info = TaskInfo(task_id, workflow_id, self.status(task_id), created[0] if created else datetime.now(UTC),
                         version, args, steps=self._steps(task_id))
         if isinstance(detail, dict):
-            info.result, info.error = detail.get("result"), detail.get("error")
+            info.result, info.error, info.error_kind = detail.get("result"), detail.get("error"), detail.get("kind")
         return info
 
     def list(self, status: str | None = None) -> list[TaskInfo]:
