@@ -53,7 +53,8 @@ class AppConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str | None = None
     sources: Sources = Sources()
-    state: str = Field(".wippy/state.duckdb", description="the DuckDB state file, relative to the app root")
+    state: str = Field(".wippy/state.duckdb",
+                       description="the DuckDB state file, relative to the app root; `:memory:` keeps nothing")
     default_agent: str | None = None
     watch: bool = Field(True, description="hot-reload entries when source files change")
     watch_step_ms: int = Field(5, ge=1, le=1000, description="how long the watcher waits for more changes")
@@ -100,7 +101,8 @@ class App:
         self.config = load_config(self.root)
         sources = self.config.sources
         self.folders = Folders(sources.registry, sources.prompts, sources.tools)
-        self.db: duckdb.DuckDBPyConnection = open_state(None if files_only else self.root / self.config.state)
+        in_memory = files_only or self.config.state == ":memory:"
+        self.db: duckdb.DuckDBPyConnection = open_state(None if in_memory else self.root / self.config.state)
         self.watching = asyncio.Event()
         try:
             self.registry = Registry(self.root, self.db, folders=self.folders, node=node)
@@ -121,7 +123,7 @@ class App:
     def start(self, node: Node) -> None:
         """Start the system processes and the registry's auto-start supervision trees."""
         self.agents = AgentService(node, self.registry, ConversationStore(self.db))
-        self.tasks = TaskManager(node, self.db, registry_version=lambda: self.registry.version)
+        self.tasks = TaskManager(node, self.db, clock=node.wall_clock, registry_version=lambda: self.registry.version)
         node.process_resolver = self.resolve
         children = [ChildSpec("agents", self.agents.supervisor(), name=AGENTS)]
         if self.config.watch:

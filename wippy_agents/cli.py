@@ -1,26 +1,30 @@
-"""The `wippy` command: boot an app, and inspect or change its registry."""
+"""The `wippy` command: boot an app, ask its agents, inspect and change its registry and tasks.
+
+Only one process may write an app's state file, so every command but `run` is a
+request to the node that runs the app, through its control socket (see
+`_control`); when no node runs, the same request is served in this process by an
+embedded node, or just the app's files or state file when that is all it needs.
+The heavy modules load only then, so a command that talks to a node starts fast.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import difflib
+import getpass
 import json
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from . import __version__
-from ._app import App
-from ._runtime.node import Node
-from ._runtime.tree import format_tree
-from ._state import StateFileBusy
-from .agents import AgentError, ToolFinished, ToolStarted, TurnDone, TurnFailed
-from .llm import ModelError
-from .registry import Entry, EntryNotFound, RegistryError
+from ._control import ControlError, connect, socket_path
 
 
 class CommandError(Exception):
@@ -31,10 +35,24 @@ class CommandError(Exception):
         self.status = status
 
 
+def _request(args: argparse.Namespace, op: str, on_event: Callable[[Any], None] | None = None,
+             **params: Any) -> Any:
+    """Send one request to the node that runs the app at `--root`, or serve it here when none runs."""
+
+    async def send() -> Any:
+        async with connect(args.root) as backend:
+            return await backend.request(op, on_event, **params)
+
+    return asyncio.run(send())
+
+
 # -- wippy run ----------------------------------------------------------------------
 
 
 async def _run(root: Path, once: bool) -> None:
+    from ._runtime.node import Node
+    from ._runtime.tree import format_tree
+
     async with Node(root=root) as node:
         await asyncio.sleep(0)
         app = node.app
@@ -51,39 +69,46 @@ async def _run(root: Path, once: bool) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        print(f"the CLI reaches this node through {socket_path(root)}")
         print("press Ctrl+C to stop", flush=True)
         await stop.wait()
         print("stopping: shutting processes down", flush=True)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    asyncio.run(_run(args.root.resolve(), args.once))
+    from ._state import StateFileBusy
+    from .registry import RegistryError
+
+    try:
+        asyncio.run(_run(args.root.resolve(), args.once))
+    except (StateFileBusy, RegistryError) as error:
+        raise CommandError(str(error)) from None
 
 
 # -- wippy ask ---------------------------------------------------------------------------
 
 
-async def _ask(args: argparse.Namespace) -> None:
-    async with Node(root=args.root) as node:
-        conversation = await node.conversation(args.agent, id=args.conversation)
-        answer = None
-        async for event in conversation.stream(args.message):
-            if isinstance(event, ToolStarted):
-                print(f"-> {event.tool} {json.dumps(event.arguments)}", file=sys.stderr)
-            elif isinstance(event, ToolFinished):
-                status = "failed" if event.is_error else "returned"
-                print(f"<- {event.tool} {status} in {event.seconds:.2f}s: {_short(event.result)}", file=sys.stderr)
-            elif isinstance(event, TurnFailed):
-                raise CommandError(f"{args.agent}: {event.error}")
-            elif isinstance(event, TurnDone):
-                answer = event.answer
-        assert answer is not None
-        if args.json:
-            print(answer.model_dump_json(indent=2))
-        else:
-            print(answer.text)
-        print(f"conversation {answer.conversation}, turn {answer.turn}: {answer.usage.input_tokens} tokens in, "
-              f"{answer.usage.output_tokens} out, ${answer.cost_usd:.6f}", file=sys.stderr)
+def cmd_ask(args: argparse.Namespace) -> None:
+    answer = _request(args, "ask", _show_progress, agent=args.agent, message=args.message,
+                      conversation=args.conversation, task_id=args.task_id)
+    _print_answer(answer, args.json)
+
+
+def _show_progress(event: Any) -> None:
+    """Tool activity of a turn, on stderr (stdout is the answer)."""
+    kind = event.get("type") if isinstance(event, dict) else None
+    if kind == "tool_started":
+        print(f"-> {event['tool']} {json.dumps(event['arguments'])}", file=sys.stderr)
+    elif kind == "tool_finished":
+        status = "failed" if event["is_error"] else "returned"
+        print(f"<- {event['tool']} {status} in {event['seconds']:.2f}s: {_short(event['result'])}", file=sys.stderr)
+
+
+def _print_answer(answer: dict[str, Any], as_json: bool) -> None:
+    print(_dumps(answer) if as_json else answer["text"])
+    usage = answer["usage"]
+    print(f"conversation {answer['conversation']}, turn {answer['turn']}: {usage['input_tokens']} tokens in, "
+          f"{usage['output_tokens']} out, ${answer['cost_usd']:.6f}", file=sys.stderr)
 
 
 def _short(text: str, limit: int = 200) -> str:
@@ -91,72 +116,168 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def cmd_ask(args: argparse.Namespace) -> None:
-    asyncio.run(_ask(args))
+def _dumps(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def _when(iso: str) -> str:
+    return f"{datetime.fromisoformat(iso).astimezone():%Y-%m-%d %H:%M:%S}"
 
 
 # -- wippy registry ...----------------------------------------------------------------------
 
 
 def cmd_registry_list(args: argparse.Namespace) -> None:
-    with App(args.root, files_only=True) as app:
-        entries = app.registry.find(kind=args.kind, namespace=args.ns)
-        width = max((len(e.id) for e in entries), default=2)
-        for entry in entries:
-            origin = app.registry.origin(entry.id)
-            title = entry.meta.get("title", "")
-            print(f"{entry.id:<{width}}  {entry.kind:<10}  {origin.file if origin else '':<32}  {title}".rstrip())
+    entries = _request(args, "registry.list", kind=args.kind, ns=args.ns)
+    width = max((len(e["id"]) for e in entries), default=2)
+    for entry in entries:
+        title = entry["meta"].get("title", "")
+        print(f"{entry['id']:<{width}}  {entry['kind']:<10}  {entry['file'] or '':<32}  {title}".rstrip())
 
 
 def cmd_registry_show(args: argparse.Namespace) -> None:
-    with App(args.root, files_only=True) as app:
-        entry = app.registry.get(args.id)
-        origin = app.registry.origin(entry.id)
-        if args.json:
-            out = entry.to_json() | {"file": origin.file if origin else None, "line": origin.line if origin else None}
-            print(json.dumps(out, indent=2, default=str))
-        else:
-            where = f"{origin.file}:{origin.line}" if origin and origin.line else (origin.file if origin else "?")
-            print(f"# {entry.id} ({where})")
-            print(_yaml(entry), end="")
+    entry = _request(args, "registry.show", id=args.id)
+    if args.json:
+        print(json.dumps(entry, indent=2))
+    else:
+        where = f"{entry['file']}:{entry['line']}" if entry["line"] else (entry["file"] or "?")
+        print(f"# {entry['id']} ({where})")
+        print(_yaml(entry), end="")
 
 
 def cmd_registry_lint(args: argparse.Namespace) -> None:
-    with App(args.root, files_only=True) as app:
-        problems = [p for file_problems in app.registry.problems.values() for p in file_problems]
-        if problems:
-            raise CommandError(f"{len(problems)} problem(s) in {args.root}:\n" + "\n".join(f"  {p}" for p in problems))
-        print(f"ok: {len(app.registry)} entries in {args.root}, no problems")
+    report = _request(args, "registry.lint")
+    problems = report["problems"]
+    if problems:
+        raise CommandError(f"{len(problems)} problem(s) in {args.root}:\n" + "\n".join(f"  {p}" for p in problems))
+    print(f"ok: {report['entries']} entries in {args.root}, no problems")
 
 
 def cmd_registry_history(args: argparse.Namespace) -> None:
-    with App(args.root, files_only=False) as app:
-        for v in app.registry.history(args.id):
-            task = f" task={v.task}" if v.task else ""
-            print(f"v{v.version}  {v.time:%Y-%m-%d %H:%M:%S}  {v.author}{task}  {v.reason}  ({', '.join(v.entries)})")
+    for v in _request(args, "registry.history", id=args.id):
+        task = f" task={v['task']}" if v["task"] else ""
+        print(f"v{v['version']}  {_when(v['time'])}  {v['author']}{task}  {v['reason']}  ({', '.join(v['entries'])})")
 
 
 def cmd_registry_diff(args: argparse.Namespace) -> None:
-    with App(args.root, files_only=False) as app:
-        for change in app.registry.diff(args.v1, args.v2):
-            before = _yaml(change.before).splitlines(keepends=True) if change.before else []
-            after = _yaml(change.after).splitlines(keepends=True) if change.after else []
-            print(f"{change.op} {change.id}")
-            sys.stdout.writelines(difflib.unified_diff(before, after, f"v{args.v1}", f"v{args.v2}", n=2))
+    for change in _request(args, "registry.diff", v1=args.v1, v2=args.v2):
+        before = _yaml(change["before"]).splitlines(keepends=True) if change["before"] else []
+        after = _yaml(change["after"]).splitlines(keepends=True) if change["after"] else []
+        print(f"{change['op']} {change['id']}")
+        sys.stdout.writelines(difflib.unified_diff(before, after, f"v{args.v1}", f"v{args.v2}", n=2))
 
 
 def cmd_registry_rollback(args: argparse.Namespace) -> None:
-    with App(args.root, files_only=False) as app:
-        before = app.registry.version
-        version = app.registry.rollback(args.version)
-        if version == before:
-            print(f"nothing to do: the registry already matches version {args.version}")
-        else:
-            print(f"rolled back to version {args.version} as version {version}; the files show the result")
+    done = _request(args, "registry.rollback", version=args.version, author=f"user:{getpass.getuser()}")
+    if done["version"] == done["before"]:
+        print(f"nothing to do: the registry already matches version {args.version}")
+    else:
+        print(f"rolled back to version {args.version} as version {done['version']}; the files show the result")
 
 
-def _yaml(entry: Entry) -> str:
-    return yaml.safe_dump(entry.to_mapping() | {"name": entry.id}, sort_keys=False, allow_unicode=True)
+def _yaml(entry: dict[str, Any]) -> str:
+    """An entry as it reads in an `_index.yaml` file, named by its full id."""
+    from .registry import Entry
+
+    mapping = Entry.from_json(entry).to_mapping() | {"name": entry["id"]}
+    return yaml.safe_dump(mapping, sort_keys=False, allow_unicode=True)
+
+
+# -- wippy tasks ...-----------------------------------------------------------------------------
+
+
+def cmd_tasks_list(args: argparse.Namespace) -> None:
+    tasks = _request(args, "tasks.list", status=args.status)
+    if args.json:
+        print(_dumps(tasks))
+        return
+    if not tasks:
+        print("no tasks" + (f" with status {args.status}" if args.status else ""))
+        return
+    rows = [("ID", "WORKFLOW", "STATUS", "CREATED", "STEPS")] + [
+        (t["id"], t["workflow"], t["status"], _when(t["created"]), str(t["step_count"])) for t in tasks]
+    widths = [max(map(len, column)) for column in zip(*rows, strict=True)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def cmd_tasks_show(args: argparse.Namespace) -> None:
+    task = _request(args, "tasks.show", id=args.id)
+    if args.json:
+        print(_dumps(task))
+        return
+    print(f"task {task['id']}  {task['workflow']}  {task['status']}")
+    print(f"created {_when(task['created'])}, registry version {task['registry_version']}, "
+          f"args {json.dumps(task['args'], ensure_ascii=False)}")
+    steps = task["steps"]
+    width = max((len(step["name"]) for step in steps), default=4)
+    print(f"{len(steps)} step(s):" if steps else "no steps yet")
+    for step in steps:
+        line = f"  {step['seq']:>3}  {step['name']:<{width}}  {'ok' if step['ok'] else 'FAILED':<6}  " \
+               f"{step['seconds']:8.3f}s"
+        if step["usage"] is not None:
+            line += f"  {_tokens(step['usage'])}, ${step['cost_usd']:.6f}"
+        if step["error"]:
+            line += f"  {_short(step['error'])}"
+        print(line)
+    if task["usage"] is not None:
+        print(f"model calls: {_tokens(task['usage'])}, ${task['cost_usd']:.6f}")
+    if task["error"]:
+        print(f"error: {task['error']}")
+    elif task["status"] == "completed":
+        print(f"result: {_short(json.dumps(task['result'], ensure_ascii=False), 1000)}")
+
+
+def _tokens(usage: dict[str, Any]) -> str:
+    cached = f" ({usage['cached_tokens']} cached)" if usage.get("cached_tokens") else ""
+    return f"{usage['input_tokens']} tokens in{cached}, {usage['output_tokens']} out"
+
+
+def cmd_tasks_resume(args: argparse.Namespace) -> None:
+    def started(event: Any) -> None:
+        print(f"task {event['task']} ({event['workflow']}): {event['status']}", file=sys.stderr)
+
+    result = _request(args, "tasks.resume", started, id=args.id)
+    answer = result.get("answer") if isinstance(result, dict) else None
+    if isinstance(answer, dict) and "text" in answer:  # an agent's turn: print it as `wippy ask` does
+        _print_answer(answer, args.json)
+    elif isinstance(result, str) and not args.json:
+        print(result)
+    else:
+        print(_dumps(result))
+
+
+def cmd_tasks_cancel(args: argparse.Namespace) -> None:
+    done = _request(args, "tasks.cancel", id=args.id)
+    if done["requested"]:
+        print(f"task {args.id}: cancel requested; it stops at its next step or wait")
+    else:
+        print(f"task {args.id} is already {done['before']}; nothing to cancel")
+
+
+def cmd_tasks_signal(args: argparse.Namespace) -> None:
+    done = _request(args, "tasks.signal", id=args.id, name=args.name, payload=args.payload)
+    print(f"task {args.id} ({done['status']}): signal {args.name!r} delivered")
+
+
+def cmd_tasks_upgrade(args: argparse.Namespace) -> None:
+    result = _request(args, "tasks.upgrade", id=args.id)
+    print(f"task {args.id} upgraded" + (f": {json.dumps(result)}" if result is not None else ""))
+
+
+def _json_payload(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error})") from None
+
+
+# -- wippy approvals ...---------------------------------------------------------------------------
+
+
+def cmd_approvals(args: argparse.Namespace) -> None:
+    params = {"id": args.id} if "id" in args else {}
+    print(_dumps(_request(args, f"approvals.{args.approvals_command}", **params)))
 
 
 # -- parsing -------------------------------------------------------------------------------
@@ -176,6 +297,10 @@ def _parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
+    def group(name: str, help: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+        return commands.add_parser(name, help=help).add_subparsers(
+            dest=f"{name}_command", metavar="SUBCOMMAND", required=True)
+
     run = command(commands, "run", cmd_run, "boot the app and keep it running until Ctrl+C")
     run.add_argument("--once", action="store_true", help="print the process tree and exit")
 
@@ -183,10 +308,10 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("agent", help="the agent's id, such as app:assistant")
     ask.add_argument("message")
     ask.add_argument("--conversation", help="continue this conversation (its id is printed after each answer)")
+    ask.add_argument("--task-id", help="run the turn as this task; after a crash, the same id resumes it")
     ask.add_argument("--json", action="store_true", help="print the whole answer as JSON")
 
-    registry = commands.add_parser("registry", help="inspect and change the app's registry")
-    reg = registry.add_subparsers(dest="registry_command", metavar="SUBCOMMAND", required=True)
+    reg = group("registry", "inspect and change the app's registry")
     listing = command(reg, "list", cmd_registry_list, "list entries")
     listing.add_argument("--kind", help="only entries of this kind")
     listing.add_argument("--ns", help="only entries in this namespace")
@@ -201,6 +326,28 @@ def _parser() -> argparse.ArgumentParser:
     rollback = command(reg, "rollback", cmd_registry_rollback, "restore the registry as of a version")
     rollback.add_argument("version", type=int)
     command(reg, "lint", cmd_registry_lint, "validate the whole app; exit 1 listing every problem")
+
+    tasks = group("tasks", "inspect, signal, cancel and resume durable tasks")
+    tasks_list = command(tasks, "list", cmd_tasks_list, "list tasks, oldest first")
+    tasks_list.add_argument("--status", help="only tasks with this status, such as running or failed")
+    tasks_list.add_argument("--json", action="store_true", help="print JSON")
+    tasks_show = command(tasks, "show", cmd_tasks_show, "show a task's steps, timings, tokens and cost")
+    tasks_show.add_argument("id")
+    tasks_show.add_argument("--json", action="store_true", help="print JSON, step results included")
+    resume = command(tasks, "resume", cmd_tasks_resume, "run a task to its end here and print its result")
+    resume.add_argument("id")
+    resume.add_argument("--json", action="store_true", help="print the result as JSON")
+    command(tasks, "cancel", cmd_tasks_cancel, "cancel a task: it stops at its next step or wait").add_argument("id")
+    send = command(tasks, "signal", cmd_tasks_signal, "send a task a signal, with an optional JSON payload")
+    send.add_argument("id")
+    send.add_argument("name")
+    send.add_argument("payload", nargs="?", type=_json_payload, help="JSON, such as '{\"ok\": true}'")
+    command(tasks, "upgrade", cmd_tasks_upgrade, "move a task to the current registry version").add_argument("id")
+
+    approvals = group("approvals", "changes waiting for a person's approval")
+    command(approvals, "list", cmd_approvals, "list pending approvals")
+    command(approvals, "approve", cmd_approvals, "approve a pending change").add_argument("id")
+    command(approvals, "deny", cmd_approvals, "deny a pending change").add_argument("id")
     return parser
 
 
@@ -210,12 +357,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.root.is_dir():
             raise CommandError(f"--root {args.root} is not a folder", status=2)
         args.handler(args)
-    except EntryNotFound as error:
+    except (CommandError, ControlError) as error:
         print(f"wippy: {error}", file=sys.stderr)
-        return 1
-    except (CommandError, RegistryError, StateFileBusy, AgentError, ModelError) as error:
-        print(f"wippy: {error}", file=sys.stderr)
-        return getattr(error, "status", 1)
+        return error.status
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

@@ -33,10 +33,6 @@ def _clean_log() -> None:
     LOG.clear()
 
 
-def use_loop_clock(node: Node) -> None:
-    node.tasks.clock = asyncio.get_running_loop().time
-
-
 async def test_a_finished_step_is_not_run_again_after_a_restart(tmp_path: Path) -> None:
     async with Node(root=tmp_path) as node:
         task = await node.tasks.start("test:two_steps", "actors")
@@ -148,13 +144,11 @@ async def test_a_durable_sleep_waits_only_for_what_is_left_after_a_restart(clock
         await ctx.sleep(3600)
         return await ctx.step("after", record, "woke")
 
-    async with Node(root=tmp_path) as node:
-        use_loop_clock(node)
+    async with Node(root=tmp_path, wall_clock=clock.time) as node:
         started = clock.now
         task = await node.tasks.start("test:sleepy")
         await asyncio.sleep(1000)
-    async with Node(root=tmp_path) as node:
-        use_loop_clock(node)
+    async with Node(root=tmp_path, wall_clock=clock.time) as node:
         assert await node.tasks.result(task) == "WOKE"
     assert clock.now - started == pytest.approx(3600, abs=1)
 
@@ -169,8 +163,7 @@ async def test_a_signal_wait_times_out_durably(clock: VirtualClock, tmp_path: Pa
             return str(error)
         return "got it"
 
-    async with Node(root=tmp_path) as node:
-        use_loop_clock(node)
+    async with Node(root=tmp_path, wall_clock=clock.time) as node:
         assert await node.tasks.run("test:deadline") == "no 'reply' signal within 60s"
 
 
@@ -181,8 +174,7 @@ async def test_cancelling_a_sleeping_task_stops_it(clock: VirtualClock, tmp_path
         await ctx.sleep(10_000)
         return await ctx.step("never", record, "should not run")
 
-    async with Node(root=tmp_path) as node:
-        use_loop_clock(node)
+    async with Node(root=tmp_path, wall_clock=clock.time) as node:
         task = await node.tasks.start("test:cancel_me")
         await asyncio.sleep(5)
         await node.tasks.cancel(task)

@@ -30,6 +30,10 @@ class VirtualClock:
             raise ValueError("time only moves forward")
         self.now += seconds
 
+    def time(self) -> float:
+        """The virtual time, usable as a wall clock: `Node(root=..., wall_clock=clock.time)`."""
+        return self.now
+
     def new_event_loop(self) -> asyncio.AbstractEventLoop:
         return _VirtualTimeLoop(self)
 

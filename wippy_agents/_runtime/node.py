@@ -14,6 +14,7 @@ import difflib
 import itertools
 import logging
 import os
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from types import CoroutineType
@@ -39,6 +40,7 @@ from .types import (
 
 if TYPE_CHECKING:
     from .._app import App
+    from .._control import ControlServer
     from ..agents import AgentService, Conversation
     from ..durable import TaskManager
     from ..registry import Registry
@@ -73,9 +75,12 @@ class Node:
     """
 
     def __init__(
-        self, name: str = "local", *, root: str | os.PathLike[str] | None = None, shutdown_timeout: float = 5.0
+        self, name: str = "local", *, root: str | os.PathLike[str] | None = None, shutdown_timeout: float = 5.0,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.name = name
+        self.wall_clock = wall_clock
+        """Seconds since the epoch, for durable timers that outlive the process (tests pass a virtual one)."""
         self.root = None if root is None else Path(root)
         """The app folder this node runs (`wippy.yaml`, `registry/`, ...), if any."""
         self.app: App | None = None
@@ -90,6 +95,7 @@ class Node:
         self._deadlines: dict[Ref, tuple[float, Pid, str, float]] = {}  # call ref -> deadline, callee, topic, timeout
         self._sweeper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._control: ControlServer | None = None
 
     def __repr__(self) -> str:
         return f"Node({self.name!r}, processes={len(self.table)})"
@@ -104,11 +110,20 @@ class Node:
         self._loop = asyncio.get_running_loop()
         if self.root is not None and self.app is None:
             from .._app import App
+            from .._control import ControlServer
 
+            control = ControlServer(self, self.root)
+            await control.claim()  # a clear error if a node runs the app; clears what a killed node left
             self.app = App(self.root, self)
             self.app.start(self)
             await self.app.wait_watching()
             await self.app.tasks.recover()  # unfinished tasks resume before any new work is taken
+            try:
+                await control.start()  # the CLI reaches the node from here on
+            except BaseException:
+                await self.stop()
+                raise
+            self._control = control
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -487,6 +502,9 @@ class Node:
     async def stop(self) -> None:
         """Ask every top-level process to shut down; kill what is left after `shutdown_timeout`."""
         try:
+            if self._control is not None:
+                await self._control.close()
+                self._control = None
             await self._stop_processes()
         finally:
             if self.app is not None:

@@ -26,7 +26,7 @@ from ..registry._kinds import AgentSpec, ModelSpec
 from ..supervisor import ChildSpec, Supervisor, SupervisorError
 from ._errors import AgentError
 from ._events import AgentEvent, Answer, TurnDone, TurnFailed, TurnStarted
-from ._history import TURN_WORKFLOW, ConversationStore
+from ._history import TURN_WORKFLOW, ConversationStore, history, turns
 from ._toolset import Offered, check_tool_names, offers
 from ._turn import AskRequest, run_turn
 
@@ -87,11 +87,11 @@ class AgentService:
         """The body of a conversation process: one turn task at a time, events to the asker and watchers."""
         self.store.register(conversation, agent_id)
         tasks = self.node.tasks
-        for task_id, _, status, _ in self.store.turns(conversation):
-            if status not in TERMINAL:  # a turn interrupted by a crash: recovery is finishing it
+        for info in turns(tasks, agent_id, conversation):
+            if info.status not in TERMINAL:  # a turn interrupted by a crash: recovery is finishing it
                 with contextlib.suppress(TaskFailed, LookupError):
-                    await tasks.result(task_id)
-        turn = max((number for _, number, _, _ in self.store.turns(conversation)), default=0)
+                    await tasks.result(info.id)
+        turn = max((info.args[2] for info in turns(tasks, agent_id, conversation)), default=0)
         watchers: set[Pid] = set()
         while True:
             msg = await process.receive()
@@ -105,7 +105,7 @@ class AgentService:
             if msg.topic != "agent.ask":
                 continue
             request: AskRequest = msg.payload
-            known = {task: number for task, number, _, _ in self.store.turns(conversation)}
+            known = {info.id: info.args[2] for info in turns(tasks, agent_id, conversation)} if request.task_id else {}
             if request.task_id in known:
                 number = known[request.task_id]
             else:
@@ -268,7 +268,7 @@ async def agent_turn(ctx: TaskContext, agent_id: str, conversation: str, turn: i
         if listener is not None:
             listener(event)
 
-    history = service.store.history(conversation, before=turn)
-    answer, messages = await run_turn(service, ctx, agent_id, conversation, turn, history, text, context,
+    messages_before = history(ctx.manager, agent_id, conversation, before=turn)
+    answer, messages = await run_turn(service, ctx, agent_id, conversation, turn, messages_before, text, context,
                                       tuple(chain), emit)
     return {"answer": answer, "messages": messages}

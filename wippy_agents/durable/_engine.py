@@ -247,8 +247,42 @@ class _Running:
     done: asyncio.Future[Any]
 
 
+@dataclass
+class _Task:
+    """What the node knows of a task between boots: the journal is written, this is read."""
+
+    id: str
+    workflow: str
+    args: list[Any]
+    registry_version: int
+    created: datetime
+    status: str
+    detail: Any = None
+    cancel_requested: bool = False
+
+
+def _group_key(workflow_id: str, args: list[Any]) -> tuple[str, Any, Any] | None:
+    if len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
+        return workflow_id, args[0], args[1]
+    return None
+
+
+_LOAD = """
+SELECT t.id, t.workflow, t.args, t.registry_version, t.created, e.status, e.detail,
+       EXISTS (SELECT 1 FROM task_events c WHERE c.task = t.id AND c.status = 'cancel_requested')
+FROM tasks t LEFT JOIN (
+    SELECT task, status, detail, row_number() OVER (PARTITION BY task ORDER BY time DESC, rowid DESC) AS n
+    FROM task_events) e ON e.task = t.id AND e.n = 1
+ORDER BY t.created, t.rowid
+"""
+
+
 class TaskManager:
-    """The node's durable tasks (`node.tasks`): start, attach, signal, cancel, recover."""
+    """The node's durable tasks (`node.tasks`): start, attach, signal, cancel, recover.
+
+    Task states are read from the journal once, at boot, and kept in memory; while
+    the node runs the journal is only written (steps are read back when a task resumes).
+    """
 
     def __init__(self, node: Node, db: duckdb.DuckDBPyConnection, *, clock: Callable[[], float] = time.time,
                  registry_version: Callable[[], int] = lambda: 0) -> None:
@@ -259,6 +293,17 @@ class TaskManager:
         self._registry_version = registry_version
         self._running: dict[str, _Running] = {}
         self._restarting: dict[str, asyncio.Task[None]] = {}
+        self._tasks: dict[str, _Task] = {}
+        self._groups: dict[tuple[str, Any, Any], list[str]] = {}  # (workflow, args[0], args[1]) -> task ids
+        for row in db.execute(_LOAD).fetchall():
+            self._add(_Task(row[0], row[1], loads(row[2]), int(row[3]), row[4], row[5] or "running", loads(row[6]),
+                            bool(row[7])))
+
+    def _add(self, state: _Task) -> None:
+        self._tasks[state.id] = state
+        key = _group_key(state.workflow, state.args)
+        if key is not None:
+            self._groups.setdefault(key, []).append(state.id)
 
     def close(self) -> None:
         self.journal.close()
@@ -270,8 +315,19 @@ class TaskManager:
                           started: datetime, seconds: float) -> None:
         await self.journal.append("task_steps", (task, seq, name, ok, result, error, started, seconds))
 
-    async def _event(self, task: str, status: str, detail: Any = None) -> None:
-        await self.journal.append("task_events", (task, datetime.now(UTC), status, dumps(detail)))
+    def _event(self, task: str, status: str, detail: Any = None) -> asyncio.Future[None]:
+        state = self._tasks[task]
+        if status == "cancel_requested":
+            state.cancel_requested = True
+        else:
+            state.status, state.detail = status, detail
+        return self.journal.append("task_events", (task, datetime.now(UTC), status, dumps(detail)))
+
+    def _task(self, task_id: str) -> _Task:
+        try:
+            return self._tasks[task_id]
+        except KeyError:
+            raise LookupError(f"no task {task_id!r}") from None
 
     # -- starting and finishing ---------------------------------------------------------
 
@@ -281,14 +337,19 @@ class TaskManager:
             known = ", ".join(sorted(WORKFLOWS)) or "none"
             raise LookupError(f"no workflow {workflow_id!r} is registered (the workflows are: {known})")
         task_id = task_id or uuid.uuid4().hex[:16]
-        if task_id in self._running or self._exists(task_id):
-            if task_id not in self._running and self.status(task_id) not in TERMINAL:
+        existing = self._tasks.get(task_id)
+        if existing is not None:
+            if task_id not in self._running and task_id not in self._restarting and existing.status not in TERMINAL:
                 await self._resume(task_id)
             return task_id
         version = self._registry_version()
-        await self.journal.append("tasks", (task_id, workflow_id, dumps(list(args)), version, datetime.now(UTC)))
-        await self._event(task_id, "running")
-        self._launch(task_id, workflow_id, list(args), version, {}, [])
+        now = datetime.now(UTC)
+        self._add(_Task(task_id, workflow_id, list(args), version, now, "running"))
+        # Not awaited: until its first step commits (in the same group or a later one) a task that is lost
+        # in a crash had done nothing, so nothing is repeated or lost.
+        self.journal.append("tasks", (task_id, workflow_id, dumps(list(args)), version, now))
+        self._event(task_id, "running")
+        self._launch(self._tasks[task_id], {}, [])
         return task_id
 
     async def run(self, workflow_id: str, *args: Any, task_id: str | None = None) -> Any:
@@ -297,6 +358,7 @@ class TaskManager:
 
     async def result(self, task_id: str) -> Any:
         """Wait for the task to finish; its result, or `TaskFailed` saying why it did not complete."""
+        state = self._task(task_id)
         while True:
             if (running := self._running.get(task_id)) is not None:
                 await asyncio.shield(running.done)
@@ -304,24 +366,24 @@ class TaskManager:
                 await asyncio.shield(restarting)
             else:
                 break
-        info = self.get(task_id)
-        if info.status == "completed":
-            return info.result
-        raise TaskFailed(f"task {task_id} {info.status}" + (f": {info.error}" if info.error else ""))
+        if state.status == "completed":
+            return state.detail["result"]
+        error = state.detail.get("error") if isinstance(state.detail, dict) else None
+        raise TaskFailed(f"task {task_id} {state.status}" + (f": {error}" if error else ""))
 
-    def _launch(self, task_id: str, workflow_id: str, args: list[Any], version: int, steps: dict[int, StepRecord],
-                signals: list[_Signal]) -> None:
-        ctx = TaskContext(self, task_id, version, steps, signals)
-        if self._cancel_requested(task_id):
-            ctx.cancelled = True
+    def _launch(self, state: _Task, steps: dict[int, StepRecord], signals: list[_Signal]) -> None:
+        ctx = TaskContext(self, state.id, state.registry_version, steps, signals)
+        ctx.cancelled = state.cancel_requested
         done: asyncio.Future[Any] = self.node.loop.create_future()
-        self._running[task_id] = _Running(ctx, done)
-        self.node.start(self._body, (task_id, WORKFLOWS[workflow_id], args, ctx, done), name=f"task:{task_id}")
+        self._running[state.id] = _Running(ctx, done)
+        self.node.start(self._body, (state.id, WORKFLOWS[state.workflow], state.args, ctx, done),
+                        name=f"task:{state.id}")
 
     async def _body(self, task_id: str, fn: Workflow, args: list[Any], ctx: TaskContext,
                     done: asyncio.Future[Any]) -> None:
         try:
             result = await fn(ctx, *args)
+            dumps(result)  # a result the journal cannot store fails the task here, with its reason
         except TaskCancelled:
             await self._event(task_id, "cancelled")
         except Exception as error:
@@ -353,8 +415,7 @@ class TaskManager:
 
     async def signal(self, task_id: str, name: str, payload: Any = None) -> None:
         """Deliver a signal durably: a task waiting for it wakes; one not yet waiting finds it later."""
-        if not self._exists(task_id):
-            raise LookupError(f"no task {task_id!r}")
+        self._task(task_id)
         signal = _Signal(uuid.uuid4().hex[:12], name, payload)
         await self.journal.append("task_signals", (task_id, signal.id, name, dumps(payload), datetime.now(UTC)))
         running = self._running.get(task_id)
@@ -364,9 +425,7 @@ class TaskManager:
 
     async def cancel(self, task_id: str) -> None:
         """Record the cancel; the task stops at its next step (or at once, if it is sleeping or waiting)."""
-        if not self._exists(task_id):
-            raise LookupError(f"no task {task_id!r}")
-        if self.status(task_id) in TERMINAL:
+        if self._task(task_id).status in TERMINAL:
             return
         await self._event(task_id, "cancel_requested")
         running = self._running.get(task_id)
@@ -378,20 +437,16 @@ class TaskManager:
 
     async def recover(self) -> list[str]:
         """Resume every unfinished task (at boot, before new work); returns their ids."""
-        rows = self.db.execute(
-            f"""SELECT id FROM tasks t WHERE (SELECT status FROM task_events e WHERE e.task = t.id
-                ORDER BY time DESC, rowid DESC LIMIT 1) NOT IN ({', '.join('?' * len(TERMINAL))})
-                ORDER BY created""", list(TERMINAL)).fetchall()
         resumed = []
-        for (task_id,) in rows:
-            if task_id not in self._running and await self._resume(task_id):
-                resumed.append(task_id)
+        for state in list(self._tasks.values()):
+            if state.status not in TERMINAL and state.id not in self._running and await self._resume(state.id):
+                resumed.append(state.id)
         return resumed
 
     async def _resume(self, task_id: str) -> bool:
-        workflow_id, args, version = self._task_row(task_id)
-        if workflow_id not in WORKFLOWS:
-            await self._event(task_id, "needs_attention", {"error": f"workflow {workflow_id!r} is not registered"})
+        state = self._task(task_id)
+        if state.workflow not in WORKFLOWS:
+            await self._event(task_id, "needs_attention", {"error": f"workflow {state.workflow!r} is not registered"})
             return False
         if self._stalled_recoveries(task_id) >= MAX_RECOVERIES:
             log.error("task %s made no progress over %d recoveries; parking it as needs_attention", task_id,
@@ -402,7 +457,7 @@ class TaskManager:
         steps = {record.seq: record for record in self._steps(task_id)}
         signals = [_Signal(i, n, loads(p)) for i, n, p in self.db.execute(
             "SELECT id, name, payload FROM task_signals WHERE task = ? ORDER BY time, rowid", [task_id]).fetchall()]
-        self._launch(task_id, workflow_id, args, version, steps, signals)
+        self._launch(state, steps, signals)
         return True
 
     def _stalled_recoveries(self, task_id: str) -> int:
@@ -414,19 +469,6 @@ class TaskManager:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def _exists(self, task_id: str) -> bool:
-        return self.db.execute("SELECT count(*) FROM tasks WHERE id = ?", [task_id]).fetchone() != (0,)
-
-    def _task_row(self, task_id: str) -> tuple[str, list[Any], int]:
-        row = self.db.execute("SELECT workflow, args, registry_version FROM tasks WHERE id = ?", [task_id]).fetchone()
-        if row is None:
-            raise LookupError(f"no task {task_id!r}")
-        return row[0], loads(row[1]), int(row[2])
-
-    def _cancel_requested(self, task_id: str) -> bool:
-        return self.db.execute("SELECT count(*) FROM task_events WHERE task = ? AND status = 'cancel_requested'",
-                               [task_id]).fetchone() != (0,)
-
     def _steps(self, task_id: str) -> list[StepRecord]:
         rows = self.db.execute(
             """SELECT seq, name, ok, result, error, started, seconds FROM task_steps WHERE task = ?
@@ -434,35 +476,24 @@ class TaskManager:
         return [StepRecord(*row) for row in rows]
 
     def status(self, task_id: str) -> str:
-        row = self.db.execute(
-            "SELECT status, detail FROM task_events WHERE task = ? ORDER BY time DESC, rowid DESC LIMIT 1",
-            [task_id]).fetchone()
-        if row is None:
-            raise LookupError(f"no task {task_id!r}")
-        status: str = row[0]
-        return "running" if status in ("recovering", "cancel_requested") and task_id in self._running else status
+        status = self._task(task_id).status
+        return "running" if status == "recovering" and task_id in self._running else status
 
-    def get(self, task_id: str) -> TaskInfo:
-        """A task with its status, result or error, and its steps."""
-        workflow_id, args, version = self._task_row(task_id)
-        created = self.db.execute("SELECT created FROM tasks WHERE id = ?", [task_id]).fetchone()
-        events = self.db.execute(
-            "SELECT status, detail FROM task_events WHERE task = ? ORDER BY time DESC, rowid DESC LIMIT 1",
-            [task_id]).fetchone()
-        detail = loads(events[1]) if events else None
-        info = TaskInfo(task_id, workflow_id, self.status(task_id), created[0] if created else datetime.now(UTC),
-                        version, args, steps=self._steps(task_id))
-        if isinstance(detail, dict):
-            info.result, info.error, info.error_kind = detail.get("result"), detail.get("error"), detail.get("kind")
+    def get(self, task_id: str, *, steps: bool = True) -> TaskInfo:
+        """A task with its status, result or error (and its steps, read from the journal)."""
+        state = self._task(task_id)
+        info = TaskInfo(task_id, state.workflow, self.status(task_id), state.created, state.registry_version,
+                        state.args, steps=self._steps(task_id) if steps else [])
+        if isinstance(state.detail, dict):
+            info.result, info.error = state.detail.get("result"), state.detail.get("error")
+            info.error_kind = state.detail.get("kind")
         return info
+
+    def tasks_of(self, workflow_id: str, first_args: tuple[Any, Any]) -> list[TaskInfo]:
+        """The tasks of a workflow whose first two arguments are `first_args`, oldest first."""
+        return [self.get(task_id, steps=False) for task_id in self._groups.get((workflow_id, *first_args), ())]
 
     def list(self, status: str | None = None) -> list[TaskInfo]:
         """Every task, oldest first (only those with `status`, if given), without their steps."""
-        ids = [row[0] for row in self.db.execute("SELECT id FROM tasks ORDER BY created").fetchall()]
-        infos = []
-        for task_id in ids:
-            info = self.get(task_id)
-            info.steps = []
-            if status is None or info.status == status:
-                infos.append(info)
-        return infos
+        infos = [self.get(task_id, steps=False) for task_id in self._tasks]
+        return [info for info in infos if status is None or info.status == status]

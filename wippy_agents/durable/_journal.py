@@ -3,7 +3,8 @@
 DuckDB commits cost a millisecond or so each (an fsync plus statement overhead),
 so steps from many tasks share commits: a caller's `await journal.append(...)`
 returns once the group holding its row is durable. Each group is one
-transaction with one `INSERT ... SELECT unnest(...)` per table.
+transaction with one `INSERT ... SELECT unnest(...)` per table (a group for one
+table is a single statement, which commits by itself: each statement costs).
 """
 
 from __future__ import annotations
@@ -82,10 +83,13 @@ class Journal:
         for table, row, _ in group:
             by_table.setdefault(table.name, (table, []))[1].append(row)
         try:
-            self._cursor.execute("BEGIN")
+            several = len(by_table) > 1  # one statement commits by itself; several need a transaction
+            if several:
+                self._cursor.execute("BEGIN")
             for table, rows in by_table.values():
                 self._cursor.execute(table.insert_sql(), [list(column) for column in zip(*rows, strict=True)])
-            self._cursor.execute("COMMIT")
+            if several:
+                self._cursor.execute("COMMIT")
             self.commits += 1
             return None
         except Exception as error:  # every caller in the group learns it; nothing of the group was written

@@ -1,0 +1,737 @@
+"""Durable task benchmarks: wippy's journaled steps side by side with DBOS (SQLite) and LangGraph (SqliteSaver).
+
+Measures, in one run, on files in a temporary folder:
+
+- sequential: one task of `seq_steps` trivial steps; the latency of each step, taken
+  inside the workflow (wippy: each `await ctx.step(...)`; DBOS: each `await step()` of an
+  `@DBOS.step()`; LangGraph: the time between two entries of a looping node, that is one
+  superstep with its checkpoint written, `durability="sync"`), beside the floor of the
+  journal's database: one 1-row `BEGIN; INSERT; COMMIT` in a DuckDB file;
+- concurrent: `tasks` tasks of `steps_per_task` steps each, all started at once, then
+  waited for; steps/s = tasks * steps_per_task / the wall time from the first start to
+  the last result. wippy runs at the full size (for the target) and at the peers' size
+  (for the ratios); `last_step_s` is when the last step of any task returned, so
+  `wall_s - last_step_s` is what collecting the results cost;
+- recovery: `tasks` tasks that each do one step and then wait for a "go" signal are
+  started in a child process, which is killed with SIGKILL once every task waits (a
+  crash: nothing is shut down). Then, in a fresh process on the same files, the time to
+  reopen (wippy: `Node.__aenter__`, which runs `tasks.recover()`; DBOS: `DBOS.launch()`;
+  LangGraph: opening the saver and `aget_state` of every thread), until every task has
+  re-reached its wait (wippy and DBOS replay the workflow; LangGraph resumes from its
+  checkpoint, so it has no such phase), and until every task, signalled, has finished.
+  `steps_rerun` counts first steps that ran again instead of being replayed (must be 0).
+
+Every measurement runs in its own fresh interpreter (`--probe`), so no framework's
+threads, caches or imports weigh on another's figures; contenders take turns.
+DBOS runs on SQLite (`system_database_url="sqlite:///..."`) with the notification
+poll at 10 ms (its default of 1 s would dominate signal latency). The peers run the
+concurrent and recovery work at a smaller size (`peer_tasks`): at the full size they
+would take minutes.
+
+Prints ONE JSON object. Every latency block has the same shape, from one helper:
+`{"n", "p50_ms", "p95_ms", "min_ms", "max_ms", "mean_ms"}`. Keys:
+
+    mode, python, machine, versions{wippy_agents, duckdb, dbos, langgraph, langgraph_checkpoint_sqlite},
+    sizes{seq_steps, seq_repeats, tasks, peer_tasks, steps_per_task, recovery_tasks, peer_recovery_tasks},
+    skipped{<peer>: reason}
+    sequential{wippy, dbos, langgraph, duckdb_commit_floor: <latency block> + wall_s,
+        wippy_vs_dbos_p50, wippy_vs_langgraph_p50, wippy_vs_floor_p50}
+    concurrent{wippy, wippy_at_peer_size, dbos, langgraph:
+        {tasks, steps, start_s, last_step_s, wall_s, steps_per_s},
+        wippy_vs_dbos, wippy_vs_langgraph}
+    recovery{wippy, wippy_at_peer_size, dbos, langgraph:
+        {tasks, prepare_s, reopen_s, rewait_s, done_s, steps_rerun},
+        wippy_vs_dbos_rewait, wippy_vs_langgraph_done}
+    targets{<name>: {target, actual, met}}, all_met
+
+Ratios `wippy_vs_<peer>` are peer time / wippy time (or wippy rate / peer rate), so
+above 1 means wippy is faster; they compare runs of the same size.
+
+    python benchmarks/durable.py          # full run, about a minute and a half on 2 cores
+    python benchmarks/durable.py --quick  # smoke test, a few seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from time import perf_counter
+from typing import Any, TypedDict
+
+TARGETS: dict[str, tuple[str, float]] = {
+    "sequential_step_p50_ms": ("<=", 1.0),
+    "concurrent_steps_per_s": (">=", 20_000.0),
+    "recovery_s": ("<", 2.0),
+}
+REFERENCE = {"dbos_sqlite_step_p50_ms_2_cores": 1.41}
+PEERS = ("dbos", "langgraph")
+PROBE_TIMEOUT_S = 300.0
+DBOS_POLL_S = 0.01
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each measurement does."""
+
+    seq_steps: int
+    seq_repeats: int
+    tasks: int
+    peer_tasks: int
+    steps_per_task: int
+    recovery_tasks: int
+    peer_recovery_tasks: int
+
+
+FULL = Sizes(seq_steps=1000, seq_repeats=2, tasks=1000, peer_tasks=100, steps_per_task=20, recovery_tasks=1000,
+             peer_recovery_tasks=100)
+QUICK = Sizes(seq_steps=200, seq_repeats=1, tasks=100, peer_tasks=20, steps_per_task=20, recovery_tasks=100,
+              peer_recovery_tasks=20)
+WARM_UP_STEPS = 50
+
+
+# -- the one timing helper ---------------------------------------------------------
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """The `q` quantile (0..1) of sorted samples, linearly interpolated."""
+    if not ordered:
+        return math.nan
+    position = (len(ordered) - 1) * q
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+@dataclass
+class Timings:
+    """Durations in seconds, summarised in milliseconds."""
+
+    samples: list[float] = field(default_factory=list)
+
+    def ms(self, q: float) -> float:
+        return percentile(sorted(self.samples), q) * 1000
+
+    def summary(self) -> dict[str, float]:
+        ordered = sorted(self.samples)
+        if not ordered:
+            return {"n": 0}
+        return {
+            "n": len(ordered),
+            "p50_ms": round(percentile(ordered, 0.5) * 1000, 3),
+            "p95_ms": round(percentile(ordered, 0.95) * 1000, 3),
+            "min_ms": round(ordered[0] * 1000, 3),
+            "max_ms": round(ordered[-1] * 1000, 3),
+            "mean_ms": round(sum(ordered) / len(ordered) * 1000, 3),
+        }
+
+
+async def until(done: Callable[[], bool], timeout: float = 120.0) -> None:
+    """Poll `done()` every millisecond; TimeoutError after `timeout` seconds."""
+    deadline = perf_counter() + timeout
+    while not done():
+        if perf_counter() > deadline:
+            raise TimeoutError("benchmark condition not reached")
+        await asyncio.sleep(0.001)
+
+
+def crash(report: dict[str, Any]) -> None:
+    """Print the probe's report, then die as a crash does: SIGKILL, nothing shut down or flushed."""
+    print(json.dumps(report), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+# Every contender's workflows count into these (per probe process).
+STEP_TIMES: list[float] = []
+FIRST_STEP_RUNS: list[int] = [0]
+REACHED: set[str] = set()
+LAST_STEP: list[float] = [0.0]
+
+
+def noop() -> None:
+    return None
+
+
+def first_step() -> None:
+    FIRST_STEP_RUNS[0] += 1
+
+
+# -- wippy ----------------------------------------------------------------------------
+
+
+def wippy_workflows() -> None:
+    from wippy_agents import durable
+
+    @durable.workflow("bench:seq")
+    async def seq(ctx: Any, n: int) -> int:
+        for i in range(n):
+            start = perf_counter()
+            await ctx.step(f"s{i}", noop)
+            STEP_TIMES.append(perf_counter() - start)
+        return n
+
+    @durable.workflow("bench:conc")
+    async def conc(ctx: Any, n: int) -> int:
+        for i in range(n):
+            await ctx.step(f"s{i}", noop)
+        LAST_STEP[0] = perf_counter()
+        return n
+
+    @durable.workflow("bench:wait")
+    async def wait(ctx: Any) -> str:
+        await ctx.step("first", first_step)
+        REACHED.add(ctx.task_id)
+        go: str = await ctx.wait_signal("go")
+        return go
+
+
+async def wippy_seq(work: Path, n: int) -> dict[str, Any]:
+    from wippy_agents import Node
+
+    async with Node(root=work) as node:
+        await node.tasks.run("bench:seq", WARM_UP_STEPS)
+        STEP_TIMES.clear()
+        start = perf_counter()
+        assert await node.tasks.run("bench:seq", n) == n
+        wall = perf_counter() - start
+    return {"samples": STEP_TIMES, "wall_s": wall}
+
+
+async def wippy_conc(work: Path, tasks: int, steps: int) -> dict[str, Any]:
+    from wippy_agents import Node
+
+    async with Node(root=work) as node:
+        await node.tasks.run("bench:conc", WARM_UP_STEPS)
+        start = perf_counter()
+        ids = await asyncio.gather(*(node.tasks.start("bench:conc", steps) for _ in range(tasks)))
+        started = perf_counter()
+        results = await asyncio.gather(*(node.tasks.result(task_id) for task_id in ids))
+        wall = perf_counter() - start
+    assert results == [steps] * tasks
+    return {"start_s": started - start, "last_step_s": LAST_STEP[0] - start, "wall_s": wall}
+
+
+async def wippy_prepare(work: Path, tasks: int) -> None:
+    from wippy_agents import Node
+
+    start = perf_counter()
+    async with Node(root=work) as node:
+        await asyncio.gather(*(node.tasks.start("bench:wait", task_id=f"w{k}") for k in range(tasks)))
+        await until(lambda: len(REACHED) == tasks)
+        await asyncio.sleep(0.2)  # each task's wait is journaled too
+        crash({"prepare_s": perf_counter() - start})
+
+
+async def wippy_recover(work: Path, tasks: int) -> dict[str, Any]:
+    from wippy_agents import Node
+
+    node = Node(root=work)
+    start = perf_counter()
+    await node.__aenter__()
+    try:
+        reopened = perf_counter()
+        await until(lambda: len(REACHED) == tasks)
+        rewaited = perf_counter()
+        ids = [f"w{k}" for k in range(tasks)]
+        await asyncio.gather(*(node.tasks.signal(task_id, "go", "went") for task_id in ids))
+        results = await asyncio.gather(*(node.tasks.result(task_id) for task_id in ids))
+        done = perf_counter()
+    finally:
+        await node.__aexit__(None, None, None)
+    assert results == ["went"] * tasks
+    return {"reopen_s": reopened - start, "rewait_s": rewaited - start, "done_s": done - start,
+            "steps_rerun": FIRST_STEP_RUNS[0]}
+
+
+# -- DBOS (SQLite system database) --------------------------------------------------------------
+
+DBOS_FUNCTIONS: dict[str, Any] = {}
+
+
+def dbos_workflows() -> None:
+    """Register the DBOS workflows: the same set in every DBOS probe, so the application version matches."""
+    from dbos import DBOS
+
+    @DBOS.step()
+    async def dbos_noop() -> None:
+        return None
+
+    @DBOS.step()
+    async def dbos_first() -> None:
+        first_step()
+
+    @DBOS.workflow()
+    async def dbos_seq(n: int) -> int:
+        for _ in range(n):
+            start = perf_counter()
+            await dbos_noop()
+            STEP_TIMES.append(perf_counter() - start)
+        return n
+
+    @DBOS.workflow()
+    async def dbos_conc(n: int) -> int:
+        for _ in range(n):
+            await dbos_noop()
+        LAST_STEP[0] = perf_counter()
+        return n
+
+    @DBOS.workflow()
+    async def dbos_wait() -> str:
+        await dbos_first()
+        REACHED.add(DBOS.workflow_id or "")
+        go: str = await DBOS.recv_async("go", timeout_seconds=600)
+        return go
+
+    DBOS_FUNCTIONS.update(seq=dbos_seq, conc=dbos_conc, wait=dbos_wait)
+
+
+def dbos_launch(work: Path) -> None:
+    from dbos import DBOS, DBOSConfig
+
+    config: DBOSConfig = {
+        "name": "bench",
+        "system_database_url": f"sqlite:///{work / 'dbos.sqlite'}",
+        "log_level": "ERROR",
+        "notification_listener_polling_interval_sec": DBOS_POLL_S,
+    }
+    DBOS(config=config)
+    DBOS.launch()
+
+
+async def dbos_seq(work: Path, n: int) -> dict[str, Any]:
+    from dbos import DBOS
+
+    dbos_launch(work)
+    try:
+        await DBOS_FUNCTIONS["seq"](WARM_UP_STEPS)
+        STEP_TIMES.clear()
+        start = perf_counter()
+        assert await DBOS_FUNCTIONS["seq"](n) == n
+        wall = perf_counter() - start
+    finally:
+        DBOS.destroy()
+    return {"samples": STEP_TIMES, "wall_s": wall}
+
+
+async def dbos_conc(work: Path, tasks: int, steps: int) -> dict[str, Any]:
+    from dbos import DBOS
+
+    dbos_launch(work)
+    try:
+        await DBOS_FUNCTIONS["conc"](WARM_UP_STEPS)
+        start = perf_counter()
+        handles = await asyncio.gather(*(DBOS.start_workflow_async(DBOS_FUNCTIONS["conc"], steps)
+                                         for _ in range(tasks)))
+        started = perf_counter()
+        results = await asyncio.gather(*(handle.get_result() for handle in handles))
+        wall = perf_counter() - start
+    finally:
+        DBOS.destroy()
+    assert results == [steps] * tasks
+    return {"start_s": started - start, "last_step_s": LAST_STEP[0] - start, "wall_s": wall}
+
+
+async def dbos_prepare(work: Path, tasks: int) -> None:
+    from dbos import DBOS, SetWorkflowID
+
+    start = perf_counter()
+    dbos_launch(work)
+
+    async def start_one(k: int) -> None:
+        with SetWorkflowID(f"w{k}"):
+            await DBOS.start_workflow_async(DBOS_FUNCTIONS["wait"])
+
+    await asyncio.gather(*(start_one(k) for k in range(tasks)))
+    await until(lambda: len(REACHED) == tasks)
+    await asyncio.sleep(0.2)
+    crash({"prepare_s": perf_counter() - start})
+
+
+async def dbos_recover(work: Path, tasks: int) -> dict[str, Any]:
+    from dbos import DBOS
+
+    start = perf_counter()
+    dbos_launch(work)  # recovers this executor's pending workflows (through its internal queue)
+    try:
+        reopened = perf_counter()
+        await until(lambda: len(REACHED) == tasks)
+        rewaited = perf_counter()
+        ids = [f"w{k}" for k in range(tasks)]
+        await asyncio.gather(*(DBOS.send_async(workflow_id, "went", "go") for workflow_id in ids))
+        handles = await asyncio.gather(*(DBOS.retrieve_workflow_async(workflow_id) for workflow_id in ids))
+        results = await asyncio.gather(*(handle.get_result() for handle in handles))
+        done = perf_counter()
+    finally:
+        DBOS.destroy()
+    assert results == ["went"] * tasks
+    return {"reopen_s": reopened - start, "rewait_s": rewaited - start, "done_s": done - start,
+            "steps_rerun": FIRST_STEP_RUNS[0]}
+
+
+# -- LangGraph (SqliteSaver / AsyncSqliteSaver, durability="sync") ------------------------------
+
+
+class Loop(TypedDict):
+    """The looping graph's state: `i` supersteps done out of `n`."""
+
+    i: int
+    n: int
+
+
+class Wait(TypedDict, total=False):
+    """The waiting graph's state: the signal's payload once resumed."""
+
+    thread: str
+    go: str
+
+
+def langgraph_graphs() -> dict[str, Any]:
+    """The uncompiled graphs: `loop` (one node, run `n` times) and `wait` (a step, then an interrupt)."""
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import interrupt
+
+    def step(state: Loop) -> dict[str, int]:
+        STEP_TIMES.append(perf_counter())  # entry times; their differences are the supersteps
+        return {"i": state["i"] + 1}
+
+    def more(state: Loop) -> str:
+        if state["i"] < state["n"]:
+            return "step"
+        LAST_STEP[0] = perf_counter()
+        return END
+
+    loop = StateGraph(Loop)
+    loop.add_node("step", step)
+    loop.add_edge(START, "step")
+    loop.add_conditional_edges("step", more)
+
+    def first(state: Wait) -> dict[str, str]:
+        first_step()
+        return {}
+
+    def wait(state: Wait) -> dict[str, str]:
+        return {"go": interrupt("go")}
+
+    waiting = StateGraph(Wait)
+    waiting.add_node("first", first)
+    waiting.add_node("wait", wait)
+    waiting.add_edge(START, "first")
+    waiting.add_edge("first", "wait")
+    waiting.add_edge("wait", END)
+    return {"loop": loop, "wait": waiting}
+
+
+def thread(name: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": name}, "recursion_limit": 100_000}
+
+
+async def langgraph_seq(work: Path, n: int) -> dict[str, Any]:
+    import sqlite3
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    conn = sqlite3.connect(work / "langgraph.sqlite", check_same_thread=False)
+    try:
+        graph = langgraph_graphs()["loop"].compile(checkpointer=SqliteSaver(conn))
+        graph.invoke({"i": 0, "n": WARM_UP_STEPS}, thread("warm-up"), durability="sync")
+        STEP_TIMES.clear()
+        start = perf_counter()
+        assert graph.invoke({"i": 0, "n": n}, thread("seq"), durability="sync")["i"] == n
+        wall = perf_counter() - start
+    finally:
+        conn.close()
+    entries = STEP_TIMES
+    return {"samples": [b - a for a, b in zip(entries, entries[1:], strict=False)], "wall_s": wall}
+
+
+async def langgraph_conc(work: Path, tasks: int, steps: int) -> dict[str, Any]:
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    async with AsyncSqliteSaver.from_conn_string(str(work / "langgraph.sqlite")) as saver:
+        graph = langgraph_graphs()["loop"].compile(checkpointer=saver)
+        await graph.ainvoke({"i": 0, "n": WARM_UP_STEPS}, thread("warm-up"), durability="sync")
+        start = perf_counter()
+        runs = [asyncio.ensure_future(graph.ainvoke({"i": 0, "n": steps}, thread(f"t{k}"), durability="sync"))
+                for k in range(tasks)]
+        started = perf_counter()
+        results = await asyncio.gather(*runs)
+        wall = perf_counter() - start
+    assert [r["i"] for r in results] == [steps] * tasks
+    return {"start_s": started - start, "last_step_s": LAST_STEP[0] - start, "wall_s": wall}
+
+
+async def langgraph_prepare(work: Path, tasks: int) -> None:
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    start = perf_counter()
+    async with AsyncSqliteSaver.from_conn_string(str(work / "langgraph.sqlite")) as saver:
+        graph = langgraph_graphs()["wait"].compile(checkpointer=saver)
+        await asyncio.gather(*(graph.ainvoke({"thread": f"w{k}"}, thread(f"w{k}"), durability="sync")
+                               for k in range(tasks)))  # each returns at its interrupt, checkpointed
+        crash({"prepare_s": perf_counter() - start})
+
+
+async def langgraph_recover(work: Path, tasks: int) -> dict[str, Any]:
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    from langgraph.types import Command
+
+    start = perf_counter()
+    async with AsyncSqliteSaver.from_conn_string(str(work / "langgraph.sqlite")) as saver:
+        graph = langgraph_graphs()["wait"].compile(checkpointer=saver)
+        ids = [f"w{k}" for k in range(tasks)]
+        states = await asyncio.gather(*(graph.aget_state(thread(t)) for t in ids))
+        assert all(state.next == ("wait",) for state in states), [s.next for s in states[:3]]
+        reopened = perf_counter()
+        results = await asyncio.gather(*(graph.ainvoke(Command(resume="went"), thread(t), durability="sync")
+                                         for t in ids))
+        done = perf_counter()
+    assert [r["go"] for r in results] == ["went"] * tasks
+    return {"reopen_s": reopened - start, "rewait_s": None, "done_s": done - start,
+            "steps_rerun": FIRST_STEP_RUNS[0]}
+
+
+# -- the DuckDB floor -------------------------------------------------------------------------
+
+
+async def duckdb_seq(work: Path, n: int) -> dict[str, Any]:
+    """One row per transaction, as the journal writes a group of one: BEGIN; INSERT ... unnest; COMMIT."""
+    import duckdb
+
+    db = duckdb.connect(str(work / "floor.duckdb"))
+    try:
+        db.execute("CREATE TABLE steps (task VARCHAR, seq INTEGER, name VARCHAR, result JSON)")
+        insert = "INSERT INTO steps SELECT unnest(?), unnest(?), unnest(?), unnest(?)::JSON"
+        samples = []
+        start = perf_counter()
+        for i in range(WARM_UP_STEPS + n):
+            begin = perf_counter()
+            db.execute("BEGIN")
+            db.execute(insert, [["t"], [i], [f"s{i}"], ["null"]])
+            db.execute("COMMIT")
+            samples.append(perf_counter() - begin)
+            if i == WARM_UP_STEPS - 1:
+                start = perf_counter()
+        wall = perf_counter() - start
+    finally:
+        db.close()
+    return {"samples": samples[WARM_UP_STEPS:], "wall_s": wall}
+
+
+# -- probes: one measurement in a fresh interpreter -------------------------------------------------
+
+Probe = Callable[..., Coroutine[Any, Any, Any]]
+
+PROBES: dict[str, tuple[Callable[[], Any] | None, dict[str, Probe]]] = {
+    "wippy": (wippy_workflows, {"seq": wippy_seq, "conc": wippy_conc, "prepare": wippy_prepare,
+                                "recover": wippy_recover}),
+    "dbos": (dbos_workflows, {"seq": dbos_seq, "conc": dbos_conc, "prepare": dbos_prepare,
+                              "recover": dbos_recover}),
+    "langgraph": (None, {"seq": langgraph_seq, "conc": langgraph_conc, "prepare": langgraph_prepare,
+                         "recover": langgraph_recover}),
+    "duckdb": (None, {"seq": duckdb_seq}),
+}
+
+
+def probe_main(contender: str, figure: str, work: str, sizes: list[int]) -> None:
+    register, probes = PROBES[contender]
+    if register is not None:
+        register()
+    Path(work).mkdir(parents=True, exist_ok=True)
+    result = asyncio.run(probes[figure](Path(work), *sizes))
+    print(json.dumps(result), flush=True)
+
+
+def probe(contender: str, figure: str, work: Path, *sizes: int, crashes: bool = False) -> dict[str, Any]:
+    """Run one probe in a fresh interpreter; its JSON report, or {"error": ...}."""
+    command = [sys.executable, __file__, "--probe", contender, figure, str(work), *map(str, sizes)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {PROBE_TIMEOUT_S:g}s"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    expected = -signal.SIGKILL if crashes else 0
+    if done.returncode != expected or not lines:
+        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+        return {"error": f"exit {done.returncode}: {tail}"}
+    report: dict[str, Any] = json.loads(lines[-1])
+    return report
+
+
+# -- the figures -------------------------------------------------------------------------------------
+
+
+def sequential(sizes: Sizes, work: Path, contenders: list[str]) -> dict[str, Any]:
+    timings = {c: Timings() for c in contenders}
+    walls: dict[str, list[float]] = {c: [] for c in contenders}
+    errors: dict[str, str] = {}
+    for repeat in range(sizes.seq_repeats):
+        for contender in contenders:
+            report = probe(contender, "seq", work / f"seq-{contender}-{repeat}", sizes.seq_steps)
+            if "error" in report:
+                errors[contender] = report["error"]
+                continue
+            timings[contender].samples += report["samples"]
+            walls[contender].append(report["wall_s"])
+    out: dict[str, Any] = {}
+    for contender in contenders:
+        key = "duckdb_commit_floor" if contender == "duckdb" else contender
+        if contender in errors:
+            out[key] = {"error": errors[contender]}
+        else:
+            out[key] = {**timings[contender].summary(), "wall_s": round(min(walls[contender]), 3)}
+    wippy = out.get("wippy", {}).get("p50_ms")
+    for key, other in (("dbos", "dbos"), ("langgraph", "langgraph"), ("floor", "duckdb_commit_floor")):
+        theirs = out.get(other, {}).get("p50_ms")
+        if wippy and theirs:
+            out[f"wippy_vs_{key}_p50"] = round(theirs / wippy, 3)
+    return out
+
+
+def throughput(report: dict[str, Any], tasks: int, steps: int) -> dict[str, Any]:
+    if "error" in report:
+        return report
+    total = tasks * steps
+    return {"tasks": tasks, "steps": total, "start_s": round(report["start_s"], 3),
+            "last_step_s": round(report["last_step_s"], 3), "wall_s": round(report["wall_s"], 3),
+            "steps_per_s": round(total / report["wall_s"])}
+
+
+def concurrent(sizes: Sizes, work: Path, peers: list[str]) -> dict[str, Any]:
+    steps = sizes.steps_per_task
+    out: dict[str, Any] = {
+        "wippy": throughput(probe("wippy", "conc", work / "conc-wippy", sizes.tasks, steps), sizes.tasks, steps)}
+    runs = [("wippy_at_peer_size", "wippy"), *((peer, peer) for peer in peers)]
+    for key, contender in runs:
+        report = probe(contender, "conc", work / f"conc-{key}", sizes.peer_tasks, steps)
+        out[key] = throughput(report, sizes.peer_tasks, steps)
+    ours = out["wippy_at_peer_size"].get("steps_per_s")
+    for peer in peers:
+        theirs = out[peer].get("steps_per_s")
+        if ours and theirs:
+            out[f"wippy_vs_{peer}"] = round(ours / theirs, 3)
+    return out
+
+
+def recovery_of(contender: str, work: Path, tasks: int) -> dict[str, Any]:
+    prepared = probe(contender, "prepare", work, tasks, crashes=True)
+    if "error" in prepared:
+        return {"tasks": tasks, "error": f"prepare: {prepared['error']}"}
+    report = probe(contender, "recover", work, tasks)
+    if "error" in report:
+        return {"tasks": tasks, "error": f"recover: {report['error']}"}
+    return {"tasks": tasks, "prepare_s": round(prepared["prepare_s"], 3),
+            **{k: (v if v is None or isinstance(v, int) else round(v, 3)) for k, v in report.items()}}
+
+
+def recovery(sizes: Sizes, work: Path, peers: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"wippy": recovery_of("wippy", work / "rec-wippy", sizes.recovery_tasks),
+                           "wippy_at_peer_size": recovery_of("wippy", work / "rec-wippy-peer",
+                                                             sizes.peer_recovery_tasks)}
+    for peer in peers:
+        out[peer] = recovery_of(peer, work / f"rec-{peer}", sizes.peer_recovery_tasks)
+    ours = out["wippy_at_peer_size"]
+    if "dbos" in out and ours.get("rewait_s") and out["dbos"].get("rewait_s"):
+        out["wippy_vs_dbos_rewait"] = round(out["dbos"]["rewait_s"] / ours["rewait_s"], 3)
+    if "langgraph" in out and ours.get("done_s") and out["langgraph"].get("done_s"):
+        out["wippy_vs_langgraph_done"] = round(out["langgraph"]["done_s"] / ours["done_s"], 3)
+    return out
+
+
+def verdict(actual: dict[str, float | None]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name, (op, target) in TARGETS.items():
+        value = actual[name]
+        met = value is not None and {"<": value < target, "<=": value <= target, ">=": value >= target}[op]
+        out[name] = {"target": f"{op} {target:g}", "actual": value, "met": met}
+    return out
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for package in ("wippy_agents", "duckdb", "dbos", "langgraph", "langgraph-checkpoint-sqlite"):
+        try:
+            out[package.replace("-", "_")] = version(package)
+        except PackageNotFoundError:
+            out[package.replace("-", "_")] = None
+    return out
+
+
+def available_peers() -> tuple[list[str], dict[str, str]]:
+    needs = {"dbos": ("dbos",), "langgraph": ("langgraph", "langgraph.checkpoint.sqlite", "aiosqlite")}
+    peers, skipped = [], {}
+    for peer, modules in needs.items():
+        missing = [m for m in modules if _missing(m)]
+        if missing:
+            skipped[peer] = f"not installed: {', '.join(missing)} (pip install -e '.[dev]')"
+        else:
+            peers.append(peer)
+    return peers, skipped
+
+
+def _missing(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is None
+    except ModuleNotFoundError:
+        return True
+
+
+def run(sizes: Sizes, work: Path) -> dict[str, Any]:
+    """Every measurement, as the JSON-ready report."""
+    peers, skipped = available_peers()
+    seq = sequential(sizes, work, ["wippy", *peers, "duckdb"])
+    conc = concurrent(sizes, work, peers)
+    rec = recovery(sizes, work, peers)
+    actual: dict[str, float | None] = {
+        "sequential_step_p50_ms": seq["wippy"].get("p50_ms"),
+        "concurrent_steps_per_s": conc["wippy"].get("steps_per_s"),
+        "recovery_s": rec["wippy"].get("rewait_s"),
+    }
+    targets = verdict(actual)
+    return {
+        "mode": "quick" if sizes is QUICK else "full",
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "arch": platform.machine()},
+        "versions": versions(),
+        "sizes": asdict(sizes),
+        "skipped": skipped,
+        "reference": REFERENCE,
+        "sequential": seq,
+        "concurrent": conc,
+        "recovery": rec,
+        "targets": targets,
+        "all_met": all(t["met"] for t in targets.values()),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="a small smoke run (a few seconds)")
+    parser.add_argument("--probe", nargs="+", metavar="ARG", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.probe:
+        contender, figure, work, *sizes = args.probe
+        probe_main(contender, figure, work, [int(s) for s in sizes])
+        return
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="wippy-durable-bench-") as work:
+        report = run(QUICK if args.quick else FULL, Path(work))
+    report["elapsed_s"] = round(time.monotonic() - started, 1)
+    json.dump(report, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
