@@ -94,13 +94,14 @@ class Sizes:
     steps_per_task: int
     recovery_tasks: int
     peer_recovery_tasks: int
+    warm_up_steps: int
+    """Steps of one task run before a sequential or concurrent measurement (imports, first queries)."""
 
 
 FULL = Sizes(seq_steps=1000, seq_repeats=2, tasks=1000, peer_tasks=100, steps_per_task=20, recovery_tasks=1000,
-             peer_recovery_tasks=100)
-QUICK = Sizes(seq_steps=200, seq_repeats=1, tasks=100, peer_tasks=20, steps_per_task=20, recovery_tasks=100,
-              peer_recovery_tasks=20)
-WARM_UP_STEPS = 50
+             peer_recovery_tasks=100, warm_up_steps=50)
+QUICK = Sizes(seq_steps=100, seq_repeats=1, tasks=10, peer_tasks=10, steps_per_task=20, recovery_tasks=10,
+              peer_recovery_tasks=10, warm_up_steps=10)
 
 
 # -- the one timing helper ---------------------------------------------------------
@@ -198,11 +199,11 @@ def wippy_workflows() -> None:
         return go
 
 
-async def wippy_seq(work: Path, n: int) -> dict[str, Any]:
+async def wippy_seq(work: Path, n: int, warm_up: int) -> dict[str, Any]:
     from wippy_agents import Node
 
     async with Node(root=work) as node:
-        await node.tasks.run("bench:seq", WARM_UP_STEPS)
+        await node.tasks.run("bench:seq", warm_up)
         STEP_TIMES.clear()
         start = perf_counter()
         assert await node.tasks.run("bench:seq", n) == n
@@ -210,11 +211,11 @@ async def wippy_seq(work: Path, n: int) -> dict[str, Any]:
     return {"samples": STEP_TIMES, "wall_s": wall}
 
 
-async def wippy_conc(work: Path, tasks: int, steps: int) -> dict[str, Any]:
+async def wippy_conc(work: Path, tasks: int, steps: int, warm_up: int) -> dict[str, Any]:
     from wippy_agents import Node
 
     async with Node(root=work) as node:
-        await node.tasks.run("bench:conc", WARM_UP_STEPS)
+        await node.tasks.run("bench:conc", warm_up)
         start = perf_counter()
         ids = await asyncio.gather(*(node.tasks.start("bench:conc", steps) for _ in range(tasks)))
         started = perf_counter()
@@ -311,12 +312,12 @@ def dbos_launch(work: Path) -> None:
     DBOS.launch()
 
 
-async def dbos_seq(work: Path, n: int) -> dict[str, Any]:
+async def dbos_seq(work: Path, n: int, warm_up: int) -> dict[str, Any]:
     from dbos import DBOS
 
     dbos_launch(work)
     try:
-        await DBOS_FUNCTIONS["seq"](WARM_UP_STEPS)
+        await DBOS_FUNCTIONS["seq"](warm_up)
         STEP_TIMES.clear()
         start = perf_counter()
         assert await DBOS_FUNCTIONS["seq"](n) == n
@@ -326,12 +327,12 @@ async def dbos_seq(work: Path, n: int) -> dict[str, Any]:
     return {"samples": STEP_TIMES, "wall_s": wall}
 
 
-async def dbos_conc(work: Path, tasks: int, steps: int) -> dict[str, Any]:
+async def dbos_conc(work: Path, tasks: int, steps: int, warm_up: int) -> dict[str, Any]:
     from dbos import DBOS
 
     dbos_launch(work)
     try:
-        await DBOS_FUNCTIONS["conc"](WARM_UP_STEPS)
+        await DBOS_FUNCTIONS["conc"](warm_up)
         start = perf_counter()
         handles = await asyncio.gather(*(DBOS.start_workflow_async(DBOS_FUNCTIONS["conc"], steps)
                                          for _ in range(tasks)))
@@ -371,8 +372,10 @@ async def dbos_recover(work: Path, tasks: int) -> dict[str, Any]:
         rewaited = perf_counter()
         ids = [f"w{k}" for k in range(tasks)]
         await asyncio.gather(*(DBOS.send_async(workflow_id, "went", "go") for workflow_id in ids))
-        handles = await asyncio.gather(*(DBOS.retrieve_workflow_async(workflow_id) for workflow_id in ids))
-        results = await asyncio.gather(*(handle.get_result() for handle in handles))
+        results = []
+        for workflow_id in ids:  # one poller at a time, every 10 ms: most are done once the first is
+            handle: Any = await DBOS.retrieve_workflow_async(workflow_id)
+            results.append(await handle.get_result(polling_interval_sec=DBOS_POLL_S))
         done = perf_counter()
     finally:
         DBOS.destroy()
@@ -438,7 +441,7 @@ def thread(name: str) -> dict[str, Any]:
     return {"configurable": {"thread_id": name}, "recursion_limit": 100_000}
 
 
-async def langgraph_seq(work: Path, n: int) -> dict[str, Any]:
+async def langgraph_seq(work: Path, n: int, warm_up: int) -> dict[str, Any]:
     import sqlite3
 
     from langgraph.checkpoint.sqlite import SqliteSaver
@@ -446,7 +449,7 @@ async def langgraph_seq(work: Path, n: int) -> dict[str, Any]:
     conn = sqlite3.connect(work / "langgraph.sqlite", check_same_thread=False)
     try:
         graph = langgraph_graphs()["loop"].compile(checkpointer=SqliteSaver(conn))
-        graph.invoke({"i": 0, "n": WARM_UP_STEPS}, thread("warm-up"), durability="sync")
+        graph.invoke({"i": 0, "n": warm_up}, thread("warm-up"), durability="sync")
         STEP_TIMES.clear()
         start = perf_counter()
         assert graph.invoke({"i": 0, "n": n}, thread("seq"), durability="sync")["i"] == n
@@ -457,12 +460,12 @@ async def langgraph_seq(work: Path, n: int) -> dict[str, Any]:
     return {"samples": [b - a for a, b in zip(entries, entries[1:], strict=False)], "wall_s": wall}
 
 
-async def langgraph_conc(work: Path, tasks: int, steps: int) -> dict[str, Any]:
+async def langgraph_conc(work: Path, tasks: int, steps: int, warm_up: int) -> dict[str, Any]:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
     async with AsyncSqliteSaver.from_conn_string(str(work / "langgraph.sqlite")) as saver:
         graph = langgraph_graphs()["loop"].compile(checkpointer=saver)
-        await graph.ainvoke({"i": 0, "n": WARM_UP_STEPS}, thread("warm-up"), durability="sync")
+        await graph.ainvoke({"i": 0, "n": warm_up}, thread("warm-up"), durability="sync")
         start = perf_counter()
         runs = [asyncio.ensure_future(graph.ainvoke({"i": 0, "n": steps}, thread(f"t{k}"), durability="sync"))
                 for k in range(tasks)]
@@ -506,7 +509,7 @@ async def langgraph_recover(work: Path, tasks: int) -> dict[str, Any]:
 # -- the DuckDB floor -------------------------------------------------------------------------
 
 
-async def duckdb_seq(work: Path, n: int) -> dict[str, Any]:
+async def duckdb_seq(work: Path, n: int, warm_up: int) -> dict[str, Any]:
     """One row per transaction, as the journal writes a group of one: BEGIN; INSERT ... unnest; COMMIT."""
     import duckdb
 
@@ -516,18 +519,18 @@ async def duckdb_seq(work: Path, n: int) -> dict[str, Any]:
         insert = "INSERT INTO steps SELECT unnest(?), unnest(?), unnest(?), unnest(?)::JSON"
         samples = []
         start = perf_counter()
-        for i in range(WARM_UP_STEPS + n):
+        for i in range(warm_up + n):
             begin = perf_counter()
             db.execute("BEGIN")
             db.execute(insert, [["t"], [i], [f"s{i}"], ["null"]])
             db.execute("COMMIT")
             samples.append(perf_counter() - begin)
-            if i == WARM_UP_STEPS - 1:
+            if i == warm_up - 1:
                 start = perf_counter()
         wall = perf_counter() - start
     finally:
         db.close()
-    return {"samples": samples[WARM_UP_STEPS:], "wall_s": wall}
+    return {"samples": samples[warm_up:], "wall_s": wall}
 
 
 # -- probes: one measurement in a fresh interpreter -------------------------------------------------
@@ -557,8 +560,10 @@ def probe_main(contender: str, figure: str, work: str, sizes: list[int]) -> None
 def probe(contender: str, figure: str, work: Path, *sizes: int, crashes: bool = False) -> dict[str, Any]:
     """Run one probe in a fresh interpreter; its JSON report, or {"error": ...}."""
     command = [sys.executable, __file__, "--probe", contender, figure, str(work), *map(str, sizes)]
+    t0 = perf_counter()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
+        print("PROBE", contender, figure, sizes, round(perf_counter() - t0, 2), file=sys.stderr)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {PROBE_TIMEOUT_S:g}s"}
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -579,7 +584,8 @@ def sequential(sizes: Sizes, work: Path, contenders: list[str]) -> dict[str, Any
     errors: dict[str, str] = {}
     for repeat in range(sizes.seq_repeats):
         for contender in contenders:
-            report = probe(contender, "seq", work / f"seq-{contender}-{repeat}", sizes.seq_steps)
+            report = probe(contender, "seq", work / f"seq-{contender}-{repeat}", sizes.seq_steps,
+                           sizes.warm_up_steps)
             if "error" in report:
                 errors[contender] = report["error"]
                 continue
@@ -611,11 +617,14 @@ def throughput(report: dict[str, Any], tasks: int, steps: int) -> dict[str, Any]
 
 def concurrent(sizes: Sizes, work: Path, peers: list[str]) -> dict[str, Any]:
     steps = sizes.steps_per_task
-    out: dict[str, Any] = {
-        "wippy": throughput(probe("wippy", "conc", work / "conc-wippy", sizes.tasks, steps), sizes.tasks, steps)}
+    report = probe("wippy", "conc", work / "conc-wippy", sizes.tasks, steps, sizes.warm_up_steps)
+    out: dict[str, Any] = {"wippy": throughput(report, sizes.tasks, steps)}
     runs = [("wippy_at_peer_size", "wippy"), *((peer, peer) for peer in peers)]
     for key, contender in runs:
-        report = probe(contender, "conc", work / f"conc-{key}", sizes.peer_tasks, steps)
+        if key == "wippy_at_peer_size" and sizes.peer_tasks == sizes.tasks:
+            out[key] = out["wippy"]
+            continue
+        report = probe(contender, "conc", work / f"conc-{key}", sizes.peer_tasks, steps, sizes.warm_up_steps)
         out[key] = throughput(report, sizes.peer_tasks, steps)
     ours = out["wippy_at_peer_size"].get("steps_per_s")
     for peer in peers:
@@ -637,9 +646,11 @@ def recovery_of(contender: str, work: Path, tasks: int) -> dict[str, Any]:
 
 
 def recovery(sizes: Sizes, work: Path, peers: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {"wippy": recovery_of("wippy", work / "rec-wippy", sizes.recovery_tasks),
-                           "wippy_at_peer_size": recovery_of("wippy", work / "rec-wippy-peer",
-                                                             sizes.peer_recovery_tasks)}
+    out: dict[str, Any] = {"wippy": recovery_of("wippy", work / "rec-wippy", sizes.recovery_tasks)}
+    if sizes.peer_recovery_tasks == sizes.recovery_tasks:
+        out["wippy_at_peer_size"] = out["wippy"]
+    else:
+        out["wippy_at_peer_size"] = recovery_of("wippy", work / "rec-wippy-peer", sizes.peer_recovery_tasks)
     for peer in peers:
         out[peer] = recovery_of(peer, work / f"rec-{peer}", sizes.peer_recovery_tasks)
     ours = out["wippy_at_peer_size"]

@@ -225,7 +225,9 @@ def cmd_tasks_show(args: argparse.Namespace) -> None:
     if task["error"]:
         print(f"error: {task['error']}")
     elif task["status"] == "completed":
-        print(f"result: {_short(json.dumps(task['result'], ensure_ascii=False), 1000)}")
+        answer = _answer_of(task["result"])
+        shown = answer["text"] if answer else json.dumps(task["result"], ensure_ascii=False)
+        print(f"{'answer' if answer else 'result'}: {_short(shown, 1000)}")
 
 
 def _tokens(usage: dict[str, Any]) -> str:
@@ -238,13 +240,19 @@ def cmd_tasks_resume(args: argparse.Namespace) -> None:
         print(f"task {event['task']} ({event['workflow']}): {event['status']}", file=sys.stderr)
 
     result = _request(args, "tasks.resume", started, id=args.id)
-    answer = result.get("answer") if isinstance(result, dict) else None
-    if isinstance(answer, dict) and "text" in answer:  # an agent's turn: print it as `wippy ask` does
+    answer = _answer_of(result)
+    if answer is not None:  # an agent's turn: print it as `wippy ask` does
         _print_answer(answer, args.json)
     elif isinstance(result, str) and not args.json:
         print(result)
     else:
         print(_dumps(result))
+
+
+def _answer_of(result: Any) -> dict[str, Any] | None:
+    """The agent's answer in the result of an agent-turn task."""
+    answer = result.get("answer") if isinstance(result, dict) else None
+    return answer if isinstance(answer, dict) and "text" in answer else None
 
 
 def cmd_tasks_cancel(args: argparse.Namespace) -> None:

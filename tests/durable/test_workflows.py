@@ -221,3 +221,36 @@ async def test_unknown_workflow_and_task_are_clear_errors(tmp_path: Path) -> Non
             await node.tasks.start("test:nope")
         with pytest.raises(LookupError, match="no task 'ghost'"):
             await node.tasks.signal("ghost", "x")
+
+
+async def test_a_task_keeps_its_registry_version_until_upgraded(tmp_path: Path) -> None:
+    from wippy_agents.registry import Entry
+    from wippy_agents.testing import write_file
+
+    write_file(tmp_path, "registry/app/_index.yaml", """
+        namespace: app
+        entries:
+          - {name: limits, kind: config, size: 1}
+        """)
+
+    @durable.workflow("test:pinned")
+    async def pinned(ctx: durable.TaskContext) -> list[int]:
+        sizes = []
+        for round in range(2):
+            await ctx.wait_signal(f"go{round}")
+            sizes.append(await ctx.step(f"read{round}", lambda: ctx.registry.get("app:limits").data["size"]))
+        return sizes
+
+    async with Node(root=tmp_path) as node:
+        task = await node.tasks.start("test:pinned")
+        node.registry.apply([Entry("app:limits", "config", {}, {"size": 2})], author="test")
+        await node.tasks.signal(task, "go0")
+        while len(node.tasks.get(task).steps) < 3:
+            await asyncio.sleep(0.001)
+    async with Node(root=tmp_path) as node:  # still pinned after a restart
+        assert node.tasks.get(task).registry_version == 1
+        assert await node.tasks.upgrade(task) == 2
+        await node.tasks.signal(task, "go1")
+        assert await node.tasks.result(task) == [1, 2]
+    async with Node(root=tmp_path) as node:
+        assert node.tasks.get(task).registry_version == 2

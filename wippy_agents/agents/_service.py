@@ -21,7 +21,7 @@ from .._runtime.types import DOWN, Pid, describe
 from ..durable import TaskContext, TaskFailed, workflow
 from ..durable._engine import TERMINAL
 from ..llm import Model, ToolCall, UsageLedger, default_model_spec, load_model
-from ..registry import Registry
+from ..registry import Registry, RegistryView
 from ..registry._kinds import AgentSpec, ModelSpec
 from ..supervisor import ChildSpec, Supervisor, SupervisorError
 from ._errors import AgentError
@@ -60,20 +60,20 @@ class AgentService:
         """The supervisor conversations run under (a child of `wippy:system`)."""
         return Supervisor(max_restarts=100, max_seconds=10)
 
-    def offers(self, agent_id: str, spec: AgentSpec) -> dict[str, Offered]:
+    def offers(self, agent_id: str, spec: AgentSpec, registry: Registry | RegistryView) -> dict[str, Offered]:
         """The agent's tools and delegates as offered to its model, worked out once per registry version."""
         cached = self._offers.get(agent_id)
-        if cached is None or cached[0] != self.registry.version or cached[1] is not spec:
-            by_name, _ = offers(spec, self.registry.view(), self.registry.spec)
-            cached = self._offers[agent_id] = (self.registry.version, spec, by_name)
+        if cached is None or cached[0] != registry.version or cached[1] is not spec:
+            by_name, _ = offers(spec, registry.view(), registry.spec)
+            cached = self._offers[agent_id] = (registry.version, spec, by_name)
         return cached[2]
 
-    def model(self, model_id: str | None) -> Model:
+    def model(self, model_id: str | None, registry: Registry | RegistryView) -> Model:
         """The model for a turn: an override, else the entry's (rebuilt when the entry changes)."""
         override = self.model_overrides.get(model_id or "") or self.model_overrides.get("*")
         if override is not None:
             return override
-        spec = self.registry.spec(model_id) if model_id else default_model_spec()
+        spec = registry.spec(model_id) if model_id else default_model_spec()
         assert isinstance(spec, ModelSpec)
         cached = self._models.get(model_id)
         if cached is None or cached[0] is not spec:

@@ -22,7 +22,7 @@ import pydantic_core
 
 from ..llm import ToolCall, ToolDefinition, ToolResultMessage
 from ..llm._messages import RAW_ARGUMENTS_KEY
-from ..registry import Entry, Problem, Registry
+from ..registry import Entry, Problem, Registry, RegistryView
 from ..registry._kinds import AgentSpec, KindSpec, ToolSpec
 from ..tools import ToolArgumentsError, ToolContext
 from ._errors import AgentError
@@ -113,7 +113,7 @@ def check_tool_names(state: Mapping[str, Entry], spec_of: Callable[[str], KindSp
 class ToolSet:
     """The tools and delegates one turn of an agent may call."""
 
-    def __init__(self, registry: Registry, offered: dict[str, Offered], context: ToolContext,
+    def __init__(self, registry: Registry | RegistryView, offered: dict[str, Offered], context: ToolContext,
                  delegate: Delegate) -> None:
         self.by_name = offered
         self.context = context

@@ -88,7 +88,7 @@ async def run_turn(
     replays them from the journal (no request is sent twice, no tool runs twice)
     and runs again only the step that was interrupted.
     """
-    registry = service.registry
+    registry = service.registry.at(ctx.registry_version)  # a resumed turn keeps the version it began on
     try:
         entry = registry.get(agent_id)
     except KeyError as error:
@@ -98,7 +98,7 @@ async def run_turn(
         raise AgentError(f"{agent_id} is a {entry.kind}, not an agent")
     prompt = registry.spec(spec.prompt) if spec.prompt else None
     assert prompt is None or isinstance(prompt, PromptSpec)
-    model = service.model(spec.model)
+    model = service.model(spec.model, registry)
     delegated: list[Answer] = []
 
     async def delegate(target: str, message: str, call: ToolCall) -> str:
@@ -108,7 +108,7 @@ async def run_turn(
         return answer.text
 
     tool_context = ToolContext(agent_id=agent_id, task_id=ctx.task_id, logger=log, node=service.node)
-    tools = ToolSet(registry, service.offers(agent_id, spec), tool_context, delegate)
+    tools = ToolSet(registry, service.offers(agent_id, spec, registry), tool_context, delegate)
     system = render_prompt(spec, prompt, agent_id, entry.meta, context)
     new: list[ChatMessage] = [UserMessage(content=text)]
     messages: list[ChatMessage] = ([SystemMessage(content=system)] if system else []) + history + new

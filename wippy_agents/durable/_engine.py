@@ -137,6 +137,11 @@ class TaskContext:
         self._wake = asyncio.Event()
         self.cancelled = False
 
+    @property
+    def registry(self) -> Any:
+        """The app's registry as of the version this task runs on (see `tasks.upgrade`)."""
+        return self.manager.node.registry.at(self.registry_version)
+
     def step(self, name: str, fn: Callable[..., Any], *args: Any, retries: int = 0,
              retry_delay: float = 0.5) -> Awaitable[Any]:
         """Run `fn(*args)` once for this task and journal its result; on replay return the recorded result.
@@ -268,11 +273,15 @@ def _group_key(workflow_id: str, args: list[Any]) -> tuple[str, Any, Any] | None
 
 
 _LOAD = """
-SELECT t.id, t.workflow, t.args, t.registry_version, t.created, e.status, e.detail,
+SELECT t.id, t.workflow, t.args,
+       coalesce((SELECT CAST(json_extract(u.detail, '$.registry_version') AS BIGINT) FROM task_events u
+                 WHERE u.task = t.id AND u.status = 'upgraded' ORDER BY u.time DESC, u.rowid DESC LIMIT 1),
+                t.registry_version),
+       t.created, e.status, e.detail,
        EXISTS (SELECT 1 FROM task_events c WHERE c.task = t.id AND c.status = 'cancel_requested')
 FROM tasks t LEFT JOIN (
     SELECT task, status, detail, row_number() OVER (PARTITION BY task ORDER BY time DESC, rowid DESC) AS n
-    FROM task_events) e ON e.task = t.id AND e.n = 1
+    FROM task_events WHERE status NOT IN ('upgraded', 'cancel_requested')) e ON e.task = t.id AND e.n = 1
 ORDER BY t.created, t.rowid
 """
 
@@ -319,6 +328,8 @@ class TaskManager:
         state = self._tasks[task]
         if status == "cancel_requested":
             state.cancel_requested = True
+        elif status == "upgraded":
+            pass  # a note in the journal, not a state: the version is replayed from it at boot
         else:
             state.status, state.detail = status, detail
         return self.journal.append("task_events", (task, datetime.now(UTC), status, dumps(detail)))
@@ -422,6 +433,17 @@ class TaskManager:
         if running is not None:
             running.ctx._signals.append(signal)
             running.ctx.wake()
+
+    async def upgrade(self, task_id: str) -> int:
+        """Move a task to the current registry version (from its next read of an entry on); returns it."""
+        state = self._task(task_id)
+        version = self._registry_version()
+        await self._event(task_id, "upgraded", {"registry_version": version})
+        state.registry_version = version
+        running = self._running.get(task_id)
+        if running is not None:
+            running.ctx.registry_version = version
+        return version
 
     async def cancel(self, task_id: str) -> None:
         """Record the cancel; the task stops at its next step (or at once, if it is sleeping or waiting)."""

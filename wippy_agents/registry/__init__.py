@@ -14,7 +14,7 @@ node.registry.history("tools.weather:forecast"); node.registry.rollback(version)
 
 from ._entry import Change, Delete, Entry, EntryNotFound, Problem, RegistryError, check_id
 from ._kinds import KINDS, KindSpec
-from ._registry import PolicyHook, Registry, RegistryEvent
+from ._registry import PolicyHook, Registry, RegistryEvent, RegistryView
 from ._sources import Folders, Origin
 from ._store import EntryChange, Version
 
@@ -33,6 +33,7 @@ __all__ = [
     "Registry",
     "RegistryError",
     "RegistryEvent",
+    "RegistryView",
     "Version",
     "check_id",
 ]

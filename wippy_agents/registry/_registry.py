@@ -112,6 +112,7 @@ class Registry:
         self._digests: dict[str, str] = {}
         self._subscriptions: list[_Subscription] = []
         self._builtins: dict[str, Entry] = {}
+        self._views: dict[int, RegistryView] = {}
         self._builtin_specs: dict[str, KindSpec] = {}
         self._modules: dict[str, tuple[tuple[int, int], Any]] = {}
 
@@ -153,6 +154,20 @@ class Registry:
             and (namespace is None or entry.namespace == namespace)
             and (pattern is None or fnmatch.fnmatchcase(entry_id, pattern))
         ]
+
+    def at(self, version: int) -> Registry | RegistryView:
+        """The registry as it was at `version` (the registry itself for the current version).
+
+        A durable task reads its entries from the version it started on, so a
+        resumed task keeps the configuration it began with.
+        """
+        if version >= self.version:
+            return self
+        view = self._views.get(version)
+        if view is None:
+            state = self.store.state_at(version, self._entries)
+            view = self._views[version] = RegistryView(self, version, self._builtins | state)
+        return view
 
     def view(self) -> Mapping[str, Entry]:
         """Every entry by id, built-ins included (a read-only view for code that scans many entries)."""
@@ -597,6 +612,34 @@ class Registry:
         if fn is None:
             raise RegistryError(f"{entry_id}: {file or module} has no function {function!r}")
         return fn
+
+
+class RegistryView:
+    """A read-only registry as of an older version: `get`, `spec`, `view` and the live tool functions."""
+
+    def __init__(self, registry: Registry, version: int, entries: dict[str, Entry]) -> None:
+        self.version = version
+        self.tools = registry.tools  # code cannot be pinned: tools/ files are what they are now
+        self._entries = entries
+        self._specs: dict[str, KindSpec] = {}
+
+    def __contains__(self, entry_id: object) -> bool:
+        return entry_id in self._entries
+
+    def get(self, entry_id: str) -> Entry:
+        try:
+            return self._entries[entry_id]
+        except KeyError:
+            raise EntryNotFound(_not_found(entry_id, self._entries) + f" (as of version {self.version})") from None
+
+    def spec(self, entry_id: str) -> KindSpec:
+        spec = self._specs.get(entry_id)
+        if spec is None:
+            spec = self._specs[entry_id] = parse_spec(self.get(entry_id))
+        return spec
+
+    def view(self) -> Mapping[str, Entry]:
+        return types.MappingProxyType(self._entries)
 
 
 def _a(noun: str) -> str:

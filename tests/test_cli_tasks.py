@@ -1,0 +1,144 @@
+"""`wippy tasks ...`: list, show, signal, cancel, resume and upgrade, with and without a running node."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wippy_agents import Node, durable
+from wippy_agents._control import ControlError, connect
+from wippy_agents.agents import Conversation
+from wippy_agents.llm import Response, Usage
+
+WIPPY = str(Path(sys.executable).with_name("wippy"))
+
+
+def wippy(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([WIPPY, *map(str, args)], capture_output=True, text=True, timeout=60)
+
+
+def draft() -> str:
+    return "a draft"
+
+
+def answer() -> Response:
+    return Response(text="hi", usage=Usage(input_tokens=100, output_tokens=20), cost_usd=0.0015)
+
+
+@durable.workflow("test.cli:approval")
+async def approval(ctx: durable.TaskContext) -> Any:
+    await ctx.step("draft", draft)
+    return await ctx.wait_signal("approve")
+
+
+@durable.workflow("test.cli:model")
+async def model_call(ctx: durable.TaskContext) -> str:
+    response = await ctx.step("model", answer)
+    return f"the model said {response.text}"
+
+
+async def start_tasks(app: Path) -> tuple[str, str, str]:
+    """Two tasks left waiting for a signal by a node that then stops, and one that completed."""
+    async with Node(root=app) as node:
+        waiting = await node.tasks.start("test.cli:approval", task_id="waiting")
+        other = await node.tasks.start("test.cli:approval", task_id="other")
+        done = await node.tasks.start("test.cli:model", task_id="done")
+        await node.tasks.result(done)
+        while len(node.tasks.get(waiting).steps) < 2 or len(node.tasks.get(other).steps) < 2:
+            await asyncio.sleep(0.01)
+    return waiting, other, done
+
+
+def test_tasks_list_show_signal_and_cancel_without_a_node(example_app: Path) -> None:
+    waiting, other, done = asyncio.run(start_tasks(example_app))
+
+    listing = wippy("tasks", "list", "--root", example_app)
+    assert listing.returncode == 0, listing.stderr
+    header, *rows = listing.stdout.splitlines()
+    assert header.split() == ["ID", "WORKFLOW", "STATUS", "CREATED", "STEPS"]
+    assert [(row.split()[0], row.split()[2], row.split()[-1]) for row in rows] == [
+        ("waiting", "running", "2"), ("other", "running", "2"), ("done", "completed", "1")]
+    completed = json.loads(wippy("tasks", "list", "--status", "completed", "--json", "--root", example_app).stdout)
+    assert [task["id"] for task in completed] == ["done"]
+
+    shown = wippy("tasks", "show", done, "--root", example_app)
+    assert shown.returncode == 0, shown.stderr
+    assert "task done  test.cli:model  completed" in shown.stdout
+    assert "100 tokens in, 20 out, $0.001500" in shown.stdout and "model calls:" in shown.stdout
+    assert 'result: "the model said hi"' in shown.stdout
+    steps = wippy("tasks", "show", waiting, "--root", example_app).stdout
+    assert "draft" in steps and "wait:approve" in steps
+
+    signalled = wippy("tasks", "signal", waiting, "approve", '{"ok": true}', "--root", example_app)
+    assert signalled.returncode == 0 and "signal 'approve' delivered" in signalled.stdout, signalled.stderr
+    cancelled = wippy("tasks", "cancel", other, "--root", example_app)
+    assert cancelled.returncode == 0 and "cancel requested" in cancelled.stdout, cancelled.stderr
+    again = wippy("tasks", "cancel", done, "--root", example_app)
+    assert "is already completed; nothing to cancel" in again.stdout
+
+    missing = wippy("tasks", "show", "nope", "--root", example_app)
+    assert missing.returncode == 1 and missing.stderr == "wippy: no task 'nope'\n"
+    bad = wippy("tasks", "signal", waiting, "approve", "{oops", "--root", example_app)
+    assert bad.returncode == 2 and "not valid JSON" in bad.stderr
+
+    async def recover() -> tuple[Any, str]:
+        async with Node(root=example_app) as node:  # recovery finds the signal and the cancel
+            result = await node.tasks.result(waiting)
+            with pytest.raises(durable.TaskFailed):
+                await node.tasks.result(other)
+            return result, node.tasks.status(other)
+
+    assert asyncio.run(recover()) == ({"ok": True}, "cancelled")
+
+
+def test_tasks_resume_without_a_node_says_why_a_task_cannot_run_here(example_app: Path) -> None:
+    waiting, _, done = asyncio.run(start_tasks(example_app))
+    resumed = wippy("tasks", "resume", done, "--root", example_app)
+    assert resumed.returncode == 0 and resumed.stdout == "the model said hi\n", resumed.stderr
+    # this process knows the workflow; the embedded node in `wippy` does not import the test's module
+    stuck = wippy("tasks", "resume", waiting, "--root", example_app)
+    assert stuck.returncode == 1
+    assert "task waiting needs_attention: workflow 'test.cli:approval' is not registered" in stuck.stderr
+
+
+async def test_resume_through_the_node_runs_the_task_to_its_end_and_streams_its_status(example_app: Path) -> None:
+    async with Node(root=example_app) as node:
+        task = await node.tasks.start("test.cli:approval")
+        async with connect(example_app) as resumer, connect(example_app) as signaller:
+            events: list[Any] = []
+            resume = asyncio.ensure_future(resumer.request("tasks.resume", events.append, id=task))
+            await asyncio.sleep(0.05)
+            assert not resume.done()
+            await signaller.request("tasks.signal", id=task, name="approve", payload="yes")
+            assert await resume == "yes"
+            assert events == [{"task": task, "workflow": "test.cli:approval", "status": "running"}]
+            shown = await signaller.request("tasks.show", id=task)
+            assert [step["name"] for step in shown["steps"]] == ["draft", "wait:approve", "signal:approve"]
+
+
+@pytest.mark.skipif(hasattr(durable.TaskManager, "upgrade"), reason="the engine upgrades tasks now")
+async def test_upgrade_is_not_supported_until_the_engine_is(example_app: Path) -> None:
+    async with Node(root=example_app) as node:
+        task = await node.tasks.start("test.cli:model")
+        async with connect(example_app) as backend:
+            with pytest.raises(ControlError, match="not supported yet") as error:
+                await backend.request("tasks.upgrade", id=task)
+            assert error.value.kind == "NotSupported"
+
+
+@pytest.mark.skipif("task_id" not in inspect.signature(Conversation.stream).parameters,
+                    reason="agent turns do not take a task id yet")
+def test_ask_with_a_task_id_runs_the_turn_as_that_task(example_app: Path) -> None:
+    first = wippy("ask", "app:assistant", "hello", "--task-id", "turn-1", "--root", example_app)
+    assert first.returncode == 0, first.stderr
+    again = wippy("ask", "app:assistant", "hello", "--task-id", "turn-1", "--root", example_app)
+    assert again.returncode == 0 and again.stdout == first.stdout, again.stderr
+    shown = wippy("tasks", "show", "turn-1", "--root", example_app)
+    assert "wippy:agent_turn  completed" in shown.stdout, shown.stderr

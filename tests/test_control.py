@@ -1,0 +1,143 @@
+"""The control socket: the CLI reaches a running node, one node per app, stale files cleared."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wippy_agents import Node
+from wippy_agents._control import ControlClient, ControlError, connect, pid_path, socket_path
+from wippy_agents._state import StateFileBusy
+
+WIPPY = str(Path(sys.executable).with_name("wippy"))
+
+
+def wippy(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([WIPPY, *map(str, args)], capture_output=True, text=True, timeout=60)
+
+
+@contextmanager
+def running_node(app: Path) -> Iterator[subprocess.Popen[str]]:
+    """`wippy run` in a subprocess, once it says it is up."""
+    proc = subprocess.Popen([WIPPY, "run", "--root", str(app)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "press Ctrl+C" in line:
+                break
+        else:
+            raise AssertionError(f"wippy run did not come up: {proc.communicate()[1]}")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=30)
+
+
+def test_the_cli_talks_to_a_running_node_and_a_second_node_is_refused(example_app: Path) -> None:
+    with running_node(example_app) as node:
+        # each of these would fail on the state file's lock if it did not go through the node
+        history = wippy("registry", "history", "--root", example_app)
+        assert history.returncode == 0, history.stderr
+        assert history.stdout.startswith("v1  ") and "loaded from files" in history.stdout
+        assert wippy("tasks", "list", "--root", example_app).returncode == 0
+        ask = wippy("ask", "app:assistant", "hello", "--root", example_app)
+        assert ask.returncode == 0 and "You said: hello" in ask.stdout, ask.stderr
+        second = wippy("run", "--root", example_app)
+        assert second.returncode == 1
+        assert f"the app in {example_app} is already run by wippy node pid {node.pid}" in second.stderr
+        assert "use the CLI, which talks to it" in second.stderr
+        node.send_signal(signal.SIGINT)
+        assert node.wait(timeout=30) == 0
+    assert not socket_path(example_app).exists() and not pid_path(example_app).exists()
+
+
+def test_a_node_killed_with_sigkill_leaves_files_that_the_next_node_clears(example_app: Path) -> None:
+    with running_node(example_app) as node:
+        assert int(pid_path(example_app).read_text()) == node.pid
+        node.kill()
+        node.wait(timeout=30)  # reaped: a zombie still counts as alive
+    assert socket_path(example_app).exists()
+    history = wippy("registry", "history", "--root", example_app)  # nothing answers: served here instead
+    assert history.returncode == 0 and history.stdout.startswith("v1  "), history.stderr
+    again = wippy("run", "--once", "--root", example_app)
+    assert again.returncode == 0, again.stderr
+    assert not socket_path(example_app).exists() and not pid_path(example_app).exists()
+
+
+async def test_a_second_node_in_the_same_process_gets_the_first_ones_pid(example_app: Path) -> None:
+    async with Node(root=example_app):
+        with pytest.raises(StateFileBusy, match=f"already run by wippy node pid {os.getpid()} "):
+            async with Node(root=example_app):
+                pass
+
+
+async def request_lines(path: Path, *requests: Any) -> list[dict[str, Any]]:
+    """Raw protocol: send each request as a line, read every line back until the connection's last answer."""
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    lines = []
+    for request in requests:
+        writer.write(request if isinstance(request, bytes) else json.dumps(request).encode() + b"\n")
+        while True:
+            lines.append(json.loads(await reader.readline()))
+            if "event" not in lines[-1]:
+                break
+    writer.close()
+    return lines
+
+
+async def test_the_protocol_is_json_lines_with_events_before_the_final_answer(example_app: Path) -> None:
+    async with Node(root=example_app):
+        path = socket_path(example_app)
+        ping, show, missing, unknown, bad, garbage = await request_lines(
+            path, {"op": "ping"}, {"op": "registry.show", "id": "app.db:postgres"},
+            {"op": "registry.show", "id": "app.db:postgre"}, {"op": "nope"},
+            {"op": "registry.show", "name": "x"}, b"not json\n")
+        assert ping["ok"] and ping["result"]["pid"] == os.getpid() and ping["result"]["root"] == str(example_app)
+        assert show["result"]["data"]["port"] == 5432 and show["result"]["file"] == "registry/db/_index.yaml"
+        assert missing == {"ok": False, "kind": "EntryNotFound", "error": missing["error"]}
+        assert "did you mean 'app.db:postgres'" in missing["error"]
+        assert unknown["kind"] == "ControlError" and "registry.show" in unknown["error"]
+        assert "bad registry.show request" in bad["error"]
+        assert garbage["error"] == "a request is one line of JSON"
+
+        *events, answer = await request_lines(path, {"op": "ask", "agent": "app:assistant", "message": "hi"})
+        kinds = [line["event"]["type"] for line in events]
+        assert kinds[0] == "turn_started" and kinds[-1] == "turn_done" and "usage" in kinds
+        assert answer["ok"] and "You said: hi" in answer["result"]["text"]
+
+
+async def test_a_deep_app_folder_gets_a_short_socket_path_under_tmp(tmp_path: Path) -> None:
+    root = tmp_path / ("deep" * 30)
+    root.mkdir()
+    path = socket_path(root)
+    assert path.parent == Path(f"/tmp/wippy-{os.getuid()}") and len(str(path)) < 100
+    async with Node(root=root):
+        assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
+        async with connect(root) as backend:
+            assert isinstance(backend, ControlClient) and backend.info["pid"] == os.getpid()
+            assert await backend.request("registry.lint") == {"entries": 0, "problems": []}
+    assert not path.exists()
+
+
+async def test_a_dead_socket_of_a_live_process_is_replaced_once_the_state_file_is_ours(tmp_path: Path) -> None:
+    socket_path(tmp_path).parent.mkdir()
+    socket_path(tmp_path).write_text("")  # not a socket: nothing answers
+    pid_path(tmp_path).write_text(f"{os.getppid()}\n")  # a live process, but it does not hold the state file
+    async with Node(root=tmp_path):
+        async with connect(tmp_path) as backend:
+            assert isinstance(backend, ControlClient)
+            with pytest.raises(ControlError, match="approvals are not available yet") as error:
+                await backend.request("approvals.list")
+            assert error.value.kind == "NotSupported"
