@@ -151,7 +151,7 @@ async def until(done: Callable[[], bool], timeout: float = 120.0) -> None:
 
 def crash(report: dict[str, Any]) -> None:
     """Print the probe's report, then die as a crash does: SIGKILL, nothing shut down or flushed."""
-    print(json.dumps(report), flush=True)
+    print(json.dumps([report]), flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -208,7 +208,7 @@ async def wippy_seq(work: Path, n: int, warm_up: int) -> dict[str, Any]:
         start = perf_counter()
         assert await node.tasks.run("bench:seq", n) == n
         wall = perf_counter() - start
-    return {"samples": STEP_TIMES, "wall_s": wall}
+    return {"samples": list(STEP_TIMES), "wall_s": wall}
 
 
 async def wippy_conc(work: Path, tasks: int, steps: int, warm_up: int) -> dict[str, Any]:
@@ -324,7 +324,7 @@ async def dbos_seq(work: Path, n: int, warm_up: int) -> dict[str, Any]:
         wall = perf_counter() - start
     finally:
         DBOS.destroy()
-    return {"samples": STEP_TIMES, "wall_s": wall}
+    return {"samples": list(STEP_TIMES), "wall_s": wall}
 
 
 async def dbos_conc(work: Path, tasks: int, steps: int, warm_up: int) -> dict[str, Any]:
@@ -548,49 +548,83 @@ PROBES: dict[str, tuple[Callable[[], Any] | None, dict[str, Probe]]] = {
 }
 
 
-def probe_main(contender: str, figure: str, work: str, sizes: list[int]) -> None:
+def probe_main(contender: str, work: str, jobs: list[str]) -> None:
+    """Run `jobs` ("figure:size:size...") one after another, each in its own folder and event loop."""
     register, probes = PROBES[contender]
     if register is not None:
         register()
-    Path(work).mkdir(parents=True, exist_ok=True)
-    result = asyncio.run(probes[figure](Path(work), *sizes))
-    print(json.dumps(result), flush=True)
+    reports = []
+    for index, job in enumerate(jobs):
+        figure, *sizes = job.split(":")
+        folder = Path(work) if figure in ("prepare", "recover") else Path(work) / f"{index}-{figure}"
+        folder.mkdir(parents=True, exist_ok=True)
+        STEP_TIMES.clear()
+        reports.append(asyncio.run(probes[figure](folder, *map(int, sizes))))
+    print(json.dumps(reports), flush=True)
 
 
-def probe(contender: str, figure: str, work: Path, *sizes: int, crashes: bool = False) -> dict[str, Any]:
-    """Run one probe in a fresh interpreter; its JSON report, or {"error": ...}."""
-    command = [sys.executable, __file__, "--probe", contender, figure, str(work), *map(str, sizes)]
-    t0 = perf_counter()
+def probe(contender: str, work: Path, *jobs: str, crashes: bool = False) -> list[dict[str, Any]]:
+    """Run `jobs` of one contender in a fresh interpreter; a report per job, each {"error": ...} on failure."""
+    command = [sys.executable, __file__, "--probe", contender, str(work), *jobs]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
-        print("PROBE", contender, figure, sizes, round(perf_counter() - t0, 2), file=sys.stderr)
     except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {PROBE_TIMEOUT_S:g}s"}
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        return [{"error": f"timed out after {PROBE_TIMEOUT_S:g}s"}] * len(jobs)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("[")]
     expected = -signal.SIGKILL if crashes else 0
     if done.returncode != expected or not lines:
         tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-        return {"error": f"exit {done.returncode}: {tail}"}
-    report: dict[str, Any] = json.loads(lines[-1])
-    return report
+        return [{"error": f"exit {done.returncode}: {tail}"}] * len(jobs)
+    reports: list[dict[str, Any]] = json.loads(lines[-1])
+    return reports
+
+
+def job(figure: str, *sizes: int) -> str:
+    return ":".join([figure, *map(str, sizes)])
 
 
 # -- the figures -------------------------------------------------------------------------------------
 
 
-def sequential(sizes: Sizes, work: Path, contenders: list[str]) -> dict[str, Any]:
+def throughput(report: dict[str, Any], tasks: int, steps: int) -> dict[str, Any]:
+    if "error" in report:
+        return report
+    total = tasks * steps
+    return {"tasks": tasks, "steps": total, "start_s": round(report["start_s"], 3),
+            "last_step_s": round(report["last_step_s"], 3), "wall_s": round(report["wall_s"], 3),
+            "steps_per_s": round(total / report["wall_s"])}
+
+
+def step_figures(sizes: Sizes, work: Path, peers: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The sequential and the concurrent figures: one process per contender and repeat, contenders taking turns.
+
+    The concurrent runs go with each contender's first repeat, after its sequential run.
+    """
+    contenders = ["wippy", *peers, "duckdb"]
     timings = {c: Timings() for c in contenders}
     walls: dict[str, list[float]] = {c: [] for c in contenders}
     errors: dict[str, str] = {}
+    steps, warm_up = sizes.steps_per_task, sizes.warm_up_steps
+    conc: dict[str, Any] = {}
     for repeat in range(sizes.seq_repeats):
         for contender in contenders:
-            report = probe(contender, "seq", work / f"seq-{contender}-{repeat}", sizes.seq_steps,
-                           sizes.warm_up_steps)
-            if "error" in report:
-                errors[contender] = report["error"]
+            keys: list[tuple[str, int]] = []
+            if repeat == 0 and contender == "wippy":
+                keys = [("wippy", sizes.tasks)]
+                if sizes.peer_tasks != sizes.tasks:
+                    keys.append(("wippy_at_peer_size", sizes.peer_tasks))
+            elif repeat == 0 and contender in peers:
+                keys = [(contender, sizes.peer_tasks)]
+            jobs = [job("seq", sizes.seq_steps, warm_up), *(job("conc", n, steps, warm_up) for _, n in keys)]
+            seq, *concs = probe(contender, work / f"steps-{contender}-{repeat}", *jobs)
+            for (key, n), report in zip(keys, concs, strict=True):
+                conc[key] = throughput(report, n, steps)
+            if "error" in seq:
+                errors[contender] = seq["error"]
                 continue
-            timings[contender].samples += report["samples"]
-            walls[contender].append(report["wall_s"])
+            timings[contender].samples += seq["samples"]
+            walls[contender].append(seq["wall_s"])
+
     out: dict[str, Any] = {}
     for contender in contenders:
         key = "duckdb_commit_floor" if contender == "duckdb" else contender
@@ -603,42 +637,21 @@ def sequential(sizes: Sizes, work: Path, contenders: list[str]) -> dict[str, Any
         theirs = out.get(other, {}).get("p50_ms")
         if wippy and theirs:
             out[f"wippy_vs_{key}_p50"] = round(theirs / wippy, 3)
-    return out
 
-
-def throughput(report: dict[str, Any], tasks: int, steps: int) -> dict[str, Any]:
-    if "error" in report:
-        return report
-    total = tasks * steps
-    return {"tasks": tasks, "steps": total, "start_s": round(report["start_s"], 3),
-            "last_step_s": round(report["last_step_s"], 3), "wall_s": round(report["wall_s"], 3),
-            "steps_per_s": round(total / report["wall_s"])}
-
-
-def concurrent(sizes: Sizes, work: Path, peers: list[str]) -> dict[str, Any]:
-    steps = sizes.steps_per_task
-    report = probe("wippy", "conc", work / "conc-wippy", sizes.tasks, steps, sizes.warm_up_steps)
-    out: dict[str, Any] = {"wippy": throughput(report, sizes.tasks, steps)}
-    runs = [("wippy_at_peer_size", "wippy"), *((peer, peer) for peer in peers)]
-    for key, contender in runs:
-        if key == "wippy_at_peer_size" and sizes.peer_tasks == sizes.tasks:
-            out[key] = out["wippy"]
-            continue
-        report = probe(contender, "conc", work / f"conc-{key}", sizes.peer_tasks, steps, sizes.warm_up_steps)
-        out[key] = throughput(report, sizes.peer_tasks, steps)
-    ours = out["wippy_at_peer_size"].get("steps_per_s")
+    conc.setdefault("wippy_at_peer_size", conc["wippy"])
+    ours = conc["wippy_at_peer_size"].get("steps_per_s")
     for peer in peers:
-        theirs = out[peer].get("steps_per_s")
+        theirs = conc[peer].get("steps_per_s")
         if ours and theirs:
-            out[f"wippy_vs_{peer}"] = round(ours / theirs, 3)
-    return out
+            conc[f"wippy_vs_{peer}"] = round(ours / theirs, 3)
+    return out, conc
 
 
 def recovery_of(contender: str, work: Path, tasks: int) -> dict[str, Any]:
-    prepared = probe(contender, "prepare", work, tasks, crashes=True)
+    (prepared,) = probe(contender, work, job("prepare", tasks), crashes=True)
     if "error" in prepared:
         return {"tasks": tasks, "error": f"prepare: {prepared['error']}"}
-    report = probe(contender, "recover", work, tasks)
+    (report,) = probe(contender, work, job("recover", tasks))
     if "error" in report:
         return {"tasks": tasks, "error": f"recover: {report['error']}"}
     return {"tasks": tasks, "prepare_s": round(prepared["prepare_s"], 3),
@@ -702,8 +715,7 @@ def _missing(module: str) -> bool:
 def run(sizes: Sizes, work: Path) -> dict[str, Any]:
     """Every measurement, as the JSON-ready report."""
     peers, skipped = available_peers()
-    seq = sequential(sizes, work, ["wippy", *peers, "duckdb"])
-    conc = concurrent(sizes, work, peers)
+    seq, conc = step_figures(sizes, work, peers)
     rec = recovery(sizes, work, peers)
     actual: dict[str, float | None] = {
         "sequential_step_p50_ms": seq["wippy"].get("p50_ms"),
@@ -733,8 +745,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--probe", nargs="+", metavar="ARG", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe:
-        contender, figure, work, *sizes = args.probe
-        probe_main(contender, figure, work, [int(s) for s in sizes])
+        contender, work, *jobs = args.probe
+        probe_main(contender, work, jobs)
         return
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="wippy-durable-bench-") as work:

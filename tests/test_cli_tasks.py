@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import subprocess
 import sys
@@ -13,9 +12,9 @@ from typing import Any
 import pytest
 
 from wippy_agents import Node, durable
-from wippy_agents._control import ControlError, connect
-from wippy_agents.agents import Conversation
+from wippy_agents._control import connect
 from wippy_agents.llm import Response, Usage
+from wippy_agents.registry import Entry
 
 WIPPY = str(Path(sys.executable).with_name("wippy"))
 
@@ -123,18 +122,18 @@ async def test_resume_through_the_node_runs_the_task_to_its_end_and_streams_its_
             assert [step["name"] for step in shown["steps"]] == ["draft", "wait:approve", "signal:approve"]
 
 
-@pytest.mark.skipif(hasattr(durable.TaskManager, "upgrade"), reason="the engine upgrades tasks now")
-async def test_upgrade_is_not_supported_until_the_engine_is(example_app: Path) -> None:
+async def test_upgrade_moves_a_task_to_the_current_registry_version(example_app: Path) -> None:
     async with Node(root=example_app) as node:
-        task = await node.tasks.start("test.cli:model")
+        task = await node.tasks.start("test.cli:approval")
+        db = node.registry.get("app.db:postgres")
+        version = node.registry.apply([Entry(db.id, db.kind, db.meta, dict(db.data) | {"port": 1})], author="test")
         async with connect(example_app) as backend:
-            with pytest.raises(ControlError, match="not supported yet") as error:
-                await backend.request("tasks.upgrade", id=task)
-            assert error.value.kind == "NotSupported"
+            assert await backend.request("tasks.upgrade", id=task) == version
+            assert (await backend.request("tasks.show", id=task))["registry_version"] == version
+    upgraded = wippy("tasks", "upgrade", task, "--root", example_app)  # no node: the state file is enough
+    assert upgraded.returncode == 0 and upgraded.stdout == f"task {task} now uses registry version {version}\n"
 
 
-@pytest.mark.skipif("task_id" not in inspect.signature(Conversation.stream).parameters,
-                    reason="agent turns do not take a task id yet")
 def test_ask_with_a_task_id_runs_the_turn_as_that_task(example_app: Path) -> None:
     first = wippy("ask", "app:assistant", "hello", "--task-id", "turn-1", "--root", example_app)
     assert first.returncode == 0, first.stderr

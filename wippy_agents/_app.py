@@ -22,7 +22,7 @@ from ._runtime.proc import ProcessFn
 from ._state import open_state
 from .agents import AgentService
 from .agents._builtin import register_builtins
-from .agents._history import ConversationStore
+from .agents._history import TURN_WORKFLOW, ConversationStore
 from .durable import TaskManager
 from .registry import Problem, Registry, RegistryError
 from .registry._sources import Folders, source_kind
@@ -58,6 +58,9 @@ class AppConfig(BaseModel):
     default_agent: str | None = None
     watch: bool = Field(True, description="hot-reload entries when source files change")
     watch_step_ms: int = Field(5, ge=1, le=1000, description="how long the watcher waits for more changes")
+    task_retention_days: float | None = Field(
+        30, gt=0, description="finished tasks older than this are deleted at boot (agent turns are kept); null keeps all"
+    )
 
 
 def load_config(root: Path) -> AppConfig:
@@ -135,6 +138,16 @@ class App:
                     node.spawn(entry.id, None, name=entry.id)
                 except Exception as error:
                     log.error("could not start supervisor %s: %s", entry.id, error)
+
+    def prune_tasks(self) -> int:
+        """Apply `task_retention_days`: delete old finished tasks, but never a conversation's turns."""
+        days = self.config.task_retention_days
+        if days is None:
+            return 0
+        pruned = self.tasks.prune(days * 86400, keep_workflows=(TURN_WORKFLOW,))
+        if pruned:
+            log.info("deleted %d finished task(s) older than %g days", pruned, days)
+        return pruned
 
     def resolve(self, entry_id: str, host: str | None) -> ProcessFn:
         """What `process.spawn(entry_id)` runs: an agent's new conversation, a process or a supervisor."""

@@ -166,6 +166,8 @@ Handler = Callable[..., Awaitable[Any]]
 
 @dataclass(frozen=True)
 class Op:
+    """A request the node serves; `needs` says what to open for it when no node runs."""
+
     needs: Needs
     handler: Handler
 
@@ -347,17 +349,9 @@ async def _tasks_resume(target: Target, emit: Emit, id: str) -> Any:
     return await tasks.result(id)
 
 
-@_op("tasks.upgrade", "node")
+@_op("tasks.upgrade", "state")
 async def _tasks_upgrade(target: Target, emit: Emit, id: str) -> Any:
-    upgrade = getattr(target.tasks, "upgrade", None)
-    if upgrade is None:
-        raise ControlError("upgrading a task is not supported yet by this version of wippy", "NotSupported")
-    value = upgrade(id)
-    return await value if inspect.isawaitable(value) else value
-
-
-def _accepts(fn: Callable[..., Any], name: str) -> bool:
-    return name in inspect.signature(fn).parameters
+    return await target.tasks.upgrade(id)
 
 
 @_op("ask", "node")
@@ -366,18 +360,8 @@ async def _ask(target: Target, emit: Emit, agent: str, message: str, conversatio
     """One agent turn, streamed: every event as it happens, then the answer."""
     from .agents import TurnDone, TurnFailed
 
-    open_with: dict[str, Any] = {}
-    stream_with: dict[str, Any] = {}
-    if task_id is not None:
-        if _accepts(target.conversation, "task_id"):
-            open_with["task_id"] = task_id
-        else:
-            stream_with["task_id"] = task_id  # checked below, once there is a conversation to ask
-    conv = await target.conversation(agent, id=conversation, **open_with)
-    if stream_with and not _accepts(conv.stream, "task_id"):
-        raise ControlError("--task-id is not supported yet: this version does not run agent turns as tasks "
-                           "with a given id", "NotSupported")
-    async for event in conv.stream(message, **stream_with):
+    conv = await target.conversation(agent, id=conversation)
+    async for event in conv.stream(message, task_id=task_id):
         await emit(event.model_dump(mode="json"))
         if isinstance(event, TurnDone):
             return event.answer

@@ -81,8 +81,8 @@ def open_state(path: Path | None) -> duckdb.DuckDBPyConnection:
         holder = re.search(r"PID (\d+)", text)
         who = f"process {holder.group(1)}" if holder else "another process"
         raise StateFileBusy(
-            f"the app's state file {path} is in use by {who} (a running wippy node); "
-            "stop that node or run this command against it"
+            f"the app's state file {path} is in use by {who} (a wippy node that is starting or does not answer "
+            f"on its control socket, or a wippy command working without a node); wait for it or stop it"
         ) from None
     db.execute("BEGIN")
     db.execute(_SCHEMA)

@@ -269,8 +269,8 @@ def cmd_tasks_signal(args: argparse.Namespace) -> None:
 
 
 def cmd_tasks_upgrade(args: argparse.Namespace) -> None:
-    result = _request(args, "tasks.upgrade", id=args.id)
-    print(f"task {args.id} upgraded" + (f": {json.dumps(result)}" if result is not None else ""))
+    version = _request(args, "tasks.upgrade", id=args.id)
+    print(f"task {args.id} now uses registry version {version}")
 
 
 def _json_payload(text: str) -> Any:

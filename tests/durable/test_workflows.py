@@ -254,3 +254,30 @@ async def test_a_task_keeps_its_registry_version_until_upgraded(tmp_path: Path) 
         assert await node.tasks.result(task) == [1, 2]
     async with Node(root=tmp_path) as node:
         assert node.tasks.get(task).registry_version == 2
+
+
+@pytest.mark.virtual_clock
+async def test_retention_deletes_old_finished_tasks_but_keeps_running_ones(clock: VirtualClock,
+                                                                            tmp_path: Path) -> None:
+    @durable.workflow("test:quick")
+    async def quick(ctx: durable.TaskContext, n: int) -> int:
+        return await ctx.step("double", lambda: 2 * n)
+
+    @durable.workflow("test:waits")
+    async def waits(ctx: durable.TaskContext) -> Any:
+        return await ctx.wait_signal("go")
+
+    async with Node(root=tmp_path, wall_clock=clock.time) as node:
+        old = [await node.tasks.start("test:quick", i) for i in range(3)]
+        waiting = await node.tasks.start("test:waits")
+        for task in old:
+            await node.tasks.result(task)
+        await asyncio.sleep(3 * 86400)
+        recent = await node.tasks.run("test:quick", 9, task_id="recent")
+        assert recent == 18
+        assert node.tasks.prune(86400) == 3
+        assert {info.id for info in node.tasks.list()} == {waiting, "recent"}
+        with pytest.raises(LookupError):
+            node.tasks.get(old[0])
+    async with Node(root=tmp_path, wall_clock=clock.time) as node:
+        assert {info.id for info in node.tasks.list()} == {waiting, "recent"}

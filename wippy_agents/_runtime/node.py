@@ -118,6 +118,7 @@ class Node:
             self.app.start(self)
             await self.app.wait_watching()
             await self.app.tasks.recover()  # unfinished tasks resume before any new work is taken
+            self.app.prune_tasks()
             try:
                 await control.start()  # the CLI reaches the node from here on
             except BaseException:

@@ -174,7 +174,7 @@ class TaskContext:
             if record.ok:
                 return loads(record.result)
             raise StepError(name, record.error or "")
-        started, clock = datetime.now(UTC), time.monotonic()
+        started, clock = self.manager.now(), time.monotonic()
         token = _step_key.set(f"{self.task_id}:{seq}")
         try:
             for attempt in range(retries + 1):
@@ -217,12 +217,12 @@ class TaskContext:
                 self._consumed.add(signal.id)
                 text = dumps({"id": signal.id, "payload": signal.payload})
                 await self.manager.record_step(self.task_id, seq, f"signal:{name}", True, text, None,
-                                               datetime.now(UTC), 0.0)
+                                               self.manager.now(), 0.0)
                 return signal.payload
             if deadline is not None and self.manager.clock() >= deadline:
                 message = f"no {name!r} signal within {timeout:g}s"
                 await self.manager.record_step(self.task_id, seq, f"signal:{name}", False, None, message,
-                                               datetime.now(UTC), 0.0)
+                                               self.manager.now(), 0.0)
                 raise TimeoutError(message)
             await self._wait_until(deadline)
 
@@ -317,6 +317,10 @@ class TaskManager:
     def close(self) -> None:
         self.journal.close()
 
+    def now(self) -> datetime:
+        """The clock's time as a timestamp for the journal."""
+        return datetime.fromtimestamp(self.clock(), UTC)
+
     def clock_plus(self, seconds: float | None) -> float | None:
         return None if seconds is None else self.clock() + seconds
 
@@ -332,7 +336,7 @@ class TaskManager:
             pass  # a note in the journal, not a state: the version is replayed from it at boot
         else:
             state.status, state.detail = status, detail
-        return self.journal.append("task_events", (task, datetime.now(UTC), status, dumps(detail)))
+        return self.journal.append("task_events", (task, self.now(), status, dumps(detail)))
 
     def _task(self, task_id: str) -> _Task:
         try:
@@ -354,7 +358,7 @@ class TaskManager:
                 await self._resume(task_id)
             return task_id
         version = self._registry_version()
-        now = datetime.now(UTC)
+        now = self.now()
         self._add(_Task(task_id, workflow_id, list(args), version, now, "running"))
         # Not awaited: until its first step commits (in the same group or a later one) a task that is lost
         # in a crash had done nothing, so nothing is repeated or lost.
@@ -428,7 +432,7 @@ class TaskManager:
         """Deliver a signal durably: a task waiting for it wakes; one not yet waiting finds it later."""
         self._task(task_id)
         signal = _Signal(uuid.uuid4().hex[:12], name, payload)
-        await self.journal.append("task_signals", (task_id, signal.id, name, dumps(payload), datetime.now(UTC)))
+        await self.journal.append("task_signals", (task_id, signal.id, name, dumps(payload), self.now()))
         running = self._running.get(task_id)
         if running is not None:
             running.ctx._signals.append(signal)
@@ -454,6 +458,35 @@ class TaskManager:
         if running is not None:
             running.ctx.cancelled = True
             running.ctx.wake()
+
+    # -- retention ------------------------------------------------------------------------------
+
+    def prune(self, older_than: float, *, keep_workflows: tuple[str, ...] = (), batch: int = 500) -> int:
+        """Delete finished tasks whose last event is older than `older_than` seconds; returns how many.
+
+        Deleted in batches (short transactions beside the journal's writer), then
+        `CHECKPOINT` so the file gives the space back. Tasks of `keep_workflows`
+        are kept (a conversation's turns are its history).
+        """
+        cutoff = datetime.fromtimestamp(self.clock() - older_than, UTC)
+        rows = self.db.execute("SELECT task FROM task_events GROUP BY task HAVING max(time) < ?", [cutoff]).fetchall()
+        doomed = [task for (task,) in rows if (state := self._tasks.get(task)) is not None
+                  and state.status in FINISHED and state.workflow not in keep_workflows and task not in self._running]
+        for start in range(0, len(doomed), batch):
+            ids = doomed[start : start + batch]
+            self.db.execute("BEGIN")
+            for table, column in (("task_steps", "task"), ("task_signals", "task"), ("task_events", "task"),
+                                  ("tasks", "id")):
+                self.db.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT unnest(?))", [ids])
+            self.db.execute("COMMIT")
+        for task in doomed:
+            state = self._tasks.pop(task)
+            key = _group_key(state.workflow, state.args)
+            if key is not None:
+                self._groups[key].remove(task)
+        if doomed:
+            self.db.execute("CHECKPOINT")
+        return len(doomed)
 
     # -- recovery ---------------------------------------------------------------------------
 

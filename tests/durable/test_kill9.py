@@ -1,0 +1,635 @@
+"""`kill -9` a node over and over while it runs agent turns; every turn still ends right and nothing done runs twice.
+
+A driver script (a subprocess) boots a node on a small app whose model is an
+OpenAI-compatible server on 127.0.0.1 (here, in the test process) and whose one
+tool appends a line to a file. The driver asks CONVERSATIONS conversations for
+TURNS turns each, every turn under a fixed task id, so a driver started again
+after a kill attaches to the turns that exist instead of starting them over.
+Each turn is: model call 1 (the model answers with a call to the tool), the tool
+call, model call 2 (the model answers with text that quotes the tool's result).
+
+The test kills the driver with SIGKILL at a point chosen by a seeded RNG: a
+while after it starts (boot, recovery, early work), in the server just before or
+just after it answers the n-th request of the run, a moment after the server
+finished an answer, after the tool's side effect, or after a turn finished. After
+every kill the state file must open cleanly, and the test reads which steps the
+journal holds. Then it starts the driver again; after MIN_KILLS kills one last
+run must finish everything.
+
+What "completed" means. A model request or a tool call is completed once its
+step is in the journal. The node may die after the server answered (or after the
+tool wrote its line) but before the step committed: then doing it again is
+right, as nobody recorded it. So the assertions are:
+
+- in each run, a step runs at most once (one request per model step, one line per tool step);
+- a step already in the journal when a run starts is never run in that run;
+- a step that ran in a run but is not in the journal after it: that run was killed;
+- the journal holds each step once, in order, and every turn completed with the answer the server's
+  script implies; every answer the driver printed, in any run, is that answer;
+- every model request carried exactly the conversation's earlier turns (nothing lost or doubled).
+
+`WIPPY_KILL9_SEED=<n>` replays another sequence of kill points (the seed is in every failure message).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from wippy_agents.durable._codec import loads
+from wippy_agents.testing import write_file
+
+CONVERSATIONS = 3
+TURNS = 6
+MIN_KILLS = 20
+MAX_ROUNDS = 40  # rounds whose driver finished before its kill point do not count as kills
+RUN_TIMEOUT = 30.0  # one driver run; far above what a run takes (a hang is a bug, reported with its stderr)
+SEED = int(os.environ.get("WIPPY_KILL9_SEED", "9"))
+TOOL = "tools_side_record"  # how the registry offers tools/side.py's `record` to the model
+
+APP = """
+namespace: app
+entries:
+  - name: m
+    kind: model
+    provider: openai-compatible
+    base_url: {base_url}
+    model: m
+    max_retries: 0
+    timeout: 20
+  - name: agent
+    kind: agent
+    model: app:m
+    tools: ["tools.*:*"]
+    max_steps: 6
+"""
+
+SIDE_TOOL = '''
+import os
+import time
+
+LOG = {log!r}
+
+
+def record(turn: str) -> str:
+    """Record that a turn happened, by appending a line to a log file (the side effect under test).
+
+    Args:
+        turn: The turn's id.
+    """
+    line = f"{{turn}} {{os.environ.get('KILL9_RUN', '?')}}\\n".encode()
+    fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)  # one write(2) on an O_APPEND file: the line is all there or not at all
+    finally:
+        os.close(fd)
+    time.sleep(0.01)  # like a real tool, it takes a moment; the node may die after the write, before the journal
+    return f"recorded {{turn}}"
+'''
+
+DRIVER = '''
+import asyncio
+import sys
+
+from wippy_agents import Node
+
+APP, CONVERSATIONS, TURNS = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+
+
+async def conversation(node, c):
+    conv = await node.conversation("app:agent", id=f"c{c}")
+    for t in range(1, TURNS + 1):
+        turn = f"c{c}-t{t}"
+        answer = await conv.ask(f"{turn}: record it", task_id=turn)  # attaches to the turn if it exists
+        print("DONE", turn, answer.text, flush=True)
+
+
+async def main():
+    async with Node(root=APP) as node:
+        print("BOOTED", flush=True)
+        await asyncio.gather(*(conversation(node, c) for c in range(1, CONVERSATIONS + 1)))
+    print("ALL DONE", flush=True)
+
+
+asyncio.run(main())
+'''
+
+
+def turn_ids() -> list[str]:
+    return [f"c{c}-t{t}" for c in range(1, CONVERSATIONS + 1) for t in range(1, TURNS + 1)]
+
+
+def question(turn: str) -> str:
+    return f"{turn}: record it"
+
+
+def call_id(turn: str) -> str:
+    return f"call_{turn}"  # the server's tool-call id: stable for a turn, so its step is `tool:call_<turn>`
+
+
+def expected_answer(turn: str) -> str:
+    return f"{turn} answered: recorded {turn}"
+
+
+def expected_steps(turn: str) -> list[tuple[int, str]]:
+    return [(0, "model:1"), (1, f"tool:{call_id(turn)}"), (2, "model:2")]
+
+
+# -- the model: an OpenAI-compatible server on 127.0.0.1 -----------------------------------------
+
+
+@dataclass
+class Request:
+    """One request the server received."""
+
+    run: int
+    turn: str
+    call: int  # the turn's n-th model call: its step is `model:<n>`
+    users: tuple[str, ...]  # the user messages it carried: the conversation's earlier turns, then this one
+    tool_result: str | None  # the last message's content, when it is a tool result
+    streamed: bool
+    answered: bool = False  # the server wrote its whole response (whether the client read it is unknowable)
+
+    @property
+    def step(self) -> tuple[str, str]:
+        return self.turn, f"model:{self.call}"
+
+
+@dataclass
+class KillPlan:
+    """Where one run is killed."""
+
+    kind: str  # after | server-before | server-after | answered | tool | done
+    n: int = 0  # the n-th request / answer / tool line / finished turn of the run
+    delay: float = 0.0  # seconds after that (or after the start, for `after`)
+
+    def __str__(self) -> str:
+        return f"{self.kind}(n={self.n}, delay={self.delay * 1000:.0f}ms)"
+
+
+class ModelServer:
+    """Chat Completions, scripted from the request: a user's question gets a call to the tool, a tool result gets
+    the final answer. It records every request and can SIGKILL the driver right before or after answering one."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests: list[Request] = []
+        self.run = -1
+        self.proc: subprocess.Popen[str] | None = None
+        self.plan: KillPlan | None = None
+        self.killed_by_server = False
+        self.errors: list[str] = []
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._http.daemon_threads = True
+        self._thread = threading.Thread(target=self._http.serve_forever, args=(0.01,), daemon=True)
+        self._thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._http.server_address[1]}/v1"
+
+    def begin(self, run: int, plan: KillPlan) -> None:
+        with self.lock:
+            self.run, self.plan, self.proc, self.killed_by_server = run, plan, None, False
+
+    def serve(self, proc: subprocess.Popen[str]) -> None:
+        with self.lock:
+            self.proc = proc
+
+    def of_run(self, run: int) -> list[Request]:
+        with self.lock:
+            return [r for r in self.requests if r.run == run]
+
+    def close(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+        self._thread.join()
+
+    def _kill(self) -> None:
+        with self.lock:
+            proc = self.proc
+            self.killed_by_server = True
+        if proc is not None:
+            proc.send_signal(signal.SIGKILL)  # Popen's own check: never a pid it has already reaped
+
+    def _received(self, body: dict[str, Any]) -> tuple[Request, str | None]:
+        """Record the request; whether to kill the driver before or after answering it."""
+        messages = body["messages"]
+        last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
+        users = tuple(m["content"] for m in messages if m["role"] == "user")
+        turn = messages[last_user]["content"].split(":")[0]
+        call = 1 + sum(m["role"] == "assistant" for m in messages[last_user + 1:])
+        last = messages[-1]
+        tool_result = last["content"] if last["role"] == "tool" else None
+        with self.lock:
+            request = Request(self.run, turn, call, users, tool_result, bool(body.get("stream")))
+            self.requests.append(request)
+            number = sum(r.run == self.run for r in self.requests)
+            plan = self.plan
+        kill = None
+        if plan is not None and plan.kind in ("server-before", "server-after") and plan.n == number:
+            kill = plan.kind.removeprefix("server-")
+        return request, kill
+
+    @staticmethod
+    def _answer(body: dict[str, Any], request: Request) -> list[dict[str, Any]]:
+        """The chunks of the answer (a non-streamed reply is built from the same chunks)."""
+        if request.tool_result is None:
+            offered = [t["function"]["name"] for t in body.get("tools") or []]
+            assert TOOL in offered, f"the model was not offered {TOOL}: {offered}"
+            arguments = json.dumps({"turn": request.turn})
+            wire = {"index": 0, "id": call_id(request.turn), "type": "function",
+                    "function": {"name": TOOL, "arguments": arguments}}
+            return [_chunk({"role": "assistant", "content": None, "tool_calls": [wire]}),
+                    _chunk({}, finish="tool_calls")]
+        text = f"{request.turn} answered: {request.tool_result}"
+        return [_chunk({"role": "assistant", "content": ""}), _chunk({"content": text[:10]}),
+                _chunk({"content": text[10:]}), _chunk({}, finish="stop")]
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's client expects
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                if self.path != "/v1/chat/completions":
+                    return self._send(404, "application/json", b'{"error": {"message": "no such route"}}')
+                try:
+                    request, kill = server._received(body)
+                    chunks = server._answer(body, request)
+                except Exception as error:  # a request this script cannot answer: fail the test, loudly
+                    server.errors.append(f"{type(error).__name__}: {error} in {body}")
+                    return self._send(400, "application/json", json.dumps(
+                        {"error": {"message": f"unexpected request: {error}"}}).encode())
+                if kill == "before":
+                    server._kill()
+                    self.close_connection = True
+                    return
+                usage = {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
+                if body.get("stream"):
+                    if (body.get("stream_options") or {}).get("include_usage"):
+                        chunks.append({**_chunk(None), "usage": usage})
+                    payload = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
+                    self._send(200, "text/event-stream", payload + b"data: [DONE]\n\n")
+                else:
+                    self._send(200, "application/json", json.dumps(_completion(chunks, usage)).encode())
+                request.answered = True
+                if kill == "after":
+                    server._kill()
+
+            def _send(self, status: int, content_type: str, payload: bytes) -> None:
+                try:
+                    self.send_response(status)
+                    self.send_header("content-type", content_type)
+                    self.send_header("content-length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    self.wfile.flush()
+                except OSError:
+                    self.close_connection = True  # the driver died mid-answer: that is the point
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+def _chunk(delta: dict[str, Any] | None, finish: str | None = None) -> dict[str, Any]:
+    choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+    return {"id": "chatcmpl-k9", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": choices, "usage": None}
+
+
+def _completion(chunks: list[dict[str, Any]], usage: dict[str, Any]) -> dict[str, Any]:
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    content = "".join(d.get("content") or "" for d in deltas) or None
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    calls = [{"id": t["id"], "type": "function", "function": t["function"]}
+             for d in deltas for t in d.get("tool_calls") or []]
+    if calls:
+        message["tool_calls"] = calls
+    return {"id": "chatcmpl-k9", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}],
+            "usage": usage}
+
+
+@pytest.fixture
+def server() -> Iterator[ModelServer]:
+    model_server = ModelServer()
+    try:
+        yield model_server
+    finally:
+        model_server.close()
+
+
+# -- the driver and its runs ---------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    number: int
+    plan: KillPlan | None
+    returncode: int = 0
+    seconds: float = 0.0
+    stdout: list[str] = field(default_factory=list)
+    stderr: str = ""
+    journal: Journal | None = None  # what the state file held when the run had ended
+
+    @property
+    def killed(self) -> bool:
+        return self.returncode == -signal.SIGKILL
+
+
+@dataclass
+class Journal:
+    """The state file's contents that matter here, read with a fresh connection."""
+
+    steps: list[tuple[str, int, str, bool]]  # task, seq, name, ok
+    tasks: list[str]
+    status: dict[str, str]  # task -> its latest status
+    answers: dict[str, str]  # completed task -> the answer text in its result
+
+    @property
+    def step_keys(self) -> set[tuple[str, str]]:
+        return {(task, name) for task, _, name, _ in self.steps}
+
+
+def read_journal(path: Path) -> Journal:
+    """Open the state file as another process would after the kill (read-only, so the file stays exactly as the
+    killed node left it for the next run) and read it all; any error here means the file did not survive."""
+    db = duckdb.connect(str(path), read_only=True)
+    try:
+        for table in ("wippy_schema", "registry_changes", "tasks", "task_events", "task_steps", "task_signals",
+                      "conversations"):
+            db.execute(f"SELECT * FROM {table}").fetchall()
+        steps = [(t, int(s), n, bool(ok)) for t, s, n, ok in
+                 db.execute("SELECT task, seq, name, ok FROM task_steps ORDER BY task, seq, rowid").fetchall()]
+        tasks = [row[0] for row in db.execute("SELECT id FROM tasks ORDER BY rowid").fetchall()]
+        latest = db.execute("""
+            SELECT task, status, detail FROM (
+                SELECT task, status, detail,
+                       row_number() OVER (PARTITION BY task ORDER BY time DESC, rowid DESC) AS n
+                FROM task_events WHERE status NOT IN ('cancel_requested', 'upgraded'))
+            WHERE n = 1""").fetchall()
+    finally:
+        db.close()
+    status = {task: state for task, state, _ in latest}
+    answers = {task: loads(detail)["result"]["answer"].text for task, state, detail in latest if state == "completed"}
+    return Journal(steps, tasks, status, answers)
+
+
+class Driver:
+    """Starts the driver script, kills it where the plan says, and reads the state file after each run."""
+
+    def __init__(self, tmp_path: Path, app: Path, server: ModelServer, side_log: Path) -> None:
+        self.tmp_path = tmp_path
+        self.app = app
+        self.server = server
+        self.side_log = side_log
+        self.script = tmp_path / "driver.py"
+        self.script.write_text(DRIVER, encoding="utf-8")
+        self.state = app / ".wippy" / "state.duckdb"
+        self.runs: list[Run] = []
+        env = {k: v for k, v in os.environ.items()
+               if not k.lower().endswith("_proxy") and not k.startswith(("OPENAI_", "WIPPY_"))}
+        self.env = env | {"NO_PROXY": "127.0.0.1", "PYTHONUNBUFFERED": "1"}
+
+    def side_lines(self, run: int | None = None) -> list[tuple[str, int]]:
+        """(turn, run) of every line the tool wrote (of one run, if given)."""
+        if not self.side_log.exists():
+            return []
+        lines = []
+        for line in self.side_log.read_text(encoding="utf-8").splitlines():
+            turn, number = line.split(" ")
+            lines.append((turn, int(number)))
+        return [entry for entry in lines if run is None or entry[1] == run]
+
+    def run(self, plan: KillPlan | None) -> Run:
+        number = len(self.runs)
+        result = Run(number, plan)
+        self.runs.append(result)
+        self.server.begin(number, plan or KillPlan("none"))
+        stderr_path = self.tmp_path / f"run-{number}.stderr"
+        started = time.monotonic()
+        with open(stderr_path, "w", encoding="utf-8") as stderr:
+            proc = subprocess.Popen(
+                [sys.executable, str(self.script), str(self.app), str(CONVERSATIONS), str(TURNS)],
+                stdout=subprocess.PIPE, stderr=stderr, text=True, env=self.env | {"KILL9_RUN": str(number)},
+                cwd=self.tmp_path,
+            )
+        self.server.serve(proc)
+        assert proc.stdout is not None
+        reader = threading.Thread(target=_read_lines, args=(proc.stdout, result.stdout), daemon=True)
+        reader.start()
+        try:
+            self._watch(proc, result, started)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            result.returncode = proc.wait()
+            reader.join()
+            proc.stdout.close()
+        result.seconds = time.monotonic() - started
+        result.stderr = stderr_path.read_text(encoding="utf-8")
+        try:
+            result.journal = read_journal(self.state)
+        except duckdb.Error as error:
+            pytest.fail(f"seed {SEED}, run {number} ({plan}): the state file does not open after the run: "
+                        f"{type(error).__name__}: {error}")
+        return result
+
+    def _watch(self, proc: subprocess.Popen[str], result: Run, started: float) -> None:
+        """Wait for the run to end, killing it when the plan's moment comes."""
+        plan = result.plan
+        kill_at: float | None = None
+        if plan is not None and plan.kind == "after":
+            kill_at = started + plan.delay
+        while proc.poll() is None:
+            now = time.monotonic()
+            if now - started > RUN_TIMEOUT:
+                proc.kill()
+                proc.wait()
+                pytest.fail(f"seed {SEED}, run {result.number} ({plan}): the driver did not finish within "
+                            f"{RUN_TIMEOUT}s\n{self._tail(result)}")
+            if kill_at is None and plan is not None:
+                reached = self._reached(plan, result)
+                if reached:
+                    kill_at = now + plan.delay
+            if kill_at is not None and now >= kill_at:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                break
+            time.sleep(0.0005)
+
+    def _reached(self, plan: KillPlan, result: Run) -> bool:
+        if plan.kind == "answered":
+            return sum(r.answered for r in self.server.of_run(result.number)) >= plan.n
+        if plan.kind == "tool":
+            return len(self.side_lines(result.number)) >= plan.n
+        if plan.kind == "done":
+            return sum(line.startswith("DONE ") for line in list(result.stdout)) >= plan.n
+        return False
+
+    def _tail(self, result: Run) -> str:
+        stderr = (self.tmp_path / f"run-{result.number}.stderr").read_text(encoding="utf-8")
+        return "stdout:\n" + "\n".join(result.stdout[-20:]) + "\nstderr:\n" + stderr[-4000:]
+
+
+def _read_lines(stream: Any, into: list[str]) -> None:
+    for line in stream:
+        into.append(line.rstrip("\n"))
+
+
+def kill_plan(rng: random.Random) -> KillPlan:
+    """A random kill point: anywhere from the boot to the middle of the work, weighted to the risky windows."""
+    kind = rng.choice(["after", "after", "server-before", "server-after", "server-after", "answered", "tool", "tool",
+                       "done"])
+    if kind == "after":  # from the start: import, boot, recovery, the first requests
+        return KillPlan(kind, delay=rng.uniform(0.05, 0.8))
+    if kind.startswith("server-"):  # exactly before or after the server answers the n-th request of the run
+        return KillPlan(kind, n=rng.randint(1, 3))
+    if kind == "answered":  # a moment after the n-th answer was sent: parsing it, journaling it, or just after
+        return KillPlan(kind, n=rng.randint(1, 3), delay=rng.uniform(0.0, 0.02))
+    if kind == "tool":  # the tool wrote its line: its step may or may not be journaled yet
+        return KillPlan(kind, n=rng.randint(1, 2), delay=rng.uniform(0.0, 0.015))
+    return KillPlan(kind, n=rng.randint(1, 2), delay=rng.uniform(0.0, 0.01))  # a turn just finished
+
+
+# -- the test ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def app(tmp_path: Path, server: ModelServer) -> Path:
+    root = tmp_path / "app"
+    write_file(root, "wippy.yaml", "watch: false\n")
+    write_file(root, "registry/app/_index.yaml", APP.format(base_url=server.base_url))
+    write_file(root, "tools/side.py", SIDE_TOOL.format(log=str(tmp_path / "side.log")))
+    return root
+
+
+@pytest.mark.timeout(240)
+def test_kill_9_at_random_points_loses_nothing_and_repeats_nothing_completed(
+    tmp_path: Path, app: Path, server: ModelServer
+) -> None:
+    rng = random.Random(SEED)
+    driver = Driver(tmp_path, app, server, tmp_path / "side.log")
+    kills = 0
+    while kills < MIN_KILLS and len(driver.runs) < MAX_ROUNDS:
+        run = driver.run(kill_plan(rng))
+        assert server.errors == [], f"seed {SEED}: the model server got requests it cannot answer: {server.errors}"
+        if run.killed:
+            kills += 1
+        else:
+            assert run.returncode == 0, (f"seed {SEED}, run {run.number} ({run.plan}): the driver failed "
+                                         f"(exit {run.returncode})\n{driver._tail(run)}")
+            assert "ALL DONE" in run.stdout
+    final = driver.run(None)
+    assert final.returncode == 0, f"seed {SEED}: the last run failed (exit {final.returncode})\n{driver._tail(final)}"
+    assert server.errors == [], f"seed {SEED}: the model server got requests it cannot answer: {server.errors}"
+
+    summary = describe_runs(driver)
+    assert kills >= MIN_KILLS, f"seed {SEED}: the work ran out after {kills} kills\n{summary}"
+    check_every_turn_completed(driver, final)
+    check_nothing_completed_ran_twice(driver, server, summary)
+    check_history_and_requests(driver, server)
+    print(summary)
+
+
+def describe_runs(driver: Driver) -> str:
+    lines = [f"seed {SEED}: {len(driver.runs)} runs"]
+    for run in driver.runs:
+        assert run.journal is not None
+        lines.append(f"  run {run.number:2d} {str(run.plan):32s} exit {run.returncode:3d} {run.seconds:5.2f}s "
+                     f"steps {len(run.journal.steps):3d} requests {len(driver.server.of_run(run.number)):2d} "
+                     f"tool lines {len(driver.side_lines(run.number))}")
+    return "\n".join(lines)
+
+
+def check_every_turn_completed(driver: Driver, final: Run) -> None:
+    journal = final.journal
+    assert journal is not None
+    turns = turn_ids()
+    printed = {line.split(" ", 2)[1]: line.split(" ", 2)[2] for line in final.stdout if line.startswith("DONE ")}
+    assert printed == {turn: expected_answer(turn) for turn in turns}, f"seed {SEED}: {final.stdout}"
+    assert final.stdout[-1] == "ALL DONE"
+    for run in driver.runs:  # an answer printed before a kill is the same answer
+        for line in run.stdout:
+            if line.startswith("DONE "):
+                _, turn, text = line.split(" ", 2)
+                assert text == expected_answer(turn), f"seed {SEED}, run {run.number}: {line!r}"
+    assert {turn: journal.status.get(turn) for turn in turns} == dict.fromkeys(turns, "completed"), (
+        f"seed {SEED}: turns not completed: "
+        f"{ {t: journal.status.get(t) for t in turns if journal.status.get(t) != 'completed'} }")
+    assert journal.answers == {turn: expected_answer(turn) for turn in turns}
+    assert sorted(journal.tasks) == sorted(turns), f"seed {SEED}: a task row is missing or doubled: {journal.tasks}"
+    by_task: dict[str, list[tuple[int, str]]] = {}
+    for task, seq, name, ok in journal.steps:
+        assert ok, f"seed {SEED}: step {name} of {task} failed"
+        by_task.setdefault(task, []).append((seq, name))
+    # one row per step: a step journaled twice means it ran (and was recorded) twice
+    assert by_task == {turn: expected_steps(turn) for turn in turns}, f"seed {SEED}: {by_task}"
+
+
+def check_nothing_completed_ran_twice(driver: Driver, server: ModelServer, summary: str) -> None:
+    """A step runs at most once per run, never in a run that starts with it journaled, and a run that ran it
+    without journaling it was killed."""
+    problems = []
+    journaled_before: set[tuple[str, str]] = set()
+    repeats = Counter[str]()
+    seen: set[tuple[str, str]] = set()
+    for run in driver.runs:
+        assert run.journal is not None
+        ran = [("model request", r.step) for r in server.of_run(run.number)]
+        ran += [("tool side effect", (turn, f"tool:{call_id(turn)}")) for turn, _ in driver.side_lines(run.number)]
+        for (what, step), count in Counter(ran).items():
+            if count > 1:
+                problems.append(f"run {run.number}: {what} for {step} happened {count} times in one run")
+            if step in journaled_before:
+                problems.append(f"run {run.number} ({run.plan}): {what} for {step}, which the journal held when "
+                                f"the run started")
+            if step not in run.journal.step_keys and not run.killed:
+                problems.append(f"run {run.number}: {what} for {step} happened but is not in the journal, and the "
+                                f"run was not killed (exit {run.returncode})")
+            if step in seen:
+                repeats[what] += 1  # allowed: the node died before the step was journaled
+            seen.add(step)
+        missing = journaled_before - run.journal.step_keys
+        if missing:
+            problems.append(f"run {run.number}: journaled steps disappeared: {sorted(missing)}")
+        journaled_before = run.journal.step_keys
+    assert not problems, f"seed {SEED}:\n" + "\n".join(problems) + "\n" + summary
+    total_requests = len(server.requests)
+    total_lines = len(driver.side_lines())
+    assert total_requests == 2 * len(turn_ids()) + repeats["model request"]
+    assert total_lines == len(turn_ids()) + repeats["tool side effect"]
+
+
+def check_history_and_requests(driver: Driver, server: ModelServer) -> None:
+    """Every request carried the conversation's earlier turns exactly once each, then this turn's question; the
+    second call of a turn carried the tool's result."""
+    for request in server.requests:
+        conversation, number = request.turn.split("-t")
+        earlier = tuple(question(f"{conversation}-t{t}") for t in range(1, int(number) + 1))
+        assert request.users == earlier, f"seed {SEED}, run {request.run}: {request}"
+        assert request.streamed
+        if request.call == 2:
+            assert request.tool_result == f"recorded {request.turn}", f"seed {SEED}: {request}"
+        else:
+            assert request.call == 1 and request.tool_result is None, f"seed {SEED}: {request}"
