@@ -6,7 +6,8 @@ Measures, in one run, on files in a temporary folder:
   inside the workflow (wippy: each `await ctx.step(...)`; DBOS: each `await step()` of an
   `@DBOS.step()`; LangGraph: the time between two entries of a looping node, that is one
   superstep with its checkpoint written, `durability="sync"`), beside the floor of the
-  journal's database: one 1-row `BEGIN; INSERT; COMMIT` in a DuckDB file;
+  journal's database: one step row committed by itself in a DuckDB file, with the
+  statement the journal's writer issues for a group of one;
 - concurrent: `tasks` tasks of `steps_per_task` steps each, all started at once, then
   waited for; steps/s = tasks * steps_per_task / the wall time from the first start to
   the last result. wippy runs at the full size (for the target) and at the peers' size
@@ -21,8 +22,12 @@ Measures, in one run, on files in a temporary folder:
   checkpoint, so it has no such phase), and until every task, signalled, has finished.
   `steps_rerun` counts first steps that ran again instead of being replayed (must be 0).
 
-Every measurement runs in its own fresh interpreter (`--probe`), so no framework's
-threads, caches or imports weigh on another's figures; contenders take turns.
+Each contender runs in fresh interpreters of its own (`--probe`), so no framework's
+threads, caches or imports weigh on another's figures; contenders take turns. One
+process per contender and repeat runs its sequential task and then (first repeat
+only) its concurrent runs, each on its own files and event loop; the sequential
+samples of all repeats are pooled. A recovery takes two processes: the one killed
+and the one that recovers.
 DBOS runs on SQLite (`system_database_url="sqlite:///..."`) with the notification
 poll at 10 ms (its default of 1 s would dominate signal latency). The peers run the
 concurrent and recovery work at a smaller size (`peer_tasks`): at the full size they
@@ -32,8 +37,9 @@ Prints ONE JSON object. Every latency block has the same shape, from one helper:
 `{"n", "p50_ms", "p95_ms", "min_ms", "max_ms", "mean_ms"}`. Keys:
 
     mode, python, machine, versions{wippy_agents, duckdb, dbos, langgraph, langgraph_checkpoint_sqlite},
-    sizes{seq_steps, seq_repeats, tasks, peer_tasks, steps_per_task, recovery_tasks, peer_recovery_tasks},
-    skipped{<peer>: reason}
+    sizes{seq_steps, seq_repeats, tasks, peer_tasks, steps_per_task, recovery_tasks, peer_recovery_tasks,
+        warm_up_steps}
+    skipped{<peer>: reason}, reference{dbos_sqlite_step_p50_ms_2_cores}
     sequential{wippy, dbos, langgraph, duckdb_commit_floor: <latency block> + wall_s,
         wippy_vs_dbos_p50, wippy_vs_langgraph_p50, wippy_vs_floor_p50}
     concurrent{wippy, wippy_at_peer_size, dbos, langgraph:
@@ -42,7 +48,12 @@ Prints ONE JSON object. Every latency block has the same shape, from one helper:
     recovery{wippy, wippy_at_peer_size, dbos, langgraph:
         {tasks, prepare_s, reopen_s, rewait_s, done_s, steps_rerun},
         wippy_vs_dbos_rewait, wippy_vs_langgraph_done}
-    targets{<name>: {target, actual, met}}, all_met
+    targets{<name>: {target, actual, met}}, all_met, elapsed_s
+
+A figure that failed holds {"error": ...} instead (a peer that is not installed is
+listed in `skipped`, with the reason); wippy's figures are produced regardless.
+The targets: `sequential_step_p50_ms` (wippy's sequential p50), `concurrent_steps_per_s`
+(wippy at the full size) and `recovery_s` (wippy's `rewait_s` for `recovery_tasks` tasks).
 
 Ratios `wippy_vs_<peer>` are peer time / wippy time (or wippy rate / peer rate), so
 above 1 means wippy is faster; they compare runs of the same size.
@@ -67,6 +78,7 @@ import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from time import perf_counter
@@ -510,27 +522,28 @@ async def langgraph_recover(work: Path, tasks: int) -> dict[str, Any]:
 
 
 async def duckdb_seq(work: Path, n: int, warm_up: int) -> dict[str, Any]:
-    """One row per transaction, as the journal writes a group of one: BEGIN; INSERT ... unnest; COMMIT."""
+    """One step row per commit, the statement the journal's writer issues for a group of one step.
+
+    A `task_steps`-shaped table (JSON result, TIMESTAMPTZ start) and one
+    `INSERT ... SELECT unnest(?)` that commits by itself: what DuckDB alone costs per durable step.
+    """
     import duckdb
 
     db = duckdb.connect(str(work / "floor.duckdb"))
     try:
-        db.execute("CREATE TABLE steps (task VARCHAR, seq INTEGER, name VARCHAR, result JSON)")
-        insert = "INSERT INTO steps SELECT unnest(?), unnest(?), unnest(?), unnest(?)::JSON"
+        db.execute("""CREATE TABLE task_steps (task VARCHAR NOT NULL, seq INTEGER NOT NULL, name VARCHAR NOT NULL,
+                      ok BOOLEAN NOT NULL, result JSON, error VARCHAR, started TIMESTAMPTZ NOT NULL,
+                      seconds DOUBLE NOT NULL)""")
+        insert = ("INSERT INTO task_steps (task, seq, name, ok, result, error, started, seconds) SELECT unnest(?), "
+                  "unnest(?), unnest(?), unnest(?), unnest(?)::JSON, unnest(?), unnest(?), unnest(?)")
         samples = []
-        start = perf_counter()
         for i in range(warm_up + n):
             begin = perf_counter()
-            db.execute("BEGIN")
-            db.execute(insert, [["t"], [i], [f"s{i}"], ["null"]])
-            db.execute("COMMIT")
+            db.execute(insert, [["t"], [i], [f"s{i}"], [True], ["null"], [None], [datetime.now(UTC)], [0.0]])
             samples.append(perf_counter() - begin)
-            if i == warm_up - 1:
-                start = perf_counter()
-        wall = perf_counter() - start
     finally:
         db.close()
-    return {"samples": samples[warm_up:], "wall_s": wall}
+    return {"samples": samples[warm_up:], "wall_s": sum(samples[warm_up:])}
 
 
 # -- probes: one measurement in a fresh interpreter -------------------------------------------------

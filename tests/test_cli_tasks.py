@@ -104,7 +104,9 @@ def test_tasks_resume_without_a_node_says_why_a_task_cannot_run_here(example_app
     # this process knows the workflow; the embedded node in `wippy` does not import the test's module
     stuck = wippy("tasks", "resume", waiting, "--root", example_app)
     assert stuck.returncode == 1
-    assert "task waiting needs_attention: workflow 'test.cli:approval' is not registered" in stuck.stderr
+    assert "wippy: no workflow 'test.cli:approval' is registered" in stuck.stderr
+    listed = wippy("tasks", "list", "--root", example_app)
+    assert any(line.split()[:3] == ["waiting", "test.cli:approval", "running"] for line in listed.stdout.splitlines())
 
 
 async def test_resume_through_the_node_runs_the_task_to_its_end_and_streams_its_status(example_app: Path) -> None:

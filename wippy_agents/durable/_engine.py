@@ -494,15 +494,21 @@ class TaskManager:
         """Resume every unfinished task (at boot, before new work); returns their ids."""
         resumed = []
         for state in list(self._tasks.values()):
-            if state.status not in TERMINAL and state.id not in self._running and await self._resume(state.id):
+            if state.status in TERMINAL or state.id in self._running:
+                continue
+            if state.workflow not in WORKFLOWS:  # a node that loads that code will resume it
+                log.warning("task %s waits: its workflow %r is not registered in this process", state.id,
+                            state.workflow)
+                continue
+            if await self._resume(state.id):
                 resumed.append(state.id)
         return resumed
 
     async def _resume(self, task_id: str) -> bool:
         state = self._task(task_id)
         if state.workflow not in WORKFLOWS:
-            await self._event(task_id, "needs_attention", {"error": f"workflow {state.workflow!r} is not registered"})
-            return False
+            raise LookupError(f"task {task_id} runs workflow {state.workflow!r}, which is not registered in this "
+                              "process; import the module that defines it")
         if self._stalled_recoveries(task_id) >= MAX_RECOVERIES:
             log.error("task %s made no progress over %d recoveries; parking it as needs_attention", task_id,
                       MAX_RECOVERIES)
