@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/registry.py
 	$(BIN)/python benchmarks/llm.py
 	$(BIN)/python benchmarks/agents.py
+	$(BIN)/python benchmarks/durable.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -58,7 +58,7 @@ The targets: `sequential_step_p50_ms` (wippy's sequential p50), `concurrent_step
 Ratios `wippy_vs_<peer>` are peer time / wippy time (or wippy rate / peer rate), so
 above 1 means wippy is faster; they compare runs of the same size.
 
-    python benchmarks/durable.py          # full run, about a minute and a half on 2 cores
+    python benchmarks/durable.py          # full run, about 50 s on 2 cores
     python benchmarks/durable.py --quick  # smoke test, a few seconds
 """
 
@@ -90,7 +90,6 @@ TARGETS: dict[str, tuple[str, float]] = {
     "recovery_s": ("<", 2.0),
 }
 REFERENCE = {"dbos_sqlite_step_p50_ms_2_cores": 1.41}
-PEERS = ("dbos", "langgraph")
 PROBE_TIMEOUT_S = 300.0
 DBOS_POLL_S = 0.01
 
@@ -134,9 +133,6 @@ class Timings:
     """Durations in seconds, summarised in milliseconds."""
 
     samples: list[float] = field(default_factory=list)
-
-    def ms(self, q: float) -> float:
-        return percentile(sorted(self.samples), q) * 1000
 
     def summary(self) -> dict[str, float]:
         ordered = sorted(self.samples)

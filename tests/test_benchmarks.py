@@ -27,6 +27,7 @@ def run(name: str) -> dict[str, object]:
         ("registry.py", {"load", "get", "save_to_visible", "apply", "targets"}),
         ("llm.py", {"scripted", "loopback", "targets"}),
         ("agents.py", {"turn", "start", "memory", "targets"}),
+        ("durable.py", {"sequential", "concurrent", "recovery", "targets"}),
     ],
 )
 def test_benchmark_prints_its_figures_and_targets(name: str, sections: set[str]) -> None:

@@ -491,42 +491,61 @@ class TaskManager:
     # -- recovery ---------------------------------------------------------------------------
 
     async def recover(self) -> list[str]:
-        """Resume every unfinished task (at boot, before new work); returns their ids."""
-        resumed = []
-        for state in list(self._tasks.values()):
+        """Resume every unfinished task (at boot, before new work); returns their ids.
+
+        All tasks are read back in a few queries and their "recovering" notes share
+        one commit, so recovering a thousand tasks costs about what one does.
+        """
+        waiting = []
+        for state in self._tasks.values():
             if state.status in TERMINAL or state.id in self._running:
                 continue
             if state.workflow not in WORKFLOWS:  # a node that loads that code will resume it
                 log.warning("task %s waits: its workflow %r is not registered in this process", state.id,
                             state.workflow)
                 continue
-            if await self._resume(state.id):
-                resumed.append(state.id)
-        return resumed
+            waiting.append(state.id)
+        return await self._resume_all(waiting)
 
     async def _resume(self, task_id: str) -> bool:
         state = self._task(task_id)
         if state.workflow not in WORKFLOWS:
             raise LookupError(f"task {task_id} runs workflow {state.workflow!r}, which is not registered in this "
                               "process; import the module that defines it")
-        if self._stalled_recoveries(task_id) >= MAX_RECOVERIES:
-            log.error("task %s made no progress over %d recoveries; parking it as needs_attention", task_id,
-                      MAX_RECOVERIES)
-            await self._event(task_id, "needs_attention", {"error": f"no progress over {MAX_RECOVERIES} recoveries"})
-            return False
-        await self._event(task_id, "recovering")
-        steps = {record.seq: record for record in self._steps(task_id)}
-        signals = [_Signal(i, n, loads(p)) for i, n, p in self.db.execute(
-            "SELECT id, name, payload FROM task_signals WHERE task = ? ORDER BY time, rowid", [task_id]).fetchall()]
-        self._launch(state, steps, signals)
-        return True
+        return bool(await self._resume_all([task_id]))
 
-    def _stalled_recoveries(self, task_id: str) -> int:
-        row = self.db.execute(
-            """SELECT count(*) FROM task_events WHERE task = ? AND status = 'recovering'
-               AND time > coalesce((SELECT max(started) FROM task_steps WHERE task = ?), '-infinity'::TIMESTAMPTZ)""",
-            [task_id, task_id]).fetchone()
-        return int(row[0]) if row else 0
+    async def _resume_all(self, task_ids: list[str]) -> list[str]:
+        if not task_ids:
+            return []
+        stalled = dict(self.db.execute(
+            """SELECT e.task, count(*) FROM task_events e WHERE e.task IN (SELECT unnest(?)) AND e.status = 'recovering'
+               AND e.time > coalesce((SELECT max(started) FROM task_steps s WHERE s.task = e.task),
+                                     '-infinity'::TIMESTAMPTZ)
+               GROUP BY e.task""", [task_ids]).fetchall())
+        steps: dict[str, dict[int, StepRecord]] = {task_id: {} for task_id in task_ids}
+        for row in self.db.execute(
+                """SELECT task, seq, name, ok, result, error, started, seconds FROM task_steps
+                   WHERE task IN (SELECT unnest(?)) ORDER BY task, seq, rowid""", [task_ids]).fetchall():
+            steps[row[0]][row[1]] = StepRecord(*row[1:])
+        signals: dict[str, list[_Signal]] = {task_id: [] for task_id in task_ids}
+        for task, signal_id, name, payload in self.db.execute(
+                """SELECT task, id, name, payload FROM task_signals WHERE task IN (SELECT unnest(?))
+                   ORDER BY time, rowid""", [task_ids]).fetchall():
+            signals[task].append(_Signal(signal_id, name, loads(payload)))
+        notes, resumed = [], []
+        for task_id in task_ids:
+            if stalled.get(task_id, 0) >= MAX_RECOVERIES:
+                log.error("task %s made no progress over %d recoveries; parking it as needs_attention", task_id,
+                          MAX_RECOVERIES)
+                notes.append(self._event(task_id, "needs_attention",
+                                         {"error": f"no progress over {MAX_RECOVERIES} recoveries"}))
+            else:
+                notes.append(self._event(task_id, "recovering"))
+                resumed.append(task_id)
+        await asyncio.gather(*notes)
+        for task_id in resumed:
+            self._launch(self._tasks[task_id], steps[task_id], signals[task_id])
+        return resumed
 
     # -- reading ----------------------------------------------------------------------------
 
