@@ -22,7 +22,7 @@ import pydantic_core
 
 from ..llm import ToolCall, ToolDefinition, ToolResultMessage
 from ..llm._messages import RAW_ARGUMENTS_KEY
-from ..registry import Entry, Problem, Registry, RegistryView
+from ..registry import Entry, EntryChange, Problem, Registry, RegistryView
 from ..registry._kinds import AgentSpec, KindSpec, ToolSpec
 from ..tools import ToolArgumentsError, ToolContext
 from ._errors import AgentError
@@ -100,8 +100,11 @@ def offers(spec: AgentSpec, entries: Mapping[str, Entry], spec_of: Callable[[str
     return by_name, clashes
 
 
-def check_tool_names(state: Mapping[str, Entry], spec_of: Callable[[str], KindSpec | None]) -> list[Problem]:
+def check_tool_names(state: Mapping[str, Entry], spec_of: Callable[[str], KindSpec | None],
+                     changes: list[EntryChange]) -> list[Problem]:
     """A registry validator: no agent may be offered two tools under one name."""
+    if not any(change.entry.kind in ("agent", "tool") for change in changes):
+        return []
     problems = []
     for entry_id, entry in state.items():
         spec = spec_of(entry_id) if entry.kind == "agent" else None

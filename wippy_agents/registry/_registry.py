@@ -54,8 +54,8 @@ PolicyHook = Callable[[str, str, "Entry | None", "Entry | None"], "str | None"]
 """`hook(author, action, before, after)` returns why the change is refused, or None to allow it."""
 
 
-Validator = Callable[[Mapping[str, "Entry"], Callable[[str], "KindSpec | None"]], list["Problem"]]
-"""`validate(state, spec_of)` returns the problems of the registry state a changeset would produce."""
+Validator = Callable[[Mapping[str, "Entry"], Callable[[str], "KindSpec | None"], list["EntryChange"]], list["Problem"]]
+"""`validate(state, spec_of, changes)`: the problems of the registry state that `changes` would produce."""
 
 
 class RegistryEvent(NamedTuple):
@@ -321,7 +321,7 @@ class Registry:
                 return specs.get(entry_id) or self._specs.get(entry_id) or self._builtin_specs.get(entry_id)
 
             for validate in self.validators:
-                problems += [self._located(problem) for problem in validate(state, spec_of)]
+                problems += [self._located(problem) for problem in validate(state, spec_of, changes)]
         return problems
 
     def _located(self, problem: Problem) -> Problem:
