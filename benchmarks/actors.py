@@ -35,6 +35,7 @@ from time import perf_counter
 from typing import Any
 
 import pykka
+from _timing import machine
 
 from wippy_agents import Node, Pid, process
 
@@ -380,7 +381,7 @@ def run(sizes: Sizes) -> dict[str, Any]:
     return {
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "pykka": version("pykka"),
-        "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "arch": platform.machine()},
+        "machine": machine(),
         "mode": "quick" if sizes is QUICK else "full",
         "repeats": sizes.repeats,
         "statistic": "median",

@@ -214,9 +214,9 @@ async def measure_turn(root: Path, sizes: Sizes, pydantic_ai: Contender | None) 
         messages = len(history(node.tasks, AGENT, same.id, before=10**9))
 
     report: dict[str, Any] = {
-        "fresh_conversation": runs["fresh_conversation"].summary(),
-        "same_conversation": runs["same_conversation"].summary(),
-        "pydantic_ai": runs["pydantic_ai"].summary() if pydantic_ai else None,
+        "fresh_conversation": runs["fresh_conversation"].summary(4),
+        "same_conversation": runs["same_conversation"].summary(4),
+        "pydantic_ai": runs["pydantic_ai"].summary(4) if pydantic_ai else None,
         "pydantic_ai_reference_ms": PYDANTIC_AI_REFERENCE_MS,
         "model_fn_ms_per_turn": round(model_ms, 4),
         "journal_commits_per_turn": round(commits, 2),
@@ -256,10 +256,10 @@ async def measure_start(root: Path, sizes: Sizes) -> dict[str, Any]:
                                  rounds, sizes.starts // rounds, warm_up=5)
     # A start's work partly lands in the next one's timing (the process runs after `conversation()`
     # returns), so the rate is from the mean, not the median.
-    rates = {key: 1000 / timings.summary()["mean_ms"] for key, timings in runs.items()}
+    rates = {key: 1000 / timings.summary(4)["mean_ms"] for key, timings in runs.items()}
     return {
-        "conversation": runs["conversation"].summary(),
-        "bare_process": runs["bare_process"].summary(),
+        "conversation": runs["conversation"].summary(4),
+        "bare_process": runs["bare_process"].summary(4),
         "conversations_per_s": round(rates["conversation"]),
         "bare_processes_per_s": round(rates["bare_process"]),
         "ratio_vs_bare_process": ratio(rates["conversation"], rates["bare_process"]),

@@ -68,7 +68,6 @@ import argparse
 import asyncio
 import importlib.util
 import json
-import math
 import os
 import platform
 import signal
@@ -77,12 +76,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from time import perf_counter
 from typing import Any, TypedDict
+
+from _timing import Timings, machine
 
 TARGETS: dict[str, tuple[str, float]] = {
     "sequential_step_p50_ms": ("<=", 1.0),
@@ -113,39 +114,6 @@ FULL = Sizes(seq_steps=1000, seq_repeats=2, tasks=1000, peer_tasks=100, steps_pe
              peer_recovery_tasks=100, warm_up_steps=50)
 QUICK = Sizes(seq_steps=100, seq_repeats=1, tasks=10, peer_tasks=10, steps_per_task=20, recovery_tasks=10,
               peer_recovery_tasks=10, warm_up_steps=10)
-
-
-# -- the one timing helper ---------------------------------------------------------
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """The `q` quantile (0..1) of sorted samples, linearly interpolated."""
-    if not ordered:
-        return math.nan
-    position = (len(ordered) - 1) * q
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-@dataclass
-class Timings:
-    """Durations in seconds, summarised in milliseconds."""
-
-    samples: list[float] = field(default_factory=list)
-
-    def summary(self) -> dict[str, float]:
-        ordered = sorted(self.samples)
-        if not ordered:
-            return {"n": 0}
-        return {
-            "n": len(ordered),
-            "p50_ms": round(percentile(ordered, 0.5) * 1000, 3),
-            "p95_ms": round(percentile(ordered, 0.95) * 1000, 3),
-            "min_ms": round(ordered[0] * 1000, 3),
-            "max_ms": round(ordered[-1] * 1000, 3),
-            "mean_ms": round(sum(ordered) / len(ordered) * 1000, 3),
-        }
 
 
 async def until(done: Callable[[], bool], timeout: float = 120.0) -> None:
@@ -735,7 +703,7 @@ def run(sizes: Sizes, work: Path) -> dict[str, Any]:
     return {
         "mode": "quick" if sizes is QUICK else "full",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "arch": platform.machine()},
+        "machine": machine(),
         "versions": versions(),
         "sizes": asdict(sizes),
         "skipped": skipped,

@@ -17,7 +17,7 @@ speed hits them alike; every call is timed by itself, and the figures are median
 the calls. "added" is ours minus the floor (or the SDK) at the median.
 
 Prints ONE JSON object. Every latency block has the same shape, from the one timing
-helper (`Timings.summary`): `{"n", "p50_ms", "p95_ms", "min_ms", "mean_ms"}`. Keys:
+helper (`Timings.summary` of `_timing.py`): `{"n", "p50_ms", "p95_ms", "min_ms", "max_ms", "mean_ms"}`. Keys:
 
     mode, python, openai, machine{cores, platform, arch}
     sizes{rounds, scripted_batch, loopback_batch}
@@ -39,20 +39,19 @@ import argparse
 import asyncio
 import gc
 import json
-import math
-import os
 import platform
 import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import version
 from time import perf_counter
 from typing import Any
 
 import openai
+from _timing import Timings, machine
 
 from wippy_agents.llm import Response, ResponseDone, StreamEvent, Usage, UserMessage, load_model
 from wippy_agents.llm._messages import response_events
@@ -86,37 +85,7 @@ FULL = Sizes(rounds=10, scripted_batch=2_000, loopback_batch=100)
 QUICK = Sizes(rounds=3, scripted_batch=300, loopback_batch=15)
 
 
-# -- the one timing helper (benchmarks/agents.py uses it too) ---------------------------
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """The `q` quantile (0..1) of sorted samples, linearly interpolated."""
-    if not ordered:
-        return math.nan
-    position = (len(ordered) - 1) * q
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-@dataclass
-class Timings:
-    """Per-call durations in seconds, summarised in milliseconds."""
-
-    samples: list[float] = field(default_factory=list)
-
-    def ms(self, q: float = 0.5) -> float:
-        return percentile(sorted(self.samples), q) * 1000
-
-    def summary(self) -> dict[str, float]:
-        ordered = sorted(self.samples)
-        return {
-            "n": len(ordered),
-            "p50_ms": round(percentile(ordered, 0.5) * 1000, 4),
-            "p95_ms": round(percentile(ordered, 0.95) * 1000, 4),
-            "min_ms": round(ordered[0] * 1000, 4),
-            "mean_ms": round(sum(ordered) / len(ordered) * 1000, 4),
-        }
+# -- contenders taking turns (benchmarks/agents.py uses them too) -----------------------
 
 
 @dataclass(frozen=True)
@@ -170,10 +139,6 @@ def verdict(actual: dict[str, float], targets: dict[str, tuple[str, float]]) -> 
     return out
 
 
-def machine() -> dict[str, Any]:
-    return {"cores": os.cpu_count(), "platform": platform.platform(), "arch": platform.machine()}
-
-
 # -- scripted: the framework path around a test double ------------------------------------
 
 
@@ -219,11 +184,11 @@ async def measure_scripted(sizes: Sizes) -> dict[str, Any]:
         sizes.rounds, sizes.scripted_batch, warm_up=200,
     )
     return {
-        "floor_complete": runs["floor_complete"].summary(),
-        "complete": runs["complete"].summary(),
+        "floor_complete": runs["floor_complete"].summary(4),
+        "complete": runs["complete"].summary(4),
         "added_complete_ms": added_ms(runs["complete"], runs["floor_complete"]),
-        "floor_stream": runs["floor_stream"].summary(),
-        "stream": runs["stream"].summary(),
+        "floor_stream": runs["floor_stream"].summary(4),
+        "stream": runs["stream"].summary(4),
         "added_stream_ms": added_ms(runs["stream"], runs["floor_stream"]),
         "ratio_complete_vs_floor": ratio(runs["complete"].ms(), runs["floor_complete"].ms()),
         "ratio_stream_vs_floor": ratio(runs["stream"].ms(), runs["floor_stream"].ms()),
@@ -336,11 +301,11 @@ async def measure_loopback(sizes: Sizes) -> dict[str, Any]:
             await sdk.close()
             await model.aclose()
     return {
-        "sdk_complete": runs["sdk_complete"].summary(),
-        "complete": runs["complete"].summary(),
+        "sdk_complete": runs["sdk_complete"].summary(4),
+        "complete": runs["complete"].summary(4),
         "added_complete_ms": added_ms(runs["complete"], runs["sdk_complete"]),
-        "sdk_stream": runs["sdk_stream"].summary(),
-        "stream": runs["stream"].summary(),
+        "sdk_stream": runs["sdk_stream"].summary(4),
+        "stream": runs["stream"].summary(4),
         "added_stream_ms": added_ms(runs["stream"], runs["sdk_stream"]),
         "ratio_complete_vs_sdk": ratio(runs["complete"].ms(), runs["sdk_complete"].ms()),
         "ratio_stream_vs_sdk": ratio(runs["stream"].ms(), runs["sdk_stream"].ms()),

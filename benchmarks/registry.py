@@ -43,8 +43,6 @@ import functools
 import gc
 import itertools
 import json
-import math
-import os
 import platform
 import random
 import shutil
@@ -52,7 +50,6 @@ import sys
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
@@ -60,6 +57,7 @@ from typing import Any
 
 import watchfiles
 import yaml
+from _timing import Timings, machine
 
 from wippy_agents import Node
 from wippy_agents._app import App
@@ -98,54 +96,6 @@ FULL = Sizes(entries=10_000, files=500, load_repeats=3, get_calls=1_000_000, get
 QUICK = Sizes(entries=1_000, files=50, load_repeats=1, get_calls=200_000, get_repeats=2, save_samples=10,
               apply_samples=10)
 WARM_UP = Sizes(entries=20, files=2, load_repeats=1, get_calls=0, get_repeats=0, save_samples=0, apply_samples=0)
-
-
-# -- the one timing helper ---------------------------------------------------------
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """The `q` quantile (0..1) of sorted samples, linearly interpolated."""
-    if not ordered:
-        return math.nan
-    position = (len(ordered) - 1) * q
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-@dataclass
-class Timings:
-    """Durations in seconds, taken with `time()` or `add()`, summarised in milliseconds."""
-
-    samples: list[float] = field(default_factory=list)
-
-    @contextmanager
-    def time(self) -> Iterator[None]:
-        """Time the block (which may contain awaits) as one sample."""
-        start = perf_counter()
-        yield
-        self.samples.append(perf_counter() - start)
-
-    def add(self, seconds: float) -> None:
-        self.samples.append(seconds)
-
-    @property
-    def best(self) -> float:
-        return min(self.samples)
-
-    def ms(self, q: float) -> float:
-        return percentile(sorted(self.samples), q) * 1000
-
-    def summary(self) -> dict[str, float]:
-        ordered = sorted(self.samples)
-        return {
-            "n": len(ordered),
-            "p50_ms": round(percentile(ordered, 0.5) * 1000, 3),
-            "p95_ms": round(percentile(ordered, 0.95) * 1000, 3),
-            "min_ms": round(ordered[0] * 1000, 3),
-            "max_ms": round(ordered[-1] * 1000, 3),
-            "mean_ms": round(sum(ordered) / len(ordered) * 1000, 3),
-        }
 
 
 # -- the app --------------------------------------------------------------------------
@@ -287,7 +237,7 @@ def measure_get(node: Node, app: BenchApp) -> dict[str, Any]:
         for key, fn in contenders.items():
             gc.collect()
             runs[key].add(lookups(fn, calls))
-    rates = {key: len(calls) / runs[key].best for key in contenders}
+    rates = {key: len(calls) / min(runs[key].samples) for key in contenders}
     return {
         "calls": len(calls),
         "registry_per_s": round(rates["registry"]),
@@ -435,7 +385,7 @@ async def run(sizes: Sizes, work: Path) -> dict[str, Any]:
     return {
         "mode": "quick" if sizes is QUICK else "full",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "arch": platform.machine()},
+        "machine": machine(),
         "sizes": {
             "entries": sizes.entries,
             "files": sizes.files,
