@@ -343,8 +343,8 @@ async def _tasks_resume(target: Target, emit: Emit, id: str) -> Any:
 
     tasks = target.tasks
     info = tasks.get(id)
-    if info.status not in TERMINAL:
-        await tasks.start(info.workflow, task_id=id)  # attaches to it if it runs already
+    if info.status not in TERMINAL or info.status == "needs_attention":
+        await tasks.start(info.workflow, task_id=id)  # attaches if it runs; retries a task parked for stalling
     await emit({"task": id, "workflow": info.workflow, "status": tasks.status(id)})
     return await tasks.result(id)
 

@@ -281,3 +281,26 @@ async def test_retention_deletes_old_finished_tasks_but_keeps_running_ones(clock
             node.tasks.get(old[0])
     async with Node(root=tmp_path, wall_clock=clock.time) as node:
         assert {info.id for info in node.tasks.list()} == {waiting, "recent"}
+
+
+async def test_attaching_by_id_retries_a_task_parked_for_making_no_progress(tmp_path: Path) -> None:
+    gate = {"hang": True}
+
+    async def maybe_hang() -> str:
+        if gate["hang"]:
+            await asyncio.Event().wait()
+        return "done"
+
+    @durable.workflow("test:parked")
+    async def parked(ctx: durable.TaskContext) -> str:
+        return await ctx.step("work", maybe_hang)
+
+    async with Node(root=tmp_path) as node:
+        task = await node.tasks.start("test:parked", task_id="p1")
+    for _ in range(4):
+        async with Node(root=tmp_path) as node:
+            pass
+    async with Node(root=tmp_path) as node:
+        assert node.tasks.status(task) == "needs_attention"
+        gate["hang"] = False
+        assert await node.tasks.run("test:parked", task_id="p1") == "done"

@@ -354,7 +354,11 @@ class TaskManager:
         task_id = task_id or uuid.uuid4().hex[:16]
         existing = self._tasks.get(task_id)
         if existing is not None:
-            if task_id not in self._running and task_id not in self._restarting and existing.status not in TERMINAL:
+            if task_id in self._running or task_id in self._restarting:
+                return task_id
+            if self._parked_for_stalling(existing):  # asking for it by id is a person's "try again"
+                await self._event(task_id, "resumed")
+            if existing.status not in TERMINAL:
                 await self._resume(task_id)
             return task_id
         version = self._registry_version()
@@ -507,6 +511,11 @@ class TaskManager:
             waiting.append(state.id)
         return await self._resume_all(waiting)
 
+    @staticmethod
+    def _parked_for_stalling(state: _Task) -> bool:
+        error = state.detail.get("error", "") if isinstance(state.detail, dict) else ""
+        return state.status == "needs_attention" and str(error).startswith("no progress over")
+
     async def _resume(self, task_id: str) -> bool:
         state = self._task(task_id)
         if state.workflow not in WORKFLOWS:
@@ -519,8 +528,10 @@ class TaskManager:
             return []
         stalled = dict(self.db.execute(
             """SELECT e.task, count(*) FROM task_events e WHERE e.task IN (SELECT unnest(?)) AND e.status = 'recovering'
-               AND e.time > coalesce((SELECT max(started) FROM task_steps s WHERE s.task = e.task),
-                                     '-infinity'::TIMESTAMPTZ)
+               AND e.time > greatest(
+                   coalesce((SELECT max(started) FROM task_steps s WHERE s.task = e.task), '-infinity'::TIMESTAMPTZ),
+                   coalesce((SELECT max(time) FROM task_events r WHERE r.task = e.task AND r.status = 'resumed'),
+                            '-infinity'::TIMESTAMPTZ))
                GROUP BY e.task""", [task_ids]).fetchall())
         steps: dict[str, dict[int, StepRecord]] = {task_id: {} for task_id in task_ids}
         for row in self.db.execute(
