@@ -55,3 +55,40 @@ def test_public_modules_hide_their_imports() -> None:
     namespace: dict[str, object] = {}
     exec("from wippy_agents import *", namespace)
     assert set(namespace) - {"__builtins__"} == PUBLIC_API
+
+
+SUBPACKAGE_APIS = {
+    "registry": {
+        "Change", "Delete", "Entry", "EntryChange", "EntryNotFound", "Folders", "KINDS", "KindSpec", "Origin",
+        "PolicyHook", "Problem", "Registry", "RegistryError", "RegistryEvent", "RegistryView", "Version", "check_id",
+        "AgentSpec", "ConfigSpec", "ModelSpec", "PolicySpec", "Pricing", "ProcessSpec", "PromptSpec",
+        "SupervisorSpec", "ToolSpec", "WorkflowSpec",
+    },
+    "llm": {
+        "AssistantMessage", "AuthenticationError", "BadRequestError", "ChatMessage", "ContextTooLongError",
+        "FinishReason", "MissingAPIKeyError", "Model", "ModelConnectionError", "ModelError", "ModelTimeoutError",
+        "OfflineModel", "RateLimitError", "RealModelRequestError", "Response", "ResponseDone", "ServerError",
+        "Settings", "StreamEvent", "SystemMessage", "TextDelta", "ToolCall", "ToolCallDelta", "ToolCallStart",
+        "ToolDefinition", "ToolResultMessage", "Totals", "Usage", "UsageLedger", "UserMessage", "cost_usd",
+        "default_model_spec", "load_model",
+    },
+    "agents": {
+        "AgentError", "AgentEvent", "AgentService", "Answer", "Conversation", "Delegated", "TextDelta",
+        "ToolFinished", "ToolStarted", "TurnDone", "TurnFailed", "TurnStarted", "UsageReport", "offered_name",
+    },
+    "durable": {
+        "JournalTypeError", "NondeterminismError", "StepError", "StepRecord", "TaskCancelled", "TaskContext",
+        "TaskFailed", "TaskInfo", "TaskManager", "idempotency_key", "workflow",
+    },
+    "tools": {"FunctionTool", "ToolArgumentsError", "ToolContext", "ToolDefinitionError", "function_tool", "tool"},
+}  # fmt: skip
+
+
+def test_subpackages_export_exactly_their_api() -> None:
+    import importlib
+
+    for name, api in SUBPACKAGE_APIS.items():
+        module = importlib.import_module(f"wippy_agents.{name}")
+        assert set(module.__all__) == api, name
+        for symbol in api:
+            assert hasattr(module, symbol), (name, symbol)

@@ -13,13 +13,36 @@ node.registry.history("tools.weather:forecast"); node.registry.rollback(version)
 """
 
 from ._entry import Change, Delete, Entry, EntryNotFound, Problem, RegistryError, check_id
-from ._kinds import KINDS, KindSpec
+from ._kinds import (
+    KINDS,
+    AgentSpec,
+    ConfigSpec,
+    KindSpec,
+    ModelSpec,
+    PolicySpec,
+    Pricing,
+    ProcessSpec,
+    PromptSpec,
+    SupervisorSpec,
+    ToolSpec,
+    WorkflowSpec,
+)
 from ._registry import PolicyHook, Registry, RegistryEvent, RegistryView
 from ._sources import Folders, Origin
 from ._store import EntryChange, Version
 
 __all__ = [
     "KINDS",
+    "AgentSpec",
+    "ConfigSpec",
+    "ModelSpec",
+    "PolicySpec",
+    "Pricing",
+    "ProcessSpec",
+    "PromptSpec",
+    "SupervisorSpec",
+    "ToolSpec",
+    "WorkflowSpec",
     "Change",
     "Delete",
     "Entry",
