@@ -105,7 +105,10 @@ class App:
         sources = self.config.sources
         self.folders = Folders(sources.registry, sources.prompts, sources.tools)
         in_memory = files_only or self.config.state == ":memory:"
-        self.db: duckdb.DuckDBPyConnection = open_state(None if in_memory else self.root / self.config.state)
+        state = None if in_memory else self.root / self.config.state
+        self.db: duckdb.DuckDBPyConnection = open_state(state)
+        self.journal_path = None if state is None else state.with_name("journal.log")
+        """Where durable rows land first (see `durable._journal`); None for an in-memory state."""
         self.watching = asyncio.Event()
         try:
             self.registry = Registry(self.root, self.db, folders=self.folders, node=node)
@@ -126,7 +129,8 @@ class App:
     def start(self, node: Node) -> None:
         """Start the system processes and the registry's auto-start supervision trees."""
         self.agents = AgentService(node, self.registry, ConversationStore(self.db))
-        self.tasks = TaskManager(node, self.db, clock=node.wall_clock, registry_version=lambda: self.registry.version)
+        self.tasks = TaskManager(node, self.db, clock=node.wall_clock, registry_version=lambda: self.registry.version,
+                                 log_path=self.journal_path)
         node.process_resolver = self.resolve
         children = [ChildSpec("agents", self.agents.supervisor(), name=AGENTS)]
         if self.config.watch:

@@ -586,7 +586,7 @@ async def open_embedded(root: Path, needs: Needs) -> AsyncIterator[Target]:
         yield _Light(None, None)
     else:
         with App(root, files_only=needs == "files") as app:
-            tasks = None if needs == "files" else TaskManager(Node("cli"), app.db,
+            tasks = None if needs == "files" else TaskManager(Node("cli"), app.db, log_path=app.journal_path,
                                                                registry_version=lambda: app.registry.version)
             try:
                 yield _Light(app, tasks)

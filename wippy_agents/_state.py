@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS registry_changes (
     after JSON,
     origin VARCHAR
 );
+CREATE TABLE IF NOT EXISTS journal_position (position BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks (
     id VARCHAR NOT NULL,
     workflow VARCHAR NOT NULL,
@@ -88,5 +89,7 @@ def open_state(path: Path | None) -> duckdb.DuckDBPyConnection:
     db.execute(_SCHEMA)
     if db.execute("SELECT count(*) FROM wippy_schema").fetchone() == (0,):
         db.execute("INSERT INTO wippy_schema VALUES (?)", [SCHEMA_VERSION])
+    if db.execute("SELECT count(*) FROM journal_position").fetchone() == (0,):
+        db.execute("INSERT INTO journal_position VALUES (0)")
     db.execute("COMMIT")
     return db

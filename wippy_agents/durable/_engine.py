@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import duckdb
@@ -33,10 +34,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("wippy_agents.durable")
 
 TABLES = (
-    Table("tasks", ("id", "workflow", "args", "registry_version", "created"), frozenset({"args"})),
-    Table("task_events", ("task", "time", "status", "detail"), frozenset({"detail"})),
-    Table("task_steps", ("task", "seq", "name", "ok", "result", "error", "started", "seconds"), frozenset({"result"})),
-    Table("task_signals", ("task", "id", "name", "payload", "time"), frozenset({"payload"})),
+    Table("tasks", ("id", "workflow", "args", "registry_version", "created"), frozenset({"args"}),
+          frozenset({"created"})),
+    Table("task_events", ("task", "time", "status", "detail"), frozenset({"detail"}), frozenset({"time"})),
+    Table("task_steps", ("task", "seq", "name", "ok", "result", "error", "started", "seconds"), frozenset({"result"}),
+          frozenset({"started"})),
+    Table("task_signals", ("task", "id", "name", "payload", "time"), frozenset({"payload"}), frozenset({"time"})),
 )
 
 FINISHED = ("completed", "failed", "cancelled")
@@ -294,11 +297,11 @@ class TaskManager:
     """
 
     def __init__(self, node: Node, db: duckdb.DuckDBPyConnection, *, clock: Callable[[], float] = time.time,
-                 registry_version: Callable[[], int] = lambda: 0) -> None:
+                 registry_version: Callable[[], int] = lambda: 0, log_path: Path | None = None) -> None:
         self.node = node
         self.db = db
         self.clock = clock
-        self.journal = Journal(db, TABLES)
+        self.journal = Journal(db, TABLES, log_path)
         self._registry_version = registry_version
         self._running: dict[str, _Running] = {}
         self._restarting: dict[str, asyncio.Task[None]] = {}
@@ -473,6 +476,7 @@ class TaskManager:
         are kept (a conversation's turns are its history).
         """
         cutoff = datetime.fromtimestamp(self.clock() - older_than, UTC)
+        self.journal.flush()
         rows = self.db.execute("SELECT task FROM task_events GROUP BY task HAVING max(time) < ?", [cutoff]).fetchall()
         doomed = [task for (task,) in rows if (state := self._tasks.get(task)) is not None
                   and state.status in FINISHED and state.workflow not in keep_workflows and task not in self._running]
@@ -526,6 +530,7 @@ class TaskManager:
     async def _resume_all(self, task_ids: list[str]) -> list[str]:
         if not task_ids:
             return []
+        self.journal.flush()
         stalled = dict(self.db.execute(
             """SELECT e.task, count(*) FROM task_events e WHERE e.task IN (SELECT unnest(?)) AND e.status = 'recovering'
                AND e.time > greatest(
@@ -561,6 +566,7 @@ class TaskManager:
     # -- reading ----------------------------------------------------------------------------
 
     def _steps(self, task_id: str) -> list[StepRecord]:
+        self.journal.flush()
         rows = self.db.execute(
             """SELECT seq, name, ok, result, error, started, seconds FROM task_steps WHERE task = ?
                ORDER BY seq, rowid""", [task_id]).fetchall()
