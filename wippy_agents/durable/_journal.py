@@ -157,6 +157,7 @@ class Journal:
             self._insert(self._pending, position)
         except Exception as error:  # they are safe in the log; the next copy (or the next start) retries
             log.error("copying %d journal row(s) into the state file failed: %s", len(self._pending), error)
+            self._pending_since = time.monotonic()  # try again after FLUSH_SECONDS, not in a tight loop
             return
         self._pending = []
         if self._log is not None and position is not None and position >= TRUNCATE_BYTES:
