@@ -73,7 +73,11 @@ class Journal:
     def append(self, table: str, row: Row) -> asyncio.Future[None]:
         """Queue one row; the future resolves when it is durable (or fails with the write's error)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put((self._tables[table], row, future))
+        if self._log is None:  # an in-memory state: nothing to make durable, so nothing to wait for
+            future.set_result(None)
+            self._queue.put((self._tables[table], row, None))
+        else:
+            self._queue.put((self._tables[table], row, future))
         return future
 
     def flush(self) -> None:
