@@ -175,6 +175,9 @@ class _Run:
         self.me = me
         self.node = me.node
         self.children = [_Child(spec) for spec in sup.children]
+        # Indexes, so a supervisor of thousands (the conversations under wippy:agents) stays quick.
+        self.by_pid: dict[Pid, _Child] = {}
+        self.by_id = {child.spec.id: child for child in self.children}
         self.restart_times: deque[float] = deque()
         self.delayed: list[tuple[float, list[_Child]]] = []  # (when, group) restarts waiting out a backoff
         self.expected_exits: set[Pid] = set()
@@ -218,11 +221,26 @@ class _Run:
             fn, args, parent=self.me, link=True, name=child.spec.name, supervisor=self.me.pid, restarts=child.restarts
         )
         child.pid = proc.pid
+        self.by_pid[proc.pid] = child
+
+    def unbind(self, child: _Child) -> Pid | None:
+        """Forget the child's process (it exited or is being stopped); return its pid."""
+        pid, child.pid = child.pid, None
+        if pid is not None:
+            self.by_pid.pop(pid, None)
+        return pid
+
+    def forget(self, children: list[_Child]) -> None:
+        """Remove children from the supervisor for good."""
+        gone = set(map(id, children))
+        self.children = [c for c in self.children if id(c) not in gone]
+        for child in children:
+            self.by_id.pop(child.spec.id, None)
 
     def find(self, pid: Pid | None) -> _Child | None:
         if pid is None:  # an exit signal from outside any process (node.stop), never a child
             return None
-        return next((child for child in self.children if child.pid == pid), None)
+        return self.by_pid.get(pid)
 
     async def on_exit(self, signal: Exit) -> None:
         if signal.pid in self.expected_exits:
@@ -230,7 +248,7 @@ class _Run:
             return
         child = self.find(signal.pid)
         if child is not None:
-            child.pid = None
+            self.unbind(child)
             await self.child_exited(child, signal.reason)
         elif signal.reason != NORMAL:
             await self.shutdown()
@@ -239,7 +257,7 @@ class _Run:
     async def child_exited(self, child: _Child, reason: ExitReason) -> None:
         restart = child.spec.restart
         if restart == "temporary":
-            self.children.remove(child)
+            self.forget([child])
             return
         if restart == "transient" and reason in (NORMAL, SHUTDOWN):
             return
@@ -250,7 +268,7 @@ class _Run:
                 await self.terminate(other)
         # Temporary siblings stopped for the strategy's sake are not restarted: they are forgotten.
         forgotten = [c for c in group if c is not child and c.spec.restart == "temporary"]
-        self.children = [c for c in self.children if c not in forgotten]
+        self.forget(forgotten)
         group = [c for c in group if c not in forgotten]
         # A child restarts once, with its newest group: drop it from any group still waiting.
         self.delayed = [(when, rest) for when, g in self.delayed if (rest := [c for c in g if c not in group])]
@@ -284,7 +302,7 @@ class _Run:
 
     async def restart(self, group: list[_Child]) -> None:
         for child in group:
-            if child not in self.children or child.pid is not None:
+            if self.by_id.get(child.spec.id) is not child or child.pid is not None:
                 continue  # removed meanwhile, or already restarted by a later failure's restart
             child.restarts += 1
             try:
@@ -304,7 +322,7 @@ class _Run:
 
     async def terminate(self, child: _Child) -> None:
         """Stop one child: a `"shutdown"` signal, then a kill after `spec.shutdown` seconds."""
-        pid, child.pid = child.pid, None
+        pid = self.unbind(child)
         if pid is None:
             return
         self.expected_exits.add(pid)
@@ -349,7 +367,7 @@ class _Run:
     def start_child(self, spec: object) -> Pid:
         if not isinstance(spec, ChildSpec):
             raise SupervisorError(f"start_child takes a ChildSpec, not {spec!r}")
-        if any(c.spec.id == spec.id for c in self.children):
+        if spec.id in self.by_id:
             raise SupervisorError(f"a child with id {spec.id!r} already exists")
         child = _Child(spec)
         try:
@@ -357,15 +375,16 @@ class _Run:
         except Exception as error:
             raise SupervisorError(f"child {spec.id!r} failed to start: {describe(error)}") from error
         self.children.append(child)
+        self.by_id[spec.id] = child
         assert child.pid is not None
         return child.pid
 
     async def terminate_child(self, child_id: object) -> None:
-        child = next((c for c in self.children if c.spec.id == child_id), None)
+        child = self.by_id.get(child_id) if isinstance(child_id, str) else None
         if child is None:
             raise SupervisorError(f"no child with id {child_id!r}")
         await self.terminate(child)
-        self.children.remove(child)
+        self.forget([child])
 
 
 class _Failed(NamedTuple):
