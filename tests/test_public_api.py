@@ -81,6 +81,7 @@ SUBPACKAGE_APIS = {
         "TaskFailed", "TaskInfo", "TaskManager", "idempotency_key", "workflow",
     },
     "tools": {"FunctionTool", "ToolArgumentsError", "ToolContext", "ToolDefinitionError", "function_tool", "tool"},
+    "sandbox": {"CompileError", "Limits", "ResourceLimit", "RunResult", "Sandbox", "SandboxError"},
 }  # fmt: skip
 
 

@@ -1,0 +1,31 @@
+"""Exceptions raised by `Sandbox.run` (the only exception types that escape it)."""
+
+from __future__ import annotations
+
+
+class SandboxError(Exception):
+    """A failure inside the sandbox; base class of `CompileError` and `ResourceLimit`.
+
+    `output` holds whatever the code printed before it failed ("" if nothing).
+    """
+
+    def __init__(self, message: str, *, output: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.output = output
+
+
+class CompileError(SandboxError):
+    """The policy refused the code at compile time; the message names the line and the rule."""
+
+
+class ResourceLimit(SandboxError):
+    """A limit was hit; `limit` names which one.
+
+    One of "cpu", "memory", "wall clock", "result size", "output size", "integer size",
+    "recursion depth", "input size".
+    """
+
+    def __init__(self, limit: str, message: str, *, output: str = "") -> None:
+        super().__init__(message, output=output)
+        self.limit = limit

@@ -1,0 +1,305 @@
+"""The outer layer: a pool of warm, isolated worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import signal
+import struct
+import sys
+import tempfile
+from dataclasses import dataclass, replace
+from types import TracebackType
+from typing import Any
+
+from ._errors import CompileError, ResourceLimit, SandboxError
+
+log = logging.getLogger("wippy_agents.sandbox")
+
+_HEADER = struct.Struct(">I")
+_START_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-call limits. `memory_bytes` is applied per worker process (set when the pool starts)."""
+
+    cpu_seconds: float = 2.0
+    wall_seconds: float = 5.0
+    memory_bytes: int = 512 * 1024 * 1024
+    result_bytes: int = 1024 * 1024
+    output_bytes: int = 64 * 1024
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What `Sandbox.run_with_output` returns: the value and the printed text."""
+
+    value: Any
+    output: str
+
+
+class _Worker:
+    def __init__(self, proc: asyncio.subprocess.Process, workdir: str) -> None:
+        self.proc = proc
+        self.workdir = workdir
+
+    @property
+    def stdin(self) -> asyncio.StreamWriter:
+        assert self.proc.stdin is not None
+        return self.proc.stdin
+
+    @property
+    def stdout(self) -> asyncio.StreamReader:
+        assert self.proc.stdout is not None
+        return self.proc.stdout
+
+    async def read_frame(self, max_size: int) -> dict[str, Any]:
+        (size,) = _HEADER.unpack(await self.stdout.readexactly(_HEADER.size))
+        if size > max_size:
+            raise _TooLarge(size)
+        data = await self.stdout.readexactly(size)
+        reply = json.loads(data)
+        if not isinstance(reply, dict):
+            raise SandboxError("worker sent a malformed reply")
+        return reply
+
+    async def destroy(self, kill: bool = True) -> None:
+        """Stop the worker: kill it (or, with kill=False, close its stdin and let it exit)."""
+        # Popen.send_signal polls first and may reap a dead child behind asyncio's child
+        # watcher, losing its exit status; so only kill when it has not been seen to exit.
+        with contextlib.suppress(Exception):
+            self.stdin.close()
+        if kill and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.proc.wait()), 2.0)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self.proc.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+async def _spawn(memory_bytes: int) -> _Worker:
+    workdir = tempfile.mkdtemp(prefix="wippy-sandbox-")
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-I",
+            "-m",
+            "wippy_agents.sandbox._worker",
+            str(memory_bytes),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            env={},
+            cwd=workdir,
+            start_new_session=True,
+            limit=2**16,
+        )
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    worker = _Worker(proc, workdir)
+    try:
+        ready = await asyncio.wait_for(worker.read_frame(1024), _START_TIMEOUT)
+        if ready.get("status") != "ready":
+            raise SandboxError("sandbox worker failed to start")
+    except BaseException:
+        await worker.destroy()
+        raise
+    return worker
+
+
+class Sandbox:
+    """A pool of warm sandbox workers; use as `async with Sandbox() as sb: await sb.run(...)`.
+
+    `run` returns the value; `run_with_output` returns a `RunResult` with the value and
+    the printed text. Printed text is also logged on the `wippy_agents.sandbox` logger
+    (DEBUG) with the call; it never reaches the host's stdout. Errors carry it as
+    `exc.output`.
+    """
+
+    def __init__(self, workers: int = 2, limits: Limits | None = None) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self.size = workers
+        self.limits = limits or Limits()
+        self._idle: asyncio.Queue[_Worker | None] = asyncio.Queue()
+        self._all: set[_Worker] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._started = False
+
+    async def __aenter__(self) -> Sandbox:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        results = await asyncio.gather(*(_spawn(self.limits.memory_bytes) for _ in range(self.size)),
+                                       return_exceptions=True)
+        for r in results:
+            if isinstance(r, _Worker):
+                self._all.add(r)
+                self._idle.put_nowait(r)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            await self.close()
+            raise SandboxError(f"could not start sandbox workers: {errors[0]!r}")
+
+    async def close(self) -> None:
+        self._closed = True
+        # Let replacements finish (they see `_closed` and stop their fresh worker): cancelling
+        # one mid-`destroy` would leave a killed child unreaped.
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        workers = list(self._all)
+        self._all.clear()
+        await asyncio.gather(*(w.destroy(kill=False) for w in workers), return_exceptions=True)
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of the live workers (for diagnostics and tests)."""
+        return [w.proc.pid for w in self._all]
+
+    # --- calls -----------------------------------------------------------------
+
+    async def run(
+        self, source: str, function: str | None = None, args: dict[str, Any] | None = None,
+        *, limits: Limits | None = None,
+    ) -> Any:
+        """The JSON-compatible value of `function(**args)`, or of the global `result`."""
+        return (await self.run_with_output(source, function, args, limits=limits)).value
+
+    async def run_with_output(
+        self, source: str, function: str | None = None, args: dict[str, Any] | None = None,
+        *, limits: Limits | None = None,
+    ) -> RunResult:
+        """Like `run`, also returning what the code printed (capped at `output_bytes`)."""
+        lim = replace(limits or self.limits, memory_bytes=self.limits.memory_bytes)
+        try:
+            request = json.dumps(
+                {"source": source, "function": function, "args": args or {},
+                 "cpu": lim.cpu_seconds, "output": lim.output_bytes, "result": lim.result_bytes},
+                allow_nan=False,
+            ).encode()
+        except (TypeError, ValueError) as exc:
+            raise SandboxError(f"arguments are not JSON-compatible: {exc}") from None
+        if not isinstance(source, str):
+            raise SandboxError("source must be a str")
+        if function is not None and not isinstance(function, str):
+            raise SandboxError("function must be a str or None")
+        if not self._started or self._closed:
+            raise SandboxError("the sandbox is not running (use `async with Sandbox()`)")
+        worker = await self._acquire()
+        reply = await self._call(worker, request, lim)
+        output = str(reply.get("output", ""))
+        if output:
+            log.debug("sandbox call %s printed:\n%s", function or "<module>", output)
+        status = reply.get("status")
+        message = str(reply.get("message", ""))
+        if status == "ok":
+            return RunResult(reply.get("value"), output)
+        if status == "compile":
+            raise CompileError(message, output=output)
+        if status == "limit":
+            self._replace(worker)
+            limit = str(reply.get("limit", "unknown"))
+            raise ResourceLimit(limit, f"{limit} limit: {message}", output=output)
+        raise SandboxError(message or "sandbox call failed", output=output)
+
+    async def _call(self, worker: _Worker, request: bytes, lim: Limits) -> dict[str, Any]:
+        max_reply = lim.result_bytes * 2 + lim.output_bytes * 6 + 64 * 1024
+        try:
+            worker.stdin.write(_HEADER.pack(len(request)) + request)
+            async with asyncio.timeout(lim.wall_seconds):
+                await worker.stdin.drain()
+                reply = await worker.read_frame(max_reply)
+        except TimeoutError:
+            self._replace(worker)
+            raise ResourceLimit("wall clock", f"wall clock limit: call ran over {lim.wall_seconds} s") from None
+        except _TooLarge as exc:
+            self._replace(worker)
+            raise ResourceLimit("result size", f"result size limit: reply of {exc.size} bytes") from None
+        except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError, json.JSONDecodeError):
+            # The worker died (or spoke garbage): give it a moment to exit before killing it,
+            # so that its exit status (SIGXCPU = CPU backstop) is not lost.
+            try:
+                code = await asyncio.wait_for(asyncio.shield(worker.proc.wait()), 1.0)
+            except TimeoutError:
+                code = None
+            self._replace(worker)
+            if code in (-signal.SIGXCPU, -signal.SIGKILL):
+                raise ResourceLimit("cpu", "cpu limit: the worker was killed for using too much CPU") from None
+            raise SandboxError(f"sandbox worker died (exit code {code})") from None
+        except asyncio.CancelledError:
+            self._replace(worker)
+            raise
+        except BaseException:
+            self._replace(worker)
+            raise
+        if reply.get("status") != "limit":
+            self._idle.put_nowait(worker)
+        return reply
+
+    async def _acquire(self) -> _Worker:
+        while True:
+            worker = await self._idle.get()
+            if worker is not None and worker.proc.returncode is None:
+                return worker
+            if worker is not None:
+                self._replace(worker)
+                continue
+            # A replacement failed to start: try once more here, reporting failure to this call.
+            try:
+                fresh = await _spawn(self.limits.memory_bytes)
+            except Exception as exc:
+                self._idle.put_nowait(None)
+                raise SandboxError(f"could not start a sandbox worker: {exc!r}") from None
+            self._all.add(fresh)
+            return fresh
+
+    def _replace(self, worker: _Worker) -> None:
+        """Kill `worker` and start a fresh one in the background; never blocks the caller."""
+        if worker not in self._all:
+            return
+        self._all.discard(worker)
+
+        async def renew() -> None:
+            await worker.destroy()
+            if self._closed:
+                return
+            try:
+                fresh = await _spawn(self.limits.memory_bytes)
+            except Exception:
+                log.exception("could not start a replacement sandbox worker")
+                self._idle.put_nowait(None)
+                return
+            if self._closed:
+                await fresh.destroy()
+                return
+            self._all.add(fresh)
+            self._idle.put_nowait(fresh)
+
+        task = asyncio.get_running_loop().create_task(renew())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
