@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/llm.py
 	$(BIN)/python benchmarks/agents.py
 	$(BIN)/python benchmarks/durable.py
+	$(BIN)/python benchmarks/sandbox.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -28,6 +28,7 @@ def run(name: str) -> dict[str, object]:
         ("llm.py", {"scripted", "loopback", "targets"}),
         ("agents.py", {"turn", "start", "memory", "targets"}),
         ("durable.py", {"sequential", "concurrent", "recovery", "targets"}),
+        ("sandbox.py", {"warm", "fresh", "targets"}),
     ],
 )
 def test_benchmark_prints_its_figures_and_targets(name: str, sections: set[str]) -> None:
