@@ -46,7 +46,7 @@ def test_supervisor_and_testing_modules_export_their_api() -> None:
     }  # fmt: skip
     assert set(testing.__all__) == {
         "FunctionModel", "ModelRequest", "ScriptedModel", "ScriptExhausted", "VirtualClock", "forbid_model_requests",
-        "write_file",
+        "wait_until", "write_file",
     }  # fmt: skip
 
 

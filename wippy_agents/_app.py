@@ -25,7 +25,7 @@ from .agents._builtin import register_builtins
 from .agents._history import TURN_WORKFLOW, ConversationStore
 from .durable import TaskManager
 from .registry import Problem, Registry, RegistryError
-from .registry._sources import Folders, source_kind
+from .registry._sources import Folders, hidden, source_kind
 from .registry._yaml import YAMLProblem, load_yaml
 from .supervisor import ChildSpec, Supervisor
 
@@ -216,11 +216,7 @@ class App:
             relpath = self._relative(Path(path))
         except ValueError:
             return False
-        return self._is_source_file(relpath) or (not Path(relpath).suffix and not _hidden(relpath))
+        return self._is_source_file(relpath) or (not Path(relpath).suffix and not hidden(relpath))
 
     def _is_source_file(self, relpath: str) -> bool:
-        return source_kind(relpath, self.folders) is not None and not _hidden(relpath)
-
-
-def _hidden(relpath: str) -> bool:
-    return any(part.startswith(".") or part == "__pycache__" for part in Path(relpath).parts)
+        return source_kind(relpath, self.folders) is not None and not hidden(relpath)

@@ -9,6 +9,7 @@ with model:                      # leaving the block fails if a scripted respons
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import textwrap
 from collections import deque
@@ -29,6 +30,7 @@ __all__ = [
     "ScriptExhausted",
     "VirtualClock",
     "forbid_model_requests",
+    "wait_until",
     "write_file",
 ]
 
@@ -137,3 +139,13 @@ def write_file(root: Path, relpath: str, text: str) -> str:
     path.write_text(text, encoding="utf-8")
     return text
 
+
+
+async def wait_until(condition: Callable[[], object], timeout: float = 10.0, poll: float = 0.005) -> None:
+    """Wait for `condition()` to become true (say, the file watcher applying a saved file); fail after `timeout`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"the condition did not become true within {timeout:g}s")
+        await asyncio.sleep(poll)

@@ -11,7 +11,7 @@ import pytest
 from wippy_agents import Node, process
 from wippy_agents.agents import AgentError, Delegated, TextDelta, ToolFinished, ToolStarted, TurnDone, UsageReport
 from wippy_agents.llm import Response, ToolCall, ToolResultMessage, Usage, UserMessage
-from wippy_agents.testing import FunctionModel, ModelRequest, ScriptedModel, write_file
+from wippy_agents.testing import FunctionModel, ModelRequest, ScriptedModel, wait_until, write_file
 
 AGENTS = """
 namespace: app
@@ -72,12 +72,6 @@ def app(tmp_path: Path) -> Path:
     return tmp_path
 
 
-async def until(condition: Any, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "timed out waiting for the file watcher"
-        await asyncio.sleep(0.005)
 
 
 async def test_a_turn_with_a_tool_call_round_trip(app: Path) -> None:
@@ -173,7 +167,7 @@ def forecast(city: str) -> str:
     """
     return "sunny"
 ''')
-        await until(lambda: "tools.weather:forecast" in node.registry
+        await wait_until(lambda: "tools.weather:forecast" in node.registry
                     and "differently" in node.registry.get("prompts:assistant").data["template"])
         await conv.ask("turn two")
     first, second = model.requests
@@ -377,7 +371,7 @@ def plus(a: int, b: int) -> int:
     """
     return a + b
 ''')
-        await until(lambda: "tools/copy.py" in node.registry.problems)
+        await wait_until(lambda: "tools/copy.py" in node.registry.problems)
         [problem] = node.registry.problems["tools/copy.py"]
         assert "tools.copy:plus" not in node.registry
     assert problem.entry == "app:assistant" and problem.field == "tools"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,19 +10,12 @@ import pytest
 
 from wippy_agents import Node, process
 from wippy_agents.registry import Delete, Entry, EntryNotFound, Registry, RegistryError, RegistryEvent
+from wippy_agents.testing import wait_until
 from wippy_agents.testing import write_file as write
 
 INDEX = "registry/app/_index.yaml"
 
 
-async def until(condition: Callable[[], Any], timeout: float = 10.0) -> None:
-    """Wait for the file watcher to make `condition` true (it reacts to real file-system events)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("the condition did not become true in time")
-        await asyncio.sleep(0.005)
 
 
 def config(name: str, **fields: Any) -> Entry:
@@ -99,7 +91,7 @@ async def test_the_watcher_does_not_turn_our_own_write_into_a_second_version(app
         registry = node.registry
         registry.apply([config("settings", level=5)], author="me")
         write(app, "registry/other/_index.yaml", "namespace: other\nentries:\n  - {name: x, kind: config}\n")
-        await until(lambda: "other:x" in registry)  # the watcher has caught up past our write
+        await wait_until(lambda: "other:x" in registry)  # the watcher has caught up past our write
         assert [v.author for v in registry.history()] == ["files", "me", "file:registry/other/_index.yaml"]
 
 
@@ -190,7 +182,7 @@ async def test_a_saved_file_becomes_a_version_authored_by_the_file(app: Path) ->
         registry = node.registry
         index = app / INDEX
         index.write_text(index.read_text().replace("level: 1", "level: 2"))
-        await until(lambda: registry.get("app:settings").data == {"level": 2})
+        await wait_until(lambda: registry.get("app:settings").data == {"level": 2})
         assert registry.history()[-1].author == f"file:{INDEX}"
 
 
@@ -235,7 +227,7 @@ async def test_two_saves_in_quick_succession_end_in_the_last_content(app: Path) 
         text = index.read_text()
         index.write_text(text.replace("level: 1", "level: 2"))
         index.write_text(text.replace("level: 1", "level: 3"))
-        await until(lambda: node.registry.get("app:settings").data == {"level": 3})
+        await wait_until(lambda: node.registry.get("app:settings").data == {"level": 3})
         await asyncio.sleep(0.1)  # let any event still in flight arrive: it must not move us back
         assert node.registry.get("app:settings").data == {"level": 3}
 
@@ -243,9 +235,9 @@ async def test_two_saves_in_quick_succession_end_in_the_last_content(app: Path) 
 async def test_deleting_a_file_deletes_its_entries(app: Path) -> None:
     async with Node(root=app) as node:
         write(app, "registry/extra/_index.yaml", "namespace: extra\nentries:\n  - {name: x, kind: config}\n")
-        await until(lambda: "extra:x" in node.registry)
+        await wait_until(lambda: "extra:x" in node.registry)
         (app / "registry/extra/_index.yaml").unlink()
-        await until(lambda: "extra:x" not in node.registry)
+        await wait_until(lambda: "extra:x" not in node.registry)
         assert node.registry.history()[-1].author == "file:registry/extra/_index.yaml"
 
 
@@ -263,11 +255,11 @@ def forecast(city: str, days: int = 3) -> str:
     """
     return f"sunny in {city} for {days} days"
 ''')
-        await until(lambda: "tools.weather:forecast" in registry)
+        await wait_until(lambda: "tools.weather:forecast" in registry)
         tool = registry.get("tools.weather:forecast")
         assert tool.data["parameters"]["required"] == ["city"]
         assert await registry.tools["tools.weather:forecast"].call({"city": "Lisbon"}) == "sunny in Lisbon for 3 days"
-        await until(lambda: "tools/broken.py" in registry.problems)
+        await wait_until(lambda: "tools/broken.py" in registry.problems)
         [problem] = registry.problems["tools/broken.py"]
         assert problem.line == 2 and "RuntimeError: no" in problem.message
 
@@ -326,12 +318,12 @@ async def test_a_slow_subscriber_never_blocks_a_commit(app: Path) -> None:
 
 async def test_example_worker_picks_up_a_new_setting_without_a_restart(example_app: Path) -> None:
     async with Node(root=example_app) as node:
-        await until(lambda: node.whereis("app.workers.db_client") is not None)
+        await wait_until(lambda: node.whereis("app.workers.db_client") is not None)
         worker = node.whereis("app.workers.db_client")
         assert (await node.call(worker, "settings"))["port"] == 5432
         index = example_app / "registry/db/_index.yaml"
         index.write_text(index.read_text().replace("port: 5432", "port: 6543"))
-        await until(lambda: node.registry.get("app.db:postgres").data["port"] == 6543)
+        await wait_until(lambda: node.registry.get("app.db:postgres").data["port"] == 6543)
         assert (await node.call(worker, "settings"))["port"] == 6543
         assert node.whereis("app.workers.db_client") == worker  # same process: no restart
 

@@ -27,13 +27,6 @@ class ConversationStore:
             "INSERT INTO conversations VALUES (?, ?, ?) ON CONFLICT DO NOTHING", [conversation, agent, datetime.now(UTC)]
         )
 
-    def list(self, agent: str | None = None) -> list[tuple[str, str, datetime]]:
-        """Conversations (id, agent, created), newest first."""
-        where, params = ("WHERE agent = ?", [agent]) if agent else ("", [])
-        rows = self.db.execute(f"SELECT id, agent, created FROM conversations {where} ORDER BY created DESC",
-                               params).fetchall()
-        return [(r[0], r[1], r[2]) for r in rows]
-
 
 def turns(tasks: TaskManager, agent: str, conversation: str) -> list[TaskInfo]:
     """The conversation's turn tasks, in turn order."""

@@ -76,11 +76,12 @@ def scan(root: Path, folders: Folders) -> Iterator[str]:
         if base.is_dir():
             for path in sorted(base.rglob("*")):
                 relpath = path.relative_to(root).as_posix()
-                if path.is_file() and source_kind(relpath, folders) and not _hidden(relpath):
+                if path.is_file() and source_kind(relpath, folders) and not hidden(relpath):
                     yield relpath
 
 
-def _hidden(relpath: str) -> bool:
+def hidden(relpath: str) -> bool:
+    """Dot files and folders, and `__pycache__`: never sources."""
     return any(part.startswith(".") or part == "__pycache__" for part in Path(relpath).parts)
 
 
