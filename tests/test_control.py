@@ -138,6 +138,7 @@ async def test_a_dead_socket_of_a_live_process_is_replaced_once_the_state_file_i
     async with Node(root=tmp_path):
         async with connect(tmp_path) as backend:
             assert isinstance(backend, ControlClient)
-            with pytest.raises(ControlError, match="approvals are not available yet") as error:
-                await backend.request("approvals.list")
-            assert error.value.kind == "NotSupported"
+            assert await backend.request("approvals.list") == []
+            with pytest.raises(ControlError, match="there is no approval 'nope'") as error:
+                await backend.request("approvals.show", id="nope")
+            assert error.value.kind == "ApprovalError"

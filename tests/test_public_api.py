@@ -62,7 +62,7 @@ SUBPACKAGE_APIS = {
         "Change", "Delete", "Entry", "EntryChange", "EntryNotFound", "Folders", "KINDS", "KindSpec", "Origin",
         "PolicyHook", "Problem", "Registry", "RegistryError", "RegistryEvent", "RegistryView", "Version", "check_id",
         "AgentSpec", "ConfigSpec", "ModelSpec", "PolicySpec", "Pricing", "ProcessSpec", "PromptSpec",
-        "SupervisorSpec", "ToolSpec", "WorkflowSpec",
+        "SupervisorSpec", "ToolSpec", "WorkflowSpec", "RollbackRule", "ToolExample", "change_diff", "entry_yaml",
     },
     "llm": {
         "AssistantMessage", "AuthenticationError", "BadRequestError", "ChatMessage", "ContextTooLongError",
@@ -73,7 +73,7 @@ SUBPACKAGE_APIS = {
         "default_model_spec", "load_model",
     },
     "agents": {
-        "AgentError", "AgentEvent", "AgentService", "Answer", "Conversation", "Delegated", "TextDelta",
+        "AgentError", "AgentEvent", "AgentService", "Answer", "ApprovalRequested", "Conversation", "Delegated", "TextDelta",
         "ToolFinished", "ToolStarted", "TurnDone", "TurnFailed", "TurnStarted", "UsageReport", "offered_name",
     },
     "durable": {
@@ -82,6 +82,10 @@ SUBPACKAGE_APIS = {
     },
     "tools": {"FunctionTool", "ToolArgumentsError", "ToolContext", "ToolDefinitionError", "function_tool", "tool"},
     "sandbox": {"CompileError", "Limits", "ResourceLimit", "RunResult", "Sandbox", "SandboxError"},
+    "policy": {
+        "Approval", "ApprovalError", "ApprovalPending", "Approvals", "Audit", "AuditRecord", "Decision", "Policies",
+        "ToolHealth",
+    },
 }  # fmt: skip
 
 

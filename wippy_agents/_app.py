@@ -23,7 +23,9 @@ from ._state import open_state
 from .agents import AgentService
 from .agents._builtin import register_builtins
 from .agents._history import TURN_WORKFLOW, ConversationStore
+from .agents._restricted import RestrictedTools
 from .durable import TaskManager
+from .policy import Approvals, Audit, Policies, ToolHealth
 from .registry import Problem, Registry, RegistryError
 from .registry._sources import Folders, hidden, source_kind
 from .registry._yaml import YAMLProblem, load_yaml
@@ -128,7 +130,13 @@ class App:
 
     def start(self, node: Node) -> None:
         """Start the system processes and the registry's auto-start supervision trees."""
-        self.agents = AgentService(node, self.registry, ConversationStore(self.db))
+        self.policies = Policies(self.registry)
+        self.registry.policy = self.policies.check_change
+        self.audit = Audit(self.db)
+        self.approvals = Approvals(node, self.registry, self.db, self.audit)
+        self.tool_health = ToolHealth(self.registry, self.policies, self.audit)
+        self.agents = AgentService(node, self.registry, ConversationStore(self.db),
+                                   RestrictedTools(on_outcome=self.tool_health.record))
         self.tasks = TaskManager(node, self.db, clock=node.wall_clock, registry_version=lambda: self.registry.version,
                                  log_path=self.journal_path)
         node.process_resolver = self.resolve
@@ -158,6 +166,15 @@ class App:
         if self.registry.get(entry_id).kind == "agent":
             return self.agents.process_function(entry_id)
         return self.registry.process_function(entry_id, host)
+
+    async def aclose(self) -> None:
+        """Stop the sandbox workers (if agent-written tools ran), then close the state."""
+        agents = getattr(self, "agents", None)
+        try:
+            if agents is not None:
+                await agents.restricted.close()
+        finally:
+            self.close()
 
     def close(self) -> None:
         tasks = getattr(self, "tasks", None)

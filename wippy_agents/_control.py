@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from ._runtime.node import Node
     from .agents import Conversation
     from .durable import StepRecord, TaskInfo, TaskManager
+    from .policy import Approvals
     from .registry import Entry, Registry
 
 log = logging.getLogger("wippy_agents.control")
@@ -158,6 +159,9 @@ class Target(Protocol):
     @property
     def tasks(self) -> TaskManager: ...
 
+    @property
+    def approvals(self) -> Approvals: ...
+
     async def conversation(self, agent: str, id: str | None = None) -> Conversation: ...
 
 
@@ -226,10 +230,11 @@ def _expected(error: Exception) -> bool:
     from .agents import AgentError
     from .durable import TaskFailed
     from .llm import ModelError
+    from .policy import ApprovalError
     from .registry import RegistryError
 
     return isinstance(error, ControlError | LookupError | RegistryError | AgentError | ModelError | TaskFailed
-                      | StateFileBusy)
+                      | StateFileBusy | ApprovalError)
 
 
 def _message(error: Exception) -> str:
@@ -370,15 +375,30 @@ async def _ask(target: Target, emit: Emit, agent: str, message: str, conversatio
     raise ControlError(f"{agent}: the turn ended without an answer")
 
 
-def _not_yet(name: str) -> None:
-    async def unavailable(target: Target, emit: Emit, **params: Any) -> Any:
-        raise ControlError("approvals are not available yet", "NotSupported")
-
-    _op(name, "none")(unavailable)
+@_op("approvals.list", "state")
+async def _approvals_list(target: Target, emit: Emit, status: str | None = "pending") -> Any:
+    return target.approvals.list(status)
 
 
-for _name in ("approvals.list", "approvals.approve", "approvals.deny"):
-    _not_yet(_name)
+@_op("approvals.show", "state")
+async def _approvals_show(target: Target, emit: Emit, id: str) -> Any:
+    return target.approvals.get(id)
+
+
+@_op("approvals.approve", "node")
+async def _approvals_approve(target: Target, emit: Emit, id: str, by: str, reason: str = "") -> Any:
+    return await target.approvals.approve(id, by=by, reason=reason)
+
+
+@_op("approvals.deny", "node")
+async def _approvals_deny(target: Target, emit: Emit, id: str, by: str, reason: str = "") -> Any:
+    return await target.approvals.deny(id, by=by, reason=reason)
+
+
+@_op("approvals.audit", "state")
+async def _approvals_audit(target: Target, emit: Emit, subject: str | None = None, resource: str | None = None,
+                           limit: int = 100) -> Any:
+    return target.approvals.audit.list(subject=subject, resource=resource, limit=limit)
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -567,6 +587,16 @@ class _Light:
         if self._tasks is None:
             raise ControlError("this op needs the app's state file")
         return self._tasks
+
+    @property
+    def approvals(self) -> Approvals:
+        """Reading approvals and the audit trail needs only the state file (deciding needs a node)."""
+        from ._runtime.node import Node
+        from .policy import Approvals, Audit
+
+        if self.app is None:
+            raise ControlError("this op needs the app's state file")
+        return Approvals(Node("cli"), self.app.registry, self.app.db, Audit(self.app.db))
 
     async def conversation(self, agent: str, id: str | None = None) -> Conversation:
         raise ControlError("this op needs a running node")

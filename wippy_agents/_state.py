@@ -57,6 +57,37 @@ CREATE TABLE IF NOT EXISTS task_signals (
     payload JSON,
     time TIMESTAMPTZ NOT NULL
 );
+CREATE TABLE IF NOT EXISTS approvals (
+    id VARCHAR NOT NULL,
+    agent VARCHAR NOT NULL,
+    task VARCHAR,
+    call VARCHAR,
+    action VARCHAR NOT NULL,
+    resource VARCHAR NOT NULL,
+    summary VARCHAR NOT NULL,
+    diff VARCHAR NOT NULL,
+    changes JSON NOT NULL,
+    policy VARCHAR,
+    status VARCHAR NOT NULL,
+    created TIMESTAMPTZ NOT NULL,
+    decided_by VARCHAR,
+    decided_at TIMESTAMPTZ,
+    decision_reason VARCHAR,
+    version BIGINT
+);
+CREATE TABLE IF NOT EXISTS policy_audit (
+    time TIMESTAMPTZ NOT NULL,
+    subject VARCHAR NOT NULL,
+    task VARCHAR,
+    action VARCHAR NOT NULL,
+    resource VARCHAR NOT NULL,
+    kind VARCHAR,
+    decision VARCHAR NOT NULL,
+    decided_by VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    approval VARCHAR,
+    version BIGINT
+);
 CREATE TABLE IF NOT EXISTS conversations (
     id VARCHAR PRIMARY KEY,
     agent VARCHAR NOT NULL,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import difflib
 import getpass
 import json
 import signal
@@ -20,8 +19,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from . import __version__
 from ._control import ControlError, connect, socket_path
@@ -85,6 +82,22 @@ def cmd_run(args: argparse.Namespace) -> None:
         raise CommandError(str(error)) from None
 
 
+# -- wippy chat ---------------------------------------------------------------------------
+
+
+def cmd_chat(args: argparse.Namespace) -> None:
+    """The TUI runs its own node (it needs the app in process), so a node already running the app is an error."""
+    from ._state import StateFileBusy
+    from .agents import AgentError
+    from .registry import RegistryError
+    from .tui import run_chat
+
+    try:
+        asyncio.run(run_chat(args.root.resolve(), args.agent))
+    except (StateFileBusy, RegistryError, AgentError) as error:
+        raise CommandError(str(error)) from None
+
+
 # -- wippy ask ---------------------------------------------------------------------------
 
 
@@ -97,7 +110,10 @@ def cmd_ask(args: argparse.Namespace) -> None:
 def _show_progress(event: Any) -> None:
     """Tool activity of a turn, on stderr (stdout is the answer)."""
     kind = event.get("type") if isinstance(event, dict) else None
-    if kind == "tool_started":
+    if kind == "approval_requested":
+        print(f"-- {event['summary']}\n   `wippy approvals show {event['approval']}` shows the change; approve or "
+              f"deny it with `wippy approvals approve|deny {event['approval']}`", file=sys.stderr, flush=True)
+    elif kind == "tool_started":
         print(f"-> {event['tool']} {json.dumps(event['arguments'])}", file=sys.stderr)
     elif kind == "tool_finished":
         status = "failed" if event["is_error"] else "returned"
@@ -136,13 +152,15 @@ def cmd_registry_list(args: argparse.Namespace) -> None:
 
 
 def cmd_registry_show(args: argparse.Namespace) -> None:
+    from .registry import Entry, entry_yaml
+
     entry = _request(args, "registry.show", id=args.id)
     if args.json:
         print(json.dumps(entry, indent=2))
     else:
         where = f"{entry['file']}:{entry['line']}" if entry["line"] else (entry["file"] or "?")
         print(f"# {entry['id']} ({where})")
-        print(_yaml(entry), end="")
+        print(entry_yaml(Entry.from_json(entry)), end="")
 
 
 def cmd_registry_lint(args: argparse.Namespace) -> None:
@@ -160,11 +178,11 @@ def cmd_registry_history(args: argparse.Namespace) -> None:
 
 
 def cmd_registry_diff(args: argparse.Namespace) -> None:
+    from .registry import Entry, EntryChange, change_diff
+
     for change in _request(args, "registry.diff", v1=args.v1, v2=args.v2):
-        before = _yaml(change["before"]).splitlines(keepends=True) if change["before"] else []
-        after = _yaml(change["after"]).splitlines(keepends=True) if change["after"] else []
-        print(f"{change['op']} {change['id']}")
-        sys.stdout.writelines(difflib.unified_diff(before, after, f"v{args.v1}", f"v{args.v2}", n=2))
+        before, after = (Entry.from_json(change[k]) if change[k] else None for k in ("before", "after"))
+        print(change_diff(EntryChange(change["id"], before, after), f"v{args.v1}", f"v{args.v2}"), end="")
 
 
 def cmd_registry_rollback(args: argparse.Namespace) -> None:
@@ -173,14 +191,6 @@ def cmd_registry_rollback(args: argparse.Namespace) -> None:
         print(f"nothing to do: the registry already matches version {args.version}")
     else:
         print(f"rolled back to version {args.version} as version {done['version']}; the files show the result")
-
-
-def _yaml(entry: dict[str, Any]) -> str:
-    """An entry as it reads in an `_index.yaml` file, named by its full id."""
-    from .registry import Entry
-
-    mapping = Entry.from_json(entry).to_mapping() | {"name": entry["id"]}
-    return yaml.safe_dump(mapping, sort_keys=False, allow_unicode=True)
 
 
 # -- wippy tasks ...-----------------------------------------------------------------------------
@@ -283,9 +293,49 @@ def _json_payload(text: str) -> Any:
 # -- wippy approvals ...---------------------------------------------------------------------------
 
 
-def cmd_approvals(args: argparse.Namespace) -> None:
-    params = {"id": args.id} if "id" in args else {}
-    print(_dumps(_request(args, f"approvals.{args.approvals_command}", **params)))
+def cmd_approvals_list(args: argparse.Namespace) -> None:
+    approvals = _request(args, "approvals.list", status=None if args.all else "pending")
+    if args.json:
+        print(_dumps(approvals))
+        return
+    if not approvals:
+        print("no pending approvals" if not args.all else "no approvals yet")
+    for a in approvals:
+        decided = "" if a["status"] == "pending" else f"  {a['status']} by {a['decided_by']}"
+        print(f"{a['id']}  {_when(a['created'])}  {a['agent']}  {a['action']} {a['resource']}: {a['summary']}{decided}")
+
+
+def cmd_approvals_show(args: argparse.Namespace) -> None:
+    a = _request(args, "approvals.show", id=args.id)
+    print(f"approval {a['id']}: {a['status']}")
+    print(f"  {a['agent']} (task {a['task_id']}) asks to {a['action']} {a['resource']}: {a['summary']}")
+    print(f"  asked {_when(a['created'])}; policy {a['policy']}")
+    if a["status"] != "pending":
+        print(f"  {a['status']} by {a['decided_by']} {_when(a['decided_at'])}: {a['decision_reason'] or '-'}"
+              + (f" (registry version {a['version']})" if a["version"] else ""))
+    print(a["diff"])
+
+
+def cmd_approvals_decide(args: argparse.Namespace) -> None:
+    verb = args.approvals_command
+    a = _request(args, f"approvals.{verb}", id=args.id, by=f"user:{getpass.getuser()}", reason=args.reason or "")
+    if a["status"] == "approved":
+        applied = f"; committed as registry version {a['version']}" if a["version"] else ""
+        print(f"approved {a['id']} ({a['action']} {a['resource']}){applied}; {a['agent']} goes on")
+    else:
+        print(f"denied {a['id']} ({a['action']} {a['resource']}); {a['agent']} is told why")
+
+
+def cmd_approvals_audit(args: argparse.Namespace) -> None:
+    records = _request(args, "approvals.audit", subject=args.agent, resource=args.entry, limit=args.limit)
+    if args.json:
+        print(_dumps(records))
+        return
+    for r in records:
+        task = f" task={r['task']}" if r["task"] else ""
+        version = f" v{r['version']}" if r["version"] else ""
+        print(f"{_when(r['time'])}  {r['subject']}{task}  {r['action']} {r['resource']}: {r['decision']} "
+              f"[{r['decided_by']}]{version} ({r['reason']})")
 
 
 # -- parsing -------------------------------------------------------------------------------
@@ -311,6 +361,9 @@ def _parser() -> argparse.ArgumentParser:
 
     run = command(commands, "run", cmd_run, "boot the app and keep it running until Ctrl+C")
     run.add_argument("--once", action="store_true", help="print the process tree and exit")
+
+    chat = command(commands, "chat", cmd_chat, "open the terminal UI: chat with the agents, watch the app")
+    chat.add_argument("agent", nargs="?", help="the agent to chat with (default: the app's default_agent)")
 
     ask = command(commands, "ask", cmd_ask, "run one turn of an agent and print its answer")
     ask.add_argument("agent", help="the agent's id, such as app:assistant")
@@ -352,10 +405,21 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("payload", nargs="?", type=_json_payload, help="JSON, such as '{\"ok\": true}'")
     command(tasks, "upgrade", cmd_tasks_upgrade, "move a task to the current registry version").add_argument("id")
 
-    approvals = group("approvals", "changes waiting for a person's approval")
-    command(approvals, "list", cmd_approvals, "list pending approvals")
-    command(approvals, "approve", cmd_approvals, "approve a pending change").add_argument("id")
-    command(approvals, "deny", cmd_approvals, "deny a pending change").add_argument("id")
+    approvals = group("approvals", "changes agents asked for that wait for a person, and the audit trail")
+    approvals_list = command(approvals, "list", cmd_approvals_list, "list pending approvals")
+    approvals_list.add_argument("--all", action="store_true", help="decided ones too")
+    approvals_list.add_argument("--json", action="store_true", help="print JSON, diffs included")
+    command(approvals, "show", cmd_approvals_show, "show an approval with the diff of its change").add_argument("id")
+    for verb, help in (("approve", "approve a pending change: it is applied in the agent's name"),
+                       ("deny", "deny a pending change: nothing changes and the agent is told why")):
+        decide = command(approvals, verb, cmd_approvals_decide, help)
+        decide.add_argument("id")
+        decide.add_argument("--reason", help="why (the agent reads it)")
+    audit = command(approvals, "audit", cmd_approvals_audit, "every policy decision: who, what, when, why")
+    audit.add_argument("--agent", help="only decisions about this agent")
+    audit.add_argument("--entry", help="only decisions about this entry")
+    audit.add_argument("--limit", type=int, default=100, help="the latest N (default 100)")
+    audit.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 

@@ -98,7 +98,7 @@ def test_model_numbers_are_range_checked(field: str, value: float) -> None:
 def test_a_prompt_needs_a_template_that_jinja_can_parse() -> None:
     assert errors("prompt", {}) == {"template": "required field is missing"}
     [(field, message)] = errors("prompt", {"template": "fine\n{% if %}\n"}).items()
-    assert message.startswith("template line 2: ")
+    assert message.startswith("inner line 2: ")
     assert check("prompt", {"template": "{% for x in xs %}{{ x }}{% endfor %}", "vars": {"xs": [1]}}).vars == {
         "xs": [1]}
 
@@ -123,7 +123,13 @@ def test_a_python_tool_names_its_code() -> None:
 
 def test_a_restricted_tool_needs_its_source() -> None:
     assert "'source'" in errors("tool", {"runtime": "restricted"})[""]
-    assert check("tool", {"runtime": "restricted", "source": "def f():\n    return 1\n"}).runtime == "restricted"
+    source = 'def f() -> int:\n    """One."""\n    return 1\n'
+    assert check("tool", {"runtime": "restricted", "source": source, "function": "f"}).runtime == "restricted"
+    assert errors("tool", {"runtime": "restricted", "source": source}) == {
+        "source": "the code defines no top-level function 'main' (it defines f)"}
+    assert errors("tool", {"runtime": "restricted", "source": "def main(x):\n    return open(x)\n"}) == {
+        "source": "inner line 1: parameter 'x': has no type hint; annotate it (for example `x: str`) so the model "
+                  "knows what to send"}
     assert "runtime" in errors("tool", {"runtime": "javascript", "source": "x"})
 
 

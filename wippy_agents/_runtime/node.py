@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from .._control import ControlServer
     from ..agents import AgentService, Conversation
     from ..durable import TaskManager
+    from ..policy import Approvals
     from ..registry import Registry
 
 log = logging.getLogger("wippy_agents.process")
@@ -147,6 +148,13 @@ class Node:
         if self.app is None:
             raise RuntimeError("this node runs no app, so it has no agents: start it with Node(root=APP_FOLDER)")
         return self.app.agents
+
+    @property
+    def approvals(self) -> Approvals:
+        """Changes agents asked for that wait for a person: `pending()`, `approve(id)`, `deny(id, reason=)`."""
+        if self.app is None:
+            raise RuntimeError("this node runs no app, so it has no approvals: start it with Node(root=APP_FOLDER)")
+        return self.app.approvals
 
     @property
     def registry(self) -> Registry:
@@ -509,8 +517,8 @@ class Node:
             await self._stop_processes()
         finally:
             if self.app is not None:
-                self.app.close()
-                self.app = None
+                app, self.app = self.app, None
+                await app.aclose()
 
     async def _stop_processes(self) -> None:
         if not self.table:

@@ -13,6 +13,7 @@ from ._errors import AgentError
 from ._events import (
     AgentEvent,
     Answer,
+    ApprovalRequested,
     Delegated,
     ToolFinished,
     ToolStarted,
@@ -29,6 +30,7 @@ __all__ = [
     "AgentEvent",
     "AgentService",
     "Answer",
+    "ApprovalRequested",
     "Conversation",
     "Delegated",
     "TextDelta",

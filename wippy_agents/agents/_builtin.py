@@ -1,4 +1,5 @@
-"""Built-in tools every agent may be given: read the registry (`wippy:registry_get`, `wippy:registry_find`)."""
+"""Built-in tools an agent may be given: read the registry (`wippy:registry_get`, `wippy:registry_find`) and
+change it under policy (`wippy:create_tool`, `update_tool`, `update_prompt`, `update_agent`, `delete_entry`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 from ..registry import Entry, Registry
 from ..tools import ToolContext, function_tool
+from ._write_tools import WRITE_TOOLS
 
 
 def registry_get(id: str, ctx: ToolContext) -> dict[str, Any]:
@@ -36,11 +38,11 @@ def registry_find(
 
 
 def register_builtins(registry: Registry) -> None:
-    for fn in (registry_get, registry_find):
+    for fn in (registry_get, registry_find, *WRITE_TOOLS):
         tool = function_tool(fn)
         entry = Entry(
             f"wippy:{fn.__name__}", "tool", {"title": fn.__name__.replace("_", " ")},
-            {"description": tool.description, "parameters": tool.parameters, "module": __name__,
+            {"description": tool.description, "parameters": tool.parameters, "module": fn.__module__,
              "function": fn.__name__},
         )
         registry.add_builtin(entry, tool)

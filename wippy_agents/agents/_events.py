@@ -47,6 +47,16 @@ class ToolFinished(_Frozen):
     seconds: float = 0.0
 
 
+class ApprovalRequested(_Frozen):
+    """Tool call `call_id` waits for a person (`wippy approvals`, the TUI); its `ToolFinished` follows the decision."""
+
+    type: Literal["approval_requested"] = "approval_requested"
+    call_id: str
+    tool: str
+    approval: str  # the approval's id
+    summary: str
+
+
 class UsageReport(_Frozen):
     """One model call's usage and cost (streamed as each call finishes)."""
 
@@ -79,7 +89,8 @@ class TurnFailed(_Frozen):
 
 
 AgentEvent = Annotated[
-    TextDelta | TurnStarted | ToolStarted | ToolFinished | UsageReport | Delegated | TurnDone | TurnFailed,
+    TextDelta | TurnStarted | ToolStarted | ToolFinished | ApprovalRequested | UsageReport | Delegated | TurnDone
+    | TurnFailed,
     Field(discriminator="type"),
 ]
 Delegated.model_rebuild()

@@ -26,7 +26,17 @@ from ..registry._kinds import AgentSpec, ModelSpec
 from ..supervisor import ChildSpec, Supervisor, SupervisorError
 from ._errors import AgentError
 from ._events import AgentEvent, Answer, TurnDone, TurnFailed, TurnStarted
-from ._history import TURN_WORKFLOW, ConversationStore, history, turns
+from ._history import (
+    DELEGATE_TASK_PREFIX,
+    TURN_WORKFLOW,
+    ConversationInfo,
+    ConversationStore,
+    delegate_conversation,
+    delegate_task_id,
+    history,
+    turns,
+)
+from ._restricted import RestrictedTools
 from ._toolset import Offered, check_tool_names, offers
 from ._turn import AskRequest, run_turn
 
@@ -43,10 +53,13 @@ def conversation_name(conversation: str) -> str:
 class AgentService:
     """The node's agents: models, usage totals, conversations."""
 
-    def __init__(self, node: Node, registry: Registry, store: ConversationStore) -> None:
+    def __init__(self, node: Node, registry: Registry, store: ConversationStore,
+                 restricted: RestrictedTools | None = None) -> None:
         self.node = node
         self.registry = registry
         self.store = store
+        self.restricted = restricted or RestrictedTools()
+        """Runs agent-written (restricted) tools in the node's sandbox."""
         self.usage = UsageLedger()
         self.model_overrides: dict[str, Model] = {}
         """Models to use instead of what entries say, by model id or `*` (tests: a `ScriptedModel`)."""
@@ -170,14 +183,19 @@ class AgentService:
         await self.ensure_process(agent_id, conversation.id)
         return conversation
 
+    def conversations(self) -> list[ConversationInfo]:
+        """The conversations people had, newest first: those with a turn, delegates' left out (a UI lists them)."""
+        return [info for info in self.store.list()
+                if (first := turns(self.node.tasks, info.agent, info.id)[:1])
+                and not first[0].id.startswith(DELEGATE_TASK_PREFIX)]
+
     async def delegate(self, agent_id: str, message: str, parent: str, call: ToolCall, chain: tuple[str, ...],
                        context: dict[str, Any], forward: Callable[[AgentEvent], None]) -> Answer:
         """Ask `agent_id` on behalf of an agent's tool call; refuse cycles; fail if the delegate does."""
         if agent_id in chain:
             raise AgentError(f"refused: asking {agent_id} would be a cycle ({' -> '.join((*chain, agent_id))})")
-        conversation = Conversation(self, agent_id, f"{parent}.{call.id}")
-        # a fixed task id: if the parent's turn is replayed, it finds the delegate's turn instead of asking again
-        task_id = f"delegate:{parent}:{call.id}"
+        conversation = Conversation(self, agent_id, delegate_conversation(parent, call.id))
+        task_id = delegate_task_id(parent, call.id)
         async for event in conversation.stream(message, context=context, chain=chain, task_id=task_id):
             forward(event)
             if isinstance(event, TurnDone):

@@ -17,13 +17,16 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import pydantic_core
 
 from ..llm import ToolCall, ToolDefinition, ToolResultMessage
 from ..llm._messages import RAW_ARGUMENTS_KEY
+from ..policy import ApprovalPending
 from ..registry import Entry, EntryChange, Problem, Registry, RegistryView
 from ..registry._kinds import AgentSpec, KindSpec, ToolSpec
+from ..sandbox import ResourceLimit, SandboxError
 from ..tools import ToolArgumentsError, ToolContext
 from ._errors import AgentError
 
@@ -66,6 +69,7 @@ class Offered:
     definition: ToolDefinition
     timeout: float
     delegate: bool
+    spec: ToolSpec | None = None  # None for a delegate
 
 
 def offers(spec: AgentSpec, entries: Mapping[str, Entry], spec_of: Callable[[str], KindSpec | None]
@@ -84,10 +88,12 @@ def offers(spec: AgentSpec, entries: Mapping[str, Entry], spec_of: Callable[[str
     for entry in expand(spec.tools, entries, "tool"):
         tool_spec = spec_of(entry.id)
         assert isinstance(tool_spec, ToolSpec)
+        description, parameters = (tool_spec.restricted_schema() if tool_spec.runtime == "restricted"
+                                   else (tool_spec.description, tool_spec.parameters))
         offer(Offered(entry, ToolDefinition(
-            name=offered_name(entry), id=entry.id, description=tool_spec.description or entry.meta.get("title", ""),
-            parameters=tool_spec.parameters or {"type": "object", "properties": {}},
-        ), tool_spec.timeout, delegate=False))
+            name=offered_name(entry), id=entry.id, description=description or entry.meta.get("title", ""),
+            parameters=parameters or {"type": "object", "properties": {}},
+        ), tool_spec.timeout, delegate=False, spec=tool_spec))
     for entry in expand(spec.delegates, entries, "agent"):
         about = entry.meta.get("description") or entry.meta.get("title") or f"the {entry.id} agent"
         offer(Offered(entry, ToolDefinition(
@@ -132,43 +138,95 @@ class ToolSet:
         offered = self.by_name.get(name)
         return offered.entry.id if offered else name
 
-    async def call(self, call: ToolCall) -> tuple[ToolResultMessage, float]:
-        """Run one tool call; the result (or the error, explained) and how long it took."""
+    async def call(self, call: ToolCall, approved: bool = False) -> ToolOutcome:
+        """Run one tool call: the result (or the error, explained), how long it took, and any approval it awaits.
+
+        `approved`: a person approved this very call, so the policies are not asked again.
+        """
         started = time.monotonic()
+        pending = None
         try:
-            content = await self._run(call)
+            content = await self._run(call, approved)
             is_error = False
+        except ApprovalPending as waiting:
+            content, is_error = str(waiting), False
+            pending = {"id": waiting.approval.id, "action": waiting.approval.action}
         except Exception as error:  # reported to the model, which can correct itself
             content, is_error = _explain(error, call, self.by_name.get(call.name)), True
         result = ToolResultMessage(tool_call_id=call.id, name=call.name, content=content, is_error=is_error)
-        return result, time.monotonic() - started
+        return ToolOutcome(result, time.monotonic() - started, pending)
 
-    async def _run(self, call: ToolCall) -> str:
+    async def _run(self, call: ToolCall, approved: bool) -> str:
         offered = self.by_name.get(call.name)
         if offered is None:
             known = ", ".join(sorted(self.by_name)) or "none"
             raise LookupError(f"there is no tool named {call.name!r}; the tools are: {known}")
         if RAW_ARGUMENTS_KEY in call.arguments:
             raise ValueError(f"the arguments are not a JSON object: {call.arguments[RAW_ARGUMENTS_KEY]}")
+        if not approved:
+            self._ask_policy(offered, call)
         if offered.delegate:
             message = call.arguments.get("message")
             if not isinstance(message, str) or not message.strip():
                 raise ValueError("a delegate takes one argument, `message`, a non-empty string")
             return await self.delegate(offered.entry.id, message, call)
-        tool = self.functions.get(call.name)
-        if tool is None:
-            runtime = offered.entry.data.get("runtime", "python")
-            raise RuntimeError(f"tool {offered.entry.id} ({runtime}) cannot run on this node yet")
         context = ToolContext(agent_id=self.context.agent_id, task_id=self.context.task_id, call_id=call.id,
                               logger=self.context.logger, node=self.context.node)
-        value = await asyncio.wait_for(tool.call(call.arguments, context), offered.timeout)
+        tool = self.functions.get(call.name)
+        if offered.spec is not None and offered.spec.runtime == "restricted":
+            if self.context.node is None:
+                raise RuntimeError(f"tool {offered.entry.id} runs in a sandbox, which only a node has")
+            value = await self.context.node.agents.restricted.call(offered.entry, offered.spec, call.arguments,
+                                                                   offered.timeout)
+        elif tool is None:
+            raise RuntimeError(f"tool {offered.entry.id} cannot be loaded; check its entry with `wippy registry lint`")
+        else:
+            value = await asyncio.wait_for(tool.call(call.arguments, context), offered.timeout)
         return value if isinstance(value, str) else json.dumps(pydantic_core.to_jsonable_python(value))
+
+    def _ask_policy(self, offered: Offered, call: ToolCall) -> None:
+        """`tool.call` / `agent.delegate` policies: deny raises, ask queues an approval, allow lets the call run."""
+        app = self.context.node.app if self.context.node is not None else None
+        agent = self.context.agent_id
+        if app is None or agent is None:
+            return
+        action = "agent.delegate" if offered.delegate else "tool.call"
+        resource, kind = offered.entry.id, offered.entry.kind
+        decision = app.policies.decide(agent, action, resource, kind)
+        if decision.policy is None:
+            return  # allowed by default: listing the tool in the agent's entry granted it
+        if decision.effect == "deny":
+            app.audit.record(agent, self.context.task_id, action, resource, kind, "denied", decision.policy,
+                             decision.reason)
+            raise PermissionError(f"refused: {decision.reason}")
+        if decision.effect == "ask":
+            raise ApprovalPending(app.approvals.request(
+                agent=agent, task_id=self.context.task_id, call_id=call.id, action=action, resource=resource,
+                kind=kind, summary=f"{agent} wants to call {resource}", arguments=call.arguments,
+                policy=decision.policy))
+        app.audit.record(agent, self.context.task_id, action, resource, kind, "allowed", decision.policy,
+                         decision.reason)
+
+
+class ToolOutcome(NamedTuple):
+    """What a tool-call step records: the result, its duration, and the approval it waits for, if any."""
+
+    result: ToolResultMessage
+    seconds: float
+    pending: dict[str, str] | None
 
 
 def _explain(error: Exception, call: ToolCall, offered: Offered | None) -> str:
     if isinstance(error, TimeoutError) and offered is not None:
         return f"error: the tool did not finish within {offered.timeout:g}s and was stopped"
-    if isinstance(error, ToolArgumentsError | LookupError | ValueError | AgentError):
+    if isinstance(error, ResourceLimit):
+        return f"error: the tool hit the sandbox's {error.limit} limit: {error}{_printed(error)}"
+    if isinstance(error, SandboxError):
+        return f"error: the tool failed: {error}{_printed(error)}"
+    if isinstance(error, ToolArgumentsError | LookupError | ValueError | AgentError | PermissionError):
         return f"error: {error}"
     return f"error: the tool raised {type(error).__name__}: {error}"
 
+
+def _printed(error: SandboxError, limit: int = 2000) -> str:
+    return f"\nit printed:\n{error.output[-limit:]}" if error.output else ""

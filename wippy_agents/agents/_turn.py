@@ -26,13 +26,14 @@ from ..llm import (
     SystemMessage,
     TextDelta,
     ToolCall,
+    ToolResultMessage,
     Usage,
     UserMessage,
 )
 from ..registry._kinds import AgentSpec, PromptSpec
 from ..tools import ToolContext
 from ._errors import AgentError
-from ._events import AgentEvent, Answer, Delegated, ToolFinished, ToolStarted, UsageReport
+from ._events import AgentEvent, Answer, ApprovalRequested, Delegated, ToolFinished, ToolStarted, UsageReport
 from ._toolset import ToolSet
 
 if TYPE_CHECKING:
@@ -137,8 +138,13 @@ async def run_turn(
         calls += response.tool_calls
         for call in response.tool_calls:
             emit(ToolStarted(call_id=call.id, tool=tools.tool_id(call.name), arguments=call.arguments))
-        results = await asyncio.gather(*[ctx.step(f"tool:{call.id}", tools.call, call) for call in response.tool_calls])
-        for result, seconds in results:
+        outcomes = await asyncio.gather(*[ctx.step(f"tool:{call.id}", tools.call, call)
+                                          for call in response.tool_calls])
+        for call, (result, seconds, pending) in zip(response.tool_calls, outcomes, strict=True):
+            if pending:  # waits in call order, so a replay waits (and finds the decisions) in the same order
+                emit(ApprovalRequested(call_id=call.id, tool=tools.tool_id(call.name), approval=pending["id"],
+                                       summary=result.content))
+                result, seconds = await _decided(ctx, tools, call, pending)
             emit(ToolFinished(call_id=result.tool_call_id, tool=tools.tool_id(result.name), result=result.content,
                               is_error=result.is_error, seconds=seconds))
             new.append(result)
@@ -159,6 +165,21 @@ async def run_turn(
     answer = Answer(text=final, conversation=conversation, turn=turn, agent=agent_id, usage=usage, cost_usd=cost,
                     steps=steps, tool_calls=tuple(calls), stopped=stopped)
     return answer, new
+
+
+async def _decided(ctx: TaskContext, tools: ToolSet, call: ToolCall, pending: dict[str, str]
+                   ) -> tuple[ToolResultMessage, float]:
+    """Wait (durably) for a person's decision on a tool call's approval; the call's result once decided."""
+    decision = await ctx.wait_signal(f"approval:{pending['id']}")
+    by, reason = decision.get("by", "a person"), decision.get("reason") or ""
+    if decision.get("status") != "approved":
+        content = f"error: denied by {by}{': ' + reason if reason else ''}. Nothing was changed."
+        return ToolResultMessage(tool_call_id=call.id, name=call.name, content=content, is_error=True), 0.0
+    if pending["action"] in ("tool.call", "agent.delegate"):  # approved to run: run it now, as its own step
+        outcome = await ctx.step(f"tool:{call.id}:approved", tools.call, call, True)
+        return outcome[0], outcome[1]
+    content = f"approved by {by}{': ' + reason if reason else ''}; committed as registry version {decision['version']}"
+    return ToolResultMessage(tool_call_id=call.id, name=call.name, content=content), 0.0
 
 
 async def _model_step(ctx: TaskContext, number: int, model: Any, messages: list[ChatMessage], tools: ToolSet,

@@ -12,6 +12,7 @@ node.registry.history("tools.weather:forecast"); node.registry.rollback(version)
 ```
 """
 
+from ._diff import change_diff, entry_yaml
 from ._entry import Change, Delete, Entry, EntryNotFound, Problem, RegistryError, check_id
 from ._kinds import (
     KINDS,
@@ -23,7 +24,9 @@ from ._kinds import (
     Pricing,
     ProcessSpec,
     PromptSpec,
+    RollbackRule,
     SupervisorSpec,
+    ToolExample,
     ToolSpec,
     WorkflowSpec,
 )
@@ -40,7 +43,9 @@ __all__ = [
     "Pricing",
     "ProcessSpec",
     "PromptSpec",
+    "RollbackRule",
     "SupervisorSpec",
+    "ToolExample",
     "ToolSpec",
     "WorkflowSpec",
     "Change",
@@ -58,5 +63,7 @@ __all__ = [
     "RegistryEvent",
     "RegistryView",
     "Version",
+    "change_diff",
     "check_id",
+    "entry_yaml",
 ]

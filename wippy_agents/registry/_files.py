@@ -14,6 +14,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.scalarstring import LiteralScalarString
 
 from ._entry import Entry, Problem
 from ._sources import Folders, Origin, source_kind
@@ -106,9 +107,9 @@ class FileWriter:
                 if index is not None:
                     del items[index]
             elif index is None:
-                items.append(change.after.to_mapping())
+                items.append(_blocks(change.after.to_mapping()))
             else:
-                _update_in_place(items[index], change.after.to_mapping())
+                _update_in_place(items[index], _blocks(change.after.to_mapping()))
         text = self._dump(doc)
         _atomic_write(path, text)
         self._docs[file] = (text, doc)  # parsing with comments is slow: the next change starts from here
@@ -119,6 +120,17 @@ class FileWriter:
         buffer = StringIO()
         self._yaml.dump(value, buffer)
         return buffer.getvalue()
+
+
+def _blocks(value: Any) -> Any:
+    """Multi-line strings (tool source, templates) as `|` block scalars, so files and git diffs read line by line."""
+    if isinstance(value, str) and "\n" in value and value == value.rstrip(" "):
+        return LiteralScalarString(value)
+    if isinstance(value, dict):
+        return {key: _blocks(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_blocks(item) for item in value]
+    return value
 
 
 def _update_in_place(target: Any, new: dict[str, Any]) -> None:

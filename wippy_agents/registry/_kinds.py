@@ -15,6 +15,7 @@ import jinja2
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..sandbox._signature import SignatureError, describe_function
 from ._entry import Entry
 
 Loc = tuple[str | int, ...]
@@ -69,8 +70,15 @@ class PromptSpec(KindSpec):
         try:
             jinja2.Environment().parse(self.template)
         except jinja2.TemplateSyntaxError as error:
-            return [(("template",), f"{TEMPLATE_LINE}{error.lineno}: {error.message}")]
+            return [(("template",), f"{INNER_LINE}{error.lineno}: {error.message}")]
         return []
+
+
+class ToolExample(KindSpec):
+    """Arguments and the result they must give: run in the sandbox before an agent's tool change commits."""
+
+    args: dict[str, Any] = {}
+    expect: Any = None
 
 
 class ToolSpec(KindSpec):
@@ -82,6 +90,7 @@ class ToolSpec(KindSpec):
     function: str | None = None
     source: str | None = None
     timeout: float = Field(30.0, gt=0)
+    examples: list[ToolExample] = []
 
     @model_validator(mode="after")
     def _has_code(self) -> ToolSpec:
@@ -91,6 +100,23 @@ class ToolSpec(KindSpec):
         elif not (self.file or self.module) or not self.function:
             raise ValueError("a python tool names its code with 'file' (or 'module') and 'function'")
         return self
+
+    def problems(self) -> list[tuple[Loc, str]]:
+        if self.runtime != "restricted" or self.source is None:
+            return []
+        try:
+            description, _ = self.restricted_schema()
+        except SignatureError as error:
+            return [(("source",), f"{INNER_LINE}{error.line}: {error}" if error.line else str(error))]
+        if not description:
+            return [(("description",), "say what the tool does, here or in its function's docstring")]
+        return []
+
+    def restricted_schema(self) -> tuple[str, dict[str, Any]]:
+        """A restricted tool's description and parameters: as given, else read from its function's signature."""
+        assert self.source is not None
+        description, parameters = describe_function(self.source, self.function or "main")
+        return self.description or description, self.parameters or parameters
 
 
 class AgentSpec(KindSpec):
@@ -118,12 +144,20 @@ class AgentSpec(KindSpec):
 Action = Literal["registry.create", "registry.update", "registry.delete", "tool.call", "agent.delegate"]
 
 
+class RollbackRule(KindSpec):
+    """Roll a restricted tool back to its previous version once too many of its last calls fail."""
+
+    window: int = Field(10, gt=0, description="how many of the tool's latest calls are counted")
+    max_error_rate: float = Field(0.5, ge=0, lt=1, description="the share of failed calls that triggers it")
+
+
 class PolicySpec(KindSpec):
     subjects: list[str] = Field(min_length=1)
     actions: list[Action] = Field(min_length=1)
     resources: list[str] = ["*"]
     kinds: list[str] | None = None
     effect: Literal["allow", "deny", "ask"]
+    rollback: RollbackRule | None = None
 
 
 class CodeSpec(KindSpec):
@@ -235,14 +269,14 @@ def parse_spec(entry: Entry) -> KindSpec:
     return spec
 
 
-TEMPLATE_LINE = "template line "
+INNER_LINE = "inner line "
 
 
-def template_line(message: str) -> tuple[int, str] | None:
-    """Split a template syntax error into the template's line number and the message."""
-    if not message.startswith(TEMPLATE_LINE):
+def inner_line(message: str) -> tuple[int, str] | None:
+    """Split an error inside a multi-line field (a template, tool source) into that line number and the message."""
+    if not message.startswith(INNER_LINE):
         return None
-    number, _, rest = message.removeprefix(TEMPLATE_LINE).partition(": ")
+    number, _, rest = message.removeprefix(INNER_LINE).partition(": ")
     return int(number), rest
 
 

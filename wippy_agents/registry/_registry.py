@@ -71,6 +71,7 @@ class RegistryEvent(NamedTuple):
     previous: Entry | None = None
     ids: tuple[str, ...] = ()
     problems: tuple[Problem, ...] = ()
+    task: str | None = None  # the agent's task that made the change, if an agent did
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,22 @@ class Registry:
         The change is written through to the app's files. Raises `RegistryError`
         listing every problem, with nothing applied, if any part is refused.
         """
+        diff = self._changeset(changes)
+        if not diff:
+            return self.version
+        return self._commit(diff, author=author, reason=reason, task=task, write=True)
+
+    def check(self, changes: Iterable[Change | Mapping[str, Any]]) -> list[EntryChange]:
+        """What `apply` would change, checked (kinds, references, files; not policy) without committing.
+
+        Raises `RegistryError` listing every problem, as `apply` would.
+        """
+        diff = self._changeset(changes)
+        self._check(diff, author="", policy=False)
+        return diff
+
+    def _changeset(self, changes: Iterable[Change | Mapping[str, Any]]) -> list[EntryChange]:
+        """The entries that `changes` would really change, or `RegistryError` if they cannot be written."""
         wanted: dict[str, Entry | None] = {}
         for item in changes:
             change = Entry.from_json(item) if isinstance(item, Mapping) else item
@@ -209,9 +226,7 @@ class Registry:
                 problems.append(problem)
         if problems:
             raise RegistryError("changeset rejected; nothing was applied", problems)
-        if not diff:
-            return self.version
-        return self._commit(diff, author=author, reason=reason, task=task, write=True)
+        return diff
 
     def rollback(self, version: int, *, author: str | None = None, reason: str | None = None) -> int:
         """Restore the registry to its state as of `version`, as a new version written through to files.
@@ -560,7 +575,7 @@ class Registry:
             for c in mine:
                 proc.deliver(Message(f"registry.{c.op}", RegistryEvent(
                     c.op, *head, id=c.id, kind=c.entry.kind, entry=c.after, previous=c.before)))
-            proc.deliver(Message("registry.commit", RegistryEvent("commit", *head, ids=ids)))
+            proc.deliver(Message("registry.commit", RegistryEvent("commit", *head, ids=ids, task=version.task)))
 
     def _publish_error(self, file: str, problems: list[Problem]) -> None:
         held = [entry for entry_id, entry in self._entries.items() if self._origins[entry_id].file == file]

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..tools import TOOL_OPTIONS, FunctionTool, ToolDefinitionError, function_tool
 from ._entry import ID_RULE, Entry, Problem, check_id
-from ._kinds import KindSpec, SpecErrors, parse_spec, template_line
+from ._kinds import KindSpec, SpecErrors, inner_line, parse_spec
 from ._yaml import Lines, YAMLProblem, load_yaml
 
 INDEX_NAMES = ("_index.yaml", "_index.yml")
@@ -153,7 +153,7 @@ def _add(result: SourceFile, entry_id: str, kind: str, meta: Any, data: dict[str
     except SpecErrors as errors:
         for loc, message in errors.errors:
             at = line if lines is None else lines.line_of((*path, *loc))
-            if (in_template := template_line(message)) is not None:
+            if (in_template := inner_line(message)) is not None:
                 number, message = in_template
                 if body_line is not None:
                     at = body_line + number - 1

@@ -1,0 +1,94 @@
+"""Agent-written tools: checked against their schema in the node, run in the node's sandbox.
+
+The sandbox's worker processes start on the first restricted call (most apps
+never have one) and stop with the node. Each call's outcome is reported to the
+policy layer, which rolls a tool back when too many of its calls fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import jsonschema
+
+from ..registry import Entry
+from ..registry._kinds import ToolExample, ToolSpec
+from ..sandbox import Sandbox, SandboxError
+from ..tools import ToolArgumentsError
+
+
+class RestrictedTools:
+    """The node's sandbox, started on first use, and the calls of restricted tools through it."""
+
+    def __init__(self, on_outcome: Callable[[Entry, bool], object] | None = None) -> None:
+        self.on_outcome = on_outcome
+        self._sandbox: Sandbox | None = None
+        self._starting = asyncio.Lock()
+
+    async def sandbox(self) -> Sandbox:
+        async with self._starting:
+            if self._sandbox is None:
+                sandbox = Sandbox()
+                await sandbox.start()
+                self._sandbox = sandbox
+        return self._sandbox
+
+    async def close(self) -> None:
+        if self._sandbox is not None:
+            await self._sandbox.close()
+            self._sandbox = None
+
+    async def run(self, spec: ToolSpec, arguments: dict[str, Any], timeout: float | None = None) -> Any:
+        """`spec`'s function called with `arguments` (checked against its schema first) in the sandbox."""
+        assert spec.source is not None
+        _, schema = spec.restricted_schema()
+        errors = [f"{'.'.join(map(str, error.absolute_path)) or 'arguments'}: {error.message}"
+                  for error in jsonschema.Draft202012Validator(schema).iter_errors(arguments)]
+        if errors:
+            raise ToolArgumentsError(spec.function or "main", errors)
+        sandbox = await self.sandbox()
+        limits = sandbox.limits if timeout is None else replace(sandbox.limits,
+                                                                wall_seconds=min(timeout, sandbox.limits.wall_seconds))
+        return await sandbox.run(spec.source, spec.function or "main", arguments, limits=limits)
+
+    async def call(self, entry: Entry, spec: ToolSpec, arguments: dict[str, Any], timeout: float) -> Any:
+        """Run a tool call for an agent, counting whether the code failed (bad arguments are the caller's fault)."""
+        try:
+            value = await self.run(spec, arguments, timeout)
+        except SandboxError:
+            self._outcome(entry, False)
+            raise
+        self._outcome(entry, True)
+        return value
+
+    def _outcome(self, entry: Entry, ok: bool) -> None:
+        if self.on_outcome is not None:
+            self.on_outcome(entry, ok)
+
+    async def failed_examples(self, spec: ToolSpec) -> list[str]:
+        """What went wrong with each of the tool's examples (empty when they all give what they expect)."""
+        failures = []
+        for number, example in enumerate(spec.examples, 1):
+            call = _call_text(spec.function or "main", example)
+            try:
+                value = await self.run(spec, example.args)
+            except (SandboxError, ToolArgumentsError) as error:
+                failures.append(f"example {number}: {call} failed: {error}")
+                continue
+            if _normal(value) != _normal(example.expect):
+                failures.append(f"example {number}: {call} returned {json.dumps(value)[:200]}, expected "
+                                f"{json.dumps(example.expect)[:200]}")
+        return failures
+
+
+def _call_text(function: str, example: ToolExample) -> str:
+    return f"{function}({', '.join(f'{k}={json.dumps(v)}' for k, v in example.args.items())})"
+
+
+def _normal(value: Any) -> Any:
+    """JSON's view of a value: tuples are lists, 1 and 1.0 are equal."""
+    return json.loads(json.dumps(value))

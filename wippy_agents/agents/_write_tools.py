@@ -1,0 +1,171 @@
+"""Built-in tools with which an agent changes the registry, under policy.
+
+Each call becomes one registry changeset attributed to the agent and its task.
+Before anything is committed the change is checked like any other (kinds,
+references), a tool's examples are run in the sandbox, and the policies decide:
+`deny` refuses with the reason, `ask` waits for a person, `allow` commits.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..policy import ApprovalPending
+from ..registry import Delete, Entry, EntryChange, RegistryError
+from ..registry._kinds import ToolExample, ToolSpec, parse_spec
+from ..tools import ToolContext
+
+if TYPE_CHECKING:
+    from .._app import App
+
+
+def _app(ctx: ToolContext) -> App:
+    app = ctx.node.app if ctx.node is not None else None
+    if app is None or ctx.agent_id is None:
+        raise RuntimeError("registry write tools run only for an agent on a node that runs an app")
+    return app
+
+
+async def _propose(ctx: ToolContext, changes: list[Entry | Delete], summary: str) -> str:
+    """Check, test and decide a change; commit it, queue it for approval, or refuse it."""
+    app = _app(ctx)
+    agent = ctx.agent_id
+    assert agent is not None
+    try:
+        diff = app.registry.check(changes)  # kinds, references and files; policy comes next
+    except RegistryError as error:
+        raise ValueError(f"{error}; nothing was changed") from None
+    if not diff:
+        return f"nothing to do: the registry already has this ({summary})"
+    decisions = []
+    for change in diff:
+        action = f"registry.{change.op}"
+        refusal = app.policies.forbidden(change)
+        decision = app.policies.decide(agent, action, change.id, change.entry.kind)
+        if refusal or decision.effect == "deny":
+            why = refusal or decision.reason
+            app.audit.record(agent, ctx.task_id, action, change.id, change.entry.kind, "denied",
+                             decision.policy or "wippy:policy", why)
+            raise PermissionError(f"refused: {action} {change.id}: {why}. Nothing was changed.")
+        decisions.append((change, action, decision))
+    await _check_examples(app, diff)
+    asked = [(change, action, d) for change, action, d in decisions if d.effect == "ask"]
+    if asked:
+        change, action, decision = asked[0]
+        approval = app.approvals.request(
+            agent=agent, task_id=ctx.task_id, call_id=ctx.call_id, action=action, resource=change.id,
+            kind=change.entry.kind, summary=summary, changes=diff, policy=decision.policy)
+        raise ApprovalPending(approval)
+    version = app.registry.apply([c.after or Delete(c.id) for c in diff], author=agent, reason=summary,
+                                 task=ctx.task_id)
+    for change, action, decision in decisions:
+        app.audit.record(agent, ctx.task_id, action, change.id, change.entry.kind, "allowed",
+                         decision.policy or "default", decision.reason, version=version)
+    return f"done: {summary} (registry version {version})"
+
+
+async def _check_examples(app: App, diff: list[EntryChange]) -> None:
+    for change in diff:
+        if change.after is None or change.after.kind != "tool":
+            continue
+        spec = parse_spec(change.after)
+        if isinstance(spec, ToolSpec) and spec.runtime == "restricted":
+            failures = await app.agents.restricted.failed_examples(spec)
+            if failures:
+                raise ValueError(f"{change.id} does not pass its examples, so nothing was changed:\n"
+                                 + "\n".join(failures))
+
+
+def _existing(ctx: ToolContext, entry_id: str, kind: str) -> Entry:
+    registry = _app(ctx).registry
+    if entry_id not in registry or registry.get(entry_id).kind != kind:
+        raise ValueError(f"there is no {kind} {entry_id!r} to update; create it first")
+    return registry.get(entry_id)
+
+
+async def create_tool(id: str, source: str, description: str, ctx: ToolContext, function: str = "main",
+                      examples: list[ToolExample] | None = None) -> str:
+    """Add a new tool to the registry; its Python code runs in a sandbox (no imports; json, math, regex given).
+
+    Args:
+        id: The new tool's id, `namespace:name`, such as `generated:slugify`.
+        source: Python code defining the function, with type hints and a docstring.
+        description: What the tool does, for the agents that will call it.
+        function: The function in `source` to call.
+        examples: Calls to try before the tool is added: each `{"args": {...}, "expect": result}`.
+    """
+    if id in _app(ctx).registry:
+        raise ValueError(f"{id} already exists; use wippy_update_tool to change it")
+    data: dict[str, Any] = {"runtime": "restricted", "source": source, "function": function,
+                            "description": description}
+    if examples:
+        data["examples"] = [example.model_dump() for example in examples]
+    return await _propose(ctx, [Entry(id, "tool", {"title": id.partition(":")[2]}, data)], f"create tool {id}")
+
+
+async def update_tool(id: str, ctx: ToolContext, source: str | None = None, description: str | None = None,
+                      function: str | None = None, examples: list[ToolExample] | None = None) -> str:
+    """Change a restricted tool's code, description, function or examples (what is not given stays).
+
+    Args:
+        id: The tool's id.
+        source: The new Python code.
+        description: The new description.
+        function: The function in the code to call.
+        examples: Calls to try before the change commits: each `{"args": {...}, "expect": result}`.
+    """
+    entry = _existing(ctx, id, "tool")
+    given = {"source": source, "description": description, "function": function,
+             "examples": None if examples is None else [example.model_dump() for example in examples]}
+    data = {**entry.data, **{k: v for k, v in given.items() if v is not None}}
+    return await _propose(ctx, [Entry(id, "tool", entry.meta, data)], f"update tool {id}")
+
+
+async def update_prompt(id: str, template: str, ctx: ToolContext) -> str:
+    """Create a prompt, or replace a prompt's Jinja2 template.
+
+    Args:
+        id: The prompt's id, such as `generated:summarize`.
+        template: The whole new template.
+    """
+    registry = _app(ctx).registry
+    entry = registry.get(id) if id in registry else Entry(id, "prompt", {}, {})
+    if entry.kind != "prompt":
+        raise ValueError(f"{id} is a {entry.kind}, not a prompt")
+    return await _propose(ctx, [Entry(id, "prompt", entry.meta, {**entry.data, "template": template})],
+                          f"{'update' if id in registry else 'create'} prompt {id}")
+
+
+_META_FIELDS = ("title", "description")
+
+
+async def update_agent(id: str, changes: dict[str, Any], ctx: ToolContext) -> str:
+    """Change how an agent works: its tools, delegates, model, prompt, vars or limits.
+
+    Args:
+        id: The agent's id (your own, or another agent's).
+        changes: Fields to set, such as `{"tools": ["tools.calc:*", "generated:*"]}`; a field set to null is removed.
+            `title` and `description` change the agent's description.
+    """
+    entry = _existing(ctx, id, "agent")
+    meta, data = dict(entry.meta), dict(entry.data)
+    for field, value in changes.items():
+        target = meta if field in _META_FIELDS else data
+        if value is None:
+            target.pop(field, None)
+        else:
+            target[field] = value
+    return await _propose(ctx, [Entry(id, "agent", meta, data)], f"update agent {id} ({', '.join(changes)})")
+
+
+async def delete_entry(id: str, ctx: ToolContext) -> str:
+    """Remove an entry from the registry.
+
+    Args:
+        id: The entry's id.
+    """
+    _app(ctx).registry.get(id)
+    return await _propose(ctx, [Delete(id)], f"delete {id}")
+
+
+WRITE_TOOLS = (create_tool, update_tool, update_prompt, update_agent, delete_entry)
