@@ -72,3 +72,14 @@ async def test_the_cli_lists_shows_and_decides_approvals_without_a_running_node(
         answer = (await node.tasks.result(turn.id))["answer"]
         assert "denied by user:" in answer.text and "keep it" in answer.text
         assert "generated:double" in node.registry
+
+
+def test_a_restricted_tool_in_a_file_is_checked_by_the_sandbox_policy_with_its_line(example_app: Path) -> None:
+    (example_app / "registry/lab").mkdir()
+    (example_app / "registry/lab/_index.yaml").write_text(
+        "namespace: lab\nentries:\n  - name: peek\n    kind: tool\n    runtime: restricted\n    description: Peek.\n"
+        "    source: |\n      def main(x: int) -> str:\n          return str(x.__class__)\n")
+    linted = wippy("registry", "lint", "--root", example_app)
+    assert linted.returncode == 1
+    assert ('registry/lab/_index.yaml:9: entry lab:peek: field source: "__class__" is an invalid attribute name '
+            'because it starts with "_".') in linted.stdout + linted.stderr
