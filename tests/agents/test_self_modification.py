@@ -14,6 +14,7 @@ import pytest
 
 from wippy_agents import Node
 from wippy_agents.agents import AgentEvent, ApprovalRequested, ToolFinished, TurnDone
+from wippy_agents.policy import ApprovalError
 from wippy_agents.registry import Entry, RegistryError
 
 SLUGIFY = '''def main(text: str, sep: str = "-") -> str:
@@ -240,3 +241,24 @@ async def test_a_tool_call_policy_can_deny_or_ask(example_app: Path) -> None:
                 break
         [added] = tool_results(events)
         assert (added.result, added.is_error) == ("5.0", False)  # the approved call ran, once
+
+
+async def test_an_approval_whose_entry_changed_meanwhile_is_not_applied_over_the_change(example_app: Path) -> None:
+    async with Node(root=example_app) as node:
+        await create_slugify(node)
+        approval_id, _ = await ask_to_delete(node)
+        tool = node.registry.get("generated:slugify")
+        node.registry.apply([Entry(tool.id, "tool", tool.meta, {**tool.data, "description": "Edited by hand."})],
+                            author="user:dave")
+        with pytest.raises(ApprovalError, match="generated:slugify changed since app:toolsmith asked"):
+            await node.approvals.approve(approval_id)
+        assert node.approvals.get(approval_id).status == "pending" and "generated:slugify" in node.registry
+
+
+async def test_registry_rollback_undoes_an_agents_change_in_the_files_too(example_app: Path) -> None:
+    async with Node(root=example_app) as node:
+        before = node.registry.version
+        await create_slugify(node)
+        node.registry.rollback(before, author="user:erin")
+        assert "generated:slugify" not in node.registry
+        assert "slugify" not in (example_app / "registry/generated/_index.yaml").read_text()

@@ -140,7 +140,8 @@ async def run_turn(
             emit(ToolStarted(call_id=call.id, tool=tools.tool_id(call.name), arguments=call.arguments))
         outcomes = await asyncio.gather(*[ctx.step(f"tool:{call.id}", tools.call, call)
                                           for call in response.tool_calls])
-        for call, (result, seconds, pending) in zip(response.tool_calls, outcomes, strict=True):
+        for call, (result, seconds, *rest) in zip(response.tool_calls, outcomes, strict=True):
+            pending = rest[0] if rest else None  # steps journaled before approvals existed have two fields
             if pending:  # waits in call order, so a replay waits (and finds the decisions) in the same order
                 emit(ApprovalRequested(call_id=call.id, tool=tools.tool_id(call.name), approval=pending["id"],
                                        summary=result.content))
