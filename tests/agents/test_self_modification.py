@@ -262,3 +262,29 @@ async def test_registry_rollback_undoes_an_agents_change_in_the_files_too(exampl
         node.registry.rollback(before, author="user:erin")
         assert "generated:slugify" not in node.registry
         assert "slugify" not in (example_app / "registry/generated/_index.yaml").read_text()
+
+
+async def test_an_agent_adjusts_another_agents_tools_and_prompt_for_its_next_turn(example_app: Path) -> None:
+    async with Node(root=example_app) as node:
+        smith = node.registry.get("app:toolsmith")
+        node.registry.apply([
+            Entry(smith.id, "agent", smith.meta, {**smith.data, "tools": [
+                *smith.data["tools"], "wippy:update_agent", "wippy:update_prompt"]}),
+            Entry("app.policies:tune_assistant", "policy", {}, {
+                "subjects": ["app:toolsmith"], "actions": ["registry.update"],
+                "resources": ["app:assistant", "prompts:assistant"], "effect": "allow"}),
+        ], author="user:test")
+        [tools] = tool_results(await turn(node, "app:toolsmith", call(
+            "wippy:update_agent", id="app:assistant", changes={"tools": ["tools.calc:add"], "description": "Adds."})))
+        [prompt] = tool_results(await turn(node, "app:toolsmith", call(
+            "wippy:update_prompt", id="prompts:assistant", template="You only add numbers.")))
+        assert not tools.is_error and not prompt.is_error, (tools.result, prompt.result)
+        assistant = node.registry.get("app:assistant")
+        assert assistant.data["tools"] == ["tools.calc:add"] and assistant.meta["description"] == "Adds."
+        [added] = tool_results(await turn(node, "app:assistant", call("tools.calc:add", a=2, b=3)))
+        assert added.result == "5.0"
+        assert tool_results(await turn(node, "app:assistant", call("tools.calc:multiply", a=2, b=3))) == []  # gone
+        assert (example_app / "prompts/assistant.md").read_text().endswith("You only add numbers.")
+        [bad] = tool_results(await turn(node, "app:toolsmith", call(
+            "wippy:update_agent", id="app:assistant", changes={"max_stepz": 3})))
+        assert bad.is_error and "max_stepz: unknown field" in bad.result
