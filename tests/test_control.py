@@ -142,3 +142,48 @@ async def test_a_dead_socket_of_a_live_process_is_replaced_once_the_state_file_i
             with pytest.raises(ControlError, match="there is no approval 'nope'") as error:
                 await backend.request("approvals.show", id="nope")
             assert error.value.kind == "ApprovalError"
+
+
+HOLD_THEN_BOOT = """
+import asyncio, sys
+from pathlib import Path
+from wippy_agents import Node
+from wippy_agents._state import open_state
+
+root = Path(sys.argv[1])
+db = open_state(root / ".wippy" / "state.duckdb")   # what a booting node holds before its socket is up
+print("locked", flush=True)
+sys.stdin.readline()
+db.close()
+
+async def main():
+    async with Node(root=root):
+        print("serving", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+
+asyncio.run(main())
+"""
+
+
+def test_a_command_issued_while_a_node_boots_waits_for_its_socket(example_app: Path) -> None:
+    with subprocess.Popen([sys.executable, "-c", HOLD_THEN_BOOT, str(example_app)], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True) as holder:
+        try:
+            assert holder.stdin is not None and holder.stdout is not None
+            assert holder.stdout.readline() == "locked\n"
+            with subprocess.Popen([WIPPY, "approvals", "list", "--root", str(example_app)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) as cli:
+                assert cli.stderr is not None
+                assert "the app's state file is busy; waiting up to" in cli.stderr.readline()
+                holder.stdin.write("\n")  # now the node boots and listens
+                holder.stdin.flush()
+                assert holder.stdout.readline() == "serving\n"
+                out, err = cli.communicate(timeout=30)
+                assert cli.returncode == 0, err
+                assert out == "no pending approvals\n"
+            holder.stdin.write("\n")
+            holder.stdin.flush()
+            assert holder.wait(timeout=30) == 0
+        finally:
+            if holder.poll() is None:
+                holder.kill()

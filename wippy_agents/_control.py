@@ -35,6 +35,8 @@ import json
 import logging
 import os
 import stat
+import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -59,6 +61,8 @@ LINE_LIMIT = 64 * 1024 * 1024
 MAX_SOCKET_PATH = 100
 """Bytes; `sockaddr_un` holds 108 on Linux and 104 on macOS, with the final NUL."""
 PING_TIMEOUT = 5.0
+BOOT_WAIT = 15.0
+"""How long the CLI waits for a node that holds the state file but does not answer yet (it is booting)."""
 
 Needs = Literal["none", "files", "state", "node"]
 """What an op needs when no node runs: nothing, the app's files, its state file, or a whole node."""
@@ -639,7 +643,30 @@ class Embedded:
         def open_target(needs: Needs) -> contextlib.AbstractAsyncContextManager[Target]:
             return open_embedded(self.root, needs)
 
-        return _unwrap(await dispatch({"op": op, **params}, open_target, emit))
+        request = {"op": op, **params}
+        reply = await dispatch(request, open_target, emit)
+        deadline = time.monotonic() + BOOT_WAIT
+        if reply.get("kind") == "StateFileBusy":  # a node still booting, or another command: wait for either
+            print(f"wippy: the app's state file is busy; waiting up to {BOOT_WAIT:g}s for it", file=sys.stderr,
+                  flush=True)
+        while reply.get("kind") == "StateFileBusy" and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            client = await self._node()
+            if client is not None:
+                try:
+                    return await client.request(op, on_event, **params)
+                finally:
+                    await client.close()
+            reply = await dispatch(request, open_target, emit)  # it failed opening the file: nothing was done
+        return _unwrap(reply)
+
+    async def _node(self) -> ControlClient | None:
+        """The node that now answers on the app's socket, if one does."""
+        path = socket_path(self.root.resolve())
+        if os.path.lexists(path):
+            with contextlib.suppress(OSError, TimeoutError, ValueError):
+                return await ControlClient.open(path)
+        return None
 
 
 class Backend(Protocol):
