@@ -20,7 +20,7 @@ typecheck: $(STAMP)
 	$(BIN)/python -m mypy
 
 run: $(STAMP)
-	$(BIN)/wippy run
+	$(BIN)/wippy chat
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/actors.py
@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/agents.py
 	$(BIN)/python benchmarks/durable.py
 	$(BIN)/python benchmarks/sandbox.py
+	$(BIN)/python benchmarks/tui.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache

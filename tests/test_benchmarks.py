@@ -29,6 +29,7 @@ def run(name: str) -> dict[str, object]:
         ("agents.py", {"turn", "start", "memory", "targets"}),
         ("durable.py", {"sequential", "concurrent", "recovery", "targets"}),
         ("sandbox.py", {"warm", "fresh", "targets"}),
+        ("tui.py", {"stream", "startup", "targets"}),
     ],
 )
 def test_benchmark_prints_its_figures_and_targets(name: str, sections: set[str]) -> None:

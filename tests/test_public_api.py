@@ -82,6 +82,7 @@ SUBPACKAGE_APIS = {
     },
     "tools": {"FunctionTool", "ToolArgumentsError", "ToolContext", "ToolDefinitionError", "function_tool", "tool"},
     "sandbox": {"CompileError", "Limits", "ResourceLimit", "RunResult", "Sandbox", "SandboxError"},
+    "tui": {"WippyApp", "run_chat"},
     "policy": {
         "Approval", "ApprovalError", "ApprovalPending", "Approvals", "Audit", "AuditRecord", "Decision", "Policies",
         "ToolHealth",

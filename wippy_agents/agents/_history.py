@@ -7,13 +7,23 @@ the turn's messages, so the history is exactly what the journal says happened.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import duckdb
 
 from ..durable import TaskInfo, TaskManager
-from ..llm import ChatMessage
+from ..durable._engine import TERMINAL
+from ..llm import AssistantMessage, ChatMessage, TextDelta, ToolResultMessage
+from ..registry._kinds import AgentSpec
+from ._events import AgentEvent, Delegated, ToolFinished, ToolStarted, TurnDone, TurnFailed, TurnStarted
 
 TURN_WORKFLOW = "wippy:agent_turn"
+
+
+class ConversationInfo(NamedTuple):
+    id: str
+    agent: str
+    started: datetime
 
 
 class ConversationStore:
@@ -26,6 +36,24 @@ class ConversationStore:
         self.db.execute(
             "INSERT INTO conversations VALUES (?, ?, ?) ON CONFLICT DO NOTHING", [conversation, agent, datetime.now(UTC)]
         )
+
+    def list(self) -> list[ConversationInfo]:
+        """Every conversation ever started (delegates' too), newest first."""
+        rows = self.db.execute("SELECT id, agent, created FROM conversations ORDER BY created DESC").fetchall()
+        return [ConversationInfo(*row) for row in rows]
+
+
+def delegate_conversation(parent: str, call_id: str) -> str:
+    """The conversation a delegate agent holds for one tool call of conversation `parent`."""
+    return f"{parent}.{call_id}"
+
+
+DELEGATE_TASK_PREFIX = "delegate:"
+
+
+def delegate_task_id(parent: str, call_id: str) -> str:
+    """The delegate's turn task for that tool call: fixed, so a replayed parent finds it instead of asking again."""
+    return f"{DELEGATE_TASK_PREFIX}{parent}:{call_id}"
 
 
 def turns(tasks: TaskManager, agent: str, conversation: str) -> list[TaskInfo]:
@@ -40,3 +68,50 @@ def history(tasks: TaskManager, agent: str, conversation: str, before: int) -> l
         if info.args[2] < before and info.status == "completed":
             messages += info.result["messages"]
     return messages
+
+
+def turn_events(tasks: TaskManager, info: TaskInfo) -> list[AgentEvent]:
+    """The events a turn streamed, rebuilt from its journaled result: a UI shows past turns as it showed live ones.
+
+    Delegates' turns come back nested as `Delegated` events; tool durations come
+    from the journal's steps. A turn still running ends without `TurnDone`.
+    """
+    agent, conversation, number = info.args[:3]
+    events: list[AgentEvent] = [TurnStarted(conversation=conversation, turn=number, agent=agent)]
+    if info.status != "completed":
+        if info.status in TERMINAL:
+            events.append(TurnFailed(error=info.error or f"the turn {info.status}", kind=info.error_kind or info.status))
+        return events
+    seconds = {step.name: step.seconds for step in (info.steps or tasks.get(info.id).steps)}
+    ids = _offered_ids(tasks, agent)
+    for message in info.result["messages"]:
+        if isinstance(message, AssistantMessage):
+            if message.content:
+                events.append(TextDelta(text=message.content))
+            events += [ToolStarted(call_id=call.id, tool=ids.get(call.name, call.name), arguments=call.arguments)
+                       for call in message.tool_calls]
+        elif isinstance(message, ToolResultMessage):
+            events += _delegated_events(tasks, conversation, message.tool_call_id)
+            events.append(ToolFinished(call_id=message.tool_call_id, tool=ids.get(message.name, message.name),
+                                       result=message.content, is_error=message.is_error,
+                                       seconds=seconds.get(f"tool:{message.tool_call_id}", 0.0)))
+    events.append(TurnDone(answer=info.result["answer"]))
+    return events
+
+
+def _offered_ids(tasks: TaskManager, agent: str) -> dict[str, str]:
+    """The registry ids behind the tool names the agent is offered now (the journal keeps only the names)."""
+    service = tasks.node.agents
+    spec = service.registry.spec(agent) if agent in service.registry else None
+    if not isinstance(spec, AgentSpec):
+        return {}
+    return {name: offered.entry.id for name, offered in service.offers(agent, spec, service.registry).items()}
+
+
+def _delegated_events(tasks: TaskManager, conversation: str, call_id: str) -> list[AgentEvent]:
+    """The nested events of the delegate that answered tool call `call_id`, if that call was a delegation."""
+    try:
+        delegate = tasks.get(delegate_task_id(conversation, call_id))
+    except LookupError:
+        return []
+    return [Delegated(call_id=call_id, agent=delegate.args[0], event=event) for event in turn_events(tasks, delegate)]

@@ -1,0 +1,11 @@
+"""The terminal UI of `wippy chat`: chat with an app's agents and watch its registry, tasks, processes and approvals.
+
+```python
+async with Node(root=".") as node:
+    await WippyApp(node).run_async()      # or: await run_chat(Path("."))
+```
+"""
+
+from ._app import WippyApp, run_chat
+
+__all__ = ["WippyApp", "run_chat"]

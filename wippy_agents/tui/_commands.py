@@ -1,0 +1,61 @@
+"""Command palette (ctrl+p) providers: switch agent, conversation and model (themes are Textual's own)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any, cast
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+from ._format import AgentCard, short
+
+if TYPE_CHECKING:
+    from ._app import WippyApp
+
+Command = tuple[str, Callable[[], Any], str]
+"""What the palette shows (and matches), what choosing it does, and a line of help."""
+
+
+class ListProvider(Provider):
+    """A provider whose commands are a list worked out when the palette opens."""
+
+    @property
+    def wippy(self) -> WippyApp:
+        return cast("WippyApp", self.app)
+
+    def commands(self) -> list[Command]:
+        raise NotImplementedError
+
+    async def discover(self) -> Hits:
+        for name, callback, help in self.commands():
+            yield DiscoveryHit(name, callback, help=help)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, callback, help in self.commands():
+            if (score := matcher.match(name)) > 0:
+                yield Hit(score, matcher.highlight(name), callback, help=help)
+
+
+class AgentCommands(ListProvider):
+    def commands(self) -> list[Command]:
+        return [(f"Chat with {card.title} ({card.id})", partial(self.wippy.open_chat, card.id, None),
+                 card.description or "start a new conversation")
+                for card in map(AgentCard.of, self.wippy.node.registry.find(kind="agent"))]
+
+
+class ConversationCommands(ListProvider):
+    def commands(self) -> list[Command]:
+        node = self.wippy.node
+        return [(f"Open conversation {info.id} with {info.agent}", partial(self.wippy.open_chat, info.agent, info.id),
+                 f"started {info.started.astimezone():%Y-%m-%d %H:%M}")
+                for info in node.agents.conversations()]
+
+
+class ModelCommands(ListProvider):
+    def commands(self) -> list[Command]:
+        agent = self.wippy.chat.agent
+        return [(f"Use model {entry.id} for {agent}", partial(self.wippy.use_model, entry.id),
+                 short(f"{entry.data.get('provider')} {entry.data.get('model')} · a registry change in your name", 80))
+                for entry in self.wippy.node.registry.find(kind="model")]

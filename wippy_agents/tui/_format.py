@@ -1,0 +1,133 @@
+"""Plain text for the TUI: usage and cost, agent cards, registry activity, task summaries.
+
+Kept apart from the widgets so the wording is the same everywhere it appears and
+can be tested without a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+from rich.text import Text
+
+from .._control import _step_json
+from ..agents import Answer
+from ..durable import TaskInfo
+from ..llm import Usage
+from ..registry import Entry, Problem
+from ..registry._registry import RegistryEvent
+
+
+def short(text: str, limit: int = 80) -> str:
+    """One line of at most `limit` characters (an ellipsis marks a cut)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def tokens(usage: Usage) -> str:
+    cached = f" ({usage.cached_tokens} cached)" if usage.cached_tokens else ""
+    return f"{usage.input_tokens} tokens in{cached}, {usage.output_tokens} out"
+
+
+def answer_footer(answer: Answer) -> str:
+    """The usage line under a turn: tokens, cost, model calls, and why it stopped early if it did."""
+    calls = f"{answer.steps} model call{'s' if answer.steps != 1 else ''}"
+    stopped = f" · stopped: {answer.stopped}" if answer.stopped else ""
+    return f"{tokens(answer.usage)} · ${answer.cost_usd:.6f} · {calls}{stopped}"
+
+
+def seconds(value: float) -> str:
+    return f"{value:.1f}s" if value < 60 else f"{value / 60:.1f}min"
+
+
+def arguments(value: dict[str, Any]) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True)
+
+
+class AgentCard(NamedTuple):
+    """What the sidebar and the palette say about an agent entry."""
+
+    id: str
+    title: str
+    description: str
+    model: str
+
+    @classmethod
+    def of(cls, entry: Entry) -> AgentCard:
+        return cls(entry.id, str(entry.meta.get("title") or entry.name), str(entry.meta.get("description") or ""),
+                   str(entry.data.get("model") or "the default model"))
+
+    def render(self) -> Text:
+        """Three short lines for the sidebar: title, id and model, what it does."""
+        text = Text.assemble((self.title, "bold"), "\n", (f"{self.id} · {self.model}", "dim"))
+        if self.description:
+            text.append("\n" + short(self.description, 26), "italic")
+        return text
+
+
+def version_line(version: int, author: str, reason: str, task: str | None, ids: Sequence[str]) -> Text:
+    """A registry version in the activity pane: who changed which entries, in which task, and why."""
+    text = Text.assemble((f"v{version} ", "bold"), (author, "cyan"), (f" task {task}" if task else "", "cyan"))
+    if reason:
+        text.append(f" · {reason}")
+    text.append("\n    " + short(", ".join(ids), 300), "dim")
+    return text
+
+
+def refused_file(file: str, problems: Iterable[Problem]) -> Text:
+    """A file the registry refused, with every problem: its last good entries stay in force."""
+    text = Text.assemble(("✗ refused ", "bold red"), (file, "bold"), " (its last good version stays in force)")
+    for problem in problems:
+        text.append(f"\n    {problem}", "red")
+    return text
+
+
+def registry_change(event: RegistryEvent) -> Text:
+    """The activity pane's line for a `registry.commit` or `registry.error` message."""
+    if event.type == "error":
+        return refused_file(event.author.removeprefix("file:"), event.problems)
+    return version_line(event.version, event.author, event.reason, event.task, event.ids)
+
+
+class TaskSummary(NamedTuple):
+    """A task's steps with the tokens and cost of its model calls (as `wippy tasks show` adds them up)."""
+
+    steps: list[dict[str, Any]]
+    usage: Usage | None
+    cost_usd: float
+
+    @classmethod
+    def of(cls, info: TaskInfo) -> TaskSummary:
+        steps = [_step_json(step) for step in info.steps]
+        calls = [step for step in steps if step["usage"] is not None]
+        usage = sum((step["usage"] for step in calls), Usage()) if calls else None
+        return cls(steps, usage, sum(step["cost_usd"] for step in calls))
+
+    def render(self, info: TaskInfo) -> Text:
+        text = Text.assemble((f"{info.id}", "bold"), f"  {info.workflow}  ", (info.status, _status_style(info.status)))
+        text.append(f"\ncreated {info.created:%Y-%m-%d %H:%M:%S}, registry version {info.registry_version}")
+        text.append(f"\nargs {short(json.dumps(info.args, ensure_ascii=False, default=str), 200)}", "dim")
+        if self.usage is not None:
+            text.append(f"\nmodel calls: {tokens(self.usage)}, ${self.cost_usd:.6f}")
+        if info.error:
+            text.append(f"\nerror: {info.error}", "red")
+        text.append(f"\n{len(self.steps)} step(s)" if self.steps else "\nno steps yet")
+        for step in self.steps:
+            mark = ("ok", "green") if step["ok"] else ("FAILED", "red")
+            text.append(f"\n  {step['seq']:>3}  {step['name']}  ")
+            text.append(*mark)
+            text.append(f"  {step['seconds']:.3f}s")
+            if step["error"]:
+                text.append(f"  {short(step['error'])}", "red")
+        return text
+
+
+def _status_style(status: str) -> str:
+    return {"completed": "green", "failed": "red", "cancelled": "yellow", "needs_attention": "bold red"}.get(
+        status, "cyan")
+
+
+def status_text(status: str) -> Text:
+    return Text(status, _status_style(status))
