@@ -150,7 +150,8 @@ class ToolSet:
             is_error = False
         except ApprovalPending as waiting:
             content, is_error = str(waiting), False
-            pending = {"id": waiting.approval.id, "action": waiting.approval.action}
+            pending = {"id": waiting.approval.id, "action": waiting.approval.action,
+                       "summary": waiting.approval.summary}
         except Exception as error:  # reported to the model, which can correct itself
             content, is_error = _explain(error, call, self.by_name.get(call.name)), True
         result = ToolResultMessage(tool_call_id=call.id, name=call.name, content=content, is_error=is_error)

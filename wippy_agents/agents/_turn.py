@@ -144,7 +144,7 @@ async def run_turn(
             pending = rest[0] if rest else None  # steps journaled before approvals existed have two fields
             if pending:  # waits in call order, so a replay waits (and finds the decisions) in the same order
                 emit(ApprovalRequested(call_id=call.id, tool=tools.tool_id(call.name), approval=pending["id"],
-                                       summary=result.content))
+                                       summary=pending.get("summary", result.content)))
                 result, seconds = await _decided(ctx, tools, call, pending)
             emit(ToolFinished(call_id=result.tool_call_id, tool=tools.tool_id(result.name), result=result.content,
                               is_error=result.is_error, seconds=seconds))
