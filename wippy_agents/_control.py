@@ -296,7 +296,7 @@ def _task_json(info: TaskInfo, steps: list[StepRecord]) -> dict[str, Any]:
             "error": info.error, "step_count": len(steps)}
 
 
-def _step_json(step: StepRecord) -> dict[str, Any]:
+def step_json(step: StepRecord) -> dict[str, Any]:
     """A step with its decoded result; a model call's (an `llm.Response`) also gives its usage and cost."""
     from .durable._codec import JournalTypeError, loads
     from .llm import Response
@@ -320,7 +320,7 @@ async def _tasks_list(target: Target, emit: Emit, status: str | None = None) -> 
 @_op("tasks.show", "state")
 async def _tasks_show(target: Target, emit: Emit, id: str) -> Any:
     info = target.tasks.get(id)
-    steps = [_step_json(step) for step in info.steps]
+    steps = [step_json(step) for step in info.steps]
     calls = [step for step in steps if step["usage"] is not None]
     usage = None
     if calls:

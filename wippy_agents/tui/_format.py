@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 from rich.text import Text
 
-from .._control import _step_json
+from .._control import step_json
 from ..agents import Answer
 from ..durable import TaskInfo
 from ..llm import Usage
@@ -100,7 +100,7 @@ class TaskSummary(NamedTuple):
 
     @classmethod
     def of(cls, info: TaskInfo) -> TaskSummary:
-        steps = [_step_json(step) for step in info.steps]
+        steps = [step_json(step) for step in info.steps]
         calls = [step for step in steps if step["usage"] is not None]
         usage = sum((step["usage"] for step in calls), Usage()) if calls else None
         return cls(steps, usage, sum(step["cost_usd"] for step in calls))
