@@ -294,3 +294,11 @@ def test_a_schema_violation_in_a_file_is_located_at_the_field(tmp_path: Path) ->
     [problem] = read_source(tmp_path, "registry/_index.yaml", Folders()).problems
     port_line = text.splitlines().index("    port: 99999") + 1
     assert (problem.field, problem.line) == ("port", port_line)
+
+
+def test_a_policy_names_only_known_kinds() -> None:
+    policy = {"subjects": ["app:*"], "actions": ["registry.create"], "effect": "allow"}
+    assert errors("policy", {**policy, "kinds": ["tool", "tols"]}) == {
+        "kinds.1": "unknown kind 'tols'; the kinds are agent, config, model, policy, process, prompt, supervisor, "
+                   "tool, workflow"}
+    assert check("policy", {**policy, "kinds": ["tool"]}).kinds == ["tool"]

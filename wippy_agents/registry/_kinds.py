@@ -159,6 +159,10 @@ class PolicySpec(KindSpec):
     effect: Literal["allow", "deny", "ask"]
     rollback: RollbackRule | None = None
 
+    def problems(self) -> list[tuple[Loc, str]]:
+        return [(("kinds", i), f"unknown kind {kind!r}; the kinds are {', '.join(sorted(KINDS))}")
+                for i, kind in enumerate(self.kinds or []) if kind not in KINDS]
+
 
 class CodeSpec(KindSpec):
     """Python code named by a file under the app root or an importable module, and a function in it."""
