@@ -186,17 +186,20 @@ class Policies:
             return "agents cannot change an agent's meta.traits, which policies grant permissions by"
         return None
 
+    def judge(self, subject: str, change: EntryChange) -> Decision:
+        """The decision on a registry change made in `subject`'s name: a forbidden change is denied by the system."""
+        refusal = self.forbidden(change)
+        if refusal:
+            return Decision("deny", SYSTEM_AUTHOR, refusal)
+        return self.decide(subject, f"registry.{change.op}", change.id, change.entry.kind)
+
     def check_change(self, author: str, action: str, before: Entry | None, after: Entry | None) -> str | None:
         """The registry's policy hook: a change made in an agent's name is never forbidden or denied."""
         if not self.is_agent(author):
             return None  # people, file changes and the system are not subject to agent policy
         entry = after or before
         assert entry is not None
-        change = EntryChange(entry.id, before, after)
-        refusal = self.forbidden(change)
-        if refusal:
-            return refusal
-        decision = self.decide(author, action, entry.id, entry.kind)
+        decision = self.judge(author, EntryChange(entry.id, before, after))
         return decision.reason if decision.effect == "deny" else None
 
     def rollback_rule(self, tool_id: str) -> tuple[str, RollbackRule] | None:

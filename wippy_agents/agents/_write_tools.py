@@ -40,13 +40,11 @@ async def _propose(ctx: ToolContext, changes: list[Entry | Delete], summary: str
     decisions = []
     for change in diff:
         action = f"registry.{change.op}"
-        refusal = app.policies.forbidden(change)
-        decision = app.policies.decide(agent, action, change.id, change.entry.kind)
-        if refusal or decision.effect == "deny":
-            why = refusal or decision.reason
+        decision = app.policies.judge(agent, change)
+        if decision.effect == "deny":
             app.audit.record(agent, ctx.task_id, action, change.id, change.entry.kind, "denied",
-                             decision.policy or "wippy:policy", why)
-            raise PermissionError(f"refused: {action} {change.id}: {why}. Nothing was changed.")
+                             decision.policy or "default", decision.reason)
+            raise PermissionError(f"refused: {action} {change.id}: {decision.reason}. Nothing was changed.")
         decisions.append((change, action, decision))
     await _check_examples(app, diff)
     asked = [(change, action, d) for change, action, d in decisions if d.effect == "ask"]
