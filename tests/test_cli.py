@@ -5,15 +5,23 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
+
+import pytest
+
+from wippy_agents._control import PROTOCOL, socket_path
 
 WIPPY = str(Path(sys.executable).with_name("wippy"))  # the installed console script
 
 
-def wippy(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([WIPPY, *map(str, args)], capture_output=True, text=True, timeout=60)
+def wippy(*args: str | bytes | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `wippy ARGS`; an argument given as bytes reaches it as those bytes (argv need not be UTF-8)."""
+    return subprocess.run([WIPPY, *(os.fspath(arg) for arg in args)], capture_output=True, text=True, timeout=60,
+                          cwd=cwd)
 
 
 def test_run_once_boots_the_app_and_prints_its_process_tree(example_app: Path) -> None:
@@ -135,3 +143,106 @@ def test_ask_fails_clearly_for_an_unknown_agent_and_a_missing_key(example_app: P
                                                "provider: openai\n    model: gpt\n    api_key_env: WIPPY_NO_SUCH_KEY"))
     missing = wippy("ask", "app:assistant", "hi", "--root", example_app)
     assert missing.returncode == 1 and "set the environment variable WIPPY_NO_SUCH_KEY" in missing.stderr
+
+
+def test_root_may_come_before_or_after_the_command(example_app: Path) -> None:
+    before = wippy("--root", example_app, "registry", "list", "--ns", "app.db")
+    after = wippy("registry", "list", "--ns", "app.db", "--root", example_app)
+    assert before.returncode == 0, before.stderr
+    assert before.stdout == after.stdout and before.stdout.startswith("app.db:postgres ")
+
+
+def test_a_folder_that_is_not_an_app_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    for command in (["run", "--once"], ["registry", "list"], ["tasks", "list"], ["ask", "app:assistant", "hi"],
+                    ["chat"]):
+        done = wippy(*command, "--root", folder)
+        assert done.returncode == 1, (command, done.stderr)
+        assert done.stderr == (f"wippy: {folder} is not a wippy app (an app has a wippy.yaml, or a registry/, "
+                               f"prompts/ or tools/ folder); `wippy init {folder}` makes one\n"), command
+    here = wippy("tasks", "list", cwd=folder)
+    assert here.returncode == 1 and here.stderr.startswith("wippy: this folder is not a wippy app")
+    assert here.stderr.endswith("; `wippy init` makes one\n")
+    assert list(folder.iterdir()) == []  # no .wippy/, no registry/
+
+
+def test_argv_that_is_not_utf8_reaches_the_agent_as_valid_text_and_the_app_boots_again(example_app: Path) -> None:
+    asked = wippy("ask", "app:assistant", b"hi \xff", "--root", example_app)
+    assert asked.returncode == 0, asked.stderr
+    assert "You said: hi \ufffd" in asked.stdout
+    again = wippy("run", "--once", "--root", example_app)
+    assert again.returncode == 0, again.stderr
+    listed = wippy("tasks", "list", "--json", "--root", example_app)
+    assert [task["status"] for task in json.loads(listed.stdout)] == ["completed"]
+
+
+def test_a_signal_payload_nested_too_deeply_is_a_usage_error(example_app: Path) -> None:
+    done = wippy("tasks", "signal", "t", "go", "[" * 10_000, "--root", example_app)
+    assert done.returncode == 2 and done.stderr.endswith("error: argument payload: nested too deeply to read\n")
+
+
+def test_an_app_folder_whose_path_is_not_utf8_is_refused_clearly(tmp_path: Path) -> None:
+    app = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9"))
+    app.mkdir()
+    (app / "wippy.yaml").write_text("")
+    done = wippy("registry", "history", "--root", app)
+    assert done.returncode == 1
+    assert done.stderr == (f"wippy: the path '{tmp_path}/caf\ufffd' is not valid UTF-8, so the app's state file "
+                           f"cannot be kept there; rename the folder\n")
+
+
+def unusable_state(app: Path, how: str) -> tuple[str, str, list[str]]:
+    """Make the app's `.wippy/` unusable in the way `how` says: the path and advice the error must give, and
+    what to run the command under."""
+    state = app / ".wippy"
+    if how == "a file where the folder should be":
+        state.write_text("")
+        return str(state), "a file is in the way; move it away", []
+    if how == "a read-only folder":
+        state.mkdir(mode=0o700)
+        if os.geteuid() != 0:
+            state.chmod(0o500)
+            return str(state), "make it writable by the user who runs wippy", []
+        # permission bits do not bind root: a read-only bind mount does, in a mount namespace of the command's own
+        mount = f"mount --bind {state} {state} && mount -o remount,bind,ro {state} && exec \"$@\""
+        return str(state), "read-only file system; move the app somewhere writable", [
+            "unshare", "-m", "sh", "-c", mount, "wippy"]
+    state.mkdir(mode=0o700)
+    (state / "state.duckdb").symlink_to("/dev/full")  # every write fails with ENOSPC
+    return "/dev/full", "No space left on device; the disk is full; free some space", []
+
+
+@pytest.mark.parametrize("how", ["a file where the folder should be", "a read-only folder", "a full disk"])
+def test_an_unusable_state_folder_is_one_clear_line_from_every_command(example_app: Path, how: str) -> None:
+    path, advice, under = unusable_state(example_app, how)
+    for command in (["run", "--once"], ["registry", "history"], ["ask", "app:assistant", "hi"]):
+        done = subprocess.run([*under, WIPPY, *command, "--root", str(example_app)], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 1, (command, done.stderr)
+        [line] = done.stderr.splitlines()
+        assert line.startswith("wippy: ") and path in line and advice in line, (command, line)
+
+
+def test_a_node_that_breaks_the_connection_in_the_middle_of_a_request_is_one_clear_line(example_app: Path) -> None:
+    path = socket_path(example_app)
+    path.parent.mkdir()
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        server.listen()
+
+        def answer_ping_then_die() -> None:
+            connection, _ = server.accept()
+            with connection:
+                connection.makefile("rb").readline()
+                connection.sendall(json.dumps({"ok": True, "result": {"pid": 1, "protocol": PROTOCOL}}).encode()
+                                   + b"\n")
+                connection.recv(1, socket.MSG_PEEK)  # the next request is here; closing with it unread resets
+
+        node = threading.Thread(target=answer_ping_then_die)
+        node.start()
+        done = wippy("registry", "history", "--root", example_app)
+        node.join(timeout=30)
+    assert done.returncode == 1
+    assert done.stderr == ("wippy: the connection to the node broke (Connection reset by peer); did it stop? Run the "
+                           "command again: with no node running, it is served here\n")

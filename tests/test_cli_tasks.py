@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from wippy_agents import Node, durable
@@ -143,3 +144,23 @@ def test_ask_with_a_task_id_runs_the_turn_as_that_task(example_app: Path) -> Non
     assert again.returncode == 0 and again.stdout == first.stdout, again.stderr
     shown = wippy("tasks", "show", "turn-1", "--root", example_app)
     assert "wippy:agent_turn  completed" in shown.stdout, shown.stderr
+
+
+def test_a_damaged_journal_is_reported_and_repaired_from_the_command_line(example_app: Path) -> None:
+    assert wippy("ask", "app:assistant", "hello", "--root", example_app).returncode == 0
+    log = example_app / ".wippy" / "journal.log"
+    intact = log.read_text()
+    log.write_text('{"g": 99, "rows": [["task_ev\n' + intact)  # damage before lines not yet copied
+    db = duckdb.connect(str(example_app / ".wippy" / "state.duckdb"))
+    db.execute("UPDATE journal_position SET position = 0, copied_group = 0")  # as if none of it was copied yet
+    db.close()
+    refused = wippy("run", "--once", "--root", example_app)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert f"wippy: {log} is damaged at byte 0" in refused.stderr and "wippy state check --repair" in refused.stderr
+    checked = wippy("state", "check", "--root", example_app)
+    assert checked.returncode == 1 and "damaged at byte 0" in checked.stdout and "before intact lines" in checked.stdout
+    repaired = wippy("state", "check", "--repair", "--root", example_app)
+    assert repaired.returncode == 0, repaired.stderr
+    assert "repaired" in repaired.stdout and log.read_text() == intact
+    assert wippy("run", "--once", "--root", example_app).returncode == 0
+    assert "no damage" in wippy("state", "check", "--root", example_app).stdout

@@ -4,20 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from wippy_agents import Node
-from wippy_agents._control import ControlClient, ControlError, connect, pid_path, socket_path
+from wippy_agents import Node, _control
+from wippy_agents._control import (
+    MAX_CONNECTIONS,
+    REQUEST_LIMIT,
+    ControlClient,
+    ControlError,
+    connect,
+    pid_path,
+    socket_path,
+)
 from wippy_agents._state import StateFileBusy
+from wippy_agents.durable import TaskFailed
+from wippy_agents.llm import ChatMessage, Model, Response, ResponseDone, StreamEvent, TextDelta, ToolDefinition
+from wippy_agents.llm._model import Settings
 
 WIPPY = str(Path(sys.executable).with_name("wippy"))
 
@@ -118,6 +130,117 @@ async def test_the_protocol_is_json_lines_with_events_before_the_final_answer(ex
         assert answer["ok"] and "You said: hi" in answer["result"]["text"]
 
 
+async def test_a_request_with_a_wrong_field_gets_an_error_naming_the_op_and_the_field(
+        example_app: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async with Node(root=example_app):
+        replies = await request_lines(
+            socket_path(example_app), {"op": "registry.show", "id": 123}, {"op": "approvals.audit", "limit": -1},
+            {"op": "approvals.audit", "limit": 10_001}, {"op": "registry.diff", "v1": "1", "v2": 2},
+            {"op": "registry.show", "id": "app:offline", "verbose": True}, {"op": "registry.lint", "x": 1},
+            {"op": "approvals.audit", "limit": 2})
+    assert [reply.get("error") for reply in replies] == [
+        "bad registry.show request: id: Input should be a valid string",
+        "bad approvals.audit request: limit: Input should be greater than or equal to 1",
+        "bad approvals.audit request: limit: Input should be less than or equal to 10000",
+        "bad registry.diff request: v1: Input should be a valid integer",
+        "bad registry.show request: verbose: unknown field (registry.show takes id)",
+        "bad registry.lint request: x: unknown field (registry.lint takes no fields)",
+        None]
+    assert replies[-1]["ok"] and len(replies[-1]["result"]) <= 2
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+
+
+async def test_json_too_deep_too_long_or_with_invalid_text_gets_an_error_and_the_connection_goes_on(
+        example_app: Path) -> None:
+    async with Node(root=example_app):
+        deep, deep_payload, too_long, invalid_text, unknown, ping = await request_lines(
+            socket_path(example_app), b"[" * 100_000 + b"\n",
+            {"op": "tasks.signal", "id": "t", "name": "go", "payload": json.loads("[" * 65 + "]" * 65)},
+            b'{"op": "ping", "pad": "' + b"x" * REQUEST_LIMIT + b'"}\n',
+            b'{"op": "registry.show", "id": "app:\\ud800"}\n', b'{"op": "\\udcff"}\n', {"op": "ping"})
+    assert deep["error"] == "a request is one line of JSON nested at most 64 levels deep"
+    assert deep_payload["error"] == "bad tasks.signal request: payload: nested more than 64 levels deep"
+    assert too_long["error"] == "a request is one line of at most 1 MiB; this one is longer"
+    assert invalid_text["error"].startswith("no entry 'app:\ufffd' in the registry")  # a lone surrogate: U+FFFD
+    assert unknown["error"].startswith("unknown op '\ufffd'")
+    assert ping["ok"] and ping["result"]["pid"] == os.getpid()
+
+
+async def test_a_lone_surrogate_in_a_message_is_stored_as_valid_text_and_the_app_boots_again(
+        example_app: Path) -> None:
+    async with Node(root=example_app):
+        *_, answer = await request_lines(
+            socket_path(example_app), b'{"op": "ask", "agent": "app:assistant", "message": "hi \\udcff"}\n')
+    assert answer["ok"] and "You said: hi \ufffd" in answer["result"]["text"]
+    async with Node(root=example_app) as node:
+        [turn] = node.tasks.list()
+        assert "hi \ufffd" in json.dumps(node.tasks.get(turn.id).args, ensure_ascii=False)
+
+
+async def test_a_burst_of_300_connections_all_get_an_answer_and_none_is_reset(example_app: Path) -> None:
+    async with Node(root=example_app):
+        path = socket_path(example_app)
+        answers = await asyncio.gather(*(request_lines(path, {"op": "ping"}) for _ in range(300)))
+    served = [answer for [answer] in answers if answer["ok"]]
+    refused = [answer for [answer] in answers if not answer["ok"]]
+    assert len(served) >= MAX_CONNECTIONS and len(served) + len(refused) == 300
+    assert all(answer["kind"] == "NodeBusy" for answer in refused)
+
+
+async def test_beyond_the_connection_cap_a_client_gets_one_error_line_and_the_connection_closes(
+        example_app: Path) -> None:
+    async with Node(root=example_app):
+        path = socket_path(example_app)
+        held = [await ControlClient.open(path) for _ in range(MAX_CONNECTIONS)]
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(path))
+            refused = json.loads(await reader.readline())
+            assert await reader.read() == b""  # then the node closes it
+            writer.close()
+            with pytest.raises(ControlError, match=f"already serves {MAX_CONNECTIONS} connections; try again"):
+                async with connect(example_app):  # what a `wippy` command says
+                    pass
+        finally:
+            for client in held:
+                await client.close()
+    assert refused["kind"] == "NodeBusy" and refused["error"] == (
+        f"the node (pid {os.getpid()}) already serves {MAX_CONNECTIONS} connections; try again when some have closed")
+
+
+async def test_a_client_that_stalls_in_the_middle_of_a_line_is_disconnected(
+        example_app: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_control, "IDLE_TIMEOUT", 0.1)
+    async with Node(root=example_app):
+        reader, writer = await asyncio.open_unix_connection(str(socket_path(example_app)))
+        writer.write(b'{"op": "pi')
+        assert await asyncio.wait_for(reader.read(), timeout=10) == b""
+        writer.close()
+        [ping] = await request_lines(socket_path(example_app), {"op": "ping"})
+        assert ping["ok"]
+
+
+async def test_a_socket_that_does_not_speak_the_protocol_is_a_clear_error(tmp_path: Path) -> None:
+    async def babble(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"hello, I am not a wippy node\n")
+        await writer.drain()
+        writer.close()
+
+    socket_path(tmp_path).parent.mkdir()
+    server = await asyncio.start_unix_server(babble, path=str(socket_path(tmp_path)))
+    async with server:
+        with pytest.raises(ControlError, match="the node sent a line that is not a JSON object"):
+            async with connect(tmp_path):
+                pass
+
+
+async def test_a_garbled_pid_file_left_with_a_dead_socket_is_cleared(tmp_path: Path) -> None:
+    socket_path(tmp_path).parent.mkdir()
+    socket_path(tmp_path).write_text("")  # not a socket: nothing answers
+    pid_path(tmp_path).write_text("99999999999999999999999\n")
+    async with Node(root=tmp_path):
+        assert int(pid_path(tmp_path).read_text()) == os.getpid()
+
+
 async def test_a_deep_app_folder_gets_a_short_socket_path_under_tmp(tmp_path: Path) -> None:
     root = tmp_path / ("deep" * 30)
     root.mkdir()
@@ -187,3 +310,42 @@ def test_a_command_issued_while_a_node_boots_waits_for_its_socket(example_app: P
         finally:
             if holder.poll() is None:
                 holder.kill()
+
+
+class _SlowModel(Model):
+    """Streams one word, then waits to be told to go on: a provider that is slow to finish."""
+
+    def __init__(self) -> None:
+        super().__init__("slow")
+        self.go_on = asyncio.Event()
+        self.stopped = asyncio.Event()
+
+    async def _stream(self, messages: list[ChatMessage], tools: list[ToolDefinition],
+                      settings: Settings) -> AsyncIterator[StreamEvent]:
+        try:
+            yield TextDelta(text="thinking")
+            await self.go_on.wait()
+            yield TextDelta(text=" more")
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.stopped.set()
+            raise
+        yield ResponseDone(response=Response(text="never"))
+
+
+async def test_a_client_that_goes_away_in_the_middle_of_a_turn_cancels_it(example_app: Path) -> None:
+    model = _SlowModel()
+    async with Node(root=example_app) as node:
+        node.agents.model_overrides["*"] = model
+        reader, writer = await asyncio.open_unix_connection(str(socket_path(example_app)))
+        writer.write(json.dumps({"op": "ask", "agent": "app:assistant", "message": "hi"}).encode() + b"\n")
+        started = json.loads(await reader.readline())["event"]
+        assert started["type"] == "turn_started"
+        await reader.readline()  # the first word
+        writer.close()  # Ctrl+C on `wippy ask`
+        await writer.wait_closed()
+        model.go_on.set()  # the next word finds nobody to read it
+        async with asyncio.timeout(10):  # a deadline for a failing run, not a timing assertion
+            await model.stopped.wait()
+            with pytest.raises(TaskFailed, match="cancelled"):
+                await node.tasks.result(started["task"])

@@ -66,7 +66,8 @@ SUBPACKAGE_APIS = {
     },
     "llm": {
         "AssistantMessage", "AuthenticationError", "BadRequestError", "ChatMessage", "ContextTooLongError",
-        "FinishReason", "MissingAPIKeyError", "Model", "ModelConnectionError", "ModelError", "ModelTimeoutError",
+        "FinishReason", "InvalidResponseError", "MissingAPIKeyError", "Model", "ModelConnectionError", "ModelError",
+        "ModelTimeoutError",
         "OfflineModel", "RateLimitError", "RealModelRequestError", "Response", "ResponseDone", "ServerError",
         "Settings", "StreamEvent", "SystemMessage", "TextDelta", "ToolCall", "ToolCallDelta", "ToolCallStart",
         "ToolDefinition", "ToolResultMessage", "Totals", "Usage", "UsageLedger", "UserMessage", "cost_usd",
@@ -77,10 +78,11 @@ SUBPACKAGE_APIS = {
         "ToolFinished", "ToolStarted", "TurnDone", "TurnFailed", "TurnStarted", "UsageReport", "offered_name",
     },
     "durable": {
-        "JournalTypeError", "NondeterminismError", "StepError", "StepRecord", "TaskCancelled", "TaskContext",
-        "TaskFailed", "TaskInfo", "TaskManager", "idempotency_key", "workflow",
+        "JournalDamaged", "JournalTypeError", "NondeterminismError", "StateUnavailable", "StepError", "StepRecord",
+        "TaskCancelled", "TaskContext", "TaskFailed", "TaskInfo", "TaskManager", "idempotency_key", "workflow",
     },
-    "tools": {"FunctionTool", "ToolArgumentsError", "ToolContext", "ToolDefinitionError", "function_tool", "tool"},
+    "tools": {"FunctionTool", "ToolArgumentsError", "ToolBusy", "ToolContext", "ToolDefinitionError", "ToolThreads",
+              "function_tool", "tool"},
     "sandbox": {"CompileError", "Limits", "ResourceLimit", "RunResult", "Sandbox", "SandboxError"},
     "tui": {"WippyApp", "run_chat"},
     "policy": {

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +21,7 @@ import watchfiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ._runtime.proc import ProcessFn
+from ._runtime.secrets import Redactor
 from ._state import open_state
 from .agents import AgentService
 from .agents._builtin import register_builtins
@@ -27,7 +30,8 @@ from .agents._restricted import RestrictedTools
 from .durable import TaskManager
 from .policy import Approvals, Audit, Policies, ToolHealth
 from .registry import Problem, Registry, RegistryError
-from .registry._sources import Folders, hidden, source_kind
+from .registry._kinds import ModelSpec
+from .registry._sources import Folders, Unreadable, decode_text, hidden, read_bytes, source_kind, walk_files
 from .registry._yaml import YAMLProblem, load_yaml
 from .supervisor import ChildSpec, Supervisor
 
@@ -67,18 +71,21 @@ class AppConfig(BaseModel):
 
 def load_config(root: Path) -> AppConfig:
     """Read `wippy.yaml` (defaults when it is absent); errors name the file, line and field."""
-    path = root / CONFIG_FILE
-    if not path.exists():
-        return AppConfig()
     try:
-        data, lines = load_yaml(path.read_text(encoding="utf-8"), CONFIG_FILE)
+        raw = read_bytes(Path(os.path.realpath(root / CONFIG_FILE)))
+        if raw is None:
+            return AppConfig()
+        data, lines = load_yaml(decode_text(raw), CONFIG_FILE)
+    except Unreadable as error:
+        raise RegistryError(f"{CONFIG_FILE} cannot be read", [
+            Problem(error.message, file=CONFIG_FILE, line=error.line)]) from None
     except YAMLProblem as error:
-        raise RegistryError(f"{CONFIG_FILE} is not valid YAML", [error.problem]) from None
+        raise RegistryError(f"{CONFIG_FILE} is not valid YAML", error.problems) from None
     if data is not None and not isinstance(data, dict):
         raise RegistryError(f"{CONFIG_FILE} has invalid settings", [
             Problem("the file must be a mapping of settings (name: value)", file=CONFIG_FILE, line=1)])
     try:
-        return AppConfig.model_validate(data or {})
+        config = AppConfig.model_validate(data or {})
     except ValidationError as error:
         problems = [
             Problem(_setting_problem(e["type"], tuple(e["loc"]), e["msg"]), file=CONFIG_FILE,
@@ -86,6 +93,15 @@ def load_config(root: Path) -> AppConfig:
             for e in error.errors(include_url=False)
         ]
         raise RegistryError(f"{CONFIG_FILE} has invalid settings", problems) from None
+    problems = [  # the sources are read from `<root>/<name>`, and each file's id starts with its folder's name
+        Problem(f"{name!r} is not a folder name; a source folder is one folder inside the app, such as {field!r}",
+                file=CONFIG_FILE, line=lines.line_of(("sources", field)), field=f"sources.{field}")
+        for field, name in config.sources
+        if not name or name in (".", "..") or "/" in name or "\\" in name or hidden(name)
+    ]
+    if problems:
+        raise RegistryError(f"{CONFIG_FILE} has invalid settings", problems)
+    return config
 
 
 def _setting_problem(kind: str, loc: tuple[str | int, ...], message: str) -> str:
@@ -130,15 +146,22 @@ class App:
 
     def start(self, node: Node) -> None:
         """Start the system processes and the registry's auto-start supervision trees."""
+        key_names = [spec.api_key_env for entry in self.registry.find(kind="model")
+                     if isinstance(spec := self.registry.spec(entry.id), ModelSpec) and spec.api_key_env]
+        self.redactor = Redactor.from_environment(os.environ, also=key_names)
+        """Secret values from the environment, kept out of the state, the log and what agents read."""
+        self._log_filter = self.redactor.log_filter()
+        for logger in _package_loggers():
+            logger.addFilter(self._log_filter)
         self.policies = Policies(self.registry)
         self.registry.policy = self.policies.check_change
         self.audit = Audit(self.db)
         self.approvals = Approvals(node, self.registry, self.db, self.audit)
         self.tool_health = ToolHealth(self.registry, self.policies, self.audit)
         self.agents = AgentService(node, self.registry, ConversationStore(self.db),
-                                   RestrictedTools(on_outcome=self.tool_health.record))
+                                   RestrictedTools(on_outcome=self.tool_health.record), self.redactor)
         self.tasks = TaskManager(node, self.db, clock=node.wall_clock, registry_version=lambda: self.registry.version,
-                                 log_path=self.journal_path)
+                                 log_path=self.journal_path, redact=self.redactor.redact if self.redactor else None)
         node.process_resolver = self.resolve
         children = [ChildSpec("agents", self.agents.supervisor(), name=AGENTS)]
         if self.config.watch:
@@ -174,6 +197,10 @@ class App:
             if agents is not None:
                 await agents.restricted.close()
         finally:
+            log_filter = getattr(self, "_log_filter", None)
+            if log_filter is not None:
+                for logger in _package_loggers():
+                    logger.removeFilter(log_filter)
             self.close()
 
     def close(self) -> None:
@@ -189,51 +216,86 @@ class App:
         self.close()
 
     async def watch(self) -> None:
-        """The watcher process: each batch of saved source files becomes one registry change."""
-        folders = [self.root / f for f in (self.folders.registry, self.folders.prompts, self.folders.tools)]
-        for folder in folders:  # so that a first file dropped into a new app's tools/ is seen
-            folder.mkdir(exist_ok=True)
+        """The watcher process: each batch of saved source files becomes one registry change.
+
+        Reading and parsing happen in a worker thread (`Registry.refresh`). No file can
+        stop the watcher: a batch that fails is logged and the watcher keeps watching.
+        """
+        folders = []
+        for folder in (self.root / f for f in (self.folders.registry, self.folders.prompts, self.folders.tools)):
+            try:
+                folder.mkdir(exist_ok=True)  # so that a first file dropped into a new app's tools/ is seen
+            except OSError as error:
+                log.warning("not watching %s: %s", folder, error)
+            if os.path.isdir(folder):
+                folders.append(folder)
+        if not folders:
+            log.warning("no source folder to watch; file changes are not picked up until a restart")
+            self.watching.set()
+            await asyncio.Event().wait()
+
+        async def commit(paths: Iterable[str] | None) -> None:
+            """Commit the files behind `paths` (every changed file for None); log a failure, never raise it."""
+            try:
+                changed = None if paths is None else await asyncio.to_thread(self._changed_files, paths)
+                await self.registry.refresh(changed)
+            except Exception:
+                log.exception("the registry watcher could not apply a batch of file changes; still watching")
+
+        stop = threading.Event()  # ends the watch thread at once, so cancelling the watcher is quick
         batches = watchfiles.awatch(
             *folders, watch_filter=self._is_source, step=self.config.watch_step_ms, debounce=200,
-            ignore_permission_denied=True,
+            ignore_permission_denied=True, stop_event=stop,
         )
         batch = asyncio.ensure_future(anext(batches))
         try:
             await asyncio.sleep(0)  # the first step of `batch` sets up the OS watches, synchronously
-            self.registry.rescan()  # whatever changed between boot and now
+            await commit(None)  # whatever changed between boot and now
             self.watching.set()
             while True:
                 changes = await batch
-                self.registry.reload(self._changed_files(path for _, path in changes))
+                await commit(path for _, path in changes)
                 batch = asyncio.ensure_future(anext(batches))
         finally:
+            stop.set()
             batch.cancel()
+            await asyncio.wait([batch])  # the generator must be left before it can be closed
             await batches.aclose()
 
     def _changed_files(self, paths: Iterable[str]) -> set[str]:
         """Source files behind a batch of changes; a new folder stands for every file in it.
 
         Files written into a folder right after it is created can land before the
-        watcher watches that folder, so a folder event rescans the folder.
+        watcher watches that folder, so a folder event rescans the folder (a folder
+        named like a source file stands for itself too: a file replaced by a folder is
+        gone). A linked folder is not entered, as at boot. Does file I/O: the watcher
+        calls it in a worker thread.
         """
         changed: set[str] = set()
         for path in map(Path, paths):
-            if path.is_dir():
-                changed.update(self._relative(p) for p in path.rglob("*") if p.is_file())
-            else:
-                changed.add(self._relative(path))
+            found = [path, *walk_files(path)] if os.path.isdir(path) and not path.is_symlink() else [path]
+            changed.update(relpath for p in found if (relpath := self._relative(p)) is not None)
         return {relpath for relpath in changed if self._is_source_file(relpath)}
 
-    def _relative(self, path: Path) -> str:
-        return path.resolve().relative_to(self.root).as_posix()
+    def _relative(self, path: Path) -> str | None:
+        """`path` relative to the app root, by name alone (links are judged when the file is read); None if outside."""
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return None
 
     def _is_source(self, change: Any, path: str) -> bool:
         """Watch filter: source files, and folders (whose files may have been missed)."""
-        try:
-            relpath = self._relative(Path(path))
-        except ValueError:
+        relpath = self._relative(Path(path))
+        if relpath is None:
             return False
         return self._is_source_file(relpath) or (not Path(relpath).suffix and not hidden(relpath))
 
     def _is_source_file(self, relpath: str) -> bool:
         return source_kind(relpath, self.folders) is not None and not hidden(relpath)
+
+
+def _package_loggers() -> list[logging.Logger]:
+    """This package's loggers (a filter on a logger sees only the records made on it, so each gets one)."""
+    return [logging.getLogger(name) for name, logger in list(logging.root.manager.loggerDict.items())
+            if isinstance(logger, logging.Logger) and (name == "wippy_agents" or name.startswith("wippy_agents."))]

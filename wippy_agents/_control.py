@@ -12,6 +12,14 @@ the answer is zero or more event lines `{"event": ...}` (streaming ops such as
 carry several requests, one after the other. `ping` answers the node's pid, app
 root, start time, wippy version and protocol number.
 
+Nothing a client sends is trusted: every request is checked against its op's
+model (read from the handler's signature: types, bounds, no unknown fields), its
+strings are made valid text (`clean_data`), and a malformed, too deep or too long
+line gets an error reply, never a dropped connection or a traceback in the log.
+A node serves at most `MAX_CONNECTIONS` connections at once (the next one gets
+one error line), and closes a connection that sends no complete request line
+within `IDLE_TIMEOUT`.
+
 Files: the socket is `<root>/.wippy/node.sock` and the owner's pid is in
 `<root>/.wippy/node.pid`. A socket path must fit in about 100 bytes
 (`sockaddr_un`), so for a deeper root the socket is
@@ -29,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import inspect
 import json
@@ -37,15 +46,20 @@ import os
 import stat
 import sys
 import time
+import typing
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, cast
 
 from . import __version__
+from ._runtime.text import clean_data, clean_text
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel, Field, ValidationError
+
     from ._app import App
     from ._runtime.node import Node
     from .agents import Conversation
@@ -56,8 +70,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("wippy_agents.control")
 
 PROTOCOL = 1
-LINE_LIMIT = 64 * 1024 * 1024
-"""The longest line either side reads (a large registry diff or task result is one line)."""
+MIB = 1024 * 1024
+LINE_LIMIT = 64 * MIB
+"""The longest answer line the client reads (a large registry diff or task result is one line)."""
+REQUEST_LIMIT = 1 * MIB
+"""The longest request line the node reads; a longer one is skipped and answered with an error."""
+MAX_DEPTH = 64
+"""How deeply a request's JSON may nest (a signal's payload is the only field that nests at all)."""
+MAX_CONNECTIONS = 128
+"""Connections a node serves at once; each holds a file descriptor and a read buffer."""
+BACKLOG = 1024
+"""Connections the OS queues for the node to accept (capped by net.core.somaxconn); a burst beyond it is refused."""
+IDLE_TIMEOUT = 300.0
+"""Seconds a connection may take to send a whole request line (or sit idle) before the node closes it."""
 MAX_SOCKET_PATH = 100
 """Bytes; `sockaddr_un` holds 108 on Linux and 104 on macOS, with the final NUL."""
 PING_TIMEOUT = 5.0
@@ -109,10 +134,12 @@ def _private_folder(folder: Path) -> None:
 
 
 def _read_pid(path: Path) -> int | None:
+    """The pid in a pid file; None unless it holds one (0, -1 or a huge number would mean other processes)."""
     try:
-        return int(path.read_text().strip())
+        pid = int(path.read_text().strip())
     except (OSError, ValueError):
         return None
+    return pid if 0 < pid < 2**31 else None
 
 
 def _alive(pid: int) -> bool:
@@ -135,7 +162,8 @@ def _remove(*paths: Path) -> None:
 
 
 def _line(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    """One line of the wire, valid UTF-8 whatever text it carries (a lone surrogate becomes U+FFFD)."""
+    return clean_text(json.dumps(message, separators=(",", ":"), ensure_ascii=False)).encode() + b"\n"
 
 
 def to_json(value: Any) -> Any:
@@ -176,8 +204,54 @@ Handler = Callable[..., Awaitable[Any]]
 class Op:
     """A request the node serves; `needs` says what to open for it when no node runs."""
 
+    name: str
     needs: Needs
     handler: Handler
+
+    @cached_property
+    def model(self) -> type[BaseModel]:
+        """The request's fields as a pydantic model, read from the handler's signature after `(target, emit)`.
+
+        Built on first use, so pydantic loads only in a process that serves
+        requests and a command that just talks to a node starts fast; that is also
+        why `Field` in the handlers' annotations is resolved here.
+        """
+        from pydantic import ConfigDict, Field, create_model
+
+        hints = typing.get_type_hints(self.handler, localns={"Field": Field}, include_extras=True)
+        params = list(inspect.signature(self.handler).parameters.values())[2:]
+        fields: dict[str, Any] = {
+            param.name: (hints[param.name], ... if param.default is param.empty else param.default) for param in params}
+        return create_model(f"{self.name} request", __config__=ConfigDict(extra="forbid", strict=True), **fields)
+
+    def parse(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The handler's keyword arguments: `params` checked against the model, every string made valid text."""
+        from pydantic import ValidationError
+
+        for field, value in params.items():
+            if _deeper_than(value, MAX_DEPTH):
+                raise ControlError(f"bad {self.name} request: {field}: nested more than {MAX_DEPTH} levels deep")
+        try:
+            return dict(self.model.model_validate(clean_data(params)))
+        except ValidationError as error:
+            raise ControlError(f"bad {self.name} request: {self._problems(error)}") from None
+
+    def _problems(self, error: ValidationError) -> str:
+        fields = list(self.model.model_fields)
+        takes = f"{self.name} takes {', '.join(fields)}" if fields else f"{self.name} takes no fields"
+        return "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: "
+            + (f"unknown field ({takes})" if e["type"] == "extra_forbidden" else e["msg"])
+            for e in error.errors(include_url=False))
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether JSON data nests more than `limit` lists or objects deep (level by level: no recursion to overflow)."""
+    level = [value]
+    for _ in range(limit):
+        level = [child for item in level if isinstance(item, dict | list)
+                 for child in (item.values() if isinstance(item, dict) else item)]
+    return any(isinstance(item, dict | list) for item in level)
 
 
 OPS: dict[str, Op] = {}
@@ -187,7 +261,7 @@ def _op(name: str, needs: Needs) -> Callable[[Handler], Handler]:
     """Register `async def handler(target, emit, **params)` as op `name`."""
 
     def register(handler: Handler) -> Handler:
-        OPS[name] = Op(needs, handler)
+        OPS[name] = Op(name, needs, handler)
         return handler
 
     return register
@@ -203,15 +277,11 @@ async def dispatch(request: Any, open_target: Callable[[Needs], contextlib.Abstr
     try:
         if not isinstance(request, dict) or not isinstance(request.get("op"), str):
             raise ControlError('a request is a JSON object with an "op" field')
-        name = request["op"]
+        name = clean_text(request["op"])
         op = OPS.get(name)
         if op is None:
             raise ControlError(f"unknown op {name!r}; the ops are {', '.join(sorted(OPS))}")
-        params = {key: value for key, value in request.items() if key != "op"}
-        try:
-            inspect.signature(op.handler).bind(None, None, **params)
-        except TypeError as error:
-            raise ControlError(f"bad {name} request: {error}") from None
+        params = op.parse({key: value for key, value in request.items() if key != "op"})
 
         async def emit_json(event: Any) -> None:
             await emit(to_json(event))
@@ -224,21 +294,59 @@ async def dispatch(request: Any, open_target: Callable[[Needs], contextlib.Abstr
     except Exception as error:
         if not _expected(error):
             log.exception("control request %s failed", request.get("op") if isinstance(request, dict) else request)
-        kind = getattr(error, "kind", None) if isinstance(error, ControlError) else None
-        return {"ok": False, "error": _message(error), "kind": kind or type(error).__name__}
+        return _failure(error)
+
+
+def _failure(error: Exception) -> dict[str, Any]:
+    """The final line of a request that failed: a message for a person and the exception's class name."""
+    kind = getattr(error, "kind", None) if isinstance(error, ControlError) else None
+    return {"ok": False, "error": file_problem(error) or _message(error), "kind": kind or type(error).__name__}
 
 
 def _expected(error: Exception) -> bool:
     """Errors that are about the request (a bad id, a refused change), not a bug in the node."""
     from ._state import StateFileBusy
     from .agents import AgentError
-    from .durable import TaskFailed
+    from .durable import JournalDamaged, StateUnavailable, TaskFailed
     from .llm import ModelError
     from .policy import ApprovalError
     from .registry import RegistryError
 
-    return isinstance(error, ControlError | LookupError | RegistryError | AgentError | ModelError | TaskFailed
-                      | StateFileBusy | ApprovalError)
+    return file_problem(error) is not None or isinstance(
+        error, ControlError | LookupError | RegistryError | AgentError | ModelError | TaskFailed | StateFileBusy
+        | ApprovalError | JournalDamaged | StateUnavailable)
+
+
+_FOLDER_IN_THE_WAY = "wippy needs a folder there, and a file is in the way; move it away"
+FILE_ADVICE = {
+    errno.EACCES: "make it writable by the user who runs wippy",
+    errno.EPERM: "make it writable by the user who runs wippy",
+    errno.EROFS: "it is on a read-only file system; move the app somewhere writable",
+    errno.ENOSPC: "the disk is full; free some space and try again",
+    errno.EDQUOT: "the disk quota is used up; free some space and try again",
+    errno.EEXIST: _FOLDER_IN_THE_WAY,  # what `mkdir(exist_ok=True)` says about a file in its place
+    errno.ENOTDIR: _FOLDER_IN_THE_WAY,
+}
+"""What to do about a file the app cannot use, by the error number the OS gave."""
+
+
+def file_problem(error: BaseException) -> str | None:
+    """A clear message for a file the app cannot use (no permission, read-only, disk full), naming it; else None.
+
+    DuckDB reports its own I/O errors (`duckdb.IOException`, not an `OSError`) in
+    the OS's words, which pick the advice.
+    """
+    duckdb = sys.modules.get("duckdb")  # loaded if it raised
+    if isinstance(error, OSError) and (error.filename is not None or error.errno in FILE_ADVICE):
+        code = error.errno
+        what = f"cannot use {error.filename}: {error.strerror}" if error.filename is not None else str(error)
+    elif duckdb is not None and isinstance(error, duckdb.IOException):
+        what = str(error)
+        code = next((number for number in FILE_ADVICE if os.strerror(number) in what), None)
+    else:
+        return None
+    advice = FILE_ADVICE[code] if code in FILE_ADVICE else "check that the app's folder and .wippy/ are writable"
+    return f"{what}; {advice}"
 
 
 def _message(error: Exception) -> str:
@@ -366,17 +474,56 @@ async def _tasks_upgrade(target: Target, emit: Emit, id: str) -> Any:
 @_op("ask", "node")
 async def _ask(target: Target, emit: Emit, agent: str, message: str, conversation: str | None = None,
                task_id: str | None = None) -> Any:
-    """One agent turn, streamed: every event as it happens, then the answer."""
-    from .agents import TurnDone, TurnFailed
+    """One agent turn, streamed: every event as it happens, then the answer.
+
+    A client that goes away (Ctrl+C on `wippy ask`) cancels the turn: nobody is
+    left to read its answer, and a model call under way is stopped, not paid for.
+    """
+    from .agents import TurnDone, TurnFailed, TurnStarted
 
     conv = await target.conversation(agent, id=conversation)
+    turn: str | None = None
     async for event in conv.stream(message, task_id=task_id):
-        await emit(event.model_dump(mode="json"))
+        if isinstance(event, TurnStarted):
+            turn = event.task
+        try:
+            await emit(event.model_dump(mode="json"))
+        except _Disconnected:
+            if turn is not None:
+                await target.tasks.cancel(turn)
+            raise
         if isinstance(event, TurnDone):
             return event.answer
         if isinstance(event, TurnFailed):
             raise ControlError(f"{agent}: {event.error}", event.kind)
     raise ControlError(f"{agent}: the turn ended without an answer")
+
+
+@_op("state.check", "none")
+async def _state_check(target: Target, emit: Emit, repair: bool = False) -> Any:
+    """What the journal holds and whether any of it is damaged; `repair` keeps every intact line (no node running)."""
+    from ._app import load_config
+    from ._state import open_state
+    from .durable._engine import TABLES
+    from .durable._journal import check_log
+
+    if not isinstance(target, _Light):  # a node has the journal open: look, but do not touch
+        if repair:
+            raise ControlError(f"the node (pid {os.getpid()}) has the journal open; stop it, then repair")
+        app = cast("Node", target).app
+        assert app is not None and app.journal_path is not None
+        row = app.db.execute("SELECT copied_group FROM journal_position").fetchone()
+        return check_log(app.journal_path, TABLES, int(row[0]) if row else 0)
+    config = load_config(target.root)
+    if config.state == ":memory:":
+        raise ControlError("this app keeps its state in memory (`state: :memory:`): there is no journal to check")
+    state = target.root / config.state
+    db = open_state(state)  # holding its lock, no node can start on the journal meanwhile
+    try:
+        row = db.execute("SELECT copied_group FROM journal_position").fetchone()
+        return check_log(state.with_name("journal.log"), TABLES, int(row[0]) if row else 0, repair=repair)
+    finally:
+        db.close()
 
 
 @_op("approvals.list", "state")
@@ -401,7 +548,7 @@ async def _approvals_deny(target: Target, emit: Emit, id: str, by: str, reason: 
 
 @_op("approvals.audit", "state")
 async def _approvals_audit(target: Target, emit: Emit, subject: str | None = None, resource: str | None = None,
-                           limit: int = 100) -> Any:
+                           limit: Annotated[int, Field(ge=1, le=10_000)] = 100) -> Any:
     return target.approvals.audit.list(subject=subject, resource=resource, limit=limit)
 
 
@@ -450,9 +597,12 @@ class ControlServer:
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         if await self._refuse_if_served():  # asked again: another node may have booted meanwhile (`:memory:` state)
             _remove(self.path)
-        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=LINE_LIMIT)
+        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=REQUEST_LIMIT,
+                                                       backlog=BACKLOG)
         os.chmod(self.path, 0o600)
-        self.pid_file.write_text(f"{os.getpid()}\n")
+        fd = os.open(self.pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the state folder is private
+        with os.fdopen(fd, "w") as pid_file:
+            pid_file.write(f"{os.getpid()}\n")
 
     async def close(self) -> None:
         """Stop listening, end the connections (a streaming client sees the node stop), remove the files."""
@@ -479,7 +629,22 @@ class ControlServer:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
+        try:
+            if len(self._connections) > MAX_CONNECTIONS:
+                await _refuse(reader, writer, ControlError(
+                    f"the node (pid {os.getpid()}) already serves {MAX_CONNECTIONS} connections; try again when "
+                    f"some have closed", "NodeBusy"))
+            else:
+                await self._answer_requests(reader, writer)
+        except (_Disconnected, ConnectionError, TimeoutError):  # gone, or silent for IDLE_TIMEOUT
+            pass
+        except asyncio.CancelledError:  # the node stops; Python 3.11's stream callback would log the cancel
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
 
+    async def _answer_requests(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async def emit(event: Any) -> None:
             try:
                 writer.write(_line({"event": event}))
@@ -487,24 +652,69 @@ class ControlServer:
             except ConnectionError as error:
                 raise _Disconnected() from error
 
+        while True:
+            try:
+                async with asyncio.timeout(IDLE_TIMEOUT):
+                    line = await _read_line(reader)
+            except _LineTooLong:
+                reply = _failure(ControlError(f"a request is one line of at most {REQUEST_LIMIT // MIB} MiB; "
+                                              f"this one is longer"))
+            else:
+                if not line:
+                    return
+                reply = await self._answer(line, emit)
+            writer.write(_line(reply))
+            await writer.drain()
+
+    async def _answer(self, line: bytes, emit: Emit) -> dict[str, Any]:
         try:
-            while line := await reader.readline():
-                try:
-                    request = json.loads(line)
-                except ValueError:
-                    reply: dict[str, Any] = {"ok": False, "error": "a request is one line of JSON",
-                                             "kind": "ControlError"}
-                else:
-                    is_ping = isinstance(request, dict) and request.get("op") == "ping"
-                    reply = {"ok": True, "result": self.info()} if is_ping else await dispatch(
-                        request, self._target, emit)
-                writer.write(_line(reply))
-                await writer.drain()
-        except (_Disconnected, ConnectionError, ValueError):  # gone, or a line over LINE_LIMIT
+            request = json.loads(line)
+        except ValueError:
+            return _failure(ControlError("a request is one line of JSON"))
+        except RecursionError:
+            return _failure(ControlError(f"a request is one line of JSON nested at most {MAX_DEPTH} levels deep"))
+        if isinstance(request, dict) and request.get("op") == "ping":
+            return {"ok": True, "result": self.info()}
+        return await dispatch(request, self._target, emit)
+
+
+class _LineTooLong(Exception):
+    """A request line longer than `REQUEST_LIMIT`; it has been read to its end and dropped."""
+
+
+async def _read_line(reader: asyncio.StreamReader) -> bytes:
+    """The next line (b"" at the end), holding at most about `REQUEST_LIMIT` of it in memory.
+
+    An over-long line is read to its newline and dropped, then `_LineTooLong`
+    raised, so the client's next line is read as its next request.
+    """
+    too_long = False
+    while True:
+        try:
+            line = await reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError as error:  # the end: what came after the last newline, if anything
+            line = error.partial
+        except asyncio.LimitOverrunError as error:  # `consumed` bytes hold no newline: drop them, read on
+            await reader.readexactly(error.consumed)
+            too_long = True
+            continue
+        if too_long:
+            raise _LineTooLong()
+        return line
+
+
+async def _refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, error: ControlError) -> None:
+    """Answer a connection with one error line and end it.
+
+    The node stops writing, then reads (and drops) what the client sends until
+    it closes: closing a socket with unread data resets the connection, and the
+    client would lose the line.
+    """
+    writer.write(_line(_failure(error)))
+    writer.write_eof()
+    async with asyncio.timeout(PING_TIMEOUT):  # a client reads the line at once; one that does not is not waited for
+        while await reader.read(64 * 1024):
             pass
-        finally:
-            self._connections.discard(task)
-            writer.close()
 
 
 # -- the client --------------------------------------------------------------------------------------
@@ -525,10 +735,11 @@ class ControlClient:
         reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path), limit=LINE_LIMIT), timeout)
         client = cls(reader, writer)
         try:
-            client.info = await asyncio.wait_for(client.request("ping"), timeout)
+            info = await asyncio.wait_for(client.request("ping"), timeout)
         except BaseException:
             await client.close()
             raise
+        client.info = info if isinstance(info, dict) else {}
         if client.info.get("protocol") != PROTOCOL:
             await client.close()
             raise ControlError(f"the node (pid {client.info.get('pid')}) runs wippy {client.info.get('version')}, "
@@ -536,18 +747,35 @@ class ControlClient:
         return client
 
     async def request(self, op: str, on_event: Callable[[Any], None] | None = None, **params: Any) -> Any:
-        """Send one request; pass each event to `on_event`; return the result or raise `ControlError`."""
+        """Send one request; pass each event to `on_event`; return the result or raise `ControlError`.
+
+        `ConnectionError` when the connection breaks (the node stopped or was killed).
+        """
         self._writer.write(_line({"op": op, **params}))
         await self._writer.drain()
         while True:
-            line = await self._reader.readline()
-            if not line:
-                raise ControlError("the node closed the connection before it answered (did it stop?)")
-            message = json.loads(line)
+            message = await self._message()
             if "event" not in message:
                 return _unwrap(message)
             if on_event is not None:
                 on_event(message["event"])
+
+    async def _message(self) -> dict[str, Any]:
+        """The node's next line, which the protocol says is a JSON object."""
+        try:
+            line = await self._reader.readline()
+        except ValueError:  # longer than LINE_LIMIT
+            raise ControlError(f"the node's answer is over {LINE_LIMIT // MIB} MiB, more than this client reads") \
+                from None
+        if not line:
+            raise ControlError("the node closed the connection before it answered (did it stop?)")
+        try:
+            message = json.loads(line)
+        except (ValueError, RecursionError):
+            message = None
+        if not isinstance(message, dict):
+            raise ControlError("the node sent a line that is not a JSON object; is it a wippy node?")
+        return message
 
     async def close(self) -> None:
         self._writer.close()
@@ -576,7 +804,8 @@ class _Light:
     signalling tasks must not boot a node.
     """
 
-    def __init__(self, app: App | None, tasks: TaskManager | None) -> None:
+    def __init__(self, root: Path, app: App | None, tasks: TaskManager | None) -> None:
+        self.root = root
         self.app = app
         self._tasks = tasks
 
@@ -617,13 +846,13 @@ async def open_embedded(root: Path, needs: Needs) -> AsyncIterator[Target]:
         async with Node(root=root) as node:
             yield node
     elif needs == "none":
-        yield _Light(None, None)
+        yield _Light(root, None, None)
     else:
         with App(root, files_only=needs == "files") as app:
             tasks = None if needs == "files" else TaskManager(Node("cli"), app.db, log_path=app.journal_path,
                                                                registry_version=lambda: app.registry.version)
             try:
-                yield _Light(app, tasks)
+                yield _Light(root, app, tasks)
             finally:
                 if tasks is not None:
                     tasks.close()

@@ -2,16 +2,23 @@
 
 DuckDB lets one process write a file, so a second node on the same app gets a
 clear error naming the holder instead of DuckDB's lock message alone.
+
+The state holds every conversation, so it is its owner's alone: the folder is
+made (or tightened to) 0700 and the files in it 0600.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import stat
 from pathlib import Path
 
 import duckdb
 
-SCHEMA_VERSION = 1
+log = logging.getLogger("wippy_agents.state")
+
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS wippy_schema (version INTEGER NOT NULL);
@@ -27,6 +34,7 @@ CREATE TABLE IF NOT EXISTS registry_changes (
     origin VARCHAR
 );
 CREATE TABLE IF NOT EXISTS journal_position (position BIGINT NOT NULL);
+ALTER TABLE journal_position ADD COLUMN IF NOT EXISTS copied_group BIGINT DEFAULT 0;
 CREATE TABLE IF NOT EXISTS tasks (
     id VARCHAR NOT NULL,
     workflow VARCHAR NOT NULL,
@@ -100,10 +108,26 @@ class StateFileBusy(RuntimeError):
     """Another process holds the app's state file."""
 
 
+def private_folder(folder: Path) -> None:
+    """Create `folder` 0700, or take group and other access away from one that exists (with a warning)."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(folder.stat().st_mode)
+    if mode & 0o077:
+        log.warning("%s was readable by other users (mode %o); made it 0700", folder, mode)
+        folder.chmod(0o700)
+
+
+def private_files(folder: Path) -> None:
+    """Make every file in `folder` 0600: DuckDB creates its files with the process's umask."""
+    for path in folder.iterdir():
+        if path.is_file() and not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) & 0o077:
+            path.chmod(0o600)
+
+
 def open_state(path: Path | None) -> duckdb.DuckDBPyConnection:
     """Open (creating if needed) the state file and make sure every table exists; None: in memory."""
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(path.parent)
     try:
         db = duckdb.connect(":memory:" if path is None else str(path))
     except duckdb.IOException as error:
@@ -120,7 +144,11 @@ def open_state(path: Path | None) -> duckdb.DuckDBPyConnection:
     db.execute(_SCHEMA)
     if db.execute("SELECT count(*) FROM wippy_schema").fetchone() == (0,):
         db.execute("INSERT INTO wippy_schema VALUES (?)", [SCHEMA_VERSION])
+    else:
+        db.execute("UPDATE wippy_schema SET version = ?", [SCHEMA_VERSION])
     if db.execute("SELECT count(*) FROM journal_position").fetchone() == (0,):
-        db.execute("INSERT INTO journal_position VALUES (0)")
+        db.execute("INSERT INTO journal_position VALUES (0, 0)")
     db.execute("COMMIT")
+    if path is not None:
+        private_files(path.parent)
     return db

@@ -5,6 +5,11 @@ request to the node that runs the app, through its control socket (see
 `_control`); when no node runs, the same request is served in this process by an
 embedded node, or just the app's files or state file when that is all it needs.
 The heavy modules load only then, so a command that talks to a node starts fast.
+
+Every command but `init` works on an existing app (a folder with a `wippy.yaml`,
+or a `registry/`, `prompts/` or `tools/` folder) and refuses any other folder
+rather than quietly making it one. Failures print one `wippy: <message>` line
+and exit 1 (2 for a usage error), never a traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +17,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import io
 import json
+import os
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -21,7 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from ._control import ControlError, connect, socket_path
+from ._control import ControlError, connect, file_problem, socket_path
+from ._runtime.text import is_clean, os_text
+
+TEMPLATE = Path(__file__).with_name("_init_template")
+"""The files `wippy init` writes."""
 
 
 class CommandError(Exception):
@@ -40,7 +52,58 @@ def _request(args: argparse.Namespace, op: str, on_event: Callable[[Any], None] 
         async with connect(args.root) as backend:
             return await backend.request(op, on_event, **params)
 
-    return asyncio.run(send())
+    try:
+        return asyncio.run(send())
+    except ConnectionError as error:
+        raise CommandError(f"the connection to the node broke ({error.strerror}); did it stop? Run the command "
+                           f"again: with no node running, it is served here") from None
+
+
+def _require_app(root: Path) -> None:
+    """Refuse a folder that is not an app: booting one would quietly make it one (`.wippy/`, `registry/`)."""
+    if not root.is_dir():
+        raise CommandError(f"--root {root} is not a folder", status=2)
+    _require_text_path(root)
+    is_app = (root / "wippy.yaml").is_file() or any((root / name).is_dir() for name in ("registry", "prompts", "tools"))
+    if not is_app:
+        here = root.resolve() == Path.cwd().resolve()
+        raise CommandError(f"{'this folder' if here else root} is not a wippy app (an app has a wippy.yaml, or a "
+                           f"registry/, prompts/ or tools/ folder); "
+                           f"`wippy init{'' if here else ' ' + shlex.quote(str(root))}` makes one")
+
+
+def _require_text_path(root: Path) -> None:
+    """Refuse an app path that is not valid UTF-8: the state file (DuckDB) cannot be opened there."""
+    path = os.fsdecode(root.resolve())
+    if not is_clean(path):
+        raise CommandError(f"the path {os_text(path)!r} is not valid UTF-8, so the app's state file cannot be kept "
+                           f"there; rename the folder")
+
+
+# -- wippy init ---------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    """Write a minimal app from the template, all or nothing: an existing file is never overwritten."""
+    folder: Path = args.root if args.folder is None else args.folder
+    _require_text_path(folder)
+    files = sorted(path.relative_to(TEMPLATE) for path in TEMPLATE.rglob("*")
+                   if path.is_file() and "__pycache__" not in path.parts)
+    existing = [str(name) for name in files if os.path.lexists(folder / name)]
+    if existing:
+        raise CommandError(f"{folder} already has {', '.join(existing)}; `wippy init` overwrites nothing (move those "
+                           f"away, or pick another folder)")
+    for name in files:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        with open(folder / name, "xb") as file:  # "x": a file that appeared meanwhile is not overwritten either
+            file.write((TEMPLATE / name).read_bytes())
+    print(f"wrote a wippy app in {folder}:")
+    for name in files:
+        print(f"  {name}")
+    cd = "" if folder.resolve() == Path.cwd().resolve() else f"  cd {shlex.quote(str(folder))}\n"
+    print(f"next:\n{cd}  wippy ask app:assistant \"hello\"   # one turn, answered by the offline model\n"
+          f"  wippy chat                         # the terminal UI\n"
+          f"  wippy registry lint                # check the app after editing it")
 
 
 # -- wippy run ----------------------------------------------------------------------
@@ -74,11 +137,12 @@ async def _run(root: Path, once: bool) -> None:
 
 def cmd_run(args: argparse.Namespace) -> None:
     from ._state import StateFileBusy
+    from .durable import JournalDamaged
     from .registry import RegistryError
 
     try:
         asyncio.run(_run(args.root.resolve(), args.once))
-    except (StateFileBusy, RegistryError) as error:
+    except (StateFileBusy, RegistryError, JournalDamaged) as error:
         raise CommandError(str(error)) from None
 
 
@@ -89,12 +153,13 @@ def cmd_chat(args: argparse.Namespace) -> None:
     """The TUI runs its own node (it needs the app in process), so a node already running the app is an error."""
     from ._state import StateFileBusy
     from .agents import AgentError
+    from .durable import JournalDamaged
     from .registry import RegistryError
     from .tui import run_chat
 
     try:
         asyncio.run(run_chat(args.root.resolve(), args.agent))
-    except (StateFileBusy, RegistryError, AgentError) as error:
+    except (StateFileBusy, RegistryError, AgentError, JournalDamaged) as error:
         raise CommandError(str(error)) from None
 
 
@@ -283,11 +348,37 @@ def cmd_tasks_upgrade(args: argparse.Namespace) -> None:
     print(f"task {args.id} now uses registry version {version}")
 
 
+# -- wippy state ...-----------------------------------------------------------------------------
+
+
+def cmd_state_check(args: argparse.Namespace) -> None:
+    report = _request(args, "state.check", repair=args.repair)
+    if args.json:
+        print(_dumps(report))
+    print(f"journal {report['path']}: {report['size']:,} bytes, {report['groups']} intact group(s), "
+          f"{report['to_copy']} not yet in the state file", file=sys.stderr if args.json else sys.stdout)
+    damage = report["damage"]
+    for stretch in damage:
+        where = "before intact lines" if stretch["in_middle"] else "at the end"
+        print(f"  damaged at byte {stretch['offset']} ({stretch['end'] - stretch['offset']} bytes, {where}): "
+              f"{stretch['reason']}", file=sys.stderr if args.json else sys.stdout)
+    if report["repaired"]:
+        print(f"repaired: kept every intact line; the damaged bytes are in "
+              f"{Path(report['path']).with_name('journal.damaged')}", file=sys.stderr if args.json else sys.stdout)
+    elif any(stretch["in_middle"] for stretch in damage):
+        raise CommandError("the journal is damaged before intact lines; `wippy state check --repair` keeps every "
+                           "intact line (stop the node first)")
+    elif not damage:
+        print("no damage", file=sys.stderr if args.json else sys.stdout)
+
+
 def _json_payload(text: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(os_text(text))
     except ValueError as error:
         raise argparse.ArgumentTypeError(f"not valid JSON ({error})") from None
+    except RecursionError:
+        raise argparse.ArgumentTypeError("nested too deeply to read") from None
 
 
 # -- wippy approvals ...---------------------------------------------------------------------------
@@ -342,11 +433,14 @@ def cmd_approvals_audit(args: argparse.Namespace) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    root_help = "the app folder (default: the current folder)"
+    # `--root` goes before the command or after it; after it, the default must not hide a value given before
     root = argparse.ArgumentParser(add_help=False)
-    root.add_argument("--root", type=Path, default=Path("."), help="the app folder (default: the current folder)")
+    root.add_argument("--root", type=Path, default=argparse.SUPPRESS, help=root_help)
 
     parser = argparse.ArgumentParser(prog="wippy", description="AI agents as supervised actors.")
     parser.add_argument("--version", action="version", version=f"wippy-agents {__version__}")
+    parser.add_argument("--root", type=Path, default=Path("."), help=root_help)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(group: argparse._SubParsersAction[argparse.ArgumentParser], name: str, handler: Callable[..., None],
@@ -358,6 +452,13 @@ def _parser() -> argparse.ArgumentParser:
     def group(name: str, help: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
         return commands.add_parser(name, help=help).add_subparsers(
             dest=f"{name}_command", metavar="SUBCOMMAND", required=True)
+
+    init = commands.add_parser("init", help="write a minimal app to start from", description=(
+        "write a minimal app: wippy.yaml, an offline model, an assistant with a prompt and a tool, and a toolsmith "
+        "that may write tools in the `generated` namespace; existing files are never overwritten"))
+    init.add_argument("folder", nargs="?", type=Path, metavar="DIR",
+                      help="where (default: --root, or the current folder)")
+    init.set_defaults(handler=cmd_init)
 
     run = command(commands, "run", cmd_run, "boot the app and keep it running until Ctrl+C")
     run.add_argument("--once", action="store_true", help="print the process tree and exit")
@@ -387,6 +488,12 @@ def _parser() -> argparse.ArgumentParser:
     rollback = command(reg, "rollback", cmd_registry_rollback, "restore the registry as of a version")
     rollback.add_argument("version", type=int)
     command(reg, "lint", cmd_registry_lint, "validate the whole app; exit 1 listing every problem")
+
+    state = group("state", "the app's durable state: check the journal for damage, repair it")
+    check = command(state, "check", cmd_state_check, "report what the journal holds and any damage in it")
+    check.add_argument("--repair", action="store_true",
+                       help="keep every intact line and move the damaged bytes to .wippy/journal.damaged")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
 
     tasks = group("tasks", "inspect, signal, cancel and resume durable tasks")
     tasks_list = command(tasks, "list", cmd_tasks_list, "list tasks, oldest first")
@@ -424,16 +531,26 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if isinstance(sys.stdout, io.TextIOWrapper):  # a terminal that cannot show a character shows its escape
+        sys.stdout.reconfigure(errors="backslashreplace")
     args = _parser().parse_args(argv)
+    # argv that is not UTF-8 arrives with surrogates (byte 0xff as "\udcff"): make it text before it goes further
+    vars(args).update({name: os_text(value) for name, value in vars(args).items() if isinstance(value, str)})
     try:
-        if not args.root.is_dir():
-            raise CommandError(f"--root {args.root} is not a folder", status=2)
+        if args.handler is not cmd_init:
+            _require_app(args.root)
         args.handler(args)
     except (CommandError, ControlError) as error:
         print(f"wippy: {error}", file=sys.stderr)
         return error.status
     except KeyboardInterrupt:
         return 130
+    except Exception as error:  # the app's files: read-only, a full disk, no permission
+        problem = file_problem(error)
+        if problem is None:
+            raise
+        print(f"wippy: {problem}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -36,7 +36,9 @@ Why it works this way:
   (the schema says ``additionalProperties: false``), because a misspelt optional
   argument silently ignored is worse than a retry.
 - **Never block the actors.** Every agent shares one event loop, so a plain
-  (``def``) tool runs in a worker thread and an ``async def`` tool is awaited on the loop.
+  (``def``) tool runs in a thread and an ``async def`` tool is awaited on the loop.
+  Each tool has threads of its own (`ToolThreads`), so a tool that hangs can only
+  exhaust its own, and a call's timeout starts when its thread starts.
 - **JSON out.** Return values are converted with pydantic (dataclasses, models,
   datetimes, enums, ...) so results can be journaled and sent to any provider; a
   value that cannot be made JSON is a clear `TypeError` naming the tool and type.
@@ -51,9 +53,12 @@ Tools from ``tools/*.py`` are trusted code; agent-written tools run in the sandb
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextvars
 import functools
 import inspect
 import logging
+import threading
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -73,9 +78,19 @@ if TYPE_CHECKING:
 F = typing.TypeVar("F", bound=Callable[..., Any])
 
 
-__all__ = ["FunctionTool", "ToolArgumentsError", "ToolContext", "ToolDefinitionError", "function_tool", "tool"]
+__all__ = [
+    "FunctionTool",
+    "ToolArgumentsError",
+    "ToolBusy",
+    "ToolContext",
+    "ToolDefinitionError",
+    "ToolThreads",
+    "function_tool",
+    "tool",
+]
 
 _LOGGER_PREFIX = "wippy_agents.tools"
+_log = logging.getLogger(_LOGGER_PREFIX)  # made at import, like every logger of the package, so an app can filter it
 
 
 class ToolDefinitionError(ValueError):
@@ -103,8 +118,142 @@ class ToolArgumentsError(ValueError):
         super().__init__(f"invalid arguments for tool {tool!r}: " + "; ".join(self.errors))
 
 
+class ToolBusy(RuntimeError):
+    """Every thread of a synchronous tool is held by calls that ran past their timeout and have not returned."""
+
+
+T = typing.TypeVar("T")
+
+
+class ToolThreads:
+    """The threads of one synchronous tool: a few of its own, so a tool that hangs exhausts only its own.
+
+    Python cannot stop a thread, so a call that runs past its timeout is abandoned:
+    the caller gets `TimeoutError` at once while the thread keeps its place until the
+    function returns. A call waits for a free thread without that counting against its
+    timeout, which starts when its thread starts; once every thread is held by
+    abandoned calls, a new call fails at once with `ToolBusy` instead of waiting for
+    ever. Threads are daemons, so a hung tool never keeps the process from exiting.
+    """
+
+    def __init__(self, name: str, size: int = 8) -> None:
+        self.name = name
+        self.size = size
+        self._lock = threading.Lock()
+        self._running = 0  # threads in use, abandoned calls included
+        self._abandoned = 0
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    @property
+    def abandoned(self) -> int:
+        """Calls that ran past their timeout and still hold a thread."""
+        return self._abandoned
+
+    async def run(self, fn: Callable[[], T], timeout: float | None) -> T:
+        """`fn()` in a thread of this tool, with `contextvars` as the caller has them."""
+        await self._take_thread()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+        call = _ThreadCall(self, done)
+        context = contextvars.copy_context()
+        threading.Thread(target=call.work, args=(context, fn), name=f"wippy-tool {self.name}", daemon=True).start()
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(done)
+        except BaseException:
+            call.abandon()
+            raise
+
+    async def _take_thread(self) -> None:
+        while True:
+            with self._lock:
+                if self._abandoned >= self.size:
+                    raise ToolBusy(f"tool {self.name!r} is busy: {self._abandoned} earlier call(s) are still running "
+                                   "past their timeout; it takes new calls once they return")
+                if self._running < self.size:
+                    self._running += 1
+                    return
+                waiter = asyncio.get_running_loop().create_future()
+                self._waiting.append(waiter)
+            await waiter
+
+    def _give_back(self, abandoned: bool) -> None:
+        """A thread finished (from that thread): wake a caller waiting for one."""
+        with self._lock:
+            self._running -= 1
+            self._abandoned -= abandoned
+            self._wake(1)
+
+    def _abandon_one(self) -> None:
+        """A call ran past its timeout: once every thread is held so, the waiting callers learn it at once."""
+        with self._lock:
+            self._abandoned += 1
+            if self._abandoned >= self.size:
+                self._wake(len(self._waiting))
+
+    def _wake(self, count: int) -> None:
+        """Wake up to `count` waiting callers (the lock is held): each takes a thread or learns why it cannot."""
+        while count and self._waiting:
+            waiter = self._waiting.popleft()
+            try:
+                waiter.get_loop().call_soon_threadsafe(_wake, waiter)
+            except RuntimeError:
+                continue  # that loop has closed
+            count -= 1
+
+
+class _ThreadCall:
+    """One call on a `ToolThreads` thread: hands the outcome to the caller's loop, or drops it if abandoned."""
+
+    def __init__(self, threads: ToolThreads, done: asyncio.Future[Any]) -> None:
+        self.threads = threads
+        self.done = done
+        self._lock = threading.Lock()
+        self._finished = False
+        self._abandoned = False
+
+    def work(self, context: contextvars.Context, fn: Callable[[], Any]) -> None:
+        try:
+            outcome: tuple[Any, BaseException | None] = (context.run(fn), None)
+        except Exception as error:
+            outcome = (None, error)
+        except BaseException as error:  # SystemExit, KeyboardInterrupt: a tool's failure, never the node's exit
+            outcome = (None, RuntimeError(f"the tool raised {type(error).__name__}: {error}"))
+        with self._lock:
+            self._finished = True
+            abandoned = self._abandoned
+        self.threads._give_back(abandoned)
+        if not abandoned:
+            try:
+                self.done.get_loop().call_soon_threadsafe(_settle, self.done, *outcome)
+            except RuntimeError:
+                pass  # the loop has closed
+
+    def abandon(self) -> None:
+        """The caller stopped waiting (timeout, cancel): the thread's place stays taken until it returns."""
+        with self._lock:
+            if self._finished or self._abandoned:
+                return
+            self._abandoned = True
+        self.threads._abandon_one()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _settle(done: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    if done.done():
+        return
+    if error is None:
+        done.set_result(value)
+    else:
+        done.set_exception(error)
+
+
 def _default_logger() -> logging.Logger:
-    return logging.getLogger(_LOGGER_PREFIX)
+    return _log
 
 
 @dataclass(frozen=True)
@@ -149,14 +298,20 @@ class FunctionTool:
     _params: tuple[_Param, ...] = field(repr=False)
     _is_async: bool = field(repr=False)
     _qualname: str = field(repr=False)
+    threads: ToolThreads = field(repr=False)
+    """Where a synchronous tool runs: threads of its own."""
 
-    async def call(self, arguments: Mapping[str, Any], context: ToolContext | None = None) -> Any:
+    async def call(self, arguments: Mapping[str, Any], context: ToolContext | None = None,
+                   timeout: float | None = None) -> Any:
         """Validate `arguments`, run the function and return its result as JSON-compatible data.
 
         Raises `ToolArgumentsError` for arguments that do not match the schema (nothing
-        runs then), `TypeError` for a result that cannot be made JSON, and whatever the
-        function itself raises. `context` is passed to parameters annotated with
-        `ToolContext`; without one they get a context with no ids and the tool's logger.
+        runs then), `TypeError` for a result that cannot be made JSON, `TimeoutError`
+        when the function runs longer than `timeout` seconds (counted from when it
+        starts), `ToolBusy` when earlier calls that timed out still hold every thread of
+        the tool, and whatever the function itself raises. `context` is passed to
+        parameters annotated with `ToolContext`; without one they get a context with no
+        ids and the tool's logger.
         """
         if not isinstance(arguments, Mapping):
             raise ToolArgumentsError(
@@ -181,9 +336,10 @@ class FunctionTool:
                 kwargs[param.name] = value
 
         if self._is_async:
-            result = await self.fn(*args, **kwargs)
+            async with asyncio.timeout(timeout):
+                result = await self.fn(*args, **kwargs)
         else:
-            result = await asyncio.to_thread(self.fn, *args, **kwargs)
+            result = await self.threads.run(functools.partial(self.fn, *args, **kwargs), timeout)
 
         try:
             return pydantic_core.to_jsonable_python(result)
@@ -257,6 +413,7 @@ def function_tool(fn: Callable[..., Any]) -> FunctionTool:
         _params=tuple(params),
         _is_async=_is_coroutine_function(fn),
         _qualname=qualname,
+        threads=ToolThreads(name),
     )
 
 

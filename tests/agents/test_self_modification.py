@@ -112,6 +112,9 @@ async def test_code_the_sandbox_refuses_is_rejected_with_its_line(example_app: P
             source='def main() -> str:\n    """Read the env."""\n    import os\n    return os.environ["HOME"]\n')))
         assert result.is_error and "import statements are not allowed" in result.result
         assert "generated:env" not in node.registry
+        [audit] = node.approvals.audit.list(resource="generated:env")  # a refused check is a decision on record
+        assert (audit.decision, audit.decided_by, audit.action) == ("denied", "wippy:registry", "registry.create")
+        assert "import statements are not allowed" in audit.reason
 
 
 async def test_no_agent_may_write_a_policy_or_grant_itself_permissions(example_app: Path) -> None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -304,3 +308,138 @@ async def test_attaching_by_id_retries_a_task_parked_for_making_no_progress(tmp_
         assert node.tasks.status(task) == "needs_attention"
         gate["hang"] = False
         assert await node.tasks.run("test:parked", task_id="p1") == "done"
+
+
+async def test_cancelling_a_task_interrupts_the_step_it_is_in(tmp_path: Path) -> None:
+    started, interrupted = asyncio.Event(), asyncio.Event()
+
+    async def forever() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            interrupted.set()
+            raise
+
+    @durable.workflow("test:busy")
+    async def busy(ctx: durable.TaskContext) -> None:
+        await ctx.step("forever", forever)
+
+    async with Node(root=tmp_path) as node:
+        task = await node.tasks.start("test:busy")
+        await started.wait()
+        await node.tasks.cancel(task)
+        async with asyncio.timeout(10):  # a deadline for a failing run, not a timing assertion
+            with pytest.raises(TaskFailed, match="cancelled"):
+                await node.tasks.result(task)
+        assert interrupted.is_set() and node.tasks.status(task) == "cancelled"
+    async with Node(root=tmp_path) as node:  # and it stays cancelled: recovery does not run it again
+        assert node.tasks.status(task) == "cancelled"
+
+
+NODE_KILLING_STEP = """
+import asyncio, os, sys
+from pathlib import Path
+from wippy_agents import Node, durable
+
+@durable.workflow("test:kills_the_node")
+async def kills_the_node(ctx):
+    await ctx.step("fine", lambda: 1)
+    return await ctx.step("tool:exit", os._exit, 7, mark_start=True)
+
+async def main():
+    async with Node(root=Path(sys.argv[1])) as node:
+        if len(sys.argv) > 2:
+            await node.tasks.start("test:kills_the_node", task_id="t1")
+        try:
+            await node.tasks.result("t1")
+        except durable.TaskFailed as error:
+            print(error)
+
+asyncio.run(main())
+"""
+
+
+def test_a_step_that_kills_the_node_is_parked_on_its_first_repeat(tmp_path: Path) -> None:
+    def boot(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", NODE_KILLING_STEP, str(tmp_path), *args], capture_output=True,
+                              text=True, timeout=60)
+
+    assert boot("start").returncode == 7  # the step took the node down
+    assert boot().returncode == 7  # recovery ran it once more (the machine might have died): down again
+    parked = boot()  # the next boot parks the task instead of running the step a third time
+    assert parked.returncode == 0, parked.stderr
+    assert "task t1 needs_attention: step 1 (tool:exit) was running each of the last 2 times the node stopped" \
+        in parked.stdout
+    assert "wippy tasks resume t1" in parked.stdout
+
+
+FULL_DISK_NODE = """
+import asyncio, json, os, subprocess, sys
+from pathlib import Path
+from wippy_agents import Node, durable
+
+root = Path(sys.argv[1])
+(root / ".wippy").mkdir()
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(root / ".wippy")], check=True)
+gate, ran = asyncio.Event(), []
+
+def work(name):
+    ran.append(name)
+    return name * 5000  # bigger than a page: its journal line needs room the full disk does not have
+
+@durable.workflow("test:writes")
+async def writes(ctx):
+    await ctx.step("one", work, "one")
+    await gate.wait()
+    return len(await ctx.step("two", work, "two"))
+
+def fill(path):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"x" * 65536)
+    except OSError:
+        os.close(fd)
+
+async def until(condition):
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+async def main():
+    out = {}
+    async with Node(root=root) as node:
+        task = await node.tasks.start("test:writes", task_id="w1")
+        await until(lambda: ran == ["one"])
+        fill(root / ".wippy" / "filler")
+        gate.set()
+        try:
+            await node.tasks.result(task)
+        except durable.TaskFailed as error:
+            out["paused"] = str(error)
+        try:
+            await node.tasks.start("test:writes")
+        except durable.StateUnavailable as error:
+            out["refused"] = str(error)
+        (root / ".wippy" / "filler").unlink()
+        await until(lambda: node.tasks.status(task) == "completed")
+        out["result"] = await node.tasks.result(task)
+    out["ran"] = ran
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+def test_a_task_pauses_while_the_disk_is_full_and_finishes_once_there_is_room(
+    tmp_path: Path, in_a_mount_namespace: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    done = in_a_mount_namespace(FULL_DISK_NODE, str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout)
+    assert "is paused until the app's state can be written again" in outcome["paused"]
+    assert "No space left on device" in outcome["refused"]  # no new durable work meanwhile
+    assert outcome["result"] == len("two" * 5000)
+    assert outcome["ran"] == ["one", "two", "two"]  # "one" was acknowledged: never again; "two" was not
+    assert done.stderr.count("Traceback") == 0

@@ -23,6 +23,7 @@ from wippy_agents.llm import (
     BadRequestError,
     ChatMessage,
     ContextTooLongError,
+    InvalidResponseError,
     MissingAPIKeyError,
     Model,
     ModelConnectionError,
@@ -65,9 +66,12 @@ def _sdk_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+KEY = "sk-ant-test-key"
+
+
 def claude(**entry: Any) -> Model:
     """The model an anthropic entry with these fields loads, its key from a fake environment."""
-    return load_model(ModelSpec(provider="anthropic", model=MODEL, **entry), environ={"ANTHROPIC_API_KEY": "k"})
+    return load_model(ModelSpec(provider="anthropic", model=MODEL, **entry), environ={"ANTHROPIC_API_KEY": KEY})
 
 
 def sent(route: respx.Route) -> dict[str, Any]:
@@ -155,7 +159,7 @@ async def test_complete_returns_the_text_and_sends_the_key_as_a_bearer_token(htt
     assert response == Response(text="Hello there.", finish_reason="stop", model=MODEL,
                                 usage=Usage(input_tokens=10, output_tokens=5))
     request = route.calls.last.request
-    assert request.headers["authorization"] == "Bearer k"
+    assert request.headers["authorization"] == f"Bearer {KEY}"
     assert "stream" not in sent(route)  # one JSON answer, not a stream
 
 
@@ -389,13 +393,14 @@ async def test_a_server_that_is_not_the_messages_api_is_named_with_a_hint(
     httpx2_mock.post("https://wrong.example/v1/messages").mock(
         return_value=httpx.Response(200, text="<html>welcome</html>", headers={"content-type": "text/html"}))
     model = claude(base_url="https://wrong.example")
-    with pytest.raises(ModelError, match="https://wrong.example did not answer as the Messages API"):
+    with pytest.raises(InvalidResponseError, match="https://wrong.example did not answer as the Messages API.*"
+                                                   "<html>welcome</html>.*without /v1"):
         await (collect(model) if streaming else model.complete(HI))
 
 
 async def test_aclose_closes_only_a_connection_pool_the_model_made() -> None:
     shared = httpx2.AsyncClient()
-    borrowed = load_model(ModelSpec(provider="anthropic", model=MODEL), environ={"ANTHROPIC_API_KEY": "k"},
+    borrowed = load_model(ModelSpec(provider="anthropic", model=MODEL), environ={"ANTHROPIC_API_KEY": KEY},
                           http_client=shared)
     await borrowed.aclose()
     assert not shared.is_closed

@@ -24,6 +24,7 @@ from wippy_agents.llm import (
     default_model_spec,
     load_model,
 )
+from wippy_agents.llm._model import DEFAULT_TIMEOUT
 from wippy_agents.registry._kinds import ModelSpec, Pricing
 
 ADD = ToolDefinition(name="tools_calc_add", id="tools.calc:add", description="Add two numbers.",
@@ -144,6 +145,13 @@ def test_openai_compatible_needs_a_base_url_but_no_key() -> None:
     model = load_model(ModelSpec(provider="openai-compatible", model="llama3", base_url="http://127.0.0.1:1/v1"),
                        environ={})
     assert model.provider == "openai-compatible"
+
+
+def test_an_entry_without_a_timeout_gives_each_call_the_default_deadline_its_description_names() -> None:
+    assert load_model(ModelSpec(provider="offline", model="m"), environ={}).timeout == DEFAULT_TIMEOUT
+    assert load_model(ModelSpec(provider="offline", model="m", timeout=7), environ={}).timeout == 7
+    description = ModelSpec.model_fields["timeout"].description or ""
+    assert f"{DEFAULT_TIMEOUT:g} when unset" in description
 
 
 def test_default_model_is_offline_without_keys() -> None:

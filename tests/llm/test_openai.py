@@ -25,6 +25,7 @@ from wippy_agents.llm import (
     BadRequestError,
     ChatMessage,
     ContextTooLongError,
+    InvalidResponseError,
     MissingAPIKeyError,
     ModelConnectionError,
     ModelError,
@@ -286,7 +287,7 @@ FAST_RETRY = {"retry-after-ms": "1"}
 
 
 @pytest.mark.parametrize(("reply", "error", "requests"), [
-    (api_error(401, "Incorrect API key provided: sk-test."), AuthenticationError, 1),
+    (api_error(401, "Incorrect API key provided."), AuthenticationError, 1),
     (api_error(403, "Project does not have access to model gpt-test."), AuthenticationError, 1),
     (api_error(429, "Rate limit reached for gpt-test.", **FAST_RETRY), RateLimitError, 3),
     (api_error(400, "This model's maximum context length is 128000 tokens.", "context_length_exceeded"),
@@ -297,12 +298,14 @@ FAST_RETRY = {"retry-after-ms": "1"}
     (api_error(422, "Unprocessable entity."), BadRequestError, 1),
     (api_error(500, "The server had an error processing your request.", **FAST_RETRY), ServerError, 3),
 ])
+@pytest.mark.parametrize("streaming", [False, True], ids=["complete", "stream"])
 async def test_status_errors_map_to_our_kinds_with_the_providers_message(
-    httpx2_mock: respx.Router, reply: httpx.Response, error: type[ModelError], requests: int
+    httpx2_mock: respx.Router, reply: httpx.Response, error: type[ModelError], requests: int, streaming: bool
 ) -> None:
     route = httpx2_mock.post(URL).mock(return_value=reply)
+    model = openai_model(max_retries=2)
     with pytest.raises(error) as raised:
-        await openai_model(max_retries=2).complete(HI)
+        await (collect(model, HI) if streaming else model.complete(HI))
     assert type(raised.value) is error
     assert json.loads(reply.content)["error"]["message"] in str(raised.value)
     assert (raised.value.provider, raised.value.model, raised.value.status) == ("openai", "gpt-test",
@@ -339,7 +342,8 @@ async def test_an_error_in_the_middle_of_a_stream(httpx2_mock: respx.Router) -> 
 async def test_a_page_that_is_not_the_api(httpx2_mock: respx.Router) -> None:
     httpx2_mock.post(URL).mock(return_value=httpx.Response(200, text="<html>Welcome</html>",
                                                            headers={"content-type": "text/html"}))
-    with pytest.raises(ModelError, match="did not answer with a chat completion.*<html>Welcome</html>"):
+    with pytest.raises(InvalidResponseError, match="did not answer as the Chat Completions API.*<html>Welcome</html>"
+                                                   ".*ending in /v1"):
         await openai_model().complete(HI)
 
 
@@ -532,5 +536,6 @@ async def test_openai_compatible_reports_a_server_that_is_not_there() -> None:
         port = closed.server_address[1]  # a port nobody listens on once the server is closed
     model = load_model(ModelSpec(provider="openai-compatible", model="m", base_url=f"http://127.0.0.1:{port}/v1",
                                  max_retries=0), environ={})
-    with pytest.raises(ModelConnectionError, match=f"could not reach http://127.0.0.1:{port}/v1"):
+    with pytest.raises(ModelConnectionError, match=f"the connection to http://127.0.0.1:{port}/v1 failed "
+                                                    r"\(ConnectError: .*\): check that the server is up"):
         await model.complete(HI)

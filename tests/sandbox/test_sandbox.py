@@ -209,3 +209,10 @@ async def test_generators_and_closures(args: dict[str, Any]) -> None:
     )
     async with Sandbox() as sb:
         assert await sb.run(src, function="main", args=args) == [3, 4, 5]
+
+
+async def test_text_that_is_not_valid_utf8_comes_out_as_replacement_characters() -> None:
+    async with Sandbox(workers=1) as sb:
+        value = await sb.run("def main():\n    return {'text': chr(55296), chr(56320): [chr(55296) + 'x']}",
+                             function="main")
+    assert value == {"text": "\ufffd", "\ufffd": ["\ufffdx"]}  # storable: it used to make the app unbootable

@@ -29,6 +29,7 @@ class TurnStarted(_Frozen):
     conversation: str
     turn: int
     agent: str
+    task: str  # the turn's durable task: `wippy tasks show` it, or cancel it
 
 
 class ToolStarted(_Frozen):

@@ -6,6 +6,7 @@ the turn's messages, so the history is exactly what the journal says happened.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -16,6 +17,8 @@ from ..durable._engine import TERMINAL
 from ..llm import AssistantMessage, ChatMessage, TextDelta, ToolResultMessage
 from ..registry._kinds import AgentSpec
 from ._events import AgentEvent, Delegated, ToolFinished, ToolStarted, TurnDone, TurnFailed, TurnStarted
+
+log = logging.getLogger("wippy_agents.agents")
 
 TURN_WORKFLOW = "wippy:agent_turn"
 
@@ -33,9 +36,12 @@ class ConversationStore:
         self.db = db
 
     def register(self, conversation: str, agent: str) -> None:
-        self.db.execute(
-            "INSERT INTO conversations VALUES (?, ?, ?) ON CONFLICT DO NOTHING", [conversation, agent, datetime.now(UTC)]
-        )
+        """Note the conversation for listing; a state file that refuses the write only leaves it unlisted."""
+        try:
+            self.db.execute("INSERT INTO conversations VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                            [conversation, agent, datetime.now(UTC)])
+        except (duckdb.Error, OSError) as error:
+            log.warning("conversation %s is not listed: the state file refused it (%s)", conversation, error)
 
     def list(self) -> list[ConversationInfo]:
         """Every conversation ever started (delegates' too), newest first."""
@@ -77,7 +83,7 @@ def turn_events(tasks: TaskManager, info: TaskInfo) -> list[AgentEvent]:
     from the journal's steps. A turn still running ends without `TurnDone`.
     """
     agent, conversation, number = info.args[:3]
-    events: list[AgentEvent] = [TurnStarted(conversation=conversation, turn=number, agent=agent)]
+    events: list[AgentEvent] = [TurnStarted(conversation=conversation, turn=number, agent=agent, task=info.id)]
     if info.status != "completed":
         if info.status in TERMINAL:
             events.append(TurnFailed(error=info.error or f"the turn {info.status}", kind=info.error_kind or info.status))

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from .. import process
 from .._runtime.node import current_process
+from .._runtime.secrets import Redactor
 from .._runtime.types import DOWN, Pid, describe
-from ..durable import TaskContext, TaskFailed, workflow
+from ..durable import StateUnavailable, TaskContext, TaskFailed, workflow
 from ..durable._engine import TERMINAL
 from ..llm import Model, ToolCall, UsageLedger, default_model_spec, load_model
 from ..registry import Registry, RegistryView
@@ -36,6 +37,7 @@ from ._history import (
     history,
     turns,
 )
+from ._prompt import PromptRenderer
 from ._restricted import RestrictedTools
 from ._toolset import Offered, check_tool_names, offers
 from ._turn import AskRequest, run_turn
@@ -54,12 +56,16 @@ class AgentService:
     """The node's agents: models, usage totals, conversations."""
 
     def __init__(self, node: Node, registry: Registry, store: ConversationStore,
-                 restricted: RestrictedTools | None = None) -> None:
+                 restricted: RestrictedTools | None = None, redactor: Redactor | None = None) -> None:
         self.node = node
         self.registry = registry
         self.store = store
+        self.redactor = redactor or Redactor()
+        """Secret values that tool results must not carry to the model (or into the journal)."""
         self.restricted = restricted or RestrictedTools()
         """Runs agent-written (restricted) tools in the node's sandbox."""
+        self.prompts = PromptRenderer(self.restricted.sandbox)
+        """Renders system prompts, in the sandbox when a template could run long."""
         self.usage = UsageLedger()
         self.model_overrides: dict[str, Model] = {}
         """Models to use instead of what entries say, by model id or `*` (tests: a `ScriptedModel`)."""
@@ -130,15 +136,19 @@ class AgentService:
                 for pid in to:
                     process.send(pid, "agent.event", event)
 
-            emit(TurnStarted(conversation=conversation, turn=number, agent=agent_id))
+            emit(TurnStarted(conversation=conversation, turn=number, agent=agent_id, task=task_id))
             self.listeners[task_id] = emit
             try:
                 await tasks.start(TURN_WORKFLOW, agent_id, conversation, number, request.text, request.context,
                                   list(request.chain), task_id=task_id)
                 result = await tasks.result(task_id)
-            except TaskFailed:
+            except StateUnavailable as error:  # no new durable work until the state can be written
+                emit(TurnFailed(error=str(error), kind=type(error).__name__))
+                continue
+            except TaskFailed as error:
                 info = tasks.get(task_id)
-                emit(TurnFailed(error=info.error or f"the turn {info.status}", kind=info.error_kind or info.status))
+                failure = info.error or (str(error) if info.status not in TERMINAL else f"the turn {info.status}")
+                emit(TurnFailed(error=failure, kind=info.error_kind or info.status))
                 continue
             finally:
                 self.listeners.pop(task_id, None)

@@ -9,7 +9,6 @@ error result the model can read and correct, never an exception for the agent.
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 import hashlib
 import json
@@ -21,13 +20,14 @@ from typing import NamedTuple
 
 import pydantic_core
 
+from .._runtime.text import clean_text
 from ..llm import ToolCall, ToolDefinition, ToolResultMessage
 from ..llm._messages import RAW_ARGUMENTS_KEY
 from ..policy import ApprovalPending
 from ..registry import Entry, EntryChange, Problem, Registry, RegistryView
 from ..registry._kinds import AgentSpec, KindSpec, ToolSpec
 from ..sandbox import ResourceLimit, SandboxError
-from ..tools import ToolArgumentsError, ToolContext
+from ..tools import ToolArgumentsError, ToolBusy, ToolContext
 from ._errors import AgentError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -123,16 +123,24 @@ class ToolSet:
     """The tools and delegates one turn of an agent may call."""
 
     def __init__(self, registry: Registry | RegistryView, offered: dict[str, Offered], context: ToolContext,
-                 delegate: Delegate) -> None:
+                 delegate: Delegate, redact: Callable[[str], str] = str) -> None:
         self.by_name = offered
         self.context = context
         self.delegate = delegate
+        self.redact = redact
+        """Applied to every result: secret values never reach the model."""
         # the functions as they are when the turn starts: a tool file saved mid-turn applies to the next turn
         self.functions = {name: registry.tools.get(o.entry.id) for name, o in offered.items() if not o.delegate}
 
     @property
     def definitions(self) -> list[ToolDefinition]:
         return [offered.definition for offered in self.by_name.values()]
+
+    def runs_in_node(self, call: ToolCall) -> bool:
+        """Whether the call runs trusted code from the app in the node, which could take the node down with it."""
+        offered = self.by_name.get(call.name)
+        return (offered is not None and offered.spec is not None and offered.spec.runtime == "python"
+                and offered.entry.namespace != "wippy")
 
     def tool_id(self, name: str) -> str:
         offered = self.by_name.get(name)
@@ -154,7 +162,8 @@ class ToolSet:
                        "summary": waiting.approval.summary}
         except Exception as error:  # reported to the model, which can correct itself
             content, is_error = _explain(error, call, self.by_name.get(call.name)), True
-        result = ToolResultMessage(tool_call_id=call.id, name=call.name, content=content, is_error=is_error)
+        result = ToolResultMessage(tool_call_id=call.id, name=call.name, content=clean_text(self.redact(content)),
+                                   is_error=is_error)
         return ToolOutcome(result, time.monotonic() - started, pending)
 
     async def _run(self, call: ToolCall, approved: bool) -> str:
@@ -182,7 +191,7 @@ class ToolSet:
         elif tool is None:
             raise RuntimeError(f"tool {offered.entry.id} cannot be loaded; check its entry with `wippy registry lint`")
         else:
-            value = await asyncio.wait_for(tool.call(call.arguments, context), offered.timeout)
+            value = await tool.call(call.arguments, context, timeout=offered.timeout)
         return value if isinstance(value, str) else json.dumps(pydantic_core.to_jsonable_python(value))
 
     def _ask_policy(self, offered: Offered, call: ToolCall) -> None:
@@ -220,6 +229,8 @@ class ToolOutcome(NamedTuple):
 def _explain(error: Exception, call: ToolCall, offered: Offered | None) -> str:
     if isinstance(error, TimeoutError) and offered is not None:
         return f"error: the tool did not finish within {offered.timeout:g}s and was stopped"
+    if isinstance(error, ToolBusy):
+        return f"error: {error}"
     if isinstance(error, ResourceLimit):
         return f"error: the tool hit the sandbox's {error.limit} limit: {error}{_printed(error)}"
     if isinstance(error, SandboxError):

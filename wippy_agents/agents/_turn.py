@@ -8,14 +8,12 @@ next turn, while a turn in progress finishes on the configuration it began with.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .._runtime.types import Pid
 from ..llm import (
@@ -31,9 +29,11 @@ from ..llm import (
     UserMessage,
 )
 from ..registry._kinds import AgentSpec, PromptSpec
+from ..sandbox import SandboxError
 from ..tools import ToolContext
 from ._errors import AgentError
 from ._events import AgentEvent, Answer, ApprovalRequested, Delegated, ToolFinished, ToolStarted, UsageReport
+from ._prompt import PromptRenderer, PromptTooLong
 from ._toolset import ToolSet
 
 if TYPE_CHECKING:
@@ -53,19 +53,11 @@ class AskRequest(NamedTuple):
     task_id: str | None = None  # resume (or start) the turn under this durable task id
 
 
-_templates = ImmutableSandboxedEnvironment(undefined=jinja2.ChainableUndefined, keep_trailing_newline=True)
-
-
-@functools.lru_cache(maxsize=256)
-def _compiled(source: str) -> jinja2.Template:
-    return _templates.from_string(source)
-
-
-def render_prompt(spec: AgentSpec, prompt: PromptSpec | None, agent_id: str, meta: Any,
-                  context: dict[str, Any]) -> str:
+async def render_prompt(renderer: PromptRenderer, spec: AgentSpec, prompt: PromptSpec | None, agent_id: str,
+                        meta: Any, context: dict[str, Any]) -> str:
     """The system prompt: the template with its vars, the agent's vars, the time and the caller's context.
 
-    Prompts can be written by agents, so they render in Jinja's immutable sandbox.
+    Prompts can be written by agents, so they render under a budget (see `_prompt`).
     """
     if prompt is None:
         return ""
@@ -73,8 +65,8 @@ def render_prompt(spec: AgentSpec, prompt: PromptSpec | None, agent_id: str, met
                  "agent": {"id": agent_id, "title": meta.get("title", ""), "description": meta.get("description", "")},
                  "context": context}
     try:
-        return _compiled(prompt.template).render(variables)
-    except jinja2.TemplateError as error:
+        return await renderer.render(prompt.template, variables)
+    except (jinja2.TemplateError, SandboxError, PromptTooLong) as error:
         raise AgentError(f"the prompt {spec.prompt} of {agent_id} does not render: {error}") from error
 
 
@@ -109,8 +101,9 @@ async def run_turn(
         return answer.text
 
     tool_context = ToolContext(agent_id=agent_id, task_id=ctx.task_id, logger=log, node=service.node)
-    tools = ToolSet(registry, service.offers(agent_id, spec, registry), tool_context, delegate)
-    system = render_prompt(spec, prompt, agent_id, entry.meta, context)
+    tools = ToolSet(registry, service.offers(agent_id, spec, registry), tool_context, delegate,
+                    service.redactor.redact)
+    system = await render_prompt(service.prompts, spec, prompt, agent_id, entry.meta, context)
     new: list[ChatMessage] = [UserMessage(content=text)]
     messages: list[ChatMessage] = ([SystemMessage(content=system)] if system else []) + history + new
     settings = {k: v for k, v in (("max_tokens", spec.max_tokens), ("temperature", spec.temperature)) if v is not None}
@@ -138,7 +131,8 @@ async def run_turn(
         calls += response.tool_calls
         for call in response.tool_calls:
             emit(ToolStarted(call_id=call.id, tool=tools.tool_id(call.name), arguments=call.arguments))
-        outcomes = await asyncio.gather(*[ctx.step(f"tool:{call.id}", tools.call, call)
+        outcomes = await asyncio.gather(*[ctx.step(f"tool:{call.id}", tools.call, call,
+                                                   mark_start=tools.runs_in_node(call))
                                           for call in response.tool_calls])
         for call, (result, seconds, *rest) in zip(response.tool_calls, outcomes, strict=True):
             pending = rest[0] if rest else None  # steps journaled before approvals existed have two fields

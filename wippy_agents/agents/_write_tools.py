@@ -18,6 +18,9 @@ from ..tools import ToolContext
 if TYPE_CHECKING:
     from .._app import App
 
+CHECK_AUTHOR = "wippy:registry"
+"""Who refused a change that fails the registry's own checks (kinds, references, files, built-ins)."""
+
 
 def _app(ctx: ToolContext) -> App:
     app = ctx.node.app if ctx.node is not None else None
@@ -34,6 +37,12 @@ async def _propose(ctx: ToolContext, changes: list[Entry | Delete], summary: str
     try:
         diff = app.registry.check(changes)  # kinds, references and files; policy comes next
     except RegistryError as error:
+        for refused in changes:  # a refusal is a decision too: the audit trail shows every one
+            action = "registry.delete" if isinstance(refused, Delete) else (
+                "registry.update" if refused.id in app.registry else "registry.create")
+            kind = refused.kind if isinstance(refused, Entry) else None
+            app.audit.record(agent, ctx.task_id, action, refused.id, kind, "denied", CHECK_AUTHOR, error.summary + (
+                ": " + "; ".join(p.message for p in error.problems) if error.problems else ""))
         raise ValueError(f"{error}; nothing was changed") from None
     if not diff:
         return f"nothing to do: the registry already has this ({summary})"

@@ -28,10 +28,13 @@ from ._engine import (
     idempotency_key,
     workflow,
 )
+from ._journal import JournalDamaged, StateUnavailable
 
 __all__ = [
+    "JournalDamaged",
     "JournalTypeError",
     "NondeterminismError",
+    "StateUnavailable",
     "StepError",
     "StepRecord",
     "TaskCancelled",

@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from .._runtime.text import clean_text, is_clean
+
 TAG = "__wippy__"
 
 @functools.cache
@@ -78,7 +80,12 @@ def decode(data: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(encode(value), separators=(",", ":"))
+    """JSON text of `value`, always valid UTF-8: lone surrogates in its strings become U+FFFD.
+
+    Surrogates can only occur inside JSON strings, so repairing the text repairs the strings.
+    """
+    text = json.dumps(encode(value), ensure_ascii=False, separators=(",", ":"))
+    return text if is_clean(text) else clean_text(text)
 
 
 def loads(text: str | None) -> Any:

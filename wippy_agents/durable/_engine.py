@@ -26,7 +26,7 @@ import duckdb
 from .._runtime.node import current_process
 from .._runtime.types import SHUTDOWN, describe
 from ._codec import dumps, loads
-from ._journal import Journal, Table
+from ._journal import Journal, StateUnavailable, Table
 
 if TYPE_CHECKING:
     from .._runtime.node import Node
@@ -44,8 +44,12 @@ TABLES = (
 
 FINISHED = ("completed", "failed", "cancelled")
 TERMINAL = (*FINISHED, "needs_attention")
+NOTES = ("upgraded", "cancel_requested", "step_started")
+"""Events that note something about a task without changing its status."""
 MAX_RECOVERIES = 3
 """A task that fails to make progress over this many recoveries is parked as `needs_attention`."""
+MAX_CRASHED_STARTS = 2
+"""A step marked as started this many times without finishing took the node down each time: it is parked."""
 
 Workflow = Callable[..., Coroutine[Any, Any, Any]]
 WORKFLOWS: dict[str, Workflow] = {}
@@ -138,6 +142,7 @@ class TaskContext:
         self._consumed = {loads(r.result)["id"] for r in steps.values() if r.name.startswith("signal:") and r.ok}
         self._seq = 0
         self._wake = asyncio.Event()
+        self._inflight: set[asyncio.Future[Any]] = set()
         self.cancelled = False
 
     @property
@@ -146,14 +151,17 @@ class TaskContext:
         return self.manager.node.registry.at(self.registry_version)
 
     def step(self, name: str, fn: Callable[..., Any], *args: Any, retries: int = 0,
-             retry_delay: float = 0.5) -> Awaitable[Any]:
+             retry_delay: float = 0.5, mark_start: bool = False) -> Awaitable[Any]:
         """Run `fn(*args)` once for this task and journal its result; on replay return the recorded result.
 
         The step's number is taken now, in call order, so steps started together
-        (say with `asyncio.gather`) replay in the same positions.
+        (say with `asyncio.gather`) replay in the same positions. `mark_start`
+        journals that the step started before running it, for code that could take
+        the node down with it (a trusted tool): a step found started twice without
+        finishing parks its task instead of crashing the node at every recovery.
         """
         seq = self._next()
-        return self._step(seq, name, fn, args, retries, retry_delay)
+        return self._step(seq, name, fn, args, retries, retry_delay, mark_start)
 
     def _next(self) -> int:
         seq = self._seq
@@ -170,13 +178,15 @@ class TaskContext:
         return record
 
     async def _step(self, seq: int, name: str, fn: Callable[..., Any], args: tuple[Any, ...], retries: int,
-                    retry_delay: float) -> Any:
+                    retry_delay: float, mark_start: bool) -> Any:
         self._check_cancelled()
         record = self._replayed(seq, name)
         if record is not None:
             if record.ok:
                 return loads(record.result)
             raise StepError(name, record.error or "")
+        if mark_start:
+            await self.manager.mark_started(self.task_id, seq, name)
         started, clock = self.manager.now(), time.monotonic()
         token = _step_key.set(f"{self.task_id}:{seq}")
         try:
@@ -184,9 +194,11 @@ class TaskContext:
                 try:
                     value = fn(*args)
                     if inspect.isawaitable(value):
-                        value = await value
+                        value = await self._interruptible(value)
                     text = dumps(value)
                     break
+                except (TaskCancelled, StateUnavailable):
+                    raise
                 except Exception as error:
                     if attempt == retries:
                         message = describe(error)
@@ -198,6 +210,30 @@ class TaskContext:
             _step_key.reset(token)
         await self.manager.record_step(self.task_id, seq, name, True, text, None, started, time.monotonic() - clock)
         return loads(text)
+
+    async def _interruptible(self, awaitable: Awaitable[Any]) -> Any:
+        """Await a step's work as a task of its own, so that cancelling the task stops it mid-step.
+
+        Cancelling the workflow's process cancels the awaited task with it; cancelling
+        only the step (`TaskManager.cancel`) surfaces as `TaskCancelled`.
+        """
+        inner = asyncio.ensure_future(awaitable)
+        self._inflight.add(inner)
+        try:
+            return await inner
+        except asyncio.CancelledError:
+            outer = asyncio.current_task()
+            if self.cancelled and inner.cancelled() and outer is not None and not outer.cancelling():
+                raise TaskCancelled(f"task {self.task_id} was cancelled") from None
+            inner.cancel()
+            raise
+        finally:
+            self._inflight.discard(inner)
+
+    def interrupt(self) -> None:
+        """Stop the steps in flight: the task was cancelled."""
+        for inner in list(self._inflight):
+            inner.cancel()
 
     async def sleep(self, seconds: float) -> None:
         """A durable timer: after a restart the task waits only for what is left."""
@@ -284,7 +320,7 @@ SELECT t.id, t.workflow, t.args,
        EXISTS (SELECT 1 FROM task_events c WHERE c.task = t.id AND c.status = 'cancel_requested')
 FROM tasks t LEFT JOIN (
     SELECT task, status, detail, row_number() OVER (PARTITION BY task ORDER BY time DESC, rowid DESC) AS n
-    FROM task_events WHERE status NOT IN ('upgraded', 'cancel_requested')) e ON e.task = t.id AND e.n = 1
+    FROM task_events WHERE status NOT IN ('upgraded', 'cancel_requested', 'step_started')) e ON e.task = t.id AND e.n = 1
 ORDER BY t.created, t.rowid
 """
 
@@ -297,14 +333,17 @@ class TaskManager:
     """
 
     def __init__(self, node: Node, db: duckdb.DuckDBPyConnection, *, clock: Callable[[], float] = time.time,
-                 registry_version: Callable[[], int] = lambda: 0, log_path: Path | None = None) -> None:
+                 registry_version: Callable[[], int] = lambda: 0, log_path: Path | None = None,
+                 redact: Callable[[str], str] | None = None) -> None:
         self.node = node
         self.db = db
         self.clock = clock
-        self.journal = Journal(db, TABLES, log_path)
+        self.journal = Journal(db, TABLES, log_path, on_recovered=self._storage_recovered, redact=redact)
         self._registry_version = registry_version
         self._running: dict[str, _Running] = {}
         self._restarting: dict[str, asyncio.Task[None]] = {}
+        self._paused: set[str] = set()
+        """Tasks stopped because the journal could not write; they resume when it can again."""
         self._tasks: dict[str, _Task] = {}
         self._groups: dict[tuple[str, Any, Any], list[str]] = {}  # (workflow, args[0], args[1]) -> task ids
         for row in db.execute(_LOAD).fetchall():
@@ -331,15 +370,20 @@ class TaskManager:
                           started: datetime, seconds: float) -> None:
         await self.journal.append("task_steps", (task, seq, name, ok, result, error, started, seconds))
 
+    async def mark_started(self, task: str, seq: int, name: str) -> None:
+        await self._event(task, "step_started", {"seq": seq, "name": name})
+
     def _event(self, task: str, status: str, detail: Any = None) -> asyncio.Future[None]:
         state = self._tasks[task]
         if status == "cancel_requested":
             state.cancel_requested = True
-        elif status == "upgraded":
-            pass  # a note in the journal, not a state: the version is replayed from it at boot
-        else:
+        elif status not in NOTES:  # a note is not a state: an upgrade's version is replayed from it at boot
             state.status, state.detail = status, detail
         return self.journal.append("task_events", (task, self.now(), status, dumps(detail)))
+
+    def _note(self, future: asyncio.Future[None]) -> None:
+        """A journal write nobody awaits: its failure (the disk refused it) is the journal's to report."""
+        future.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     def _task(self, task_id: str) -> _Task:
         try:
@@ -350,7 +394,12 @@ class TaskManager:
     # -- starting and finishing ---------------------------------------------------------
 
     async def start(self, workflow_id: str, *args: Any, task_id: str | None = None) -> str:
-        """Start a task, or attach to the task `task_id` if it exists already; returns its id."""
+        """Start a task, or attach to the task `task_id` if it exists already; returns its id.
+
+        Raises `StateUnavailable` while the journal cannot write: no new durable work then.
+        """
+        if self.journal.problem is not None:
+            raise StateUnavailable(self.journal.problem)
         if workflow_id not in WORKFLOWS:
             known = ", ".join(sorted(WORKFLOWS)) or "none"
             raise LookupError(f"no workflow {workflow_id!r} is registered (the workflows are: {known})")
@@ -369,8 +418,8 @@ class TaskManager:
         self._add(_Task(task_id, workflow_id, list(args), version, now, "running"))
         # Not awaited: until its first step commits (in the same group or a later one) a task that is lost
         # in a crash had done nothing, so nothing is repeated or lost.
-        self.journal.append("tasks", (task_id, workflow_id, dumps(list(args)), version, now))
-        self._event(task_id, "running")
+        self._note(self.journal.append("tasks", (task_id, workflow_id, dumps(list(args)), version, now)))
+        self._note(self._event(task_id, "running"))
         self._launch(self._tasks[task_id], {}, [])
         return task_id
 
@@ -390,12 +439,16 @@ class TaskManager:
                 break
         if state.status == "completed":
             return state.detail["result"]
+        if task_id in self._paused:
+            raise TaskFailed(f"task {task_id} is paused until the app's state can be written again: "
+                             f"{self.journal.problem or 'the journal refused a write'}")
         error = state.detail.get("error") if isinstance(state.detail, dict) else None
         raise TaskFailed(f"task {task_id} {state.status}" + (f": {error}" if error else ""))
 
     def _launch(self, state: _Task, steps: dict[int, StepRecord], signals: list[_Signal]) -> None:
         ctx = TaskContext(self, state.id, state.registry_version, steps, signals)
         ctx.cancelled = state.cancel_requested
+        self._paused.discard(state.id)
         done: asyncio.Future[Any] = self.node.loop.create_future()
         self._running[state.id] = _Running(ctx, done)
         self.node.start(self._body, (state.id, WORKFLOWS[state.workflow], state.args, ctx, done),
@@ -404,13 +457,22 @@ class TaskManager:
     async def _body(self, task_id: str, fn: Workflow, args: list[Any], ctx: TaskContext,
                     done: asyncio.Future[Any]) -> None:
         try:
-            result = await fn(ctx, *args)
-            dumps(result)  # a result the journal cannot store fails the task here, with its reason
-        except TaskCancelled:
-            await self._event(task_id, "cancelled")
-        except Exception as error:
-            log.warning("task %s failed: %s", task_id, describe(error))
-            await self._event(task_id, "failed", {"error": describe(error), "kind": type(error).__name__})
+            try:
+                result = await fn(ctx, *args)
+                dumps(result)  # a result the journal cannot store fails the task here, with its reason
+            except TaskCancelled:
+                await self._event(task_id, "cancelled")
+            except StateUnavailable:
+                raise
+            except Exception as error:
+                log.warning("task %s failed: %s", task_id, describe(error))
+                await self._event(task_id, "failed", {"error": describe(error), "kind": type(error).__name__})
+            else:
+                await self._event(task_id, "completed", {"result": result})
+        except StateUnavailable:
+            # The journal refused a write: what it acknowledged stands; the rest runs again once it can write.
+            self._tasks[task_id].status, self._tasks[task_id].detail = "running", None
+            self._paused.add(task_id)
         except BaseException:
             # The task's process was killed. At shutdown the task waits for the next boot; otherwise it is
             # started again at once and replays its journal, like a supervisor restarting a child.
@@ -420,8 +482,6 @@ class TaskManager:
                             describe(proc.exit_reason or "killed"))
                 self._restarting[task_id] = self.node.loop.create_task(self._restart(task_id))
             raise
-        else:
-            await self._event(task_id, "completed", {"result": result})
         finally:
             self._running.pop(task_id, None)
             if not done.done():
@@ -432,6 +492,18 @@ class TaskManager:
             await self._resume(task_id)
         finally:
             self._restarting.pop(task_id, None)
+
+    def _storage_recovered(self) -> None:
+        """The state can be written again: resume the tasks that paused (they pause again if it fails anew)."""
+        if self._paused:
+            log.warning("resuming %d task(s) paused while the app's state could not be written", len(self._paused))
+            self.node.loop.create_task(self._resume_paused(sorted(self._paused)))
+
+    async def _resume_paused(self, task_ids: list[str]) -> None:
+        try:
+            await self._resume_all(task_ids)
+        except StateUnavailable:
+            pass  # still paused: the next recovery of the state tries again
 
     # -- signals and cancelling ----------------------------------------------------------
 
@@ -457,7 +529,7 @@ class TaskManager:
         return version
 
     async def cancel(self, task_id: str) -> None:
-        """Record the cancel; the task stops at its next step (or at once, if it is sleeping or waiting)."""
+        """Record the cancel and stop the task: a step in progress is interrupted, a sleep or wait ends at once."""
         if self._task(task_id).status in TERMINAL:
             return
         await self._event(task_id, "cancel_requested")
@@ -465,6 +537,7 @@ class TaskManager:
         if running is not None:
             running.ctx.cancelled = True
             running.ctx.wake()
+            running.ctx.interrupt()
 
     # -- retention ------------------------------------------------------------------------------
 
@@ -517,8 +590,8 @@ class TaskManager:
 
     @staticmethod
     def _parked_for_stalling(state: _Task) -> bool:
-        error = state.detail.get("error", "") if isinstance(state.detail, dict) else ""
-        return state.status == "needs_attention" and str(error).startswith("no progress over")
+        """Parked by recovery (not failed by its own code): asking for it again by id retries it."""
+        return state.status == "needs_attention" and isinstance(state.detail, dict) and "parked" in state.detail
 
     async def _resume(self, task_id: str) -> bool:
         state = self._task(task_id)
@@ -538,6 +611,15 @@ class TaskManager:
                    coalesce((SELECT max(time) FROM task_events r WHERE r.task = e.task AND r.status = 'resumed'),
                             '-infinity'::TIMESTAMPTZ))
                GROUP BY e.task""", [task_ids]).fetchall())
+        crashed = {task: (seq, name) for task, seq, name in self.db.execute(
+            """SELECT e.task, CAST(json_extract(e.detail, '$.seq') AS INTEGER) AS seq,
+                      any_value(json_extract_string(e.detail, '$.name'))
+               FROM task_events e WHERE e.task IN (SELECT unnest(?)) AND e.status = 'step_started'
+               AND e.time > coalesce((SELECT max(time) FROM task_events r WHERE r.task = e.task
+                                      AND r.status = 'resumed'), '-infinity'::TIMESTAMPTZ)
+               AND NOT EXISTS (SELECT 1 FROM task_steps s WHERE s.task = e.task
+                               AND s.seq = CAST(json_extract(e.detail, '$.seq') AS INTEGER))
+               GROUP BY e.task, seq HAVING count(*) >= ?""", [task_ids, MAX_CRASHED_STARTS]).fetchall()}
         steps: dict[str, dict[int, StepRecord]] = {task_id: {} for task_id in task_ids}
         for row in self.db.execute(
                 """SELECT task, seq, name, ok, result, error, started, seconds FROM task_steps
@@ -550,11 +632,18 @@ class TaskManager:
             signals[task].append(_Signal(signal_id, name, loads(payload)))
         notes, resumed = [], []
         for task_id in task_ids:
-            if stalled.get(task_id, 0) >= MAX_RECOVERIES:
+            if task_id in crashed:
+                seq, name = crashed[task_id]
+                error = (f"step {seq} ({name}) was running each of the last {MAX_CRASHED_STARTS} times the node "
+                         f"stopped without finishing it: it may be what stops the node. Look at it, then run "
+                         f"`wippy tasks resume {task_id}` to try again or `wippy tasks cancel {task_id}`")
+                log.error("task %s: %s", task_id, error)
+                notes.append(self._event(task_id, "needs_attention", {"error": error, "parked": "crashed_node"}))
+            elif stalled.get(task_id, 0) >= MAX_RECOVERIES:
                 log.error("task %s made no progress over %d recoveries; parking it as needs_attention", task_id,
                           MAX_RECOVERIES)
-                notes.append(self._event(task_id, "needs_attention",
-                                         {"error": f"no progress over {MAX_RECOVERIES} recoveries"}))
+                notes.append(self._event(task_id, "needs_attention", {
+                    "error": f"no progress over {MAX_RECOVERIES} recoveries", "parked": "stalled"}))
             else:
                 notes.append(self._event(task_id, "recovering"))
                 resumed.append(task_id)

@@ -3,7 +3,9 @@
 The SDK does the retrying: 408, 409, 429 and 5xx (529 "overloaded" included) and
 dropped connections are retried up to the entry's `max_retries` with jittered
 backoff that honours `retry-after-ms` / `retry-after`; other 4xx never are. What
-still fails becomes one of our `ModelError`s, with the provider's own message.
+still fails becomes one of our `ModelError`s, with the provider's own message. An
+answer that is not a message (or a stream from `message_start` to `message_stop`) is
+refused as `APIModel` describes; events of kinds we do not know are passed over.
 
 `max_tokens` is required by the API: the entry's (or the call's), else
 `DEFAULT_MAX_TOKENS` (4096). `temperature` is not sent, since API version
@@ -14,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import anthropic
 import httpx2
@@ -22,12 +25,13 @@ from anthropic.types import Message
 
 from ..registry._kinds import Pricing
 from ._anthropic_format import StreamAssembler, request_params, response
+from ._api import APIModel
 from ._errors import (
     AuthenticationError,
     BadRequestError,
     ContextTooLongError,
+    InvalidResponseError,
     MissingAPIKeyError,
-    ModelConnectionError,
     ModelError,
     ModelTimeoutError,
     RateLimitError,
@@ -35,7 +39,7 @@ from ._errors import (
     error_for_status,
 )
 from ._messages import ChatMessage, Response, ResponseDone, StreamEvent, ToolDefinition
-from ._model import Model, Settings
+from ._model import Settings
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +57,23 @@ _BY_TYPE: dict[str, type[ModelError]] = {
 _TOO_LONG = re.compile(r"prompt is too long|context (limit|window)", re.IGNORECASE)
 
 
-class AnthropicModel(Model):
+class AnthropicModel(APIModel):
     """A Claude model, configured by an `anthropic` model entry (see `load_model`)."""
 
     provider = "anthropic"
-    networked = True
+    api = "the Messages API"
+    base_url_hint = f"the API's root, without /v1 ({ANTHROPIC_BASE_URL} for Anthropic)"
 
     def __init__(
         self, name: str, *, base_url: str | None, pricing: Pricing | None, settings: Settings, api_key: str | None,
         timeout: float | None, max_retries: int, http_client: httpx2.AsyncClient | None,
     ) -> None:
-        super().__init__(name, pricing=pricing, settings=settings)
+        # never None: the loader, not the SDK, reads the environment
+        super().__init__(name, base_url=base_url or ANTHROPIC_BASE_URL, pricing=pricing, settings=settings,
+                         timeout=timeout, api_key=api_key)
         if not api_key:  # never let the SDK go looking for credentials files on its own
             raise MissingAPIKeyError("no API key: set the environment variable ANTHROPIC_API_KEY",
                                      provider=self.provider, model=name)
-        self.base_url = base_url or ANTHROPIC_BASE_URL  # never None: the loader, not the SDK, reads the environment
         self._owns_http_client = http_client is None
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key, base_url=self.base_url, max_retries=max_retries, http_client=http_client,
@@ -84,32 +90,35 @@ class AnthropicModel(Model):
         params = self._params(messages, tools, settings)
         if params["max_tokens"] > NONSTREAMING_MAX_TOKENS:
             return await super()._complete(messages, tools, settings)
-        try:
-            message: object = await self._client.messages.create(**params)
-        except (anthropic.AnthropicError, httpx2.TransportError) as error:
-            raise self._error(error) from error
-        if not isinstance(message, Message):  # the SDK hands back the text of a non-JSON body
-            raise self._not_the_api(str(message))
-        return response(message)
+        with self._model_errors():
+            raw = await self._client.messages.with_raw_response.create(**params)
+        with self._reading(raw.http_response):
+            message: Message | str = await raw.parse()  # the text of a body that is not JSON, or what the JSON made
+            if not isinstance(message, Message) or message.type != "message":
+                raise self._not_the_api("its answer is not a message", raw.http_response.text)
+            return response(message)
 
     async def _stream(
         self, messages: list[ChatMessage], tools: list[ToolDefinition], settings: Settings
     ) -> AsyncIterator[StreamEvent]:
         assembler = StreamAssembler()
-        try:
+        with self._model_errors():
             async with await self._client.messages.create(**self._params(messages, tools, settings),
                                                           stream=True) as stream:
-                async for raw in stream:
-                    for event in assembler.feed(raw):
-                        yield event
-        except (anthropic.AnthropicError, httpx2.TransportError) as error:  # mid-stream I/O errors come unwrapped
+                await self._check_event_stream(stream.response)
+                with self._reading():
+                    async for raw in stream:
+                        for event in assembler.feed(raw):
+                            yield event
+                    answer = self._whole(assembler, first="message_start event", last="message_stop event")
+        yield ResponseDone(response=answer)
+
+    @contextmanager
+    def _model_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (anthropic.AnthropicError, httpx2.RequestError) as error:  # mid-stream I/O errors come unwrapped
             raise self._error(error) from error
-        if not assembler.started:
-            raise self._not_the_api("no message_start event")
-        if not assembler.finished:
-            raise ModelConnectionError("the stream ended before the answer did (no message_stop)",
-                                       provider=self.provider, model=self.name)
-        yield ResponseDone(response=assembler.response())
 
     def _params(
         self, messages: list[ChatMessage], tools: list[ToolDefinition], settings: Settings
@@ -120,21 +129,19 @@ class AnthropicModel(Model):
                         self, settings.temperature)
         return request_params(self.name, messages, tools, settings)
 
-    def _not_the_api(self, sent: str) -> ModelError:
-        return ModelError(f"{self.base_url} did not answer as the Messages API does (is base_url the API's root, "
-                          f"without /v1?); it sent: {sent[:200]!r}", provider=self.provider, model=self.name)
-
-    def _error(self, error: anthropic.AnthropicError | httpx2.TransportError) -> ModelError:
+    def _error(self, error: anthropic.AnthropicError | httpx2.RequestError) -> ModelError:
+        """Our exception for the SDK's (or, mid-stream, httpx2's), keeping the provider's message."""
+        if isinstance(error, anthropic.APIConnectionError | httpx2.RequestError):  # timeouts included
+            timed_out = isinstance(error, anthropic.APITimeoutError | httpx2.TimeoutException)
+            return self._transport_error(error, timed_out=timed_out)
         kind, message, status = _classify(error)
         return kind(message, provider=self.provider, model=self.name, status=status)
 
 
-def _classify(error: anthropic.AnthropicError | httpx2.TransportError) -> tuple[type[ModelError], str, int | None]:
-    """Which of our errors the SDK's (or, mid-stream, httpx2's) is, with the provider's message and HTTP status."""
-    if isinstance(error, anthropic.APITimeoutError | httpx2.TimeoutException):
-        return ModelTimeoutError, f"no answer in time ({_cause(error)})", None
-    if isinstance(error, anthropic.APIConnectionError | httpx2.TransportError):
-        return ModelConnectionError, f"cannot reach the Anthropic API ({_cause(error)})", None
+def _classify(error: anthropic.AnthropicError) -> tuple[type[ModelError], str, int | None]:
+    """Which of our errors the SDK's is, with the provider's message and HTTP status."""
+    if isinstance(error, anthropic.APIResponseValidationError):
+        return InvalidResponseError, f"the SDK could not read the answer: {error}", None
     if not isinstance(error, anthropic.APIStatusError):
         return ModelError, str(error), None
     status = error.status_code if error.status_code >= 400 else None  # an `error` event comes inside a 200
@@ -145,9 +152,3 @@ def _classify(error: anthropic.AnthropicError | httpx2.TransportError) -> tuple[
     if error.request_id:
         message += f" (request id {error.request_id})"
     return kind, message, status
-
-
-def _cause(error: BaseException) -> str:
-    """The most telling message: the SDK's connection errors say little, the httpx2 error behind them more."""
-    cause = error.__cause__
-    return f"{error} {cause}" if cause is not None and str(cause) else str(error)

@@ -1,6 +1,14 @@
-"""Model errors: one class per kind of failure, each carrying the provider's own message."""
+"""Model errors: one class per kind of failure, each carrying the provider's own message.
+
+A provider's message may echo the API key, and its text may not be valid UTF-8; the
+`Model` base class `scrub`s every error leaving a call, so neither reaches the
+journal, a log or a screen.
+"""
 
 from __future__ import annotations
+
+from .._runtime.secrets import REDACTED
+from .._runtime.text import clean_text
 
 
 class ModelError(Exception):
@@ -45,11 +53,16 @@ class ServerError(ModelError):
 
 
 class ModelTimeoutError(ModelError, TimeoutError):
-    """No answer within the entry's `timeout`."""
+    """No answer within the entry's `timeout`: the SDK's wait for one read, or the call's total deadline."""
 
 
 class ModelConnectionError(ModelError, ConnectionError):
     """The provider could not be reached (DNS, refused, reset)."""
+
+
+class InvalidResponseError(ModelError):
+    """The server answered, but not as the provider's API does (not JSON, not an event stream, malformed fields,
+    no answer in it); the message quotes what it sent and says to check the entry's `base_url`."""
 
 
 class RealModelRequestError(ModelError):
@@ -67,3 +80,23 @@ def error_for_status(status: int) -> type[ModelError]:
     if status == 413:
         return ContextTooLongError
     return ServerError if status >= 500 else BadRequestError
+
+
+def scrub(error: BaseException, secret: str | None) -> None:
+    """Make `error` and the exceptions chained to it safe to store and show: valid text, `secret` as [redacted].
+
+    The chain too, because a crash log prints it, and the SDK's exception behind a
+    `ModelError` carries the provider's message as it came.
+    """
+    pending, seen = [error], set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.args = tuple(_safe(arg, secret) if isinstance(arg, str) else arg for arg in current.args)
+        pending += [chained for chained in (current.__cause__, current.__context__) if chained is not None]
+
+
+def _safe(text: str, secret: str | None) -> str:
+    return clean_text(text.replace(secret, REDACTED) if secret else text)

@@ -22,7 +22,7 @@ def load_model(
     environ = os.environ if environ is None else environ
     settings = Settings(max_tokens=spec.max_tokens, temperature=spec.temperature)
     if spec.provider == "offline":
-        return OfflineModel(spec.model, pricing=spec.pricing, settings=settings)
+        return OfflineModel(spec.model, pricing=spec.pricing, settings=settings, timeout=spec.timeout)
     key_env = spec.api_key_env or KEY_ENV[spec.provider]
     key = environ.get(key_env) if key_env else None
     if not key and spec.provider != "openai-compatible":

@@ -7,13 +7,25 @@ JSON with a `role` or `type` tag, which is how the journal stores them.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from .._runtime.text import clean_data
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+Value = TypeVar("Value", bound=_Frozen)
+
+
+def clean(value: Value) -> Value:
+    """`value` with every string in it valid text (see `_runtime.text`); `value` itself when it already was."""
+    data = value.model_dump()
+    cleaned = clean_data(data)
+    return value if cleaned is data else type(value).model_validate(cleaned)
 
 
 class SystemMessage(_Frozen):

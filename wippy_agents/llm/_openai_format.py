@@ -15,8 +15,11 @@ Choices made here, because servers differ and models misbehave:
   starts a new call (some servers number every call 0). Our event indexes count calls
   in order of appearance. A call without an id gets `call_<index>`.
 - **Finish reasons**: stop, length and content_filter map to themselves, tool_calls and
-  the legacy function_call to `tool_calls`; an unknown or missing one is `stop`, and
-  `stop` with tool calls present is `tool_calls` (some local servers say `stop`).
+  the legacy function_call to `tool_calls`; an unknown one is `stop`, and `stop` with
+  tool calls present is `tool_calls` (some local servers say `stop`). A stream with no
+  finish reason at all was cut short, and is refused (see `_api.APIModel`).
+- **Chunks without choices** (usage-only chunks, keep-alives, events of kinds we do
+  not know) and choices without a delta carry nothing for us, and are passed over.
 - **Refusals** (`refusal` instead of `content`) become the response text: it is what
   the model said.
 - **Tool errors** have no flag in this format, so an error result's content is sent
@@ -147,10 +150,8 @@ def finish_reason(raw: str | None, *, has_tool_calls: bool) -> FinishReason:
 
 
 def response_from_completion(completion: ChatCompletion) -> Response:
-    """A non-streaming answer as our `Response` (first choice; we never ask for more)."""
+    """A non-streaming answer (with at least one choice) as our `Response`: the first choice, we never ask for more."""
     usage = usage_from(completion.usage)
-    if not completion.choices:
-        return Response(usage=usage, model=completion.model or "")
     choice = completion.choices[0]
     message = choice.message
     calls = tuple(
@@ -185,24 +186,32 @@ class StreamAssembler:
         self._finish: str | None = None
         self._usage: CompletionUsage | None = None
         self._model = ""
+        self.started = False  # a chunk came: the server does speak Chat Completions
 
     def feed(self, chunk: ChatCompletionChunk) -> list[StreamEvent]:
         """The events one chunk carries (often none: role-only, usage-only and finish chunks)."""
+        self.started = True
         self._model = chunk.model or self._model
         if chunk.usage is not None:  # the last chunk with include_usage; some servers put it on every chunk
             self._usage = chunk.usage
         events: list[StreamEvent] = []
-        for choice in chunk.choices:
+        for choice in chunk.choices or ():
             delta = choice.delta
-            for piece in (delta.content, delta.refusal):
-                if piece:
-                    self._text.append(piece)
-                    events.append(TextDelta(text=piece))
-            for wire_call in delta.tool_calls or ():
-                events.extend(self._tool_call(wire_call))
+            if delta is not None:
+                for piece in (delta.content, delta.refusal):
+                    if piece:
+                        self._text.append(piece)
+                        events.append(TextDelta(text=piece))
+                for wire_call in delta.tool_calls or ():
+                    events.extend(self._tool_call(wire_call))
             if choice.finish_reason:
                 self._finish = choice.finish_reason
         return events
+
+    @property
+    def finished(self) -> bool:
+        """Whether a finish reason came: a stream cut short must not pass for a whole answer."""
+        return self._finish is not None
 
     def _tool_call(self, wire: ChoiceDeltaToolCall) -> list[StreamEvent]:
         events: list[StreamEvent] = []

@@ -17,7 +17,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import LiteralScalarString
 
 from ._entry import Entry, Problem
-from ._sources import Folders, Origin, source_kind
+from ._sources import Folders, Origin, decode_text, read_bytes, source_kind
 from ._store import EntryChange
 
 
@@ -55,6 +55,9 @@ class FileWriter:
                            entry=entry.id)
         if kind is None:
             return Problem(f"{file} is not a source file of this app", file=file, entry=entry.id)
+        if not Path(os.path.realpath(self.root / file)).is_relative_to(os.path.realpath(self.root)):
+            return Problem(f"{file} leads outside the app folder (through a link); changes are only written inside "
+                           "the app: replace the link with a real file or folder", file=file, entry=entry.id)
         return None
 
     def write(self, changes: list[EntryChange], origins: dict[str, Origin]) -> dict[str, Origin | None]:
@@ -89,8 +92,9 @@ class FileWriter:
     def _write_index(self, file: str, changes: list[EntryChange]) -> None:
         path = self.root / file
         cached = self._docs.pop(file, None)
-        if path.exists():
-            text = path.read_text(encoding="utf-8")
+        raw = read_bytes(Path(os.path.realpath(path)))
+        if raw is not None:
+            text = decode_text(raw)
             unchanged = cached is not None and cached[0] == text
             doc = cached[1] if cached is not None and unchanged else (self._yaml.load(text) or CommentedMap())
         else:

@@ -56,10 +56,16 @@ class ModelSpec(KindSpec):
     api_key_env: str | None = None
     max_tokens: int | None = Field(None, gt=0)
     temperature: float | None = Field(None, ge=0, le=2)
-    timeout: float | None = Field(None, gt=0)
+    timeout: float | None = Field(None, gt=0, description=(
+        "seconds one call may take in all (connecting, every retry, the whole stream), 600 when unset; "
+        "when set, also the SDK's limit for each read"))
     max_retries: int = Field(2, ge=0)
     capabilities: list[str] = []
     pricing: Pricing | None = None
+
+
+MAX_TEMPLATE_CHARS = 100_000
+"""The longest prompt template: compiling Jinja2 costs about 4 ms per 1,000 characters."""
 
 
 class PromptSpec(KindSpec):
@@ -67,6 +73,10 @@ class PromptSpec(KindSpec):
     vars: dict[str, Any] = {}
 
     def problems(self) -> list[tuple[Loc, str]]:
+        if len(self.template) > MAX_TEMPLATE_CHARS:
+            return [(("template",), f"the template is {len(self.template):,} characters, over the "
+                                    f"{MAX_TEMPLATE_CHARS:,} limit; split it, or give the agent long reference "
+                                    "text through a tool")]
         try:
             jinja2.Environment().parse(self.template)
         except jinja2.TemplateSyntaxError as error:

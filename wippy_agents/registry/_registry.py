@@ -8,6 +8,7 @@ subscribed processes, in that order. Nothing of a rejected changeset happens.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import difflib
 import fnmatch
@@ -24,18 +25,19 @@ import duckdb
 
 from .._runtime.node import current_process
 from .._runtime.proc import ProcessFn
+from .._runtime.text import os_text
 from .._runtime.types import Message, Pid, Ref
 from ..supervisor import Backoff, ChildSpec, Supervisor
 from ..tools import FunctionTool
-from ._entry import Change, Delete, Entry, EntryNotFound, Problem, RegistryError
+from ._entry import Change, Delete, Entry, EntryNotFound, Problem, RegistryError, non_json
 from ._files import FileWriter
+from ._imports import ImportFailed, import_guarded
 from ._kinds import KindSpec, ProcessSpec, SpecErrors, SupervisorSpec, parse_spec
 from ._sources import (
     Folders,
     Origin,
     SourceFile,
     file_digest,
-    import_file,
     module_name,
     read_source,
     scan,
@@ -105,7 +107,8 @@ class Registry:
         """Checks across entries run at every commit (and boot), such as clashing tool names of an agent."""
         self.version = 0
         self.problems: dict[str, list[Problem]] = {}
-        """Files whose last save was refused, with why: their last good entries stay in force."""
+        """Files whose last save was refused (by name, as text), with why: their last good entries stay in force."""
+        self._refused: set[str] = set()  # the paths behind `problems`, as the OS names them
         self.tools: dict[str, FunctionTool] = {}
         self._entries: dict[str, Entry] = {}
         self._specs: dict[str, KindSpec] = {}
@@ -221,7 +224,11 @@ class Registry:
             if self._entries.get(entry_id) != entry
         ]
         for entry_change in diff:
-            problem = self.writer.problem(entry_change, self._origins.get(entry_change.id))
+            origin = self._origins.get(entry_change.id)
+            problem = self.writer.problem(entry_change, origin)
+            if problem is None and (file := self.writer.target(entry_change.entry, origin)) in self._refused:
+                problem = Problem(f"{file} is refused (see `wippy registry lint`): fix the file before its entries "
+                                  "can be changed", file=file, entry=entry_change.id)
             if problem is not None:
                 problems.append(problem)
         if problems:
@@ -286,6 +293,7 @@ class Registry:
             origin = self._origins.get(change.id)
             file = origin.file if origin else None
             if change.after is not None:
+                problems += self._json_problems(change.after, file)
                 try:
                     specs[change.id] = parse_spec(change.after)
                 except SpecErrors as errors:
@@ -303,6 +311,13 @@ class Registry:
         if problems:
             raise RegistryError("changeset rejected; nothing was applied", problems)
         return specs
+
+    @staticmethod
+    def _json_problems(entry: Entry, file: str | None) -> list[Problem]:
+        """What of the entry cannot be stored: entries are JSON data (code can hand in any Python value)."""
+        return [Problem(message, file=file, entry=entry.id, field=".".join(map(str, (*at, *loc))))
+                for at, fields in ((("meta",), entry.meta), ((), entry.data))
+                for loc, message in non_json(dict(fields))]
 
     def _dangling(self, changes: list[EntryChange], specs: dict[str, KindSpec]) -> list[Problem]:
         """References left pointing at nothing (or at the wrong kind) by applying `changes`."""
@@ -363,7 +378,7 @@ class Registry:
             written = self.writer.write(changes, self._origins)
             placed.update(written)
             for file in {self.writer.target(c.entry, self._origins.get(c.id)) for c in changes}:
-                self._digests[file] = file_digest(self.root / file)  # our own write is no news to the watcher
+                self._digests[file] = file_digest(self.root, file)  # our own write is no news to the watcher
         recorded = self.store.record(
             self.version + 1, changes,
             {c.id: (o.file if (o := placed.get(c.id) or self._origins.get(c.id)) else None) for c in changes},
@@ -388,7 +403,11 @@ class Registry:
     # -- files ------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Boot: read every source file and record what changed since the state file last saw them."""
+        """Boot: read every source file and record what changed since the state file last saw them.
+
+        A file that cannot be used is that file's problem (its entries from the state file
+        stay in force); no file can make this raise.
+        """
         known = self.store.load_state()
         self.version = self.store.last_version()
         sources = [read_source(self.root, relpath, self.folders) for relpath in scan(self.root, self.folders)]
@@ -396,6 +415,8 @@ class Registry:
         specs: dict[str, KindSpec] = {}
         kept_files: set[str] = set()
         for source in sources:
+            if not source.digest and not source.problems:
+                continue  # gone since the scan
             self._claim(source, candidate)
             if source.problems:
                 self._refuse(source.file, source.problems)
@@ -407,8 +428,11 @@ class Registry:
         # a file in error keeps the entries it had when it was last good
         for entry_id, (entry, origin) in known.items():
             if origin in kept_files and entry_id not in candidate:
+                try:
+                    specs[entry_id] = parse_spec(entry)
+                except SpecErrors:  # valid when stored, not by this version's rules: it cannot stay in force
+                    continue
                 candidate[entry_id] = (entry, Origin(origin))
-                specs[entry_id] = parse_spec(entry)
         self._drop_dangling(candidate, specs)
         changes = [
             EntryChange(entry_id, known[entry_id][0] if entry_id in known else None,
@@ -459,38 +483,72 @@ class Registry:
 
     def _accept(self, source: SourceFile) -> None:
         self._digests[source.file] = source.digest
-        self.problems.pop(source.file, None)
+        self._forgive(source.file)
         for entry_id in [i for i in self.tools if self._origins.get(i, Origin("")).file == source.file]:
             if entry_id not in source.tools:
                 del self.tools[entry_id]
         self.tools.update(source.tools)
 
     def _refuse(self, file: str, problems: list[Problem]) -> None:
-        self.problems[file] = problems
+        self.problems[os_text(file)] = problems
+        self._refused.add(file)
         for problem in problems:
             log.warning("registry: %s", problem)
 
+    def _forgive(self, file: str) -> None:
+        self.problems.pop(os_text(file), None)
+        self._refused.discard(file)
+
     def rescan(self) -> int | None:
         """Reload every source file that changed (or appeared, or vanished) since it was last read."""
-        return self.reload(set(scan(self.root, self.folders)) | set(self._digests) | set(self.problems))
+        return self._commit_reads(self._read_changed(self._known_files(), everything=True))
 
     def reload(self, relpaths: Iterable[str]) -> int | None:
         """Turn changed files into one changeset (per file if together they are refused)."""
-        sources = []
-        for relpath in sorted(set(relpaths)):
+        return self._commit_reads(self._read_changed(set(relpaths)))
+
+    async def refresh(self, relpaths: Iterable[str] | None = None) -> int | None:
+        """`reload` these files (or `rescan` when None), reading and parsing them in a worker thread.
+
+        Only the commit runs on the event loop, so a big file or a slow tool import
+        never stalls the node. What the watcher calls.
+        """
+        everything = relpaths is None
+        wanted = self._known_files() if relpaths is None else set(relpaths)
+        return self._commit_reads(await asyncio.to_thread(self._read_changed, wanted, everything))
+
+    def _known_files(self) -> set[str]:
+        return set(self._digests) | self._refused
+
+    def _read_changed(self, relpaths: set[str], everything: bool = False) -> list[tuple[SourceFile, str | None]]:
+        """Each of `relpaths` (and, for `everything`, every source file) that changed since it was accepted.
+
+        Returns each file read with the digest that was in force when it was read.
+        Reads registry state only by single lookups, so it may run in a worker thread.
+        """
+        if everything:
+            relpaths = relpaths | set(scan(self.root, self.folders))
+        reads = []
+        for relpath in sorted(relpaths):
             if source_kind(relpath, self.folders) is None:
                 continue
-            if not (self.root / relpath).exists():
-                sources.append(SourceFile(relpath, ""))
+            known = self._digests.get(relpath)
+            if known is not None and file_digest(self.root, relpath) == known:
                 continue
-            if relpath in self._digests and file_digest(self.root / relpath) == self._digests[relpath]:
-                continue
-            source = read_source(self.root, relpath, self.folders)
+            reads.append((read_source(self.root, relpath, self.folders), known))
+        return reads
+
+    def _commit_reads(self, reads: list[tuple[SourceFile, str | None]]) -> int | None:
+        """Commit files read by `_read_changed` as one changeset (per file if together they are refused)."""
+        sources = []
+        for source, known in reads:
+            if self._digests.get(source.file) != known:
+                continue  # committed since it was read (`apply` wrote it through): the watcher brings the news
             if not source.problems:
                 self._claim(source, {})
             if source.problems:
-                self._refuse(relpath, source.problems)
-                self._publish_error(relpath, source.problems)
+                self._refuse(source.file, source.problems)
+                self._publish_error(source.file, source.problems)
             else:
                 sources.append(source)
         if not sources:
@@ -534,7 +592,7 @@ class Registry:
                 self._accept(source)
             else:
                 self._digests.pop(source.file, None)
-                self.problems.pop(source.file, None)
+                self._forgive(source.file)
         return version
 
     # -- events -----------------------------------------------------------------------
@@ -582,7 +640,7 @@ class Registry:
         for sub, proc in self._live_subscriptions():
             if sub.pattern == "*" or any(sub.wants(entry) for entry in held):
                 proc.deliver(Message("registry.error", RegistryEvent(
-                    "error", self.version, f"file:{file}", "file refused", problems=tuple(problems))))
+                    "error", self.version, f"file:{os_text(file)}", "file refused", problems=tuple(problems))))
 
     # -- code named by entries --------------------------------------------------------------
 
@@ -613,11 +671,19 @@ class Registry:
             path = (self.root / file).resolve()
             if not path.is_relative_to(self.root):
                 raise RegistryError(f"{entry_id}: file {file!r} is outside the app folder")
-            stat = path.stat()
+            try:
+                stat = path.stat()
+            except OSError as error:
+                raise RegistryError(f"{entry_id}: cannot read {file}: {error.strerror}") from None
             stamp = (stat.st_mtime_ns, stat.st_size)
             cached = self._modules.get(str(path))
             if cached is None or cached[0] != stamp:
-                loaded = import_file(path, f"wippy_app.{module_name(path.relative_to(self.root).as_posix())}")
+                relpath = path.relative_to(self.root).as_posix()
+                try:
+                    loaded = import_guarded(path, f"wippy_app.{module_name(relpath)}")
+                except ImportFailed as error:
+                    raise RegistryError(f"{entry_id}: cannot import {relpath}", [
+                        Problem(error.message, file=relpath, line=error.line, entry=entry_id, field="file")]) from None
                 self._modules[str(path)] = cached = (stamp, loaded)
             mod = cached[1]
         else:

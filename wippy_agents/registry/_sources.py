@@ -3,28 +3,40 @@
 Each file is read on its own and is all-or-nothing: a file with any problem
 contributes no entries, so the registry keeps that file's last good entries.
 Ids come from the path (`prompts/support/triage.md` -> `prompts.support:triage`).
+
+Files are untrusted input: whatever one holds (or is: a link out of the app, a
+pipe, 20 MB, a name that is not UTF-8) becomes that file's problem, never an
+exception out of `read_source`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import importlib.util
 import inspect
-import sys
-import traceback
+import logging
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+from .._runtime.text import clean_data, os_text
 from ..tools import TOOL_OPTIONS, FunctionTool, ToolDefinitionError, function_tool
 from ._entry import ID_RULE, Entry, Problem, check_id
+from ._imports import IMPORT_TIME_LIMIT, ImportFailed, import_guarded
 from ._kinds import KindSpec, SpecErrors, inner_line, parse_spec
 from ._yaml import Lines, YAMLProblem, load_yaml
 
+log = logging.getLogger("wippy_agents.registry")
+
 INDEX_NAMES = ("_index.yaml", "_index.yml")
 PROMPT_SUFFIXES = (".md", ".j2")
+
+MAX_FILE_BYTES = 4 * 1024 * 1024
+"""The largest source file read (4 MiB): real registry files, prompts and tool modules are kilobytes;
+parsing 20 MB of YAML takes seconds."""
 
 
 @dataclass(frozen=True)
@@ -72,12 +84,21 @@ def source_kind(relpath: str, folders: Folders) -> str | None:
 def scan(root: Path, folders: Folders) -> Iterator[str]:
     """Every source file under the app root, as sorted relative POSIX paths."""
     for folder in (folders.registry, folders.prompts, folders.tools):
-        base = root / folder
-        if base.is_dir():
-            for path in sorted(base.rglob("*")):
-                relpath = path.relative_to(root).as_posix()
-                if path.is_file() and source_kind(relpath, folders) and not hidden(relpath):
-                    yield relpath
+        for relpath in sorted(path.relative_to(root).as_posix() for path in walk_files(root / folder)):
+            if source_kind(relpath, folders):
+                yield relpath
+
+
+def walk_files(folder: Path) -> Iterator[Path]:
+    """The files under `folder`, skipping hidden folders; linked folders are not entered.
+
+    A folder that vanishes or cannot be listed mid-walk is skipped, not an error.
+    """
+    for parent, folders, files in os.walk(folder):
+        folders[:] = [name for name in folders if not hidden(name)]
+        for name in files:
+            if not hidden(name):
+                yield Path(parent, name)
 
 
 def hidden(relpath: str) -> bool:
@@ -85,41 +106,114 @@ def hidden(relpath: str) -> bool:
     return any(part.startswith(".") or part == "__pycache__" for part in Path(relpath).parts)
 
 
-def file_digest(path: Path) -> str:
-    """The digest `read_source` records for a file ("" once it is gone)."""
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except FileNotFoundError:
-        return ""
+class Unreadable(Exception):
+    """A file that exists but cannot be used; `message` says why and what to do, `line` where (if it is known)."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
 
 
-def read_source(root: Path, relpath: str, folders: Folders) -> SourceFile:
-    """Read one source file into entries (or problems)."""
-    path = root / relpath
+def read_bytes(path: Path) -> bytes | None:
+    """A plain file's bytes, or None once it is gone (or is a folder now).
+
+    `path` is a real path (links resolved); a link put in its place since is refused.
+    Raises `Unreadable` for a pipe or device (which would block the reader), a file
+    over `MAX_FILE_BYTES`, or one the OS refuses to open.
+    """
     try:
-        raw = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
     except OSError as error:
-        return SourceFile(relpath, "", problems=[Problem(f"cannot read the file: {error.strerror}", file=relpath)])
-    digest = hashlib.sha256(raw).hexdigest()
+        raise Unreadable(f"cannot read the file: {error.strerror}") from None
     try:
-        text = raw.decode("utf-8")
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            return None
+        if not stat.S_ISREG(mode):
+            raise Unreadable("not a plain file (a pipe or a device?); source files are plain files")
+        with open(fd, "rb", closefd=False) as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as error:
+        raise Unreadable(f"cannot read the file: {error.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
+        raise Unreadable(f"the file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB, the most a source file "
+                         "may be; split it into smaller files")
+    return data
+
+
+def decode_text(raw: bytes) -> str:
+    """A file's bytes as text; `Unreadable` naming the line if they are not UTF-8."""
+    try:
+        return raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = raw[: error.start].count(b"\n") + 1
-        return SourceFile(relpath, digest, problems=[Problem(f"not UTF-8 text: {error.reason}", file=relpath,
-                                                             line=line)])
-    kind = source_kind(relpath, folders)
-    result = SourceFile(relpath, digest)
-    if kind == "index":
-        _read_index(result, text)
-    elif kind == "prompt":
-        _read_prompt(result, text)
-    elif kind == "tools":
-        _read_tools(result, path, text)
+        raise Unreadable(f"not UTF-8 text: {error.reason}", raw[: error.start].count(b"\n") + 1) from None
+
+
+def inside(root: Path, relpath: str) -> Path:
+    """The real path of `root / relpath`; `Unreadable` if links lead it out of the (real) app folder."""
+    real = Path(os.path.realpath(root / relpath))
+    if not real.is_relative_to(os.path.realpath(root)):
+        raise Unreadable("the file is a link to a place outside the app folder (or lies in a linked folder); "
+                         "source files must be inside the app: copy the file in instead")
+    return real
+
+
+def file_digest(root: Path, relpath: str) -> str:
+    """The digest `read_source` records for a file ("" once it is gone or cannot be read)."""
+    try:
+        raw = read_bytes(inside(root, relpath))
+    except Unreadable:
+        return ""
+    return "" if raw is None else hashlib.sha256(raw).hexdigest()
+
+
+def read_source(root: Path, relpath: str, folders: Folders, *,
+                import_time_limit: float = IMPORT_TIME_LIMIT) -> SourceFile:
+    """Read one source file into entries (or problems); never raises.
+
+    A file that is gone comes back with no entries, no problems and digest "".
+    `import_time_limit` bounds importing a tool file (see `_imports`).
+    """
+    if os_text(relpath) != relpath:
+        return SourceFile(relpath, "", problems=[Problem("the file name is not UTF-8 text; rename the file",
+                                                         file=os_text(relpath))])
+    try:
+        path = inside(root, relpath)
+        raw = read_bytes(path)
+    except Unreadable as error:
+        return SourceFile(relpath, "", problems=[Problem(error.message, file=relpath)])
+    if raw is None:
+        return SourceFile(relpath, "")
+    result = SourceFile(relpath, hashlib.sha256(raw).hexdigest())
+    try:
+        _read_text(result, decode_text(raw), path, source_kind(relpath, folders), import_time_limit)
+    except Unreadable as error:
+        result.problems.append(Problem(error.message, file=relpath, line=error.line))
+    except RecursionError:  # say, a template of blocks inside blocks hundreds deep
+        result.problems.append(Problem("the file nests too deeply to be read; flatten it", file=relpath))
+    except Exception as error:  # a fault in a reader must stay this file's problem, not stop the registry
+        log.exception("registry: reading %s failed", relpath)
+        result.problems.append(Problem(f"reading the file failed ({type(error).__name__}: {error}); "
+                                       "please report this", file=relpath))
     if result.problems:
         result.entries.clear()
         result.tools.clear()
         result.specs.clear()
     return result
+
+
+def _read_text(result: SourceFile, text: str, path: Path, kind: str | None, import_time_limit: float) -> None:
+    if kind == "index":
+        _read_index(result, text)
+    elif kind == "prompt":
+        _read_prompt(result, text)
+    elif kind == "tools":
+        _read_tools(result, path, text, import_time_limit)
 
 
 def path_namespace(relpath: str) -> str:
@@ -173,7 +267,7 @@ def _read_index(result: SourceFile, text: str) -> None:
     try:
         doc, lines = load_yaml(text, result.file)
     except YAMLProblem as error:
-        result.problems.append(error.problem)
+        result.problems += error.problems
         return
     if doc is None:
         return
@@ -254,10 +348,9 @@ def _read_prompt(result: SourceFile, text: str) -> None:
     if front is not None:
         try:
             doc, lines = load_yaml(front, result.file)
-        except YAMLProblem as error:
-            problem = error.problem
-            line = None if problem.line is None else problem.line + 1
-            result.problems.append(Problem(problem.message, file=result.file, line=line))
+        except YAMLProblem as error:  # lines count from the front matter's first line, the file's second
+            result.problems += [dataclasses.replace(p, line=None if p.line is None else p.line + 1)
+                                for p in error.problems]
             return
         if doc is not None and not isinstance(doc, dict):
             result.problems.append(Problem("front matter must be a YAML mapping", file=result.file, line=2))
@@ -275,16 +368,18 @@ def _read_prompt(result: SourceFile, text: str) -> None:
     _add(result, entry_id, "prompt", meta, data, 1, lines, body_line=body_line)
 
 
-def _read_tools(result: SourceFile, path: Path, text: str) -> None:
+def _read_tools(result: SourceFile, path: Path, text: str, import_time_limit: float) -> None:
     namespace = module_name(result.file)
     try:
-        module = import_file(path, f"wippy_app.{namespace}")
-    except SyntaxError as error:
-        result.problems.append(Problem(f"syntax error: {error.msg}", file=result.file, line=error.lineno))
+        check_id(f"{namespace}:x")
+    except ValueError:
+        result.problems.append(Problem(f"the file's path makes the namespace {namespace!r}, which is not valid: "
+                                       f"{ID_RULE}; rename the file or its folders", file=result.file))
         return
-    except (Exception, SystemExit) as error:
-        result.problems.append(Problem(f"importing the file raised {type(error).__name__}: {error}",
-                                       file=result.file, line=_failing_line(error, path)))
+    try:
+        module = import_guarded(path, f"wippy_app.{namespace}", time_limit=import_time_limit)
+    except ImportFailed as error:
+        result.problems.append(Problem(error.message, file=result.file, line=error.line))
         return
     code_hash = hashlib.sha256(text.encode()).hexdigest()[:16]
     for name, fn in vars(module).items():
@@ -294,6 +389,11 @@ def _read_tools(result: SourceFile, path: Path, text: str) -> None:
             continue  # undocumented functions are helpers, not tools
         entry_id = f"{namespace}:{name}"
         line = fn.__code__.co_firstlineno
+        try:
+            check_id(entry_id)
+        except ValueError as error:
+            result.problems.append(Problem(f"{error} (rename the function)", file=result.file, line=line))
+            continue
         try:
             tool = function_tool(fn)
         except ToolDefinitionError as error:
@@ -308,32 +408,5 @@ def _read_tools(result: SourceFile, path: Path, text: str) -> None:
             data["timeout"] = options["timeout"]
         if options.get("llm_alias"):
             meta["llm_alias"] = options["llm_alias"]
-        _add(result, entry_id, "tool", meta, data, line)
+        _add(result, entry_id, "tool", clean_data(meta), clean_data(data), line)
         result.tools[entry_id] = tool
-
-
-def import_file(path: Path, module_name: str) -> ModuleType:
-    """Import a Python file as a fresh module (replacing an older import of it)."""
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    previous = sys.modules.get(module_name)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        if previous is None:
-            sys.modules.pop(module_name, None)
-        else:
-            sys.modules[module_name] = previous
-        raise
-    return module
-
-
-def _failing_line(error: BaseException, path: Path) -> int | None:
-    line = None
-    for frame in traceback.extract_tb(error.__traceback__):
-        if Path(frame.filename) == path:
-            line = frame.lineno
-    return line

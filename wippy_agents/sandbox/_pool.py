@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 
+from .._runtime.text import clean_data, clean_text
 from ._errors import CompileError, ResourceLimit, SandboxError
 
 log = logging.getLogger("wippy_agents.sandbox")
@@ -195,30 +196,46 @@ class Sandbox:
         *, limits: Limits | None = None,
     ) -> RunResult:
         """Like `run`, also returning what the code printed (capped at `output_bytes`)."""
-        lim = replace(limits or self.limits, memory_bytes=self.limits.memory_bytes)
-        try:
-            request = json.dumps(
-                {"source": source, "function": function, "args": args or {},
-                 "cpu": lim.cpu_seconds, "output": lim.output_bytes, "result": lim.result_bytes},
-                allow_nan=False,
-            ).encode()
-        except (TypeError, ValueError) as exc:
-            raise SandboxError(f"arguments are not JSON-compatible: {exc}") from None
         if not isinstance(source, str):
             raise SandboxError("source must be a str")
         if function is not None and not isinstance(function, str):
             raise SandboxError("function must be a str or None")
+        return await self._request({"source": source, "function": function, "args": args or {}}, limits,
+                                   function or "<module>")
+
+    async def render(self, template: str, variables: dict[str, Any], *, limits: Limits | None = None) -> str:
+        """A Jinja2 template rendered in Jinja's immutable sandbox inside a worker, under the call limits.
+
+        The rendered text counts against `result_bytes` (as characters). Template errors
+        are `SandboxError`s saying what and on which line.
+        """
+        if not isinstance(template, str):
+            raise SandboxError("template must be a str")
+        result = await self._request({"template": template, "variables": variables}, limits, "<template>")
+        return str(result.value)
+
+    async def _request(self, payload: dict[str, Any], limits: Limits | None, what: str) -> RunResult:
+        lim = replace(limits or self.limits, memory_bytes=self.limits.memory_bytes)
+        try:
+            request = json.dumps(
+                {**payload, "cpu": lim.cpu_seconds, "output": lim.output_bytes, "result": lim.result_bytes},
+                allow_nan=False,
+            ).encode()
+        except (TypeError, ValueError) as exc:
+            raise SandboxError(f"arguments are not JSON-compatible: {exc}") from None
+        except UnicodeEncodeError as exc:
+            raise SandboxError(f"arguments hold invalid text: {exc}") from None
         if not self._started or self._closed:
             raise SandboxError("the sandbox is not running (use `async with Sandbox()`)")
         worker = await self._acquire()
         reply = await self._call(worker, request, lim)
-        output = str(reply.get("output", ""))
+        output = clean_text(str(reply.get("output", "")))
         if output:
-            log.debug("sandbox call %s printed:\n%s", function or "<module>", output)
+            log.debug("sandbox call %s printed:\n%s", what, output)
         status = reply.get("status")
-        message = str(reply.get("message", ""))
+        message = clean_text(str(reply.get("message", "")))
         if status == "ok":
-            return RunResult(reply.get("value"), output)
+            return RunResult(clean_data(reply.get("value")), output)
         if status == "compile":
             raise CompileError(message, output=output)
         if status == "limit":

@@ -5,7 +5,9 @@ empty environment in a fresh temporary directory. It speaks length-prefixed JSON
 (4-byte big-endian length, then UTF-8 JSON) on the stdin/stdout it inherited; fds 0-2
 are then pointed at /dev/null so nothing reaches the host's terminal.
 
-Request: {"source", "function", "args", "cpu", "output", "result"}.
+Request: {"source", "function", "args", "cpu", "output", "result"}, or, to render a
+Jinja2 template (which can loop for hours or grow without bound, so it is code like
+any other), {"template", "variables", "cpu", "output", "result"}.
 Reply: {"status": "ok", "value", "output"} | {"status": "compile", "message"} |
 {"status": "limit", "limit", "message", "output"} | {"status": "error", "message", "output"}.
 """
@@ -121,6 +123,53 @@ def _execute(req: dict[str, Any], state: CallState) -> dict[str, Any]:
         gc.collect()
 
 
+_TEMPLATE_CACHE: OrderedDict[str, Any] = OrderedDict()
+_jinja: Any = None
+
+
+def _template(source: str) -> Any:
+    """The compiled template (Jinja2's immutable sandbox, the same settings as the host's), cached."""
+    global _jinja
+    if _jinja is None:
+        import jinja2
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        _jinja = ImmutableSandboxedEnvironment(undefined=jinja2.ChainableUndefined, keep_trailing_newline=True)
+    hit = _TEMPLATE_CACHE.get(source)
+    if hit is None:
+        hit = _TEMPLATE_CACHE[source] = _jinja.from_string(source)
+        if len(_TEMPLATE_CACHE) > _CODE_CACHE_SIZE:
+            _TEMPLATE_CACHE.popitem(last=False)
+    else:
+        _TEMPLATE_CACHE.move_to_end(source)
+    return hit
+
+
+def _render(req: dict[str, Any], state: CallState) -> dict[str, Any]:
+    source, variables = req.get("template"), req.get("variables") or {}
+    if not isinstance(source, str) or not isinstance(variables, dict):
+        return {"status": "error", "message": "template must be a str and variables a JSON object"}
+    limit = int(req["result"])
+    try:
+        parts: list[str] = []
+        size = 0
+        for part in _template(source).generate(variables):
+            size += len(part)
+            if size > limit:
+                raise state.hit("result size", f"the rendered text is over the {limit}-character limit")
+            parts.append(part)
+        return {"status": "ok", "value": "".join(parts)}
+    except LimitExceeded:
+        raise
+    except MemoryError:
+        raise state.hit("memory", "memory limit exceeded") from None
+    except RecursionError:
+        raise state.hit("recursion depth", "recursion depth limit exceeded") from None
+    except Exception as exc:  # noqa: BLE001 - a template error is the template's, reported as such
+        line = getattr(exc, "lineno", None)
+        return {"status": "error", "message": f"{type(exc).__name__}: {exc}" + (f" (line {line})" if line else "")}
+
+
 def _handle(req: dict[str, Any]) -> dict[str, Any]:
     global _current
     cpu = float(req["cpu"])
@@ -135,7 +184,7 @@ def _handle(req: dict[str, Any]) -> dict[str, Any]:
         _current = state
         signal.setitimer(signal.ITIMER_PROF, cpu)
         try:
-            reply = _execute(req, state)
+            reply = _render(req, state) if "template" in req else _execute(req, state)
         finally:
             signal.setitimer(signal.ITIMER_PROF, 0)
             _current = None

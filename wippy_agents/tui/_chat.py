@@ -247,8 +247,8 @@ class TurnView(Vertical):
     def interrupted(self) -> None:
         """The person stopped watching (cancelled, or switched away): say what happens to the turn."""
         self.footer.update("")
-        self.show_note("Cancelled. The agent stops at its next step; a model call already under way finishes in "
-                       "the background, and reopening the conversation shows what it completed.")
+        self.show_note("Cancelled: the agent stopped, a model call under way included; reopening the conversation "
+                       "shows what it completed.")
 
 
 class EarlierTurns(Button):

@@ -1,7 +1,7 @@
 """The chat screen: agents and conversations in a sidebar, the conversation, and the input.
 
 A turn is consumed in a worker (`conv.stream(...)`); cancelling it stops the
-consumer and asks the turn's durable task to stop at its next step.
+consumer and cancels the turn's durable task, interrupting the step it is in.
 """
 
 from __future__ import annotations
@@ -207,7 +207,7 @@ class ChatScreen(WippyScreen):
         await view.handle(failed)
 
     async def action_cancel_turn(self) -> None:
-        """Stop watching the running turn and ask its task to stop at its next step."""
+        """Stop watching the running turn and cancel its task (the step it is in stops too)."""
         if self.turn is None or not self.turn.is_running:
             return
         running = self.turn_task
