@@ -2,8 +2,8 @@
 
 Builds a temporary app (an offline `model` entry, an agent `app:assistant` with
 `tools: ["tools.*:*"]` and `max_steps: 5`, and `tools/calc.py` with a typed
-`add(a: int, b: int) -> int`), boots `Node(root=app)` with a `testing.FunctionModel`
-in `node.agents.model_overrides["*"]` (it calls `tools_calc_add` when the last
+`add(a: int, b: int) -> int`), boots `App(root=app)` with a `testing.FunctionModel`
+in `app.agents.model_overrides["*"]` (it calls `tools_calc_add` when the last
 message is the user's, and answers "3" after the tool result), and measures, in one run:
 
 - turn: `await conv.ask("1+2?")`, a turn of two model calls and one tool call, on a
@@ -67,7 +67,7 @@ from typing import Any
 
 from llm import Contender, interleaved, machine, ratio, verdict
 
-from wippy_agents import Node, process
+from wippy_agents import App, process
 from wippy_agents.agents import Conversation
 from wippy_agents.agents._history import history
 from wippy_agents.llm import Response, ToolCall, UserMessage
@@ -184,14 +184,14 @@ def pydantic_ai_contender() -> tuple[Contender | None, str]:
 
 async def measure_turn(root: Path, sizes: Sizes, pydantic_ai: Contender | None) -> dict[str, Any]:
     scripted = TimedModel()
-    async with Node(root=root) as node:
-        node.agents.model_overrides["*"] = scripted.model
-        same = await node.conversation(AGENT)
+    async with App(root=root) as app:
+        app.agents.model_overrides["*"] = scripted.model
+        same = await app.conversation(AGENT)
         fresh: deque[Conversation] = deque()
 
         async def start_fresh(n: int) -> None:
             for _ in range(n):
-                fresh.append(await node.conversation(AGENT))
+                fresh.append(await app.conversation(AGENT))
             await settle()
 
         async def ask_fresh() -> None:
@@ -206,12 +206,12 @@ async def measure_turn(root: Path, sizes: Sizes, pydantic_ai: Contender | None) 
         if pydantic_ai is not None:
             contenders.append(pydantic_ai)
         warm_up = 5
-        model_s0, commits0 = scripted.seconds, node.tasks.journal.commits
+        model_s0, commits0 = scripted.seconds, app.tasks.journal.commits
         runs = await interleaved(contenders, sizes.rounds, sizes.turn_batch, warm_up=warm_up)
         turns = 2 * (warm_up + sizes.rounds * sizes.turn_batch)
         model_ms = (scripted.seconds - model_s0) / turns * 1000
-        commits = (node.tasks.journal.commits - commits0) / turns
-        messages = len(history(node.tasks, AGENT, same.id, before=10**9))
+        commits = (app.tasks.journal.commits - commits0) / turns
+        messages = len(history(app.tasks, AGENT, same.id, before=10**9))
 
     report: dict[str, Any] = {
         "fresh_conversation": runs["fresh_conversation"].summary(4),
@@ -241,14 +241,14 @@ async def idle_in_receive() -> None:
 
 
 async def measure_start(root: Path, sizes: Sizes) -> dict[str, Any]:
-    async with Node(root=root) as node:
+    async with App(root=root) as app:
 
         async def conversation() -> None:
-            await node.conversation(AGENT)
+            await app.conversation(AGENT)
             await asyncio.sleep(0)  # the process opens its history and waits for a message
 
         async def bare_process() -> None:
-            node.spawn(idle_in_receive)
+            app.node.spawn(idle_in_receive)
             await asyncio.sleep(0)
 
         rounds = max(sizes.rounds // 2, 1)
@@ -294,9 +294,9 @@ async def counting(traced: bool) -> AsyncIterator[Callable[[], int]]:
 
 async def population(root: Path, kind: str, n: int, budget_s: float, traced: bool) -> dict[str, Any]:
     """Start up to `n` idle conversations (or bare processes) within `budget_s`; the memory they hold."""
-    async with Node(root=root) as node:
-        await node.conversation(AGENT)  # one-time costs (first start, first history query) before counting
-        node.spawn(idle_in_receive)
+    async with App(root=root) as app:
+        await app.conversation(AGENT)  # one-time costs (first start, first history query) before counting
+        app.node.spawn(idle_in_receive)
         await settle()
         tenth = max(n // 10, 1)
         marks: list[float] = []
@@ -307,9 +307,9 @@ async def population(root: Path, kind: str, n: int, budget_s: float, traced: boo
             reached = 0
             while reached < n and perf_counter() < deadline:
                 if kind == "conversation":
-                    await node.conversation(AGENT)
+                    await app.conversation(AGENT)
                 else:
-                    node.spawn(idle_in_receive)
+                    app.node.spawn(idle_in_receive)
                     if reached % 100 == 0:
                         await asyncio.sleep(0)
                 reached += 1
@@ -397,9 +397,9 @@ async def run(sizes: Sizes, work: Path) -> dict[str, Any]:
 
 async def profile_turns(root: Path, turns: int) -> None:
     """cProfile of `turns` same-conversation turns; the top functions on stderr."""
-    async with Node(root=root) as node:
-        node.agents.model_overrides["*"] = TimedModel().model
-        conv = await node.conversation(AGENT)
+    async with App(root=root) as app:
+        app.agents.model_overrides["*"] = TimedModel().model
+        conv = await app.conversation(AGENT)
         for _ in range(20):
             await conv.ask(QUESTION)
         profiler = cProfile.Profile()

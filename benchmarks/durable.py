@@ -176,58 +176,58 @@ def wippy_workflows() -> None:
 
 
 async def wippy_seq(work: Path, n: int, warm_up: int) -> dict[str, Any]:
-    from wippy_agents import Node
+    from wippy_agents import App
 
-    async with Node(root=work) as node:
-        await node.tasks.run("bench:seq", warm_up)
+    async with App(root=work) as app:
+        await app.tasks.run("bench:seq", warm_up)
         STEP_TIMES.clear()
         start = perf_counter()
-        assert await node.tasks.run("bench:seq", n) == n
+        assert await app.tasks.run("bench:seq", n) == n
         wall = perf_counter() - start
     return {"samples": list(STEP_TIMES), "wall_s": wall}
 
 
 async def wippy_conc(work: Path, tasks: int, steps: int, warm_up: int) -> dict[str, Any]:
-    from wippy_agents import Node
+    from wippy_agents import App
 
-    async with Node(root=work) as node:
-        await node.tasks.run("bench:conc", warm_up)
+    async with App(root=work) as app:
+        await app.tasks.run("bench:conc", warm_up)
         start = perf_counter()
-        ids = await asyncio.gather(*(node.tasks.start("bench:conc", steps) for _ in range(tasks)))
+        ids = await asyncio.gather(*(app.tasks.start("bench:conc", steps) for _ in range(tasks)))
         started = perf_counter()
-        results = await asyncio.gather(*(node.tasks.result(task_id) for task_id in ids))
+        results = await asyncio.gather(*(app.tasks.result(task_id) for task_id in ids))
         wall = perf_counter() - start
     assert results == [steps] * tasks
     return {"start_s": started - start, "last_step_s": LAST_STEP[0] - start, "wall_s": wall}
 
 
 async def wippy_prepare(work: Path, tasks: int) -> None:
-    from wippy_agents import Node
+    from wippy_agents import App
 
     start = perf_counter()
-    async with Node(root=work) as node:
-        await asyncio.gather(*(node.tasks.start("bench:wait", task_id=f"w{k}") for k in range(tasks)))
+    async with App(root=work) as app:
+        await asyncio.gather(*(app.tasks.start("bench:wait", task_id=f"w{k}") for k in range(tasks)))
         await until(lambda: len(REACHED) == tasks)
         await asyncio.sleep(0.2)  # each task's wait is journaled too
         crash({"prepare_s": perf_counter() - start})
 
 
 async def wippy_recover(work: Path, tasks: int) -> dict[str, Any]:
-    from wippy_agents import Node
+    from wippy_agents import App
 
-    node = Node(root=work)
+    app = App(root=work)
     start = perf_counter()
-    await node.__aenter__()
+    await app.__aenter__()
     try:
         reopened = perf_counter()
         await until(lambda: len(REACHED) == tasks)
         rewaited = perf_counter()
         ids = [f"w{k}" for k in range(tasks)]
-        await asyncio.gather(*(node.tasks.signal(task_id, "go", "went") for task_id in ids))
-        results = await asyncio.gather(*(node.tasks.result(task_id) for task_id in ids))
+        await asyncio.gather(*(app.tasks.signal(task_id, "go", "went") for task_id in ids))
+        results = await asyncio.gather(*(app.tasks.result(task_id) for task_id in ids))
         done = perf_counter()
     finally:
-        await node.__aexit__(None, None, None)
+        await app.__aexit__(None, None, None)
     assert results == ["went"] * tasks
     return {"reopen_s": reopened - start, "rewait_s": rewaited - start, "done_s": done - start,
             "steps_rerun": FIRST_STEP_RUNS[0]}

@@ -3,9 +3,9 @@
 Builds a temporary app of `entries` config entries spread over `files`
 `registry/**/_index.yaml` files and measures, in one run:
 
-- load: booting `Node(root=...)` (entering it: load, record, start the watcher and wait
+- load: booting `App(root=...)` (entering it: load, record, start the watcher and wait
   until it watches) on a fresh copy of the app (the first boot records every entry as
-  version 1 in `.wippy/state.duckdb`), booting it again with the files unchanged, `App(root, files_only=True)` (parse and validate, in-memory DuckDB), and
+  version 1 in `.wippy/state.duckdb`), booting it again with the files unchanged, `AppFolder(root, files_only=True)` (parse and validate, in-memory DuckDB), and
   the floor: reading every file and `yaml.load` with `CSafeLoader`;
 - get: `registry.get` on every id, beside `dict.__getitem__` on the same ids;
 - save-to-visible: rewriting one `_index.yaml` in place (one value changed) inside a
@@ -59,8 +59,8 @@ import watchfiles
 import yaml
 from _timing import Timings, machine
 
-from wippy_agents import Node
-from wippy_agents._app import App
+from wippy_agents import App
+from wippy_agents.app import AppFolder
 from wippy_agents.registry import Entry
 
 WATCH_STEP_MS = 5
@@ -163,7 +163,7 @@ def yaml_floor(app: BenchApp) -> float:
 
 def files_only(app: BenchApp) -> float:
     start = perf_counter()
-    loaded = App(app.root, files_only=True)
+    loaded = AppFolder(app.root, files_only=True)
     elapsed = perf_counter() - start
     try:
         assert len(loaded.registry) == app.sizes.entries, len(loaded.registry)
@@ -173,15 +173,15 @@ def files_only(app: BenchApp) -> float:
 
 
 async def boot(app: BenchApp) -> float:
-    """Seconds to enter `Node(root=...)`: load the registry, record what changed, start the watcher."""
-    node = Node(root=app.root)
+    """Seconds to enter `App(root=...)`: load the registry, record what changed, start the watcher."""
+    wippy = App(root=app.root)
     start = perf_counter()
-    await node.__aenter__()
+    await wippy.__aenter__()
     elapsed = perf_counter() - start
     try:
-        assert len(node.registry) == app.sizes.entries, len(node.registry)
+        assert len(wippy.registry) == app.sizes.entries, len(wippy.registry)
     finally:
-        await node.__aexit__(None, None, None)
+        await wippy.__aexit__(None, None, None)
     return elapsed
 
 
@@ -225,8 +225,8 @@ def lookups(fn: Callable[[str], Any], ids: list[str]) -> float:
     return perf_counter() - start
 
 
-def measure_get(node: Node, app: BenchApp) -> dict[str, Any]:
-    registry = node.registry
+def measure_get(wippy: App, app: BenchApp) -> dict[str, Any]:
+    registry = wippy.registry
     ids = app.ids()
     plain = {entry_id: registry.get(entry_id) for entry_id in ids}
     random.Random(0).shuffle(ids)
@@ -310,9 +310,9 @@ async def raw_watchfiles(app: BenchApp, n: int) -> tuple[Timings, int]:
         await task
 
 
-async def measure_save(node: Node, app: BenchApp, raw: tuple[Timings, int]) -> dict[str, Any]:
-    registry = node.registry
-    assert node.app is not None and node.app.config.watch_step_ms == WATCH_STEP_MS
+async def measure_save(wippy: App, app: BenchApp, raw: tuple[Timings, int]) -> dict[str, Any]:
+    registry = wippy.registry
+    assert wippy     is not None and wippy    .config.watch_step_ms == WATCH_STEP_MS
 
     def visible(k: int, entry_id: str, value: int) -> bool:
         return bool(registry.get(entry_id).data["value"] == value)
@@ -332,9 +332,9 @@ async def measure_save(node: Node, app: BenchApp, raw: tuple[Timings, int]) -> d
 # -- apply --------------------------------------------------------------------------------------
 
 
-async def measure_apply(node: Node, n: int) -> dict[str, Any]:
+async def measure_apply(wippy: App, n: int) -> dict[str, Any]:
     """One config entry applied n times with a new value (after a warm-up that creates it)."""
-    registry = node.registry
+    registry = wippy.registry
     timings = Timings()
     first = last = 0
     for sample in range(n + 1):
@@ -369,10 +369,10 @@ async def run(sizes: Sizes, work: Path) -> dict[str, Any]:
 
     app = template.copy(work / "live")
     raw = await raw_watchfiles(app, sizes.save_samples)
-    async with Node(root=app.root) as node:
-        get = measure_get(node, app)
-        save = await measure_save(node, app, raw)
-        apply = await measure_apply(node, sizes.apply_samples)
+    async with App(root=app.root) as wippy:
+        get = measure_get(wippy, app)
+        save = await measure_save(wippy, app, raw)
+        apply = await measure_apply(wippy, sizes.apply_samples)
 
     actual = {
         "load_first_boot_p50_ms": load["first_boot"]["p50_ms"],

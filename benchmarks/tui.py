@@ -13,7 +13,7 @@ Both run headless (`WippyApp.run_test()`), so they measure the app's own work
   `Markdown` widget through `Markdown.get_stream` in a bare app (no node, no
   agent), timed the same way. It makes a widget of every Markdown block, and every
   frame's layout visits them all; the chat renders an answer in a few widgets instead.
-- startup: a temporary app with `agents` agent entries; `boot_ms` is `Node(root=...)`
+- startup: a temporary app with `agents` agent entries; `boot_ms` is `App(root=...)`
   booting it, `first_screen_ms` the app from start until the sidebar lists every
   agent, `total_ms` both: what a person waits after `wippy chat` once Python has
   imported the package (`import_ms`, measured in a fresh interpreter, is the rest).
@@ -47,12 +47,13 @@ from pathlib import Path
 from time import perf_counter
 
 from _timing import Timings, machine
-from textual.app import App, ComposeResult
+from textual.app import App as TextualApp
+from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.pilot import Pilot
 from textual.widgets import Markdown, OptionList
 
-from wippy_agents import Node
+from wippy_agents import App
 from wippy_agents.llm import ChatMessage, Response, ResponseDone, StreamEvent, TextDelta, ToolDefinition, Usage
 from wippy_agents.llm._model import Model, Settings
 from wippy_agents.testing import wait_until, write_file
@@ -166,9 +167,9 @@ async def stream(root: Path, tokens: int, runs: int) -> dict[str, object]:
     pieces = answer(tokens)
     text = "".join(pieces)
     timings, gaps = Timings(), []
-    async with Node(root=root) as node:
-        node.agents.model_overrides["*"] = StreamingModel(pieces)
-        app = WippyApp(node)
+    async with App(root=root) as wippy:
+        wippy.agents.model_overrides["*"] = StreamingModel(pieces)
+        app = WippyApp(wippy)
         async with app.run_test(size=SIZE) as pilot:
             for _ in range(runs):
                 seconds, run_gaps = await one_answer(app, pilot, text)
@@ -180,7 +181,7 @@ async def stream(root: Path, tokens: int, runs: int) -> dict[str, object]:
             "gaps_over_100ms": sum(gap * 1000 > GAP_MS for gap in gaps)}
 
 
-class MarkdownStreamApp(App[None]):
+class MarkdownStreamApp(TextualApp[None]):
     """The peer: Textual's own `Markdown` widget fed through `Markdown.get_stream`, with no node behind it."""
 
     def compose(self) -> ComposeResult:
@@ -211,9 +212,9 @@ async def markdown_stream(tokens: int) -> dict[str, object]:
 
 async def startup(root: Path, agents: int) -> dict[str, float]:
     start = perf_counter()
-    async with Node(root=root) as node:
+    async with App(root=root) as wippy:
         booted = perf_counter()
-        app = WippyApp(node)
+        app = WippyApp(wippy)
         async with app.run_test(size=SIZE):
             listing = app.screen.query_one("#agents", OptionList)
             await wait_until(lambda: listing.option_count >= agents)
@@ -224,7 +225,7 @@ async def startup(root: Path, agents: int) -> dict[str, float]:
 
 def import_ms() -> float:
     """Milliseconds a fresh interpreter takes to import what `wippy chat` needs."""
-    code = "import time; t = time.perf_counter(); import wippy_agents.cli, wippy_agents.tui; " \
+    code = "import time; t = time.perf_counter(); import wippy_agents.cli, wippy_agents.tui; "\
            "print(time.perf_counter() - t)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return round(float(done.stdout) * 1000, 1)

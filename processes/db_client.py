@@ -2,13 +2,15 @@
 
 It subscribes to its config entry; when someone edits `registry/db/_index.yaml`
 the registry commits a new version and this process gets a `registry.update`
-message, so it reconnects with the new settings without a restart.
+message, so it reconnects with the new settings without a restart. The app hands
+it the registry: a process function's parameter annotated `Registry` gets it.
 """
 
 import logging
 from typing import Any
 
 from wippy_agents import process
+from wippy_agents.registry import Registry
 
 log = logging.getLogger("app.workers.db_client")
 SETTING = "app.db:postgres"
@@ -18,8 +20,7 @@ def connection_settings(data: Any) -> dict[str, Any]:
     return {key: data[key] for key in ("host", "port", "database")}
 
 
-async def run() -> None:
-    registry = process.node().registry
+async def run(registry: Registry) -> None:
     registry.subscribe(SETTING)
     settings = connection_settings(registry.get(SETTING).data)
     log.info("connected to %(host)s:%(port)s/%(database)s", settings)

@@ -12,8 +12,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from wippy_agents import Node, durable
-from wippy_agents._control import connect
+from wippy_agents import App, durable
+from wippy_agents._control import ControlServer, connect
 from wippy_agents.llm import Response, Usage
 from wippy_agents.registry import Entry
 
@@ -46,12 +46,12 @@ async def model_call(ctx: durable.TaskContext) -> str:
 
 async def start_tasks(app: Path) -> tuple[str, str, str]:
     """Two tasks left waiting for a signal by a node that then stops, and one that completed."""
-    async with Node(root=app) as node:
-        waiting = await node.tasks.start("test.cli:approval", task_id="waiting")
-        other = await node.tasks.start("test.cli:approval", task_id="other")
-        done = await node.tasks.start("test.cli:model", task_id="done")
-        await node.tasks.result(done)
-        while len(node.tasks.get(waiting).steps) < 2 or len(node.tasks.get(other).steps) < 2:
+    async with App(root=app) as running:
+        waiting = await running.tasks.start("test.cli:approval", task_id="waiting")
+        other = await running.tasks.start("test.cli:approval", task_id="other")
+        done = await running.tasks.start("test.cli:model", task_id="done")
+        await running.tasks.result(done)
+        while len(running.tasks.get(waiting).steps) < 2 or len(running.tasks.get(other).steps) < 2:
             await asyncio.sleep(0.01)
     return waiting, other, done
 
@@ -89,11 +89,11 @@ def test_tasks_list_show_signal_and_cancel_without_a_node(example_app: Path) -> 
     assert bad.returncode == 2 and "not valid JSON" in bad.stderr
 
     async def recover() -> tuple[Any, str]:
-        async with Node(root=example_app) as node:  # recovery finds the signal and the cancel
-            result = await node.tasks.result(waiting)
+        async with App(root=example_app) as running:  # recovery finds the signal and the cancel
+            result = await running.tasks.result(waiting)
             with pytest.raises(durable.TaskFailed):
-                await node.tasks.result(other)
-            return result, node.tasks.status(other)
+                await running.tasks.result(other)
+            return result, running.tasks.status(other)
 
     assert asyncio.run(recover()) == ({"ok": True}, "cancelled")
 
@@ -111,8 +111,8 @@ def test_tasks_resume_without_a_node_says_why_a_task_cannot_run_here(example_app
 
 
 async def test_resume_through_the_node_runs_the_task_to_its_end_and_streams_its_status(example_app: Path) -> None:
-    async with Node(root=example_app) as node:
-        task = await node.tasks.start("test.cli:approval")
+    async with App(root=example_app, control=ControlServer(example_app)) as running:
+        task = await running.tasks.start("test.cli:approval")
         async with connect(example_app) as resumer, connect(example_app) as signaller:
             events: list[Any] = []
             resume = asyncio.ensure_future(resumer.request("tasks.resume", events.append, id=task))
@@ -126,10 +126,10 @@ async def test_resume_through_the_node_runs_the_task_to_its_end_and_streams_its_
 
 
 async def test_upgrade_moves_a_task_to_the_current_registry_version(example_app: Path) -> None:
-    async with Node(root=example_app) as node:
-        task = await node.tasks.start("test.cli:approval")
-        db = node.registry.get("app.db:postgres")
-        version = node.registry.apply([Entry(db.id, db.kind, db.meta, dict(db.data) | {"port": 1})], author="test")
+    async with App(root=example_app, control=ControlServer(example_app)) as running:
+        task = await running.tasks.start("test.cli:approval")
+        db = running.registry.get("app.db:postgres")
+        version = running.registry.apply([Entry(db.id, db.kind, db.meta, dict(db.data) | {"port": 1})], author="test")
         async with connect(example_app) as backend:
             assert await backend.request("tasks.upgrade", id=task) == version
             assert (await backend.request("tasks.show", id=task))["registry_version"] == version

@@ -16,12 +16,13 @@ from typing import Any
 
 import pytest
 
-from wippy_agents import Node, _control
+from wippy_agents import App, _control
 from wippy_agents._control import (
     MAX_CONNECTIONS,
     REQUEST_LIMIT,
     ControlClient,
     ControlError,
+    ControlServer,
     connect,
     pid_path,
     socket_path,
@@ -32,6 +33,11 @@ from wippy_agents.llm import ChatMessage, Model, Response, ResponseDone, StreamE
 from wippy_agents.llm._model import Settings
 
 WIPPY = str(Path(sys.executable).with_name("wippy"))
+
+
+def served(root: Path) -> App:
+    """An app that the CLI reaches through its control socket (as `wippy run` boots it)."""
+    return App(root=root, control=ControlServer(root))
 
 
 def wippy(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -89,9 +95,9 @@ def test_a_node_killed_with_sigkill_leaves_files_that_the_next_node_clears(examp
 
 
 async def test_a_second_node_in_the_same_process_gets_the_first_ones_pid(example_app: Path) -> None:
-    async with Node(root=example_app):
+    async with served(example_app):
         with pytest.raises(StateFileBusy, match=f"already run by wippy node pid {os.getpid()} "):
-            async with Node(root=example_app):
+            async with served(example_app):
                 pass
 
 
@@ -110,7 +116,7 @@ async def request_lines(path: Path, *requests: Any) -> list[dict[str, Any]]:
 
 
 async def test_the_protocol_is_json_lines_with_events_before_the_final_answer(example_app: Path) -> None:
-    async with Node(root=example_app):
+    async with served(example_app):
         path = socket_path(example_app)
         ping, show, missing, unknown, bad, garbage = await request_lines(
             path, {"op": "ping"}, {"op": "registry.show", "id": "app.db:postgres"},
@@ -132,7 +138,7 @@ async def test_the_protocol_is_json_lines_with_events_before_the_final_answer(ex
 
 async def test_a_request_with_a_wrong_field_gets_an_error_naming_the_op_and_the_field(
         example_app: Path, caplog: pytest.LogCaptureFixture) -> None:
-    async with Node(root=example_app):
+    async with served(example_app):
         replies = await request_lines(
             socket_path(example_app), {"op": "registry.show", "id": 123}, {"op": "approvals.audit", "limit": -1},
             {"op": "approvals.audit", "limit": 10_001}, {"op": "registry.diff", "v1": "1", "v2": 2},
@@ -152,7 +158,7 @@ async def test_a_request_with_a_wrong_field_gets_an_error_naming_the_op_and_the_
 
 async def test_json_too_deep_too_long_or_with_invalid_text_gets_an_error_and_the_connection_goes_on(
         example_app: Path) -> None:
-    async with Node(root=example_app):
+    async with served(example_app):
         deep, deep_payload, too_long, invalid_text, unknown, ping = await request_lines(
             socket_path(example_app), b"[" * 100_000 + b"\n",
             {"op": "tasks.signal", "id": "t", "name": "go", "payload": json.loads("[" * 65 + "]" * 65)},
@@ -168,28 +174,28 @@ async def test_json_too_deep_too_long_or_with_invalid_text_gets_an_error_and_the
 
 async def test_a_lone_surrogate_in_a_message_is_stored_as_valid_text_and_the_app_boots_again(
         example_app: Path) -> None:
-    async with Node(root=example_app):
+    async with served(example_app):
         *_, answer = await request_lines(
             socket_path(example_app), b'{"op": "ask", "agent": "app:assistant", "message": "hi \\udcff"}\n')
     assert answer["ok"] and "You said: hi \ufffd" in answer["result"]["text"]
-    async with Node(root=example_app) as node:
-        [turn] = node.tasks.list()
-        assert "hi \ufffd" in json.dumps(node.tasks.get(turn.id).args, ensure_ascii=False)
+    async with served(example_app) as app:
+        [turn] = app.tasks.list()
+        assert "hi \ufffd" in json.dumps(app.tasks.get(turn.id).args, ensure_ascii=False)
 
 
 async def test_a_burst_of_300_connections_all_get_an_answer_and_none_is_reset(example_app: Path) -> None:
-    async with Node(root=example_app):
+    async with served(example_app):
         path = socket_path(example_app)
         answers = await asyncio.gather(*(request_lines(path, {"op": "ping"}) for _ in range(300)))
-    served = [answer for [answer] in answers if answer["ok"]]
+    answered = [answer for [answer] in answers if answer["ok"]]
     refused = [answer for [answer] in answers if not answer["ok"]]
-    assert len(served) >= MAX_CONNECTIONS and len(served) + len(refused) == 300
+    assert len(answered) >= MAX_CONNECTIONS and len(answered) + len(refused) == 300
     assert all(answer["kind"] == "NodeBusy" for answer in refused)
 
 
 async def test_beyond_the_connection_cap_a_client_gets_one_error_line_and_the_connection_closes(
         example_app: Path) -> None:
-    async with Node(root=example_app):
+    async with served(example_app):
         path = socket_path(example_app)
         held = [await ControlClient.open(path) for _ in range(MAX_CONNECTIONS)]
         try:
@@ -210,7 +216,7 @@ async def test_beyond_the_connection_cap_a_client_gets_one_error_line_and_the_co
 async def test_a_client_that_stalls_in_the_middle_of_a_line_is_disconnected(
         example_app: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_control, "IDLE_TIMEOUT", 0.1)
-    async with Node(root=example_app):
+    async with served(example_app):
         reader, writer = await asyncio.open_unix_connection(str(socket_path(example_app)))
         writer.write(b'{"op": "pi')
         assert await asyncio.wait_for(reader.read(), timeout=10) == b""
@@ -237,7 +243,7 @@ async def test_a_garbled_pid_file_left_with_a_dead_socket_is_cleared(tmp_path: P
     socket_path(tmp_path).parent.mkdir()
     socket_path(tmp_path).write_text("")  # not a socket: nothing answers
     pid_path(tmp_path).write_text("99999999999999999999999\n")
-    async with Node(root=tmp_path):
+    async with served(tmp_path):
         assert int(pid_path(tmp_path).read_text()) == os.getpid()
 
 
@@ -246,7 +252,7 @@ async def test_a_deep_app_folder_gets_a_short_socket_path_under_tmp(tmp_path: Pa
     root.mkdir()
     path = socket_path(root)
     assert path.parent == Path(f"/tmp/wippy-{os.getuid()}") and len(str(path)) < 100
-    async with Node(root=root):
+    async with served(root):
         assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
         async with connect(root) as backend:
             assert isinstance(backend, ControlClient) and backend.info["pid"] == os.getpid()
@@ -258,7 +264,7 @@ async def test_a_dead_socket_of_a_live_process_is_replaced_once_the_state_file_i
     socket_path(tmp_path).parent.mkdir()
     socket_path(tmp_path).write_text("")  # not a socket: nothing answers
     pid_path(tmp_path).write_text(f"{os.getppid()}\n")  # a live process, but it does not hold the state file
-    async with Node(root=tmp_path):
+    async with served(tmp_path):
         async with connect(tmp_path) as backend:
             assert isinstance(backend, ControlClient)
             assert await backend.request("approvals.list") == []
@@ -270,7 +276,8 @@ async def test_a_dead_socket_of_a_live_process_is_replaced_once_the_state_file_i
 HOLD_THEN_BOOT = """
 import asyncio, sys
 from pathlib import Path
-from wippy_agents import Node
+from wippy_agents import App
+from wippy_agents._control import ControlServer
 from wippy_agents._state import open_state
 
 root = Path(sys.argv[1])
@@ -280,7 +287,7 @@ sys.stdin.readline()
 db.close()
 
 async def main():
-    async with Node(root=root):
+    async with App(root, control=ControlServer(root)):
         print("serving", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
@@ -335,8 +342,8 @@ class _SlowModel(Model):
 
 async def test_a_client_that_goes_away_in_the_middle_of_a_turn_cancels_it(example_app: Path) -> None:
     model = _SlowModel()
-    async with Node(root=example_app) as node:
-        node.agents.model_overrides["*"] = model
+    async with served(example_app) as app:
+        app.agents.model_overrides["*"] = model
         reader, writer = await asyncio.open_unix_connection(str(socket_path(example_app)))
         writer.write(json.dumps({"op": "ask", "agent": "app:assistant", "message": "hi"}).encode() + b"\n")
         started = json.loads(await reader.readline())["event"]
@@ -348,4 +355,11 @@ async def test_a_client_that_goes_away_in_the_middle_of_a_turn_cancels_it(exampl
         async with asyncio.timeout(10):  # a deadline for a failing run, not a timing assertion
             await model.stopped.wait()
             with pytest.raises(TaskFailed, match="cancelled"):
-                await node.tasks.result(started["task"])
+                await app.tasks.result(started["task"])
+
+
+async def test_a_second_app_on_the_same_folder_is_refused_even_in_the_same_process(example_app: Path) -> None:
+    async with App(root=example_app):  # not reachable from the CLI: no control server
+        with pytest.raises(StateFileBusy, match=f"in use by process {os.getpid()}"):
+            async with App(root=example_app):
+                pass  # it would replay the first one's tasks

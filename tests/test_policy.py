@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from wippy_agents import Node
+from wippy_agents import App
 from wippy_agents.agents import ApprovalRequested
 from wippy_agents.registry import Entry
 
@@ -20,8 +20,8 @@ def policy(name: str, effect: str, **fields: Any) -> Entry:
 
 
 async def test_deny_wins_then_ask_then_allow_and_writes_are_denied_by_default(example_app: Path) -> None:
-    async with Node(root=example_app) as node:
-        node.registry.apply([
+    async with App(root=example_app) as app:
+        app.registry.apply([
             Entry("app:helper", "agent", {"traits": ["builder"]}, {"model": "app:offline"}),
             policy("builders", "allow", subjects=["trait:builder"], actions=["registry.create", "registry.update"],
                    resources=["lab:*"]),
@@ -30,7 +30,7 @@ async def test_deny_wins_then_ask_then_allow_and_writes_are_denied_by_default(ex
             policy("only_prompts", "allow", subjects=["app:helper"], actions=["registry.create"],
                    resources=["notes:*"], kinds=["prompt"]),
         ], author="user:test")
-        decide = node.app.policies.decide  # type: ignore[union-attr]
+        decide = app    .policies.decide  # type: ignore[union-attr]
         assert decide("app:helper", "registry.create", "lab:x", "tool").effect == "allow"
         assert decide("app:helper", "registry.update", "lab:core2", "tool").effect == "ask"
         assert decide("app:helper", "registry.create", "lab:core", "tool").policy == "app.policies:never"
@@ -46,10 +46,10 @@ def wippy(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 async def test_the_cli_lists_shows_and_decides_approvals_without_a_running_node(example_app: Path) -> None:
     source = 'def main(x: int) -> int:\n    """Double."""\n    return 2 * x\n'
-    async with Node(root=example_app) as node:
-        node.registry.apply([Entry("generated:double", "tool", {}, {"runtime": "restricted", "source": source})],
+    async with App(root=example_app) as app:
+        app.registry.apply([Entry("generated:double", "tool", {}, {"runtime": "restricted", "source": source})],
                             author="user:test")
-        conv = await node.conversation("app:toolsmith")
+        conv = await app.conversation("app:toolsmith")
         async for event in conv.stream('/call wippy:delete_entry {"id": "generated:double"}'):
             if isinstance(event, ApprovalRequested):
                 approval = event.approval
@@ -67,11 +67,11 @@ async def test_the_cli_lists_shows_and_decides_approvals_without_a_running_node(
     audit = json.loads(wippy("approvals", "audit", "--json", "--entry", "generated:double", "--root",
                              example_app).stdout)
     assert [r["decision"] for r in audit] == ["asked", "denied by person"] and audit[1]["reason"] == "keep it"
-    async with Node(root=example_app) as node:  # the agent's turn heard the decision and finished
-        [turn] = [t for t in node.tasks.list() if t.id.startswith("turn:") and "toolsmith" in json.dumps(t.args)]
-        answer = (await node.tasks.result(turn.id))["answer"]
+    async with App(root=example_app) as app:  # the agent's turn heard the decision and finished
+        [turn] = [t for t in app.tasks.list() if t.id.startswith("turn:") and "toolsmith" in json.dumps(t.args)]
+        answer = (await app.tasks.result(turn.id))["answer"]
         assert "denied by user:" in answer.text and "keep it" in answer.text
-        assert "generated:double" in node.registry
+        assert "generated:double" in app.registry
 
 
 def test_a_restricted_tool_in_a_file_is_checked_by_the_sandbox_policy_with_its_line(example_app: Path) -> None:

@@ -537,24 +537,31 @@ async def test_spawn_of_a_sync_function_is_refused_clearly() -> None:
             node.spawn(not_async)
 
 
-async def test_spawn_by_registry_id_goes_through_the_resolver_with_the_host() -> None:
-    seen = []
+async def test_spawn_by_registry_id_passes_every_argument_and_checks_the_host() -> None:
+    seen: list[str] = []
+    got: list[Any] = []
 
-    def resolver(entry_id: str, host: str | None) -> Any:
-        seen.append((entry_id, host))
-        return returns
+    async def handler(*args: Any) -> None:
+        got.extend(args)
+
+    def resolver(entry_id: str) -> Any:
+        seen.append(entry_id)
+        return handler
 
     async with Node() as node:
         with pytest.raises(ProcessError, match="'app.workers:handler'.*no registry"):
-            node.spawn("app.workers:handler", "app:processes")
+            node.spawn("app.workers:handler", 42)
         node.process_resolver = resolver
 
         async def main() -> Any:
-            pid, _ = process.spawn_monitor("app.workers:handler", "app:processes", "arg")
+            pid, _ = process.spawn_monitor("app.workers:handler", 42, "arg")
+            with pytest.raises(ProcessError, match="cannot spawn on host 'far': the hosts are 'local'"):
+                process.spawn("app.workers:handler", host="far")
+            process.spawn("app.workers:handler", host="local")
             return (await process.receive(DOWN)).payload.reason
 
         assert await node.run(main) == "normal"
-    assert seen == [("app.workers:handler", "app:processes")]
+    assert seen == ["app.workers:handler", "app.workers:handler"] and got[:2] == [42, "arg"]  # nothing lost
 
 
 async def test_processes_lists_name_status_mailbox_and_supervisor() -> None:

@@ -4,6 +4,7 @@ import wippy_agents
 from wippy_agents import process, supervisor, testing
 
 PUBLIC_API = {
+    "App",
     "Backoff",
     "ChildSpec",
     "Down",
@@ -13,8 +14,11 @@ PUBLIC_API = {
     "Pid",
     "ProcessError",
     "ProcessInfo",
+    "RunError",
     "Supervisor",
     "SupervisorError",
+    "UsageError",
+    "WippyError",
     "__version__",
     "process",
     "supervisor",
@@ -58,6 +62,7 @@ def test_public_modules_hide_their_imports() -> None:
 
 
 SUBPACKAGE_APIS = {
+    "app": {"App", "AppConfig", "AppFolder", "ControlPort", "load_config"},
     "registry": {
         "Change", "Delete", "Entry", "EntryChange", "EntryNotFound", "Folders", "KINDS", "KindSpec", "Origin",
         "PolicyHook", "Problem", "Registry", "RegistryError", "RegistryEvent", "RegistryView", "Version", "check_id",
@@ -79,7 +84,8 @@ SUBPACKAGE_APIS = {
     },
     "durable": {
         "JournalDamaged", "JournalTypeError", "NondeterminismError", "StateUnavailable", "StepError", "StepRecord",
-        "TaskCancelled", "TaskContext", "TaskFailed", "TaskInfo", "TaskManager", "idempotency_key", "workflow",
+        "TaskCancelled", "TaskContext", "TaskFailed", "TaskInfo", "TaskManager", "TaskStatus", "idempotency_key",
+        "workflow",
     },
     "tools": {"FunctionTool", "ToolArgumentsError", "ToolBusy", "ToolContext", "ToolDefinitionError", "ToolThreads",
               "function_tool", "tool"},

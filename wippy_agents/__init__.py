@@ -1,18 +1,36 @@
 """wippy-agents: AI agents as supervised actors.
 
-The curated public API. Process operations live in `wippy_agents.process`
+The layers, each importing only those below it (import-linter checks this in `make test`):
+
+    cli, tui, testing       the `wippy` command, the terminal UI, test doubles for users
+    control                 the node's control socket: wire format, ops, server, client
+    app                     `App`: an app folder booted on its own node, with its services
+    agents                  agents as conversation processes; the turn loop
+    llm, durable, policy    models; durable tasks and their journal; policies, approvals, audit
+    registry                entries from files, versions, events
+    tools, sandbox          leaf libraries: functions as tools; RestrictedPython in limited workers
+    process, supervisor     the process API and OTP supervisors: the runtime's public face
+    _runtime                the actor runtime: node, processes, mailboxes, links, monitors, names
+    errors                  one hierarchy of exceptions, under `WippyError`
+
+The curated public API is below; process operations live in `wippy_agents.process`
 (used as `process.spawn`, `process.receive`, ...), supervision in
 `wippy_agents.supervisor`.
 """
 
+from importlib.metadata import version as _version
+
 from . import process, supervisor
 from ._runtime.node import Node, ProcessInfo
 from ._runtime.types import Down, Exit, Message, Pid, ProcessError
+from .app import App
+from .errors import RunError, UsageError, WippyError
 from .supervisor import Backoff, ChildSpec, Supervisor, SupervisorError
 
-__version__ = "0.1.0"
+__version__ = _version("wippy-agents")
 
 __all__ = [
+    "App",
     "Backoff",
     "ChildSpec",
     "Down",
@@ -22,8 +40,11 @@ __all__ = [
     "Pid",
     "ProcessError",
     "ProcessInfo",
+    "RunError",
     "Supervisor",
     "SupervisorError",
+    "UsageError",
+    "WippyError",
     "__version__",
     "process",
     "supervisor",

@@ -56,13 +56,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, cast
 
 from . import __version__
 from ._runtime.text import clean_data, clean_text
+from .errors import RunError
 
 if TYPE_CHECKING:
     from pydantic import BaseModel, Field, ValidationError
 
-    from ._app import App
-    from ._runtime.node import Node
     from .agents import Conversation
+    from .app import App, AppFolder
     from .durable import StepRecord, TaskInfo, TaskManager
     from .policy import Approvals
     from .registry import Entry, Registry
@@ -94,7 +94,7 @@ Needs = Literal["none", "files", "state", "node"]
 Emit = Callable[[Any], Awaitable[None]]
 
 
-class ControlError(Exception):
+class ControlError(RunError):
     """A request failed, on the node or on the way; `kind` names the exception the node raised."""
 
     status = 1
@@ -502,18 +502,18 @@ async def _ask(target: Target, emit: Emit, agent: str, message: str, conversatio
 @_op("state.check", "none")
 async def _state_check(target: Target, emit: Emit, repair: bool = False) -> Any:
     """What the journal holds and whether any of it is damaged; `repair` keeps every intact line (no node running)."""
-    from ._app import load_config
     from ._state import open_state
+    from .app import load_config
     from .durable._engine import TABLES
     from .durable._journal import check_log
 
     if not isinstance(target, _Light):  # a node has the journal open: look, but do not touch
         if repair:
             raise ControlError(f"the node (pid {os.getpid()}) has the journal open; stop it, then repair")
-        app = cast("Node", target).app
-        assert app is not None and app.journal_path is not None
-        row = app.db.execute("SELECT copied_group FROM journal_position").fetchone()
-        return check_log(app.journal_path, TABLES, int(row[0]) if row else 0)
+        folder = cast("App", target).folder
+        assert folder.journal_path is not None
+        row = folder.db.execute("SELECT copied_group FROM journal_position").fetchone()
+        return check_log(folder.journal_path, TABLES, int(row[0]) if row else 0)
     config = load_config(target.root)
     if config.state == ":memory:":
         raise ControlError("this app keeps its state in memory (`state: :memory:`): there is no journal to check")
@@ -556,10 +556,13 @@ async def _approvals_audit(target: Target, emit: Emit, subject: str | None = Non
 
 
 class ControlServer:
-    """The socket of a node that owns an app: `claim` before the state file opens, `start` after boot."""
+    """The socket of the app a node runs: `claim` before the state file opens, `start` after boot.
 
-    def __init__(self, node: Node, root: Path) -> None:
-        self.node = node
+    Hand it to the app (`App(root, control=ControlServer(root))`): the app calls it in its boot order.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.app: App | None = None
         self.root = root.resolve()
         self.path = socket_path(self.root)
         self.pid_file = pid_path(self.root)
@@ -590,8 +593,9 @@ class ControlServer:
                                 f"{started:%Y-%m-%d %H:%M:%S}); stop it or use the CLI, which talks to it")
         return True
 
-    async def start(self) -> None:
+    async def start(self, app: App) -> None:
         """Listen, replacing a socket nobody answers on (the node holds the state file, so it is stale)."""
+        self.app = app
         if self.path.parent != self.pid_file.parent:
             _private_folder(self.path.parent)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
@@ -618,12 +622,14 @@ class ControlServer:
             _remove(self.path, self.pid_file)
 
     def info(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "root": str(self.root), "node": self.node.name, "version": __version__,
+        node = "" if self.app is None else self.app.node.name
+        return {"pid": os.getpid(), "root": str(self.root), "node": node, "version": __version__,
                 "protocol": PROTOCOL, "started": self.started.isoformat()}
 
     @contextlib.asynccontextmanager
     async def _target(self, needs: Needs) -> AsyncIterator[Target]:
-        yield self.node
+        assert self.app is not None
+        yield self.app
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -804,16 +810,16 @@ class _Light:
     signalling tasks must not boot a node.
     """
 
-    def __init__(self, root: Path, app: App | None, tasks: TaskManager | None) -> None:
+    def __init__(self, root: Path, folder: AppFolder | None, tasks: TaskManager | None) -> None:
         self.root = root
-        self.app = app
+        self.folder = folder
         self._tasks = tasks
 
     @property
     def registry(self) -> Registry:
-        if self.app is None:
+        if self.folder is None:
             raise ControlError("this op needs the app")
-        return self.app.registry
+        return self.folder.registry
 
     @property
     def tasks(self) -> TaskManager:
@@ -824,12 +830,11 @@ class _Light:
     @property
     def approvals(self) -> Approvals:
         """Reading approvals and the audit trail needs only the state file (deciding needs a node)."""
-        from ._runtime.node import Node
         from .policy import Approvals, Audit
 
-        if self.app is None:
+        if self.folder is None:
             raise ControlError("this op needs the app's state file")
-        return Approvals(Node("cli"), self.app.registry, self.app.db, Audit(self.app.db))
+        return Approvals(self.folder.registry, self.folder.db, Audit(self.folder.db))
 
     async def conversation(self, agent: str, id: str | None = None) -> Conversation:
         raise ControlError("this op needs a running node")
@@ -838,21 +843,21 @@ class _Light:
 @contextlib.asynccontextmanager
 async def open_embedded(root: Path, needs: Needs) -> AsyncIterator[Target]:
     """What an op needs when no node runs, opened for one request and closed after it."""
-    from ._app import App
     from ._runtime.node import Node
+    from .app import App, AppFolder
     from .durable import TaskManager
 
     if needs == "node":
-        async with Node(root=root) as node:
-            yield node
+        async with App(root) as app:
+            yield app
     elif needs == "none":
         yield _Light(root, None, None)
     else:
-        with App(root, files_only=needs == "files") as app:
-            tasks = None if needs == "files" else TaskManager(Node("cli"), app.db, log_path=app.journal_path,
-                                                               registry_version=lambda: app.registry.version)
+        with AppFolder(root, files_only=needs == "files") as folder:
+            tasks = None if needs == "files" else TaskManager(Node("cli"), folder.db, log_path=folder.journal_path,
+                                                               registry=folder.registry)
             try:
-                yield _Light(root, app, tasks)
+                yield _Light(root, folder, tasks)
             finally:
                 if tasks is not None:
                     tasks.close()

@@ -29,14 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from ._control import ControlError, connect, file_problem, socket_path
+from ._control import ControlError, ControlServer, connect, file_problem, socket_path
 from ._runtime.text import is_clean, os_text
+from .errors import UsageError
 
 TEMPLATE = Path(__file__).with_name("_init_template")
 """The files `wippy init` writes."""
 
 
-class CommandError(Exception):
+class CommandError(UsageError):
     """A user-facing failure: printed as `wippy: <message>`, exit status 1 (2 for usage)."""
 
     def __init__(self, message: str, status: int = 1) -> None:
@@ -110,19 +111,17 @@ def cmd_init(args: argparse.Namespace) -> None:
 
 
 async def _run(root: Path, once: bool) -> None:
-    from ._runtime.node import Node
     from ._runtime.tree import format_tree
+    from .app import App
 
-    async with Node(root=root) as node:
+    async with App(root, control=ControlServer(root)) as app:
         await asyncio.sleep(0)
-        app = node.app
-        assert app is not None
-        print(f"wippy {__version__}: node {node.name!r} running the app in {root} "
+        print(f"wippy {__version__}: node {app.node.name!r} running the app in {root} "
               f"(registry version {app.registry.version}, {len(app.registry)} entries)")
         for problems in app.registry.problems.values():
             for problem in problems:
                 print(f"  refused: {problem}")
-        print(format_tree(node.processes()), flush=True)
+        print(format_tree(app.processes()), flush=True)
         if once:
             return
         stop = asyncio.Event()

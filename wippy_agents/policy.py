@@ -27,20 +27,21 @@ import getpass
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import duckdb
 
-from ._runtime.node import current_process
-from ._runtime.types import Message, Pid, Ref
+from ._runtime.pubsub import Subscribers
+from ._runtime.types import Ref
+from .errors import RunError, UsageError
 from .registry import Delete, Entry, EntryChange, Registry, RegistryError, change_diff
 from .registry._kinds import PolicySpec, RollbackRule
 
-if TYPE_CHECKING:
-    from ._runtime.node import Node
+Signal = Callable[[str, str, Any], Awaitable[None]]
+"""`signal(task_id, name, payload)`: deliver a durable signal to a task."""
 
 __all__ = [
     "Approval",
@@ -109,7 +110,7 @@ class AuditRecord:
     version: int | None = None
 
 
-class ApprovalPending(Exception):
+class ApprovalPending(RunError):
     """Raised by a tool whose action needs a person's approval: the agent's turn waits for the decision."""
 
     def __init__(self, approval: Approval) -> None:
@@ -117,7 +118,7 @@ class ApprovalPending(Exception):
         self.approval = approval
 
 
-class ApprovalError(Exception):
+class ApprovalError(UsageError):
     """An approval that does not exist, is already decided, or can no longer be applied."""
 
 
@@ -246,12 +247,14 @@ def _filters(**values: str | None) -> tuple[str, list[str]]:
 class Approvals:
     """Pending `ask` changes and their decisions (`node.approvals`)."""
 
-    def __init__(self, node: Node, registry: Registry, db: duckdb.DuckDBPyConnection, audit: Audit) -> None:
-        self.node = node
+    def __init__(self, registry: Registry, db: duckdb.DuckDBPyConnection, audit: Audit, *,
+                 signal: Signal | None = None, subscribers: Subscribers[None] | None = None) -> None:
+        """`signal(task_id, name, payload)` wakes the task that asked; `subscribers` hear of every approval."""
         self.registry = registry
         self.db = db
         self.audit = audit
-        self._subscribers: dict[Ref, Pid] = {}
+        self._signal = signal
+        self._subscribers = subscribers
 
     # -- asking ---------------------------------------------------------------------
 
@@ -347,10 +350,10 @@ class Approvals:
                           "approved" if status == "approved" else "denied by person", by, reason or status,
                           approval=approval.id, version=version)
         decided = self.get(approval.id)
-        if approval.task_id is not None:
+        if approval.task_id is not None and self._signal is not None:
             payload = {"status": status, "by": by, "reason": reason, "version": version}
             try:
-                await self.node.tasks.signal(approval.task_id, f"approval:{approval.id}", payload)
+                await self._signal(approval.task_id, f"approval:{approval.id}", payload)
             except LookupError:
                 log.warning("approval %s: the task %s that asked is gone", approval.id, approval.task_id)
         self._publish("approval.decided", decided)
@@ -360,23 +363,13 @@ class Approvals:
 
     def subscribe(self) -> Ref:
         """Have the calling process receive `approval.pending` and `approval.decided` messages (payload `Approval`)."""
-        proc = current_process.get(None)
-        if proc is None:
-            raise RuntimeError("approvals.subscribe() must be called inside a process")
-        ref = next(self.node._refs)
-        self._subscribers[ref] = proc.pid
-        return ref
-
-    def unsubscribe(self, ref: Ref) -> None:
-        self._subscribers.pop(ref, None)
+        if self._subscribers is None:
+            raise RuntimeError("these approvals run on no node: nothing can subscribe to them")
+        return self._subscribers.add(None)
 
     def _publish(self, topic: str, approval: Approval) -> None:
-        for ref, pid in list(self._subscribers.items()):
-            proc = self.node.table.get(pid)
-            if proc is None:
-                del self._subscribers[ref]
-            else:
-                proc.deliver(Message(topic, approval))
+        for pid, _ in self._subscribers or ():
+            self._subscribers.send(pid, topic, approval)  # type: ignore[union-attr]
 
 
 def _approval(row: tuple[Any, ...]) -> Approval:

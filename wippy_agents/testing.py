@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NamedTuple, TypeAlias
 
 from ._runtime.clock import VirtualClock
+from .errors import UsageError
 from .llm import _guard
 from .llm._messages import ChatMessage, Response, ResponseDone, StreamEvent, ToolDefinition, response_events
 from .llm._model import Model, Settings
@@ -46,7 +47,7 @@ class ModelRequest(NamedTuple):
     settings: Settings
 
 
-class ScriptExhausted(AssertionError):
+class ScriptExhausted(UsageError, AssertionError):
     """A `ScriptedModel` was called more often than it has responses, or left some unused."""
 
 

@@ -63,7 +63,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, get_args, get_origin
+from typing import Annotated, Any, get_args, get_origin
 
 import docstring_parser
 import pydantic
@@ -72,8 +72,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaWarningKind
 
-if TYPE_CHECKING:
-    from ._runtime.node import Node
+from .errors import RunError, UsageError
 
 F = typing.TypeVar("F", bound=Callable[..., Any])
 
@@ -93,7 +92,7 @@ _LOGGER_PREFIX = "wippy_agents.tools"
 _log = logging.getLogger(_LOGGER_PREFIX)  # made at import, like every logger of the package, so an app can filter it
 
 
-class ToolDefinitionError(ValueError):
+class ToolDefinitionError(UsageError, ValueError):
     """A function cannot be made a tool; the message names the function and, where known, the parameter."""
 
     def __init__(self, function: str, message: str, parameter: str | None = None) -> None:
@@ -104,7 +103,7 @@ class ToolDefinitionError(ValueError):
         super().__init__(f"cannot make a tool of {function}: {where}{message}")
 
 
-class ToolArgumentsError(ValueError):
+class ToolArgumentsError(RunError, ValueError):
     """The arguments of a tool call do not match the tool's schema.
 
     The message is meant for the LLM that made the call:
@@ -118,7 +117,7 @@ class ToolArgumentsError(ValueError):
         super().__init__(f"invalid arguments for tool {tool!r}: " + "; ".join(self.errors))
 
 
-class ToolBusy(RuntimeError):
+class ToolBusy(RunError):
     """Every thread of a synchronous tool is held by calls that ran past their timeout and have not returned."""
 
 
@@ -269,8 +268,6 @@ class ToolContext:
     task_id: str | None = None
     call_id: str | None = None
     logger: logging.Logger = field(default_factory=_default_logger)
-    node: Node | None = None
-    """The node the agent runs on (its `registry`): for trusted tools only, never handed to sandboxed code."""
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from wippy_agents import Node, process
+from wippy_agents import App, process
 from wippy_agents.agents import AgentError, Delegated, TextDelta, ToolFinished, ToolStarted, TurnDone, UsageReport
 from wippy_agents.llm import Response, ToolCall, ToolResultMessage, Usage, UserMessage
 from wippy_agents.testing import FunctionModel, ModelRequest, ScriptedModel, wait_until, write_file
@@ -76,9 +76,9 @@ def app(tmp_path: Path) -> Path:
 
 async def test_a_turn_with_a_tool_call_round_trip(app: Path) -> None:
     model = ScriptedModel([call("tools_calc_add", a=2, b=3), Response(text="2 + 3 = 5", usage=Usage(output_tokens=4))])
-    async with Node(root=app) as node:
-        node.agents.model_overrides["*"] = model
-        conv = await node.conversation("app:assistant")
+    async with App(root=app) as wippy:
+        wippy.agents.model_overrides["*"] = model
+        conv = await wippy.conversation("app:assistant")
         answer = await conv.ask("What is 2 + 3?", context={"topic": "sums"})
     assert answer.text == "2 + 3 = 5" and answer.steps == 2 and answer.agent == "app:assistant"
     assert answer.usage == Usage(input_tokens=10, output_tokens=6)
@@ -91,9 +91,9 @@ async def test_a_turn_with_a_tool_call_round_trip(app: Path) -> None:
 
 async def test_stream_yields_text_tool_and_usage_events_then_the_answer(app: Path) -> None:
     model = ScriptedModel([call("tools_calc_add", a=1, b=1), "It is 2."])
-    async with Node(root=app) as node:
-        node.agents.model_overrides["*"] = model
-        conv = await node.conversation("app:assistant")
+    async with App(root=app) as wippy:
+        wippy.agents.model_overrides["*"] = model
+        conv = await wippy.conversation("app:assistant")
         events = [event async for event in conv.stream("1 + 1?")]
     kinds = [type(e).__name__ for e in events]
     assert kinds[0] == "TurnStarted" and kinds[-1] == "TurnDone"
@@ -118,9 +118,9 @@ async def test_tool_errors_go_back_to_the_model_and_never_crash_the_agent(
     app: Path, response: Response, expected: str
 ) -> None:
     model = ScriptedModel([response, "I see the error."])
-    async with Node(root=app) as node:
-        node.agents.model_overrides["*"] = model
-        conv = await node.conversation("app:assistant")
+    async with App(root=app) as wippy:
+        wippy.agents.model_overrides["*"] = model
+        conv = await wippy.conversation("app:assistant")
         answer = await conv.ask("try it")
     assert answer.text == "I see the error."
     result = model.requests[1].messages[-1]
@@ -129,9 +129,9 @@ async def test_tool_errors_go_back_to_the_model_and_never_crash_the_agent(
 
 async def test_max_steps_stops_the_turn_and_says_why(app: Path) -> None:
     model = ScriptedModel([call("tools_calc_add", f"c{i}", a=i, b=i) for i in range(3)])
-    async with Node(root=app) as node:
-        node.agents.model_overrides["*"] = model
-        answer = await (await node.conversation("app:assistant")).ask("loop forever")
+    async with App(root=app) as wippy:
+        wippy.agents.model_overrides["*"] = model
+        answer = await (await wippy.conversation("app:assistant")).ask("loop forever")
     assert answer.stopped == "max_steps" and answer.steps == 3
     assert "stopped after 3 steps" in answer.text and "max_steps is 3" in answer.text
 
@@ -140,22 +140,22 @@ async def test_history_survives_between_turns_and_a_reattach(app: Path) -> None:
     def echo_history(request: ModelRequest) -> str:
         return " | ".join(m.content for m in request.messages if isinstance(m, UserMessage))
 
-    async with Node(root=app) as node:
-        node.agents.model_overrides["*"] = FunctionModel(echo_history)
-        conv = await node.conversation("app:assistant")
+    async with App(root=app) as wippy:
+        wippy.agents.model_overrides["*"] = FunctionModel(echo_history)
+        conv = await wippy.conversation("app:assistant")
         await conv.ask("first")
         conversation_id = conv.id
-    async with Node(root=app) as node:
-        node.agents.model_overrides["*"] = FunctionModel(echo_history)
-        again = await node.conversation("app:assistant", id=conversation_id)
+    async with App(root=app) as wippy:
+        wippy.agents.model_overrides["*"] = FunctionModel(echo_history)
+        again = await wippy.conversation("app:assistant", id=conversation_id)
         assert (await again.ask("second")).text == "first | second"
 
 
 async def test_hot_reload_of_a_prompt_and_a_dropped_tool_between_two_turns(app: Path) -> None:
     model = ScriptedModel(["one", "two"])
-    async with Node(root=app) as node:
-        node.agents.model_overrides["*"] = model
-        conv = await node.conversation("app:assistant")
+    async with App(root=app) as wippy:
+        wippy.agents.model_overrides["*"] = model
+        conv = await wippy.conversation("app:assistant")
         await conv.ask("turn one")
         write_file(app, "prompts/assistant.md", "You now help {{ name }} differently.")
         write_file(app, "tools/weather.py", '''
@@ -167,8 +167,8 @@ def forecast(city: str) -> str:
     """
     return "sunny"
 ''')
-        await wait_until(lambda: "tools.weather:forecast" in node.registry
-                    and "differently" in node.registry.get("prompts:assistant").data["template"])
+        await wait_until(lambda: "tools.weather:forecast" in wippy.registry
+                    and "differently" in wippy.registry.get("prompts:assistant").data["template"])
         await conv.ask("turn two")
     first, second = model.requests
     assert "tools_weather_forecast" not in [t.name for t in first.tools]
@@ -185,9 +185,9 @@ async def test_delegation_answers_through_the_delegate_and_rolls_up_usage(app: P
             return Response(text="42", usage=Usage(input_tokens=5, output_tokens=1))
         return Response(text=f"helper says {last.content}", usage=Usage(output_tokens=3))  # type: ignore[union-attr]
 
-    async with Node(root=app) as node:
-        node.agents.model_overrides["*"] = FunctionModel(by_agent)
-        conv = await node.conversation("app:assistant")
+    async with App(root=app) as wippy:
+        wippy.agents.model_overrides["*"] = FunctionModel(by_agent)
+        conv = await wippy.conversation("app:assistant")
         events = [event async for event in conv.stream("ask the helper")]
     answer = events[-1].answer  # type: ignore[union-attr]
     assert answer.text == "helper says 42"
@@ -205,9 +205,9 @@ async def test_a_delegation_cycle_is_refused_with_a_clear_tool_error(app: Path) 
         target = "delegate_app_helper" if request.tools[-1].name == "delegate_app_helper" else "delegate_app_assistant"
         return call(target, message="again")
 
-    async with Node(root=app) as node:
-        node.agents.model_overrides["*"] = FunctionModel(loop)
-        answer = await (await node.conversation("app:assistant")).ask("start")
+    async with App(root=app) as wippy:
+        wippy.agents.model_overrides["*"] = FunctionModel(loop)
+        answer = await (await wippy.conversation("app:assistant")).ask("start")
     assert "refused: asking app:assistant would be a cycle (app:assistant -> app:helper -> app:assistant)" in answer.text
 
 
@@ -220,9 +220,9 @@ async def test_a_failing_delegate_is_a_tool_error_for_the_parent(app: Path) -> N
             raise ZeroDivisionError("provider bug")
         return f"parent saw: {getattr(last, 'content', '')}"
 
-    async with Node(root=app) as node:
-        node.agents.model_overrides["*"] = FunctionModel(flaky)
-        answer = await (await node.conversation("app:assistant")).ask("go")
+    async with App(root=app) as wippy:
+        wippy.agents.model_overrides["*"] = FunctionModel(flaky)
+        answer = await (await wippy.conversation("app:assistant")).ask("go")
     assert answer.text == ("parent saw: error: the delegate app:helper failed: "
                            "StepError: step 'model:1' failed: ZeroDivisionError: provider bug")
 
@@ -236,10 +236,10 @@ async def test_a_failing_turn_touches_only_its_conversation_whose_history_goes_o
             raise ZeroDivisionError("boom")
         return " | ".join(m.content for m in request.messages if isinstance(m, UserMessage))
 
-    async with Node(root=app) as node:
-        node.agents.model_overrides["*"] = FunctionModel(model_fn)
-        one = await node.conversation("app:assistant")
-        other = await node.conversation("app:assistant")
+    async with App(root=app) as wippy:
+        wippy.agents.model_overrides["*"] = FunctionModel(model_fn)
+        one = await wippy.conversation("app:assistant")
+        other = await wippy.conversation("app:assistant")
         await one.ask("a")
         await other.ask("x")
         state["fail"] = True
@@ -253,18 +253,18 @@ async def test_a_killed_conversation_process_is_restarted_with_its_history(app: 
     def echo(request: ModelRequest) -> str:
         return " | ".join(m.content for m in request.messages if isinstance(m, UserMessage))
 
-    async with Node(root=app) as node:
-        node.agents.model_overrides["*"] = FunctionModel(echo)
-        conv = await node.conversation("app:assistant")
+    async with App(root=app) as wippy:
+        wippy.agents.model_overrides["*"] = FunctionModel(echo)
+        conv = await wippy.conversation("app:assistant")
         await conv.ask("before")
-        old = node.whereis(f"conversation:{conv.id}")
+        old = wippy.node.whereis(f"conversation:{conv.id}")
         assert old is not None
-        node.exit(None, old, "kill")
+        wippy.node.exit(None, old, "kill")
         for _ in range(100):
-            if node.whereis(f"conversation:{conv.id}") not in (None, old):
+            if wippy.node.whereis(f"conversation:{conv.id}") not in (None, old):
                 break
             await asyncio.sleep(0)
-        [info] = [p for p in node.processes() if p.name == f"conversation:{conv.id}"]
+        [info] = [p for p in wippy.processes() if p.name == f"conversation:{conv.id}"]
         assert info.pid != old and info.restarts == 1
         assert (await conv.ask("after")).text == "before | after"
 
@@ -282,14 +282,14 @@ async def test_a_turn_whose_task_process_is_killed_resumes_without_repeating_ste
         await gate.wait()  # the task is killed here, mid-step
         return f"sum is {last.content}"  # type: ignore[union-attr]
 
-    async with Node(root=app) as node:
-        node.agents.model_overrides["*"] = FunctionModel(model_fn)
-        conv = await node.conversation("app:assistant")
+    async with App(root=app) as wippy:
+        wippy.agents.model_overrides["*"] = FunctionModel(model_fn)
+        conv = await wippy.conversation("app:assistant")
         asking = asyncio.ensure_future(conv.ask("add them"))
         while calls != ["first", "second"]:
             await asyncio.sleep(0.001)
-        [task] = [p.pid for p in node.processes() if p.name and p.name.startswith("task:turn:")]
-        node.exit(None, task, "kill")
+        [task] = [p.pid for p in wippy.processes() if p.name and p.name.startswith("task:turn:")]
+        wippy.node.exit(None, task, "kill")
         gate.set()
         answer = await asking
     assert answer.text == "sum is 42"
@@ -297,28 +297,28 @@ async def test_a_turn_whose_task_process_is_killed_resumes_without_repeating_ste
 
 
 async def test_model_errors_fail_the_turn_and_keep_the_conversation(app: Path) -> None:
-    async with Node(root=app) as node:
-        node.registry.apply([node.registry.get("app:model").__class__(
+    async with App(root=app) as wippy:
+        wippy.registry.apply([wippy.registry.get("app:model").__class__(
             "app:model", "model", {}, {"provider": "openai", "model": "gpt", "api_key_env": "WIPPY_TEST_NO_KEY"})],
             author="test")
-        conv = await node.conversation("app:assistant")
+        conv = await wippy.conversation("app:assistant")
         with pytest.raises(AgentError, match="set the environment variable WIPPY_TEST_NO_KEY"):
             await conv.ask("hello")
-        node.agents.model_overrides["*"] = ScriptedModel(["fine now"])
+        wippy.agents.model_overrides["*"] = ScriptedModel(["fine now"])
         assert (await conv.ask("again")).text == "fine now"
 
 
 async def test_unknown_agent_and_non_agent_are_clear_errors(app: Path) -> None:
-    async with Node(root=app) as node:
+    async with App(root=app) as wippy:
         with pytest.raises(AgentError, match="no agent 'app:asistant'.*did you mean 'app:assistant'\\?$"):
-            await node.conversation("app:asistant")
+            await wippy.conversation("app:asistant")
         with pytest.raises(AgentError, match="app:model is a model, not an agent"):
-            await node.conversation("app:model")
+            await wippy.conversation("app:model")
 
 
 async def test_spawn_by_agent_id_starts_a_conversation_process(app: Path) -> None:
-    async with Node(root=app) as node:
-        node.agents.model_overrides["*"] = ScriptedModel(["hi from a spawned agent"])
+    async with App(root=app) as wippy:
+        wippy.agents.model_overrides["*"] = ScriptedModel(["hi from a spawned agent"])
 
         async def main() -> Any:
             from wippy_agents.agents._turn import AskRequest
@@ -330,7 +330,7 @@ async def test_spawn_by_agent_id_starts_a_conversation_process(app: Path) -> Non
                 if isinstance(msg.payload, TurnDone):
                     return msg.payload.answer.text
 
-        assert await node.run(main) == "hi from a spawned agent"
+        assert await wippy.run(main) == "hi from a spawned agent"
 
 
 async def test_tool_timeout_is_reported_to_the_model(app: Path) -> None:
@@ -347,16 +347,16 @@ async def sleepy() -> str:
     return "never"
 ''')
     model = ScriptedModel([call("nap"), "gave up"])
-    async with Node(root=app) as node:
-        node.agents.model_overrides["*"] = model
-        assert node.registry.spec("tools.slow:sleepy").timeout == 0.01  # type: ignore[attr-defined]
-        await (await node.conversation("app:assistant")).ask("be slow")
+    async with App(root=app) as wippy:
+        wippy.agents.model_overrides["*"] = model
+        assert wippy.registry.spec("tools.slow:sleepy").timeout == 0.01  # type: ignore[attr-defined]
+        await (await wippy.conversation("app:assistant")).ask("be slow")
     result = model.requests[1].messages[-1]
     assert isinstance(result, ToolResultMessage) and "did not finish within 0.01s" in result.content
 
 
 async def test_two_tools_offered_under_one_name_are_refused_at_commit(app: Path) -> None:
-    async with Node(root=app) as node:
+    async with App(root=app) as wippy:
         write_file(app, "tools/copy.py", '''
 from wippy_agents.tools import tool
 
@@ -371,17 +371,17 @@ def plus(a: int, b: int) -> int:
     """
     return a + b
 ''')
-        await wait_until(lambda: "tools/copy.py" in node.registry.problems)
-        [problem] = node.registry.problems["tools/copy.py"]
-        assert "tools.copy:plus" not in node.registry
+        await wait_until(lambda: "tools/copy.py" in wippy.registry.problems)
+        [problem] = wippy.registry.problems["tools/copy.py"]
+        assert "tools.copy:plus" not in wippy.registry
     assert problem.entry == "app:assistant" and problem.field == "tools"
     assert "tools.calc:add and tools.copy:plus would both be offered to the model as 'tools_calc_add'" in problem.message
 
 
 async def test_a_subscribed_process_sees_every_turn_of_the_conversation(app: Path) -> None:
-    async with Node(root=app) as node:
-        node.agents.model_overrides["*"] = ScriptedModel(["first answer", "second answer"])
-        conv = await node.conversation("app:assistant")
+    async with App(root=app) as wippy:
+        wippy.agents.model_overrides["*"] = ScriptedModel(["first answer", "second answer"])
+        conv = await wippy.conversation("app:assistant")
 
         async def watcher() -> list[str]:
             await conv.subscribe()
@@ -403,4 +403,4 @@ async def test_a_subscribed_process_sees_every_turn_of_the_conversation(app: Pat
             assert down.payload.pid == pid and down.payload.reason == "normal"  # it saw both answers
             return ["ok"]
 
-        assert await node.run(main) == ["ok"]
+        assert await wippy.run(main) == ["ok"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from wippy_agents import Node
+from wippy_agents import App
 from wippy_agents.agents import AgentError
 from wippy_agents.llm import Response, ToolCall
 from wippy_agents.testing import ScriptedModel, write_file
@@ -46,19 +46,19 @@ def app(tmp_path: Path) -> Path:
 async def test_a_template_that_loops_for_hours_fails_its_turn_without_blocking_the_node(app: Path) -> None:
     write_file(app, "prompts/assistant.md",
                "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}Hello")
-    async with Node(root=app) as node:
-        conv = await node.conversation("app:assistant")
+    async with App(root=app) as wippy:
+        conv = await wippy.conversation("app:assistant")
         turn = asyncio.create_task(conv.ask("hi"))
         await asyncio.sleep(0.2)  # the render runs in a sandbox worker meanwhile ...
         assert not turn.done()
-        assert await node.run(_pong) == "pong"  # ... and the node goes on serving
+        assert await wippy.run(_pong) == "pong"  # ... and the node goes on serving
         refused = r"prompts:assistant of app:assistant does not render: .*over its (cpu|wall clock) limit"
         with pytest.raises(AgentError, match=refused):
             await turn
-        failed = node.tasks.list(status="failed")
+        failed = wippy.tasks.list(status="failed")
         assert len(failed) == 1 and "does not render" in (failed[0].error or "")
-    async with Node(root=app) as node:  # the failed turn is not rendered again at the next boot
-        assert node.tasks.status(failed[0].id) == "failed"
+    async with App(root=app) as wippy:  # the failed turn is not rendered again at the next boot
+        assert wippy.tasks.status(failed[0].id) == "failed"
 
 
 async def _pong() -> str:
@@ -67,8 +67,8 @@ async def _pong() -> str:
 
 async def test_a_template_that_doubles_its_output_is_stopped_at_the_size_limit(app: Path) -> None:
     write_file(app, "prompts/assistant.md", '{% set a = "x" %}' + "{% set a = a ~ a %}" * 21 + "{{ a }}")
-    async with Node(root=app) as node:
-        conv = await node.conversation("app:assistant")
+    async with App(root=app) as wippy:
+        conv = await wippy.conversation("app:assistant")
         with pytest.raises(AgentError, match="renders to more than 1,000,000 characters"):
             await conv.ask("hi")
 
@@ -76,11 +76,11 @@ async def test_a_template_that_doubles_its_output_is_stopped_at_the_size_limit(a
 async def test_a_plain_template_renders_in_place_with_its_variables(app: Path) -> None:
     write_file(app, "prompts/assistant.md", "You are {{ agent.id }}; topic {{ context.topic | upper }}.")
     model = ScriptedModel(["ok"])
-    async with Node(root=app) as node:
-        node.agents.model_overrides["*"] = model
-        conv = await node.conversation("app:assistant")
+    async with App(root=app) as wippy:
+        wippy.agents.model_overrides["*"] = model
+        conv = await wippy.conversation("app:assistant")
         await conv.ask("hi", context={"topic": "actors"})
-        assert node.agents.restricted._sandbox is None  # no worker was needed
+        assert wippy.agents.restricted._sandbox is None  # no worker was needed
     assert model.requests[0].messages[0].content == "You are app:assistant; topic ACTORS."
 
 
@@ -114,9 +114,9 @@ async def test_a_hung_tool_cannot_starve_the_calls_of_a_healthy_one(app: Path) -
     calls = [ToolCall(id=f"h{i}", name="tools_slow_hang", arguments={}) for i in range(50)]
     calls += [ToolCall(id=f"a{i}", name="tools_slow_add", arguments={"a": i, "b": 1}) for i in range(50)]
     model = ScriptedModel([Response(tool_calls=tuple(calls), finish_reason="tool_calls"), "done"])
-    async with Node(root=app) as node:
-        node.agents.model_overrides["*"] = model
-        conv = await node.conversation("app:assistant")
+    async with App(root=app) as wippy:
+        wippy.agents.model_overrides["*"] = model
+        conv = await wippy.conversation("app:assistant")
         try:
             await conv.ask("go")
         finally:
@@ -203,11 +203,11 @@ async def test_a_template_with_a_loop_renders_in_the_sandbox_with_the_same_resul
                "{% for name in ['ada', 'alan'] %}{{ name | title }}{{ ', ' if not loop.last }}{% endfor %} "
                "help {{ context.who }}.")
     model = ScriptedModel(["ok"])
-    async with Node(root=app) as node:
-        node.agents.model_overrides["*"] = model
-        conv = await node.conversation("app:assistant")
+    async with App(root=app) as wippy:
+        wippy.agents.model_overrides["*"] = model
+        conv = await wippy.conversation("app:assistant")
         await conv.ask("hi", context={"who": "you"})
-        assert node.agents.restricted._sandbox is not None  # it went to a worker
+        assert wippy.agents.restricted._sandbox is not None  # it went to a worker
     assert model.requests[0].messages[0].content == "Ada, Alan help you."
 
 
@@ -236,9 +236,9 @@ async def test_a_secret_from_the_environment_reaches_neither_the_model_nor_the_s
     calls = (ToolCall(id="c1", name="tools_leaky_leak", arguments={}),
              ToolCall(id="c2", name="tools_leaky_fail", arguments={}))
     model = ScriptedModel([Response(tool_calls=calls, finish_reason="tool_calls"), "done"])
-    async with Node(root=app) as node:
-        node.agents.model_overrides["*"] = model
-        await (await node.conversation("app:assistant")).ask("go")
+    async with App(root=app) as wippy:
+        wippy.agents.model_overrides["*"] = model
+        await (await wippy.conversation("app:assistant")).ask("go")
         logging.getLogger("wippy_agents.tools").warning("a tool logged %s", CANARY)
     shown = [m.content for m in model.requests[1].messages if m.role == "tool"]
     assert shown == ["the token is [redacted]", "error: the tool raised RuntimeError: rejected token [redacted]"]

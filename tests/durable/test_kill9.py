@@ -113,14 +113,14 @@ DRIVER = '''
 import asyncio
 import sys
 
-from wippy_agents import Node
+from wippy_agents import App
 from wippy_agents.agents import AgentError
 
 APP, CONVERSATIONS, TURNS = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 
 
-async def conversation(node, c):
-    conv = await node.conversation("app:agent", id=f"c{c}")
+async def conversation(app, c):
+    conv = await app.conversation("app:agent", id=f"c{c}")
     for t in range(1, TURNS + 1):
         turn = f"c{c}-t{t}"
         try:
@@ -132,9 +132,9 @@ async def conversation(node, c):
 
 
 async def main():
-    async with Node(root=APP) as node:
+    async with App(root=APP) as app:
         print("BOOTED", flush=True)
-        await asyncio.gather(*(conversation(node, c) for c in range(1, CONVERSATIONS + 1)))
+        await asyncio.gather(*(conversation(app, c) for c in range(1, CONVERSATIONS + 1)))
     print("ALL DONE", flush=True)
 
 
@@ -432,7 +432,7 @@ def read_journal(path: Path) -> Journal:
             SELECT task, status, detail FROM (
                 SELECT task, status, detail,
                        row_number() OVER (PARTITION BY task ORDER BY time DESC, rowid DESC) AS n
-                FROM task_events WHERE status NOT IN ('cancel_requested', 'upgraded'))
+                FROM task_events WHERE status NOT IN ('cancel_requested', 'upgraded', 'step_started', 'resumed'))
             WHERE n = 1""").fetchall()
     finally:
         db.close()

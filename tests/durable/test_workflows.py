@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from wippy_agents import Node, durable
+from wippy_agents import App, UsageError, durable
 from wippy_agents.durable import NondeterminismError, StepError, TaskFailed
 from wippy_agents.testing import VirtualClock
 
@@ -38,26 +38,26 @@ def _clean_log() -> None:
 
 
 async def test_a_finished_step_is_not_run_again_after_a_restart(tmp_path: Path) -> None:
-    async with Node(root=tmp_path) as node:
-        task = await node.tasks.start("test:two_steps", "actors")
-        while not node.tasks.get(task).steps:
+    async with App(root=tmp_path) as app:
+        task = await app.tasks.start("test:two_steps", "actors")
+        while not app.tasks.get(task).steps:
             await asyncio.sleep(0.001)
-        assert node.tasks.status(task) == "running"
+        assert app.tasks.status(task) == "running"
     assert LOG == ["first actors"]  # the node stopped while the task waited for its signal
-    async with Node(root=tmp_path) as node:  # recovery at boot resumes it
-        await node.tasks.signal(task, "approve", "yes")
-        assert await node.tasks.result(task) == {"first": "FIRST ACTORS", "second": "SECOND YES"}
+    async with App(root=tmp_path) as app:  # recovery at boot resumes it
+        await app.tasks.signal(task, "approve", "yes")
+        assert await app.tasks.result(task) == {"first": "FIRST ACTORS", "second": "SECOND YES"}
     assert LOG == ["first actors", "second yes"]
 
 
 async def test_starting_with_an_existing_id_attaches(tmp_path: Path) -> None:
-    async with Node(root=tmp_path) as node:
-        one = await node.tasks.start("test:two_steps", "x", task_id="report-1")
-        two = await node.tasks.start("test:two_steps", "x", task_id="report-1")
+    async with App(root=tmp_path) as app:
+        one = await app.tasks.start("test:two_steps", "x", task_id="report-1")
+        two = await app.tasks.start("test:two_steps", "x", task_id="report-1")
         assert one == two == "report-1"
-        await node.tasks.signal(one, "approve", "ok")
-        await node.tasks.result(one)
-        assert await node.tasks.run("test:two_steps", "x", task_id="report-1") == {"first": "FIRST X",
+        await app.tasks.signal(one, "approve", "ok")
+        await app.tasks.result(one)
+        assert await app.tasks.run("test:two_steps", "x", task_id="report-1") == {"first": "FIRST X",
                                                                                   "second": "SECOND OK"}
     assert LOG == ["first x", "second ok"]
 
@@ -68,10 +68,10 @@ async def test_a_signal_sent_before_the_wait_is_waiting_for_the_task(tmp_path: P
         await ctx.step("pause", lambda: None)
         return await ctx.wait_signal("go")
 
-    async with Node(root=tmp_path) as node:
-        task = await node.tasks.start("test:late_wait")
-        await node.tasks.signal(task, "go", {"n": 1})
-        assert await node.tasks.result(task) == {"n": 1}
+    async with App(root=tmp_path) as app:
+        task = await app.tasks.start("test:late_wait")
+        await app.tasks.signal(task, "go", {"n": 1})
+        assert await app.tasks.result(task) == {"n": 1}
 
 
 async def test_a_changed_workflow_fails_replay_naming_both_steps(tmp_path: Path) -> None:
@@ -80,19 +80,19 @@ async def test_a_changed_workflow_fails_replay_naming_both_steps(tmp_path: Path)
         await ctx.step("fetch", lambda: 1)
         await ctx.wait_signal("never")
 
-    async with Node(root=tmp_path) as node:
-        task = await node.tasks.start("test:changes")
-        while not node.tasks.get(task).steps:
+    async with App(root=tmp_path) as app:
+        task = await app.tasks.start("test:changes")
+        while not app.tasks.get(task).steps:
             await asyncio.sleep(0.001)
 
     @durable.workflow("test:changes")
     async def after(ctx: durable.TaskContext) -> None:
         await ctx.step("download", lambda: 1)
 
-    async with Node(root=tmp_path) as node:
+    async with App(root=tmp_path) as app:
         with pytest.raises(TaskFailed, match="NondeterminismError.*step 0 was recorded as 'fetch'.*asks for 'download'"):
-            await node.tasks.result(task)
-    assert issubclass(NondeterminismError, RuntimeError)
+            await app.tasks.result(task)
+    assert issubclass(NondeterminismError, UsageError)  # the code must change back, or the task be upgraded
 
 
 async def test_a_failing_step_is_retried_then_recorded_as_failed(tmp_path: Path) -> None:
@@ -108,13 +108,13 @@ async def test_a_failing_step_is_retried_then_recorded_as_failed(tmp_path: Path)
     async def retries(ctx: durable.TaskContext, succeed_on: int) -> str:
         return await ctx.step("call", flaky, succeed_on, retries=2, retry_delay=0.001)
 
-    async with Node(root=tmp_path) as node:
-        assert await node.tasks.run("test:retries", 3) == "ok" and len(attempts) == 3
+    async with App(root=tmp_path) as app:
+        assert await app.tasks.run("test:retries", 3) == "ok" and len(attempts) == 3
         attempts.clear()
-        task = await node.tasks.start("test:retries", 9)
+        task = await app.tasks.start("test:retries", 9)
         with pytest.raises(TaskFailed, match="step 'call' failed: ConnectionError: attempt 3 failed"):
-            await node.tasks.result(task)
-        [step] = node.tasks.get(task).steps
+            await app.tasks.result(task)
+        [step] = app.tasks.get(task).steps
         assert (step.name, step.ok, step.error) == ("call", False, "ConnectionError: attempt 3 failed")
     assert len(attempts) == 3 and issubclass(StepError, Exception)
 
@@ -124,9 +124,9 @@ async def test_a_step_result_the_journal_cannot_store_is_a_clear_failure(tmp_pat
     async def bad_result(ctx: durable.TaskContext) -> Any:
         return await ctx.step("make", lambda: {1, 2})
 
-    async with Node(root=tmp_path) as node:
+    async with App(root=tmp_path) as app:
         with pytest.raises(TaskFailed, match="journal cannot store a set"):
-            await node.tasks.run("test:bad_result")
+            await app.tasks.run("test:bad_result")
 
 
 async def test_steps_see_a_stable_idempotency_key(tmp_path: Path) -> None:
@@ -134,8 +134,8 @@ async def test_steps_see_a_stable_idempotency_key(tmp_path: Path) -> None:
     async def keys(ctx: durable.TaskContext) -> list[str]:
         return [await ctx.step("a", durable.idempotency_key), await ctx.step("b", durable.idempotency_key)]
 
-    async with Node(root=tmp_path) as node:
-        assert await node.tasks.run("test:keys", task_id="k") == ["k:0", "k:1"]
+    async with App(root=tmp_path) as app:
+        assert await app.tasks.run("test:keys", task_id="k") == ["k:0", "k:1"]
     with pytest.raises(RuntimeError, match="only known inside a durable step"):
         durable.idempotency_key()
 
@@ -148,12 +148,12 @@ async def test_a_durable_sleep_waits_only_for_what_is_left_after_a_restart(clock
         await ctx.sleep(3600)
         return await ctx.step("after", record, "woke")
 
-    async with Node(root=tmp_path, wall_clock=clock.time) as node:
+    async with App(root=tmp_path, wall_clock=clock.time) as app:
         started = clock.now
-        task = await node.tasks.start("test:sleepy")
+        task = await app.tasks.start("test:sleepy")
         await asyncio.sleep(1000)
-    async with Node(root=tmp_path, wall_clock=clock.time) as node:
-        assert await node.tasks.result(task) == "WOKE"
+    async with App(root=tmp_path, wall_clock=clock.time) as app:
+        assert await app.tasks.result(task) == "WOKE"
     assert clock.now - started == pytest.approx(3600, abs=1)
 
 
@@ -167,8 +167,8 @@ async def test_a_signal_wait_times_out_durably(clock: VirtualClock, tmp_path: Pa
             return str(error)
         return "got it"
 
-    async with Node(root=tmp_path, wall_clock=clock.time) as node:
-        assert await node.tasks.run("test:deadline") == "no 'reply' signal within 60s"
+    async with App(root=tmp_path, wall_clock=clock.time) as app:
+        assert await app.tasks.run("test:deadline") == "no 'reply' signal within 60s"
 
 
 @pytest.mark.virtual_clock
@@ -178,13 +178,13 @@ async def test_cancelling_a_sleeping_task_stops_it(clock: VirtualClock, tmp_path
         await ctx.sleep(10_000)
         return await ctx.step("never", record, "should not run")
 
-    async with Node(root=tmp_path, wall_clock=clock.time) as node:
-        task = await node.tasks.start("test:cancel_me")
+    async with App(root=tmp_path, wall_clock=clock.time) as app:
+        task = await app.tasks.start("test:cancel_me")
         await asyncio.sleep(5)
-        await node.tasks.cancel(task)
+        await app.tasks.cancel(task)
         with pytest.raises(TaskFailed, match="cancelled"):
-            await node.tasks.result(task)
-        assert node.tasks.status(task) == "cancelled"
+            await app.tasks.result(task)
+        assert app.tasks.status(task) == "cancelled"
     assert LOG == [] and clock.now < 100
 
 
@@ -193,15 +193,15 @@ async def test_a_task_that_never_progresses_is_parked_after_repeated_recoveries(
     async def stuck(ctx: durable.TaskContext) -> None:
         await ctx.step("hang", asyncio.Event().wait)
 
-    async with Node(root=tmp_path) as node:
-        task = await node.tasks.start("test:stuck")
+    async with App(root=tmp_path) as app:
+        task = await app.tasks.start("test:stuck")
     for _ in range(3):
-        async with Node(root=tmp_path) as node:
-            assert node.tasks.status(task) == "running"
-    async with Node(root=tmp_path) as node:
-        assert node.tasks.status(task) == "needs_attention"
+        async with App(root=tmp_path) as app:
+            assert app.tasks.status(task) == "running"
+    async with App(root=tmp_path) as app:
+        assert app.tasks.status(task) == "needs_attention"
         with pytest.raises(TaskFailed, match="needs_attention: no progress over 3 recoveries"):
-            await node.tasks.result(task)
+            await app.tasks.result(task)
 
 
 async def test_concurrent_steps_share_commits(tmp_path: Path) -> None:
@@ -211,20 +211,20 @@ async def test_concurrent_steps_share_commits(tmp_path: Path) -> None:
             await ctx.step(f"s{i}", lambda i=i: i)
         return n
 
-    async with Node(root=tmp_path) as node:
-        before = node.tasks.journal.commits
-        ids = [await node.tasks.start("test:many", 20) for _ in range(50)]
-        assert await asyncio.gather(*(node.tasks.result(i) for i in ids)) == [20] * 50
-        commits = node.tasks.journal.commits - before
+    async with App(root=tmp_path) as app:
+        before = app.tasks.journal.commits
+        ids = [await app.tasks.start("test:many", 20) for _ in range(50)]
+        assert await asyncio.gather(*(app.tasks.result(i) for i in ids)) == [20] * 50
+        commits = app.tasks.journal.commits - before
     assert commits < 50 * 20 / 4  # 1,000 steps (plus task rows) in far fewer commits
 
 
 async def test_unknown_workflow_and_task_are_clear_errors(tmp_path: Path) -> None:
-    async with Node(root=tmp_path) as node:
+    async with App(root=tmp_path) as app:
         with pytest.raises(LookupError, match="no workflow 'test:nope' is registered"):
-            await node.tasks.start("test:nope")
+            await app.tasks.start("test:nope")
         with pytest.raises(LookupError, match="no task 'ghost'"):
-            await node.tasks.signal("ghost", "x")
+            await app.tasks.signal("ghost", "x")
 
 
 async def test_a_task_keeps_its_registry_version_until_upgraded(tmp_path: Path) -> None:
@@ -245,19 +245,19 @@ async def test_a_task_keeps_its_registry_version_until_upgraded(tmp_path: Path) 
             sizes.append(await ctx.step(f"read{round}", lambda: ctx.registry.get("app:limits").data["size"]))
         return sizes
 
-    async with Node(root=tmp_path) as node:
-        task = await node.tasks.start("test:pinned")
-        node.registry.apply([Entry("app:limits", "config", {}, {"size": 2})], author="test")
-        await node.tasks.signal(task, "go0")
-        while len(node.tasks.get(task).steps) < 3:
+    async with App(root=tmp_path) as app:
+        task = await app.tasks.start("test:pinned")
+        app.registry.apply([Entry("app:limits", "config", {}, {"size": 2})], author="test")
+        await app.tasks.signal(task, "go0")
+        while len(app.tasks.get(task).steps) < 3:
             await asyncio.sleep(0.001)
-    async with Node(root=tmp_path) as node:  # still pinned after a restart
-        assert node.tasks.get(task).registry_version == 1
-        assert await node.tasks.upgrade(task) == 2
-        await node.tasks.signal(task, "go1")
-        assert await node.tasks.result(task) == [1, 2]
-    async with Node(root=tmp_path) as node:
-        assert node.tasks.get(task).registry_version == 2
+    async with App(root=tmp_path) as app:  # still pinned after a restart
+        assert app.tasks.get(task).registry_version == 1
+        assert await app.tasks.upgrade(task) == 2
+        await app.tasks.signal(task, "go1")
+        assert await app.tasks.result(task) == [1, 2]
+    async with App(root=tmp_path) as app:
+        assert app.tasks.get(task).registry_version == 2
 
 
 @pytest.mark.virtual_clock
@@ -271,20 +271,20 @@ async def test_retention_deletes_old_finished_tasks_but_keeps_running_ones(clock
     async def waits(ctx: durable.TaskContext) -> Any:
         return await ctx.wait_signal("go")
 
-    async with Node(root=tmp_path, wall_clock=clock.time) as node:
-        old = [await node.tasks.start("test:quick", i) for i in range(3)]
-        waiting = await node.tasks.start("test:waits")
+    async with App(root=tmp_path, wall_clock=clock.time) as app:
+        old = [await app.tasks.start("test:quick", i) for i in range(3)]
+        waiting = await app.tasks.start("test:waits")
         for task in old:
-            await node.tasks.result(task)
+            await app.tasks.result(task)
         await asyncio.sleep(3 * 86400)
-        recent = await node.tasks.run("test:quick", 9, task_id="recent")
+        recent = await app.tasks.run("test:quick", 9, task_id="recent")
         assert recent == 18
-        assert node.tasks.prune(86400) == 3
-        assert {info.id for info in node.tasks.list()} == {waiting, "recent"}
+        assert app.tasks.prune(86400) == 3
+        assert {info.id for info in app.tasks.list()} == {waiting, "recent"}
         with pytest.raises(LookupError):
-            node.tasks.get(old[0])
-    async with Node(root=tmp_path, wall_clock=clock.time) as node:
-        assert {info.id for info in node.tasks.list()} == {waiting, "recent"}
+            app.tasks.get(old[0])
+    async with App(root=tmp_path, wall_clock=clock.time) as app:
+        assert {info.id for info in app.tasks.list()} == {waiting, "recent"}
 
 
 async def test_attaching_by_id_retries_a_task_parked_for_making_no_progress(tmp_path: Path) -> None:
@@ -299,15 +299,15 @@ async def test_attaching_by_id_retries_a_task_parked_for_making_no_progress(tmp_
     async def parked(ctx: durable.TaskContext) -> str:
         return await ctx.step("work", maybe_hang)
 
-    async with Node(root=tmp_path) as node:
-        task = await node.tasks.start("test:parked", task_id="p1")
+    async with App(root=tmp_path) as app:
+        task = await app.tasks.start("test:parked", task_id="p1")
     for _ in range(4):
-        async with Node(root=tmp_path) as node:
+        async with App(root=tmp_path) as app:
             pass
-    async with Node(root=tmp_path) as node:
-        assert node.tasks.status(task) == "needs_attention"
+    async with App(root=tmp_path) as app:
+        assert app.tasks.status(task) == "needs_attention"
         gate["hang"] = False
-        assert await node.tasks.run("test:parked", task_id="p1") == "done"
+        assert await app.tasks.run("test:parked", task_id="p1") == "done"
 
 
 async def test_cancelling_a_task_interrupts_the_step_it_is_in(tmp_path: Path) -> None:
@@ -325,22 +325,22 @@ async def test_cancelling_a_task_interrupts_the_step_it_is_in(tmp_path: Path) ->
     async def busy(ctx: durable.TaskContext) -> None:
         await ctx.step("forever", forever)
 
-    async with Node(root=tmp_path) as node:
-        task = await node.tasks.start("test:busy")
+    async with App(root=tmp_path) as app:
+        task = await app.tasks.start("test:busy")
         await started.wait()
-        await node.tasks.cancel(task)
+        await app.tasks.cancel(task)
         async with asyncio.timeout(10):  # a deadline for a failing run, not a timing assertion
             with pytest.raises(TaskFailed, match="cancelled"):
-                await node.tasks.result(task)
-        assert interrupted.is_set() and node.tasks.status(task) == "cancelled"
-    async with Node(root=tmp_path) as node:  # and it stays cancelled: recovery does not run it again
-        assert node.tasks.status(task) == "cancelled"
+                await app.tasks.result(task)
+        assert interrupted.is_set() and app.tasks.status(task) == "cancelled"
+    async with App(root=tmp_path) as app:  # and it stays cancelled: recovery does not run it again
+        assert app.tasks.status(task) == "cancelled"
 
 
 NODE_KILLING_STEP = """
 import asyncio, os, sys
 from pathlib import Path
-from wippy_agents import Node, durable
+from wippy_agents import App, durable
 
 @durable.workflow("test:kills_the_node")
 async def kills_the_node(ctx):
@@ -348,11 +348,11 @@ async def kills_the_node(ctx):
     return await ctx.step("tool:exit", os._exit, 7, mark_start=True)
 
 async def main():
-    async with Node(root=Path(sys.argv[1])) as node:
+    async with App(root=Path(sys.argv[1])) as app:
         if len(sys.argv) > 2:
-            await node.tasks.start("test:kills_the_node", task_id="t1")
+            await app.tasks.start("test:kills_the_node", task_id="t1")
         try:
-            await node.tasks.result("t1")
+            await app.tasks.result("t1")
         except durable.TaskFailed as error:
             print(error)
 
@@ -369,7 +369,7 @@ def test_a_step_that_kills_the_node_is_parked_on_its_first_repeat(tmp_path: Path
     assert boot().returncode == 7  # recovery ran it once more (the machine might have died): down again
     parked = boot()  # the next boot parks the task instead of running the step a third time
     assert parked.returncode == 0, parked.stderr
-    assert "task t1 needs_attention: step 1 (tool:exit) was running each of the last 2 times the node stopped" \
+    assert "task t1 needs_attention: step 1 (tool:exit) was running each of the last 2 times the node stopped"\
         in parked.stdout
     assert "wippy tasks resume t1" in parked.stdout
 
@@ -377,7 +377,7 @@ def test_a_step_that_kills_the_node_is_parked_on_its_first_repeat(tmp_path: Path
 FULL_DISK_NODE = """
 import asyncio, json, os, subprocess, sys
 from pathlib import Path
-from wippy_agents import Node, durable
+from wippy_agents import App, durable
 
 root = Path(sys.argv[1])
 (root / ".wippy").mkdir()
@@ -409,22 +409,22 @@ async def until(condition):
 
 async def main():
     out = {}
-    async with Node(root=root) as node:
-        task = await node.tasks.start("test:writes", task_id="w1")
+    async with App(root=root) as app:
+        task = await app.tasks.start("test:writes", task_id="w1")
         await until(lambda: ran == ["one"])
         fill(root / ".wippy" / "filler")
         gate.set()
         try:
-            await node.tasks.result(task)
+            await app.tasks.result(task)
         except durable.TaskFailed as error:
             out["paused"] = str(error)
         try:
-            await node.tasks.start("test:writes")
+            await app.tasks.start("test:writes")
         except durable.StateUnavailable as error:
             out["refused"] = str(error)
         (root / ".wippy" / "filler").unlink()
-        await until(lambda: node.tasks.status(task) == "completed")
-        out["result"] = await node.tasks.result(task)
+        await until(lambda: app.tasks.status(task) == "completed")
+        out["result"] = await app.tasks.result(task)
     out["ran"] = ran
     print(json.dumps(out))
 

@@ -1,4 +1,4 @@
-"""`wippy.yaml`, and booting an app folder with `App(root, files_only=True)` (in-memory state)."""
+"""`wippy.yaml`, and booting an app folder with `AppFolder(root, files_only=True)` (in-memory state)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from wippy_agents._app import App, AppConfig, load_config
+from wippy_agents.app import AppConfig, AppFolder, load_config
 from wippy_agents.registry import Problem, RegistryError
 from wippy_agents.testing import write_file as write
 
@@ -18,8 +18,8 @@ def index(root: Path, folder: str, namespace: str, *entries: str) -> str:
     return relpath
 
 
-def boot(root: Path) -> App:
-    app = App(root, files_only=True)
+def boot(root: Path) -> AppFolder:
+    app = AppFolder(root, files_only=True)
     assert not (root / ".wippy").exists(), "files_only must not create a state file"
     return app
 
@@ -99,7 +99,7 @@ def test_wippy_yaml_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
 def test_an_app_with_a_bad_wippy_yaml_does_not_boot(tmp_path: Path) -> None:
     write(tmp_path, "wippy.yaml", "wach: false\n")
     with pytest.raises(RegistryError, match=r"wippy\.yaml:1: field wach: unknown setting"):
-        App(tmp_path, files_only=True)
+        AppFolder(tmp_path, files_only=True)
 
 
 def test_custom_source_folders_are_used(tmp_path: Path) -> None:
@@ -125,7 +125,7 @@ def test_custom_source_folders_are_used(tmp_path: Path) -> None:
 
 def test_the_app_folder_must_exist(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="does not exist"):
-        App(tmp_path / "nowhere", files_only=True)
+        AppFolder(tmp_path / "nowhere", files_only=True)
 
 
 # -- booting: references and ids across files ---------------------------------------------------------

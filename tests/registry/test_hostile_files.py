@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from wippy_agents import Node
-from wippy_agents._app import AGENTS, WATCHER, App
+from wippy_agents import App
 from wippy_agents._state import open_state
+from wippy_agents.app import AppFolder
+from wippy_agents.app._app import AGENTS, WATCHER
 from wippy_agents.registry import Entry, EntryChange, Folders, Problem, RegistryError, check_id
 from wippy_agents.registry._sources import SourceFile, read_source
 from wippy_agents.registry._store import VersionStore
@@ -69,13 +70,13 @@ def yaml_bomb(levels: int, namespace: str = "app") -> str:
     return f"namespace: {namespace}\nentries:\n  - name: x\n    kind: config\n" + aliases_of_aliases(levels, "    ")
 
 
-def refused(node: Node, relpath: str) -> bool:
-    return relpath in node.registry.problems
+def refused(wippy: App, relpath: str) -> bool:
+    return relpath in wippy.registry.problems
 
 
-def system_pids(node: Node) -> tuple[object, object]:
+def system_pids(wippy: App) -> tuple[object, object]:
     """The watcher's and the agents' supervisor's pids: unchanged means neither went down."""
-    watcher, agents = node.whereis(WATCHER), node.whereis(AGENTS)
+    watcher, agents = wippy.node.whereis(WATCHER), wippy.node.whereis(AGENTS)
     assert watcher is not None and agents is not None
     return watcher, agents
 
@@ -92,20 +93,20 @@ def app(tmp_path: Path) -> Path:
 
 def test_a_deeply_nested_index_file_is_refused_at_its_line_and_the_app_still_boots(app: Path) -> None:
     write(app, "registry/deep/_index.yaml", config_with(nested(990), "deep"))
-    with App(app) as booted:
+    with AppFolder(app) as booted:
         [problem] = booted.registry.problems["registry/deep/_index.yaml"]
         assert "app:settings" in booted.registry
     assert (problem.line, "nests deeper than 100 levels" in problem.message) == (5, True)
 
 
 async def test_a_deeply_nested_save_is_refused_and_the_watcher_and_agents_stay_up(example_app: Path) -> None:
-    async with Node(root=example_app) as node:
-        before = system_pids(node)
+    async with App(root=example_app) as wippy:
+        before = system_pids(wippy)
         write(example_app, "registry/deep/_index.yaml", config_with(nested(990), "deep"))
-        await wait_until(lambda: refused(node, "registry/deep/_index.yaml"))
+        await wait_until(lambda: refused(wippy, "registry/deep/_index.yaml"))
         write(example_app, "registry/deep/_index.yaml", config_with("1", "deep"))
-        await wait_until(lambda: "deep:x" in node.registry)  # still watching: the next good save applies
-        assert system_pids(node) == before
+        await wait_until(lambda: "deep:x" in wippy.registry)  # still watching: the next good save applies
+        assert system_pids(wippy) == before
 
 
 async def test_new_folders_of_links_out_of_the_app_are_refused_unread_and_the_watcher_stays_up(
@@ -113,37 +114,37 @@ async def test_new_folders_of_links_out_of_the_app_are_refused_unread_and_the_wa
 ) -> None:
     secret = tmp_path / "secret.md"
     secret.write_text("the launch code is 0000\n")
-    async with Node(root=example_app) as node:
-        before = system_pids(node)
+    async with App(root=example_app) as wippy:
+        before = system_pids(wippy)
         for n in range(12):
             (example_app / "prompts" / f"evil{n}").mkdir()
             (example_app / "prompts" / f"evil{n}" / "leak.md").symlink_to(secret)
-        await wait_until(lambda: all(refused(node, f"prompts/evil{n}/leak.md") for n in range(12)))
-        [problem] = node.registry.problems["prompts/evil0/leak.md"]
+        await wait_until(lambda: all(refused(wippy, f"prompts/evil{n}/leak.md") for n in range(12)))
+        [problem] = wippy.registry.problems["prompts/evil0/leak.md"]
         assert "outside the app folder" in problem.message
-        assert not [entry for entry in node.registry.find() if "launch code" in str(entry.data)]
-        assert system_pids(node) == before
+        assert not [entry for entry in wippy.registry.find() if "launch code" in str(entry.data)]
+        assert system_pids(wippy) == before
 
 
 async def test_a_folder_linked_in_from_outside_the_app_is_not_entered(app: Path, tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "leak.md").write_text("the launch code is 0000\n")
-    async with Node(root=app) as node:
-        before = system_pids(node)
+    async with App(root=app) as wippy:
+        before = system_pids(wippy)
         (app / "prompts/evil").symlink_to(outside, target_is_directory=True)
         write(app, "prompts/later.md", "Hi\n")
-        await wait_until(lambda: "prompts:later" in node.registry)  # the link's batch came first
-        assert list(node.registry.problems) == [] and system_pids(node) == before
-        assert not [entry for entry in node.registry.find() if "launch code" in str(entry.data)]
+        await wait_until(lambda: "prompts:later" in wippy.registry)  # the link's batch came first
+        assert list(wippy.registry.problems) == [] and system_pids(wippy) == before
+        assert not [entry for entry in wippy.registry.find() if "launch code" in str(entry.data)]
 
 
 async def test_a_batch_that_fails_is_logged_and_the_watcher_keeps_watching(
     app: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with Node(root=app) as node:
-        before = system_pids(node)
-        refresh = node.registry.refresh
+    async with App(root=app) as wippy:
+        before = system_pids(wippy)
+        refresh = wippy.registry.refresh
         failures = ["a fault while committing a batch"]
 
         async def fails_once(relpaths: Any = None) -> int | None:
@@ -151,32 +152,32 @@ async def test_a_batch_that_fails_is_logged_and_the_watcher_keeps_watching(
                 raise RuntimeError(failures.pop())
             return await refresh(relpaths)
 
-        monkeypatch.setattr(node.registry, "refresh", fails_once)
+        monkeypatch.setattr(wippy.registry, "refresh", fails_once)
         write(app, "registry/one/_index.yaml", "namespace: one\nentries:\n  - {name: x, kind: config}\n")
         await wait_until(lambda: not failures)
         write(app, "registry/two/_index.yaml", "namespace: two\nentries:\n  - {name: x, kind: config}\n")
-        await wait_until(lambda: "two:x" in node.registry)
-        assert system_pids(node) == before
+        await wait_until(lambda: "two:x" in wippy.registry)
+        assert system_pids(wippy) == before
     assert "could not apply a batch of file changes; still watching" in caplog.text
     assert "a fault while committing a batch" in caplog.text
 
 
 async def test_a_source_file_replaced_by_a_folder_counts_as_deleted(app: Path) -> None:
-    async with Node(root=app) as node:
-        before = system_pids(node)
+    async with App(root=app) as wippy:
+        before = system_pids(wippy)
         (app / INDEX).unlink()
         (app / INDEX).mkdir()
-        await wait_until(lambda: "app:settings" not in node.registry)
-        assert system_pids(node) == before and INDEX not in node.registry.problems
+        await wait_until(lambda: "app:settings" not in wippy.registry)
+        assert system_pids(wippy) == before and INDEX not in wippy.registry.problems
 
 
 async def test_a_file_where_a_source_folder_belongs_does_not_stop_the_watcher(app: Path) -> None:
     (app / "tools").write_text("a file, not a folder\n")
-    async with Node(root=app) as node:
-        before = system_pids(node)
+    async with App(root=app) as wippy:
+        before = system_pids(wippy)
         write(app, INDEX, GOOD_INDEX.replace("level: 1", "level: 2"))
-        await wait_until(lambda: node.registry.get("app:settings").data == {"level": 2})
-        assert system_pids(node) == before
+        await wait_until(lambda: wippy.registry.get("app:settings").data == {"level": 2})
+        assert system_pids(wippy) == before
 
 
 def test_a_template_nested_too_deeply_to_compile_is_refused(tmp_path: Path) -> None:
@@ -229,7 +230,7 @@ def test_a_value_that_contains_itself_is_refused(tmp_path: Path) -> None:
 
 async def test_the_node_keeps_running_while_the_watcher_imports_a_slow_tool_file(app: Path, tmp_path: Path) -> None:
     started, release = tmp_path / "import started", tmp_path / "release the import"
-    async with Node(root=app) as node:
+    async with App(root=app) as wippy:
         write(app, "tools/slow.py", f'''
             import os, time
 
@@ -247,7 +248,7 @@ async def test_the_node_keeps_running_while_the_watcher_imports_a_slow_tool_file
             ''')
         await wait_until(started.exists)  # this runs on the event loop while the import is under way
         release.touch()
-        await wait_until(lambda: "tools.slow:ping" in node.registry)
+        await wait_until(lambda: "tools.slow:ping" in wippy.registry)
 
 
 # -- 3. tool files that would freeze or kill the node -------------------------------------------------------
@@ -281,10 +282,10 @@ async def test_a_process_file_that_exits_at_import_cannot_be_spawned_and_the_nod
           - {name: quitter, kind: process, file: processes/quits.py, function: run}
         """)
     write(app, "processes/quits.py", "import os\nos._exit(3)\n\n\nasync def run() -> None:\n    pass\n")
-    async with Node(root=app) as node:
+    async with App(root=app) as wippy:
         with pytest.raises(RegistryError, match="cannot import processes/quits.py") as refusal:
-            node.spawn("jobs:quitter", None)
-        system_pids(node)
+            wippy.node.spawn("jobs:quitter", None)
+        system_pids(wippy)
     assert "exit status 3" in refusal.value.problems[0].message
 
 
@@ -353,7 +354,7 @@ def test_files_whose_names_are_not_utf8_are_refused_under_a_readable_name(tmp_pa
     Path(os.fsdecode(root + b"/registry/caf\xe9/_index.yaml")).write_text(GOOD_INDEX)
     os.makedirs(root + b"/tools")
     Path(os.fsdecode(root + b"/tools/\xff.py")).write_text('def f() -> int:\n    """Doc."""\n    return 1\n')
-    with App(tmp_path) as booted:
+    with AppFolder(tmp_path) as booted:
         problems = booted.registry.problems
         assert sorted(problems) == ["registry/caf\ufffd/_index.yaml", "tools/\ufffd.py"]
         assert "app:settings" not in booted.registry
@@ -363,7 +364,7 @@ def test_files_whose_names_are_not_utf8_are_refused_under_a_readable_name(tmp_pa
 
 def test_lone_surrogates_in_a_tool_docstring_are_stored_as_replacement_characters(tmp_path: Path) -> None:
     write(tmp_path, "tools/odd.py", 'def f() -> int:\n    "Say \\ud800 hi."\n    return 1\n')
-    with App(tmp_path) as booted:
+    with AppFolder(tmp_path) as booted:
         assert booted.registry.get("tools.odd:f").data["description"] == "Say \ufffd hi."
 
 
@@ -374,7 +375,7 @@ def test_a_prompt_linked_to_a_file_outside_the_app_is_refused_unread(app: Path, 
     (tmp_path / "secret.md").write_text("the launch code is 0000\n")
     (app / "prompts/evil").mkdir(parents=True)
     (app / "prompts/evil/leak.md").symlink_to(tmp_path / "secret.md")
-    with App(app, files_only=True) as booted:
+    with AppFolder(app, files_only=True) as booted:
         [problem] = booted.registry.problems["prompts/evil/leak.md"]
         assert "prompts.evil:leak" not in booted.registry
     assert "outside the app folder" in problem.message and "launch code" not in str(problem)
@@ -399,7 +400,7 @@ def test_write_through_refuses_a_file_that_a_link_leads_outside_the_app(app: Pat
     outside = tmp_path / "outside"
     outside.mkdir()
     (app / "registry/ext").symlink_to(outside, target_is_directory=True)
-    with App(app, files_only=True) as booted, pytest.raises(RegistryError, match="leads outside the app folder"):
+    with AppFolder(app, files_only=True) as booted, pytest.raises(RegistryError, match="leads outside the app folder"):
         booted.registry.apply([Entry("ext:x", "config", {}, {"v": 1})], author="test")
     assert list(outside.iterdir()) == []
 
@@ -441,14 +442,14 @@ def test_a_yaml_value_that_is_not_json_data_is_refused_at_its_line_and_boot_goes
 ) -> None:
     write(tmp_path, INDEX, config_with(value))
     write(tmp_path, "registry/other/_index.yaml", GOOD_INDEX.replace("app", "other"))
-    with App(tmp_path) as booted:  # with a real state file: whatever loads is stored as JSON
+    with AppFolder(tmp_path) as booted:  # with a real state file: whatever loads is stored as JSON
         [problem] = booted.registry.problems[INDEX]
         assert "other:settings" in booted.registry
     assert words in problem.message and problem.line == 5
 
 
 def test_an_api_change_holding_a_value_json_cannot_hold_is_refused_before_anything_is_written(app: Path) -> None:
-    with App(app) as booted:
+    with AppFolder(app) as booted:
         with pytest.raises(RegistryError, match="a date is not JSON data") as refusal:
             booted.registry.apply([Entry("other:when", "config", {}, {"at": datetime.date(2024, 1, 1)})],
                                   author="test")
@@ -461,11 +462,11 @@ def test_an_api_change_holding_a_value_json_cannot_hold_is_refused_before_anythi
 
 
 def test_entries_of_a_refused_file_cannot_be_changed_through_the_api(app: Path) -> None:
-    with App(app):
+    with AppFolder(app):
         pass  # the state file now holds app:settings
     broken = GOOD_INDEX.replace("level: 1", "level: [1")
     (app / INDEX).write_text(broken)
-    with App(app) as booted:
+    with AppFolder(app) as booted:
         assert booted.registry.get("app:settings").data == {"level": 1}  # kept from its last good version
         with pytest.raises(RegistryError, match="is refused"):
             booted.registry.apply([Entry("app:settings", "config", {}, {"level": 2})], author="test")
@@ -473,7 +474,7 @@ def test_entries_of_a_refused_file_cannot_be_changed_through_the_api(app: Path) 
 
 
 def test_a_save_read_before_an_api_write_through_is_not_committed_over_it(app: Path) -> None:
-    with App(app, files_only=True) as booted:
+    with AppFolder(app, files_only=True) as booted:
         registry = booted.registry
         (app / INDEX).write_text(GOOD_INDEX.replace("level: 1", "level: 2"))
         reads = registry._read_changed({INDEX})  # the watcher reads the save in its thread, while on the loop...
@@ -484,7 +485,7 @@ def test_a_save_read_before_an_api_write_through_is_not_committed_over_it(app: P
 
 
 def test_a_stored_entry_that_no_longer_validates_does_not_stop_boot(app: Path) -> None:
-    with App(app):
+    with AppFolder(app):
         pass
     db = open_state(app / ".wippy/state.duckdb")  # as if an older version had stored an entry today's rules refuse
     try:
@@ -494,7 +495,7 @@ def test_a_stored_entry_that_no_longer_validates_does_not_stop_boot(app: Path) -
     finally:
         db.close()
     (app / INDEX).write_text("namespace: app\nentries: [\n")  # refused: its stored entries would stay in force
-    with App(app) as booted:
+    with AppFolder(app) as booted:
         assert "app:settings" not in booted.registry and INDEX in booted.registry.problems
 
 
@@ -513,7 +514,7 @@ def test_a_stored_entry_that_no_longer_validates_does_not_stop_boot(app: Path) -
 def test_a_bad_wippy_yaml_is_a_clear_error_naming_the_file(tmp_path: Path, content: bytes, words: str) -> None:
     (tmp_path / "wippy.yaml").write_bytes(content)
     with pytest.raises(RegistryError) as refusal:
-        App(tmp_path, files_only=True)
+        AppFolder(tmp_path, files_only=True)
     problem = refusal.value.problems[0]
     assert problem.file == "wippy.yaml" and words in problem.message
 

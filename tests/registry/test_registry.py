@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from wippy_agents import Node, process
+from wippy_agents import App, ProcessError, process
 from wippy_agents.registry import Delete, Entry, EntryNotFound, Registry, RegistryError, RegistryEvent
 from wippy_agents.testing import wait_until
 from wippy_agents.testing import write_file as write
@@ -46,8 +46,8 @@ entries:
 
 
 async def test_get_find_and_a_close_match_for_an_unknown_id(app: Path) -> None:
-    async with Node(root=app) as node:
-        registry = node.registry
+    async with App(root=app) as wippy:
+        registry = wippy.registry
         assert registry.get("app:settings").data == {"level": 1}
         assert [e.id for e in registry.find(kind="model")] == ["app:model"]
         assert [e.id for e in registry.find(pattern="app:*")] == ["app:agent", "app:model", "app:settings"]
@@ -57,18 +57,12 @@ async def test_get_find_and_a_close_match_for_an_unknown_id(app: Path) -> None:
             registry.get("app:nothing")
 
 
-async def test_node_without_an_app_has_no_registry() -> None:
-    async with Node() as node:
-        with pytest.raises(RuntimeError, match="Node\\(root="):
-            _ = node.registry
-
-
 # -- apply --------------------------------------------------------------------------------
 
 
 async def test_apply_commits_a_version_and_writes_through_to_files(app: Path) -> None:
-    async with Node(root=app) as node:
-        registry = node.registry
+    async with App(root=app) as wippy:
+        registry = wippy.registry
         version = registry.apply(
             [config("settings", level=2), Entry("generated:hello", "prompt", {"title": "Hi"}, {"template": "Hi"})],
             author="app:toolsmith", reason="tune", task="task-1",
@@ -87,8 +81,8 @@ async def test_apply_commits_a_version_and_writes_through_to_files(app: Path) ->
 
 
 async def test_the_watcher_does_not_turn_our_own_write_into_a_second_version(app: Path) -> None:
-    async with Node(root=app) as node:
-        registry = node.registry
+    async with App(root=app) as wippy:
+        registry = wippy.registry
         registry.apply([config("settings", level=5)], author="me")
         write(app, "registry/other/_index.yaml", "namespace: other\nentries:\n  - {name: x, kind: config}\n")
         await wait_until(lambda: "other:x" in registry)  # the watcher has caught up past our write
@@ -96,8 +90,8 @@ async def test_the_watcher_does_not_turn_our_own_write_into_a_second_version(app
 
 
 async def test_apply_is_all_or_nothing(app: Path) -> None:
-    async with Node(root=app) as node:
-        registry = node.registry
+    async with App(root=app) as wippy:
+        registry = wippy.registry
         before = (app / INDEX).read_text()
         with pytest.raises(RegistryError) as error:
             registry.apply(
@@ -112,8 +106,8 @@ async def test_apply_is_all_or_nothing(app: Path) -> None:
 
 
 async def test_a_dangling_reference_is_refused_naming_the_missing_id_and_close_matches(app: Path) -> None:
-    async with Node(root=app) as node:
-        registry = node.registry
+    async with App(root=app) as wippy:
+        registry = wippy.registry
         agent = registry.get("app:agent")
         with pytest.raises(RegistryError) as error:
             registry.apply([Entry(agent.id, "agent", {}, dict(agent.data) | {"model": "app:modle"})], author="me")
@@ -133,11 +127,11 @@ async def test_policy_hook_sees_author_action_and_entry_and_can_refuse(app: Path
         seen.append((author, action, (after or before).id if (after or before) else None))
         return "agents may not touch settings" if author == "app:agent" else None
 
-    async with Node(root=app) as node:
-        node.registry.policy = policy
+    async with App(root=app) as wippy:
+        wippy.registry.policy = policy
         with pytest.raises(RegistryError, match="registry.update refused by policy: agents may not touch settings"):
-            node.registry.apply([config("settings", level=3)], author="app:agent")
-        node.registry.apply([config("new", a=1)], author="person")
+            wippy.registry.apply([config("settings", level=3)], author="app:agent")
+        wippy.registry.apply([config("new", a=1)], author="person")
     assert seen == [("app:agent", "registry.update", "app:settings"), ("person", "registry.create", "app:new")]
 
 
@@ -145,11 +139,11 @@ async def test_policy_hook_sees_author_action_and_entry_and_can_refuse(app: Path
 
 
 async def test_history_diff_and_rollback_survive_a_restart(app: Path) -> None:
-    async with Node(root=app) as node:
-        node.registry.apply([config("settings", level=2)], author="a")
-        node.registry.apply([config("extra", on=True)], author="b")
-    async with Node(root=app) as node:
-        registry = node.registry
+    async with App(root=app) as wippy:
+        wippy.registry.apply([config("settings", level=2)], author="a")
+        wippy.registry.apply([config("extra", on=True)], author="b")
+    async with App(root=app) as wippy:
+        registry = wippy.registry
         assert [(v.version, v.author) for v in registry.history()] == [(1, "files"), (2, "a"), (3, "b")]
         changes = registry.diff(1, 3)
         assert [(c.id, c.op) for c in changes] == [("app:extra", "create"), ("app:settings", "update")]
@@ -158,28 +152,28 @@ async def test_history_diff_and_rollback_survive_a_restart(app: Path) -> None:
         assert version == 4 and "app:extra" not in registry
         assert registry.get("app:settings").data == {"level": 1}
         assert "level: 1" in (app / INDEX).read_text()
-    async with Node(root=app) as node:  # the rollback was written through: a third boot finds nothing new
-        assert node.registry.version == 4
-        assert node.registry.history()[-1].reason == "rollback to version 1"
+    async with App(root=app) as wippy:  # the rollback was written through: a third boot finds nothing new
+        assert wippy.registry.version == 4
+        assert wippy.registry.history()[-1].reason == "rollback to version 1"
 
 
 async def test_edits_made_while_the_node_was_down_are_recorded_at_boot(app: Path) -> None:
-    async with Node(root=app):
+    async with App(root=app):
         pass
     index = app / INDEX
     index.write_text(index.read_text().replace("level: 1", "level: 7"))
-    async with Node(root=app) as node:
-        [_, record] = node.registry.history("app:settings")
+    async with App(root=app) as wippy:
+        [_, record] = wippy.registry.history("app:settings")
         assert record.author == "files" and record.reason == "files changed while the node was not running"
-        assert node.registry.get("app:settings").data == {"level": 7}
+        assert wippy.registry.get("app:settings").data == {"level": 7}
 
 
 # -- hot reload ----------------------------------------------------------------------------------
 
 
 async def test_a_saved_file_becomes_a_version_authored_by_the_file(app: Path) -> None:
-    async with Node(root=app) as node:
-        registry = node.registry
+    async with App(root=app) as wippy:
+        registry = wippy.registry
         index = app / INDEX
         index.write_text(index.read_text().replace("level: 1", "level: 2"))
         await wait_until(lambda: registry.get("app:settings").data == {"level": 2})
@@ -187,19 +181,19 @@ async def test_a_saved_file_becomes_a_version_authored_by_the_file(app: Path) ->
 
 
 async def test_a_bad_save_keeps_the_last_good_version_and_the_next_good_save_applies(app: Path) -> None:
-    async def listener(parent: Any) -> None:
-        process.node().registry.subscribe("app:*")
+    async def listener(registry: Registry, parent: Any) -> None:
+        registry.subscribe("app:*")
         process.send(parent, "ready")
         while True:
             msg = await process.receive()
             process.send(parent, "event", msg)
 
-    async with Node(root=app) as node:
-        registry = node.registry
+    async with App(root=app) as wippy:
+        registry = wippy.registry
         errors: list[RegistryEvent] = []
 
         async def main() -> None:
-            process.spawn(listener, process.self())
+            process.spawn(listener, registry, process.self())
             await process.receive("ready")
             index = app / INDEX
             good = index.read_text()
@@ -213,7 +207,7 @@ async def test_a_bad_save_keeps_the_last_good_version_and_the_next_good_save_app
             topics = [(await process.receive("event", timeout=10)).payload.topic for _ in range(3)]
             assert topics == ["registry.begin", "registry.update", "registry.commit"]
 
-        await node.run(main)
+        await wippy.run(main)
         assert registry.get("app:settings").data == {"level": 3} and INDEX not in registry.problems
     [error] = errors
     [problem] = error.problems
@@ -222,28 +216,28 @@ async def test_a_bad_save_keeps_the_last_good_version_and_the_next_good_save_app
 
 
 async def test_two_saves_in_quick_succession_end_in_the_last_content(app: Path) -> None:
-    async with Node(root=app) as node:
+    async with App(root=app) as wippy:
         index = app / INDEX
         text = index.read_text()
         index.write_text(text.replace("level: 1", "level: 2"))
         index.write_text(text.replace("level: 1", "level: 3"))
-        await wait_until(lambda: node.registry.get("app:settings").data == {"level": 3})
+        await wait_until(lambda: wippy.registry.get("app:settings").data == {"level": 3})
         await asyncio.sleep(0.1)  # let any event still in flight arrive: it must not move us back
-        assert node.registry.get("app:settings").data == {"level": 3}
+        assert wippy.registry.get("app:settings").data == {"level": 3}
 
 
 async def test_deleting_a_file_deletes_its_entries(app: Path) -> None:
-    async with Node(root=app) as node:
+    async with App(root=app) as wippy:
         write(app, "registry/extra/_index.yaml", "namespace: extra\nentries:\n  - {name: x, kind: config}\n")
-        await wait_until(lambda: "extra:x" in node.registry)
+        await wait_until(lambda: "extra:x" in wippy.registry)
         (app / "registry/extra/_index.yaml").unlink()
-        await wait_until(lambda: "extra:x" not in node.registry)
-        assert node.registry.history()[-1].author == "file:registry/extra/_index.yaml"
+        await wait_until(lambda: "extra:x" not in wippy.registry)
+        assert wippy.registry.history()[-1].author == "file:registry/extra/_index.yaml"
 
 
 async def test_a_dropped_tool_file_is_a_tool_and_a_tool_file_that_raises_is_skipped(app: Path) -> None:
-    async with Node(root=app) as node:
-        registry = node.registry
+    async with App(root=app) as wippy:
+        registry = wippy.registry
         write(app, "tools/broken.py", "import json\nraise RuntimeError('no')\n")
         write(app, "tools/weather.py", '''
 def forecast(city: str, days: int = 3) -> str:
@@ -268,8 +262,8 @@ def forecast(city: str, days: int = 3) -> str:
 
 
 async def test_subscribers_get_matching_events_in_commit_order(app: Path) -> None:
-    async def subscriber(parent: Any, pattern: str, kinds: list[str] | None) -> None:
-        process.node().registry.subscribe(pattern, kinds=kinds)
+    async def subscriber(registry: Registry, parent: Any, pattern: str, kinds: list[str] | None) -> None:
+        registry.subscribe(pattern, kinds=kinds)
         process.send(parent, "ready")
         got = []
         while True:
@@ -279,21 +273,20 @@ async def test_subscribers_get_matching_events_in_commit_order(app: Path) -> Non
             else:
                 got.append((msg.topic, msg.payload.version, msg.payload.id))
 
-    async def main() -> tuple[Any, Any, Any]:
+    async def main(registry: Registry) -> tuple[Any, Any, Any]:
         me = process.self()
-        everything = process.spawn(subscriber, me, "*", None)
-        only_models = process.spawn(subscriber, me, "app:*", ["model"])
-        generated = process.spawn(subscriber, me, "generated:*", None)
+        everything = process.spawn(subscriber, registry, me, "*", None)
+        only_models = process.spawn(subscriber, registry, me, "app:*", ["model"])
+        generated = process.spawn(subscriber, registry, me, "generated:*", None)
         for _ in range(3):
             await process.receive("ready")
-        registry = process.node().registry
         registry.apply([config("settings", level=2)], author="a")
         model = registry.get("app:model")
         registry.apply([Entry(model.id, "model", {}, dict(model.data) | {"max_retries": 5})], author="b")
         return tuple([await process.call(pid, "dump") for pid in (everything, only_models, generated)])
 
-    async with Node(root=app) as node:
-        everything, only_models, generated = await node.run(main)
+    async with App(root=app) as wippy:
+        everything, only_models, generated = await wippy.run(main, wippy.registry)
     assert everything == [
         ("registry.begin", 2, None), ("registry.update", 2, "app:settings"), ("registry.commit", 2, None),
         ("registry.begin", 3, None), ("registry.update", 3, "app:model"), ("registry.commit", 3, None),
@@ -303,37 +296,39 @@ async def test_subscribers_get_matching_events_in_commit_order(app: Path) -> Non
 
 
 async def test_a_slow_subscriber_never_blocks_a_commit(app: Path) -> None:
-    async def sleeper() -> None:
-        process.node().registry.subscribe()
+    async def sleeper(registry: Registry) -> None:
+        registry.subscribe()
         await asyncio.sleep(3600)  # never reads its mailbox
 
-    async with Node(root=app) as node:
-        pid = node.spawn(sleeper)
+    async with App(root=app) as wippy:
+        pid = wippy.node.spawn(sleeper, wippy.registry)
         await asyncio.sleep(0)
         for level in range(100):
-            node.registry.apply([config("settings", level=level)], author="loop")
-        [info] = [p for p in node.processes() if p.pid == pid]
-        assert node.registry.version == 101 and info.mailbox == 300
+            wippy.registry.apply([config("settings", level=level)], author="loop")
+        [info] = [p for p in wippy.processes() if p.pid == pid]
+        assert wippy.registry.version == 101 and info.mailbox == 300
 
 
 async def test_example_worker_picks_up_a_new_setting_without_a_restart(example_app: Path) -> None:
-    async with Node(root=example_app) as node:
-        await wait_until(lambda: node.whereis("app.workers.db_client") is not None)
-        worker = node.whereis("app.workers.db_client")
-        assert (await node.call(worker, "settings"))["port"] == 5432
+    async with App(root=example_app) as wippy:
+        await wait_until(lambda: wippy.node.whereis("app.workers.db_client") is not None)
+        worker = wippy.node.whereis("app.workers.db_client")
+        assert (await wippy.node.call(worker, "settings"))["port"] == 5432
         index = example_app / "registry/db/_index.yaml"
         index.write_text(index.read_text().replace("port: 5432", "port: 6543"))
-        await wait_until(lambda: node.registry.get("app.db:postgres").data["port"] == 6543)
-        assert (await node.call(worker, "settings"))["port"] == 6543
-        assert node.whereis("app.workers.db_client") == worker  # same process: no restart
+        await wait_until(lambda: wippy.registry.get("app.db:postgres").data["port"] == 6543)
+        assert (await wippy.node.call(worker, "settings"))["port"] == 6543
+        assert wippy.node.whereis("app.workers.db_client") == worker  # same process: no restart
 
 
 async def test_processes_spawn_by_registry_id(example_app: Path) -> None:
-    async with Node(root=example_app) as node:
-        pid = node.spawn("app.workers:db_client", "app:processes")
-        assert (await node.call(pid, "settings"))["host"] == "localhost"
+    async with App(root=example_app) as wippy:
+        pid = wippy.node.spawn("app.workers:db_client")  # its `registry: Registry` parameter gets the app's
+        assert (await wippy.node.call(pid, "settings"))["host"] == "localhost"
         with pytest.raises(RegistryError, match="is a config; only process and supervisor"):
-            node.spawn("app.db:postgres", None)
+            wippy.node.spawn("app.db:postgres")
+        with pytest.raises(ProcessError, match="cannot spawn on host 'elsewhere': the hosts are 'local'"):
+            wippy.node.spawn("app.workers:db_client", host="elsewhere")
 
 
 def test_registry_type_is_exported() -> None:

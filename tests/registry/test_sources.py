@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from wippy_agents._app import App
+from wippy_agents.app import AppFolder
 from wippy_agents.registry import KINDS, Entry, Folders, Origin, Problem
 from wippy_agents.registry._sources import SourceFile, read_source
 from wippy_agents.testing import write_file as write
@@ -92,7 +92,7 @@ def test_nested_index_files_and_the_yml_spelling_are_found(tmp_path: Path) -> No
     write(tmp_path, "registry/one/two/three/_index.yaml", "namespace: deep.er\nentries:\n  - {name: b, kind: config}\n")
     write(tmp_path, "registry/other/_index.yml", "namespace: short\nentries:\n  - {name: c, kind: config}\n")
     write(tmp_path, "registry/other/notes.yaml", "namespace: ignored\nentries:\n  - {name: d, kind: config}\n")
-    app = App(tmp_path, files_only=True)
+    app = AppFolder(tmp_path, files_only=True)
     try:
         assert [entry.id for entry in app.registry.find() if entry.namespace != "wippy"] == ["deep.er:b", "short:c", "top:a"]
         assert app.registry.origin("short:c").file == "registry/other/_index.yml"  # type: ignore[union-attr]
@@ -468,7 +468,7 @@ def test_an_app_with_a_tool_file_that_fails_to_import_still_loads_the_other_file
     write(tmp_path, "tools/ok.py", 'def double(a: int) -> int:\n    """Double a."""\n    return 2 * a\n')
     write(tmp_path, "prompts/p.md", "Hi\n")
     write(tmp_path, INDEX, "namespace: app\nentries:\n  - {name: m, kind: model, provider: offline, model: m}\n")
-    app = App(tmp_path, files_only=True)
+    app = AppFolder(tmp_path, files_only=True)
     try:
         ids = [entry.id for entry in app.registry.find() if entry.namespace != "wippy"]
         assert ids == ["app:m", "prompts:p", "tools.ok:double"]

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.app import App
+from textual.app import App as TextualApp
 from textual.pilot import Pilot
 
-from wippy_agents import Node
+from wippy_agents import App
 from wippy_agents.llm import Model
 from wippy_agents.testing import wait_until
 from wippy_agents.tui import WippyApp
@@ -33,10 +33,10 @@ def open_tui(example_app: Path) -> OpenTUI:
     @asynccontextmanager
     async def running(model: Model | None = None, size: tuple[int, int] = (100, 30), root: Path = example_app,
                       **app_args: Any) -> AsyncIterator[tuple[WippyApp, Pilot[None]]]:
-        async with Node(root=root) as node:
+        async with App(root=root) as wippy:
             if model is not None:
-                node.agents.model_overrides["*"] = model
-            app = WippyApp(node, **app_args)
+                wippy.agents.model_overrides["*"] = model
+            app = WippyApp(wippy, **app_args)
             async with app.run_test(size=size) as pilot:
                 await pilot.pause()
                 yield app, pilot
@@ -72,19 +72,19 @@ def screen_text(svg: str) -> list[str]:
 
 
 @pytest.fixture
-def visible() -> Callable[[App[Any]], str]:
+def visible() -> Callable[[TextualApp[Any]], str]:
     """`visible(app)`: the characters on the app's screen now, lines joined."""
     return lambda app: "\n".join(screen_text(app.export_screenshot()))
 
 
 @pytest.fixture
-def snapshot(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[App[Any]], None]:
+def snapshot(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[TextualApp[Any]], None]:
     """Compare the app's screen with `__snapshots__/<test name>.svg`; `WIPPY_UPDATE_SNAPSHOTS=1` (re)writes it.
 
     (pytest-textual-snapshot does the same, but it pins syrupy 4.8, which refuses pytest 9.)
     """
 
-    def check(app: App[Any]) -> None:
+    def check(app: TextualApp[Any]) -> None:
         expected_path = SNAPSHOTS / f"{request.node.name}.svg"
         actual = app.export_screenshot()
         if os.environ.get(UPDATE):

@@ -9,7 +9,7 @@ from typing import Any
 
 from textual.widgets import OptionList
 
-from wippy_agents import Node
+from wippy_agents import App
 from wippy_agents.agents._history import turns
 from wippy_agents.llm import (
     ChatMessage,
@@ -176,14 +176,14 @@ async def test_escape_cancels_a_running_turn_and_its_task(open_tui: Any) -> None
         await wait_until(lambda: screen.query(".note"))
         assert "Cancelled" in str(screen.query_one(".note").render())
         model.gate.set()  # the model call under way finishes; the task stops before its tool call
-        tasks = app.node.tasks
+        tasks = app.application.tasks
         await wait_until(lambda: turns(tasks, agent, conversation)[0].status == "cancelled")
         assert screen.turn is not None and not screen.turn.is_running
 
 
 async def test_a_failed_turn_is_shown_inline_and_the_app_goes_on(open_tui: Any, send: Any) -> None:
     async with open_tui() as (app, pilot):
-        registry = app.node.registry
+        registry = app.application.registry
         registry.apply([Entry("app:keyless", "model", {}, {"provider": "openai", "model": "gpt-4.1-mini",
                                                              "api_key_env": "WIPPY_TEST_NO_SUCH_KEY"})],
                        author="user:test")
@@ -211,13 +211,13 @@ async def test_picking_an_agent_in_the_sidebar_starts_a_conversation_with_it(ope
         view = await send(pilot, "find things")
         assert str(view.query_one(".agent").render()) == "app:researcher"
         assert screen.conversation is not None
-        assert turns(app.node.tasks, "app:researcher", screen.conversation)[0].status == "completed"
+        assert turns(app.application.tasks, "app:researcher", screen.conversation)[0].status == "completed"
 
 
 async def test_the_sidebar_follows_agent_entries_as_they_change(open_tui: Any) -> None:
     async with open_tui() as (app, pilot):
         agents = chat(app).query_one("#agents", OptionList)
-        app.node.registry.apply([Entry("app:poet", "agent", {"title": "Poet", "description": "Writes verse."},
+        app.application.registry.apply([Entry("app:poet", "agent", {"title": "Poet", "description": "Writes verse."},
                                        {"model": "app:offline"})], author="user:test", reason="a poet")
         await wait_until(lambda: any(agents.get_option_at_index(i).id == "app:poet"
                                      for i in range(agents.option_count)))
@@ -226,15 +226,15 @@ async def test_the_sidebar_follows_agent_entries_as_they_change(open_tui: Any) -
 
 async def test_the_palette_switches_the_agents_model_as_a_registry_change(open_tui: Any) -> None:
     async with open_tui() as (app, pilot):
-        app.node.registry.apply([Entry("app:other", "model", {}, {"provider": "offline", "model": "other"})],
+        app.application.registry.apply([Entry("app:other", "model", {}, {"provider": "offline", "model": "other"})],
                                 author="user:test")
         await pilot.press("ctrl+p")
         await pilot.press(*"use model app:other")
         await wait_until(lambda: app.screen.query("CommandList Option, CommandList") and
                          app.screen.query_one("CommandList").option_count > 0)
         await pilot.press("enter")
-        await wait_until(lambda: app.node.registry.get("app:assistant").data["model"] == "app:other")
-        version = app.node.registry.history("app:assistant")[-1]
+        await wait_until(lambda: app.application.registry.get("app:assistant").data["model"] == "app:other")
+        version = app.application.registry.history("app:assistant")[-1]
         assert version.author.startswith("user:") and "app:other" in version.reason
 
 
@@ -253,15 +253,15 @@ async def test_conversations_persist_and_go_on_after_a_restart(open_tui: Any, se
         assert [str(m.render()) for m in app.screen.query(UserMessage)] == ["remember me"]
         assert "You said: remember me" in markdown_of(app.screen.query_one(TurnView))
         await send(pilot, "still there?")
-        assert [info.args[3] for info in turns(app.node.tasks, "app:assistant", first)] == [
+        assert [info.args[3] for info in turns(app.application.tasks, "app:assistant", first)] == [
             "remember me", "still there?"]
 
 
 async def test_a_long_conversation_shows_its_latest_turns_and_loads_older_ones_on_request(
         open_tui: Any, example_app: Path) -> None:
-    async with Node(root=example_app) as node:
-        node.agents.model_overrides["*"] = ScriptedModel([f"answer {n}" for n in range(PAGE + 5)])
-        conversation = await node.conversation("app:assistant", id="long")
+    async with App(root=example_app) as wippy:
+        wippy.agents.model_overrides["*"] = ScriptedModel([f"answer {n}" for n in range(PAGE + 5)])
+        conversation = await wippy.conversation("app:assistant", id="long")
         for n in range(PAGE + 5):
             await conversation.ask(f"question {n}")
     async with open_tui(conversation="long") as (app, pilot):

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from wippy_agents import Node
-from wippy_agents._control import socket_path
+from wippy_agents import App
+from wippy_agents._control import ControlServer, socket_path
 
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
 
@@ -94,7 +94,7 @@ async def run_chat_command(*args: str) -> tuple[int, str]:
 
 
 async def test_chat_refuses_an_app_that_another_node_runs(example_app: Path) -> None:
-    async with Node(root=example_app):
+    async with App(root=example_app, control=ControlServer(example_app)):
         status, stderr = await run_chat_command("--root", str(example_app))
     assert status == 1
     assert stderr.startswith("wippy: the app in ") and "is already run by wippy node pid" in stderr

@@ -36,13 +36,13 @@ async def test_the_activity_pane_shows_who_changed_what_and_files_it_refused(ope
         await pilot.press("f3")
         assert isinstance(app.screen, ActivityScreen)
         assert "v1 files · loaded from files" in log_text(app)
-        app.node.registry.apply([Entry("app.notes:todo", "config", {}, {"text": "write tests"})],
+        app.application.registry.apply([Entry("app.notes:todo", "config", {}, {"text": "write tests"})],
                                 author="user:ada", reason="a note to self", task="turn:abc:1")
         await wait_until(lambda: "v2 user:ada task turn:abc:1 · a note to self" in log_text(app))
-        write_file(app.node.registry.root, "registry/app/agents/_index.yaml", "namespace: app\nentries: [oops\n")
+        write_file(app.application.registry.root, "registry/app/agents/_index.yaml", "namespace: app\nentries: [oops\n")
         await wait_until(lambda: "✗ refused registry/app/agents/_index.yaml" in log_text(app))
         assert any("registry/app/agents/_index.yaml was refused" in (n.title or "") for n in app._notifications)
-        assert app.node.registry.get("app:assistant")  # the last good version stays
+        assert app.application.registry.get("app:assistant")  # the last good version stays
 
 
 async def test_files_refused_at_boot_show_in_the_activity_pane(open_tui: Any, example_app: Any) -> None:
@@ -61,7 +61,7 @@ async def test_files_refused_at_boot_show_in_the_activity_pane(open_tui: Any, ex
 
 async def test_tasks_can_be_cancelled_and_resumed_from_the_activity_pane(open_tui: Any) -> None:
     async with open_tui() as (app, pilot):
-        tasks = app.node.tasks
+        tasks = app.application.tasks
         await tasks.start("test.tui:wait", task_id="waiting")
         await pilot.press("f3")
         table = app.screen.query_one("#tasks", DataTable)
@@ -80,8 +80,8 @@ async def test_tasks_can_be_cancelled_and_resumed_from_the_activity_pane(open_tu
 
 async def test_a_crashed_agent_is_announced_and_the_process_view_shows_it_restarted(open_tui: Any) -> None:
     async with open_tui() as (app, pilot):
-        node = app.node
-        await node.conversation("app:assistant", id="doomed")
+        node = app.application.node
+        await app.application.conversation("app:assistant", id="doomed")
         await pilot.press("f4")
         assert isinstance(app.screen, ProcessesScreen)
         table = app.screen.query_one(DataTable)
@@ -120,7 +120,7 @@ def notes_need_approval(example_app: Path) -> Path:
 def request_note(app: Any, name: str) -> str:
     """The toolsmith's pending change (as its write tool records it under the `ask` policy); the approval's id."""
     entry = Entry(f"prompts.notes:{name}", "prompt", {}, {"template": f"Remember the {name}."})
-    return app.node.approvals.request(
+    return app.application.approvals.request(
         agent="app:toolsmith", task_id=None, call_id=name, action="registry.create", resource=entry.id,
         kind="prompt", summary=f"create the note {name}", changes=[EntryChange(entry.id, None, entry)]).id
 
@@ -142,10 +142,10 @@ async def test_an_approval_is_decided_with_a_reason(open_tui: Any, notes_need_ap
         await wait_until(lambda: isinstance(app.screen, ReasonScreen))
         app.screen.query_one(Input).value = "my reason"
         await pilot.press("enter")
-        await wait_until(lambda: app.node.approvals.get(approval).status == status)
-        decided = app.node.approvals.get(approval)
+        await wait_until(lambda: app.application.approvals.get(approval).status == status)
+        decided = app.application.approvals.get(approval)
         assert decided.decision_reason == "my reason" and decided.decided_by is not None
-        assert ("prompts.notes:groceries" in app.node.registry) == (status == "approved")
+        assert ("prompts.notes:groceries" in app.application.registry) == (status == "approved")
         await wait_until(lambda: column(table, "status") == [status])
         assert app.sub_title == ""
 
@@ -158,7 +158,7 @@ async def test_escape_in_the_reason_prompt_decides_nothing(open_tui: Any, notes_
         await pilot.press("escape")
         await pilot.pause()
         assert isinstance(app.screen, ApprovalsScreen)
-        assert app.node.approvals.get(approval).status == "pending"
+        assert app.application.approvals.get(approval).status == "pending"
 
 
 async def test_help_opens_and_closes(open_tui: Any) -> None:
@@ -212,7 +212,7 @@ async def test_an_agents_change_waits_in_its_tool_block_until_approved(open_tui:
         await pilot.press("f5", "a")
         await wait_until(lambda: isinstance(app.screen, ReasonScreen))
         await pilot.press("enter")
-        await wait_until(lambda: "generated:double" not in app.node.registry)
+        await wait_until(lambda: "generated:double" not in app.application.registry)
         await pilot.press("f2")
         view = app.screen.query_one(TurnView)
         await wait_until(lambda: view.done)

@@ -13,17 +13,15 @@ import contextvars
 import difflib
 import itertools
 import logging
-import os
-import time
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from .proc import DEAD, EXITING, Process, ProcessFn
 from .types import (
     DOWN,
     EXIT,
+    KILL,
     KILLED,
     NOPROC,
     NORMAL,
@@ -38,14 +36,6 @@ from .types import (
     describe,
 )
 
-if TYPE_CHECKING:
-    from .._app import App
-    from .._control import ControlServer
-    from ..agents import AgentService, Conversation
-    from ..durable import TaskManager
-    from ..policy import Approvals
-    from ..registry import Registry
-
 log = logging.getLogger("wippy_agents.process")
 
 _new_tuple = tuple.__new__  # builds a Pid or Message without NamedTuple's Python-level __new__
@@ -53,7 +43,8 @@ _new_tuple = tuple.__new__  # builds a Pid or Message without NamedTuple's Pytho
 current_process: contextvars.ContextVar[Process] = contextvars.ContextVar("wippy_current_process")
 
 Dest = Pid | str
-ProcessResolver = Callable[[str, "str | None"], ProcessFn]
+ProcessResolver = Callable[[str], ProcessFn]
+"""Turns a registry id such as `app.workers:handler` into a process function (the app hands one in)."""
 
 
 class ProcessInfo(NamedTuple):
@@ -75,20 +66,13 @@ class Node:
     the block shuts every process down, supervisors first asked politely.
     """
 
-    def __init__(
-        self, name: str = "local", *, root: str | os.PathLike[str] | None = None, shutdown_timeout: float = 5.0,
-        wall_clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, name: str = "local", *, shutdown_timeout: float = 5.0,
+                 process_resolver: ProcessResolver | None = None) -> None:
         self.name = name
-        self.wall_clock = wall_clock
-        """Seconds since the epoch, for durable timers that outlive the process (tests pass a virtual one)."""
-        self.root = None if root is None else Path(root)
-        """The app folder this node runs (`wippy.yaml`, `registry/`, ...), if any."""
-        self.app: App | None = None
         self.shutdown_timeout = shutdown_timeout
         self.table: dict[Pid, Process] = {}
         self.names: dict[str, Process] = {}
-        self.process_resolver: ProcessResolver | None = None
+        self.process_resolver = process_resolver
         """Turns a registry id such as `app.workers:handler` into a process function."""
         self._ids = itertools.count(1)
         self._refs = itertools.count(1)
@@ -96,7 +80,6 @@ class Node:
         self._deadlines: dict[Ref, tuple[float, Pid, str, float]] = {}  # call ref -> deadline, callee, topic, timeout
         self._sweeper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._control: ControlServer | None = None
 
     def __repr__(self) -> str:
         return f"Node({self.name!r}, processes={len(self.table)})"
@@ -109,73 +92,29 @@ class Node:
 
     async def __aenter__(self) -> Node:
         self._loop = asyncio.get_running_loop()
-        if self.root is not None and self.app is None:
-            from .._app import App
-            from .._control import ControlServer
-
-            control = ControlServer(self, self.root)
-            await control.claim()  # a clear error if a node runs the app; clears what a killed node left
-            self.app = App(self.root, self)
-            self.app.start(self)
-            await self.app.wait_watching()
-            await self.app.tasks.recover()  # unfinished tasks resume before any new work is taken
-            self.app.prune_tasks()
-            try:
-                await control.start()  # the CLI reaches the node from here on
-            except BaseException:
-                await self.stop()
-                raise
-            self._control = control
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    async def conversation(self, agent: str, id: str | None = None) -> Conversation:
-        """Start a conversation with agent `agent`, or reattach to conversation `id` (its history goes on)."""
-        return await self.agents.conversation(agent, id)
-
-    @property
-    def tasks(self) -> TaskManager:
-        """The app's durable tasks: start, attach, signal, cancel, results."""
-        if self.app is None:
-            raise RuntimeError("this node runs no app, so it has no tasks: start it with Node(root=APP_FOLDER)")
-        return self.app.tasks
-
-    @property
-    def agents(self) -> AgentService:
-        """The app's agents: conversations, model overrides for tests, usage totals."""
-        if self.app is None:
-            raise RuntimeError("this node runs no app, so it has no agents: start it with Node(root=APP_FOLDER)")
-        return self.app.agents
-
-    @property
-    def approvals(self) -> Approvals:
-        """Changes agents asked for that wait for a person: `pending()`, `approve(id)`, `deny(id, reason=)`."""
-        if self.app is None:
-            raise RuntimeError("this node runs no app, so it has no approvals: start it with Node(root=APP_FOLDER)")
-        return self.app.approvals
-
-    @property
-    def registry(self) -> Registry:
-        """The app's registry (a node started with `root=`)."""
-        if self.app is None:
-            raise RuntimeError("this node runs no app, so it has no registry: start it with Node(root=APP_FOLDER)")
-        return self.app.registry
+    def new_ref(self) -> Ref:
+        """A reference unique on this node (for monitors, calls and subscriptions)."""
+        return next(self._refs)
 
     # -- starting processes ---------------------------------------------------
 
-    def resolve(self, target: ProcessFn | str, args: tuple[Any, ...]) -> tuple[ProcessFn, tuple[Any, ...]]:
-        """Accept a function, or a registry id followed by an optional host argument."""
+    def resolve(self, target: ProcessFn | str, host: str | None = None) -> ProcessFn:
+        """The function to run: `target` itself, or what the registry id `target` names; on `host` (this node)."""
+        if host is not None and host != self.name:
+            raise ProcessError(f"cannot spawn on host {host!r}: the hosts are {self.name!r} (this node)")
         if not isinstance(target, str):
-            return target, args
-        host = args[0] if args else None
+            return target
         if self.process_resolver is None:
             raise ProcessError(
                 f"cannot spawn {target!r}: this node has no registry to look process entries up in; "
-                "start the node on an app folder or pass a function instead"
+                "run it in an App or pass a function instead"
             )
-        return self.process_resolver(target, host), args[1:]
+        return self.process_resolver(target)
 
     def start(
         self,
@@ -231,15 +170,13 @@ class Node:
         finally:
             self._finalize(proc, reason if proc.exit_reason is None else proc.exit_reason)
 
-    def spawn(self, target: ProcessFn | str, *args: Any, name: str | None = None) -> Pid:
+    def spawn(self, target: ProcessFn | str, *args: Any, name: str | None = None, host: str | None = None) -> Pid:
         """Start a process from outside any process (the CLI, the TUI, tests)."""
-        fn, args = self.resolve(target, args)
-        return self.start(fn, args, name=name).pid
+        return self.start(self.resolve(target, host), args, name=name).pid
 
-    async def run(self, target: ProcessFn | str, *args: Any, name: str | None = None) -> Any:
+    async def run(self, target: ProcessFn | str, *args: Any, name: str | None = None, host: str | None = None) -> Any:
         """Run `target` as a process and return its result, or raise what it raised."""
-        fn, args = self.resolve(target, args)
-        proc = self.start(fn, args, name=name)
+        proc = self.start(self.resolve(target, host), args, name=name)
         try:
             reason = await proc.wait_exit()
         except asyncio.CancelledError:
@@ -393,7 +330,7 @@ class Node:
         target = self.lookup(dest)
         if target is None:
             return
-        if reason == "kill":
+        if reason == KILL:
             self.doom(target, KILLED)
         else:
             self.signal(target, sender, reason)
@@ -510,17 +447,6 @@ class Node:
 
     async def stop(self) -> None:
         """Ask every top-level process to shut down; kill what is left after `shutdown_timeout`."""
-        try:
-            if self._control is not None:
-                await self._control.close()
-                self._control = None
-            await self._stop_processes()
-        finally:
-            if self.app is not None:
-                app, self.app = self.app, None
-                await app.aclose()
-
-    async def _stop_processes(self) -> None:
         if not self.table:
             return
         roots = [proc for proc in reversed(self.table.values()) if proc.supervisor is None]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, TypeAlias
 
+from ..errors import RunError
+
 Ref: TypeAlias = int
 """A unique reference (monitors, calls); unique within one node."""
 
@@ -63,7 +65,7 @@ class Exit(NamedTuple):
     reason: ExitReason
 
 
-class ProcessError(Exception):
+class ProcessError(RunError):
     """A process operation failed: calling a dead pid, an unknown name, a duplicate name."""
 
 

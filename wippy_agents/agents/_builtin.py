@@ -1,27 +1,36 @@
 """Built-in tools an agent may be given: read the registry (`wippy:registry_get`, `wippy:registry_find`) and
-change it under policy (`wippy:create_tool`, `update_tool`, `update_prompt`, `update_agent`, `delete_entry`)."""
+change it under policy (`wippy:create_tool`, `update_tool`, `update_prompt`, `update_agent`, `delete_entry`).
+
+Each is a function whose first parameter is the agent service it works for;
+`register_builtins` binds it. The registry lists the entries even where no
+service runs (the CLI reading an app's files), so their schemas come from the
+functions alone.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import TYPE_CHECKING, Any
 
 from ..registry import Entry, Registry
-from ..tools import ToolContext, function_tool
+from ..tools import function_tool
 from ._write_tools import WRITE_TOOLS
 
+if TYPE_CHECKING:
+    from ._service import AgentService
 
-def registry_get(id: str, ctx: ToolContext) -> dict[str, Any]:
+
+def registry_get(service: AgentService, id: str) -> dict[str, Any]:
     """Read one registry entry: its kind, meta and fields.
 
     Args:
         id: The entry id, such as `app:assistant` or `tools.calc:add`.
     """
-    assert ctx.node is not None
-    return ctx.node.registry.get(id).to_json()
+    return service.registry.get(id).to_json()
 
 
 def registry_find(
-    ctx: ToolContext, kind: str | None = None, namespace: str | None = None, pattern: str | None = None
+    service: AgentService, kind: str | None = None, namespace: str | None = None, pattern: str | None = None
 ) -> list[dict[str, Any]]:
     """List registry entries by kind, namespace or id pattern, with their titles and descriptions.
 
@@ -30,19 +39,22 @@ def registry_find(
         namespace: Only entries in this exact namespace, such as `app`.
         pattern: Only ids matching this glob pattern, such as `tools.*:*`.
     """
-    assert ctx.node is not None
     return [
         {"id": e.id, "kind": e.kind, "title": e.meta.get("title", ""), "description": e.meta.get("description", "")}
-        for e in ctx.node.registry.find(kind=kind, namespace=namespace, pattern=pattern)
+        for e in service.registry.find(kind=kind, namespace=namespace, pattern=pattern)
     ]
 
 
-def register_builtins(registry: Registry) -> None:
-    for fn in (registry_get, registry_find, *WRITE_TOOLS):
-        tool = function_tool(fn)
+BUILTINS = (registry_get, registry_find, *WRITE_TOOLS)
+
+
+def register_builtins(registry: Registry, service: AgentService | None = None) -> None:
+    """Add the built-in tools' entries to `registry`, their functions bound to `service` (None: entries only)."""
+    for fn in BUILTINS:
+        tool = function_tool(functools.partial(fn, service))  # type: ignore[arg-type]  # unbound: entries only
         entry = Entry(
             f"wippy:{fn.__name__}", "tool", {"title": fn.__name__.replace("_", " ")},
             {"description": tool.description, "parameters": tool.parameters, "module": fn.__module__,
              "function": fn.__name__},
         )
-        registry.add_builtin(entry, tool)
+        registry.add_builtin(entry, tool if service is not None else None)

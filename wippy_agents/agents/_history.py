@@ -7,20 +7,31 @@ the turn's messages, so the history is exactly what the journal says happened.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import duckdb
 
-from ..durable import TaskInfo, TaskManager
+from ..durable import TaskInfo, TaskManager, TaskStatus
 from ..durable._engine import TERMINAL
 from ..llm import AssistantMessage, ChatMessage, TextDelta, ToolResultMessage
-from ..registry._kinds import AgentSpec
 from ._events import AgentEvent, Delegated, ToolFinished, ToolStarted, TurnDone, TurnFailed, TurnStarted
 
 log = logging.getLogger("wippy_agents.agents")
 
 TURN_WORKFLOW = "wippy:agent_turn"
+
+
+class TurnArgs(NamedTuple):
+    """The arguments of a turn task, in the order the journal keeps them (`TurnArgs(*info.args)`)."""
+
+    agent: str
+    conversation: str
+    turn: int
+    text: str
+    context: dict[str, Any]
+    chain: list[str]  # the agents that delegated down to this one, outermost first
 
 
 class ConversationInfo(NamedTuple):
@@ -64,32 +75,33 @@ def delegate_task_id(parent: str, call_id: str) -> str:
 
 def turns(tasks: TaskManager, agent: str, conversation: str) -> list[TaskInfo]:
     """The conversation's turn tasks, in turn order."""
-    return sorted(tasks.tasks_of(TURN_WORKFLOW, (agent, conversation)), key=lambda info: info.args[2])
+    return sorted(tasks.tasks_of(TURN_WORKFLOW, (agent, conversation)), key=lambda info: TurnArgs(*info.args).turn)
 
 
 def history(tasks: TaskManager, agent: str, conversation: str, before: int) -> list[ChatMessage]:
     """The messages of the completed turns numbered below `before`."""
     messages: list[ChatMessage] = []
     for info in turns(tasks, agent, conversation):
-        if info.args[2] < before and info.status == "completed":
+        if TurnArgs(*info.args).turn < before and info.status == TaskStatus.COMPLETED:
             messages += info.result["messages"]
     return messages
 
 
-def turn_events(tasks: TaskManager, info: TaskInfo) -> list[AgentEvent]:
+def turn_events(tasks: TaskManager, info: TaskInfo, tool_ids: Callable[[str], dict[str, str]]) -> list[AgentEvent]:
     """The events a turn streamed, rebuilt from its journaled result: a UI shows past turns as it showed live ones.
 
     Delegates' turns come back nested as `Delegated` events; tool durations come
     from the journal's steps. A turn still running ends without `TurnDone`.
     """
-    agent, conversation, number = info.args[:3]
-    events: list[AgentEvent] = [TurnStarted(conversation=conversation, turn=number, agent=agent, task=info.id)]
-    if info.status != "completed":
+    args = TurnArgs(*info.args)
+    events: list[AgentEvent] = [TurnStarted(conversation=args.conversation, turn=args.turn, agent=args.agent,
+                                            task=info.id)]
+    if info.status != TaskStatus.COMPLETED:
         if info.status in TERMINAL:
             events.append(TurnFailed(error=info.error or f"the turn {info.status}", kind=info.error_kind or info.status))
         return events
     seconds = {step.name: step.seconds for step in (info.steps or tasks.get(info.id).steps)}
-    ids = _offered_ids(tasks, agent)
+    ids = tool_ids(args.agent)  # the journal keeps the names tools were offered under
     for message in info.result["messages"]:
         if isinstance(message, AssistantMessage):
             if message.content:
@@ -97,7 +109,7 @@ def turn_events(tasks: TaskManager, info: TaskInfo) -> list[AgentEvent]:
             events += [ToolStarted(call_id=call.id, tool=ids.get(call.name, call.name), arguments=call.arguments)
                        for call in message.tool_calls]
         elif isinstance(message, ToolResultMessage):
-            events += _delegated_events(tasks, conversation, message.tool_call_id)
+            events += _delegated_events(tasks, args.conversation, message.tool_call_id, tool_ids)
             events.append(ToolFinished(call_id=message.tool_call_id, tool=ids.get(message.name, message.name),
                                        result=message.content, is_error=message.is_error,
                                        seconds=seconds.get(f"tool:{message.tool_call_id}", 0.0)))
@@ -105,19 +117,12 @@ def turn_events(tasks: TaskManager, info: TaskInfo) -> list[AgentEvent]:
     return events
 
 
-def _offered_ids(tasks: TaskManager, agent: str) -> dict[str, str]:
-    """The registry ids behind the tool names the agent is offered now (the journal keeps only the names)."""
-    service = tasks.node.agents
-    spec = service.registry.spec(agent) if agent in service.registry else None
-    if not isinstance(spec, AgentSpec):
-        return {}
-    return {name: offered.entry.id for name, offered in service.offers(agent, spec, service.registry).items()}
-
-
-def _delegated_events(tasks: TaskManager, conversation: str, call_id: str) -> list[AgentEvent]:
+def _delegated_events(tasks: TaskManager, conversation: str, call_id: str,
+                      tool_ids: Callable[[str], dict[str, str]]) -> list[AgentEvent]:
     """The nested events of the delegate that answered tool call `call_id`, if that call was a delegation."""
     try:
         delegate = tasks.get(delegate_task_id(conversation, call_id))
     except LookupError:
         return []
-    return [Delegated(call_id=call_id, agent=delegate.args[0], event=event) for event in turn_events(tasks, delegate)]
+    return [Delegated(call_id=call_id, agent=TurnArgs(*delegate.args).agent, event=event)
+            for event in turn_events(tasks, delegate, tool_ids)]

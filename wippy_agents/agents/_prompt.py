@@ -28,6 +28,7 @@ import jinja2
 from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from ..errors import UsageError
 from ..sandbox import ResourceLimit, Sandbox, SandboxError
 
 MAX_PROMPT_CHARS = 1_000_000
@@ -53,7 +54,7 @@ _SMALL_CONSTANT = 100  # the longest constant argument a linear filter may take 
 _environment = ImmutableSandboxedEnvironment(undefined=jinja2.ChainableUndefined, keep_trailing_newline=True)
 
 
-class PromptTooLong(ValueError):
+class PromptTooLong(UsageError, ValueError):
     """A template rendered to more than `MAX_PROMPT_CHARS`."""
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
+import functools
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
@@ -19,22 +20,26 @@ from .. import process
 from .._runtime.node import current_process
 from .._runtime.secrets import Redactor
 from .._runtime.types import DOWN, Pid, describe
-from ..durable import StateUnavailable, TaskContext, TaskFailed, workflow
+from ..durable import StateUnavailable, TaskContext, TaskFailed, TaskInfo, TaskManager
 from ..durable._engine import TERMINAL
 from ..llm import Model, ToolCall, UsageLedger, default_model_spec, load_model
 from ..registry import Registry, RegistryView
 from ..registry._kinds import AgentSpec, ModelSpec
 from ..supervisor import ChildSpec, Supervisor, SupervisorError
+from ._builtin import register_builtins
 from ._errors import AgentError
 from ._events import AgentEvent, Answer, TurnDone, TurnFailed, TurnStarted
+from ._governance import Governance
 from ._history import (
     DELEGATE_TASK_PREFIX,
     TURN_WORKFLOW,
     ConversationInfo,
     ConversationStore,
+    TurnArgs,
     delegate_conversation,
     delegate_task_id,
     history,
+    turn_events,
     turns,
 )
 from ._prompt import PromptRenderer
@@ -53,13 +58,22 @@ def conversation_name(conversation: str) -> str:
 
 
 class AgentService:
-    """The node's agents: models, usage totals, conversations."""
+    """An app's agents: models, usage totals, conversations, and the turn workflow they run on.
 
-    def __init__(self, node: Node, registry: Registry, store: ConversationStore,
-                 restricted: RestrictedTools | None = None, redactor: Redactor | None = None) -> None:
+    Everything it needs is handed in: the node that hosts the conversation
+    processes, the registry, the task manager its turns run on (it registers the
+    turn workflow there), the conversations' store, and the governance that
+    decides and records what agents do.
+    """
+
+    def __init__(self, node: Node, registry: Registry, tasks: TaskManager, store: ConversationStore,
+                 governance: Governance, *, restricted: RestrictedTools | None = None,
+                 redactor: Redactor | None = None) -> None:
         self.node = node
         self.registry = registry
+        self.tasks = tasks
         self.store = store
+        self.governance = governance
         self.redactor = redactor or Redactor()
         """Secret values that tool results must not carry to the model (or into the journal)."""
         self.restricted = restricted or RestrictedTools()
@@ -74,6 +88,8 @@ class AgentService:
         self.listeners: dict[str, Callable[[AgentEvent], None]] = {}
         """Who hears the events of a running turn task, by task id (nobody, for a turn resumed at boot)."""
         registry.validators.append(check_tool_names)
+        register_builtins(registry, self)
+        tasks.register(TURN_WORKFLOW, functools.partial(agent_turn, self))
 
     def supervisor(self) -> Supervisor:
         """The supervisor conversations run under (a child of `wippy:system`)."""
@@ -105,12 +121,12 @@ class AgentService:
     async def run_conversation(self, agent_id: str, conversation: str) -> None:
         """The body of a conversation process: one turn task at a time, events to the asker and watchers."""
         self.store.register(conversation, agent_id)
-        tasks = self.node.tasks
+        tasks = self.tasks
         for info in turns(tasks, agent_id, conversation):
             if info.status not in TERMINAL:  # a turn interrupted by a crash: recovery is finishing it
                 with contextlib.suppress(TaskFailed, LookupError):
                     await tasks.result(info.id)
-        turn = max((info.args[2] for info in turns(tasks, agent_id, conversation)), default=0)
+        turn = max((TurnArgs(*info.args).turn for info in turns(tasks, agent_id, conversation)), default=0)
         watchers: set[Pid] = set()
         while True:
             msg = await process.receive()
@@ -124,7 +140,8 @@ class AgentService:
             if msg.topic != "agent.ask":
                 continue
             request: AskRequest = msg.payload
-            known = {info.id: info.args[2] for info in turns(tasks, agent_id, conversation)} if request.task_id else {}
+            known = ({info.id: TurnArgs(*info.args).turn for info in turns(tasks, agent_id, conversation)}
+                     if request.task_id else {})
             if request.task_id in known:
                 number = known[request.task_id]
             else:
@@ -139,8 +156,8 @@ class AgentService:
             emit(TurnStarted(conversation=conversation, turn=number, agent=agent_id, task=task_id))
             self.listeners[task_id] = emit
             try:
-                await tasks.start(TURN_WORKFLOW, agent_id, conversation, number, request.text, request.context,
-                                  list(request.chain), task_id=task_id)
+                await tasks.start(TURN_WORKFLOW, *TurnArgs(agent_id, conversation, number, request.text,
+                                                           request.context, list(request.chain)), task_id=task_id)
                 result = await tasks.result(task_id)
             except StateUnavailable as error:  # no new durable work until the state can be written
                 emit(TurnFailed(error=str(error), kind=type(error).__name__))
@@ -196,8 +213,19 @@ class AgentService:
     def conversations(self) -> list[ConversationInfo]:
         """The conversations people had, newest first: those with a turn, delegates' left out (a UI lists them)."""
         return [info for info in self.store.list()
-                if (first := turns(self.node.tasks, info.agent, info.id)[:1])
+                if (first := turns(self.tasks, info.agent, info.id)[:1])
                 and not first[0].id.startswith(DELEGATE_TASK_PREFIX)]
+
+    def turn_events(self, info: TaskInfo) -> list[AgentEvent]:
+        """The events a past turn streamed, rebuilt from the journal (a UI shows it as it showed it live)."""
+        return turn_events(self.tasks, info, self._tool_ids)
+
+    def _tool_ids(self, agent: str) -> dict[str, str]:
+        """The registry ids behind the names an agent's tools are offered under now."""
+        spec = self.registry.spec(agent) if agent in self.registry else None
+        if not isinstance(spec, AgentSpec):
+            return {}
+        return {name: offered.entry.id for name, offered in self.offers(agent, spec, self.registry).items()}
 
     async def delegate(self, agent_id: str, message: str, parent: str, call: ToolCall, chain: tuple[str, ...],
                        context: dict[str, Any], forward: Callable[[AgentEvent], None]) -> Answer:
@@ -285,18 +313,17 @@ async def _relay(target: Pid, request: tuple[str, dict[str, Any], tuple[str, ...
             return
 
 
-@workflow(TURN_WORKFLOW)
-async def agent_turn(ctx: TaskContext, agent_id: str, conversation: str, turn: int, text: str,
+async def agent_turn(service: AgentService, ctx: TaskContext, agent_id: str, conversation: str, turn: int, text: str,
                      context: dict[str, Any], chain: list[str]) -> dict[str, Any]:
-    """One agent turn as a durable task: its result holds the answer and the messages it adds."""
-    service = ctx.manager.node.agents
+    """One agent turn as a durable task (`TurnArgs` are its arguments): its result holds the answer and the messages
+    it adds. Registered on the service's task manager, bound to the service."""
 
     def emit(event: AgentEvent) -> None:
         listener = service.listeners.get(ctx.task_id)
         if listener is not None:
             listener(event)
 
-    messages_before = history(ctx.manager, agent_id, conversation, before=turn)
+    messages_before = history(service.tasks, agent_id, conversation, before=turn)
     answer, messages = await run_turn(service, ctx, agent_id, conversation, turn, messages_before, text, context,
                                       tuple(chain), emit)
     return {"answer": answer, "messages": messages}

@@ -29,6 +29,8 @@ from ..registry._kinds import AgentSpec, KindSpec, ToolSpec
 from ..sandbox import ResourceLimit, SandboxError
 from ..tools import ToolArgumentsError, ToolBusy, ToolContext
 from ._errors import AgentError
+from ._governance import Governance
+from ._restricted import RestrictedTools
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 MAX_NAME = 64
@@ -123,10 +125,13 @@ class ToolSet:
     """The tools and delegates one turn of an agent may call."""
 
     def __init__(self, registry: Registry | RegistryView, offered: dict[str, Offered], context: ToolContext,
-                 delegate: Delegate, redact: Callable[[str], str] = str) -> None:
+                 delegate: Delegate, *, governance: Governance, restricted: RestrictedTools,
+                 redact: Callable[[str], str] = str) -> None:
         self.by_name = offered
         self.context = context
         self.delegate = delegate
+        self.governance = governance
+        self.restricted = restricted
         self.redact = redact
         """Applied to every result: secret values never reach the model."""
         # the functions as they are when the turn starts: a tool file saved mid-turn applies to the next turn
@@ -181,13 +186,10 @@ class ToolSet:
                 raise ValueError("a delegate takes one argument, `message`, a non-empty string")
             return await self.delegate(offered.entry.id, message, call)
         context = ToolContext(agent_id=self.context.agent_id, task_id=self.context.task_id, call_id=call.id,
-                              logger=self.context.logger, node=self.context.node)
+                              logger=self.context.logger)
         tool = self.functions.get(call.name)
         if offered.spec is not None and offered.spec.runtime == "restricted":
-            if self.context.node is None:
-                raise RuntimeError(f"tool {offered.entry.id} runs in a sandbox, which only a node has")
-            value = await self.context.node.agents.restricted.call(offered.entry, offered.spec, call.arguments,
-                                                                   offered.timeout)
+            value = await self.restricted.call(offered.entry, offered.spec, call.arguments, offered.timeout)
         elif tool is None:
             raise RuntimeError(f"tool {offered.entry.id} cannot be loaded; check its entry with `wippy registry lint`")
         else:
@@ -196,26 +198,26 @@ class ToolSet:
 
     def _ask_policy(self, offered: Offered, call: ToolCall) -> None:
         """`tool.call` / `agent.delegate` policies: deny raises, ask queues an approval, allow lets the call run."""
-        app = self.context.node.app if self.context.node is not None else None
+        governance = self.governance
         agent = self.context.agent_id
-        if app is None or agent is None:
+        if agent is None:
             return
         action = "agent.delegate" if offered.delegate else "tool.call"
         resource, kind = offered.entry.id, offered.entry.kind
-        decision = app.policies.decide(agent, action, resource, kind)
+        decision = governance.policies.decide(agent, action, resource, kind)
         if decision.policy is None:
             return  # allowed by default: listing the tool in the agent's entry granted it
         if decision.effect == "deny":
-            app.audit.record(agent, self.context.task_id, action, resource, kind, "denied", decision.policy,
-                             decision.reason)
+            governance.audit.record(agent, self.context.task_id, action, resource, kind, "denied", decision.policy,
+                                    decision.reason)
             raise PermissionError(f"refused: {decision.reason}")
         if decision.effect == "ask":
-            raise ApprovalPending(app.approvals.request(
+            raise ApprovalPending(governance.approvals.request(
                 agent=agent, task_id=self.context.task_id, call_id=call.id, action=action, resource=resource,
                 kind=kind, summary=f"{agent} wants to call {resource}", arguments=call.arguments,
                 policy=decision.policy))
-        app.audit.record(agent, self.context.task_id, action, resource, kind, "allowed", decision.policy,
-                         decision.reason)
+        governance.audit.record(agent, self.context.task_id, action, resource, kind, "allowed", decision.policy,
+                                decision.reason)
 
 
 class ToolOutcome(NamedTuple):

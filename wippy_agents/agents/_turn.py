@@ -100,9 +100,9 @@ async def run_turn(
         delegated.append(answer)
         return answer.text
 
-    tool_context = ToolContext(agent_id=agent_id, task_id=ctx.task_id, logger=log, node=service.node)
+    tool_context = ToolContext(agent_id=agent_id, task_id=ctx.task_id, logger=log)
     tools = ToolSet(registry, service.offers(agent_id, spec, registry), tool_context, delegate,
-                    service.redactor.redact)
+                    governance=service.governance, restricted=service.restricted, redact=service.redactor.redact)
     system = await render_prompt(service.prompts, spec, prompt, agent_id, entry.meta, context)
     new: list[ChatMessage] = [UserMessage(content=text)]
     messages: list[ChatMessage] = ([SystemMessage(content=system)] if system else []) + history + new
@@ -134,8 +134,7 @@ async def run_turn(
         outcomes = await asyncio.gather(*[ctx.step(f"tool:{call.id}", tools.call, call,
                                                    mark_start=tools.runs_in_node(call))
                                           for call in response.tool_calls])
-        for call, (result, seconds, *rest) in zip(response.tool_calls, outcomes, strict=True):
-            pending = rest[0] if rest else None  # steps journaled before approvals existed have two fields
+        for call, (result, seconds, pending) in zip(response.tool_calls, outcomes, strict=True):
             if pending:  # waits in call order, so a replay waits (and finds the decisions) in the same order
                 emit(ApprovalRequested(call_id=call.id, tool=tools.tool_id(call.name), approval=pending["id"],
                                        summary=pending.get("summary", result.content)))

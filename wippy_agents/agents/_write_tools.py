@@ -16,32 +16,26 @@ from ..registry._kinds import ToolExample, ToolSpec, parse_spec
 from ..tools import ToolContext
 
 if TYPE_CHECKING:
-    from .._app import App
+    from ._service import AgentService
 
 CHECK_AUTHOR = "wippy:registry"
 """Who refused a change that fails the registry's own checks (kinds, references, files, built-ins)."""
 
 
-def _app(ctx: ToolContext) -> App:
-    app = ctx.node.app if ctx.node is not None else None
-    if app is None or ctx.agent_id is None:
-        raise RuntimeError("registry write tools run only for an agent on a node that runs an app")
-    return app
-
-
-async def _propose(ctx: ToolContext, changes: list[Entry | Delete], summary: str) -> str:
+async def _propose(service: AgentService, ctx: ToolContext, changes: list[Entry | Delete], summary: str) -> str:
     """Check, test and decide a change; commit it, queue it for approval, or refuse it."""
-    app = _app(ctx)
     agent = ctx.agent_id
-    assert agent is not None
+    if agent is None:
+        raise RuntimeError("registry write tools act for an agent; this call names none")
+    registry, governance = service.registry, service.governance
     try:
-        diff = app.registry.check(changes)  # kinds, references and files; policy comes next
+        diff = registry.check(changes)  # kinds, references and files; policy comes next
     except RegistryError as error:
         for refused in changes:  # a refusal is a decision too: the audit trail shows every one
             action = "registry.delete" if isinstance(refused, Delete) else (
-                "registry.update" if refused.id in app.registry else "registry.create")
+                "registry.update" if refused.id in registry else "registry.create")
             kind = refused.kind if isinstance(refused, Entry) else None
-            app.audit.record(agent, ctx.task_id, action, refused.id, kind, "denied", CHECK_AUTHOR, error.summary + (
+            governance.audit.record(agent, ctx.task_id, action, refused.id, kind, "denied", CHECK_AUTHOR, error.summary + (
                 ": " + "; ".join(p.message for p in error.problems) if error.problems else ""))
         raise ValueError(f"{error}; nothing was changed") from None
     if not diff:
@@ -49,48 +43,49 @@ async def _propose(ctx: ToolContext, changes: list[Entry | Delete], summary: str
     decisions = []
     for change in diff:
         action = f"registry.{change.op}"
-        decision = app.policies.judge(agent, change)
+        decision = governance.policies.judge(agent, change)
         if decision.effect == "deny":
-            app.audit.record(agent, ctx.task_id, action, change.id, change.entry.kind, "denied",
+            governance.audit.record(agent, ctx.task_id, action, change.id, change.entry.kind, "denied",
                              decision.policy or "default", decision.reason)
             raise PermissionError(f"refused: {action} {change.id}: {decision.reason}. Nothing was changed.")
         decisions.append((change, action, decision))
-    await _check_examples(app, diff)
+    await _check_examples(service, diff)
     asked = [(change, action, d) for change, action, d in decisions if d.effect == "ask"]
     if asked:
         change, action, decision = asked[0]
-        approval = app.approvals.request(
+        approval = governance.approvals.request(
             agent=agent, task_id=ctx.task_id, call_id=ctx.call_id, action=action, resource=change.id,
             kind=change.entry.kind, summary=summary, changes=diff, policy=decision.policy)
         raise ApprovalPending(approval)
-    version = app.registry.apply([c.after or Delete(c.id) for c in diff], author=agent, reason=summary,
+    version = registry.apply([c.after or Delete(c.id) for c in diff], author=agent, reason=summary,
                                  task=ctx.task_id)
     for change, action, decision in decisions:
-        app.audit.record(agent, ctx.task_id, action, change.id, change.entry.kind, "allowed",
+        governance.audit.record(agent, ctx.task_id, action, change.id, change.entry.kind, "allowed",
                          decision.policy or "default", decision.reason, version=version)
     return f"done: {summary} (registry version {version})"
 
 
-async def _check_examples(app: App, diff: list[EntryChange]) -> None:
+async def _check_examples(service: AgentService, diff: list[EntryChange]) -> None:
     for change in diff:
         if change.after is None or change.after.kind != "tool":
             continue
         spec = parse_spec(change.after)
         if isinstance(spec, ToolSpec) and spec.runtime == "restricted":
-            failures = await app.agents.restricted.failed_examples(spec)
+            failures = await service.restricted.failed_examples(spec)
             if failures:
                 raise ValueError(f"{change.id} does not pass its examples, so nothing was changed:\n"
                                  + "\n".join(failures))
 
 
-def _existing(ctx: ToolContext, entry_id: str, kind: str) -> Entry:
-    registry = _app(ctx).registry
+def _existing(service: AgentService, entry_id: str, kind: str) -> Entry:
+    registry = service.registry
     if entry_id not in registry or registry.get(entry_id).kind != kind:
         raise ValueError(f"there is no {kind} {entry_id!r} to update; create it first")
     return registry.get(entry_id)
 
 
-async def create_tool(id: str, source: str, description: str, ctx: ToolContext, function: str = "main",
+async def create_tool(service: AgentService, id: str, source: str, description: str, ctx: ToolContext,
+                      function: str = "main",
                       examples: list[ToolExample] | None = None) -> str:
     """Add a new tool to the registry; its Python code runs in a sandbox (no imports; json, math, regex given).
 
@@ -101,16 +96,18 @@ async def create_tool(id: str, source: str, description: str, ctx: ToolContext, 
         function: The function in `source` to call.
         examples: Calls to try before the tool is added: each `{"args": {...}, "expect": result}`.
     """
-    if id in _app(ctx).registry:
+    if id in service.registry:
         raise ValueError(f"{id} already exists; use wippy_update_tool to change it")
     data: dict[str, Any] = {"runtime": "restricted", "source": source, "function": function,
                             "description": description}
     if examples:
         data["examples"] = [example.model_dump() for example in examples]
-    return await _propose(ctx, [Entry(id, "tool", {"title": id.partition(":")[2]}, data)], f"create tool {id}")
+    return await _propose(service, ctx, [Entry(id, "tool", {"title": id.partition(":")[2]}, data)],
+                          f"create tool {id}")
 
 
-async def update_tool(id: str, ctx: ToolContext, source: str | None = None, description: str | None = None,
+async def update_tool(service: AgentService, id: str, ctx: ToolContext, source: str | None = None,
+                      description: str | None = None,
                       function: str | None = None, examples: list[ToolExample] | None = None) -> str:
     """Change a restricted tool's code, description, function or examples (what is not given stays).
 
@@ -121,32 +118,32 @@ async def update_tool(id: str, ctx: ToolContext, source: str | None = None, desc
         function: The function in the code to call.
         examples: Calls to try before the change commits: each `{"args": {...}, "expect": result}`.
     """
-    entry = _existing(ctx, id, "tool")
+    entry = _existing(service, id, "tool")
     given = {"source": source, "description": description, "function": function,
              "examples": None if examples is None else [example.model_dump() for example in examples]}
     data = {**entry.data, **{k: v for k, v in given.items() if v is not None}}
-    return await _propose(ctx, [Entry(id, "tool", entry.meta, data)], f"update tool {id}")
+    return await _propose(service, ctx, [Entry(id, "tool", entry.meta, data)], f"update tool {id}")
 
 
-async def update_prompt(id: str, template: str, ctx: ToolContext) -> str:
+async def update_prompt(service: AgentService, id: str, template: str, ctx: ToolContext) -> str:
     """Create a prompt, or replace a prompt's Jinja2 template.
 
     Args:
         id: The prompt's id, such as `generated:summarize`.
         template: The whole new template.
     """
-    registry = _app(ctx).registry
+    registry = service.registry
     entry = registry.get(id) if id in registry else Entry(id, "prompt", {}, {})
     if entry.kind != "prompt":
         raise ValueError(f"{id} is a {entry.kind}, not a prompt")
-    return await _propose(ctx, [Entry(id, "prompt", entry.meta, {**entry.data, "template": template})],
+    return await _propose(service, ctx, [Entry(id, "prompt", entry.meta, {**entry.data, "template": template})],
                           f"{'update' if id in registry else 'create'} prompt {id}")
 
 
 _META_FIELDS = ("title", "description")
 
 
-async def update_agent(id: str, changes: dict[str, Any], ctx: ToolContext) -> str:
+async def update_agent(service: AgentService, id: str, changes: dict[str, Any], ctx: ToolContext) -> str:
     """Change how an agent works: its tools, delegates, model, prompt, vars or limits.
 
     Args:
@@ -154,7 +151,7 @@ async def update_agent(id: str, changes: dict[str, Any], ctx: ToolContext) -> st
         changes: Fields to set, such as `{"tools": ["tools.calc:*", "generated:*"]}`; a field set to null is removed.
             `title` and `description` change the agent's description.
     """
-    entry = _existing(ctx, id, "agent")
+    entry = _existing(service, id, "agent")
     meta, data = dict(entry.meta), dict(entry.data)
     for field, value in changes.items():
         target = meta if field in _META_FIELDS else data
@@ -162,17 +159,17 @@ async def update_agent(id: str, changes: dict[str, Any], ctx: ToolContext) -> st
             target.pop(field, None)
         else:
             target[field] = value
-    return await _propose(ctx, [Entry(id, "agent", meta, data)], f"update agent {id} ({', '.join(changes)})")
+    return await _propose(service, ctx, [Entry(id, "agent", meta, data)], f"update agent {id} ({', '.join(changes)})")
 
 
-async def delete_entry(id: str, ctx: ToolContext) -> str:
+async def delete_entry(service: AgentService, id: str, ctx: ToolContext) -> str:
     """Remove an entry from the registry.
 
     Args:
         id: The entry's id.
     """
-    _app(ctx).registry.get(id)
-    return await _propose(ctx, [Delete(id)], f"delete {id}")
+    service.registry.get(id)
+    return await _propose(service, ctx, [Delete(id)], f"delete {id}")
 
 
 WRITE_TOOLS = (create_tool, update_tool, update_prompt, update_agent, delete_entry)

@@ -25,6 +25,7 @@ from ._engine import (
     TaskFailed,
     TaskInfo,
     TaskManager,
+    TaskStatus,
     idempotency_key,
     workflow,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "TaskFailed",
     "TaskInfo",
     "TaskManager",
+    "TaskStatus",
     "idempotency_key",
     "workflow",
 ]

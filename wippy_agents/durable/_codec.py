@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from .._runtime.text import clean_text, is_clean
+from ..errors import UsageError
 
 TAG = "__wippy__"
 
@@ -37,7 +38,7 @@ def _names() -> dict[type[BaseModel], str]:
     return {cls: name for name, cls in _types().items()}
 
 
-class JournalTypeError(TypeError):
+class JournalTypeError(UsageError, TypeError):
     """A value the journal cannot store (it is neither JSON data nor one of the project's types)."""
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import enum
 import inspect
 import logging
 import time
 import uuid
+from collections import ChainMap
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,11 +27,13 @@ import duckdb
 
 from .._runtime.node import current_process
 from .._runtime.types import SHUTDOWN, describe
+from ..errors import RunError, UsageError
 from ._codec import dumps, loads
 from ._journal import Journal, StateUnavailable, Table
 
 if TYPE_CHECKING:
     from .._runtime.node import Node
+    from ..registry import Registry, RegistryView
 
 log = logging.getLogger("wippy_agents.durable")
 
@@ -42,9 +46,22 @@ TABLES = (
     Table("task_signals", ("task", "id", "name", "payload", "time"), frozenset({"payload"}), frozenset({"time"})),
 )
 
-FINISHED = ("completed", "failed", "cancelled")
-TERMINAL = (*FINISHED, "needs_attention")
-NOTES = ("upgraded", "cancel_requested", "step_started")
+class TaskStatus(enum.StrEnum):
+    """Where a task is; journaled as its events, so it survives restarts."""
+
+    RUNNING = "running"
+    RECOVERING = "recovering"  # being resumed from its journal after a restart
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    NEEDS_ATTENTION = "needs_attention"  # parked by recovery: `wippy tasks resume` tries it again
+
+
+FINISHED = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+TERMINAL = FINISHED | {TaskStatus.NEEDS_ATTENTION}
+
+CANCEL_REQUESTED, UPGRADED, STEP_STARTED, RESUMED = "cancel_requested", "upgraded", "step_started", "resumed"
+NOTES = (UPGRADED, CANCEL_REQUESTED, STEP_STARTED, RESUMED)
 """Events that note something about a task without changing its status."""
 MAX_RECOVERIES = 3
 """A task that fails to make progress over this many recoveries is parked as `needs_attention`."""
@@ -53,6 +70,7 @@ MAX_CRASHED_STARTS = 2
 
 Workflow = Callable[..., Coroutine[Any, Any, Any]]
 WORKFLOWS: dict[str, Workflow] = {}
+"""The workflows `@workflow` declares; every `TaskManager` offers them beside those registered on it."""
 
 _step_key: contextvars.ContextVar[str] = contextvars.ContextVar("wippy_step_key")
 
@@ -77,15 +95,15 @@ def idempotency_key() -> str:
         raise RuntimeError("idempotency_key() is only known inside a durable step") from None
 
 
-class NondeterminismError(RuntimeError):
+class NondeterminismError(UsageError):
     """On replay the workflow asked for a different step than the journal recorded at that position."""
 
 
-class TaskCancelled(Exception):
+class TaskCancelled(RunError):
     """The task was cancelled; raised inside the workflow at its next step or wait."""
 
 
-class StepError(Exception):
+class StepError(RunError):
     """A step failed (after its retries); the message carries the original error, also on replay."""
 
     def __init__(self, step: str, error: str) -> None:
@@ -94,7 +112,7 @@ class StepError(Exception):
         self.error = error
 
 
-class TaskFailed(Exception):
+class TaskFailed(RunError):
     """`tasks.result()` of a task that failed, was cancelled or needs attention."""
 
 
@@ -112,7 +130,7 @@ class StepRecord(NamedTuple):
 class TaskInfo:
     id: str
     workflow: str
-    status: str
+    status: TaskStatus
     created: datetime
     registry_version: int
     args: list[Any]
@@ -134,7 +152,7 @@ class TaskContext:
 
     def __init__(self, manager: TaskManager, task_id: str, registry_version: int, steps: dict[int, StepRecord],
                  signals: list[_Signal]) -> None:
-        self.manager = manager
+        self._manager = manager
         self.task_id = task_id
         self.registry_version = registry_version
         self._recorded = steps
@@ -146,9 +164,12 @@ class TaskContext:
         self.cancelled = False
 
     @property
-    def registry(self) -> Any:
+    def registry(self) -> Registry | RegistryView:
         """The app's registry as of the version this task runs on (see `tasks.upgrade`)."""
-        return self.manager.node.registry.at(self.registry_version)
+        registry = self._manager.registry
+        if registry is None:
+            raise RuntimeError("these tasks run without a registry; an App hands its registry to its task manager")
+        return registry.at(self.registry_version)
 
     def step(self, name: str, fn: Callable[..., Any], *args: Any, retries: int = 0,
              retry_delay: float = 0.5, mark_start: bool = False) -> Awaitable[Any]:
@@ -186,8 +207,8 @@ class TaskContext:
                 return loads(record.result)
             raise StepError(name, record.error or "")
         if mark_start:
-            await self.manager.mark_started(self.task_id, seq, name)
-        started, clock = self.manager.now(), time.monotonic()
+            await self._manager.mark_started(self.task_id, seq, name)
+        started, clock = self._manager.now(), time.monotonic()
         token = _step_key.set(f"{self.task_id}:{seq}")
         try:
             for attempt in range(retries + 1):
@@ -202,13 +223,13 @@ class TaskContext:
                 except Exception as error:
                     if attempt == retries:
                         message = describe(error)
-                        await self.manager.record_step(self.task_id, seq, name, False, None, message, started,
+                        await self._manager.record_step(self.task_id, seq, name, False, None, message, started,
                                                        time.monotonic() - clock)
                         raise StepError(name, message) from error
                     await asyncio.sleep(retry_delay * 2**attempt)
         finally:
             _step_key.reset(token)
-        await self.manager.record_step(self.task_id, seq, name, True, text, None, started, time.monotonic() - clock)
+        await self._manager.record_step(self.task_id, seq, name, True, text, None, started, time.monotonic() - clock)
         return loads(text)
 
     async def _interruptible(self, awaitable: Awaitable[Any]) -> Any:
@@ -237,12 +258,12 @@ class TaskContext:
 
     async def sleep(self, seconds: float) -> None:
         """A durable timer: after a restart the task waits only for what is left."""
-        wake_at = await self.step("sleep", self.manager.clock_plus, seconds)
+        wake_at = await self.step("sleep", self._manager.clock_plus, seconds)
         await self._wait_until(wake_at)
 
     async def wait_signal(self, name: str, timeout: float | None = None) -> Any:
         """Wait for `tasks.signal(task_id, name, payload)` (sent before, during or while the node was down)."""
-        deadline = await self.step(f"wait:{name}", self.manager.clock_plus, timeout)
+        deadline = await self.step(f"wait:{name}", self._manager.clock_plus, timeout)
         seq = self._next()
         record = self._replayed(seq, f"signal:{name}")
         if record is not None:
@@ -255,20 +276,20 @@ class TaskContext:
             if signal is not None:
                 self._consumed.add(signal.id)
                 text = dumps({"id": signal.id, "payload": signal.payload})
-                await self.manager.record_step(self.task_id, seq, f"signal:{name}", True, text, None,
-                                               self.manager.now(), 0.0)
+                await self._manager.record_step(self.task_id, seq, f"signal:{name}", True, text, None,
+                                               self._manager.now(), 0.0)
                 return signal.payload
-            if deadline is not None and self.manager.clock() >= deadline:
+            if deadline is not None and self._manager.clock() >= deadline:
                 message = f"no {name!r} signal within {timeout:g}s"
-                await self.manager.record_step(self.task_id, seq, f"signal:{name}", False, None, message,
-                                               self.manager.now(), 0.0)
+                await self._manager.record_step(self.task_id, seq, f"signal:{name}", False, None, message,
+                                               self._manager.now(), 0.0)
                 raise TimeoutError(message)
             await self._wait_until(deadline)
 
     async def _wait_until(self, deadline: float | None) -> None:
         """Sleep until `deadline` (wall clock), or until a signal or a cancel wakes the task."""
         self._wake.clear()
-        remaining = None if deadline is None else deadline - self.manager.clock()
+        remaining = None if deadline is None else deadline - self._manager.clock()
         if remaining is not None and remaining <= 0:
             return
         try:
@@ -300,7 +321,7 @@ class _Task:
     args: list[Any]
     registry_version: int
     created: datetime
-    status: str
+    status: TaskStatus
     detail: Any = None
     cancel_requested: bool = False
 
@@ -320,9 +341,9 @@ SELECT t.id, t.workflow, t.args,
        EXISTS (SELECT 1 FROM task_events c WHERE c.task = t.id AND c.status = 'cancel_requested')
 FROM tasks t LEFT JOIN (
     SELECT task, status, detail, row_number() OVER (PARTITION BY task ORDER BY time DESC, rowid DESC) AS n
-    FROM task_events WHERE status NOT IN ('upgraded', 'cancel_requested', 'step_started')) e ON e.task = t.id AND e.n = 1
+    FROM task_events WHERE status NOT IN ({notes})) e ON e.task = t.id AND e.n = 1
 ORDER BY t.created, t.rowid
-"""
+""".format(notes=", ".join(f"'{note}'" for note in NOTES))
 
 
 class TaskManager:
@@ -333,13 +354,17 @@ class TaskManager:
     """
 
     def __init__(self, node: Node, db: duckdb.DuckDBPyConnection, *, clock: Callable[[], float] = time.time,
-                 registry_version: Callable[[], int] = lambda: 0, log_path: Path | None = None,
+                 registry: Registry | None = None, log_path: Path | None = None,
                  redact: Callable[[str], str] | None = None) -> None:
         self.node = node
+        """The runtime that hosts each running task as a process."""
         self.db = db
         self.clock = clock
+        self.registry = registry
+        """Entries a task reads as of the registry version it started on (none: every task is on version 0)."""
         self.journal = Journal(db, TABLES, log_path, on_recovered=self._storage_recovered, redact=redact)
-        self._registry_version = registry_version
+        self.workflows: ChainMap[str, Workflow] = ChainMap({}, WORKFLOWS)
+        """This manager's workflows: those registered on it, then every `@workflow`."""
         self._running: dict[str, _Running] = {}
         self._restarting: dict[str, asyncio.Task[None]] = {}
         self._paused: set[str] = set()
@@ -347,7 +372,7 @@ class TaskManager:
         self._tasks: dict[str, _Task] = {}
         self._groups: dict[tuple[str, Any, Any], list[str]] = {}  # (workflow, args[0], args[1]) -> task ids
         for row in db.execute(_LOAD).fetchall():
-            self._add(_Task(row[0], row[1], loads(row[2]), int(row[3]), row[4], row[5] or "running", loads(row[6]),
+            self._add(_Task(row[0], row[1], loads(row[2]), int(row[3]), row[4], TaskStatus(row[5] or TaskStatus.RUNNING), loads(row[6]),
                             bool(row[7])))
 
     def _add(self, state: _Task) -> None:
@@ -358,6 +383,13 @@ class TaskManager:
 
     def close(self) -> None:
         self.journal.close()
+
+    def register(self, workflow_id: str, fn: Workflow) -> None:
+        """Offer `fn` as workflow `workflow_id` on this manager only (bound to what it needs, say with a partial)."""
+        self.workflows.maps[0][workflow_id] = fn
+
+    def _registry_version(self) -> int:
+        return 0 if self.registry is None else self.registry.version
 
     def now(self) -> datetime:
         """The clock's time as a timestamp for the journal."""
@@ -375,10 +407,10 @@ class TaskManager:
 
     def _event(self, task: str, status: str, detail: Any = None) -> asyncio.Future[None]:
         state = self._tasks[task]
-        if status == "cancel_requested":
+        if status == CANCEL_REQUESTED:
             state.cancel_requested = True
         elif status not in NOTES:  # a note is not a state: an upgrade's version is replayed from it at boot
-            state.status, state.detail = status, detail
+            state.status, state.detail = TaskStatus(status), detail
         return self.journal.append("task_events", (task, self.now(), status, dumps(detail)))
 
     def _note(self, future: asyncio.Future[None]) -> None:
@@ -400,26 +432,27 @@ class TaskManager:
         """
         if self.journal.problem is not None:
             raise StateUnavailable(self.journal.problem)
-        if workflow_id not in WORKFLOWS:
-            known = ", ".join(sorted(WORKFLOWS)) or "none"
+        if workflow_id not in self.workflows:
+            known = ", ".join(sorted(self.workflows)) or "none"
             raise LookupError(f"no workflow {workflow_id!r} is registered (the workflows are: {known})")
         task_id = task_id or uuid.uuid4().hex[:16]
         existing = self._tasks.get(task_id)
         if existing is not None:
             if task_id in self._running or task_id in self._restarting:
                 return task_id
-            if self._parked_for_stalling(existing):  # asking for it by id is a person's "try again"
-                await self._event(task_id, "resumed")
-            if existing.status not in TERMINAL:
+            parked = self._parked_for_stalling(existing)
+            if parked:  # asking for it by id is a person's "try again"
+                await self._event(task_id, RESUMED)
+            if parked or existing.status not in TERMINAL:
                 await self._resume(task_id)
             return task_id
         version = self._registry_version()
         now = self.now()
-        self._add(_Task(task_id, workflow_id, list(args), version, now, "running"))
+        self._add(_Task(task_id, workflow_id, list(args), version, now, TaskStatus.RUNNING))
         # Not awaited: until its first step commits (in the same group or a later one) a task that is lost
         # in a crash had done nothing, so nothing is repeated or lost.
         self._note(self.journal.append("tasks", (task_id, workflow_id, dumps(list(args)), version, now)))
-        self._note(self._event(task_id, "running"))
+        self._note(self._event(task_id, TaskStatus.RUNNING))
         self._launch(self._tasks[task_id], {}, [])
         return task_id
 
@@ -437,7 +470,7 @@ class TaskManager:
                 await asyncio.shield(restarting)
             else:
                 break
-        if state.status == "completed":
+        if state.status == TaskStatus.COMPLETED:
             return state.detail["result"]
         if task_id in self._paused:
             raise TaskFailed(f"task {task_id} is paused until the app's state can be written again: "
@@ -451,7 +484,7 @@ class TaskManager:
         self._paused.discard(state.id)
         done: asyncio.Future[Any] = self.node.loop.create_future()
         self._running[state.id] = _Running(ctx, done)
-        self.node.start(self._body, (state.id, WORKFLOWS[state.workflow], state.args, ctx, done),
+        self.node.start(self._body, (state.id, self.workflows[state.workflow], state.args, ctx, done),
                         name=f"task:{state.id}")
 
     async def _body(self, task_id: str, fn: Workflow, args: list[Any], ctx: TaskContext,
@@ -461,17 +494,17 @@ class TaskManager:
                 result = await fn(ctx, *args)
                 dumps(result)  # a result the journal cannot store fails the task here, with its reason
             except TaskCancelled:
-                await self._event(task_id, "cancelled")
+                await self._event(task_id, TaskStatus.CANCELLED)
             except StateUnavailable:
                 raise
             except Exception as error:
                 log.warning("task %s failed: %s", task_id, describe(error))
-                await self._event(task_id, "failed", {"error": describe(error), "kind": type(error).__name__})
+                await self._event(task_id, TaskStatus.FAILED, {"error": describe(error), "kind": type(error).__name__})
             else:
-                await self._event(task_id, "completed", {"result": result})
+                await self._event(task_id, TaskStatus.COMPLETED, {"result": result})
         except StateUnavailable:
             # The journal refused a write: what it acknowledged stands; the rest runs again once it can write.
-            self._tasks[task_id].status, self._tasks[task_id].detail = "running", None
+            self._tasks[task_id].status, self._tasks[task_id].detail = TaskStatus.RUNNING, None
             self._paused.add(task_id)
         except BaseException:
             # The task's process was killed. At shutdown the task waits for the next boot; otherwise it is
@@ -521,7 +554,7 @@ class TaskManager:
         """Move a task to the current registry version (from its next read of an entry on); returns it."""
         state = self._task(task_id)
         version = self._registry_version()
-        await self._event(task_id, "upgraded", {"registry_version": version})
+        await self._event(task_id, UPGRADED, {"registry_version": version})
         state.registry_version = version
         running = self._running.get(task_id)
         if running is not None:
@@ -532,7 +565,7 @@ class TaskManager:
         """Record the cancel and stop the task: a step in progress is interrupted, a sleep or wait ends at once."""
         if self._task(task_id).status in TERMINAL:
             return
-        await self._event(task_id, "cancel_requested")
+        await self._event(task_id, CANCEL_REQUESTED)
         running = self._running.get(task_id)
         if running is not None:
             running.ctx.cancelled = True
@@ -581,7 +614,7 @@ class TaskManager:
         for state in self._tasks.values():
             if state.status in TERMINAL or state.id in self._running:
                 continue
-            if state.workflow not in WORKFLOWS:  # a node that loads that code will resume it
+            if state.workflow not in self.workflows:  # a node that loads that code will resume it
                 log.warning("task %s waits: its workflow %r is not registered in this process", state.id,
                             state.workflow)
                 continue
@@ -591,11 +624,12 @@ class TaskManager:
     @staticmethod
     def _parked_for_stalling(state: _Task) -> bool:
         """Parked by recovery (not failed by its own code): asking for it again by id retries it."""
-        return state.status == "needs_attention" and isinstance(state.detail, dict) and "parked" in state.detail
+        return (state.status == TaskStatus.NEEDS_ATTENTION and isinstance(state.detail, dict)
+                and "parked" in state.detail)
 
     async def _resume(self, task_id: str) -> bool:
         state = self._task(task_id)
-        if state.workflow not in WORKFLOWS:
+        if state.workflow not in self.workflows:
             raise LookupError(f"task {task_id} runs workflow {state.workflow!r}, which is not registered in this "
                               "process; import the module that defines it")
         return bool(await self._resume_all([task_id]))
@@ -638,14 +672,15 @@ class TaskManager:
                          f"stopped without finishing it: it may be what stops the node. Look at it, then run "
                          f"`wippy tasks resume {task_id}` to try again or `wippy tasks cancel {task_id}`")
                 log.error("task %s: %s", task_id, error)
-                notes.append(self._event(task_id, "needs_attention", {"error": error, "parked": "crashed_node"}))
+                notes.append(self._event(task_id, TaskStatus.NEEDS_ATTENTION,
+                                         {"error": error, "parked": "crashed_node"}))
             elif stalled.get(task_id, 0) >= MAX_RECOVERIES:
                 log.error("task %s made no progress over %d recoveries; parking it as needs_attention", task_id,
                           MAX_RECOVERIES)
-                notes.append(self._event(task_id, "needs_attention", {
+                notes.append(self._event(task_id, TaskStatus.NEEDS_ATTENTION, {
                     "error": f"no progress over {MAX_RECOVERIES} recoveries", "parked": "stalled"}))
             else:
-                notes.append(self._event(task_id, "recovering"))
+                notes.append(self._event(task_id, TaskStatus.RECOVERING))
                 resumed.append(task_id)
         await asyncio.gather(*notes)
         for task_id in resumed:
@@ -661,9 +696,9 @@ class TaskManager:
                ORDER BY seq, rowid""", [task_id]).fetchall()
         return [StepRecord(*row) for row in rows]
 
-    def status(self, task_id: str) -> str:
+    def status(self, task_id: str) -> TaskStatus:
         status = self._task(task_id).status
-        return "running" if status == "recovering" and task_id in self._running else status
+        return TaskStatus.RUNNING if status == TaskStatus.RECOVERING and task_id in self._running else status
 
     def get(self, task_id: str, *, steps: bool = True) -> TaskInfo:
         """A task with its status, result or error (and its steps, read from the journal)."""

@@ -48,6 +48,7 @@ from typing import Any
 import duckdb
 
 from .._runtime.text import clean_data, clean_text, is_clean
+from ..errors import RunError, UsageError
 
 log = logging.getLogger("wippy_agents.durable")
 
@@ -62,11 +63,11 @@ DAMAGED_FILE = "journal.damaged"
 _ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
-class StateUnavailable(OSError):
+class StateUnavailable(RunError, OSError):
     """The journal cannot write to the disk (full, read-only, failing): no durable work until it can."""
 
 
-class JournalDamaged(Exception):
+class JournalDamaged(UsageError):
     """`journal.log` is damaged before intact lines: the node does not start on it until a person decides."""
 
 

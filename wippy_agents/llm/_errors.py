@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from .._runtime.secrets import REDACTED
 from .._runtime.text import clean_text
+from ..errors import RunError, UsageError
 
 
-class ModelError(Exception):
+class ModelError(RunError):
     """A model call failed. `provider`, `model` and `status` (HTTP status, when there was one) say where."""
 
     retryable = False
@@ -24,7 +25,7 @@ class ModelError(Exception):
         super().__init__(f"{where}: {message}" if provider or model else message)
 
 
-class MissingAPIKeyError(ModelError):
+class MissingAPIKeyError(ModelError, UsageError):
     """No key in the environment variable the model entry names; the message says which to set."""
 
 

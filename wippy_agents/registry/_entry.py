@@ -8,6 +8,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import UsageError
+
 ID_RULE = (
     "an id is 'namespace:name': the namespace is dot-separated words of letters, digits, '_' or '-' "
     "(starting with a letter or '_'), the name letters, digits, '_', '-' or '.'"
@@ -154,7 +156,7 @@ class Problem:
         return f"{': '.join(parts)}: {self.message}"
 
 
-class RegistryError(Exception):
+class RegistryError(UsageError):
     """A registry operation failed; `problems` lists every reason, each with its location."""
 
     def __init__(self, summary: str, problems: list[Problem] | tuple[Problem, ...] = ()) -> None:

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import duckdb
 
-from .._runtime.node import current_process
 from .._runtime.proc import ProcessFn
+from .._runtime.pubsub import Subscribers
 from .._runtime.text import os_text
-from .._runtime.types import Message, Pid, Ref
+from .._runtime.types import Ref
 from ..supervisor import Backoff, ChildSpec, Supervisor
 from ..tools import FunctionTool
 from ._entry import Change, Delete, Entry, EntryNotFound, Problem, RegistryError, non_json
@@ -49,8 +49,6 @@ if TYPE_CHECKING:
     from .._runtime.node import Node
 
 log = logging.getLogger("wippy_agents.registry")
-
-EVENT_TYPES = ("begin", "create", "update", "delete", "commit", "error")
 
 PolicyHook = Callable[[str, str, "Entry | None", "Entry | None"], "str | None"]
 """`hook(author, action, before, after)` returns why the change is refused, or None to allow it."""
@@ -77,9 +75,9 @@ class RegistryEvent(NamedTuple):
 
 
 @dataclass(frozen=True)
-class _Subscription:
-    ref: Ref
-    pid: Pid
+class _Interest:
+    """What a subscriber asked to hear about: ids matching `pattern`, of `kinds` (None: any)."""
+
     pattern: str
     kinds: frozenset[str] | None
 
@@ -99,7 +97,7 @@ class Registry:
     ) -> None:
         self.root = root.resolve()
         self.folders = folders or Folders()
-        self.node = node
+        self._subscribers: Subscribers[_Interest] | None = None if node is None else Subscribers(node)
         self.store = VersionStore(db)
         self.writer = FileWriter(self.root, self.folders)
         self.policy: PolicyHook | None = None
@@ -114,7 +112,6 @@ class Registry:
         self._specs: dict[str, KindSpec] = {}
         self._origins: dict[str, Origin] = {}
         self._digests: dict[str, str] = {}
-        self._subscriptions: list[_Subscription] = []
         self._builtins: dict[str, Entry] = {}
         self._views: dict[int, RegistryView] = {}
         self._builtin_specs: dict[str, KindSpec] = {}
@@ -605,46 +602,34 @@ class Registry:
         touches such an entry, in commit order, and `registry.error` when a file
         that held such entries is refused.
         """
-        proc = current_process.get(None)
-        if proc is None or self.node is None:
-            raise RuntimeError("registry.subscribe() must be called inside a process on this registry's node")
-        ref = next(self.node._refs)
-        self._subscriptions.append(_Subscription(ref, proc.pid, pattern, frozenset(kinds) if kinds else None))
-        return ref
-
-    def unsubscribe(self, ref: Ref) -> None:
-        self._subscriptions = [s for s in self._subscriptions if s.ref != ref]
-
-    def _live_subscriptions(self) -> list[tuple[_Subscription, Any]]:
-        if self.node is None:
-            return []
-        live = [(s, self.node.table.get(s.pid)) for s in self._subscriptions]
-        self._subscriptions = [s for s, proc in live if proc is not None]
-        return [(s, proc) for s, proc in live if proc is not None]
+        if self._subscribers is None:
+            raise RuntimeError("this registry runs on no node: nothing can subscribe to it")
+        return self._subscribers.add(_Interest(pattern, frozenset(kinds) if kinds else None))
 
     def _publish(self, version: Version, changes: list[EntryChange]) -> None:
-        for sub, proc in self._live_subscriptions():
-            mine = [c for c in changes if any(sub.wants(e) for e in (c.before, c.after) if e is not None)]
+        for pid, interest in self._subscribers or ():
+            mine = [c for c in changes if any(interest.wants(e) for e in (c.before, c.after) if e is not None)]
             if not mine:
                 continue
             ids = tuple(c.id for c in mine)
             head = (version.version, version.author, version.reason)
-            proc.deliver(Message("registry.begin", RegistryEvent("begin", *head, ids=ids)))
+            send = functools.partial(self._subscribers.send, pid)  # type: ignore[union-attr]
+            send("registry.begin", RegistryEvent("begin", *head, ids=ids))
             for c in mine:
-                proc.deliver(Message(f"registry.{c.op}", RegistryEvent(
-                    c.op, *head, id=c.id, kind=c.entry.kind, entry=c.after, previous=c.before)))
-            proc.deliver(Message("registry.commit", RegistryEvent("commit", *head, ids=ids, task=version.task)))
+                send(f"registry.{c.op}", RegistryEvent(c.op, *head, id=c.id, kind=c.entry.kind, entry=c.after,
+                                                       previous=c.before))
+            send("registry.commit", RegistryEvent("commit", *head, ids=ids, task=version.task))
 
     def _publish_error(self, file: str, problems: list[Problem]) -> None:
         held = [entry for entry_id, entry in self._entries.items() if self._origins[entry_id].file == file]
-        for sub, proc in self._live_subscriptions():
-            if sub.pattern == "*" or any(sub.wants(entry) for entry in held):
-                proc.deliver(Message("registry.error", RegistryEvent(
-                    "error", self.version, f"file:{os_text(file)}", "file refused", problems=tuple(problems))))
+        for pid, interest in self._subscribers or ():
+            if interest.pattern == "*" or any(interest.wants(entry) for entry in held):
+                self._subscribers.send(pid, "registry.error", RegistryEvent(  # type: ignore[union-attr]
+                    "error", self.version, f"file:{os_text(file)}", "file refused", problems=tuple(problems)))
 
     # -- code named by entries --------------------------------------------------------------
 
-    def process_function(self, entry_id: str, host: str | None = None) -> ProcessFn:
+    def process_function(self, entry_id: str) -> ProcessFn:
         """The function a `process` entry names (or a `supervisor` entry's Supervisor), ready to spawn."""
         spec = self.spec(entry_id)
         if isinstance(spec, SupervisorSpec):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import RunError
 
-class SandboxError(Exception):
+
+class SandboxError(RunError):
     """A failure inside the sandbox; base class of `CompileError` and `ResourceLimit`.
 
     `output` holds whatever the code printed before it failed ("" if nothing).

@@ -15,6 +15,7 @@ import re
 import typing
 from typing import Any
 
+from ..errors import UsageError
 from ..tools import ToolDefinitionError, function_tool
 from ._policy import compile_source
 
@@ -27,7 +28,7 @@ _TYPES: dict[str, Any] = {
 _LINE_PREFIX = re.compile(r"^Line \d+: ")
 
 
-class SignatureError(ValueError):
+class SignatureError(UsageError, ValueError):
     """The code cannot be a tool; `line` is where the problem is (1-based) when known."""
 
     def __init__(self, message: str, line: int | None = None) -> None:

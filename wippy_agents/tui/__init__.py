@@ -1,8 +1,8 @@
 """The terminal UI of `wippy chat`: chat with an app's agents and watch its registry, tasks, processes and approvals.
 
 ```python
-async with Node(root=".") as node:
-    await WippyApp(node).run_async()      # or: await run_chat(Path("."))
+async with App(root=".") as app:
+    await WippyApp(app).run_async()       # or: await run_chat(Path("."))
 ```
 """
 

@@ -18,8 +18,9 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.signal import Signal
 
-from .._runtime.node import Node
-from .._runtime.types import Pid
+from .._control import ControlServer
+from .._runtime.types import KILL, Pid
+from ..app import App as WippyApplication
 from ..policy import Approval, person
 from ..registry import Entry, RegistryError
 from ._bridge import LogForwarder, NodeEvent, NodeLog, listen
@@ -51,13 +52,13 @@ class WippyApp(App[None]):
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
-    def __init__(self, node: Node, agent: str | None = None, conversation: str | None = None) -> None:
-        """Show `node`'s app, chatting with `agent` (default: the app's `default_agent`, else the first agent)."""
+    def __init__(self, application: WippyApplication, agent: str | None = None,
+                 conversation: str | None = None) -> None:
+        """Show a running app, chatting with `agent` (default: the app's `default_agent`, else the first agent)."""
         super().__init__()
-        if node.app is None:
-            raise ValueError("the TUI shows an app: start its node with Node(root=APP_FOLDER)")
-        self.node = node
-        self.config = node.app.config
+        self.application = application
+        """The wippy app shown (`self.app`, as in every Textual widget, is this Textual app)."""
+        self.config = application.config
         self.activity: deque[Text] = deque(maxlen=ACTIVITY_KEPT)
         self.activity_added: Signal[Text] = Signal(self, "activity_added")
         self.agents_changed: Signal[None] = Signal(self, "agents_changed")
@@ -74,7 +75,7 @@ class WippyApp(App[None]):
     def default_agent(self) -> str:
         if self.config.default_agent:
             return self.config.default_agent
-        agents = self.node.registry.find(kind="agent")
+        agents = self.application.registry.find(kind="agent")
         return agents[0].id if agents else "app:assistant"
 
     def on_mount(self) -> None:
@@ -82,10 +83,10 @@ class WippyApp(App[None]):
         # What exists now (the node, its registry, Textual) lives as long as the app: keep it out of the cyclic
         # garbage collector, whose full passes over it would otherwise stall a streaming answer for ~50 ms each.
         gc.freeze()
-        self._listener = self.node.spawn(listen, self, name="wippy:tui")
-        self._log_forwarder = LogForwarder(self, self.node.loop)
+        self._listener = self.application.node.spawn(listen, self, self.application, name="wippy:tui")
+        self._log_forwarder = LogForwarder(self, self.application.node.loop)
         logging.getLogger("wippy_agents").addHandler(self._log_forwarder)
-        registry = self.node.registry
+        registry = self.application.registry
         for version in registry.history()[-RECENT_VERSIONS:]:
             self.log_activity(version_line(version.version, version.author, version.reason, version.task,
                                            version.entries))
@@ -98,7 +99,7 @@ class WippyApp(App[None]):
         if self._log_forwarder is not None:
             logging.getLogger("wippy_agents").removeHandler(self._log_forwarder)
         if self._listener is not None:
-            self.node.exit(None, self._listener, "kill")
+            self.application.node.exit(None, self._listener, KILL)
 
     # -- what the node tells ----------------------------------------------------------------
 
@@ -136,7 +137,7 @@ class WippyApp(App[None]):
         self.activity_added.publish(line)
 
     def show_pending(self) -> None:
-        count = len(self.node.approvals.pending())
+        count = len(self.application.approvals.pending())
         self.sub_title = f"{count} approval{'s' if count != 1 else ''} waiting (f5)" if count else ""
 
     # -- actions ----------------------------------------------------------------------------------
@@ -151,7 +152,7 @@ class WippyApp(App[None]):
 
     def use_model(self, model: str) -> None:
         """Point the current agent's entry at `model`: a registry change in the person's name, from the next turn."""
-        registry = self.node.registry
+        registry = self.application.registry
         if self.chat.agent not in registry:
             self.notify(f"{self.chat.agent} is no longer in the registry", title="Model not changed", severity="error")
             return
@@ -180,8 +181,8 @@ async def run_chat(root: Path, agent: str | None = None) -> None:
     Raises `StateFileBusy` when another node runs the app, `RegistryError` when its
     config is broken and `AgentError` for an unknown `agent`, before the UI starts.
     """
-    async with Node(root=root) as node:
+    async with WippyApplication(root, control=ControlServer(root)) as application:
         conversation = None
         if agent is not None:
-            conversation = (await node.conversation(agent)).id  # checks the agent, naming close matches
-        await WippyApp(node, agent, conversation).run_async()
+            conversation = (await application.conversation(agent)).id  # checks the agent, naming close matches
+        await WippyApp(application, agent, conversation).run_async()

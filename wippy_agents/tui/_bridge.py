@@ -15,6 +15,7 @@ from textual.app import App
 from textual.message import Message
 
 from .. import process
+from ..app import App as WippyApplication
 
 FORWARDED = ("registry.create", "registry.update", "registry.delete", "registry.commit", "registry.error",
              "approval.pending", "approval.decided")
@@ -29,11 +30,10 @@ class NodeEvent(Message):
         self.payload = payload
 
 
-async def listen(app: App[Any]) -> None:
+async def listen(app: App[Any], application: WippyApplication) -> None:
     """The body of the TUI's process: subscribe to every registry change and approval, forward them to `app`."""
-    node = process.node()
-    node.registry.subscribe("*")
-    node.approvals.subscribe()
+    application.registry.subscribe("*")
+    application.approvals.subscribe()
     while True:
         msg = await process.receive()
         if msg.topic in FORWARDED:

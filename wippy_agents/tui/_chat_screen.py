@@ -19,7 +19,7 @@ from textual.widgets.option_list import Option
 from textual.worker import Worker
 
 from ..agents import AgentEvent, TurnFailed, TurnStarted
-from ..agents._history import ConversationInfo, turn_events, turns
+from ..agents._history import ConversationInfo, turns
 from ..durable import TaskInfo
 from ..durable._engine import TERMINAL
 from ._chat import ChatInput, ChatView, TurnView
@@ -86,7 +86,7 @@ class ChatScreen(WippyScreen):
     def show_agents(self) -> None:
         """List the agent entries (again, after a registry change), keeping the current one highlighted."""
         agents = self.query_one("#agents", OptionList)
-        cards = [AgentCard.of(entry) for entry in self.node.registry.find(kind="agent")]
+        cards = [AgentCard.of(entry) for entry in self.application.registry.find(kind="agent")]
         agents.set_options(with_dividers(Option(card.render(), id=card.id) for card in cards))
         if any(card.id == self.agent for card in cards):
             agents.highlighted = agents.get_option_index(self.agent)
@@ -95,7 +95,7 @@ class ChatScreen(WippyScreen):
     def show_conversations(self) -> None:
         """The current agent's past conversations, newest first, after a "new conversation" option."""
         options = [Option(Text("+ new conversation", "bold"), id=NEW)]
-        for info in self.node.agents.conversations():
+        for info in self.application.agents.conversations():
             if info.agent == self.agent:
                 options.append(Option(self.describe(info), id=info.id))
         listing = self.query_one("#conversations", OptionList)
@@ -105,15 +105,15 @@ class ChatScreen(WippyScreen):
         listing.highlighted = listing.get_option_index(current) if current is not None and shown else 0
 
     def describe(self, info: ConversationInfo) -> Text:
-        past = turns(self.node.tasks, info.agent, info.id)
+        past = turns(self.application.tasks, info.agent, info.id)
         count = f"{len(past)} turn{'s' if len(past) != 1 else ''}"
         return Text.assemble(short(past[0].args[3], 60) if past else "(empty)", "\n", (count, "dim"))
 
     def show_title(self) -> None:
-        registry = self.node.registry
+        registry = self.application.registry
         name = AgentCard.of(registry.get(self.agent)).title if self.agent in registry else \
             f"{self.agent} (no longer in the registry)"
-        started = self.conversation is not None and turns(self.node.tasks, self.agent, self.conversation)
+        started = self.conversation is not None and turns(self.application.tasks, self.agent, self.conversation)
         which = f"conversation {self.conversation}" if started else "new conversation"
         self.query_one("#title", Static).update(Text(f"{name} · {which}"))
         self.query_one(ChatInput).placeholder = f"Message {name}"
@@ -154,7 +154,7 @@ class ChatScreen(WippyScreen):
         self.query_one(ChatInput).focus()
 
     async def show_conversation(self) -> None:
-        past = [] if self.conversation is None else turns(self.node.tasks, self.agent, self.conversation)
+        past = [] if self.conversation is None else turns(self.application.tasks, self.agent, self.conversation)
         hint = ("Type a message; enter sends, ctrl+j adds a line, f1 shows every key." if not past else
                 f"{len(past)} earlier turn{'s' if len(past) != 1 else ''}; type to go on.")
         await self.query_one(ChatView).show(hint, past, self.events_of)
@@ -163,7 +163,7 @@ class ChatScreen(WippyScreen):
         self.show_conversations()
 
     def events_of(self, info: TaskInfo) -> list[AgentEvent]:
-        return turn_events(self.node.tasks, info)
+        return self.application.agents.turn_events(info)
 
     @on(ChatInput.Submitted)
     def send(self, event: ChatInput.Submitted) -> None:
@@ -181,7 +181,7 @@ class ChatScreen(WippyScreen):
         """Send `text` and show the turn as it streams; an error is shown, never raised out of the app."""
         view = await self.query_one(ChatView).add_turn(text, self.agent)
         try:
-            conversation = await self.node.conversation(self.agent, id=self.conversation)
+            conversation = await self.application.conversation(self.agent, id=self.conversation)
             if self.conversation != conversation.id:
                 self.conversation = conversation.id
                 self.show_title()
@@ -215,7 +215,7 @@ class ChatScreen(WippyScreen):
         if running is None:
             return
         agent, conversation, number = running
-        tasks = self.node.tasks
+        tasks = self.application.tasks
         for info in turns(tasks, agent, conversation):
             if info.args[2] == number and info.status not in TERMINAL:
                 await tasks.cancel(info.id)

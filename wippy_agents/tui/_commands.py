@@ -42,15 +42,15 @@ class AgentCommands(ListProvider):
     def commands(self) -> list[Command]:
         return [(f"Chat with {card.title} ({card.id})", partial(self.wippy.open_chat, card.id, None),
                  card.description or "start a new conversation")
-                for card in map(AgentCard.of, self.wippy.node.registry.find(kind="agent"))]
+                for card in map(AgentCard.of, self.wippy.application.registry.find(kind="agent"))]
 
 
 class ConversationCommands(ListProvider):
     def commands(self) -> list[Command]:
-        node = self.wippy.node
+        application = self.wippy.application
         return [(f"Open conversation {info.id} with {info.agent}", partial(self.wippy.open_chat, info.agent, info.id),
                  f"started {info.started.astimezone():%Y-%m-%d %H:%M}")
-                for info in node.agents.conversations()]
+                for info in application.agents.conversations()]
 
 
 class ModelCommands(ListProvider):
@@ -58,4 +58,4 @@ class ModelCommands(ListProvider):
         agent = self.wippy.chat.agent
         return [(f"Use model {entry.id} for {agent}", partial(self.wippy.use_model, entry.id),
                  short(f"{entry.data.get('provider')} {entry.data.get('model')} · a registry change in your name", 80))
-                for entry in self.wippy.node.registry.find(kind="model")]
+                for entry in self.wippy.application.registry.find(kind="model")]

@@ -22,20 +22,20 @@ from ..policy import Approval, ApprovalError
 from ._format import TaskSummary, short, status_text
 
 if TYPE_CHECKING:
-    from .._runtime.node import Node
+    from ..app import App
     from ._app import WippyApp
 
 
 class WippyScreen(Screen[None]):
-    """A screen of the TUI, with the app's node at hand."""
+    """A screen of the TUI, with the wippy app it shows at hand."""
 
     @property
     def wippy(self) -> WippyApp:
         return cast("WippyApp", self.app)
 
     @property
-    def node(self) -> Node:
-        return self.wippy.node
+    def application(self) -> App:
+        return self.wippy.application
 
 
 Row = tuple[str, Sequence[RenderableType]]
@@ -122,7 +122,7 @@ class ActivityScreen(RefreshingScreen):
     def refresh_view(self) -> None:
         rows: list[Row] = [
             (info.id, (info.id, info.workflow, status_text(info.status), f"{info.created:%m-%d %H:%M:%S}"))
-            for info in reversed(self.node.tasks.list())
+            for info in reversed(self.application.tasks.list())
         ]
         sync_table(self.query_one("#tasks", DataTable), rows)
         self.show_detail()
@@ -134,14 +134,14 @@ class ActivityScreen(RefreshingScreen):
         if task_id is None:
             detail.update("No tasks yet: every agent turn and workflow run is one.")
             return
-        info = self.node.tasks.get(task_id)
+        info = self.application.tasks.get(task_id)
         detail.update(TaskSummary.of(info).render(info))
 
     async def action_resume(self) -> None:
         task_id = highlighted_key(self.query_one("#tasks", DataTable))
         if task_id is None:
             return
-        tasks = self.node.tasks
+        tasks = self.application.tasks
         info = tasks.get(task_id, steps=False)
         if info.status in TERMINAL and info.status != "needs_attention":
             self.notify(f"task {task_id} is {info.status}; there is nothing to resume")
@@ -158,7 +158,7 @@ class ActivityScreen(RefreshingScreen):
         task_id = highlighted_key(self.query_one("#tasks", DataTable))
         if task_id is None:
             return
-        tasks = self.node.tasks
+        tasks = self.application.tasks
         before = tasks.status(task_id)
         if before in TERMINAL:
             self.notify(f"task {task_id} is already {before}; nothing to cancel")
@@ -190,7 +190,7 @@ class ProcessesScreen(RefreshingScreen):
 
     def refresh_view(self) -> None:
         rows: list[Row] = []
-        for depth, info in walk_tree(self.node.processes()):
+        for depth, info in walk_tree(self.application.processes()):
             restarts = Text(f"↻ {info.restarts}", "bold yellow") if info.restarts else Text("0", "dim")
             mailbox = Text(str(info.mailbox), "bold" if info.mailbox else "dim")
             name = "  " * depth + (info.name or info.function.rpartition(".")[2])
@@ -258,7 +258,7 @@ class ApprovalsScreen(WippyScreen):
 
     def approvals(self) -> list[Approval]:
         """Pending ones first (oldest first, as they wait), then the latest decisions."""
-        approvals = self.node.approvals
+        approvals = self.application.approvals
         decided = [a for a in approvals.list() if a.status != "pending"]
         return approvals.pending() + decided[::-1][: self.DECIDED_SHOWN]
 
@@ -302,7 +302,7 @@ class ApprovalsScreen(WippyScreen):
         reason = await self.app.push_screen_wait(ReasonScreen(f"{verdict.capitalize()} {approval.summary}?"))
         if reason is None:
             return
-        approvals = self.node.approvals
+        approvals = self.application.approvals
         decide = approvals.approve if verdict == "approve" else approvals.deny
         try:
             decided = await decide(approval.id, reason=reason)

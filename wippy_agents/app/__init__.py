@@ -1,0 +1,15 @@
+"""The application: an app folder (`wippy.yaml`, `registry/`, `prompts/`, `tools/`) booted on its own node.
+
+```python
+async with App(root=".") as app:
+    conv = await app.conversation("app:assistant")
+    answer = await conv.ask("What is 2 + 3?")
+    app.registry.get("app.db:postgres"); await app.tasks.start("app:report", "actors")
+```
+"""
+
+from ._app import App, ControlPort
+from ._config import AppConfig, load_config
+from ._folder import AppFolder
+
+__all__ = ["App", "AppConfig", "AppFolder", "ControlPort", "load_config"]

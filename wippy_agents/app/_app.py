@@ -1,0 +1,258 @@
+"""`App`: an app folder booted on a node of its own, with every service it runs, in order.
+
+Boot order, each step needing only the ones before it:
+
+1. the control port claims the app (a clear error if a node already runs it),
+2. the folder: settings, the state file, the registry loaded from the files,
+3. the services, each handed what it needs: the task manager, policies, audit,
+   approvals (which signal tasks through the task manager), the agent service
+   (which registers its turn workflow on the task manager),
+4. the processes: the `wippy:system` supervisor (file watcher, conversations)
+   and the registry's auto-start supervision trees,
+5. recovery of every unfinished task, before any new work,
+6. the control port listens: the CLI reaches the app from here on.
+
+Shutdown runs the other way: the port closes, the processes stop, the sandbox
+workers stop, the journal writes what it holds, the state file closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from .._runtime.node import Node, ProcessInfo
+from .._runtime.proc import ProcessFn
+from .._runtime.pubsub import Subscribers
+from .._runtime.secrets import Redactor
+from ..agents import AgentService, Conversation
+from ..agents._governance import Governance
+from ..agents._history import TURN_WORKFLOW, ConversationStore
+from ..agents._restricted import RestrictedTools
+from ..durable import TaskManager
+from ..policy import Approvals, Audit, Policies, ToolHealth
+from ..registry import Registry
+from ..registry._kinds import ModelSpec, SupervisorSpec
+from ..supervisor import ChildSpec, Supervisor
+from ._config import AppConfig
+from ._folder import AppFolder
+from ._watch import Watcher
+
+__all__ = ["App", "ControlPort"]
+
+log = logging.getLogger("wippy_agents.app")
+
+SYSTEM_SUPERVISOR = "wippy:system"
+AGENTS = "wippy:agents"
+WATCHER = "wippy:registry_watcher"
+
+
+class ControlPort(Protocol):
+    """How an app is reached from outside (the CLI's control socket): claimed before boot, opened after it."""
+
+    async def claim(self) -> None: ...
+
+    async def start(self, app: App) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class App:
+    """An app folder on a node of its own: `async with App(root=".") as app:`.
+
+    `app.registry`, `app.tasks`, `app.agents` and `app.approvals` are its services;
+    `app.node` is the actor runtime they run on. `control` makes the app reachable
+    from the CLI (`wippy_agents.control.ControlServer(root)`); `wall_clock` is the
+    clock of durable timers (tests hand in a virtual one).
+    """
+
+    def __init__(self, root: str | os.PathLike[str] = ".", *, node_name: str = "local",
+                 control: ControlPort | None = None, wall_clock: Callable[[], float] = time.time,
+                 shutdown_timeout: float = 5.0) -> None:
+        self.root = Path(root).resolve()
+        self.node = Node(node_name, shutdown_timeout=shutdown_timeout, process_resolver=self._resolve)
+        self.control = control
+        self.wall_clock = wall_clock
+        self._folder: AppFolder | None = None
+        self._log_filter: logging.Filter | None = None
+        self._started = False
+
+    def __repr__(self) -> str:
+        return f"App({str(self.root)!r})"
+
+    # -- the services ---------------------------------------------------------------------
+
+    @property
+    def folder(self) -> AppFolder:
+        """The app's folder: settings, state file, journal path."""
+        if self._folder is None:
+            raise RuntimeError("the app is not running: use `async with App(root=...) as app:`")
+        return self._folder
+
+    @property
+    def config(self) -> AppConfig:
+        return self.folder.config
+
+    @property
+    def registry(self) -> Registry:
+        return self.folder.registry
+
+    async def conversation(self, agent: str, id: str | None = None) -> Conversation:
+        """Start a conversation with agent `agent`, or reattach to conversation `id` (its history goes on)."""
+        return await self.agents.conversation(agent, id)
+
+    async def run(self, fn: ProcessFn | str, *args: Any) -> Any:
+        """Run `fn(*args)` as a process on the app's node; its result, or what it raised."""
+        return await self.node.run(fn, *args)
+
+    def processes(self) -> list[ProcessInfo]:
+        """Every live process of the app's node, oldest first."""
+        return self.node.processes()
+
+    # -- boot and shutdown ----------------------------------------------------------------
+
+    async def __aenter__(self) -> App:
+        await self.node.__aenter__()
+        try:
+            if self.control is not None:
+                await self.control.claim()
+            self._folder = AppFolder(self.root, node=self.node)
+            self._start_services(self._folder)
+            self._start_processes()
+            await self.watcher_ready()
+            await self.tasks.recover()  # unfinished tasks resume before any new work is taken
+            self._prune_tasks()
+            if self.control is not None:
+                await self.control.start(self)
+        except BaseException:
+            await self._shut_down()
+            raise
+        self._started = True
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._shut_down()
+
+    def _start_services(self, folder: AppFolder) -> None:
+        registry, db = folder.registry, folder.db
+        key_names = [spec.api_key_env for entry in registry.find(kind="model")
+                     if isinstance(spec := registry.spec(entry.id), ModelSpec) and spec.api_key_env]
+        self.redactor = Redactor.from_environment(os.environ, also=key_names)
+        """Secret values from the environment, kept out of the state, the log and what agents read."""
+        self._log_filter = self.redactor.log_filter()
+        for logger in _package_loggers():
+            logger.addFilter(self._log_filter)
+        self.tasks = TaskManager(self.node, db, clock=self.wall_clock, registry=registry, log_path=folder.journal_path,
+                                 redact=self.redactor.redact if self.redactor else None)
+        self.policies = Policies(registry)
+        registry.policy = self.policies.check_change
+        self.audit = Audit(db)
+        self.approvals = Approvals(registry, db, self.audit, signal=self.tasks.signal,
+                                   subscribers=Subscribers(self.node))
+        self.tool_health = ToolHealth(registry, self.policies, self.audit)
+        self.agents = AgentService(self.node, registry, self.tasks, ConversationStore(db),
+                                   Governance(self.policies, self.audit, self.approvals),
+                                   restricted=RestrictedTools(on_outcome=self.tool_health.record),
+                                   redactor=self.redactor)
+        self.watcher = Watcher(self.root, folder.folders, registry, step_ms=folder.config.watch_step_ms)
+
+    def _start_processes(self) -> None:
+        children = [ChildSpec("agents", self.agents.supervisor(), name=AGENTS)]
+        if self.config.watch:
+            children.insert(0, ChildSpec("registry_watcher", self.watcher.run, name=WATCHER))
+        self.node.spawn(Supervisor(children, max_restarts=10, max_seconds=10), name=SYSTEM_SUPERVISOR)
+        for entry in self.registry.find(kind="supervisor"):
+            spec = self.registry.spec(entry.id)
+            if isinstance(spec, SupervisorSpec) and spec.auto_start:
+                try:
+                    self.node.spawn(entry.id, name=entry.id)
+                except Exception as error:
+                    log.error("could not start supervisor %s: %s", entry.id, error)
+
+    async def watcher_ready(self, timeout: float = 10.0) -> None:
+        """Wait until file changes are being watched, so no save after boot goes unseen."""
+        if not self.config.watch:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self.watcher.watching.wait()
+        except TimeoutError:
+            log.warning("the file watcher did not start within %gs; file changes may be missed", timeout)
+
+    def _prune_tasks(self) -> int:
+        """Apply `task_retention_days`: delete old finished tasks, but never a conversation's turns."""
+        days = self.config.task_retention_days
+        if days is None:
+            return 0
+        pruned = self.tasks.prune(days * 86400, keep_workflows=(TURN_WORKFLOW,))
+        if pruned:
+            log.info("deleted %d finished task(s) older than %g days", pruned, days)
+        return pruned
+
+    async def _shut_down(self) -> None:
+        """Stop in the reverse order of boot; each step runs even if one before it failed."""
+        try:
+            if self.control is not None:
+                await self.control.close()
+        finally:
+            try:
+                await self.node.stop()
+            finally:
+                try:
+                    agents = getattr(self, "agents", None)
+                    if agents is not None:
+                        await agents.restricted.close()
+                finally:
+                    if self._log_filter is not None:
+                        for logger in _package_loggers():
+                            logger.removeFilter(self._log_filter)
+                        self._log_filter = None
+                    tasks = getattr(self, "tasks", None)
+                    if tasks is not None:
+                        tasks.close()  # the journal writes what is queued before the file closes
+                        del self.tasks
+                    if self._folder is not None:
+                        self._folder.close()
+                        self._folder = None
+
+    # -- spawning by registry id --------------------------------------------------------------
+
+    def _resolve(self, entry_id: str) -> ProcessFn:
+        """What `process.spawn(entry_id)` runs: an agent's new conversation, a process or a supervisor.
+
+        A process function that has a parameter annotated `Registry` gets the app's registry there.
+        """
+        if self.registry.get(entry_id).kind == "agent":
+            return self.agents.process_function(entry_id)
+        return _with_registry(self.registry.process_function(entry_id), self.registry)
+
+
+def _with_registry(fn: ProcessFn, registry: Registry) -> ProcessFn:
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return fn
+    wanted = [p.name for p in parameters if p.annotation in (Registry, "Registry")
+              and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if not wanted:
+        return fn
+
+    @functools.wraps(fn)
+    async def with_registry(*args: Any) -> Any:
+        return await fn(*args, **{name: registry for name in wanted})
+
+    return with_registry
+
+
+def _package_loggers() -> list[logging.Logger]:
+    """This package's loggers (a filter on a logger sees only the records made on it, so each gets one)."""
+    return [logging.getLogger(name) for name, logger in list(logging.root.manager.loggerDict.items())
+            if isinstance(logger, logging.Logger) and (name == "wippy_agents" or name.startswith("wippy_agents."))]
+

@@ -1,0 +1,81 @@
+"""`wippy.yaml`: an app's settings, every one optional, checked with the file, line and field of each mistake."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..registry import Problem, RegistryError
+from ..registry._sources import Unreadable, decode_text, hidden, read_bytes
+from ..registry._yaml import YAMLProblem, load_yaml
+
+__all__ = ["CONFIG_FILE", "AppConfig", "Sources", "load_config"]
+
+CONFIG_FILE = "wippy.yaml"
+
+
+class Sources(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    registry: str = "registry"
+    prompts: str = "prompts"
+    tools: str = "tools"
+
+
+class AppConfig(BaseModel):
+    """The settings in `wippy.yaml`; every field is optional."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str | None = None
+    sources: Sources = Sources()
+    state: str = Field(".wippy/state.duckdb",
+                       description="the DuckDB state file, relative to the app root; `:memory:` keeps nothing")
+    default_agent: str | None = None
+    watch: bool = Field(True, description="hot-reload entries when source files change")
+    watch_step_ms: int = Field(5, ge=1, le=1000, description="how long the watcher waits for more changes")
+    task_retention_days: float | None = Field(
+        30, gt=0, description="finished tasks older than this are deleted at boot (agent turns are kept); null keeps all"
+    )
+
+
+def load_config(root: Path) -> AppConfig:
+    """Read `wippy.yaml` (defaults when it is absent); errors name the file, line and field."""
+    try:
+        raw = read_bytes(Path(os.path.realpath(root / CONFIG_FILE)))
+        if raw is None:
+            return AppConfig()
+        data, lines = load_yaml(decode_text(raw), CONFIG_FILE)
+    except Unreadable as error:
+        raise RegistryError(f"{CONFIG_FILE} cannot be read", [
+            Problem(error.message, file=CONFIG_FILE, line=error.line)]) from None
+    except YAMLProblem as error:
+        raise RegistryError(f"{CONFIG_FILE} is not valid YAML", error.problems) from None
+    if data is not None and not isinstance(data, dict):
+        raise RegistryError(f"{CONFIG_FILE} has invalid settings", [
+            Problem("the file must be a mapping of settings (name: value)", file=CONFIG_FILE, line=1)])
+    try:
+        config = AppConfig.model_validate(data or {})
+    except ValidationError as error:
+        problems = [
+            Problem(_setting_problem(e["type"], tuple(e["loc"]), e["msg"]), file=CONFIG_FILE,
+                    line=lines.line_of(tuple(e["loc"])), field=".".join(map(str, e["loc"])))
+            for e in error.errors(include_url=False)
+        ]
+        raise RegistryError(f"{CONFIG_FILE} has invalid settings", problems) from None
+    problems = [  # the sources are read from `<root>/<name>`, and each file's id starts with its folder's name
+        Problem(f"{name!r} is not a folder name; a source folder is one folder inside the app, such as {field!r}",
+                file=CONFIG_FILE, line=lines.line_of(("sources", field)), field=f"sources.{field}")
+        for field, name in config.sources
+        if not name or name in (".", "..") or "/" in name or "\\" in name or hidden(name)
+    ]
+    if problems:
+        raise RegistryError(f"{CONFIG_FILE} has invalid settings", problems)
+    return config
+
+
+def _setting_problem(kind: str, loc: tuple[str | int, ...], message: str) -> str:
+    if kind != "extra_forbidden":
+        return message
+    model: type[BaseModel] = Sources if loc[:1] == ("sources",) and len(loc) > 1 else AppConfig
+    return f"unknown setting; the settings here are {', '.join(model.model_fields)}"

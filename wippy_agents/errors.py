@@ -1,0 +1,54 @@
+"""The one hierarchy of every exception wippy-agents raises.
+
+Catch `WippyError` for anything from the package. Under it, two kinds, because
+they call for different answers:
+
+- `UsageError`: the user must change something (a file, an entry, an argument, a
+  setting, the state folder) before trying again. The CLI prints it as
+  `wippy: <message>`; it is never a bug.
+- `RunError`: something failed while it ran (a model, a tool, the sandbox, a task,
+  a process, the disk). Trying again may work; the message says what failed.
+
+Each subsystem defines its own classes on these bases (and, where a caller would
+catch a builtin, on that builtin too):
+
+    WippyError
+    ├── UsageError
+    │   ├── registry.RegistryError ─ registry.EntryNotFound (also KeyError)
+    │   ├── tools.ToolDefinitionError (also ValueError)
+    │   ├── llm.MissingAPIKeyError (also llm.ModelError)
+    │   ├── durable.NondeterminismError, durable.JournalTypeError (also TypeError),
+    │   │   durable.JournalDamaged
+    │   ├── state.StateFileBusy
+    │   ├── policy.ApprovalError
+    │   └── the CLI's errors of use
+    └── RunError
+        ├── process.ProcessError, supervisor.SupervisorError
+        ├── llm.ModelError ─ AuthenticationError, RateLimitError, ContextTooLongError, BadRequestError,
+        │                    ServerError, ModelTimeoutError (also TimeoutError),
+        │                    ModelConnectionError (also ConnectionError), InvalidResponseError,
+        │                    RealModelRequestError
+        ├── tools.ToolArgumentsError (also ValueError), tools.ToolBusy
+        ├── sandbox.SandboxError ─ CompileError, ResourceLimit
+        ├── agents.AgentError
+        ├── durable.TaskFailed, durable.TaskCancelled, durable.StepError,
+        │   durable.StateUnavailable (also OSError)
+        ├── policy.ApprovalPending (a turn waits for a person: control flow, caught by the turn)
+        └── control.ControlError (a request failed on the node or on its way)
+"""
+
+from __future__ import annotations
+
+__all__ = ["RunError", "UsageError", "WippyError"]
+
+
+class WippyError(Exception):
+    """The base of every exception the package raises."""
+
+
+class UsageError(WippyError):
+    """A mistake of use: a bad file, entry, argument or setting; the user must change something."""
+
+
+class RunError(WippyError):
+    """A failure of a run: a model, tool, sandbox, process or task failed while it ran."""
