@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from wippy_agents._control import PROTOCOL, socket_path
+from wippy_agents.control import PROTOCOL, socket_path
 
 WIPPY = str(Path(sys.executable).with_name("wippy"))  # the installed console script
 

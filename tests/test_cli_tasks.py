@@ -13,7 +13,7 @@ import duckdb
 import pytest
 
 from wippy_agents import App, durable
-from wippy_agents._control import ControlServer, connect
+from wippy_agents.control import ControlServer, connect
 from wippy_agents.llm import Response, Usage
 from wippy_agents.registry import Entry
 

@@ -1,4 +1,7 @@
-"""The control socket: the CLI reaches a running node, one node per app, stale files cleared."""
+"""The control socket: the CLI reaches a running node, one node per app, stale files cleared.
+
+Some tests read limits from the control package's private modules (`_server`, `_wire`): they test those limits.
+"""
 
 from __future__ import annotations
 
@@ -16,18 +19,11 @@ from typing import Any
 
 import pytest
 
-from wippy_agents import App, _control
-from wippy_agents._control import (
-    MAX_CONNECTIONS,
-    REQUEST_LIMIT,
-    ControlClient,
-    ControlError,
-    ControlServer,
-    connect,
-    pid_path,
-    socket_path,
-)
+from wippy_agents import App
 from wippy_agents._state import StateFileBusy
+from wippy_agents.control import ControlClient, ControlError, ControlServer, connect, pid_path, socket_path
+from wippy_agents.control._server import MAX_CONNECTIONS
+from wippy_agents.control._wire import REQUEST_LIMIT
 from wippy_agents.durable import TaskFailed
 from wippy_agents.llm import ChatMessage, Model, Response, ResponseDone, StreamEvent, TextDelta, ToolDefinition
 from wippy_agents.llm._model import Settings
@@ -213,10 +209,8 @@ async def test_beyond_the_connection_cap_a_client_gets_one_error_line_and_the_co
         f"the node (pid {os.getpid()}) already serves {MAX_CONNECTIONS} connections; try again when some have closed")
 
 
-async def test_a_client_that_stalls_in_the_middle_of_a_line_is_disconnected(
-        example_app: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_control, "IDLE_TIMEOUT", 0.1)
-    async with served(example_app):
+async def test_a_client_that_stalls_in_the_middle_of_a_line_is_disconnected(example_app: Path) -> None:
+    async with App(root=example_app, control=ControlServer(example_app, idle_timeout=0.1)):
         reader, writer = await asyncio.open_unix_connection(str(socket_path(example_app)))
         writer.write(b'{"op": "pi')
         assert await asyncio.wait_for(reader.read(), timeout=10) == b""
@@ -277,7 +271,7 @@ HOLD_THEN_BOOT = """
 import asyncio, sys
 from pathlib import Path
 from wippy_agents import App
-from wippy_agents._control import ControlServer
+from wippy_agents.control import ControlServer
 from wippy_agents._state import open_state
 
 root = Path(sys.argv[1])

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from wippy_agents import Node, Pid, ProcessError, process
+from wippy_agents import Node, Pid, ProcessError, UsageError, process
 from wippy_agents.process import DOWN, EXIT, Message
 
 
@@ -522,9 +522,9 @@ async def test_unknown_name_error_suggests_close_matches() -> None:
 
 
 async def test_api_outside_a_process_says_how_to_start_one() -> None:
-    with pytest.raises(RuntimeError, match=r"process.receive\(\) must run inside a process.*Node.run"):
+    with pytest.raises(UsageError, match=r"process.receive\(\) must run inside a process.*Node.run"):
         await process.receive()
-    with pytest.raises(RuntimeError, match="process.spawn"):
+    with pytest.raises(UsageError, match="process.spawn"):
         process.send(Pid("local", 1), "x")
 
 

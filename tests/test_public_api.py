@@ -84,7 +84,8 @@ SUBPACKAGE_APIS = {
     },
     "durable": {
         "JournalDamaged", "JournalTypeError", "NondeterminismError", "StateUnavailable", "StepError", "StepRecord",
-        "TaskCancelled", "TaskContext", "TaskFailed", "TaskInfo", "TaskManager", "TaskStatus", "idempotency_key",
+        "TaskCancelled", "TaskContext", "TaskFailed", "TaskInfo", "TaskManager", "TaskNotFound", "TaskStatus",
+        "idempotency_key",
         "workflow",
     },
     "tools": {"FunctionTool", "ToolArgumentsError", "ToolBusy", "ToolContext", "ToolDefinitionError", "ToolThreads",

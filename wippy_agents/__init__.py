@@ -19,15 +19,30 @@ The curated public API is below; process operations live in `wippy_agents.proces
 """
 
 from importlib.metadata import version as _version
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 from . import process, supervisor
 from ._runtime.node import Node, ProcessInfo
 from ._runtime.types import Down, Exit, Message, Pid, ProcessError
-from .app import App
 from .errors import RunError, UsageError, WippyError
 from .supervisor import Backoff, ChildSpec, Supervisor, SupervisorError
 
+if _TYPE_CHECKING:
+    from .app import App
+
 __version__ = _version("wippy-agents")
+
+
+def __getattr__(name: str) -> _Any:
+    """`App` is loaded on first use: it pulls in every subsystem, and a `wippy` command that only talks to a running
+    node, or a program that only uses the actor runtime, should not pay for that at start-up."""
+    if name == "App":
+        from .app import App
+
+        globals()["App"] = App
+        return App
+    raise AttributeError(f"module 'wippy_agents' has no attribute {name!r}")
 
 __all__ = [
     "App",

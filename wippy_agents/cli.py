@@ -2,7 +2,7 @@
 
 Only one process may write an app's state file, so every command but `run` is a
 request to the node that runs the app, through its control socket (see
-`_control`); when no node runs, the same request is served in this process by an
+`control`); when no node runs, the same request is served in this process by an
 embedded node, or just the app's files or state file when that is all it needs.
 The heavy modules load only then, so a command that talks to a node starts fast.
 
@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from ._control import ControlError, ControlServer, connect, file_problem, socket_path
 from ._runtime.text import is_clean, os_text
-from .errors import UsageError
+from .control import connect, file_problem, socket_path
+from .errors import UsageError, WippyError
 
 TEMPLATE = Path(__file__).with_name("_init_template")
 """The files `wippy init` writes."""
@@ -113,6 +113,7 @@ def cmd_init(args: argparse.Namespace) -> None:
 async def _run(root: Path, once: bool) -> None:
     from ._runtime.tree import format_tree
     from .app import App
+    from .control import ControlServer
 
     async with App(root, control=ControlServer(root)) as app:
         await asyncio.sleep(0)
@@ -135,14 +136,7 @@ async def _run(root: Path, once: bool) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from ._state import StateFileBusy
-    from .durable import JournalDamaged
-    from .registry import RegistryError
-
-    try:
-        asyncio.run(_run(args.root.resolve(), args.once))
-    except (StateFileBusy, RegistryError, JournalDamaged) as error:
-        raise CommandError(str(error)) from None
+    asyncio.run(_run(args.root.resolve(), args.once))
 
 
 # -- wippy chat ---------------------------------------------------------------------------
@@ -150,16 +144,9 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def cmd_chat(args: argparse.Namespace) -> None:
     """The TUI runs its own node (it needs the app in process), so a node already running the app is an error."""
-    from ._state import StateFileBusy
-    from .agents import AgentError
-    from .durable import JournalDamaged
-    from .registry import RegistryError
     from .tui import run_chat
 
-    try:
-        asyncio.run(run_chat(args.root.resolve(), args.agent))
-    except (StateFileBusy, RegistryError, AgentError, JournalDamaged) as error:
-        raise CommandError(str(error)) from None
+    asyncio.run(run_chat(args.root.resolve(), args.agent))
 
 
 # -- wippy ask ---------------------------------------------------------------------------
@@ -180,8 +167,11 @@ def _show_progress(event: Any) -> None:
     elif kind == "tool_started":
         print(f"-> {event['tool']} {json.dumps(event['arguments'])}", file=sys.stderr)
     elif kind == "tool_finished":
+        from ._display import short
+
         status = "failed" if event["is_error"] else "returned"
-        print(f"<- {event['tool']} {status} in {event['seconds']:.2f}s: {_short(event['result'])}", file=sys.stderr)
+        print(f"<- {event['tool']} {status} in {event['seconds']:.2f}s: {short(event['result'], 200)}",
+              file=sys.stderr)
 
 
 def _print_answer(answer: dict[str, Any], as_json: bool) -> None:
@@ -189,11 +179,6 @@ def _print_answer(answer: dict[str, Any], as_json: bool) -> None:
     usage = answer["usage"]
     print(f"conversation {answer['conversation']}, turn {answer['turn']}: {usage['input_tokens']} tokens in, "
           f"{usage['output_tokens']} out, ${answer['cost_usd']:.6f}", file=sys.stderr)
-
-
-def _short(text: str, limit: int = 200) -> str:
-    text = text.replace("\n", " ")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _dumps(value: Any) -> str:
@@ -276,6 +261,8 @@ def cmd_tasks_list(args: argparse.Namespace) -> None:
 
 
 def cmd_tasks_show(args: argparse.Namespace) -> None:
+    from ._display import short
+
     task = _request(args, "tasks.show", id=args.id)
     if args.json:
         print(_dumps(task))
@@ -292,7 +279,7 @@ def cmd_tasks_show(args: argparse.Namespace) -> None:
         if step["usage"] is not None:
             line += f"  {_tokens(step['usage'])}, ${step['cost_usd']:.6f}"
         if step["error"]:
-            line += f"  {_short(step['error'])}"
+            line += f"  {short(step['error'], 200)}"
         print(line)
     if task["usage"] is not None:
         print(f"model calls: {_tokens(task['usage'])}, ${task['cost_usd']:.6f}")
@@ -301,12 +288,14 @@ def cmd_tasks_show(args: argparse.Namespace) -> None:
     elif task["status"] == "completed":
         answer = _answer_of(task["result"])
         shown = answer["text"] if answer else json.dumps(task["result"], ensure_ascii=False)
-        print(f"{'answer' if answer else 'result'}: {_short(shown, 1000)}")
+        print(f"{'answer' if answer else 'result'}: {short(shown, 1000)}")
 
 
 def _tokens(usage: dict[str, Any]) -> str:
-    cached = f" ({usage['cached_tokens']} cached)" if usage.get("cached_tokens") else ""
-    return f"{usage['input_tokens']} tokens in{cached}, {usage['output_tokens']} out"
+    from ._display import tokens
+    from .llm import Usage
+
+    return tokens(Usage.model_validate(usage))
 
 
 def cmd_tasks_resume(args: argparse.Namespace) -> None:
@@ -539,9 +528,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.handler is not cmd_init:
             _require_app(args.root)
         args.handler(args)
-    except (CommandError, ControlError) as error:
+    except WippyError as error:  # every error the package raises: never a traceback
         print(f"wippy: {error}", file=sys.stderr)
-        return error.status
+        return getattr(error, "status", 1)
     except KeyboardInterrupt:
         return 130
     except Exception as error:  # the app's files: read-only, a full disk, no permission

@@ -14,11 +14,12 @@ catch a builtin, on that builtin too):
 
     WippyError
     ├── UsageError
+    │   ├── ArgumentError (also ValueError and TypeError): a bad argument to the API
     │   ├── registry.RegistryError ─ registry.EntryNotFound (also KeyError)
     │   ├── tools.ToolDefinitionError (also ValueError)
     │   ├── llm.MissingAPIKeyError (also llm.ModelError)
     │   ├── durable.NondeterminismError, durable.JournalTypeError (also TypeError),
-    │   │   durable.JournalDamaged
+    │   │   durable.JournalDamaged, durable.TaskNotFound (also LookupError)
     │   ├── state.StateFileBusy
     │   ├── policy.ApprovalError
     │   └── the CLI's errors of use
@@ -39,7 +40,7 @@ catch a builtin, on that builtin too):
 
 from __future__ import annotations
 
-__all__ = ["RunError", "UsageError", "WippyError"]
+__all__ = ["ArgumentError", "RunError", "UsageError", "WippyError"]
 
 
 class WippyError(Exception):
@@ -52,3 +53,7 @@ class UsageError(WippyError):
 
 class RunError(WippyError):
     """A failure of a run: a model, tool, sandbox, process or task failed while it ran."""
+
+
+class ArgumentError(UsageError, ValueError, TypeError):
+    """A call got an argument it cannot use (a wrong type or value); the message says which and why."""

@@ -364,7 +364,7 @@ class Approvals:
     def subscribe(self) -> Ref:
         """Have the calling process receive `approval.pending` and `approval.decided` messages (payload `Approval`)."""
         if self._subscribers is None:
-            raise RuntimeError("these approvals run on no node: nothing can subscribe to them")
+            raise UsageError("these approvals run on no node: nothing can subscribe to them")
         return self._subscribers.add(None)
 
     def _publish(self, topic: str, approval: Approval) -> None:

@@ -72,7 +72,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaWarningKind
 
-from .errors import RunError, UsageError
+from .errors import ArgumentError, RunError, UsageError
 
 F = typing.TypeVar("F", bound=Callable[..., Any])
 
@@ -341,7 +341,7 @@ class FunctionTool:
         try:
             return pydantic_core.to_jsonable_python(result)
         except pydantic_core.PydanticSerializationError as exc:
-            raise TypeError(
+            raise ArgumentError(
                 f"tool {self.name!r} ({self._qualname}) returned a value of type {type(result).__qualname__} "
                 f"that cannot be made JSON: {exc}") from None
 
@@ -354,7 +354,7 @@ def function_tool(fn: Callable[..., Any]) -> FunctionTool:
     the tool does. Raises `ToolDefinitionError` otherwise.
     """
     if not callable(fn):
-        raise TypeError(f"function_tool() needs a function, got {type(fn).__qualname__}")
+        raise ArgumentError(f"function_tool() needs a function, got {type(fn).__qualname__}")
     target = _unwrap(fn)
     qualname = _qualname(target)
     name = getattr(target, "__name__", None) or type(target).__name__
@@ -636,7 +636,7 @@ def tool(*, timeout: float | None = None, llm_alias: str | None = None) -> Calla
     ```
     """
     if timeout is not None and timeout <= 0:
-        raise ValueError("a tool's timeout is a positive number of seconds")
+        raise ArgumentError("a tool's timeout is a positive number of seconds")
 
     def mark(fn: F) -> F:
         setattr(fn, TOOL_OPTIONS, {"timeout": timeout, "llm_alias": llm_alias})

@@ -136,7 +136,7 @@ async def test_steps_see_a_stable_idempotency_key(tmp_path: Path) -> None:
 
     async with App(root=tmp_path) as app:
         assert await app.tasks.run("test:keys", task_id="k") == ["k:0", "k:1"]
-    with pytest.raises(RuntimeError, match="only known inside a durable step"):
+    with pytest.raises(UsageError, match="only known inside a durable step"):
         durable.idempotency_key()
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from wippy_agents import App
-from wippy_agents._control import ControlServer, socket_path
+from wippy_agents.control import ControlServer, socket_path
 
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
 

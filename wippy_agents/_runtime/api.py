@@ -19,6 +19,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
+from ..errors import UsageError
 from .node import Dest, Node, ProcessInfo, current_process
 from .proc import Process, ProcessFn
 from .types import DOWN, EXIT, KILL, KILLED, Down, Exit, ExitReason, Message, Pid, ProcessError, Ref
@@ -59,7 +60,7 @@ __all__ = [
 def _me(operation: str) -> Process:
     proc = current_process.get(None)
     if proc is None:
-        raise RuntimeError(
+        raise UsageError(
             f"process.{operation}() must run inside a process; start one with Node.run(fn) or "
             "process.spawn(fn) (from outside a process: node.spawn, node.send, node.call)"
         )

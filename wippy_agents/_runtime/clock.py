@@ -14,6 +14,8 @@ import selectors
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from ..errors import ArgumentError
+
 T = TypeVar("T")
 
 
@@ -27,7 +29,7 @@ class VirtualClock:
     def advance(self, seconds: float) -> None:
         """Move time forward by hand (timers due by then fire on the loop's next turn)."""
         if seconds < 0:
-            raise ValueError("time only moves forward")
+            raise ArgumentError("time only moves forward")
         self.now += seconds
 
     def time(self) -> float:

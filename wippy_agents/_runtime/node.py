@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine
 from types import CoroutineType
 from typing import Any, NamedTuple
 
+from ..errors import ArgumentError
 from .proc import DEAD, EXITING, Process, ProcessFn
 from .types import (
     DOWN,
@@ -132,7 +133,7 @@ class Node:
             self._check_name_free(name)
         coro = fn(*args)
         if coro.__class__ is not CoroutineType and not asyncio.iscoroutine(coro):
-            raise TypeError(f"a process runs an async function; {_qualname(fn)} returned {type(coro).__name__}")
+            raise ArgumentError(f"a process runs an async function; {_qualname(fn)} returned {type(coro).__name__}")
         pid = _new_tuple(Pid, (self.name, next(self._ids)))
         proc = Process(self, pid, fn)
         proc.supervisor = supervisor
@@ -219,7 +220,7 @@ class Node:
                 hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
                 raise ProcessError(f"no process is registered as {dest!r}{hint}")
             return proc
-        raise TypeError(f"a destination is a Pid or a registered name, not {type(dest).__name__}")
+        raise ArgumentError(f"a destination is a Pid or a registered name, not {type(dest).__name__}")
 
     # -- messages ----------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
+from ..errors import UsageError
 from .node import Node, current_process
 from .types import Message, Pid, Ref
 
@@ -29,7 +30,7 @@ class Subscribers(Generic[T]):
         """Subscribe the calling process (it must run on this publisher's node)."""
         proc = current_process.get(None)
         if proc is None or proc.node is not self.node:
-            raise RuntimeError("subscribe from inside a process on the node this comes from")
+            raise UsageError("subscribe from inside a process on the node this comes from")
         ref = self.node.new_ref()
         self._wants[ref] = (proc.pid, wants)
         return ref

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, get_args
 
-from ..errors import RunError
+from ..errors import ArgumentError, RunError
 from . import api as process
 from .node import Dest, current_process
 from .proc import Process, ProcessFn
@@ -65,24 +65,24 @@ class ChildSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
-            raise ValueError(f"ChildSpec id must be a non-empty string, not {self.id!r}")
+            raise ArgumentError(f"ChildSpec id must be a non-empty string, not {self.id!r}")
         if not (callable(self.fn) or isinstance(self.fn, str)):
-            raise ValueError(f"child {self.id!r}: fn must be an async function or a registry id, not {self.fn!r}")
+            raise ArgumentError(f"child {self.id!r}: fn must be an async function or a registry id, not {self.fn!r}")
         if isinstance(self.args, list):
             object.__setattr__(self, "args", tuple(self.args))
         elif not isinstance(self.args, tuple):
-            raise ValueError(f"child {self.id!r}: args must be a tuple, not {type(self.args).__name__}")
+            raise ArgumentError(f"child {self.id!r}: args must be a tuple, not {type(self.args).__name__}")
         if self.restart not in get_args(Restart):
-            raise ValueError(
+            raise ArgumentError(
                 f"child {self.id!r}: restart must be one of {', '.join(get_args(Restart))}, not {self.restart!r}"
             )
         if not _is_number(self.shutdown) or self.shutdown < 0:
-            raise ValueError(
+            raise ArgumentError(
                 f"child {self.id!r}: shutdown is the seconds to wait before a kill and cannot be negative, "
                 f"not {self.shutdown!r}"
             )
         if self.name is not None and (not isinstance(self.name, str) or not self.name):
-            raise ValueError(f"child {self.id!r}: name must be a non-empty string or None, not {self.name!r}")
+            raise ArgumentError(f"child {self.id!r}: name must be a non-empty string or None, not {self.name!r}")
 
 
 def _is_number(value: object) -> bool:
@@ -105,13 +105,13 @@ class Backoff:
     def __post_init__(self) -> None:
         for field_name in ("initial", "maximum", "multiplier", "jitter"):
             if not _is_number(getattr(self, field_name)):
-                raise ValueError(f"Backoff {field_name} must be a number, not {getattr(self, field_name)!r}")
+                raise ArgumentError(f"Backoff {field_name} must be a number, not {getattr(self, field_name)!r}")
         if self.initial < 0 or self.maximum < 0:
-            raise ValueError(f"Backoff delays cannot be negative (initial={self.initial}, maximum={self.maximum})")
+            raise ArgumentError(f"Backoff delays cannot be negative (initial={self.initial}, maximum={self.maximum})")
         if self.multiplier < 1:
-            raise ValueError(f"Backoff multiplier must be >= 1 so delays never shrink, not {self.multiplier}")
+            raise ArgumentError(f"Backoff multiplier must be >= 1 so delays never shrink, not {self.multiplier}")
         if not 0 <= self.jitter <= 1:
-            raise ValueError(f"Backoff jitter is a fraction of the delay between 0 and 1, not {self.jitter}")
+            raise ArgumentError(f"Backoff jitter is a fraction of the delay between 0 and 1, not {self.jitter}")
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         try:
@@ -142,19 +142,19 @@ class Supervisor:
     def __post_init__(self) -> None:
         self.children = tuple(self.children)
         if self.strategy not in get_args(Strategy):
-            raise ValueError(f"strategy must be one of {', '.join(get_args(Strategy))}, not {self.strategy!r}")
+            raise ArgumentError(f"strategy must be one of {', '.join(get_args(Strategy))}, not {self.strategy!r}")
         if not isinstance(self.max_restarts, int) or isinstance(self.max_restarts, bool) or self.max_restarts < 0:
-            raise ValueError(f"max_restarts must be an int >= 0, not {self.max_restarts!r}")
+            raise ArgumentError(f"max_restarts must be an int >= 0, not {self.max_restarts!r}")
         if not _is_number(self.max_seconds) or self.max_seconds <= 0:
-            raise ValueError(f"max_seconds must be a number of seconds > 0, not {self.max_seconds!r}")
+            raise ArgumentError(f"max_seconds must be a number of seconds > 0, not {self.max_seconds!r}")
         if self.backoff is not None and not isinstance(self.backoff, Backoff):
-            raise ValueError(f"backoff must be a Backoff or None, not {self.backoff!r}")
+            raise ArgumentError(f"backoff must be a Backoff or None, not {self.backoff!r}")
         seen: set[str] = set()
         for spec in self.children:
             if not isinstance(spec, ChildSpec):
-                raise ValueError(f"children must be ChildSpec objects, not {spec!r}")
+                raise ArgumentError(f"children must be ChildSpec objects, not {spec!r}")
             if spec.id in seen:
-                raise ValueError(f"two children share the id {spec.id!r}; child ids must be unique")
+                raise ArgumentError(f"two children share the id {spec.id!r}; child ids must be unique")
             seen.add(spec.id)
 
     async def __call__(self) -> None:

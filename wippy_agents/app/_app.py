@@ -37,6 +37,7 @@ from ..agents._governance import Governance
 from ..agents._history import TURN_WORKFLOW, ConversationStore
 from ..agents._restricted import RestrictedTools
 from ..durable import TaskManager
+from ..errors import UsageError
 from ..policy import Approvals, Audit, Policies, ToolHealth
 from ..registry import Registry
 from ..registry._kinds import ModelSpec, SupervisorSpec
@@ -93,7 +94,7 @@ class App:
     def folder(self) -> AppFolder:
         """The app's folder: settings, state file, journal path."""
         if self._folder is None:
-            raise RuntimeError("the app is not running: use `async with App(root=...) as app:`")
+            raise UsageError("the app is not running: use `async with App(root=...) as app:`")
         return self._folder
 
     @property

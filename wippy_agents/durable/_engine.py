@@ -27,7 +27,7 @@ import duckdb
 
 from .._runtime.node import current_process
 from .._runtime.types import SHUTDOWN, describe
-from ..errors import RunError, UsageError
+from ..errors import ArgumentError, RunError, UsageError
 from ._codec import dumps, loads
 from ._journal import Journal, StateUnavailable, Table
 
@@ -80,7 +80,7 @@ def workflow(workflow_id: str) -> Callable[[Workflow], Workflow]:
 
     def register(fn: Workflow) -> Workflow:
         if not inspect.iscoroutinefunction(fn):
-            raise TypeError(f"workflow {workflow_id!r}: {fn.__qualname__} must be an async function (ctx, *args)")
+            raise ArgumentError(f"workflow {workflow_id!r}: {fn.__qualname__} must be an async function (ctx, *args)")
         WORKFLOWS[workflow_id] = fn
         return fn
 
@@ -92,11 +92,15 @@ def idempotency_key() -> str:
     try:
         return _step_key.get()
     except LookupError:
-        raise RuntimeError("idempotency_key() is only known inside a durable step") from None
+        raise UsageError("idempotency_key() is only known inside a durable step") from None
 
 
 class NondeterminismError(UsageError):
     """On replay the workflow asked for a different step than the journal recorded at that position."""
+
+
+class TaskNotFound(UsageError, LookupError):
+    """There is no task with that id (or no workflow with that name) on this task manager."""
 
 
 class TaskCancelled(RunError):
@@ -168,7 +172,7 @@ class TaskContext:
         """The app's registry as of the version this task runs on (see `tasks.upgrade`)."""
         registry = self._manager.registry
         if registry is None:
-            raise RuntimeError("these tasks run without a registry; an App hands its registry to its task manager")
+            raise UsageError("these tasks run without a registry; an App hands its registry to its task manager")
         return registry.at(self.registry_version)
 
     def step(self, name: str, fn: Callable[..., Any], *args: Any, retries: int = 0,
@@ -421,7 +425,7 @@ class TaskManager:
         try:
             return self._tasks[task_id]
         except KeyError:
-            raise LookupError(f"no task {task_id!r}") from None
+            raise TaskNotFound(f"no task {task_id!r}") from None
 
     # -- starting and finishing ---------------------------------------------------------
 
@@ -434,7 +438,7 @@ class TaskManager:
             raise StateUnavailable(self.journal.problem)
         if workflow_id not in self.workflows:
             known = ", ".join(sorted(self.workflows)) or "none"
-            raise LookupError(f"no workflow {workflow_id!r} is registered (the workflows are: {known})")
+            raise TaskNotFound(f"no workflow {workflow_id!r} is registered (the workflows are: {known})")
         task_id = task_id or uuid.uuid4().hex[:16]
         existing = self._tasks.get(task_id)
         if existing is not None:
@@ -630,7 +634,7 @@ class TaskManager:
     async def _resume(self, task_id: str) -> bool:
         state = self._task(task_id)
         if state.workflow not in self.workflows:
-            raise LookupError(f"task {task_id} runs workflow {state.workflow!r}, which is not registered in this "
+            raise TaskNotFound(f"task {task_id} runs workflow {state.workflow!r}, which is not registered in this "
                               "process; import the module that defines it")
         return bool(await self._resume_all([task_id]))
 

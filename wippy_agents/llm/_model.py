@@ -21,9 +21,10 @@ from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
 
+from ..errors import ArgumentError
 from ..registry._kinds import Pricing
 from . import _guard
-from ._errors import ModelError, ModelTimeoutError, scrub
+from ._errors import InvalidResponseError, ModelError, ModelTimeoutError, scrub
 from ._messages import ChatMessage, Response, ResponseDone, StreamEvent, ToolDefinition, clean
 from ._usage import cost_usd
 
@@ -44,7 +45,7 @@ class Settings:
         known = {f.name for f in fields(self)}
         unknown = sorted(set(overrides) - known)
         if unknown:
-            raise TypeError(f"unknown model setting(s) {', '.join(unknown)}; the settings are {', '.join(sorted(known))}")
+            raise ArgumentError(f"unknown model setting(s) {', '.join(unknown)}; the settings are {', '.join(sorted(known))}")
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -135,7 +136,7 @@ class Model(ABC):
             if isinstance(event, ResponseDone):
                 final = event.response
         if final is None:
-            raise RuntimeError(f"{self!r} ended its stream without a response")
+            raise InvalidResponseError(f"{self!r} ended its stream without a response")
         return final
 
     @abstractmethod

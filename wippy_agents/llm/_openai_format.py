@@ -48,6 +48,7 @@ from openai.types.chat import (
 from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 from openai.types.shared_params import FunctionDefinition
 
+from ..errors import ArgumentError
 from ._messages import (
     RAW_ARGUMENTS_KEY,
     AssistantMessage,
@@ -114,7 +115,7 @@ def message_param(message: ChatMessage) -> ChatCompletionMessageParam:
             "content": message.content or None,
             "tool_calls": [_tool_call_param(call) for call in message.tool_calls],
         }
-    raise TypeError(f"not a chat message: {message!r}")
+    raise ArgumentError(f"not a chat message: {message!r}")
 
 
 def _tool_call_param(call: ToolCall) -> ChatCompletionMessageFunctionToolCallParam:

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import ArgumentError, UsageError
 
 ID_RULE = (
     "an id is 'namespace:name': the namespace is dot-separated words of letters, digits, '_' or '-' "
@@ -27,7 +27,7 @@ def check_id(entry_id: object) -> str:
     The whole id must match (`fullmatch`): `$` would let `"app:x\n"` pass as a second `app:x`.
     """
     if not isinstance(entry_id, str) or not _ID.fullmatch(entry_id):
-        raise ValueError(f"bad entry id {entry_id!r}: {ID_RULE}")
+        raise ArgumentError(f"bad entry id {entry_id!r}: {ID_RULE}")
     return entry_id
 
 
@@ -95,7 +95,7 @@ class Entry:
     def __post_init__(self) -> None:
         check_id(self.id)
         if not isinstance(self.kind, str) or not self.kind:
-            raise ValueError(f"entry {self.id!r}: kind must be a non-empty string, not {self.kind!r}")
+            raise ArgumentError(f"entry {self.id!r}: kind must be a non-empty string, not {self.kind!r}")
 
     @property
     def namespace(self) -> str:

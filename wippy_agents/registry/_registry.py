@@ -27,6 +27,7 @@ from .._runtime.proc import ProcessFn
 from .._runtime.pubsub import Subscribers
 from .._runtime.text import os_text
 from .._runtime.types import Ref
+from ..errors import UsageError
 from ..supervisor import Backoff, ChildSpec, Supervisor
 from ..tools import FunctionTool
 from ._entry import Change, Delete, Entry, EntryNotFound, Problem, RegistryError, non_json
@@ -603,7 +604,7 @@ class Registry:
         that held such entries is refused.
         """
         if self._subscribers is None:
-            raise RuntimeError("this registry runs on no node: nothing can subscribe to it")
+            raise UsageError("this registry runs on no node: nothing can subscribe to it")
         return self._subscribers.add(_Interest(pattern, frozenset(kinds) if kinds else None))
 
     def _publish(self, version: Version, changes: list[EntryChange]) -> None:

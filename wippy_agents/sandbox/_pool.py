@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from .._runtime.text import clean_data, clean_text
+from ..errors import ArgumentError
 from ._errors import CompileError, ResourceLimit, SandboxError
 
 log = logging.getLogger("wippy_agents.sandbox")
@@ -134,7 +135,7 @@ class Sandbox:
 
     def __init__(self, workers: int = 2, limits: Limits | None = None) -> None:
         if workers < 1:
-            raise ValueError("workers must be at least 1")
+            raise ArgumentError("workers must be at least 1")
         self.size = workers
         self.limits = limits or Limits()
         self._idle: asyncio.Queue[_Worker | None] = asyncio.Queue()

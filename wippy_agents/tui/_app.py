@@ -18,9 +18,9 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.signal import Signal
 
-from .._control import ControlServer
 from .._runtime.types import KILL, Pid
 from ..app import App as WippyApplication
+from ..control import ControlServer
 from ..policy import Approval, person
 from ..registry import Entry, RegistryError
 from ._bridge import LogForwarder, NodeEvent, NodeLog, listen

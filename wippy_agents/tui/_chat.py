@@ -24,6 +24,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Button, Collapsible, Static, TextArea
 
+from .._display import tokens
 from ..agents import (
     AgentEvent,
     ApprovalRequested,
@@ -37,7 +38,7 @@ from ..agents import (
 )
 from ..durable import TaskInfo
 from ..llm import Usage
-from ._format import answer_footer, arguments, seconds, tokens
+from ._format import answer_footer, arguments, seconds
 
 BLOCKS = re.compile(r"(?<=\n\n)")
 """Where a top-level Markdown block may begin: after a blank line."""

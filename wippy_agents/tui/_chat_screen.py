@@ -18,12 +18,13 @@ from textual.widgets import Footer, Header, Label, OptionList, Static
 from textual.widgets.option_list import Option
 from textual.worker import Worker
 
+from .._display import short
 from ..agents import AgentEvent, TurnFailed, TurnStarted
 from ..agents._history import ConversationInfo, turns
 from ..durable import TaskInfo
 from ..durable._engine import TERMINAL
 from ._chat import ChatInput, ChatView, TurnView
-from ._format import AgentCard, short
+from ._format import AgentCard
 from ._screens import WippyScreen
 
 NEW = "new"

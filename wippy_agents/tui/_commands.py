@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from ._format import AgentCard, short
+from .._display import short
+from ._format import AgentCard
 
 if TYPE_CHECKING:
     from ._app import WippyApp

@@ -12,23 +12,12 @@ from typing import Any, NamedTuple
 
 from rich.text import Text
 
-from .._control import step_json
+from .._display import short, step_json, tokens
 from ..agents import Answer
 from ..durable import TaskInfo
 from ..llm import Usage
 from ..registry import Entry, Problem
 from ..registry._registry import RegistryEvent
-
-
-def short(text: str, limit: int = 80) -> str:
-    """One line of at most `limit` characters (an ellipsis marks a cut)."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def tokens(usage: Usage) -> str:
-    cached = f" ({usage.cached_tokens} cached)" if usage.cached_tokens else ""
-    return f"{usage.input_tokens} tokens in{cached}, {usage.output_tokens} out"
 
 
 def answer_footer(answer: Answer) -> str:

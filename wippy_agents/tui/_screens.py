@@ -16,10 +16,11 @@ from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Input, Label, Markdown, RichLog, Static
 
+from .._display import short
 from .._runtime.tree import walk_tree
 from ..durable._engine import TERMINAL
 from ..policy import Approval, ApprovalError
-from ._format import TaskSummary, short, status_text
+from ._format import TaskSummary, status_text
 
 if TYPE_CHECKING:
     from ..app import App

@@ -1,0 +1,333 @@
+"""The ops a node serves: one table, each op a handler whose signature is its request's model.
+
+Nothing a client sends is trusted: every request is checked against its op's
+model (read from the handler's signature: types, bounds, no unknown fields), its
+strings are made valid text (`clean_data`), and a bad one gets an error reply
+naming the op and the field, never a traceback in the log. The server and the
+CLI's embedded mode both come through `dispatch`, so a command behaves the same
+whether or not a node runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
+
+from .._display import step_json
+from .._runtime.text import clean_data, clean_text
+from .._state import open_state
+from ..agents import Conversation, TurnDone, TurnFailed, TurnStarted
+from ..app import App, load_config
+from ..durable import StepRecord, TaskInfo, TaskManager
+from ..durable._engine import TABLES, TERMINAL
+from ..durable._journal import check_log
+from ..errors import WippyError
+from ..policy import Approvals
+from ..registry import Entry, Registry
+from ._wire import MAX_DEPTH, ControlError, Disconnected, deeper_than, failure, file_problem, to_json
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel, Field, ValidationError
+
+__all__ = ["OPS", "Emit", "Needs", "Op", "Target", "dispatch"]
+
+log = logging.getLogger("wippy_agents.control")
+
+Needs = Literal["none", "files", "state", "node"]
+"""What an op needs when no node runs: nothing, the app's files, its state file, or a whole node."""
+Emit = Callable[[Any], Awaitable[None]]
+
+
+class Target(Protocol):
+    """What ops act on: a running app, or the lighter stand-in the CLI opens when no node runs."""
+
+    @property
+    def root(self) -> Path: ...
+
+    @property
+    def registry(self) -> Registry: ...
+
+    @property
+    def tasks(self) -> TaskManager: ...
+
+    @property
+    def approvals(self) -> Approvals: ...
+
+    async def conversation(self, agent: str, id: str | None = None) -> Conversation: ...
+
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Op:
+    """A request the node serves; `needs` says what to open for it when no node runs."""
+
+    name: str
+    needs: Needs
+    handler: Handler
+
+    @cached_property
+    def model(self) -> type[BaseModel]:
+        """The request's fields as a pydantic model, read from the handler's signature after `(target, emit)`.
+
+        Built on first use, so pydantic loads only in a process that serves
+        requests and a command that just talks to a node starts fast; that is also
+        why `Field` in the handlers' annotations is resolved here.
+        """
+        from pydantic import ConfigDict, Field, create_model
+
+        hints = typing.get_type_hints(self.handler, localns={"Field": Field}, include_extras=True)
+        params = list(inspect.signature(self.handler).parameters.values())[2:]
+        fields: dict[str, Any] = {
+            param.name: (hints[param.name], ... if param.default is param.empty else param.default) for param in params}
+        return create_model(f"{self.name} request", __config__=ConfigDict(extra="forbid", strict=True), **fields)
+
+    def parse(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The handler's keyword arguments: `params` checked against the model, every string made valid text."""
+        from pydantic import ValidationError
+
+        for field, value in params.items():
+            if deeper_than(value, MAX_DEPTH):
+                raise ControlError(f"bad {self.name} request: {field}: nested more than {MAX_DEPTH} levels deep")
+        try:
+            return dict(self.model.model_validate(clean_data(params)))
+        except ValidationError as error:
+            raise ControlError(f"bad {self.name} request: {self._problems(error)}") from None
+
+    def _problems(self, error: ValidationError) -> str:
+        fields = list(self.model.model_fields)
+        takes = f"{self.name} takes {', '.join(fields)}" if fields else f"{self.name} takes no fields"
+        return "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: "
+            + (f"unknown field ({takes})" if e["type"] == "extra_forbidden" else e["msg"])
+            for e in error.errors(include_url=False))
+
+
+OPS: dict[str, Op] = {}
+
+
+def _op(name: str, needs: Needs) -> Callable[[Handler], Handler]:
+    """Register `async def handler(target, emit, **params)` as op `name`."""
+
+    def register(handler: Handler) -> Handler:
+        OPS[name] = Op(name, needs, handler)
+        return handler
+
+    return register
+
+
+async def dispatch(request: Any, open_target: Callable[[Needs], contextlib.AbstractAsyncContextManager[Target]],
+                   emit: Emit) -> dict[str, Any]:
+    """Run one request and return its final line; a failure is an error reply, never an exception.
+
+    The server and the CLI's embedded mode both come through here, so a command
+    behaves the same whether or not a node runs.
+    """
+    try:
+        if not isinstance(request, dict) or not isinstance(request.get("op"), str):
+            raise ControlError('a request is a JSON object with an "op" field')
+        name = clean_text(request["op"])
+        op = OPS.get(name)
+        if op is None:
+            raise ControlError(f"unknown op {name!r}; the ops are {', '.join(sorted(OPS))}")
+        params = op.parse({key: value for key, value in request.items() if key != "op"})
+
+        async def emit_json(event: Any) -> None:
+            await emit(to_json(event))
+
+        async with open_target(op.needs) as target:
+            result = await op.handler(target, emit_json, **params)
+        return {"ok": True, "result": to_json(result)}
+    except Disconnected:
+        raise
+    except Exception as error:
+        if not _expected(error):
+            log.exception("control request %s failed", request.get("op") if isinstance(request, dict) else request)
+        return failure(error)
+
+
+def _expected(error: Exception) -> bool:
+    """Whether an error is about the request or the app's files (a bad id, a refused change, a full disk): every
+    exception the package raises derives from `WippyError`; anything else is a bug, logged with its traceback."""
+    return isinstance(error, WippyError) or file_problem(error) is not None
+
+
+def _entry_json(registry: Registry, entry: Entry) -> dict[str, Any]:
+    origin = registry.origin(entry.id)
+    return entry.to_json() | {"file": origin.file if origin else None, "line": origin.line if origin else None}
+
+
+@_op("registry.list", "files")
+async def _registry_list(target: Target, emit: Emit, kind: str | None = None, ns: str | None = None) -> Any:
+    registry = target.registry
+    return [_entry_json(registry, entry) for entry in registry.find(kind=kind, namespace=ns)]
+
+
+@_op("registry.show", "files")
+async def _registry_show(target: Target, emit: Emit, id: str) -> Any:
+    return _entry_json(target.registry, target.registry.get(id))
+
+
+@_op("registry.lint", "files")
+async def _registry_lint(target: Target, emit: Emit) -> Any:
+    registry = target.registry
+    problems = [str(p) for file_problems in registry.problems.values() for p in file_problems]
+    return {"entries": len(registry), "problems": problems}
+
+
+@_op("registry.history", "state")
+async def _registry_history(target: Target, emit: Emit, id: str | None = None) -> Any:
+    return target.registry.history(id)
+
+
+@_op("registry.diff", "state")
+async def _registry_diff(target: Target, emit: Emit, v1: int, v2: int) -> Any:
+    def as_json(entry: Entry | None) -> dict[str, Any] | None:
+        return None if entry is None else entry.to_json()
+
+    return [{"op": change.op, "id": change.id, "before": as_json(change.before), "after": as_json(change.after)}
+            for change in target.registry.diff(v1, v2)]
+
+
+@_op("registry.rollback", "state")
+async def _registry_rollback(target: Target, emit: Emit, version: int, author: str | None = None) -> Any:
+    before = target.registry.version
+    return {"before": before, "version": target.registry.rollback(version, author=author)}
+
+
+def _task_json(info: TaskInfo, steps: list[StepRecord]) -> dict[str, Any]:
+    return {"id": info.id, "workflow": info.workflow, "status": info.status, "created": info.created,
+            "registry_version": info.registry_version, "args": info.args, "result": info.result,
+            "error": info.error, "step_count": len(steps)}
+
+
+@_op("tasks.list", "state")
+async def _tasks_list(target: Target, emit: Emit, status: str | None = None) -> Any:
+    tasks = target.tasks
+    return [_task_json(info, tasks.get(info.id).steps) for info in tasks.list(status)]
+
+
+@_op("tasks.show", "state")
+async def _tasks_show(target: Target, emit: Emit, id: str) -> Any:
+    info = target.tasks.get(id)
+    steps = [step_json(step) for step in info.steps]
+    calls = [step for step in steps if step["usage"] is not None]
+    usage = None
+    if calls:
+        usage = {field: sum(getattr(step["usage"], field) for step in calls)
+                 for field in ("input_tokens", "output_tokens", "cached_tokens")}
+    return _task_json(info, info.steps) | {
+        "steps": steps, "usage": usage, "cost_usd": sum(step["cost_usd"] for step in calls) if calls else None}
+
+
+@_op("tasks.cancel", "state")
+async def _tasks_cancel(target: Target, emit: Emit, id: str) -> Any:
+    before = target.tasks.status(id)
+    await target.tasks.cancel(id)
+    return {"before": before, "status": target.tasks.status(id), "requested": before not in TERMINAL}
+
+
+@_op("tasks.signal", "state")
+async def _tasks_signal(target: Target, emit: Emit, id: str, name: str, payload: Any = None) -> Any:
+    await target.tasks.signal(id, name, payload)
+    return {"status": target.tasks.status(id)}
+
+
+@_op("tasks.resume", "node")
+async def _tasks_resume(target: Target, emit: Emit, id: str) -> Any:
+    """Run the task to its end (resuming it if it is unfinished and not running) and return its result."""
+    tasks = target.tasks
+    info = tasks.get(id)
+    if info.status not in TERMINAL or info.status == "needs_attention":
+        await tasks.start(info.workflow, task_id=id)  # attaches if it runs; retries a task parked for stalling
+    await emit({"task": id, "workflow": info.workflow, "status": tasks.status(id)})
+    return await tasks.result(id)
+
+
+@_op("tasks.upgrade", "state")
+async def _tasks_upgrade(target: Target, emit: Emit, id: str) -> Any:
+    return await target.tasks.upgrade(id)
+
+
+@_op("ask", "node")
+async def _ask(target: Target, emit: Emit, agent: str, message: str, conversation: str | None = None,
+               task_id: str | None = None) -> Any:
+    """One agent turn, streamed: every event as it happens, then the answer.
+
+    A client that goes away (Ctrl+C on `wippy ask`) cancels the turn: nobody is
+    left to read its answer, and a model call under way is stopped, not paid for.
+    """
+    conv = await target.conversation(agent, id=conversation)
+    turn: str | None = None
+    async for event in conv.stream(message, task_id=task_id):
+        if isinstance(event, TurnStarted):
+            turn = event.task
+        try:
+            await emit(event.model_dump(mode="json"))
+        except Disconnected:
+            if turn is not None:
+                await target.tasks.cancel(turn)
+            raise
+        if isinstance(event, TurnDone):
+            return event.answer
+        if isinstance(event, TurnFailed):
+            raise ControlError(f"{agent}: {event.error}", event.kind)
+    raise ControlError(f"{agent}: the turn ended without an answer")
+
+
+@_op("state.check", "none")
+async def _state_check(target: Target, emit: Emit, repair: bool = False) -> Any:
+    """What the journal holds and whether any of it is damaged; `repair` keeps every intact line (no node running)."""
+    if isinstance(target, App):  # a node has the journal open: look, but do not touch
+        if repair:
+            raise ControlError(f"the node (pid {os.getpid()}) has the journal open; stop it, then repair")
+        folder = target.folder
+        assert folder.journal_path is not None
+        row = folder.db.execute("SELECT copied_group FROM journal_position").fetchone()
+        return check_log(folder.journal_path, TABLES, int(row[0]) if row else 0)
+    root = target.root
+    config = load_config(root)
+    if config.state == ":memory:":
+        raise ControlError("this app keeps its state in memory (`state: :memory:`): there is no journal to check")
+    state = root / config.state
+    db = open_state(state)  # holding its lock, no node can start on the journal meanwhile
+    try:
+        row = db.execute("SELECT copied_group FROM journal_position").fetchone()
+        return check_log(state.with_name("journal.log"), TABLES, int(row[0]) if row else 0, repair=repair)
+    finally:
+        db.close()
+
+
+@_op("approvals.list", "state")
+async def _approvals_list(target: Target, emit: Emit, status: str | None = "pending") -> Any:
+    return target.approvals.list(status)
+
+
+@_op("approvals.show", "state")
+async def _approvals_show(target: Target, emit: Emit, id: str) -> Any:
+    return target.approvals.get(id)
+
+
+@_op("approvals.approve", "node")
+async def _approvals_approve(target: Target, emit: Emit, id: str, by: str, reason: str = "") -> Any:
+    return await target.approvals.approve(id, by=by, reason=reason)
+
+
+@_op("approvals.deny", "node")
+async def _approvals_deny(target: Target, emit: Emit, id: str, by: str, reason: str = "") -> Any:
+    return await target.approvals.deny(id, by=by, reason=reason)
+
+
+@_op("approvals.audit", "state")
+async def _approvals_audit(target: Target, emit: Emit, subject: str | None = None, resource: str | None = None,
+                           limit: Annotated[int, Field(ge=1, le=10_000)] = 100) -> Any:
+    return target.approvals.audit.list(subject=subject, resource=resource, limit=limit)
