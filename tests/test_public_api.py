@@ -95,6 +95,13 @@ SUBPACKAGE_APIS = {
         "Approval", "ApprovalError", "ApprovalPending", "Approvals", "Audit", "AuditRecord", "Decision", "Policies",
         "ToolHealth",
     },
+    "state": {
+        "ApprovalStore", "AuditStore", "ConversationStore", "JournalStore", "VersionStore", "State", "open_state",
+        "check_journal", "StateLock", "StateFileBusy", "StateUnavailable", "JournalDamaged", "JournalReport", "Damage",
+        "FINISHED", "TERMINAL", "TaskStatus", "Note", "JournalRow", "TaskRow", "TaskEvent", "StepRecord",
+        "SignalRecord", "TaskSummary", "Recovery", "StartedStep", "Lease", "ChangeRecord", "Version", "Approval",
+        "AuditRecord", "ConversationInfo",
+    },
 }  # fmt: skip
 
 
@@ -106,3 +113,16 @@ def test_subpackages_export_exactly_their_api() -> None:
         assert set(module.__all__) == api, name
         for symbol in api:
             assert hasattr(module, symbol), (name, symbol)
+
+
+def test_subpackages_hide_their_imports() -> None:
+    """A package's namespace holds its API and its submodules, nothing it merely imported."""
+    import importlib
+    import inspect
+
+    for name in SUBPACKAGE_APIS:
+        module = importlib.import_module(f"wippy_agents.{name}")
+        if not hasattr(module, "__path__"):
+            continue  # a module (wippy_agents.tools), not a package
+        public = {key for key, value in vars(module).items() if not key.startswith("_") and not inspect.ismodule(value)}
+        assert public == set(module.__all__), name

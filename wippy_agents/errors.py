@@ -17,9 +17,8 @@ catch a builtin, on that builtin too):
     │   ├── registry.RegistryError ─ registry.EntryNotFound (also KeyError)
     │   ├── tools.ToolDefinitionError (also ValueError)
     │   ├── llm.MissingAPIKeyError (also llm.ModelError)
-    │   ├── durable.NondeterminismError, durable.JournalTypeError (also TypeError),
-    │   │   durable.JournalDamaged
-    │   ├── state.StateFileBusy
+    │   ├── durable.NondeterminismError, durable.JournalTypeError (also TypeError)
+    │   ├── state.StateFileBusy, state.JournalDamaged
     │   ├── policy.ApprovalError
     │   └── the CLI's errors of use
     └── RunError
@@ -31,8 +30,8 @@ catch a builtin, on that builtin too):
         ├── tools.ToolArgumentsError (also ValueError), tools.ToolBusy
         ├── sandbox.SandboxError ─ CompileError, ResourceLimit
         ├── agents.AgentError
-        ├── durable.TaskFailed, durable.TaskCancelled, durable.StepError,
-        │   durable.StateUnavailable (also OSError)
+        ├── durable.TaskFailed, durable.TaskCancelled, durable.StepError
+        ├── state.StateUnavailable (also OSError)
         ├── policy.ApprovalPending (a turn waits for a person: control flow, caught by the turn)
         └── control.ControlError (a request failed on the node or on its way)
 """

@@ -12,7 +12,7 @@ or run code outside the sandbox: policies, any kind other than restricted tools,
 prompts and agents, an agent's `meta.traits`, and trusted (`runtime: python`) tools.
 Files edited by people are not subject to agent policy at all.
 
-An `ask` becomes an `Approval` kept in the state file: the agent's task waits on
+An `ask` becomes an `Approval` kept in the app's state: the agent's task waits on
 the signal `approval:ID` (across restarts) until a person approves (the change is
 applied then, attributed to the agent and its task) or denies it. Every decision
 is an `AuditRecord`.
@@ -32,13 +32,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import duckdb
-
 from ._runtime.pubsub import Subscribers
 from ._runtime.types import Ref
 from .errors import RunError, UsageError
 from .registry import Delete, Entry, EntryChange, Registry, RegistryError, change_diff
 from .registry._kinds import PolicySpec, RollbackRule
+from .state import Approval, ApprovalStore, AuditRecord, AuditStore
 
 Signal = Callable[[str, str, Any], Awaitable[None]]
 """`signal(task_id, name, payload)`: deliver a durable signal to a task."""
@@ -70,44 +69,6 @@ class Decision:
     effect: Effect
     policy: str | None
     reason: str
-
-
-@dataclass(frozen=True)
-class Approval:
-    """A change (or tool call) an agent asked for that waits for a person."""
-
-    id: str
-    agent: str
-    task_id: str | None
-    action: str
-    resource: str
-    summary: str
-    diff: str
-    status: Literal["pending", "approved", "denied"]
-    created: datetime
-    decided_by: str | None = None
-    decided_at: datetime | None = None
-    decision_reason: str | None = None
-    version: int | None = None
-    call_id: str | None = None
-    policy: str | None = None
-
-
-@dataclass(frozen=True)
-class AuditRecord:
-    """One decision: who (subject, task) did what (action, resource) and what was decided, by whom and why."""
-
-    time: datetime
-    subject: str
-    task: str | None
-    action: str
-    resource: str
-    kind: str | None
-    decision: str  # allowed, denied, asked, approved, denied by person, rolled back
-    decided_by: str  # the deciding policy id, a person, or wippy:policy
-    reason: str
-    approval: str | None = None
-    version: int | None = None
 
 
 class ApprovalPending(RunError):
@@ -211,47 +172,33 @@ class Policies:
         return None
 
 
-_APPROVAL_COLUMNS = ("id, agent, task, action, resource, summary, diff, status, created, decided_by, decided_at, "
-                     "decision_reason, version, call, policy")
-_AUDIT_COLUMNS = "time, subject, task, action, resource, kind, decision, decided_by, reason, approval, version"
-
-
 class Audit:
-    """The audit trail of decisions, in the state file."""
+    """The audit trail of decisions, in the state's audit store."""
 
-    def __init__(self, db: duckdb.DuckDBPyConnection) -> None:
-        self.db = db
+    def __init__(self, store: AuditStore) -> None:
+        self.store = store
 
     def record(self, subject: str, task: str | None, action: str, resource: str, kind: str | None, decision: str,
                by: str, reason: str, approval: str | None = None, version: int | None = None) -> AuditRecord:
         record = AuditRecord(datetime.now(UTC), subject, task, action, resource, kind, decision, by, reason,
                              approval, version)
-        self.db.execute(f"INSERT INTO policy_audit ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        list(record.__dict__.values()))
+        self.store.add(record)
         log.info("%s %s %s: %s by %s (%s)", subject, action, resource, decision, by, reason)
         return record
 
     def list(self, subject: str | None = None, resource: str | None = None, limit: int = 100) -> list[AuditRecord]:
         """The latest decisions, oldest first."""
-        where, params = _filters(subject=subject, resource=resource)
-        rows = self.db.execute(f"SELECT {_AUDIT_COLUMNS} FROM policy_audit {where} ORDER BY time DESC LIMIT ?",
-                               [*params, limit]).fetchall()
-        return [AuditRecord(*row) for row in reversed(rows)]
-
-
-def _filters(**values: str | None) -> tuple[str, list[str]]:
-    given = {k: v for k, v in values.items() if v is not None}
-    return ("WHERE " + " AND ".join(f"{k} = ?" for k in given) if given else ""), list(given.values())
+        return self.store.list(subject=subject, resource=resource, limit=limit)
 
 
 class Approvals:
     """Pending `ask` changes and their decisions (`node.approvals`)."""
 
-    def __init__(self, registry: Registry, db: duckdb.DuckDBPyConnection, audit: Audit, *,
+    def __init__(self, registry: Registry, store: ApprovalStore, audit: Audit, *,
                  signal: Signal | None = None, subscribers: Subscribers[None] | None = None) -> None:
         """`signal(task_id, name, payload)` wakes the task that asked; `subscribers` hear of every approval."""
         self.registry = registry
-        self.db = db
+        self.store = store
         self.audit = audit
         self._signal = signal
         self._subscribers = subscribers
@@ -273,13 +220,10 @@ class Approvals:
             diff = "\n".join(change_diff(change) for change in changes)
         else:
             diff = json.dumps(arguments, indent=2, sort_keys=True, default=str)
-        payload = json.dumps([{"id": c.id, "before": c.before and c.before.to_json(),
-                               "after": c.after and c.after.to_json()} for c in changes])
-        self.db.execute(
-            f"INSERT INTO approvals ({_APPROVAL_COLUMNS}, changes) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, NULL, "
-            "NULL, NULL, NULL, ?, ?, ?)",
-            [approval_id, agent, task_id, action, resource, summary, diff, datetime.now(UTC), call_id, policy, payload],
-        )
+        self.store.add(Approval(approval_id, agent, task_id, action, resource, summary, diff, "pending",
+                                datetime.now(UTC), call_id=call_id, policy=policy),
+                       [{"id": c.id, "before": c.before and c.before.to_json(), "after": c.after and c.after.to_json()}
+                        for c in changes])
         self.audit.record(agent, task_id, action, resource, kind, "asked", policy or "default", summary,
                           approval=approval_id)
         approval = self.get(approval_id)
@@ -289,25 +233,21 @@ class Approvals:
     # -- reading --------------------------------------------------------------------
 
     def get(self, approval_id: str) -> Approval:
-        row = self.db.execute(f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE id = ?", [approval_id]).fetchone()
-        if row is None:
+        approval = self.store.get(approval_id)
+        if approval is None:
             raise ApprovalError(f"there is no approval {approval_id!r}; `wippy approvals list` shows the pending ones")
-        return _approval(row)
+        return approval
 
     def list(self, status: str | None = None) -> list[Approval]:
         """Approvals, oldest first; only those with `status` (pending, approved, denied) when given."""
-        where, params = _filters(status=status)
-        rows = self.db.execute(f"SELECT {_APPROVAL_COLUMNS} FROM approvals {where} ORDER BY created", params)
-        return [_approval(row) for row in rows.fetchall()]
+        return self.store.list(status)
 
     def pending(self) -> builtins.list[Approval]:
         return self.list("pending")
 
     def changes(self, approval_id: str) -> builtins.list[EntryChange]:
-        row = self.db.execute("SELECT changes FROM approvals WHERE id = ?", [approval_id]).fetchone()
-        assert row is not None
         return [EntryChange(c["id"], c["before"] and Entry.from_json(c["before"]),
-                            c["after"] and Entry.from_json(c["after"])) for c in json.loads(row[0])]
+                            c["after"] and Entry.from_json(c["after"])) for c in self.store.changes(approval_id)]
 
     # -- deciding -------------------------------------------------------------------
 
@@ -343,9 +283,9 @@ class Approvals:
 
     async def _decide(self, approval: Approval, status: Literal["approved", "denied"], by: str, reason: str,
                       version: int | None) -> Approval:
-        now = datetime.now(UTC)
-        self.db.execute("UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, decision_reason = ?, "
-                        "version = ? WHERE id = ?", [status, by, now, reason, version, approval.id])
+        if not self.store.decide(approval.id, status=status, by=by, at=datetime.now(UTC), reason=reason,
+                                 version=version):
+            raise ApprovalError(f"approval {approval.id} was decided meanwhile by {self.get(approval.id).decided_by}")
         self.audit.record(approval.agent, approval.task_id, approval.action, approval.resource, None,
                           "approved" if status == "approved" else "denied by person", by, reason or status,
                           approval=approval.id, version=version)
@@ -370,13 +310,6 @@ class Approvals:
     def _publish(self, topic: str, approval: Approval) -> None:
         for pid, _ in self._subscribers or ():
             self._subscribers.send(pid, topic, approval)  # type: ignore[union-attr]
-
-
-def _approval(row: tuple[Any, ...]) -> Approval:
-    (id, agent, task, action, resource, summary, diff, status, created, decided_by, decided_at, decision_reason,
-     version, call, policy) = row
-    return Approval(id, agent, task, action, resource, summary, diff, status, created, decided_by, decided_at,
-                    decision_reason, version, call, policy)
 
 
 class ToolHealth:

@@ -15,21 +15,19 @@ result = await node.tasks.result(task_id)
 ```
 """
 
+from ..state import JournalDamaged, StateUnavailable, StepRecord, TaskStatus
 from ._codec import JournalTypeError
 from ._engine import (
     NondeterminismError,
     StepError,
-    StepRecord,
     TaskCancelled,
     TaskContext,
     TaskFailed,
     TaskInfo,
     TaskManager,
-    TaskStatus,
     idempotency_key,
     workflow,
 )
-from ._journal import JournalDamaged, StateUnavailable
 
 __all__ = [
     "JournalDamaged",
