@@ -93,7 +93,7 @@ SUBPACKAGE_APIS = {
     "tui": {"WippyApp", "run_chat"},
     "policy": {
         "Approval", "ApprovalError", "ApprovalPending", "Approvals", "Audit", "AuditRecord", "Decision", "Policies",
-        "ToolHealth",
+        "ToolHealth", "person",
     },
     "state": {
         "ApprovalStore", "AuditStore", "ConversationStore", "JournalStore", "VersionStore", "State", "open_state",
