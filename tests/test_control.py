@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 
 from wippy_agents import App
-from wippy_agents._state import StateFileBusy
 from wippy_agents.control import ControlClient, ControlError, ControlServer, connect, pid_path, socket_path
 from wippy_agents.control._server import MAX_CONNECTIONS
 from wippy_agents.control._wire import REQUEST_LIMIT
 from wippy_agents.durable import TaskFailed
 from wippy_agents.llm import ChatMessage, Model, Response, ResponseDone, StreamEvent, TextDelta, ToolDefinition
 from wippy_agents.llm._model import Settings
+from wippy_agents.state import StateFileBusy
 
 WIPPY = str(Path(sys.executable).with_name("wippy"))
 
@@ -272,7 +272,7 @@ import asyncio, sys
 from pathlib import Path
 from wippy_agents import App
 from wippy_agents.control import ControlServer
-from wippy_agents._state import open_state
+from wippy_agents.state import open_state
 
 root = Path(sys.argv[1])
 db = open_state(root / ".wippy" / "state.duckdb")   # what a booting node holds before its socket is up

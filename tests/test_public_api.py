@@ -81,12 +81,12 @@ SUBPACKAGE_APIS = {
     "agents": {
         "AgentError", "AgentEvent", "AgentService", "Answer", "ApprovalRequested", "Conversation", "Delegated", "TextDelta",
         "ToolFinished", "ToolStarted", "TurnDone", "TurnFailed", "TurnStarted", "UsageReport", "offered_name",
+        "TURN_WORKFLOW", "Governance", "RestrictedTools", "TurnArgs", "register_builtins", "turns",
     },
     "durable": {
         "JournalDamaged", "JournalTypeError", "NondeterminismError", "StateUnavailable", "StepError", "StepRecord",
         "TaskCancelled", "TaskContext", "TaskFailed", "TaskInfo", "TaskManager", "TaskNotFound", "TaskStatus",
-        "idempotency_key",
-        "workflow",
+        "dumps", "idempotency_key", "loads", "register_journal_types", "workflow",
     },
     "tools": {"FunctionTool", "ToolArgumentsError", "ToolBusy", "ToolContext", "ToolDefinitionError", "ToolThreads",
               "function_tool", "tool"},
@@ -94,7 +94,14 @@ SUBPACKAGE_APIS = {
     "tui": {"WippyApp", "run_chat"},
     "policy": {
         "Approval", "ApprovalError", "ApprovalPending", "Approvals", "Audit", "AuditRecord", "Decision", "Policies",
-        "ToolHealth",
+        "ToolHealth", "person",
+    },
+    "state": {
+        "ApprovalStore", "AuditStore", "ConversationStore", "JournalStore", "VersionStore", "State", "open_state",
+        "check_journal", "StateLock", "StateFileBusy", "StateUnavailable", "JournalDamaged", "JournalReport", "Damage",
+        "FINISHED", "TERMINAL", "TaskStatus", "Note", "JournalRow", "TaskRow", "TaskEvent", "StepRecord",
+        "SignalRecord", "TaskSummary", "Recovery", "StartedStep", "Lease", "ChangeRecord", "Version", "Approval",
+        "AuditRecord", "ConversationInfo",
     },
 }  # fmt: skip
 
@@ -107,3 +114,16 @@ def test_subpackages_export_exactly_their_api() -> None:
         assert set(module.__all__) == api, name
         for symbol in api:
             assert hasattr(module, symbol), (name, symbol)
+
+
+def test_subpackages_hide_their_imports() -> None:
+    """A package's namespace holds its API and its submodules, nothing it merely imported."""
+    import importlib
+    import inspect
+
+    for name in SUBPACKAGE_APIS:
+        module = importlib.import_module(f"wippy_agents.{name}")
+        if not hasattr(module, "__path__"):
+            continue  # a module (wippy_agents.tools), not a package
+        public = {key for key, value in vars(module).items() if not key.startswith("_") and not inspect.ismodule(value)}
+        assert public == set(module.__all__), name

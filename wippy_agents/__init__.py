@@ -8,6 +8,7 @@ The layers, each importing only those below it (import-linter checks this in `ma
     agents                  agents as conversation processes; the turn loop
     llm, durable, policy    models; durable tasks and their journal; policies, approvals, audit
     registry                entries from files, versions, events
+    state                   the app's state behind interfaces (journal, versions, approvals, audit, conversations)
     tools, sandbox          leaf libraries: functions as tools; RestrictedPython in limited workers
     process, supervisor     the process API and OTP supervisors: the runtime's public face
     _runtime                the actor runtime: node, processes, mailboxes, links, monitors, names

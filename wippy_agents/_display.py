@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .durable import JournalTypeError, StepRecord
-from .durable._codec import loads
+from .durable import JournalTypeError, StepRecord, loads
 from .llm import Response, Usage
 
 __all__ = ["short", "step_json", "tokens"]

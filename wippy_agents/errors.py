@@ -19,8 +19,8 @@ catch a builtin, on that builtin too):
     │   ├── tools.ToolDefinitionError (also ValueError)
     │   ├── llm.MissingAPIKeyError (also llm.ModelError)
     │   ├── durable.NondeterminismError, durable.JournalTypeError (also TypeError),
-    │   │   durable.JournalDamaged, durable.TaskNotFound (also LookupError)
-    │   ├── state.StateFileBusy
+    │   │   durable.TaskNotFound (also LookupError)
+    │   ├── state.StateFileBusy, state.JournalDamaged
     │   ├── policy.ApprovalError
     │   └── the CLI's errors of use
     └── RunError
@@ -32,8 +32,8 @@ catch a builtin, on that builtin too):
         ├── tools.ToolArgumentsError (also ValueError), tools.ToolBusy
         ├── sandbox.SandboxError ─ CompileError, ResourceLimit
         ├── agents.AgentError
-        ├── durable.TaskFailed, durable.TaskCancelled, durable.StepError,
-        │   durable.StateUnavailable (also OSError)
+        ├── durable.TaskFailed, durable.TaskCancelled, durable.StepError
+        ├── state.StateUnavailable (also OSError)
         ├── policy.ApprovalPending (a turn waits for a person: control flow, caught by the turn)
         └── control.ControlError (a request failed on the node or on its way)
 """

@@ -57,7 +57,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from wippy_agents.durable._codec import loads
+import wippy_agents.agents  # noqa: F401  (it registers the journal types of the turns the test reads back)
+from wippy_agents.durable import loads
 from wippy_agents.testing import write_file
 
 CONVERSATIONS = 3

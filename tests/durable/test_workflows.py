@@ -14,7 +14,7 @@ import pytest
 
 from wippy_agents import App, UsageError, durable
 from wippy_agents.durable import NondeterminismError, StepError, TaskFailed
-from wippy_agents.testing import VirtualClock
+from wippy_agents.testing import VirtualClock, wait_until
 
 LOG: list[str] = []
 
@@ -40,8 +40,7 @@ def _clean_log() -> None:
 async def test_a_finished_step_is_not_run_again_after_a_restart(tmp_path: Path) -> None:
     async with App(root=tmp_path) as app:
         task = await app.tasks.start("test:two_steps", "actors")
-        while not app.tasks.get(task).steps:
-            await asyncio.sleep(0.001)
+        await wait_until(lambda: app.tasks.get(task).steps)
         assert app.tasks.status(task) == "running"
     assert LOG == ["first actors"]  # the node stopped while the task waited for its signal
     async with App(root=tmp_path) as app:  # recovery at boot resumes it
@@ -82,8 +81,7 @@ async def test_a_changed_workflow_fails_replay_naming_both_steps(tmp_path: Path)
 
     async with App(root=tmp_path) as app:
         task = await app.tasks.start("test:changes")
-        while not app.tasks.get(task).steps:
-            await asyncio.sleep(0.001)
+        await wait_until(lambda: app.tasks.get(task).steps)
 
     @durable.workflow("test:changes")
     async def after(ctx: durable.TaskContext) -> None:
@@ -249,8 +247,7 @@ async def test_a_task_keeps_its_registry_version_until_upgraded(tmp_path: Path) 
         task = await app.tasks.start("test:pinned")
         app.registry.apply([Entry("app:limits", "config", {}, {"size": 2})], author="test")
         await app.tasks.signal(task, "go0")
-        while len(app.tasks.get(task).steps) < 3:
-            await asyncio.sleep(0.001)
+        await wait_until(lambda: len(app.tasks.get(task).steps) >= 3)
     async with App(root=tmp_path) as app:  # still pinned after a restart
         assert app.tasks.get(task).registry_version == 1
         assert await app.tasks.upgrade(task) == 2

@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 
 from wippy_agents import App
-from wippy_agents._state import open_state
 from wippy_agents.app import AppFolder
 from wippy_agents.app._app import AGENTS, WATCHER
 from wippy_agents.registry import Entry, EntryChange, Folders, Problem, RegistryError, check_id
 from wippy_agents.registry._sources import SourceFile, read_source
-from wippy_agents.registry._store import VersionStore
+from wippy_agents.registry._store import record
+from wippy_agents.state import open_state
 from wippy_agents.testing import wait_until
 from wippy_agents.testing import write_file as write
 
@@ -487,13 +487,10 @@ def test_a_save_read_before_an_api_write_through_is_not_committed_over_it(app: P
 def test_a_stored_entry_that_no_longer_validates_does_not_stop_boot(app: Path) -> None:
     with AppFolder(app):
         pass
-    db = open_state(app / ".wippy/state.duckdb")  # as if an older version had stored an entry today's rules refuse
-    try:
-        settings = Entry("app:settings", "config", {}, {"level": 1})
-        VersionStore(db).record(2, [EntryChange("app:settings", settings, Entry("app:settings", "model"))],
-                                {"app:settings": INDEX}, "test", None, "stored under older rules")
-    finally:
-        db.close()
+    with open_state(app / ".wippy/state.duckdb") as state:  # as if an older version had stored an entry today's
+        settings = Entry("app:settings", "config", {}, {"level": 1})  # rules refuse
+        record(state.versions, 2, [EntryChange("app:settings", settings, Entry("app:settings", "model"))],
+               {"app:settings": INDEX}, author="test", task=None, reason="stored under older rules")
     (app / INDEX).write_text("namespace: app\nentries: [\n")  # refused: its stored entries would stay in force
     with AppFolder(app) as booted:
         assert "app:settings" not in booted.registry and INDEX in booted.registry.problems

@@ -9,6 +9,7 @@ async for event in conv.stream("And times 4?"):     # text deltas, tool calls an
 """
 
 from ..llm import TextDelta
+from ._builtin import register_builtins
 from ._errors import AgentError
 from ._events import (
     AgentEvent,
@@ -22,10 +23,14 @@ from ._events import (
     TurnStarted,
     UsageReport,
 )
+from ._governance import Governance
+from ._history import TURN_WORKFLOW, TurnArgs, turns
+from ._restricted import RestrictedTools
 from ._service import AgentService, Conversation
 from ._toolset import offered_name
 
 __all__ = [
+    "TURN_WORKFLOW",
     "AgentError",
     "AgentEvent",
     "AgentService",
@@ -33,12 +38,17 @@ __all__ = [
     "ApprovalRequested",
     "Conversation",
     "Delegated",
+    "Governance",
+    "RestrictedTools",
     "TextDelta",
     "ToolFinished",
     "ToolStarted",
     "TurnDone",
+    "TurnArgs",
     "TurnFailed",
     "TurnStarted",
     "UsageReport",
     "offered_name",
+    "register_builtins",
+    "turns",
 ]

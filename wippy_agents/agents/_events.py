@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from .. import llm
+from ..durable import register_journal_types
 from ..llm import TextDelta, ToolCall, Usage
 from ..llm._messages import _Frozen
 
@@ -95,3 +97,11 @@ AgentEvent = Annotated[
     Field(discriminator="type"),
 ]
 Delegated.model_rebuild()
+
+# What a turn's steps and result hold, so the journal can store them (tags as `llm.Response`, `agents.Answer`).
+register_journal_types("llm", (
+    llm.SystemMessage, llm.UserMessage, llm.ToolCall, llm.AssistantMessage, llm.ToolResultMessage,
+    llm.ToolDefinition, llm.Usage, llm.Response, llm.TextDelta, llm.ToolCallStart, llm.ToolCallDelta,
+    llm.ResponseDone))
+register_journal_types("agents", (
+    Answer, TurnStarted, ToolStarted, ToolFinished, ApprovalRequested, UsageReport, Delegated, TurnDone, TurnFailed))

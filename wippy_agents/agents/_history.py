@@ -2,23 +2,31 @@
 
 Each turn is a durable task of the `wippy:agent_turn` workflow whose result holds
 the turn's messages, so the history is exactly what the journal says happened.
+The state's `ConversationStore` only lists the conversations started.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-import duckdb
-
 from ..durable import TaskInfo, TaskManager, TaskStatus
-from ..durable._engine import TERMINAL
 from ..llm import AssistantMessage, ChatMessage, TextDelta, ToolResultMessage
+from ..state import TERMINAL, ConversationInfo, ConversationStore
 from ._events import AgentEvent, Delegated, ToolFinished, ToolStarted, TurnDone, TurnFailed, TurnStarted
 
-log = logging.getLogger("wippy_agents.agents")
+__all__ = [
+    "DELEGATE_TASK_PREFIX",
+    "TURN_WORKFLOW",
+    "ConversationInfo",
+    "TurnArgs",
+    "conversations",
+    "delegate_conversation",
+    "delegate_task_id",
+    "history",
+    "turn_events",
+    "turns",
+]
 
 TURN_WORKFLOW = "wippy:agent_turn"
 
@@ -34,32 +42,6 @@ class TurnArgs(NamedTuple):
     chain: list[str]  # the agents that delegated down to this one, outermost first
 
 
-class ConversationInfo(NamedTuple):
-    id: str
-    agent: str
-    started: datetime
-
-
-class ConversationStore:
-    """The conversations table (for listing them); their turns are tasks in the journal."""
-
-    def __init__(self, db: duckdb.DuckDBPyConnection) -> None:
-        self.db = db
-
-    def register(self, conversation: str, agent: str) -> None:
-        """Note the conversation for listing; a state file that refuses the write only leaves it unlisted."""
-        try:
-            self.db.execute("INSERT INTO conversations VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                            [conversation, agent, datetime.now(UTC)])
-        except (duckdb.Error, OSError) as error:
-            log.warning("conversation %s is not listed: the state file refused it (%s)", conversation, error)
-
-    def list(self) -> list[ConversationInfo]:
-        """Every conversation ever started (delegates' too), newest first."""
-        rows = self.db.execute("SELECT id, agent, created FROM conversations ORDER BY created DESC").fetchall()
-        return [ConversationInfo(*row) for row in rows]
-
-
 def delegate_conversation(parent: str, call_id: str) -> str:
     """The conversation a delegate agent holds for one tool call of conversation `parent`."""
     return f"{parent}.{call_id}"
@@ -71,6 +53,12 @@ DELEGATE_TASK_PREFIX = "delegate:"
 def delegate_task_id(parent: str, call_id: str) -> str:
     """The delegate's turn task for that tool call: fixed, so a replayed parent finds it instead of asking again."""
     return f"{DELEGATE_TASK_PREFIX}{parent}:{call_id}"
+
+
+def conversations(store: ConversationStore, tasks: TaskManager) -> list[ConversationInfo]:
+    """The conversations people had, newest first: those with a turn, delegates' left out (a UI lists them)."""
+    return [info for info in store.list()
+            if (first := turns(tasks, info.agent, info.id)[:1]) and not first[0].id.startswith(DELEGATE_TASK_PREFIX)]
 
 
 def turns(tasks: TaskManager, agent: str, conversation: str) -> list[TaskInfo]:

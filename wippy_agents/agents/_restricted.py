@@ -15,8 +15,7 @@ from typing import Any
 
 import jsonschema
 
-from ..registry import Entry
-from ..registry._kinds import ToolExample, ToolSpec
+from ..registry import Entry, ToolExample, ToolSpec
 from ..sandbox import Sandbox, SandboxError
 from ..tools import ToolArgumentsError
 

@@ -21,21 +21,18 @@ from .._runtime.node import current_process
 from .._runtime.secrets import Redactor
 from .._runtime.types import DOWN, Pid, describe
 from ..durable import StateUnavailable, TaskContext, TaskFailed, TaskInfo, TaskManager
-from ..durable._engine import TERMINAL
 from ..llm import Model, ToolCall, UsageLedger, default_model_spec, load_model
-from ..registry import Registry, RegistryView
-from ..registry._kinds import AgentSpec, ModelSpec
+from ..registry import AgentSpec, ModelSpec, Registry, RegistryView
+from ..state import TERMINAL, ConversationInfo, ConversationStore
 from ..supervisor import ChildSpec, Supervisor, SupervisorError
 from ._builtin import register_builtins
 from ._errors import AgentError
 from ._events import AgentEvent, Answer, TurnDone, TurnFailed, TurnStarted
 from ._governance import Governance
 from ._history import (
-    DELEGATE_TASK_PREFIX,
     TURN_WORKFLOW,
-    ConversationInfo,
-    ConversationStore,
     TurnArgs,
+    conversations,
     delegate_conversation,
     delegate_task_id,
     history,
@@ -212,9 +209,7 @@ class AgentService:
 
     def conversations(self) -> list[ConversationInfo]:
         """The conversations people had, newest first: those with a turn, delegates' left out (a UI lists them)."""
-        return [info for info in self.store.list()
-                if (first := turns(self.tasks, info.agent, info.id)[:1])
-                and not first[0].id.startswith(DELEGATE_TASK_PREFIX)]
+        return conversations(self.store, self.tasks)
 
     def turn_events(self, info: TaskInfo) -> list[AgentEvent]:
         """The events a past turn streamed, rebuilt from the journal (a UI shows it as it showed it live)."""

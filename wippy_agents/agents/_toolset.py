@@ -24,8 +24,7 @@ from .._runtime.text import clean_text
 from ..llm import ToolCall, ToolDefinition, ToolResultMessage
 from ..llm._messages import RAW_ARGUMENTS_KEY
 from ..policy import ApprovalPending
-from ..registry import Entry, EntryChange, Problem, Registry, RegistryView
-from ..registry._kinds import AgentSpec, KindSpec, ToolSpec
+from ..registry import AgentSpec, Entry, EntryChange, KindSpec, Problem, Registry, RegistryView, ToolSpec
 from ..sandbox import ResourceLimit, SandboxError
 from ..tools import ToolArgumentsError, ToolBusy, ToolContext
 from ._errors import AgentError

@@ -28,7 +28,7 @@ from ..llm import (
     Usage,
     UserMessage,
 )
-from ..registry._kinds import AgentSpec, PromptSpec
+from ..registry import AgentSpec, PromptSpec
 from ..sandbox import SandboxError
 from ..tools import ToolContext
 from ._errors import AgentError

@@ -3,17 +3,18 @@
 Boot order, each step needing only the ones before it:
 
 1. the control port claims the app (a clear error if a node already runs it),
-2. the folder: settings, the state file, the registry loaded from the files,
-3. the services, each handed what it needs: the task manager, policies, audit,
-   approvals (which signal tasks through the task manager), the agent service
-   (which registers its turn workflow on the task manager),
+2. the folder: settings, the state (its journal copied in), the registry loaded from the files,
+3. the services, each handed what it needs: the task manager (the state's journal),
+   policies, audit and approvals (their stores; approvals signal tasks through the
+   task manager), the agent service (the conversations' store; it registers its turn
+   workflow on the task manager),
 4. the processes: the `wippy:system` supervisor (file watcher, conversations)
    and the registry's auto-start supervision trees,
 5. recovery of every unfinished task, before any new work,
 6. the control port listens: the CLI reaches the app from here on.
 
 Shutdown runs the other way: the port closes, the processes stop, the sandbox
-workers stop, the journal writes what it holds, the state file closes.
+workers stop, the state closes (the journal writes what it holds first).
 """
 
 from __future__ import annotations
@@ -32,15 +33,11 @@ from .._runtime.node import Node, ProcessInfo
 from .._runtime.proc import ProcessFn
 from .._runtime.pubsub import Subscribers
 from .._runtime.secrets import Redactor
-from ..agents import AgentService, Conversation
-from ..agents._governance import Governance
-from ..agents._history import TURN_WORKFLOW, ConversationStore
-from ..agents._restricted import RestrictedTools
+from ..agents import TURN_WORKFLOW, AgentService, Conversation, Governance, RestrictedTools
 from ..durable import TaskManager
 from ..errors import UsageError
 from ..policy import Approvals, Audit, Policies, ToolHealth
-from ..registry import Registry
-from ..registry._kinds import ModelSpec, SupervisorSpec
+from ..registry import ModelSpec, Registry, SupervisorSpec
 from ..supervisor import ChildSpec, Supervisor
 from ._config import AppConfig
 from ._folder import AppFolder
@@ -124,7 +121,9 @@ class App:
         try:
             if self.control is not None:
                 await self.control.claim()
-            self._folder = AppFolder(self.root, node=self.node)
+            self.redactor = Redactor.from_environment(os.environ)
+            """Secret values from the environment, kept out of the state, the log and what agents read."""
+            self._folder = AppFolder(self.root, node=self.node, redactor=self.redactor)
             self._start_services(self._folder)
             self._start_processes()
             await self.watcher_ready()
@@ -142,23 +141,21 @@ class App:
         await self._shut_down()
 
     def _start_services(self, folder: AppFolder) -> None:
-        registry, db = folder.registry, folder.db
-        key_names = [spec.api_key_env for entry in registry.find(kind="model")
-                     if isinstance(spec := registry.spec(entry.id), ModelSpec) and spec.api_key_env]
-        self.redactor = Redactor.from_environment(os.environ, also=key_names)
-        """Secret values from the environment, kept out of the state, the log and what agents read."""
+        registry, state = folder.registry, folder.state
+        self.redactor.add(os.environ[spec.api_key_env] for entry in registry.find(kind="model")
+                          if isinstance(spec := registry.spec(entry.id), ModelSpec) and spec.api_key_env
+                          and spec.api_key_env in os.environ)  # the keys the model entries name, whatever they are
         self._log_filter = self.redactor.log_filter()
         for logger in _package_loggers():
             logger.addFilter(self._log_filter)
-        self.tasks = TaskManager(self.node, db, clock=self.wall_clock, registry=registry, log_path=folder.journal_path,
-                                 redact=self.redactor.redact if self.redactor else None)
+        self.tasks = TaskManager(self.node, state.journal, clock=self.wall_clock, registry=registry)
         self.policies = Policies(registry)
         registry.policy = self.policies.check_change
-        self.audit = Audit(db)
-        self.approvals = Approvals(registry, db, self.audit, signal=self.tasks.signal,
+        self.audit = Audit(state.audit)
+        self.approvals = Approvals(registry, state.approvals, self.audit, signal=self.tasks.signal,
                                    subscribers=Subscribers(self.node))
         self.tool_health = ToolHealth(registry, self.policies, self.audit)
-        self.agents = AgentService(self.node, registry, self.tasks, ConversationStore(db),
+        self.agents = AgentService(self.node, registry, self.tasks, state.conversations,
                                    Governance(self.policies, self.audit, self.approvals),
                                    restricted=RestrictedTools(on_outcome=self.tool_health.record),
                                    redactor=self.redactor)
@@ -215,12 +212,8 @@ class App:
                         for logger in _package_loggers():
                             logger.removeFilter(self._log_filter)
                         self._log_filter = None
-                    tasks = getattr(self, "tasks", None)
-                    if tasks is not None:
-                        tasks.close()  # the journal writes what is queued before the file closes
-                        del self.tasks
                     if self._folder is not None:
-                        self._folder.close()
+                        self._folder.close()  # the journal writes what is queued before the file closes
                         self._folder = None
 
     # -- spawning by registry id --------------------------------------------------------------

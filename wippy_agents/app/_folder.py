@@ -9,13 +9,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import duckdb
-
 from .._runtime.node import Node
-from .._state import StateLock, open_state
-from ..agents._builtin import register_builtins
-from ..registry import Registry, RegistryError
-from ..registry._sources import Folders
+from .._runtime.secrets import Redactor
+from ..agents import register_builtins
+from ..registry import Folders, Registry, RegistryError
+from ..state import State, open_state
 from ._config import AppConfig, load_config
 
 __all__ = ["AppFolder"]
@@ -24,10 +22,12 @@ __all__ = ["AppFolder"]
 class AppFolder:
     """Open an app folder: `files_only` reads the sources without the state file (lint, list, show).
 
-    With a `node`, processes on it can subscribe to the registry's changes.
+    With a `node`, processes on it can subscribe to the registry's changes; the
+    `redactor`'s secrets never reach the state.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, files_only: bool = False, node: Node | None = None) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, files_only: bool = False, node: Node | None = None,
+                 redactor: Redactor | None = None) -> None:
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise RegistryError(f"the app folder {root} does not exist")
@@ -35,17 +35,10 @@ class AppFolder:
         sources = self.config.sources
         self.folders = Folders(sources.registry, sources.prompts, sources.tools)
         in_memory = files_only or self.config.state == ":memory:"
-        state = None if in_memory else self.root / self.config.state
-        self._lock = None if state is None else StateLock(state.parent)
+        self.state: State = open_state(None if in_memory else self.root / self.config.state, redactor=redactor)
+        """Every store of the app's state (held by this folder alone until it closes)."""
         try:
-            self.db: duckdb.DuckDBPyConnection = open_state(state)
-        except BaseException:
-            self._release()
-            raise
-        self.journal_path = None if state is None else state.with_name("journal.log")
-        """Where durable rows land first (see `durable._journal`); None for an in-memory state."""
-        try:
-            self.registry = Registry(self.root, self.db, folders=self.folders, node=node)
+            self.registry = Registry(self.root, self.state.versions, folders=self.folders, node=node)
             register_builtins(self.registry)  # their entries; an agent service binds their functions
             self.registry.load()
         except BaseException:
@@ -53,15 +46,7 @@ class AppFolder:
             raise
 
     def close(self) -> None:
-        try:
-            self.db.close()
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        self.state.close()
 
     def __enter__(self) -> AppFolder:
         return self

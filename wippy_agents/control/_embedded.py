@@ -67,7 +67,7 @@ class LightTarget:
 
         if self.folder is None:
             raise ControlError("this op needs the app's state file")
-        return Approvals(self.folder.registry, self.folder.db, Audit(self.folder.db))
+        return Approvals(self.folder.registry, self.folder.state.approvals, Audit(self.folder.state.audit))
 
     async def conversation(self, agent: str, id: str | None = None) -> Conversation:
         raise ControlError("this op needs a running node")
@@ -87,13 +87,9 @@ async def open_embedded(root: Path, needs: Needs) -> AsyncIterator[Target]:
         yield LightTarget(root, None, None)
     else:
         with AppFolder(root, files_only=needs == "files") as folder:
-            tasks = None if needs == "files" else TaskManager(Node("cli"), folder.db, log_path=folder.journal_path,
+            tasks = None if needs == "files" else TaskManager(Node("cli"), folder.state.journal,
                                                                registry=folder.registry)
-            try:
-                yield LightTarget(root, folder, tasks)
-            finally:
-                if tasks is not None:
-                    tasks.close()
+            yield LightTarget(root, folder, tasks)
 
 
 class Embedded:

@@ -23,15 +23,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from .._display import step_json
 from .._runtime.text import clean_data, clean_text
-from .._state import open_state
 from ..agents import Conversation, TurnDone, TurnFailed, TurnStarted
 from ..app import App, load_config
 from ..durable import StepRecord, TaskInfo, TaskManager
-from ..durable._engine import TABLES, TERMINAL
-from ..durable._journal import check_log
 from ..errors import WippyError
 from ..policy import Approvals
 from ..registry import Entry, Registry
+from ..state import TERMINAL, check_journal
 from ._wire import MAX_DEPTH, ControlError, Disconnected, deeper_than, failure, file_problem, to_json
 
 if TYPE_CHECKING:
@@ -290,21 +288,12 @@ async def _state_check(target: Target, emit: Emit, repair: bool = False) -> Any:
     if isinstance(target, App):  # a node has the journal open: look, but do not touch
         if repair:
             raise ControlError(f"the node (pid {os.getpid()}) has the journal open; stop it, then repair")
-        folder = target.folder
-        assert folder.journal_path is not None
-        row = folder.db.execute("SELECT copied_group FROM journal_position").fetchone()
-        return check_log(folder.journal_path, TABLES, int(row[0]) if row else 0)
+        return target.folder.state.journal.check()
     root = target.root
     config = load_config(root)
     if config.state == ":memory:":
         raise ControlError("this app keeps its state in memory (`state: :memory:`): there is no journal to check")
-    state = root / config.state
-    db = open_state(state)  # holding its lock, no node can start on the journal meanwhile
-    try:
-        row = db.execute("SELECT copied_group FROM journal_position").fetchone()
-        return check_log(state.with_name("journal.log"), TABLES, int(row[0]) if row else 0, repair=repair)
-    finally:
-        db.close()
+    return check_journal(root / config.state, repair=repair)
 
 
 @_op("approvals.list", "state")

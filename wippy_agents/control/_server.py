@@ -24,8 +24,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from .._state import StateFileBusy
 from ..app import App
+from ..state import StateFileBusy
 from ._client import ping
 from ._ops import Emit, Needs, Target, dispatch
 from ._paths import alive, pid_path, private_folder, read_pid, remove, socket_path

@@ -15,22 +15,20 @@ result = await node.tasks.result(task_id)
 ```
 """
 
-from ._codec import JournalTypeError
+from ..state import JournalDamaged, StateUnavailable, StepRecord, TaskStatus
+from ._codec import JournalTypeError, dumps, loads, register_journal_types
 from ._engine import (
     NondeterminismError,
     StepError,
-    StepRecord,
     TaskCancelled,
     TaskContext,
     TaskFailed,
     TaskInfo,
     TaskManager,
     TaskNotFound,
-    TaskStatus,
     idempotency_key,
     workflow,
 )
-from ._journal import JournalDamaged, StateUnavailable
 
 __all__ = [
     "JournalDamaged",
@@ -46,6 +44,9 @@ __all__ = [
     "TaskManager",
     "TaskNotFound",
     "TaskStatus",
+    "dumps",
     "idempotency_key",
+    "loads",
+    "register_journal_types",
     "workflow",
 ]

@@ -2,40 +2,34 @@
 
 Never pickle and never import by name: a tag names a type from a fixed table of
 this project's models, so a journal written by anyone cannot make the node
-construct anything else.
+construct anything else. The layers above put their models in the table
+(`register_journal_types`): the engine knows none of them.
 """
 
 from __future__ import annotations
 
-import functools
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel
 
 from .._runtime.text import clean_text, is_clean
-from ..errors import UsageError
+from ..errors import ArgumentError, UsageError
 
 TAG = "__wippy__"
 
-@functools.cache
-def _types() -> dict[str, type[BaseModel]]:
-    """The tagged types: the public models of the LLM and agents layers (built on first use)."""
-    from ..agents import _events
-    from ..llm import _messages
-
-    return {
-        f"{module.__name__.rsplit('.', 2)[-2]}.{name}": cls
-        for module in (_messages, _events)
-        for name, cls in vars(module).items()
-        if isinstance(cls, type) and issubclass(cls, BaseModel) and cls.__module__ == module.__name__
-        and not name.startswith("_")
-    }
+_TYPES: dict[str, type[BaseModel]] = {}
+_NAMES: dict[type[BaseModel], str] = {}
 
 
-@functools.cache
-def _names() -> dict[type[BaseModel], str]:
-    return {cls: name for name, cls in _types().items()}
+def register_journal_types(layer: str, models: Iterable[type[BaseModel]]) -> None:
+    """Let step results hold `models`, tagged `<layer>.<class name>` (the tags are stored: never rename them)."""
+    for model in models:
+        tag = f"{layer}.{model.__name__}"
+        if _TYPES.get(tag, model) is not model:
+            raise ArgumentError(f"two journal types would share the tag {tag!r}")
+        _TYPES[tag], _NAMES[model] = model, tag
 
 
 class JournalTypeError(UsageError, TypeError):
@@ -47,7 +41,7 @@ def encode(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, BaseModel):
-        name = _names().get(type(value))
+        name = _NAMES.get(type(value))
         if name is None:
             raise JournalTypeError(f"the journal stores JSON data and wippy types, not {type(value).__qualname__}; "
                                    "return its .model_dump() instead")
@@ -73,9 +67,10 @@ def decode(data: Any) -> Any:
             return {key: decode(item) for key, item in data.items()}
         if tag == "dict":
             return {key: decode(item) for key, item in data["value"].items()}
-        cls = _types().get(tag)
+        cls = _TYPES.get(tag)
         if cls is None:
-            raise JournalTypeError(f"the journal holds an unknown type tag {tag!r}")
+            raise JournalTypeError(f"the journal holds the type tag {tag!r}, which no loaded module registered "
+                                   "(the agents layer registers the llm and agents types: import wippy_agents.agents)")
         return cls.model_validate(data["value"])
     return data
 
@@ -90,4 +85,5 @@ def dumps(value: Any) -> str:
 
 
 def loads(text: str | None) -> Any:
+    """The value `dumps` stored (None for None); tagged values come back as the registered types."""
     return None if text is None else decode(json.loads(text))

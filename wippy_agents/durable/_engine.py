@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import enum
 import inspect
 import logging
 import time
@@ -20,49 +19,47 @@ from collections import ChainMap
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
-
-import duckdb
+from typing import TYPE_CHECKING, Any
 
 from .._runtime.node import current_process
 from .._runtime.types import SHUTDOWN, describe
 from ..errors import ArgumentError, RunError, UsageError
+from ..state import (
+    TERMINAL,
+    JournalStore,
+    Note,
+    SignalRecord,
+    StateUnavailable,
+    StepRecord,
+    TaskEvent,
+    TaskRow,
+    TaskStatus,
+    TaskSummary,
+)
 from ._codec import dumps, loads
-from ._journal import Journal, StateUnavailable, Table
 
 if TYPE_CHECKING:
     from .._runtime.node import Node
     from ..registry import Registry, RegistryView
 
+__all__ = [
+    "MAX_CRASHED_STARTS",
+    "MAX_RECOVERIES",
+    "TERMINAL",
+    "WORKFLOWS",
+    "NondeterminismError",
+    "StepError",
+    "TaskCancelled",
+    "TaskContext",
+    "TaskFailed",
+    "TaskInfo",
+    "TaskManager",
+    "idempotency_key",
+    "workflow",
+]
+
 log = logging.getLogger("wippy_agents.durable")
 
-TABLES = (
-    Table("tasks", ("id", "workflow", "args", "registry_version", "created"), frozenset({"args"}),
-          frozenset({"created"})),
-    Table("task_events", ("task", "time", "status", "detail"), frozenset({"detail"}), frozenset({"time"})),
-    Table("task_steps", ("task", "seq", "name", "ok", "result", "error", "started", "seconds"), frozenset({"result"}),
-          frozenset({"started"})),
-    Table("task_signals", ("task", "id", "name", "payload", "time"), frozenset({"payload"}), frozenset({"time"})),
-)
-
-class TaskStatus(enum.StrEnum):
-    """Where a task is; journaled as its events, so it survives restarts."""
-
-    RUNNING = "running"
-    RECOVERING = "recovering"  # being resumed from its journal after a restart
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    NEEDS_ATTENTION = "needs_attention"  # parked by recovery: `wippy tasks resume` tries it again
-
-
-FINISHED = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
-TERMINAL = FINISHED | {TaskStatus.NEEDS_ATTENTION}
-
-CANCEL_REQUESTED, UPGRADED, STEP_STARTED, RESUMED = "cancel_requested", "upgraded", "step_started", "resumed"
-NOTES = (UPGRADED, CANCEL_REQUESTED, STEP_STARTED, RESUMED)
-"""Events that note something about a task without changing its status."""
 MAX_RECOVERIES = 3
 """A task that fails to make progress over this many recoveries is parked as `needs_attention`."""
 MAX_CRASHED_STARTS = 2
@@ -118,16 +115,6 @@ class StepError(RunError):
 
 class TaskFailed(RunError):
     """`tasks.result()` of a task that failed, was cancelled or needs attention."""
-
-
-class StepRecord(NamedTuple):
-    seq: int
-    name: str
-    ok: bool
-    result: str | None
-    error: str | None
-    started: datetime
-    seconds: float
 
 
 @dataclass
@@ -329,25 +316,17 @@ class _Task:
     detail: Any = None
     cancel_requested: bool = False
 
+    @classmethod
+    def of(cls, summary: TaskSummary) -> _Task:
+        """The task as the journal's latest events leave it."""
+        return cls(summary.id, summary.workflow, loads(summary.args), summary.registry_version, summary.created,
+                   summary.status, loads(summary.detail), summary.cancel_requested)
+
 
 def _group_key(workflow_id: str, args: list[Any]) -> tuple[str, Any, Any] | None:
     if len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
         return workflow_id, args[0], args[1]
     return None
-
-
-_LOAD = """
-SELECT t.id, t.workflow, t.args,
-       coalesce((SELECT CAST(json_extract(u.detail, '$.registry_version') AS BIGINT) FROM task_events u
-                 WHERE u.task = t.id AND u.status = 'upgraded' ORDER BY u.time DESC, u.rowid DESC LIMIT 1),
-                t.registry_version),
-       t.created, e.status, e.detail,
-       EXISTS (SELECT 1 FROM task_events c WHERE c.task = t.id AND c.status = 'cancel_requested')
-FROM tasks t LEFT JOIN (
-    SELECT task, status, detail, row_number() OVER (PARTITION BY task ORDER BY time DESC, rowid DESC) AS n
-    FROM task_events WHERE status NOT IN ({notes})) e ON e.task = t.id AND e.n = 1
-ORDER BY t.created, t.rowid
-""".format(notes=", ".join(f"'{note}'" for note in NOTES))
 
 
 class TaskManager:
@@ -357,16 +336,16 @@ class TaskManager:
     the node runs the journal is only written (steps are read back when a task resumes).
     """
 
-    def __init__(self, node: Node, db: duckdb.DuckDBPyConnection, *, clock: Callable[[], float] = time.time,
-                 registry: Registry | None = None, log_path: Path | None = None,
-                 redact: Callable[[str], str] | None = None) -> None:
+    def __init__(self, node: Node, journal: JournalStore, *, clock: Callable[[], float] = time.time,
+                 registry: Registry | None = None) -> None:
         self.node = node
         """The runtime that hosts each running task as a process."""
-        self.db = db
+        self.journal = journal
+        """Where the tasks' rows are kept (the app's state opens it, and closes it after the node stops)."""
         self.clock = clock
         self.registry = registry
         """Entries a task reads as of the registry version it started on (none: every task is on version 0)."""
-        self.journal = Journal(db, TABLES, log_path, on_recovered=self._storage_recovered, redact=redact)
+        journal.on_writable(self._storage_recovered)
         self.workflows: ChainMap[str, Workflow] = ChainMap({}, WORKFLOWS)
         """This manager's workflows: those registered on it, then every `@workflow`."""
         self._running: dict[str, _Running] = {}
@@ -375,18 +354,14 @@ class TaskManager:
         """Tasks stopped because the journal could not write; they resume when it can again."""
         self._tasks: dict[str, _Task] = {}
         self._groups: dict[tuple[str, Any, Any], list[str]] = {}  # (workflow, args[0], args[1]) -> task ids
-        for row in db.execute(_LOAD).fetchall():
-            self._add(_Task(row[0], row[1], loads(row[2]), int(row[3]), row[4], TaskStatus(row[5] or TaskStatus.RUNNING), loads(row[6]),
-                            bool(row[7])))
+        for summary in journal.tasks():
+            self._add(_Task.of(summary))
 
     def _add(self, state: _Task) -> None:
         self._tasks[state.id] = state
         key = _group_key(state.workflow, state.args)
         if key is not None:
             self._groups.setdefault(key, []).append(state.id)
-
-    def close(self) -> None:
-        self.journal.close()
 
     def register(self, workflow_id: str, fn: Workflow) -> None:
         """Offer `fn` as workflow `workflow_id` on this manager only (bound to what it needs, say with a partial)."""
@@ -404,18 +379,22 @@ class TaskManager:
 
     async def record_step(self, task: str, seq: int, name: str, ok: bool, result: str | None, error: str | None,
                           started: datetime, seconds: float) -> None:
-        await self.journal.append("task_steps", (task, seq, name, ok, result, error, started, seconds))
+        await self.journal.append([StepRecord(task, seq, name, ok, result, error, started, seconds)])
 
     async def mark_started(self, task: str, seq: int, name: str) -> None:
-        await self._event(task, "step_started", {"seq": seq, "name": name})
+        await self._event(task, Note.STEP_STARTED, {"seq": seq, "name": name})
 
-    def _event(self, task: str, status: str, detail: Any = None) -> asyncio.Future[None]:
+    def _event(self, task: str, status: TaskStatus | Note, detail: Any = None) -> asyncio.Future[None]:
+        return self.journal.append([self._noted(task, status, detail)])
+
+    def _noted(self, task: str, status: TaskStatus | Note, detail: Any = None) -> TaskEvent:
+        """The event's row, its change already made to the task in memory."""
         state = self._tasks[task]
-        if status == CANCEL_REQUESTED:
+        if status == Note.CANCEL_REQUESTED:
             state.cancel_requested = True
-        elif status not in NOTES:  # a note is not a state: an upgrade's version is replayed from it at boot
-            state.status, state.detail = TaskStatus(status), detail
-        return self.journal.append("task_events", (task, self.now(), status, dumps(detail)))
+        elif isinstance(status, TaskStatus):  # a note is not a state: an upgrade's version is replayed from it at boot
+            state.status, state.detail = status, detail
+        return TaskEvent(task, self.now(), status, dumps(detail))
 
     def _note(self, future: asyncio.Future[None]) -> None:
         """A journal write nobody awaits: its failure (the disk refused it) is the journal's to report."""
@@ -446,7 +425,7 @@ class TaskManager:
                 return task_id
             parked = self._parked_for_stalling(existing)
             if parked:  # asking for it by id is a person's "try again"
-                await self._event(task_id, RESUMED)
+                await self._event(task_id, Note.RESUMED)
             if parked or existing.status not in TERMINAL:
                 await self._resume(task_id)
             return task_id
@@ -455,8 +434,8 @@ class TaskManager:
         self._add(_Task(task_id, workflow_id, list(args), version, now, TaskStatus.RUNNING))
         # Not awaited: until its first step commits (in the same group or a later one) a task that is lost
         # in a crash had done nothing, so nothing is repeated or lost.
-        self._note(self.journal.append("tasks", (task_id, workflow_id, dumps(list(args)), version, now)))
-        self._note(self._event(task_id, TaskStatus.RUNNING))
+        self._note(self.journal.append([TaskRow(task_id, workflow_id, dumps(list(args)), version, now),
+                                        self._noted(task_id, TaskStatus.RUNNING)]))
         self._launch(self._tasks[task_id], {}, [])
         return task_id
 
@@ -548,7 +527,7 @@ class TaskManager:
         """Deliver a signal durably: a task waiting for it wakes; one not yet waiting finds it later."""
         self._task(task_id)
         signal = _Signal(uuid.uuid4().hex[:12], name, payload)
-        await self.journal.append("task_signals", (task_id, signal.id, name, dumps(payload), self.now()))
+        await self.journal.append([SignalRecord(task_id, signal.id, name, dumps(payload), self.now())])
         running = self._running.get(task_id)
         if running is not None:
             running.ctx._signals.append(signal)
@@ -558,7 +537,7 @@ class TaskManager:
         """Move a task to the current registry version (from its next read of an entry on); returns it."""
         state = self._task(task_id)
         version = self._registry_version()
-        await self._event(task_id, UPGRADED, {"registry_version": version})
+        await self._event(task_id, Note.UPGRADED, {"registry_version": version})
         state.registry_version = version
         running = self._running.get(task_id)
         if running is not None:
@@ -569,7 +548,7 @@ class TaskManager:
         """Record the cancel and stop the task: a step in progress is interrupted, a sleep or wait ends at once."""
         if self._task(task_id).status in TERMINAL:
             return
-        await self._event(task_id, CANCEL_REQUESTED)
+        await self._event(task_id, Note.CANCEL_REQUESTED)
         running = self._running.get(task_id)
         if running is not None:
             running.ctx.cancelled = True
@@ -578,32 +557,18 @@ class TaskManager:
 
     # -- retention ------------------------------------------------------------------------------
 
-    def prune(self, older_than: float, *, keep_workflows: tuple[str, ...] = (), batch: int = 500) -> int:
+    def prune(self, older_than: float, *, keep_workflows: tuple[str, ...] = ()) -> int:
         """Delete finished tasks whose last event is older than `older_than` seconds; returns how many.
 
-        Deleted in batches (short transactions beside the journal's writer), then
-        `CHECKPOINT` so the file gives the space back. Tasks of `keep_workflows`
-        are kept (a conversation's turns are its history).
+        Tasks of `keep_workflows` are kept (a conversation's turns are its history).
         """
         cutoff = datetime.fromtimestamp(self.clock() - older_than, UTC)
-        self.journal.flush()
-        rows = self.db.execute("SELECT task FROM task_events GROUP BY task HAVING max(time) < ?", [cutoff]).fetchall()
-        doomed = [task for (task,) in rows if (state := self._tasks.get(task)) is not None
-                  and state.status in FINISHED and state.workflow not in keep_workflows and task not in self._running]
-        for start in range(0, len(doomed), batch):
-            ids = doomed[start : start + batch]
-            self.db.execute("BEGIN")
-            for table, column in (("task_steps", "task"), ("task_signals", "task"), ("task_events", "task"),
-                                  ("tasks", "id")):
-                self.db.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT unnest(?))", [ids])
-            self.db.execute("COMMIT")
+        doomed = self.journal.prune(cutoff, keep_workflows=keep_workflows, keep_tasks=list(self._running))
         for task in doomed:
             state = self._tasks.pop(task)
             key = _group_key(state.workflow, state.args)
             if key is not None:
                 self._groups[key].remove(task)
-        if doomed:
-            self.db.execute("CHECKPOINT")
         return len(doomed)
 
     # -- recovery ---------------------------------------------------------------------------
@@ -615,14 +580,14 @@ class TaskManager:
         one commit, so recovering a thousand tasks costs about what one does.
         """
         waiting = []
-        for state in self._tasks.values():
-            if state.status in TERMINAL or state.id in self._running:
+        for summary in self.journal.tasks(unfinished=True):
+            if summary.id in self._running:
                 continue
-            if state.workflow not in self.workflows:  # a node that loads that code will resume it
-                log.warning("task %s waits: its workflow %r is not registered in this process", state.id,
-                            state.workflow)
+            if summary.workflow not in self.workflows:  # a node that loads that code will resume it
+                log.warning("task %s waits: its workflow %r is not registered in this process", summary.id,
+                            summary.workflow)
                 continue
-            waiting.append(state.id)
+            waiting.append(summary.id)
         return await self._resume_all(waiting)
 
     @staticmethod
@@ -641,44 +606,23 @@ class TaskManager:
     async def _resume_all(self, task_ids: list[str]) -> list[str]:
         if not task_ids:
             return []
-        self.journal.flush()
-        stalled = dict(self.db.execute(
-            """SELECT e.task, count(*) FROM task_events e WHERE e.task IN (SELECT unnest(?)) AND e.status = 'recovering'
-               AND e.time > greatest(
-                   coalesce((SELECT max(started) FROM task_steps s WHERE s.task = e.task), '-infinity'::TIMESTAMPTZ),
-                   coalesce((SELECT max(time) FROM task_events r WHERE r.task = e.task AND r.status = 'resumed'),
-                            '-infinity'::TIMESTAMPTZ))
-               GROUP BY e.task""", [task_ids]).fetchall())
-        crashed = {task: (seq, name) for task, seq, name in self.db.execute(
-            """SELECT e.task, CAST(json_extract(e.detail, '$.seq') AS INTEGER) AS seq,
-                      any_value(json_extract_string(e.detail, '$.name'))
-               FROM task_events e WHERE e.task IN (SELECT unnest(?)) AND e.status = 'step_started'
-               AND e.time > coalesce((SELECT max(time) FROM task_events r WHERE r.task = e.task
-                                      AND r.status = 'resumed'), '-infinity'::TIMESTAMPTZ)
-               AND NOT EXISTS (SELECT 1 FROM task_steps s WHERE s.task = e.task
-                               AND s.seq = CAST(json_extract(e.detail, '$.seq') AS INTEGER))
-               GROUP BY e.task, seq HAVING count(*) >= ?""", [task_ids, MAX_CRASHED_STARTS]).fetchall()}
-        steps: dict[str, dict[int, StepRecord]] = {task_id: {} for task_id in task_ids}
-        for row in self.db.execute(
-                """SELECT task, seq, name, ok, result, error, started, seconds FROM task_steps
-                   WHERE task IN (SELECT unnest(?)) ORDER BY task, seq, rowid""", [task_ids]).fetchall():
-            steps[row[0]][row[1]] = StepRecord(*row[1:])
-        signals: dict[str, list[_Signal]] = {task_id: [] for task_id in task_ids}
-        for task, signal_id, name, payload in self.db.execute(
-                """SELECT task, id, name, payload FROM task_signals WHERE task IN (SELECT unnest(?))
-                   ORDER BY time, rowid""", [task_ids]).fetchall():
-            signals[task].append(_Signal(signal_id, name, loads(payload)))
+        held = [lease.task for lease in self.journal.claim(task_ids, self.node.name)]
+        for task_id in sorted(set(task_ids) - set(held)):
+            log.warning("task %s is not resumed here: another node holds it", task_id)
+        recoveries = self.journal.recovery(held)
         notes, resumed = [], []
-        for task_id in task_ids:
-            if task_id in crashed:
-                seq, name = crashed[task_id]
+        for task_id in held:
+            recovery = recoveries[task_id]
+            crashed = [start for start in recovery.unfinished_starts if start.times >= MAX_CRASHED_STARTS]
+            if crashed:
+                seq, name, _ = crashed[-1]
                 error = (f"step {seq} ({name}) was running each of the last {MAX_CRASHED_STARTS} times the node "
                          f"stopped without finishing it: it may be what stops the node. Look at it, then run "
                          f"`wippy tasks resume {task_id}` to try again or `wippy tasks cancel {task_id}`")
                 log.error("task %s: %s", task_id, error)
                 notes.append(self._event(task_id, TaskStatus.NEEDS_ATTENTION,
                                          {"error": error, "parked": "crashed_node"}))
-            elif stalled.get(task_id, 0) >= MAX_RECOVERIES:
+            elif recovery.stalls >= MAX_RECOVERIES:
                 log.error("task %s made no progress over %d recoveries; parking it as needs_attention", task_id,
                           MAX_RECOVERIES)
                 notes.append(self._event(task_id, TaskStatus.NEEDS_ATTENTION, {
@@ -688,17 +632,12 @@ class TaskManager:
                 resumed.append(task_id)
         await asyncio.gather(*notes)
         for task_id in resumed:
-            self._launch(self._tasks[task_id], steps[task_id], signals[task_id])
+            recovery = recoveries[task_id]
+            self._launch(self._tasks[task_id], {step.seq: step for step in recovery.steps},
+                         [_Signal(s.id, s.name, loads(s.payload)) for s in recovery.signals])
         return resumed
 
     # -- reading ----------------------------------------------------------------------------
-
-    def _steps(self, task_id: str) -> list[StepRecord]:
-        self.journal.flush()
-        rows = self.db.execute(
-            """SELECT seq, name, ok, result, error, started, seconds FROM task_steps WHERE task = ?
-               ORDER BY seq, rowid""", [task_id]).fetchall()
-        return [StepRecord(*row) for row in rows]
 
     def status(self, task_id: str) -> TaskStatus:
         status = self._task(task_id).status
@@ -708,7 +647,7 @@ class TaskManager:
         """A task with its status, result or error (and its steps, read from the journal)."""
         state = self._task(task_id)
         info = TaskInfo(task_id, state.workflow, self.status(task_id), state.created, state.registry_version,
-                        state.args, steps=self._steps(task_id) if steps else [])
+                        state.args, steps=self.journal.steps(task_id) if steps else [])
         if isinstance(state.detail, dict):
             info.result, info.error = state.detail.get("result"), state.detail.get("error")
             info.error_kind = state.detail.get("kind")

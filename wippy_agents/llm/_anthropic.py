@@ -23,7 +23,7 @@ import anthropic
 import httpx2
 from anthropic.types import Message
 
-from ..registry._kinds import Pricing
+from ..registry import Pricing
 from ._anthropic_format import StreamAssembler, request_params, response
 from ._api import APIModel
 from ._errors import (

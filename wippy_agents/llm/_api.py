@@ -18,7 +18,7 @@ from typing import Protocol
 import httpx2
 
 from .._runtime.text import clean_text
-from ..registry._kinds import Pricing
+from ..registry import Pricing
 from ._errors import InvalidResponseError, ModelConnectionError, ModelError, ModelTimeoutError
 from ._messages import Response
 from ._model import Model, Settings

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from ..registry._kinds import ModelSpec
+from ..registry import ModelSpec
 from ._errors import MissingAPIKeyError
 from ._model import Model, Settings
 from ._offline import OfflineModel

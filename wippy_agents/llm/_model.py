@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
 
 from ..errors import ArgumentError
-from ..registry._kinds import Pricing
+from ..registry import Pricing
 from . import _guard
 from ._errors import InvalidResponseError, ModelError, ModelTimeoutError, scrub
 from ._messages import ChatMessage, Response, ResponseDone, StreamEvent, ToolDefinition, clean

@@ -19,7 +19,7 @@ import httpx2
 import openai
 from openai.types.chat import ChatCompletion
 
-from ..registry._kinds import Pricing
+from ..registry import Pricing
 from ._api import APIModel
 from ._errors import (
     BadRequestError,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from ..registry._kinds import Pricing
+from ..registry import Pricing
 from ._messages import Response, Usage
 
 

@@ -2,7 +2,7 @@
 
 Entries load from the app's files (`registry/**/_index.yaml`, `prompts/`,
 `tools/`), hot-reload when a file changes, commit as numbered versions kept in
-the app's DuckDB state file, and reach subscribed processes as messages.
+the app's state (`wippy_agents.state`), and reach subscribed processes as messages.
 
 ```python
 node.registry.get("app.db:postgres")
@@ -12,6 +12,7 @@ node.registry.history("tools.weather:forecast"); node.registry.rollback(version)
 ```
 """
 
+from ..state import Version
 from ._diff import change_diff, entry_yaml
 from ._entry import Change, Delete, Entry, EntryNotFound, Problem, RegistryError, check_id
 from ._kinds import (
@@ -32,7 +33,7 @@ from ._kinds import (
 )
 from ._registry import PolicyHook, Registry, RegistryEvent, RegistryView
 from ._sources import Folders, Origin
-from ._store import EntryChange, Version
+from ._store import EntryChange
 
 __all__ = [
     "KINDS",

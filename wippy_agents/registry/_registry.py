@@ -2,7 +2,7 @@
 
 A changeset is checked as a whole (each entry by its kind, each change by the
 policy hook, every reference in the resulting state) and then written through
-to the files, recorded durably in DuckDB, swapped into memory and announced to
+to the files, recorded durably in the app's state, swapped into memory and announced to
 subscribed processes, in that order. Nothing of a rejected changeset happens.
 """
 
@@ -20,8 +20,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
-
-import duckdb
 
 from .._runtime.proc import ProcessFn
 from .._runtime.pubsub import Subscribers
@@ -44,10 +42,11 @@ from ._sources import (
     scan,
     source_kind,
 )
-from ._store import EntryChange, Version, VersionStore
+from ._store import EntryChange, record, recorded_entries, state_at
 
 if TYPE_CHECKING:
     from .._runtime.node import Node
+    from ..state import Version, VersionStore
 
 log = logging.getLogger("wippy_agents.registry")
 
@@ -94,12 +93,13 @@ class Registry:
     """Entries from an app folder, versioned in its state file; see `wippy_agents.registry`."""
 
     def __init__(
-        self, root: Path, db: duckdb.DuckDBPyConnection, *, folders: Folders | None = None, node: Node | None = None
+        self, root: Path, versions: VersionStore, *, folders: Folders | None = None, node: Node | None = None
     ) -> None:
         self.root = root.resolve()
         self.folders = folders or Folders()
         self._subscribers: Subscribers[_Interest] | None = None if node is None else Subscribers(node)
-        self.store = VersionStore(db)
+        self.versions = versions
+        """Where committed versions are kept (the app's state)."""
         self.writer = FileWriter(self.root, self.folders)
         self.policy: PolicyHook | None = None
         self.validators: list[Validator] = []
@@ -167,7 +167,7 @@ class Registry:
             return self
         view = self._views.get(version)
         if view is None:
-            state = self.store.state_at(version, self._entries)
+            state = state_at(self.versions, version, self._entries)
             view = self._views[version] = RegistryView(self, version, self._builtins | state)
         return view
 
@@ -241,7 +241,7 @@ class Registry:
         """
         if not 0 <= version <= self.version:
             raise RegistryError(f"there is no version {version}; the latest is {self.version}")
-        target = self.store.state_at(version, self._entries)
+        target = state_at(self.versions, version, self._entries)
         changes = []
         skipped = []
         for entry_id in sorted(set(target) | set(self._entries)):
@@ -266,15 +266,15 @@ class Registry:
 
     def history(self, entry_id: str | None = None) -> list[Version]:
         """Committed versions, oldest first; only those that changed `entry_id` when given."""
-        return self.store.history(entry_id)
+        return self.versions.history(entry_id)
 
     def diff(self, v1: int, v2: int) -> list[EntryChange]:
         """What changed between the states as of `v1` and `v2`, by entry id."""
         for v in (v1, v2):
             if not 0 <= v <= self.version:
                 raise RegistryError(f"there is no version {v}; the latest is {self.version}")
-        a = self.store.state_at(v1, self._entries)
-        b = self.store.state_at(v2, self._entries)
+        a = state_at(self.versions, v1, self._entries)
+        b = state_at(self.versions, v2, self._entries)
         return [
             EntryChange(entry_id, a.get(entry_id), b.get(entry_id))
             for entry_id in sorted(set(a) | set(b))
@@ -377,10 +377,10 @@ class Registry:
             placed.update(written)
             for file in {self.writer.target(c.entry, self._origins.get(c.id)) for c in changes}:
                 self._digests[file] = file_digest(self.root, file)  # our own write is no news to the watcher
-        recorded = self.store.record(
-            self.version + 1, changes,
+        recorded = record(
+            self.versions, self.version + 1, changes,
             {c.id: (o.file if (o := placed.get(c.id) or self._origins.get(c.id)) else None) for c in changes},
-            author, task, reason,
+            author=author, task=task, reason=reason,
         )
         self.version = recorded.version
         for change in changes:
@@ -406,8 +406,8 @@ class Registry:
         A file that cannot be used is that file's problem (its entries from the state file
         stay in force); no file can make this raise.
         """
-        known = self.store.load_state()
-        self.version = self.store.last_version()
+        known = recorded_entries(self.versions)
+        self.version = self.versions.last_version()
         sources = [read_source(self.root, relpath, self.folders) for relpath in scan(self.root, self.folders)]
         candidate: dict[str, tuple[Entry, Origin]] = {}
         specs: dict[str, KindSpec] = {}
@@ -441,10 +441,10 @@ class Registry:
         ]
         if changes:
             reason = "loaded from files" if not known else "files changed while the node was not running"
-            recorded = self.store.record(
-                self.version + 1, changes,
+            recorded = record(
+                self.versions, self.version + 1, changes,
                 {c.id: self._origins[c.id].file if c.id in self._origins else None for c in changes},
-                "files", None, reason,
+                author="files", task=None, reason=reason,
             )
             self.version = recorded.version
 

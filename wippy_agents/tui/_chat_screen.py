@@ -19,10 +19,9 @@ from textual.widgets.option_list import Option
 from textual.worker import Worker
 
 from .._display import short
-from ..agents import AgentEvent, TurnFailed, TurnStarted
-from ..agents._history import ConversationInfo, turns
+from ..agents import AgentEvent, TurnFailed, TurnStarted, turns
 from ..durable import TaskInfo
-from ..durable._engine import TERMINAL
+from ..state import TERMINAL, ConversationInfo
 from ._chat import ChatInput, ChatView, TurnView
 from ._format import AgentCard
 from ._screens import WippyScreen

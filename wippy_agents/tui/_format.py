@@ -16,8 +16,7 @@ from .._display import short, step_json, tokens
 from ..agents import Answer
 from ..durable import TaskInfo
 from ..llm import Usage
-from ..registry import Entry, Problem
-from ..registry._registry import RegistryEvent
+from ..registry import Entry, Problem, RegistryEvent
 
 
 def answer_footer(answer: Answer) -> str:

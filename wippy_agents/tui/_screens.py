@@ -18,8 +18,8 @@ from textual.widgets import DataTable, Footer, Header, Input, Label, Markdown, R
 
 from .._display import short
 from .._runtime.tree import walk_tree
-from ..durable._engine import TERMINAL
 from ..policy import Approval, ApprovalError
+from ..state import TERMINAL
 from ._format import TaskSummary, status_text
 
 if TYPE_CHECKING:

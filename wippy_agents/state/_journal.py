@@ -25,6 +25,8 @@ The durability contract:
 
 Readers of the journal tables call `flush()` first. Without a log file (an
 in-memory state) the rows only go to DuckDB.
+
+`JournalStore.append` is this writer's `append`: the rows of one call go into one group.
 """
 
 from __future__ import annotations
@@ -43,14 +45,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 
+from .._runtime.secrets import Redactor
 from .._runtime.text import clean_data, clean_text, is_clean
 from ..errors import RunError, UsageError
+from ._records import JournalRow, SignalRecord, StepRecord, TaskEvent, TaskRow
 
-log = logging.getLogger("wippy_agents.durable")
+log = logging.getLogger("wippy_agents.state")
 
 MAX_GROUP = 4096
 FLUSH_ROWS = 2000  # copy into DuckDB once this many rows wait ...
@@ -87,8 +91,21 @@ class Table:
         return clean_text(str(row[0]))
 
 
+def _table(name: str, record: type[NamedTuple], json: set[str], time: set[str]) -> Table:
+    return Table(name, tuple(record._fields), frozenset(json), frozenset(time))
+
+
+TABLE_OF: dict[type[JournalRow], Table] = {
+    TaskRow: _table("tasks", TaskRow, {"args"}, {"created"}),
+    TaskEvent: _table("task_events", TaskEvent, {"detail"}, {"time"}),
+    StepRecord: _table("task_steps", StepRecord, {"result"}, {"started"}),
+    SignalRecord: _table("task_signals", SignalRecord, {"payload"}, {"time"}),
+}
+"""The journal's tables, by the record each row is: a log line names the table, then the record's fields."""
+TABLES = {table.name: table for table in TABLE_OF.values()}
+
 Row = tuple[Any, ...]
-_Item = tuple[Table, Row, "asyncio.Future[None] | None"]
+_Item = tuple[list[tuple[Table, Row]], "asyncio.Future[None] | None"]
 
 
 # -- reading the log ------------------------------------------------------------------------
@@ -132,7 +149,7 @@ class LogScan:
         return tail[0].offset if tail else self.size
 
 
-def scan_log(data: bytes, tables: dict[str, Table], start: int = 0) -> LogScan:
+def scan_log(data: bytes, start: int = 0) -> LogScan:
     """Parse the log from byte `start` (a line boundary) into groups and damage."""
     scan = LogScan(size=len(data))
     offset = start
@@ -143,7 +160,7 @@ def scan_log(data: bytes, tables: dict[str, Table], start: int = 0) -> LogScan:
         try:
             if newline < 0:
                 raise ValueError("the last write was cut short (no end of line); it was never acknowledged")
-            number, rows = _parse_line(data[offset:newline], tables)
+            number, rows = _parse_line(data[offset:newline])
         except ValueError as error:
             if pending and pending[-1].end == offset:  # one stretch of damage, however many lines
                 pending[-1] = Damage(pending[-1].offset, end, pending[-1].reason, False)
@@ -158,7 +175,7 @@ def scan_log(data: bytes, tables: dict[str, Table], start: int = 0) -> LogScan:
     return scan
 
 
-def _parse_line(line: bytes, tables: dict[str, Table]) -> tuple[int, list[tuple[Table, Row]]]:
+def _parse_line(line: bytes) -> tuple[int, list[tuple[Table, Row]]]:
     try:
         doc = json.loads(line)
     except (ValueError, RecursionError) as error:
@@ -170,7 +187,7 @@ def _parse_line(line: bytes, tables: dict[str, Table]) -> tuple[int, list[tuple[
         if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], list)):
             raise ValueError("a row is not [table, values]")
         name, values = item
-        table = tables.get(name) if isinstance(name, str) else None
+        table = TABLES.get(name) if isinstance(name, str) else None
         if table is None:
             raise ValueError(f"a row names an unknown table {name!r}")
         if len(values) != len(table.columns):
@@ -193,14 +210,14 @@ class JournalReport:
     repaired: bool = False
 
 
-def check_log(path: Path, tables: Sequence[Table], copied_group: int, *, repair: bool = False) -> JournalReport:
+def check_log(path: Path, copied_group: int, *, repair: bool = False) -> JournalReport:
     """Report the log's damage; with `repair`, keep every intact line and move the damaged bytes aside.
 
     The damaged bytes are appended to `journal.damaged` beside the log, each stretch
     headed by its offset and reason, so nothing is thrown away.
     """
     data = path.read_bytes() if path.exists() else b""
-    scan = scan_log(data, {table.name: table for table in tables})
+    scan = scan_log(data)
     report = JournalReport(str(path), len(data), len(scan.groups), copied_group,
                            sum(1 for g in scan.groups if g.number > copied_group), scan.damage)
     if repair and scan.damage:
@@ -237,16 +254,18 @@ class _private_open:
 
 
 class Journal:
-    """Append rows durably, in groups, from any coroutine on the node's loop."""
+    """Append rows durably, in groups, from any coroutine on the node's loop.
 
-    def __init__(self, db: duckdb.DuckDBPyConnection, tables: Sequence[Table], log_path: Path | None = None, *,
-                 on_recovered: Callable[[], None] | None = None, redact: Callable[[str], str] | None = None) -> None:
+    The `redactor`'s secrets (it may learn more of them later) are replaced in every row before it is written.
+    """
+
+    def __init__(self, db: duckdb.DuckDBPyConnection, log_path: Path | None = None, *,
+                 redactor: Redactor | None = None) -> None:
         self._cursor = db.cursor()  # the writer thread's own handle on the same database
-        self._redact = redact
-        self._tables = {table.name: table for table in tables}
+        self._redactor = redactor
         self._log_path = log_path
         self._fd = None if log_path is None else _open_log(log_path)
-        self._on_recovered = on_recovered
+        self._on_recovered: Callable[[], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[tuple[Table, Row]] = []
         self._pending_since = 0.0
@@ -278,16 +297,21 @@ class Journal:
             return f"the app's state file cannot be updated ({self._copy_problem[0]}); free disk space or fix the file"
         return None
 
-    def append(self, table: str, row: Row) -> asyncio.Future[None]:
-        """Queue one row; the future resolves when it is durable (or fails with the write's error)."""
+    def on_writable(self, callback: Callable[[], None]) -> None:
+        """Have `callback()` run on the loop of the latest `append` whenever a problem has gone away."""
+        self._on_recovered = callback
+
+    def append(self, rows: Sequence[JournalRow]) -> asyncio.Future[None]:
+        """Queue rows for one group; the future resolves when they are durable (or fails with the write's error)."""
         loop = asyncio.get_running_loop()
         self._loop = loop
         future: asyncio.Future[None] = loop.create_future()
+        item: list[tuple[Table, Row]] = [(TABLE_OF[type(row)], row) for row in rows]
         if self._fd is None:  # an in-memory state: nothing to make durable, so nothing to wait for
             future.set_result(None)
-            self._queue.put((self._tables[table], row, None))
+            self._queue.put((item, None))
         else:
-            self._queue.put((self._tables[table], row, future))
+            self._queue.put((item, future))
         return future
 
     def flush(self) -> None:
@@ -351,8 +375,8 @@ class Journal:
                     waiting.append(item)
                     break
                 group.append(item)
-            error = self._make_durable([(table, row) for table, row, _ in group])
-            _settle([future for _, _, future in group if future is not None], error)
+            error = self._make_durable([pair for rows, _ in group for pair in rows])
+            _settle([future for _, future in group if future is not None], error)
             if waiting or stop or len(self._pending) >= FLUSH_ROWS:
                 self._copy_pending()
             for event in waiting:
@@ -361,8 +385,8 @@ class Journal:
                 return
 
     def _make_durable(self, rows: list[tuple[Table, Row]]) -> BaseException | None:
-        if self._redact is not None:  # secrets never enter the state
-            redact = self._redact
+        if self._redactor:  # secrets never enter the state
+            redact = self._redactor.redact
             rows = [(table, tuple(redact(v) if isinstance(v, str) else v for v in row)) for table, row in rows]
         try:
             line = self._line(rows)
@@ -536,9 +560,9 @@ class Journal:
         # The recorded position is a hint: start there when it is a line boundary inside the file; anything else
         # (a log started afresh, truncated or edited) is read from the top, and the group numbers skip what is in.
         start = position if 0 < position <= len(data) and data[position - 1:position] == b"\n" else 0
-        scan = scan_log(data, self._tables, start)
+        scan = scan_log(data, start)
         if start and scan.groups and scan.groups[0].number <= copied:
-            start, scan = 0, scan_log(data, self._tables)
+            start, scan = 0, scan_log(data)
         middle = [d for d in scan.damage if d.in_middle]
         fresh = [g for g in scan.groups if g.number > copied]
         if middle and any(g.offset > middle[0].offset for g in fresh):

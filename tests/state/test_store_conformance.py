@@ -1,0 +1,223 @@
+"""What every implementation of the state's interfaces does, written against the protocols alone.
+
+Each test runs on every store the `state` fixture offers (today the DuckDB file, with its
+journal log, and the in-memory DuckDB); a store shared by a cluster joins by adding itself there.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from wippy_agents.state import (
+    Approval,
+    AuditRecord,
+    ChangeRecord,
+    Note,
+    SignalRecord,
+    StartedStep,
+    State,
+    StepRecord,
+    TaskEvent,
+    TaskRow,
+    TaskStatus,
+    open_state,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+@pytest.fixture(params=["duckdb file", "duckdb in memory"])
+def state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[State]:
+    path = tmp_path / ".wippy" / "state.duckdb" if request.param == "duckdb file" else None
+    with open_state(path) as opened:
+        yield opened
+
+
+def task(id: str, workflow: str = "app:flow", created: float = 0, version: int = 1) -> TaskRow:
+    return TaskRow(id, workflow, json.dumps([id]), version, at(created))
+
+
+def event(task: str, seconds: float, status: TaskStatus | Note, detail: object = None) -> TaskEvent:
+    return TaskEvent(task, at(seconds), status, json.dumps(detail))
+
+
+def step(task: str, seq: int, seconds: float, result: object = None, name: str | None = None) -> StepRecord:
+    return StepRecord(task, seq, name or f"s{seq}", True, json.dumps(result), None, at(seconds), 0.01)
+
+
+# -- the journal ------------------------------------------------------------------------------
+
+
+async def test_a_task_reads_back_as_its_latest_status_with_its_upgrades_and_cancel(state: State) -> None:
+    await state.journal.append([task("a", created=1), event("a", 1, TaskStatus.RUNNING)])
+    await state.journal.append([event("a", 2, Note.UPGRADED, {"registry_version": 5}),
+                                event("a", 3, TaskStatus.COMPLETED, {"result": 42}),
+                                event("a", 4, Note.CANCEL_REQUESTED)])  # a note after it changes no status
+    await state.journal.append([task("b", created=2)])  # no event yet: running
+    a, b = state.journal.tasks()
+    assert (a.id, a.workflow, json.loads(a.args), a.created) == ("a", "app:flow", ["a"], at(1))
+    assert (a.status, json.loads(a.detail or ""), a.registry_version, a.cancel_requested) == (
+        TaskStatus.COMPLETED, {"result": 42}, 5, True)
+    assert (b.id, b.status, b.detail, b.registry_version, b.cancel_requested) == ("b", TaskStatus.RUNNING, None, 1,
+                                                                                 False)
+
+
+async def test_unfinished_tasks_are_those_a_node_resumes_oldest_first(state: State) -> None:
+    await state.journal.append([task("new", created=3), task("recovering", created=2), task("done", created=1),
+                                task("parked", created=0)])
+    await state.journal.append([event("recovering", 5, TaskStatus.RECOVERING), event("done", 5, TaskStatus.FAILED),
+                                event("parked", 5, TaskStatus.NEEDS_ATTENTION)])
+    assert [t.id for t in state.journal.tasks(unfinished=True)] == ["recovering", "new"]
+    assert [t.id for t in state.journal.tasks()] == ["parked", "done", "recovering", "new"]
+
+
+async def test_steps_read_back_by_number(state: State) -> None:
+    await state.journal.append([task("a")])
+    await state.journal.append([step("a", 1, 2, "second"), step("a", 0, 1, "first")])
+    await state.journal.append([step("b", 0, 1)])
+    assert [(s.task, s.seq, json.loads(s.result or "")) for s in state.journal.steps("a")] == [
+        ("a", 0, "first"), ("a", 1, "second")]
+    assert state.journal.steps("nobody") == []
+
+
+async def test_recovery_gives_steps_signals_stalls_and_steps_started_without_finishing(state: State) -> None:
+    journal = state.journal
+    await journal.append([task("a"), event("a", 0, TaskStatus.RUNNING), step("a", 0, 1)])
+    await journal.append([SignalRecord("a", "s2", "go", json.dumps(2), at(3)),
+                          SignalRecord("a", "s1", "go", json.dumps(1), at(2))])
+    await journal.append([event("a", 4, Note.STEP_STARTED, {"seq": 2, "name": "tool:x"}),
+                          event("a", 5, TaskStatus.RECOVERING), step("a", 1, 6),  # progress: stalls count from here
+                          event("a", 7, Note.STEP_STARTED, {"seq": 2, "name": "tool:x"}),
+                          event("a", 8, TaskStatus.RECOVERING)])
+    await journal.append([event("a", 9, Note.STEP_STARTED, {"seq": 1, "name": "s1"})])  # it finished: not counted
+    await journal.append([task("b"), event("b", 1, TaskStatus.RECOVERING), event("b", 2, TaskStatus.RECOVERING)])
+    recoveries = journal.recovery(["a", "b", "none"])
+    a = recoveries["a"]
+    assert [s.seq for s in a.steps] == [0, 1]
+    assert [(s.id, json.loads(s.payload)) for s in a.signals] == [("s1", 1), ("s2", 2)]
+    assert (a.stalls, a.unfinished_starts) == (1, [StartedStep(2, "tool:x", 2)])
+    assert (recoveries["b"].stalls, recoveries["b"].unfinished_starts, recoveries["b"].steps) == (2, [], [])
+    assert (recoveries["none"].steps, recoveries["none"].signals, recoveries["none"].stalls) == ([], [], 0)
+
+
+async def test_a_person_resuming_a_task_starts_its_stall_and_crash_counts_afresh(state: State) -> None:
+    await state.journal.append([task("a"), event("a", 1, Note.STEP_STARTED, {"seq": 0, "name": "s0"}),
+                                event("a", 2, TaskStatus.RECOVERING), event("a", 3, TaskStatus.RECOVERING)])
+    await state.journal.append([event("a", 4, Note.RESUMED)])
+    recovery = state.journal.recovery(["a"])["a"]
+    assert (recovery.stalls, recovery.unfinished_starts) == (0, [])
+
+
+async def test_claims_grant_each_task_to_the_node_with_a_growing_epoch(state: State) -> None:
+    await state.journal.append([task("a"), task("b")])
+    first = state.journal.claim(["a", "b"], "node-1")
+    assert [(lease.task, lease.node) for lease in first] == [("a", "node-1"), ("b", "node-1")]
+    [again] = state.journal.claim(["a"], "node-1")
+    assert again.epoch > first[0].epoch
+
+
+async def test_pruning_deletes_old_finished_tasks_and_keeps_the_rest(state: State) -> None:
+    journal = state.journal
+    rows = [task(name, workflow="app:turn" if name == "turn" else "app:flow") for name in
+            ("old", "turn", "kept", "waiting", "recent")]
+    await journal.append(rows + [step("old", 0, 1)] + [SignalRecord("old", "s", "go", "null", at(1))])
+    await journal.append([event(name, 10, TaskStatus.COMPLETED) for name in ("old", "turn", "kept")])
+    await journal.append([event("waiting", 10, TaskStatus.RUNNING), event("recent", 100, TaskStatus.COMPLETED)])
+    pruned = journal.prune(at(50), keep_workflows=["app:turn"], keep_tasks=["kept"])
+    assert pruned == ["old"]
+    assert [t.id for t in journal.tasks()] == ["turn", "kept", "waiting", "recent"]
+    assert journal.steps("old") == [] and journal.recovery(["old"])["old"].signals == []
+    assert journal.prune(at(50), keep_workflows=["app:turn"], keep_tasks=["kept"]) == []
+
+
+async def test_groups_are_counted_and_a_healthy_journal_has_no_problem(state: State) -> None:
+    before = state.journal.commits
+    await state.journal.append([task("a")])
+    await state.journal.append([event("a", 1, TaskStatus.RUNNING)])
+    state.journal.tasks()  # a read comes after every write before it (an in-memory journal counts only then)
+    assert before < state.journal.commits <= before + 2  # one group each, or both in one
+    assert state.journal.problem is None
+    assert state.journal.check().damage == []
+
+
+# -- registry versions -------------------------------------------------------------------------
+
+
+def entry(id: str, value: int) -> dict[str, object]:
+    return {"id": id, "kind": "config", "meta": {}, "data": {"value": value}}
+
+
+def test_versions_record_changes_and_give_the_live_entries_history_and_undo(state: State) -> None:
+    versions = state.versions
+    assert (versions.last_version(), versions.live(), versions.history()) == (0, {}, [])
+    one = versions.record(1, [ChangeRecord("app:a", None, entry("app:a", 1), "registry/a.yaml"),
+                              ChangeRecord("app:b", None, entry("app:b", 1), "registry/b.yaml")],
+                          author="files", task=None, reason="loaded")
+    assert (one.version, one.author, one.reason, one.task, one.entries) == (1, "files", "loaded", None,
+                                                                            ("app:a", "app:b"))
+    versions.record(2, [ChangeRecord("app:a", entry("app:a", 1), entry("app:a", 2), "registry/a.yaml")],
+                    author="app:agent", task="t1", reason="tuned")
+    versions.record(3, [ChangeRecord("app:b", entry("app:b", 1), None, None)], author="user:x", task=None,
+                    reason="removed")
+    assert versions.last_version() == 3
+    assert versions.live() == {"app:a": (entry("app:a", 2), "registry/a.yaml")}
+    assert [(v.version, v.author, v.task) for v in versions.history()] == [(1, "files", None), (2, "app:agent", "t1"),
+                                                                           (3, "user:x", None)]
+    assert [v.version for v in versions.history("app:b")] == [1, 3]
+    assert versions.undo_after(1) == {"app:a": entry("app:a", 1), "app:b": entry("app:b", 1)}
+    assert versions.undo_after(0) == {"app:a": None, "app:b": None}
+    assert versions.undo_after(3) == {}
+
+
+# -- approvals, audit, conversations -------------------------------------------------------------
+
+
+def approval(id: str, created: float) -> Approval:
+    return Approval(id, "app:agent", "t1", "registry.update", "app:a", "tune a", "- 1\n+ 2", "pending", at(created),
+                    call_id="c1", policy="app.policies:ask")
+
+
+def test_approvals_are_kept_with_their_changes_and_decided_once(state: State) -> None:
+    approvals = state.approvals
+    changes = [{"id": "app:a", "before": entry("app:a", 1), "after": entry("app:a", 2)}]
+    approvals.add(approval("late", 2), changes)
+    approvals.add(approval("early", 1), [])
+    assert approvals.get("late") == approval("late", 2) and approvals.get("nope") is None
+    assert approvals.changes("late") == changes and approvals.changes("early") == []
+    assert [a.id for a in approvals.list()] == ["early", "late"]
+    assert approvals.decide("late", status="approved", by="user:x", at=at(3), reason="fine", version=7)
+    assert not approvals.decide("late", status="denied", by="user:y", at=at(4), reason="too late", version=None)
+    decided = approvals.get("late")
+    assert decided is not None
+    assert (decided.status, decided.decided_by, decided.decided_at, decided.decision_reason, decided.version) == (
+        "approved", "user:x", at(3), "fine", 7)
+    assert [a.id for a in approvals.list("pending")] == ["early"]
+
+
+def record(subject: str, seconds: float, resource: str = "app:a") -> AuditRecord:
+    return AuditRecord(at(seconds), subject, None, "registry.update", resource, "config", "allowed",
+                       "app.policies:p", "policy says allow")
+
+
+def test_the_audit_trail_gives_the_latest_records_oldest_first(state: State) -> None:
+    for seconds, subject in enumerate(["app:one", "app:two", "app:one", "app:one"]):
+        state.audit.add(record(subject, seconds, resource=f"app:r{seconds}"))
+    assert state.audit.list(limit=2) == [record("app:one", 2, "app:r2"), record("app:one", 3, "app:r3")]
+    assert [r.time for r in state.audit.list(subject="app:one")] == [at(0), at(2), at(3)]
+    assert state.audit.list(subject="app:one", resource="app:r2") == [record("app:one", 2, "app:r2")]
+
+
+def test_conversations_are_listed_once_each_newest_first(state: State) -> None:
+    state.conversations.register("c1", "app:assistant")
+    state.conversations.register("c2", "app:helper")
+    state.conversations.register("c1", "app:assistant")
+    assert [(c.id, c.agent) for c in state.conversations.list()] == [("c2", "app:helper"), ("c1", "app:assistant")]

@@ -1,0 +1,61 @@
+"""Automatic rollback: a restricted tool whose recent calls fail too often goes back to its previous version."""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Mapping
+
+from ..registry import Delete, Entry, Registry, RegistryError
+from ._audit import Audit
+from ._rules import SYSTEM_AUTHOR, Policies
+
+log = logging.getLogger("wippy_agents.policy")
+
+
+class ToolHealth:
+    """Counts each restricted tool's recent outcomes against the rollback rule a policy sets for it."""
+
+    def __init__(self, registry: Registry, policies: Policies, audit: Audit) -> None:
+        self.registry = registry
+        self.policies = policies
+        self.audit = audit
+        self._outcomes: dict[str, tuple[Entry, collections.deque[bool]]] = {}
+
+    def record(self, entry: Entry, ok: bool) -> int | None:
+        """Count one call of `entry`; return the rollback's version if this call triggered one."""
+        rule = self.policies.rollback_rule(entry.id)
+        if rule is None:
+            return None
+        policy_id, limits = rule
+        counted = self._outcomes.get(entry.id)
+        if counted is None or counted[0] != entry or counted[1].maxlen != limits.window:
+            counted = self._outcomes[entry.id] = (entry, collections.deque(maxlen=limits.window))
+        outcomes = counted[1]
+        outcomes.append(ok)
+        failed = outcomes.count(False)
+        if len(outcomes) < limits.window or failed / len(outcomes) <= limits.max_error_rate:
+            return None
+        del self._outcomes[entry.id]
+        reason = (f"automatic rollback: {failed} of the last {len(outcomes)} calls of {entry.id} failed (policy "
+                  f"{policy_id} allows at most {limits.max_error_rate:.0%})")
+        return self.roll_back(entry, reason, policy_id)
+
+    def roll_back(self, entry: Entry, reason: str, policy_id: str) -> int | None:
+        if self.registry.view().get(entry.id) != entry:
+            return None  # it changed meanwhile: that version gets its own count
+        changed = [v.version for v in self.registry.history(entry.id)]
+        previous: Entry | None = None
+        if changed:
+            view: Mapping[str, Entry] = self.registry.at(changed[-1] - 1).view()
+            previous = view.get(entry.id)
+        try:
+            version = self.registry.apply([previous or Delete(entry.id)], author=SYSTEM_AUTHOR, reason=reason)
+        except RegistryError as error:
+            self.audit.record(SYSTEM_AUTHOR, None, "registry.rollback", entry.id, "tool", "rollback failed",
+                              policy_id, f"{reason}; it could not be applied: {error}")
+            log.error("%s; it could not be applied: %s", reason, error)
+            return None
+        self.audit.record(SYSTEM_AUTHOR, None, "registry.rollback", entry.id, "tool", "rolled back", policy_id,
+                          reason, version=version)
+        return version

@@ -1,0 +1,75 @@
+"""The app's state behind interfaces: durable tasks, registry versions, approvals, audit, conversations.
+
+```python
+from wippy_agents.state import open_state
+
+with open_state(Path(".wippy/state.duckdb")) as state:     # None: in memory
+    state.versions.history()                              # a `VersionStore`
+    await state.journal.append([TaskEvent(...)])          # a `JournalStore`: durable once it returns
+```
+
+Everything above this package reaches the state through the protocols here
+(`JournalStore`, `VersionStore`, `ApprovalStore`, `AuditStore`, `ConversationStore`)
+and the records they exchange; `open_state` gives the first implementation, one
+DuckDB file with a journal log beside it (its durability contract is in `_journal`).
+"""
+
+from ._duckdb import check_journal, open_state
+from ._journal import Damage, JournalDamaged, JournalReport, StateUnavailable
+from ._lock import StateFileBusy, StateLock
+from ._records import (
+    FINISHED,
+    TERMINAL,
+    Approval,
+    AuditRecord,
+    ChangeRecord,
+    ConversationInfo,
+    JournalRow,
+    Lease,
+    Note,
+    Recovery,
+    SignalRecord,
+    StartedStep,
+    StepRecord,
+    TaskEvent,
+    TaskRow,
+    TaskStatus,
+    TaskSummary,
+    Version,
+)
+from ._stores import ApprovalStore, AuditStore, ConversationStore, JournalStore, State, VersionStore
+
+__all__ = [
+    "FINISHED",
+    "TERMINAL",
+    "Approval",
+    "ApprovalStore",
+    "AuditRecord",
+    "AuditStore",
+    "ChangeRecord",
+    "ConversationInfo",
+    "ConversationStore",
+    "Damage",
+    "JournalDamaged",
+    "JournalReport",
+    "JournalRow",
+    "JournalStore",
+    "Lease",
+    "Note",
+    "Recovery",
+    "SignalRecord",
+    "StartedStep",
+    "State",
+    "StateFileBusy",
+    "StateLock",
+    "StateUnavailable",
+    "StepRecord",
+    "TaskEvent",
+    "TaskRow",
+    "TaskStatus",
+    "TaskSummary",
+    "Version",
+    "VersionStore",
+    "check_journal",
+    "open_state",
+]

@@ -1,0 +1,345 @@
+"""The app's state in one DuckDB file (`.wippy/state.duckdb`): the schema, the stores, and opening it.
+
+DuckDB lets one process write a file, so a second node on the same app gets a
+clear error naming the holder instead of DuckDB's lock message alone. A journal
+log (`journal.log`, see `_journal`) sits beside the file: durable task rows land
+there first.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import logging
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from .._runtime.secrets import Redactor
+from ._journal import JournalReport, check_log
+from ._lock import StateFileBusy, StateLock, private_files, private_folder
+from ._records import Approval, AuditRecord, ChangeRecord, ConversationInfo, Version
+from ._stores import State
+from ._tasks import DuckDBJournal, copied_group
+
+log = logging.getLogger("wippy_agents.state")
+
+SCHEMA_VERSION = 2
+LOG_FILE = "journal.log"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS wippy_schema (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS registry_changes (
+    version BIGINT NOT NULL,
+    time TIMESTAMPTZ NOT NULL,
+    author VARCHAR NOT NULL,
+    task VARCHAR,
+    reason VARCHAR NOT NULL,
+    entry_id VARCHAR NOT NULL,
+    before JSON,
+    after JSON,
+    origin VARCHAR
+);
+CREATE TABLE IF NOT EXISTS journal_position (position BIGINT NOT NULL);
+ALTER TABLE journal_position ADD COLUMN IF NOT EXISTS copied_group BIGINT DEFAULT 0;
+CREATE TABLE IF NOT EXISTS tasks (
+    id VARCHAR NOT NULL,
+    workflow VARCHAR NOT NULL,
+    args JSON NOT NULL,
+    registry_version BIGINT NOT NULL,
+    created TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS task_events (
+    task VARCHAR NOT NULL,
+    time TIMESTAMPTZ NOT NULL,
+    status VARCHAR NOT NULL,
+    detail JSON
+);
+CREATE TABLE IF NOT EXISTS task_steps (
+    task VARCHAR NOT NULL,
+    seq INTEGER NOT NULL,
+    name VARCHAR NOT NULL,
+    ok BOOLEAN NOT NULL,
+    result JSON,
+    error VARCHAR,
+    started TIMESTAMPTZ NOT NULL,
+    seconds DOUBLE NOT NULL
+);
+CREATE TABLE IF NOT EXISTS task_signals (
+    task VARCHAR NOT NULL,
+    id VARCHAR NOT NULL,
+    name VARCHAR NOT NULL,
+    payload JSON,
+    time TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS approvals (
+    id VARCHAR NOT NULL,
+    agent VARCHAR NOT NULL,
+    task VARCHAR,
+    call VARCHAR,
+    action VARCHAR NOT NULL,
+    resource VARCHAR NOT NULL,
+    summary VARCHAR NOT NULL,
+    diff VARCHAR NOT NULL,
+    changes JSON NOT NULL,
+    policy VARCHAR,
+    status VARCHAR NOT NULL,
+    created TIMESTAMPTZ NOT NULL,
+    decided_by VARCHAR,
+    decided_at TIMESTAMPTZ,
+    decision_reason VARCHAR,
+    version BIGINT
+);
+CREATE TABLE IF NOT EXISTS policy_audit (
+    time TIMESTAMPTZ NOT NULL,
+    subject VARCHAR NOT NULL,
+    task VARCHAR,
+    action VARCHAR NOT NULL,
+    resource VARCHAR NOT NULL,
+    kind VARCHAR,
+    decision VARCHAR NOT NULL,
+    decided_by VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    approval VARCHAR,
+    version BIGINT
+);
+CREATE TABLE IF NOT EXISTS conversations (
+    id VARCHAR PRIMARY KEY,
+    agent VARCHAR NOT NULL,
+    created TIMESTAMPTZ NOT NULL
+);
+"""
+
+
+# -- opening ------------------------------------------------------------------------------------
+
+
+def open_state(path: Path | None, *, redactor: Redactor | None = None) -> State:
+    """Open (creating if needed) the state file at `path`, holding its folder's lock; None: in memory.
+
+    The journal's log is copied into the file first (`JournalDamaged` if it cannot
+    be); the `redactor`'s secrets never reach the journal.
+    """
+    lock = None if path is None else StateLock(path.parent)
+    try:
+        db = _connect(path)
+        try:
+            journal = DuckDBJournal(db, None if path is None else path.with_name(LOG_FILE), redactor=redactor)
+        except BaseException:
+            db.close()
+            raise
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+    def close() -> None:
+        try:
+            journal.close()  # it writes what it holds before the file closes
+        finally:
+            try:
+                db.close()
+            finally:
+                if lock is not None:
+                    lock.release()
+
+    return State(journal=journal, versions=DuckDBVersions(db), approvals=DuckDBApprovals(db),
+                 audit=DuckDBAudit(db), conversations=DuckDBConversations(db), closer=close)
+
+
+def check_journal(path: Path, *, repair: bool = False) -> JournalReport:
+    """`wippy state check` with no node running: the journal beside the state file at `path`, against the file.
+
+    The state file is opened without its journal (which would refuse a damaged log)
+    and held meanwhile, so no node starts on the log while it is checked or repaired.
+    """
+    with StateLock(path.parent):
+        db = _connect(path)
+        try:
+            return check_log(path.with_name(LOG_FILE), copied_group(db), repair=repair)
+        finally:
+            db.close()
+
+
+def _connect(path: Path | None) -> duckdb.DuckDBPyConnection:
+    """The state file, opened with every table made; None: in memory."""
+    if path is not None:
+        private_folder(path.parent)
+    try:
+        db = duckdb.connect(":memory:" if path is None else str(path))
+    except duckdb.IOException as error:
+        text = str(error)
+        if "lock" not in text.lower():
+            raise
+        holder = re.search(r"PID (\d+)", text)
+        who = f"process {holder.group(1)}" if holder else "another process"
+        raise StateFileBusy(
+            f"the app's state file {path} is in use by {who} (a wippy node that is starting or does not answer "
+            f"on its control socket, or a wippy command working without a node); wait for it or stop it"
+        ) from None
+    try:
+        db.execute("BEGIN")
+        db.execute(_SCHEMA)
+        if db.execute("SELECT count(*) FROM wippy_schema").fetchone() == (0,):
+            db.execute("INSERT INTO wippy_schema VALUES (?)", [SCHEMA_VERSION])
+        else:
+            db.execute("UPDATE wippy_schema SET version = ?", [SCHEMA_VERSION])
+        if db.execute("SELECT count(*) FROM journal_position").fetchone() == (0,):
+            db.execute("INSERT INTO journal_position VALUES (0, 0)")
+        db.execute("COMMIT")
+    except BaseException:
+        db.close()
+        raise
+    if path is not None:
+        private_files(path.parent)
+    return db
+
+
+# -- the stores ---------------------------------------------------------------------------------
+
+
+def _json(data: Any) -> str | None:
+    return None if data is None else json.dumps(data, sort_keys=True)
+
+
+def _data(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+class DuckDBVersions:
+    """Every change is one row that also carries its version's author, reason and time.
+
+    One version is then one INSERT, atomic and durable on its own (no explicit
+    transaction: each DuckDB statement costs about a millisecond here), and the
+    live state is the newest row of each entry.
+    """
+
+    def __init__(self, db: duckdb.DuckDBPyConnection) -> None:
+        self._db = db
+
+    def last_version(self) -> int:
+        row = self._db.execute("SELECT coalesce(max(version), 0) FROM registry_changes").fetchone()
+        return int(row[0]) if row else 0
+
+    def live(self) -> dict[str, tuple[dict[str, Any], str | None]]:
+        rows = self._db.execute(
+            """SELECT entry_id, after, origin FROM registry_changes
+               QUALIFY row_number() OVER (PARTITION BY entry_id ORDER BY version DESC) = 1"""
+        ).fetchall()
+        return {entry_id: (json.loads(after), origin) for entry_id, after, origin in rows if after is not None}
+
+    def record(self, version: int, changes: Sequence[ChangeRecord], *, author: str, task: str | None,
+               reason: str) -> Version:
+        """One statement: `unnest` of list parameters (executemany would go row by row)."""
+        now = datetime.now(UTC)
+        ids = [c.entry_id for c in changes]
+        self._db.execute(
+            """INSERT INTO registry_changes
+               SELECT ?, ?, ?, ?, ?, unnest(?), unnest(?)::JSON, unnest(?)::JSON, unnest(?)""",
+            [version, now, author, task, reason, ids, [_json(c.before) for c in changes],
+             [_json(c.after) for c in changes], [c.origin for c in changes]],
+        )
+        return Version(version, now, author, reason, task, tuple(ids))
+
+    def history(self, entry_id: str | None = None) -> list[Version]:
+        where, params = ("", []) if entry_id is None else (
+            "WHERE version IN (SELECT version FROM registry_changes WHERE entry_id = ?)", [entry_id])
+        rows = self._db.execute(
+            f"""SELECT version, any_value(time), any_value(author), any_value(reason), any_value(task),
+                       list(entry_id ORDER BY entry_id)
+                FROM registry_changes {where} GROUP BY version ORDER BY version""",
+            params,
+        ).fetchall()
+        return [Version(int(r[0]), r[1], r[2], r[3], r[4], tuple(r[5])) for r in rows]
+
+    def undo_after(self, version: int) -> dict[str, dict[str, Any] | None]:
+        rows = self._db.execute(
+            """SELECT entry_id, before FROM registry_changes WHERE version > ?
+               QUALIFY row_number() OVER (PARTITION BY entry_id ORDER BY version) = 1""",
+            [version],
+        ).fetchall()
+        return {entry_id: _data(before) for entry_id, before in rows}
+
+
+_APPROVAL_COLUMNS = ("id, agent, task, action, resource, summary, diff, status, created, decided_by, decided_at, "
+                     "decision_reason, version, call, policy")
+_AUDIT_COLUMNS = "time, subject, task, action, resource, kind, decision, decided_by, reason, approval, version"
+
+
+def _filters(**values: str | None) -> tuple[str, list[str]]:
+    given = {k: v for k, v in values.items() if v is not None}
+    return ("WHERE " + " AND ".join(f"{k} = ?" for k in given) if given else ""), list(given.values())
+
+
+class DuckDBApprovals:
+    def __init__(self, db: duckdb.DuckDBPyConnection) -> None:
+        self._db = db
+
+    def add(self, approval: Approval, changes: list[dict[str, Any]]) -> None:
+        self._db.execute(
+            f"INSERT INTO approvals ({_APPROVAL_COLUMNS}, changes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "?, ?)",
+            [approval.id, approval.agent, approval.task_id, approval.action, approval.resource, approval.summary,
+             approval.diff, approval.status, approval.created, approval.decided_by, approval.decided_at,
+             approval.decision_reason, approval.version, approval.call_id, approval.policy, json.dumps(changes)],
+        )
+
+    def get(self, approval_id: str) -> Approval | None:
+        row = self._db.execute(f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE id = ?", [approval_id]).fetchone()
+        return None if row is None else Approval(*row)
+
+    def list(self, status: str | None = None) -> list[Approval]:
+        where, params = _filters(status=status)
+        rows = self._db.execute(f"SELECT {_APPROVAL_COLUMNS} FROM approvals {where} ORDER BY created", params)
+        return [Approval(*row) for row in rows.fetchall()]
+
+    def changes(self, approval_id: str) -> builtins.list[dict[str, Any]]:
+        row = self._db.execute("SELECT changes FROM approvals WHERE id = ?", [approval_id]).fetchone()
+        if row is None:
+            raise LookupError(f"no approval {approval_id!r}")
+        changes: builtins.list[dict[str, Any]] = json.loads(row[0])
+        return changes
+
+    def decide(self, approval_id: str, *, status: str, by: str, at: datetime, reason: str,
+               version: int | None) -> bool:
+        decided = self._db.execute(
+            "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, decision_reason = ?, version = ? "
+            "WHERE id = ? AND status = 'pending' RETURNING id",
+            [status, by, at, reason, version, approval_id]).fetchall()
+        return bool(decided)
+
+
+class DuckDBAudit:
+    def __init__(self, db: duckdb.DuckDBPyConnection) -> None:
+        self._db = db
+
+    def add(self, record: AuditRecord) -> None:
+        self._db.execute(f"INSERT INTO policy_audit ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         list(record.__dict__.values()))
+
+    def list(self, *, subject: str | None = None, resource: str | None = None,
+             limit: int = 100) -> list[AuditRecord]:
+        where, params = _filters(subject=subject, resource=resource)
+        rows = self._db.execute(f"SELECT {_AUDIT_COLUMNS} FROM policy_audit {where} ORDER BY time DESC LIMIT ?",
+                                [*params, limit]).fetchall()
+        return [AuditRecord(*row) for row in reversed(rows)]
+
+
+class DuckDBConversations:
+    def __init__(self, db: duckdb.DuckDBPyConnection) -> None:
+        self._db = db
+
+    def register(self, conversation: str, agent: str) -> None:
+        try:
+            self._db.execute("INSERT INTO conversations VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                             [conversation, agent, datetime.now(UTC)])
+        except (duckdb.Error, OSError) as error:
+            log.warning("conversation %s is not listed: the state file refused it (%s)", conversation, error)
+
+    def list(self) -> list[ConversationInfo]:
+        rows = self._db.execute("SELECT id, agent, created FROM conversations ORDER BY created DESC").fetchall()
+        return [ConversationInfo(*row) for row in rows]

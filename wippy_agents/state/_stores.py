@@ -1,0 +1,197 @@
+"""The interfaces of the app's state, one per kind of record, and `State`, the bundle an app opens.
+
+Code above this package reaches its records only through these protocols; the
+DuckDB file (`open_state`) is the first implementation, a shared database for a
+cluster of nodes the next. Reads are synchronous: they return what was written
+before them, including rows still on their way through the journal's writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ._records import (
+    Approval,
+    AuditRecord,
+    ChangeRecord,
+    ConversationInfo,
+    JournalRow,
+    Lease,
+    Recovery,
+    StepRecord,
+    TaskSummary,
+    Version,
+)
+
+if TYPE_CHECKING:
+    from ._journal import JournalReport
+
+
+class JournalStore(Protocol):
+    """Durable tasks: their rows (tasks, events, steps, signals) and what a node needs to run and resume them."""
+
+    @property
+    def problem(self) -> str | None:
+        """Why the journal cannot be written right now (None while it can): new durable work is refused meanwhile."""
+        ...
+
+    @property
+    def commits(self) -> int:
+        """How many groups of rows have been made durable so far (for tests and benchmarks)."""
+        ...
+
+    def on_writable(self, callback: Callable[[], None]) -> None:
+        """Have `callback()` run on the event loop whenever the journal can be written again after a problem."""
+        ...
+
+    def append(self, rows: Sequence[JournalRow]) -> asyncio.Future[None]:
+        """Make `rows` durable together; the future resolves once they are (or fails with `StateUnavailable`).
+
+        The group commit: one writer takes the rows of every caller waiting at that
+        moment, many tasks' at once, and makes them durable in one write; each call's
+        rows land in the same group, all or none. Call it on the event loop.
+        """
+        ...
+
+    def tasks(self, *, unfinished: bool = False) -> list[TaskSummary]:
+        """Every task, oldest first; `unfinished`: only those a node should resume (not in `TERMINAL`)."""
+        ...
+
+    def steps(self, task: str) -> list[StepRecord]:
+        """The task's finished steps, by number."""
+        ...
+
+    def recovery(self, tasks: Sequence[str]) -> dict[str, Recovery]:
+        """What resuming each of `tasks` needs (steps, signals, stall and crash counts), read together."""
+        ...
+
+    def claim(self, tasks: Sequence[str], node: str) -> list[Lease]:
+        """Claim `tasks` for `node` before resuming them; the leases granted (a task held elsewhere gets none).
+
+        The single-node store grants every claim: the state file's lock already keeps
+        every other node out. A store shared by a cluster guarantees that a task has at
+        most one holder at a time, that each claim of a task gets a greater epoch than
+        the one before, that a lease lapses unless its holder renews it, and that rows
+        appended under a lapsed lease are refused (the holder is fenced off). A task's
+        first lease is its creator's: the node that appends its `TaskRow`.
+        """
+        ...
+
+    def prune(self, finished_before: datetime, *, keep_workflows: Collection[str] = (),
+              keep_tasks: Collection[str] = ()) -> list[str]:
+        """Delete every finished task whose last event is older than `finished_before`; their ids.
+
+        Tasks of `keep_workflows` and those in `keep_tasks` stay.
+        """
+        ...
+
+    def check(self) -> JournalReport:
+        """What the journal holds and whether any of it is damaged (it looks, it changes nothing)."""
+        ...
+
+    def close(self) -> None:
+        """Make durable what is queued, then stop writing."""
+        ...
+
+
+class VersionStore(Protocol):
+    """Registry versions: each committed change of an entry, with its version's author, reason and time."""
+
+    def last_version(self) -> int:
+        """The newest version (0 before the first)."""
+        ...
+
+    def live(self) -> dict[str, tuple[dict[str, Any], str | None]]:
+        """Each entry as of the newest version (deleted ones left out), with the file it lives in."""
+        ...
+
+    def record(self, version: int, changes: Sequence[ChangeRecord], *, author: str, task: str | None,
+               reason: str) -> Version:
+        """Commit `version` durably, all of `changes` or none of them."""
+        ...
+
+    def history(self, entry_id: str | None = None) -> list[Version]:
+        """Committed versions, oldest first; only those that changed `entry_id` when given."""
+        ...
+
+    def undo_after(self, version: int) -> dict[str, dict[str, Any] | None]:
+        """Each entry changed after `version`, as it was before the first of those changes (None: absent)."""
+        ...
+
+
+class ApprovalStore(Protocol):
+    """Approvals: changes agents asked for, pending until a person decides."""
+
+    def add(self, approval: Approval, changes: list[dict[str, Any]]) -> None:
+        """Keep a new approval with the changes it would apply (JSON data)."""
+        ...
+
+    def get(self, approval_id: str) -> Approval | None: ...
+
+    def list(self, status: str | None = None) -> list[Approval]:
+        """Approvals, oldest first; only those with `status` when given."""
+        ...
+
+    def changes(self, approval_id: str) -> builtins.list[dict[str, Any]]:
+        """The changes the approval would apply, as given to `add`."""
+        ...
+
+    def decide(self, approval_id: str, *, status: str, by: str, at: datetime, reason: str,
+               version: int | None) -> bool:
+        """Record the decision on a pending approval; False if it was not pending (someone decided first)."""
+        ...
+
+
+class AuditStore(Protocol):
+    """The audit trail of policy decisions."""
+
+    def add(self, record: AuditRecord) -> None: ...
+
+    def list(self, *, subject: str | None = None, resource: str | None = None,
+             limit: int = 100) -> list[AuditRecord]:
+        """The latest `limit` records (of `subject`, on `resource`, when given), oldest first."""
+        ...
+
+
+class ConversationStore(Protocol):
+    """The conversations started, for listing them (their turns are tasks in the journal)."""
+
+    def register(self, conversation: str, agent: str) -> None:
+        """Note a conversation, once per id; a write the state refuses is logged and leaves it unlisted."""
+        ...
+
+    def list(self) -> list[ConversationInfo]:
+        """Every conversation noted, newest first."""
+        ...
+
+
+@dataclass(eq=False)
+class State:
+    """The app's state: one store per kind of record, over one file (or database), closed together."""
+
+    journal: JournalStore
+    versions: VersionStore
+    approvals: ApprovalStore
+    audit: AuditStore
+    conversations: ConversationStore
+    closer: Callable[[], None] = field(repr=False)
+    """Closes what the stores share (the journal first, so it writes what it holds); run once."""
+
+    def close(self) -> None:
+        closer, self.closer = self.closer, _closed
+        closer()
+
+    def __enter__(self) -> State:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _closed() -> None:
+    pass
