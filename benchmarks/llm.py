@@ -227,7 +227,7 @@ class ChatHandler(BaseHTTPRequestHandler):
     COMPLETION = completion_body()
     STREAM = stream_body()
 
-    def do_POST(self) -> None:  # noqa: N802 (the name http.server dispatches on)
+    def do_POST(self) -> None:  # the name http.server dispatches on
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.path != "/v1/chat/completions":
             self.send_error(404)

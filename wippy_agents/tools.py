@@ -463,7 +463,7 @@ def _resolve_hints(target: Any, signature: inspect.Signature, qualname: str) -> 
     source = target if inspect.isroutine(target) or isinstance(target, type) else type(target).__call__
     try:
         return typing.get_type_hints(source, include_extras=True)
-    except Exception:  # noqa: BLE001 - find which parameter's hint is broken below
+    except Exception:  # find which parameter's hint is broken below
         pass
     # get_type_hints fails as a whole (maybe only for the return type): resolve one by one.
     globalns = getattr(inspect.unwrap(source), "__globals__", {})
@@ -474,8 +474,8 @@ def _resolve_hints(target: Any, signature: inspect.Signature, qualname: str) -> 
             continue
         if isinstance(annotation, str):
             try:
-                annotation = eval(annotation, globalns)  # noqa: S307 - what typing.get_type_hints does
-            except Exception as exc:  # noqa: BLE001
+                annotation = eval(annotation, globalns)  # what typing.get_type_hints does
+            except Exception as exc:
                 raise ToolDefinitionError(
                     qualname, f"cannot resolve its type hint {param.annotation!r} ({exc})",
                     parameter=param.name) from None
@@ -542,7 +542,7 @@ def _unsupported(qualname: str, fields: dict[str, Any], params: list[_Param],
         hint = fields[param.field][0]
         try:
             pydantic.TypeAdapter(hint).json_schema()
-        except Exception as field_exc:  # noqa: BLE001 - reported in the message
+        except Exception as field_exc:  # reported in the message
             return ToolDefinitionError(
                 qualname, f"type {_type_name(hint)} is not supported as a tool argument "
                 f"({_first_line(field_exc)})", parameter=param.name)

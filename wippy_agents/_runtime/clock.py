@@ -24,12 +24,6 @@ class VirtualClock:
         self.now = start
         self.autojump_threshold = autojump_threshold
 
-    def advance(self, seconds: float) -> None:
-        """Move time forward by hand (timers due by then fire on the loop's next turn)."""
-        if seconds < 0:
-            raise ValueError("time only moves forward")
-        self.now += seconds
-
     def time(self) -> float:
         """The virtual time, usable as a wall clock: `Node(root=..., wall_clock=clock.time)`."""
         return self.now
