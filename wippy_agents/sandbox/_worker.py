@@ -26,7 +26,7 @@ import types
 from collections import OrderedDict
 from typing import Any, BinaryIO
 
-from ._policy import FILENAME, CallState, LimitExceeded, compile_source, make_globals
+from ._restrictions import FILENAME, CallState, LimitExceeded, compile_source, make_globals
 
 _HEADER = struct.Struct(">I")
 _MAX_REQUEST = 64 * 1024 * 1024
