@@ -73,7 +73,7 @@ SUBPACKAGE_APIS = {
         "AssistantMessage", "AuthenticationError", "BadRequestError", "ChatMessage", "ContextTooLongError",
         "FinishReason", "InvalidResponseError", "MissingAPIKeyError", "Model", "ModelConnectionError", "ModelError",
         "ModelTimeoutError",
-        "OfflineModel", "RateLimitError", "RealModelRequestError", "Response", "ResponseDone", "ServerError",
+        "RateLimitError", "RealModelRequestError", "Response", "ResponseDone", "ServerError",
         "Settings", "StreamEvent", "SystemMessage", "TextDelta", "ToolCall", "ToolCallDelta", "ToolCallStart",
         "ToolDefinition", "ToolResultMessage", "Totals", "Usage", "UsageLedger", "UserMessage", "cost_usd",
         "default_model_spec", "load_model",

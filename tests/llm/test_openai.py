@@ -48,9 +48,8 @@ from wippy_agents.llm import (
     _guard,
     load_model,
 )
-from wippy_agents.llm._openai import OpenAIModel
-from wippy_agents.llm._openai_format import RAW_ARGUMENTS_KEY
-from wippy_agents.registry._kinds import ModelSpec
+from wippy_agents.llm.openai import OpenAIModel
+from wippy_agents.registry import ModelSpec
 
 URL = "https://api.openai.com/v1/chat/completions"
 ENV = {"OPENAI_API_KEY": "sk-test"}
@@ -240,8 +239,8 @@ async def test_complete_keeps_text_and_parallel_tool_call_ids(httpx2_mock: respx
 
 
 @pytest.mark.parametrize(("raw", "arguments"), [
-    ('{"a": 1', {RAW_ARGUMENTS_KEY: '{"a": 1'}),  # cut-off JSON
-    ("[1, 2]", {RAW_ARGUMENTS_KEY: "[1, 2]"}),  # JSON, but not an object
+    ('{"a": 1', {"_raw_arguments": '{"a": 1'}),  # cut-off JSON
+    ("[1, 2]", {"_raw_arguments": "[1, 2]"}),  # JSON, but not an object
     ("", {}),  # a tool without parameters, as some servers send it
 ])
 async def test_arguments_that_are_not_a_json_object_are_kept_raw(
