@@ -1,4 +1,8 @@
-"""Each shipped kind validates its entries' fields and names the field at fault."""
+"""Each shipped kind validates its entries' fields and names the field at fault.
+
+Entries are parsed with the registry's own `_kinds.parse_spec` (and its `SpecErrors`, `Reference`), one
+entry at a time, so that each field's rule is checked without a whole registry around it.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from wippy_agents.registry import KINDS, Entry, Folders
-from wippy_agents.registry._kinds import AgentSpec, ConfigSpec, Reference, SpecErrors, SupervisorSpec, parse_spec
+from wippy_agents.registry import KINDS, AgentSpec, ConfigSpec, Entry, Folders, SupervisorSpec
+from wippy_agents.registry._kinds import Reference, SpecErrors, parse_spec
 from wippy_agents.registry._sources import read_source
 
 # A minimal valid entry of each kind.
