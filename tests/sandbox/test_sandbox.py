@@ -110,7 +110,7 @@ async def test_runtime_error_shows_type_message_without_host_frames() -> None:
     assert err.output == "before\n"
 
 
-async def test_missing_function_and_result() -> None:
+async def test_a_missing_function_or_result_is_a_sandbox_error() -> None:
     async with Sandbox() as sb:
         with pytest.raises(SandboxError, match="no function named 'nope'"):
             await sb.run("x = 1", function="nope")
@@ -173,13 +173,13 @@ async def test_a_worker_killed_at_its_wall_clock_limit_is_replaced(sandbox_worke
         assert await sb.run("result = 'alive'") == "alive"
 
 
-async def test_not_started_is_a_sandbox_error() -> None:
+async def test_a_sandbox_that_was_not_started_refuses_to_run() -> None:
     sb = Sandbox()
     with pytest.raises(SandboxError):
         await sb.run("result = 1")
 
 
-async def test_inheritance_and_exceptions() -> None:
+async def test_classes_inherit_and_exceptions_are_caught_as_in_python() -> None:
     src = (
         "class Base:\n    def __init__(self, n):\n        self.n = n\n"
         "    def double(self):\n        return self.n * 2\n"
@@ -193,7 +193,7 @@ async def test_inheritance_and_exceptions() -> None:
 
 
 @pytest.mark.parametrize("args", [{"n": 3}])
-async def test_generators_and_closures(args: dict[str, Any]) -> None:
+async def test_generators_and_closures_work_as_in_python(args: dict[str, Any]) -> None:
     src = (
         "def gen(n):\n    for i in range(n):\n        yield i\n"
         "def main(n):\n    add = lambda k: k + n\n    return [add(v) for v in gen(n)]\n"
