@@ -17,11 +17,12 @@ def _live_workers() -> set[int]:
             continue
         try:
             state, parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
-            command = (entry / "cmdline").read_bytes()
+            if int(parent) != os.getpid() or state == "Z":
+                continue
+            if b"wippy_agents.sandbox._worker" in (entry / "cmdline").read_bytes():
+                found.add(int(entry.name))
         except OSError:
             continue  # it ended while we looked
-        if int(parent) == os.getpid() and state != "Z" and b"wippy_agents.sandbox._worker" in command:
-            found.add(int(entry.name))
     return found
 
 

@@ -169,7 +169,7 @@ async def test_a_worker_killed_at_its_wall_clock_limit_is_replaced(sandbox_worke
         assert len(before) == 2
         with pytest.raises(ResourceLimit):
             await sb.run("while True:\n    pass\n", limits=Limits(cpu_seconds=30, wall_seconds=0.3))
-        await wait_until(lambda: len(now := sandbox_workers()) == 2 and now != before)
+        await wait_until(lambda: len(now := sandbox_workers()) == 2 and now != before, poll=0.05)
         assert await sb.run("result = 'alive'") == "alive"
 
 
