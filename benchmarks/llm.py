@@ -55,7 +55,7 @@ from _timing import Timings, machine
 
 from wippy_agents.llm import Response, ResponseDone, StreamEvent, Usage, UserMessage, load_model
 from wippy_agents.llm._messages import response_events
-from wippy_agents.registry._kinds import ModelSpec, Pricing
+from wippy_agents.registry import ModelSpec, Pricing
 from wippy_agents.testing import ScriptedModel
 
 TARGET_ADDED_MS = 0.3
