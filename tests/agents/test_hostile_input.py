@@ -1,8 +1,8 @@
 """What an agent, a template or a tool sends cannot brick the app: each ends as that turn's error, the node stays up.
 
-Rendering a prompt in place or in a sandbox worker gives the same text, so two tests
-tell which one happened by whether the app's sandbox was started (the agent service's
-`restricted._sandbox`, an internal).
+Rendering a prompt in place or in a sandbox worker gives the same text, so the template
+tests tell which one happened (or is happening) by whether the app's sandbox was started:
+the agent service's `restricted._sandbox`, an internal.
 """
 
 from __future__ import annotations
