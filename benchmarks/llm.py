@@ -55,7 +55,7 @@ from _timing import Timings, machine
 
 from wippy_agents.llm import Response, ResponseDone, StreamEvent, Usage, UserMessage, load_model
 from wippy_agents.llm._messages import response_events
-from wippy_agents.registry._kinds import ModelSpec, Pricing
+from wippy_agents.registry import ModelSpec, Pricing
 from wippy_agents.testing import ScriptedModel
 
 TARGET_ADDED_MS = 0.3
@@ -227,7 +227,7 @@ class ChatHandler(BaseHTTPRequestHandler):
     COMPLETION = completion_body()
     STREAM = stream_body()
 
-    def do_POST(self) -> None:  # noqa: N802 (the name http.server dispatches on)
+    def do_POST(self) -> None:  # the name http.server dispatches on
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.path != "/v1/chat/completions":
             self.send_error(404)

@@ -54,8 +54,17 @@ from textual.pilot import Pilot
 from textual.widgets import Markdown, OptionList
 
 from wippy_agents import App
-from wippy_agents.llm import ChatMessage, Response, ResponseDone, StreamEvent, TextDelta, ToolDefinition, Usage
-from wippy_agents.llm._model import Model, Settings
+from wippy_agents.llm import (
+    ChatMessage,
+    Model,
+    Response,
+    ResponseDone,
+    Settings,
+    StreamEvent,
+    TextDelta,
+    ToolDefinition,
+    Usage,
+)
 from wippy_agents.testing import wait_until, write_file
 from wippy_agents.tui import WippyApp
 from wippy_agents.tui._chat import ChatInput, MarkdownText, TurnView

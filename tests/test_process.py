@@ -10,6 +10,7 @@ import pytest
 
 from wippy_agents import Node, Pid, ProcessError, UsageError, process
 from wippy_agents.process import DOWN, EXIT, Message
+from wippy_agents.testing import wait_until
 
 
 async def echo() -> str:
@@ -270,26 +271,21 @@ async def test_monitor_of_a_dead_pid_fires_at_once_with_noproc() -> None:
         assert await node.run(main) == "noproc"
 
 
-@pytest.mark.virtual_clock
 async def test_demonitor_stops_the_down_message_and_flush_drops_one_already_queued() -> None:
     async def main() -> None:
         pid = process.spawn(idle)
-        ref = process.monitor(pid)
-        process.demonitor(ref)
+        stopped = process.monitor(pid)
+        process.demonitor(stopped)
+        witness = process.monitor(pid)
         process.exit(pid, "kill")
-        flushed, _ = process.spawn_monitor(returns, None)
-        ref2 = process.monitor(flushed)
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        process.demonitor(ref2, flush=True)
-        downs = []
-        while True:
-            try:
-                downs.append(await process.receive(DOWN, timeout=0.05))
-            except TimeoutError:
-                break
-        assert [d.payload.ref for d in downs if d.payload.ref in (ref, ref2)] == []
-        assert len(downs) == 1  # the spawn_monitor one only
+        assert (await process.receive(DOWN)).payload.ref == witness  # pid is gone: any DOWN for `stopped` is queued
+
+        flushed, first = process.spawn_monitor(returns, None)
+        queued = process.monitor(flushed)
+        assert (await process.receive(DOWN)).payload.ref == first  # the DOWN for `queued` is in the mailbox now
+        process.demonitor(queued, flush=True)
+        with pytest.raises(TimeoutError):
+            await process.receive(DOWN, timeout=0)
 
     async with Node() as node:
         await node.run(main)
@@ -299,26 +295,26 @@ async def test_demonitor_stops_the_down_message_and_flush_drops_one_already_queu
 
 
 async def test_abnormal_exit_kills_linked_processes_both_ways() -> None:
-    async def linked_waiter(peer: Pid) -> None:
+    async def linked_waiter(parent: Pid, peer: Pid) -> None:
         process.link(peer)
+        process.send(parent, "linked")
         await process.receive("never")
 
     async def main() -> list[Any]:
         crasher = process.spawn(idle)
-        a, _ = process.spawn_monitor(linked_waiter, crasher)
-        await asyncio.sleep(0)
+        a, _ = process.spawn_monitor(linked_waiter, process.self(), crasher)
+        await process.receive("linked")
         process.exit(crasher, ValueError("link test"))  # crasher dies with this reason
         down = await process.receive(DOWN)
         assert down.payload.pid == a
         # the other direction: the linker dies and takes the linked one along
         b = process.spawn(idle)
-        c, _ = process.spawn_monitor(linked_waiter, b)
-        ref_b = process.monitor(b)
-        await asyncio.sleep(0)
+        c, _ = process.spawn_monitor(linked_waiter, process.self(), b)
+        process.monitor(b)
+        await process.receive("linked")
         process.exit(c, "boom")
-        downs = {(await process.receive(DOWN)).payload.pid: None for _ in range(2)}
-        assert set(downs) == {b, c}
-        del ref_b
+        downs = {(await process.receive(DOWN)).payload.pid for _ in range(2)}
+        assert downs == {b, c}
         return [down.payload.reason]
 
     async with Node() as node:
@@ -328,9 +324,9 @@ async def test_abnormal_exit_kills_linked_processes_both_ways() -> None:
 
 async def test_normal_exit_does_not_kill_linked_processes() -> None:
     async def main() -> str:
-        process.spawn_link(returns, None)
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        pid = process.spawn_link(returns, None)
+        process.monitor(pid)
+        await process.receive(DOWN)  # its exit signal was carried out before this DOWN was sent
         return "alive"
 
     async with Node() as node:
@@ -354,15 +350,16 @@ async def test_trapping_process_gets_exit_messages_instead_of_dying() -> None:
 
 
 async def test_kill_cannot_be_trapped_but_linked_trappers_see_killed() -> None:
-    async def trapper() -> None:
+    async def trapper(parent: Pid) -> None:
         process.trap_exits()
+        process.send(parent, "trapping")
         await process.receive("never")
 
     async def main() -> Any:
         process.trap_exits()
-        pid, _ = process.spawn_monitor(trapper)
+        pid, _ = process.spawn_monitor(trapper, process.self())
         process.link(pid)
-        await asyncio.sleep(0)
+        await process.receive("trapping")
         process.exit(pid, "kill")
         down = await process.receive(DOWN)
         exit_msg = await process.receive(EXIT)
@@ -375,12 +372,13 @@ async def test_kill_cannot_be_trapped_but_linked_trappers_see_killed() -> None:
 async def test_exit_signal_to_a_trapping_process_is_a_message() -> None:
     async def trapper(parent: Pid) -> None:
         process.trap_exits()
+        process.send(parent, "trapping")
         msg = await process.receive(EXIT)
         process.send(parent, "got", msg.payload)
 
     async def main() -> Any:
         pid = process.spawn(trapper, process.self())
-        await asyncio.sleep(0)
+        await process.receive("trapping")
         process.exit(pid, "please stop")
         return (await process.receive("got")).payload
 
@@ -389,19 +387,14 @@ async def test_exit_signal_to_a_trapping_process_is_a_message() -> None:
     assert signal.reason == "please stop" and isinstance(signal.pid, Pid)
 
 
-@pytest.mark.virtual_clock
 async def test_exit_normal_is_ignored_by_a_non_trapping_process() -> None:
-    async def main() -> str:
-        pid = process.spawn(idle)
-        ref = process.monitor(pid)
+    async def main() -> Any:
+        pid = process.spawn(echo)
         process.exit(pid, "normal")
-        with pytest.raises(TimeoutError):
-            await process.receive(DOWN, timeout=0.01)
-        process.demonitor(ref)
-        return "ok"
+        return await process.call(pid, "ping", "still here")  # answered: the signal was ignored when it was sent
 
     async with Node() as node:
-        assert await node.run(main) == "ok"
+        assert await node.run(main) == "still here"
 
 
 async def test_exit_self_ends_the_caller_at_once_with_that_reason() -> None:
@@ -436,9 +429,9 @@ async def test_unlink_stops_exit_propagation() -> None:
     async def main() -> str:
         pid = process.spawn_link(idle)
         process.unlink(pid)
+        process.monitor(pid)
         process.exit(pid, "boom")
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await process.receive(DOWN)  # had the link stayed, its exit signal would have come before this DOWN
         return "survived"
 
     async with Node() as node:
@@ -452,9 +445,9 @@ async def test_a_crash_never_disturbs_an_unrelated_process(caplog: pytest.LogCap
     async def main() -> Any:
         survivor = process.spawn(echo)
         for _ in range(3):
-            process.spawn(crash, ZeroDivisionError("division by zero"))
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+            process.spawn_monitor(crash, ZeroDivisionError("division by zero"))
+        for _ in range(3):
+            await process.receive(DOWN)
         return await process.call(survivor, "ping", "still here")
 
     async with Node() as node:
@@ -480,14 +473,15 @@ async def test_a_crash_is_logged_with_traceback_and_pid(caplog: pytest.LogCaptur
 
 
 async def test_register_whereis_and_name_freed_on_exit() -> None:
-    async def named() -> None:
+    async def named(parent: Pid) -> None:
         process.register("svc")
+        process.send(parent, "registered")
         await echo()
 
     async def main() -> None:
         assert process.whereis("svc") is None
-        pid, _ = process.spawn_monitor(named)
-        await asyncio.sleep(0)
+        pid, _ = process.spawn_monitor(named, process.self())
+        await process.receive("registered")
         assert process.whereis("svc") == pid
         assert await process.call("svc", "ping", 1) == 1
         process.send("svc", "stop")
@@ -569,7 +563,7 @@ async def test_processes_lists_name_status_mailbox_and_supervisor() -> None:
         waiting = process.spawn(idle, name="waiter")
         process.send(waiting, "pending-1")
         process.send(waiting, "pending-2")
-        await asyncio.sleep(0)
+        await wait_until(lambda: any(p.pid == waiting and p.status == "waiting" for p in node.processes()))
         info = {p.pid: p for p in node.processes()}
         me = info[process.self()]
         assert me.status == "running" and me.name is None
@@ -585,26 +579,28 @@ async def test_processes_lists_name_status_mailbox_and_supervisor() -> None:
 async def test_cancelling_node_run_kills_the_process() -> None:
     async with Node() as node:
         task = asyncio.ensure_future(node.run(idle, name="cancel-me"))
-        await asyncio.sleep(0)
-        assert node.whereis("cancel-me") is not None
+        await wait_until(lambda: node.whereis("cancel-me") is not None)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        await asyncio.sleep(0)
-        assert node.whereis("cancel-me") is None
+        await wait_until(lambda: node.whereis("cancel-me") is None)
 
 
 @pytest.mark.virtual_clock
 async def test_node_stop_shuts_processes_down_and_kills_stragglers(clock: Any) -> None:
     stopped = []
 
+    trapping = asyncio.Semaphore(0)
+
     async def polite() -> None:
         process.trap_exits()
+        trapping.release()
         msg = await process.receive(EXIT)
         stopped.append(msg.payload.reason)
 
     async def stubborn() -> None:
         process.trap_exits()
+        trapping.release()
         while True:
             await process.receive()
 
@@ -613,7 +609,8 @@ async def test_node_stop_shuts_processes_down_and_kills_stragglers(clock: Any) -
         node.spawn(polite)
         node.spawn(stubborn)
         node.spawn(idle)
-        await asyncio.sleep(0)
+        for _ in range(2):
+            await trapping.acquire()
     assert node.processes() == []
     assert stopped == ["shutdown"]
     assert clock.now == pytest.approx(2.0)
@@ -621,15 +618,16 @@ async def test_node_stop_shuts_processes_down_and_kills_stragglers(clock: Any) -
 
 @pytest.mark.virtual_clock
 async def test_a_process_that_swallows_a_shutdown_is_still_killed(clock: Any) -> None:
-    async def cleans_up_slowly() -> None:
+    async def cleans_up_slowly(parent: Pid) -> None:
+        process.send(parent, "working")
         try:
             await asyncio.sleep(3600)
         except asyncio.CancelledError:
             await asyncio.sleep(3600)  # a cleanup that takes far too long
 
     async def main() -> Any:
-        pid, _ = process.spawn_monitor(cleans_up_slowly)
-        await asyncio.sleep(0)
+        pid, _ = process.spawn_monitor(cleans_up_slowly, process.self())
+        await process.receive("working")
         process.exit(pid, "shutdown")
         with pytest.raises(TimeoutError):
             await process.receive(DOWN, timeout=1)
@@ -644,24 +642,26 @@ async def test_a_process_that_swallows_a_shutdown_is_still_killed(clock: Any) ->
 async def test_node_stop_abandons_a_process_that_ignores_every_kill(
     clock: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    stop = asyncio.Event()
+    running, stop, stopped = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def unkillable() -> None:
+        running.set()
         while not stop.is_set():
             try:
                 await asyncio.sleep(1)
             except asyncio.CancelledError:
                 pass
+        stopped.set()
 
     node = Node(shutdown_timeout=2)
     async with node:
         watcher_pid = node.spawn(unkillable)
-        await asyncio.sleep(0)
+        await running.wait()
     assert node.processes() == []
     assert f"process {watcher_pid} ignored its kill" in caplog.text
     assert clock.now == pytest.approx(3)  # 2 s to shut down, 1 s of grace after the kill
     stop.set()
-    await asyncio.sleep(1)
+    await stopped.wait()  # the abandoned task ends before the test's loop closes
 
 
 async def test_a_process_killed_before_it_ever_ran_never_runs_and_reports_killed() -> None:

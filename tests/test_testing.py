@@ -13,7 +13,7 @@ from wippy_agents.llm import (
     UserMessage,
     load_model,
 )
-from wippy_agents.registry._kinds import ModelSpec
+from wippy_agents.registry import ModelSpec
 from wippy_agents.testing import FunctionModel, ModelRequest, ScriptedModel, ScriptExhausted, forbid_model_requests
 
 

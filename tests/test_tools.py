@@ -69,7 +69,7 @@ def test_google_docstring_gives_name_description_and_exact_schema() -> None:
     }
 
 
-def test_numpy_and_rest_docstrings() -> None:
+def test_numpy_and_rest_docstrings_describe_the_parameters_too() -> None:
     def numpy_style(city: str, days: int = 3) -> str:
         """Weather forecast.
 
@@ -172,7 +172,9 @@ async def test_nested_and_constrained_arguments_are_validated_into_python_object
         await tool.call({"place": {"name": "x"}, "window": {"start": "2025-01-02"}, "count": 0})
 
 
-async def test_future_annotations_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_module_with_future_annotations_gives_the_same_tool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     module = load_module(tmp_path, monkeypatch, "wippy_test_tools_future", """
         from __future__ import annotations
         import dataclasses
@@ -223,7 +225,7 @@ def test_parameter_names_that_clash_with_pydantic_still_work() -> None:
     assert list(props) == ["json", "schema", "model_config"]
 
 
-def test_tool_without_parameters() -> None:
+def test_a_tool_without_parameters_takes_an_empty_object() -> None:
     def now() -> str:
         """The current time."""
         return "noon"
@@ -291,7 +293,7 @@ async def test_sync_tools_run_in_a_thread_async_tools_on_the_loop() -> None:
     assert await function_tool(nonblocking).call({}) == loop_thread
 
 
-async def test_positional_only_parameters_and_defaults() -> None:
+async def test_positional_only_and_keyword_only_parameters_get_their_arguments() -> None:
     def scale(x: float, /, factor: float = 2.0, *, offset: float = 0.0) -> float:
         """Scale a number."""
         return x * factor + offset

@@ -1,4 +1,8 @@
-"""Agents as supervised conversation processes, driven by scripted models on a real app folder."""
+"""Agents as supervised conversation processes, driven by scripted models on a real app folder.
+
+One test speaks to an agent spawned by its registry id in the conversation process's own
+message protocol (`agents._turn.AskRequest`): a spawned agent has no public handle yet.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import pytest
 
 from wippy_agents import App, process
 from wippy_agents.agents import AgentError, Delegated, TextDelta, ToolFinished, ToolStarted, TurnDone, UsageReport
+from wippy_agents.agents._turn import AskRequest
 from wippy_agents.llm import Response, ToolCall, ToolResultMessage, Usage, UserMessage
 from wippy_agents.testing import FunctionModel, ModelRequest, ScriptedModel, wait_until, write_file
 
@@ -260,10 +265,7 @@ async def test_a_killed_conversation_process_is_restarted_with_its_history(app: 
         old = wippy.node.whereis(f"conversation:{conv.id}")
         assert old is not None
         wippy.node.exit(None, old, "kill")
-        for _ in range(100):
-            if wippy.node.whereis(f"conversation:{conv.id}") not in (None, old):
-                break
-            await asyncio.sleep(0)
+        await wait_until(lambda: wippy.node.whereis(f"conversation:{conv.id}") not in (None, old))
         [info] = [p for p in wippy.processes() if p.name == f"conversation:{conv.id}"]
         assert info.pid != old and info.restarts == 1
         assert (await conv.ask("after")).text == "before | after"
@@ -286,8 +288,7 @@ async def test_a_turn_whose_task_process_is_killed_resumes_without_repeating_ste
         wippy.agents.model_overrides["*"] = FunctionModel(model_fn)
         conv = await wippy.conversation("app:assistant")
         asking = asyncio.ensure_future(conv.ask("add them"))
-        while calls != ["first", "second"]:
-            await asyncio.sleep(0.001)
+        await wait_until(lambda: calls == ["first", "second"])
         [task] = [p.pid for p in wippy.processes() if p.name and p.name.startswith("task:turn:")]
         wippy.node.exit(None, task, "kill")
         gate.set()
@@ -321,8 +322,6 @@ async def test_spawn_by_agent_id_starts_a_conversation_process(app: Path) -> Non
         wippy.agents.model_overrides["*"] = ScriptedModel(["hi from a spawned agent"])
 
         async def main() -> Any:
-            from wippy_agents.agents._turn import AskRequest
-
             pid = process.spawn("app:assistant")
             process.send(pid, "agent.ask", AskRequest("hello", process.self(), {}, ()))
             while True:

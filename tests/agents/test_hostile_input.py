@@ -1,4 +1,9 @@
-"""What an agent, a template or a tool sends cannot brick the app: each ends as that turn's error, the node stays up."""
+"""What an agent, a template or a tool sends cannot brick the app: each ends as that turn's error, the node stays up.
+
+Rendering a prompt in place or in a sandbox worker gives the same text, so the template
+tests tell which one happened (or is happening) by whether the app's sandbox was started:
+the agent service's `restricted._sandbox`, an internal.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,6 @@ import logging
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +20,7 @@ import pytest
 from wippy_agents import App
 from wippy_agents.agents import AgentError
 from wippy_agents.llm import Response, ToolCall
-from wippy_agents.testing import ScriptedModel, write_file
+from wippy_agents.testing import ScriptedModel, wait_until, write_file
 from wippy_agents.tools import ToolBusy, ToolThreads, function_tool
 
 WIPPY = str(Path(sys.executable).with_name("wippy"))
@@ -49,9 +53,9 @@ async def test_a_template_that_loops_for_hours_fails_its_turn_without_blocking_t
     async with App(root=app) as wippy:
         conv = await wippy.conversation("app:assistant")
         turn = asyncio.create_task(conv.ask("hi"))
-        await asyncio.sleep(0.2)  # the render runs in a sandbox worker meanwhile ...
-        assert not turn.done()
+        await wait_until(lambda: wippy.agents.restricted._sandbox is not None)  # the render is going to a worker ...
         assert await wippy.run(_pong) == "pong"  # ... and the node goes on serving
+        assert not turn.done()  # while it loops, up to its 2 s budget
         refused = r"prompts:assistant of app:assistant does not render: .*over its (cpu|wall clock) limit"
         with pytest.raises(AgentError, match=refused):
             await turn
@@ -127,48 +131,36 @@ async def test_a_hung_tool_cannot_starve_the_calls_of_a_healthy_one(app: Path) -
     assert all("did not finish within 0.2s" in text or "is busy" in text for text in hung)
 
 
-def test_a_call_waiting_for_a_thread_is_not_timed_out_while_it_waits() -> None:
+async def test_a_call_waiting_for_a_thread_is_not_timed_out_while_it_waits() -> None:
     threads = ToolThreads("slow", size=1)
     gate = threading.Event()
-
-    async def main() -> list[object]:
-        first = asyncio.create_task(threads.run(gate.wait, timeout=None))
-        second = asyncio.create_task(threads.run(lambda: "second", timeout=0.05))
-        await asyncio.sleep(0.2)  # far past the second call's timeout, had its wait counted
-        assert not second.done()
-        gate.set()
-        return list(await asyncio.gather(first, second))
-
-    assert asyncio.run(main()) == [True, "second"]
+    asyncio.get_running_loop().call_later(0.2, gate.set)  # the first call holds the only thread past 0.05 s
+    first = threads.run(gate.wait, timeout=None)
+    second = threads.run(lambda: "second", timeout=0.05)
+    assert await asyncio.gather(first, second) == [True, "second"]
 
 
-def test_once_every_thread_is_held_by_a_timed_out_call_new_calls_fail_at_once() -> None:
+async def test_once_every_thread_is_held_by_a_timed_out_call_new_calls_fail_at_once() -> None:
     threads = ToolThreads("stuck", size=2)
     gate = threading.Event()
-
-    async def main() -> None:
-        for _ in range(2):
-            with pytest.raises(TimeoutError):
-                await threads.run(gate.wait, timeout=0.01)
-        assert threads.abandoned == 2
-        with pytest.raises(ToolBusy, match="2 earlier call"):
-            await threads.run(lambda: 1, timeout=1)
-        gate.set()
-        deadline = time.monotonic() + 10
-        while threads.abandoned and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        assert await threads.run(lambda: 1, timeout=1) == 1  # they returned: the tool takes calls again
-
-    asyncio.run(main())
+    for _ in range(2):
+        with pytest.raises(TimeoutError):
+            await threads.run(gate.wait, timeout=0.01)
+    assert threads.abandoned == 2
+    with pytest.raises(ToolBusy, match="2 earlier call"):
+        await threads.run(lambda: 1, timeout=1)
+    gate.set()
+    await wait_until(lambda: threads.abandoned == 0)
+    assert await threads.run(lambda: 1, timeout=1) == 1  # they returned: the tool takes calls again
 
 
-def test_a_tool_raising_system_exit_is_that_call_s_error_not_the_node_s_exit() -> None:
+async def test_a_tool_raising_system_exit_is_that_call_s_error_not_the_node_s_exit() -> None:
     def leave() -> str:
         """Tries to end the process."""
         raise SystemExit(3)
 
     with pytest.raises(RuntimeError, match="the tool raised SystemExit: 3"):
-        asyncio.run(function_tool(leave).call({}))
+        await function_tool(leave).call({})
 
 
 EXITING_TOOL = '''

@@ -46,9 +46,8 @@ from wippy_agents.llm import (
     UserMessage,
     load_model,
 )
-from wippy_agents.llm._anthropic_format import DEFAULT_MAX_TOKENS
-from wippy_agents.llm._messages import RAW_ARGUMENTS_KEY
-from wippy_agents.registry._kinds import ModelSpec, Pricing
+from wippy_agents.llm.anthropic import AnthropicModel
+from wippy_agents.registry import ModelSpec, Pricing
 
 URL = "https://api.anthropic.com/v1/messages"
 MODEL = "claude-sonnet-4-6"
@@ -69,9 +68,11 @@ def _sdk_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 KEY = "sk-ant-test-key"
 
 
-def claude(**entry: Any) -> Model:
+def claude(**entry: Any) -> AnthropicModel:
     """The model an anthropic entry with these fields loads, its key from a fake environment."""
-    return load_model(ModelSpec(provider="anthropic", model=MODEL, **entry), environ={"ANTHROPIC_API_KEY": KEY})
+    model = load_model(ModelSpec(provider="anthropic", model=MODEL, **entry), environ={"ANTHROPIC_API_KEY": KEY})
+    assert isinstance(model, AnthropicModel)
+    return model
 
 
 def sent(route: respx.Route) -> dict[str, Any]:
@@ -237,7 +238,7 @@ async def test_a_tool_call_cut_off_by_max_tokens_keeps_its_raw_input(httpx2_mock
     done = (await collect(claude()))[-1]
     assert isinstance(done, ResponseDone)
     assert done.response.finish_reason == "length"
-    assert done.response.tool_calls == (ToolCall(id="toolu_1", name="weather", arguments={RAW_ARGUMENTS_KEY: '{"ci'}),)
+    assert done.response.tool_calls == (ToolCall(id="toolu_1", name="weather", arguments={"_raw_arguments": '{"ci'}),)
 
 
 # --- what is sent -------------------------------------------------------------------------------
@@ -287,7 +288,7 @@ async def test_an_assistant_turn_of_only_tool_calls_has_no_empty_text_block(http
 
 
 @pytest.mark.parametrize(("entry", "call", "expected"), [
-    ({}, {}, DEFAULT_MAX_TOKENS),
+    ({}, {}, 4096),
     ({"max_tokens": 1000}, {}, 1000),
     ({"max_tokens": 1000}, {"max_tokens": 50}, 50),
 ])
@@ -407,7 +408,8 @@ async def test_aclose_closes_only_a_connection_pool_the_model_made() -> None:
     await shared.aclose()
     own = claude()
     await own.aclose()
-    assert own._client.is_closed()  # type: ignore[attr-defined]
+    with pytest.raises(ModelConnectionError, match="the client has been closed"):
+        await own.complete(HI)
 
 
 def test_a_missing_key_names_the_variable_to_set() -> None:

@@ -8,7 +8,6 @@ import pytest
 
 from wippy_agents.llm import (
     MissingAPIKeyError,
-    OfflineModel,
     Response,
     ResponseDone,
     TextDelta,
@@ -24,8 +23,8 @@ from wippy_agents.llm import (
     default_model_spec,
     load_model,
 )
-from wippy_agents.llm._model import DEFAULT_TIMEOUT
-from wippy_agents.registry._kinds import ModelSpec, Pricing
+from wippy_agents.llm.offline import OfflineModel
+from wippy_agents.registry import ModelSpec, Pricing
 
 ADD = ToolDefinition(name="tools_calc_add", id="tools.calc:add", description="Add two numbers.",
                      parameters={"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}})
@@ -148,10 +147,10 @@ def test_openai_compatible_needs_a_base_url_but_no_key() -> None:
 
 
 def test_an_entry_without_a_timeout_gives_each_call_the_default_deadline_its_description_names() -> None:
-    assert load_model(ModelSpec(provider="offline", model="m"), environ={}).timeout == DEFAULT_TIMEOUT
+    assert load_model(ModelSpec(provider="offline", model="m"), environ={}).timeout == 600
     assert load_model(ModelSpec(provider="offline", model="m", timeout=7), environ={}).timeout == 7
     description = ModelSpec.model_fields["timeout"].description or ""
-    assert f"{DEFAULT_TIMEOUT:g} when unset" in description
+    assert "600 when unset" in description
 
 
 def test_default_model_is_offline_without_keys() -> None:

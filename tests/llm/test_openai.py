@@ -48,9 +48,8 @@ from wippy_agents.llm import (
     _guard,
     load_model,
 )
-from wippy_agents.llm._openai import OpenAIModel
-from wippy_agents.llm._openai_format import RAW_ARGUMENTS_KEY
-from wippy_agents.registry._kinds import ModelSpec
+from wippy_agents.llm.openai import OpenAIModel
+from wippy_agents.registry import ModelSpec
 
 URL = "https://api.openai.com/v1/chat/completions"
 ENV = {"OPENAI_API_KEY": "sk-test"}
@@ -240,8 +239,8 @@ async def test_complete_keeps_text_and_parallel_tool_call_ids(httpx2_mock: respx
 
 
 @pytest.mark.parametrize(("raw", "arguments"), [
-    ('{"a": 1', {RAW_ARGUMENTS_KEY: '{"a": 1'}),  # cut-off JSON
-    ("[1, 2]", {RAW_ARGUMENTS_KEY: "[1, 2]"}),  # JSON, but not an object
+    ('{"a": 1', {"_raw_arguments": '{"a": 1'}),  # cut-off JSON
+    ("[1, 2]", {"_raw_arguments": "[1, 2]"}),  # JSON, but not an object
     ("", {}),  # a tool without parameters, as some servers send it
 ])
 async def test_arguments_that_are_not_a_json_object_are_kept_raw(
@@ -276,7 +275,9 @@ async def test_stream_from_a_server_that_numbers_every_call_zero_and_says_stop(h
 
 @pytest.mark.parametrize(("wire", "ours"), [
     ("length", "length"), ("content_filter", "content_filter"), ("function_call", "tool_calls"), ("eos", "stop")])
-async def test_finish_reasons(httpx2_mock: respx.Router, wire: str, ours: str) -> None:
+async def test_each_finish_reason_on_the_wire_becomes_one_of_ours(
+    httpx2_mock: respx.Router, wire: str, ours: str
+) -> None:
     httpx2_mock.post(URL).mock(return_value=httpx.Response(200, json=completion(finish=wire)))
     assert (await openai_model().complete(HI)).finish_reason == ours
 
@@ -318,7 +319,7 @@ async def test_status_errors_map_to_our_kinds_with_the_providers_message(
     (httpcore2.ReadTimeout("timed out reading"), ModelTimeoutError, TimeoutError),
     (httpcore2.ConnectError("[Errno 111] Connection refused"), ModelConnectionError, ConnectionError),
 ])
-async def test_timeouts_and_connection_failures(
+async def test_a_timeout_or_a_failed_connection_names_the_url_and_the_low_level_cause(
     httpx2_mock: respx.Router, failure: Exception, error: type[ModelError], builtin: type[Exception]
 ) -> None:
     route = httpx2_mock.post(URL).mock(side_effect=failure)
@@ -330,7 +331,7 @@ async def test_timeouts_and_connection_failures(
         await collect(openai_model(max_retries=0), HI)
 
 
-async def test_an_error_in_the_middle_of_a_stream(httpx2_mock: respx.Router) -> None:
+async def test_an_error_in_the_middle_of_a_stream_fails_it_after_the_text_so_far(httpx2_mock: respx.Router) -> None:
     httpx2_mock.post(URL).mock(return_value=sse(text("Hel"), {"error": {"message": "The server overloaded."}}))
     events: list[StreamEvent] = []
     with pytest.raises(ServerError, match="The server overloaded."):
@@ -339,7 +340,7 @@ async def test_an_error_in_the_middle_of_a_stream(httpx2_mock: respx.Router) -> 
     assert events == [TextDelta(text="Hel")]
 
 
-async def test_a_page_that_is_not_the_api(httpx2_mock: respx.Router) -> None:
+async def test_a_page_that_is_not_the_api_is_refused_with_a_hint_about_the_base_url(httpx2_mock: respx.Router) -> None:
     httpx2_mock.post(URL).mock(return_value=httpx.Response(200, text="<html>Welcome</html>",
                                                            headers={"content-type": "text/html"}))
     with pytest.raises(InvalidResponseError, match="did not answer as the Chat Completions API.*<html>Welcome</html>"

@@ -3,6 +3,11 @@
 Nothing dropped into an app's folders may crash boot, stop the file watcher, take
 the agents down, freeze the node, leak a file from outside the app, or slip in an
 id that only looks like another.
+
+Some tests reach inside, where no public call can set the scene: one file is read with the
+registry's own reader (`_sources.read_source`), a save read while an API write lands is
+staged with the two halves of a reload (`_read_changed`, `_commit_reads`), and an entry
+stored under older rules is written with the state's own store (`_state`, `registry._store`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ import pytest
 
 from wippy_agents import App
 from wippy_agents.app import AppFolder
-from wippy_agents.app._app import AGENTS, WATCHER
 from wippy_agents.registry import Entry, EntryChange, Folders, Problem, RegistryError, check_id
 from wippy_agents.registry._sources import SourceFile, read_source
 from wippy_agents.registry._store import record
@@ -76,7 +80,7 @@ def refused(wippy: App, relpath: str) -> bool:
 
 def system_pids(wippy: App) -> tuple[object, object]:
     """The watcher's and the agents' supervisor's pids: unchanged means neither went down."""
-    watcher, agents = wippy.node.whereis(WATCHER), wippy.node.whereis(AGENTS)
+    watcher, agents = wippy.node.whereis("wippy:registry_watcher"), wippy.node.whereis("wippy:agents")
     assert watcher is not None and agents is not None
     return watcher, agents
 

@@ -1,4 +1,8 @@
-"""Each shipped kind validates its entries' fields and names the field at fault."""
+"""Each shipped kind validates its entries' fields and names the field at fault.
+
+Entries are parsed with the registry's own `_kinds.parse_spec` (and its `SpecErrors`, `Reference`), one
+entry at a time, so that each field's rule is checked without a whole registry around it.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from wippy_agents.registry import KINDS, Entry, Folders
-from wippy_agents.registry._kinds import AgentSpec, ConfigSpec, Reference, SpecErrors, SupervisorSpec, parse_spec
+from wippy_agents.registry import KINDS, AgentSpec, ConfigSpec, Entry, Folders, SupervisorSpec
+from wippy_agents.registry._kinds import Reference, SpecErrors, parse_spec
 from wippy_agents.registry._sources import read_source
 
 # A minimal valid entry of each kind.
@@ -37,7 +41,7 @@ def check(kind: str, data: dict[str, Any]) -> Any:
     return parse_spec(Entry("app:x", kind, {}, data))
 
 
-def test_every_kind_is_covered() -> None:
+def test_every_shipped_kind_has_a_minimal_valid_entry_here() -> None:
     assert set(VALID) == set(KINDS)
 
 
@@ -68,7 +72,7 @@ def test_a_model_needs_provider_and_model() -> None:
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic", "openai-compatible", "offline"])
-def test_the_four_providers(provider: str) -> None:
+def test_each_of_the_four_providers_is_accepted(provider: str) -> None:
     assert check("model", {"provider": provider, "model": "m"}).provider == provider
 
 
@@ -159,7 +163,7 @@ def test_agent_fields_are_checked() -> None:
 
 
 @pytest.mark.parametrize("effect", ["allow", "deny", "ask"])
-def test_policy_effects(effect: str) -> None:
+def test_a_policy_may_allow_deny_or_ask(effect: str) -> None:
     assert check("policy", {**VALID["policy"], "effect": effect}).effect == effect
 
 

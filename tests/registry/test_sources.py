@@ -1,6 +1,8 @@
 """Reading one source file into entries: `_index.yaml`, prompt templates and tool modules.
 
 Every bad input must say what is wrong and where: the file, the line, the entry and the field.
+Files are read with the registry's own reader (`_sources.read_source`), one at a time, so that
+each one's entries and problems are checked without booting an app around it.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -124,14 +125,16 @@ async def test_wall_clock_kills_and_replaces() -> None:
         assert await sb.run("result = 'ok'") == "ok"
 
 
-async def test_worker_sees_no_environment_and_own_directory() -> None:
+async def test_worker_sees_no_environment_and_own_directory(sandbox_workers: Callable[[], set[int]]) -> None:
     os.environ["WIPPY_SANDBOX_SECRET"] = "s3cret"
     try:
         async with Sandbox() as sb:
             # nothing in the sandbox can read the environment; the worker itself got env={}
             with pytest.raises(SandboxError):
                 await sb.run("result = getenv('WIPPY_SANDBOX_SECRET')")
-            for pid in sb.worker_pids:
+            workers = sandbox_workers()
+            assert len(workers) == sb.size
+            for pid in workers:
                 environ = Path(f"/proc/{pid}/environ").read_bytes()
                 assert b"s3cret" not in environ
                 assert os.readlink(f"/proc/{pid}/cwd") != os.getcwd()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from wippy_agents.sandbox import CompileError, Limits, ResourceLimit, RunResult, Sandbox, SandboxError
+from wippy_agents.testing import wait_until
 
 TOOL = '''
 class Counter:
@@ -109,7 +110,7 @@ async def test_runtime_error_shows_type_message_without_host_frames() -> None:
     assert err.output == "before\n"
 
 
-async def test_missing_function_and_result() -> None:
+async def test_a_missing_function_or_result_is_a_sandbox_error() -> None:
     async with Sandbox() as sb:
         with pytest.raises(SandboxError, match="no function named 'nope'"):
             await sb.run("x = 1", function="nope")
@@ -155,40 +156,30 @@ async def test_limit_errors_carry_output() -> None:
     assert info.value.output == "started\n"
 
 
-async def test_concurrent_calls_and_warm_latency() -> None:
+async def test_concurrent_calls_each_get_their_own_answer() -> None:
     src = "def main(x):\n    return x * 2\n"
     async with Sandbox(workers=2) as sb:
         values = await asyncio.gather(*(sb.run(src, function="main", args={"x": i}) for i in range(20)))
-        assert values == [i * 2 for i in range(20)]
-        times: list[float] = []
-        for i in range(100):
-            t0 = time.perf_counter()
-            await sb.run(src, function="main", args={"x": i})
-            times.append(time.perf_counter() - t0)
-    times.sort()
-    assert times[50] < 0.005  # p50 is well under 1 ms on a quiet machine; loose bound for CI
+    assert values == [i * 2 for i in range(20)]  # how fast a warm call is: benchmarks/sandbox.py
 
 
-async def test_dead_worker_is_replaced() -> None:
+async def test_a_worker_killed_at_its_wall_clock_limit_is_replaced(sandbox_workers: Callable[[], set[int]]) -> None:
     async with Sandbox(workers=2) as sb:
-        pids = set(sb.worker_pids)
+        before = sandbox_workers()
+        assert len(before) == 2
         with pytest.raises(ResourceLimit):
             await sb.run("while True:\n    pass\n", limits=Limits(cpu_seconds=30, wall_seconds=0.3))
-        for _ in range(50):
-            if len(sb.worker_pids) == 2:
-                break
-            await asyncio.sleep(0.05)
-        assert len(sb.worker_pids) == 2 and set(sb.worker_pids) != pids
+        await wait_until(lambda: len(now := sandbox_workers()) == 2 and now != before, poll=0.05)
         assert await sb.run("result = 'alive'") == "alive"
 
 
-async def test_not_started_is_a_sandbox_error() -> None:
+async def test_a_sandbox_that_was_not_started_refuses_to_run() -> None:
     sb = Sandbox()
     with pytest.raises(SandboxError):
         await sb.run("result = 1")
 
 
-async def test_inheritance_and_exceptions() -> None:
+async def test_classes_inherit_and_exceptions_are_caught_as_in_python() -> None:
     src = (
         "class Base:\n    def __init__(self, n):\n        self.n = n\n"
         "    def double(self):\n        return self.n * 2\n"
@@ -202,7 +193,7 @@ async def test_inheritance_and_exceptions() -> None:
 
 
 @pytest.mark.parametrize("args", [{"n": 3}])
-async def test_generators_and_closures(args: dict[str, Any]) -> None:
+async def test_generators_and_closures_work_as_in_python(args: dict[str, Any]) -> None:
     src = (
         "def gen(n):\n    for i in range(n):\n        yield i\n"
         "def main(n):\n    add = lambda k: k + n\n    return [add(v) for v in gen(n)]\n"

@@ -1,4 +1,7 @@
-"""Running the TUI headless on a copy of the example app, and comparing screens with stored snapshots."""
+"""Running the TUI headless on a copy of the example app, and comparing screens with stored snapshots.
+
+Typing and waiting for an answer go through the TUI's own widgets (`tui._chat`), found by class.
+"""
 
 from __future__ import annotations
 

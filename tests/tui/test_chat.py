@@ -1,4 +1,9 @@
-"""The chat screen, driven with Textual's pilot on a copy of the example app."""
+"""The chat screen, driven with Textual's pilot on a copy of the example app.
+
+The screen's widgets are the TUI's own (`tui._chat`, `tui._chat_screen`): the tests find them
+by class, as a person finds them by sight. A conversation's turn tasks are looked up with the
+agents' internal `_history.turns`, which has no public form.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +18,17 @@ from wippy_agents import App
 from wippy_agents.agents._history import turns
 from wippy_agents.llm import (
     ChatMessage,
+    Model,
     Response,
     ResponseDone,
+    Settings,
     StreamEvent,
     TextDelta,
     ToolCall,
     ToolDefinition,
     Usage,
 )
-from wippy_agents.llm._model import Model, Settings
-from wippy_agents.registry import Entry
-from wippy_agents.registry._kinds import Pricing
+from wippy_agents.registry import Entry, Pricing
 from wippy_agents.testing import ScriptedModel, forbid_model_requests, wait_until
 from wippy_agents.tui._chat import (
     PAGE,

@@ -1,4 +1,8 @@
-"""`wippy chat` for real: in a tmux terminal, type a message, see the answer, quit with ctrl+q; and its refusals."""
+"""`wippy chat` for real: in a tmux terminal, type a message, see the answer, quit with ctrl+q; and its refusals.
+
+The node's control socket is checked, and a node already running staged, with the node's own
+control server (`_control`).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +23,16 @@ from wippy_agents import App
 from wippy_agents.control import ControlServer, socket_path
 
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+
+
+def poll(ready: Callable[[], bool], timeout: float, failure: Callable[[], str]) -> None:
+    """Check `ready()` every 50 ms until it holds (the terminal is driven from plain code, off any loop);
+    fail with `failure()` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise AssertionError(failure())
+        time.sleep(0.05)
 
 
 class Terminal:
@@ -37,16 +51,10 @@ class Terminal:
     def screen(self) -> str:
         return self.run("capture-pane", "-p")
 
-    def wait_for(self, text: str, timeout: float = 20.0) -> str:
-        """Poll the screen until `text` shows; fail with what the screen shows after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            screen = self.screen()
-            if text in screen:
-                return screen
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} did not show within {timeout:g}s; the screen:\n{screen}")
-            time.sleep(0.05)
+    def wait_for(self, text: str, timeout: float = 20.0) -> None:
+        """Wait until `text` shows; fail with what the screen shows after `timeout` seconds."""
+        poll(lambda: text in self.screen(), timeout,
+             lambda: f"{text!r} did not show within {timeout:g}s; the screen:\n{self.screen()}")
 
     def kill(self) -> None:
         subprocess.run([*self.tmux, "kill-server"], capture_output=True, timeout=10)
@@ -75,10 +83,8 @@ def test_chat_answers_in_a_real_terminal_and_ctrl_q_shuts_the_node_down(
     terminal.run("send-keys", "Enter")
     terminal.wait_for("You said: hello from tmux")
     terminal.run("send-keys", "C-q")
-    deadline = time.monotonic() + 20
-    while not status.exists() or not status.read_text().strip():
-        assert time.monotonic() < deadline, f"wippy chat did not exit; the screen:\n{terminal.screen()}"
-        time.sleep(0.05)
+    poll(lambda: status.exists() and bool(status.read_text().strip()), 20,
+         lambda: f"wippy chat did not exit; the screen:\n{terminal.screen()}")
     assert status.read_text().strip() == "0"
     assert not socket_path(example_app).exists()
 

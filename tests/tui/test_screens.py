@@ -1,4 +1,8 @@
-"""Activity, processes, approvals and help screens, and quitting from each."""
+"""Activity, processes, approvals and help screens, and quitting from each.
+
+The screens and widgets are the TUI's own (`tui._screens`, `tui._chat`): the tests find them by
+class, as a person finds them by sight.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,7 @@ from textual.widgets import DataTable, Input, RichLog
 from wippy_agents import durable
 from wippy_agents.durable import TaskContext
 from wippy_agents.llm import Response, ToolCall
-from wippy_agents.registry import Entry
-from wippy_agents.registry._store import EntryChange
+from wippy_agents.registry import Entry, EntryChange
 from wippy_agents.testing import ScriptedModel, wait_until, write_file
 from wippy_agents.tui._chat import ChatInput, ToolBlock, TurnView
 from wippy_agents.tui._screens import ActivityScreen, ApprovalsScreen, HelpScreen, ProcessesScreen, ReasonScreen

@@ -2,7 +2,8 @@
 
 Each is made deterministic: a small app of its own (the snapshots do not change
 whenever the example app does), a fixed terminal size and conversation id, no
-clock in view, tool durations masked, the input's cursor not blinking.
+clock in view, tool durations masked, the input's cursor not blinking. Those last two are
+settings of the TUI's own widgets (`tui._chat`), patched for the test.
 """
 
 from __future__ import annotations

@@ -14,8 +14,6 @@ import selectors
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from ..errors import ArgumentError
-
 T = TypeVar("T")
 
 
@@ -25,12 +23,6 @@ class VirtualClock:
     def __init__(self, start: float = 0.0, autojump_threshold: float = 0.0) -> None:
         self.now = start
         self.autojump_threshold = autojump_threshold
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward by hand (timers due by then fire on the loop's next turn)."""
-        if seconds < 0:
-            raise ArgumentError("time only moves forward")
-        self.now += seconds
 
     def time(self) -> float:
         """The virtual time, usable as a wall clock: `Node(root=..., wall_clock=clock.time)`."""

@@ -17,9 +17,6 @@ from typing import Any
 
 __all__ = ["clean_data", "clean_text", "is_clean", "os_text"]
 
-REPLACEMENT = "\ufffd"
-
-
 def is_clean(text: str) -> bool:
     """Whether `text` encodes as UTF-8 (holds no surrogate code points)."""
     try:

@@ -69,11 +69,6 @@ class ProcessError(RunError):
     """A process operation failed: calling a dead pid, an unknown name, a duplicate name."""
 
 
-def is_normal(reason: ExitReason) -> bool:
-    """Erlang's rule: only `normal` is a normal exit for links."""
-    return reason == NORMAL
-
-
 def describe(reason: ExitReason) -> str:
     """A reason as a person reads it: the string, or `Type: message` for an exception."""
     if isinstance(reason, BaseException):

@@ -7,9 +7,12 @@ async for event in model.stream(messages):     # TextDelta, ToolCallStart, ToolC
     ...
 ```
 
-Providers: `openai` (Chat Completions), `openai-compatible` (Ollama, vLLM, LM
-Studio, llama.cpp, OpenRouter: any `base_url`), `anthropic` (Messages API), all
-through the official SDKs, and `offline` (no key, no network, deterministic).
+Providers, each a public module beside this interface: `wippy_agents.llm.openai`
+(`OpenAIModel`: the `openai` provider, Chat Completions, and `openai-compatible`:
+Ollama, vLLM, LM Studio, llama.cpp, OpenRouter, any `base_url`) and
+`wippy_agents.llm.anthropic` (`AnthropicModel`: the Messages API), both through the
+official SDKs, and `wippy_agents.llm.offline` (`OfflineModel`: no key, no network,
+deterministic).
 """
 
 from ._errors import (
@@ -44,7 +47,6 @@ from ._messages import (
     UserMessage,
 )
 from ._model import Model, Settings
-from ._offline import OfflineModel
 from ._usage import Totals, UsageLedger, cost_usd
 
 __all__ = [
@@ -60,7 +62,6 @@ __all__ = [
     "ModelConnectionError",
     "ModelError",
     "ModelTimeoutError",
-    "OfflineModel",
     "RateLimitError",
     "RealModelRequestError",
     "Response",

@@ -60,7 +60,6 @@ class ModelSpec(KindSpec):
         "seconds one call may take in all (connecting, every retry, the whole stream), 600 when unset; "
         "when set, also the SDK's limit for each read"))
     max_retries: int = Field(2, ge=0)
-    capabilities: list[str] = []
     pricing: Pricing | None = None
 
 

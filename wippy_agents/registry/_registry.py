@@ -497,19 +497,11 @@ class Registry:
         self.problems.pop(os_text(file), None)
         self._refused.discard(file)
 
-    def rescan(self) -> int | None:
-        """Reload every source file that changed (or appeared, or vanished) since it was last read."""
-        return self._commit_reads(self._read_changed(self._known_files(), everything=True))
-
-    def reload(self, relpaths: Iterable[str]) -> int | None:
-        """Turn changed files into one changeset (per file if together they are refused)."""
-        return self._commit_reads(self._read_changed(set(relpaths)))
-
     async def refresh(self, relpaths: Iterable[str] | None = None) -> int | None:
-        """`reload` these files (or `rescan` when None), reading and parsing them in a worker thread.
+        """Reload these files (when None, every source file that changed, appeared or vanished) as one changeset.
 
-        Only the commit runs on the event loop, so a big file or a slow tool import
-        never stalls the node. What the watcher calls.
+        Reading and parsing run in a worker thread; only the commit runs on the event
+        loop, so a big file or a slow tool import never stalls the node. What the watcher calls.
         """
         everything = relpaths is None
         wanted = self._known_files() if relpaths is None else set(relpaths)

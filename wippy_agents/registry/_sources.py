@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from .._runtime.text import clean_data, os_text
-from ..tools import TOOL_OPTIONS, FunctionTool, ToolDefinitionError, function_tool
+from ..tools import FunctionTool, ToolDefinitionError, function_tool
+from ..tools._options import tool_options
 from ._entry import ID_RULE, Entry, Problem, check_id
 from ._imports import IMPORT_TIME_LIMIT, ImportFailed, import_guarded
 from ._kinds import KindSpec, SpecErrors, inner_line, parse_spec
@@ -403,7 +404,7 @@ def _read_tools(result: SourceFile, path: Path, text: str, import_time_limit: fl
         data: dict[str, Any] = {"description": tool.description, "parameters": tool.parameters,
                                 "file": result.file, "function": name}
         meta: dict[str, Any] = {"code_hash": code_hash}
-        options = getattr(fn, TOOL_OPTIONS, {})
+        options = tool_options(fn)
         if options.get("timeout") is not None:
             data["timeout"] = options["timeout"]
         if options.get("llm_alias"):

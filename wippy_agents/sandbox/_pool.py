@@ -178,11 +178,6 @@ class Sandbox:
         self._all.clear()
         await asyncio.gather(*(w.destroy(kill=False) for w in workers), return_exceptions=True)
 
-    @property
-    def worker_pids(self) -> list[int]:
-        """Process ids of the live workers (for diagnostics and tests)."""
-        return [w.proc.pid for w in self._all]
-
     # --- calls -----------------------------------------------------------------
 
     async def run(

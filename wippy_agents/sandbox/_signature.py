@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..tools import ToolDefinitionError, function_tool
-from ._policy import compile_source
+from ._restrictions import compile_source
 
 _TYPES: dict[str, Any] = {
     "str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict, "tuple": tuple,
@@ -57,7 +57,7 @@ def _annotation(node: ast.expr) -> Any:
 def describe_function(source: str, function: str) -> tuple[str, dict[str, Any]]:
     """The description and JSON schema of `function` in `source`; `SignatureError` if it cannot be a tool.
 
-    The code must also compile under the sandbox's policy, so a tool that could
+    The code must also compile under the sandbox's restrictions, so a tool that could
     never run is refused before anything uses it.
     """
     _, errors = compile_source(source)

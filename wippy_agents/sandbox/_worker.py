@@ -26,7 +26,7 @@ import types
 from collections import OrderedDict
 from typing import Any, BinaryIO
 
-from ._policy import FILENAME, CallState, LimitExceeded, compile_source, make_globals
+from ._restrictions import FILENAME, CallState, LimitExceeded, compile_source, make_globals
 
 _HEADER = struct.Struct(">I")
 _MAX_REQUEST = 64 * 1024 * 1024
@@ -58,7 +58,7 @@ def _describe(exc: BaseException) -> str:
     """Exception type, message and the sandbox-only frames (no host frames)."""
     try:
         text = str(exc)
-    except BaseException:  # noqa: BLE001 - user __str__ may fail
+    except BaseException:  # user __str__ may fail
         text = "<unprintable>"
     name = type(exc).__name__
     lines: list[str] = []
@@ -114,7 +114,7 @@ def _execute(req: dict[str, Any], state: CallState) -> dict[str, Any]:
         raise state.hit("memory", "memory limit exceeded") from None
     except RecursionError:
         raise state.hit("recursion depth", f"recursion depth limit ({_RECURSION_LIMIT}) exceeded") from None
-    except BaseException as exc:  # noqa: BLE001 - everything from inside the sandbox is reported
+    except BaseException as exc:  # everything from inside the sandbox is reported
         return {"status": "error", "message": _describe(exc)}
     finally:
         # Drop everything the call made while the CPU timer still runs, so that finalizers
@@ -165,7 +165,7 @@ def _render(req: dict[str, Any], state: CallState) -> dict[str, Any]:
         raise state.hit("memory", "memory limit exceeded") from None
     except RecursionError:
         raise state.hit("recursion depth", "recursion depth limit exceeded") from None
-    except Exception as exc:  # noqa: BLE001 - a template error is the template's, reported as such
+    except Exception as exc:  # a template error is the template's, reported as such
         line = getattr(exc, "lineno", None)
         return {"status": "error", "message": f"{type(exc).__name__}: {exc}" + (f" (line {line})" if line else "")}
 
@@ -262,7 +262,7 @@ def main(argv: list[str]) -> int:
             reply = _handle(req)
         except MemoryError:
             reply = {"status": "limit", "limit": "memory", "message": "memory limit exceeded", "output": ""}
-        except Exception as exc:  # noqa: BLE001 - a malformed request must not kill the loop
+        except Exception as exc:  # a malformed request must not kill the loop
             reply = {"status": "error", "message": f"worker: {type(exc).__name__}: {exc}", "output": ""}
         _write(proto_out, reply)
 

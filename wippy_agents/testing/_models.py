@@ -1,39 +1,17 @@
-"""Test tooling shipped to users: test doubles for models, a no-network guard, virtual time, app folders.
-
-```python
-model = ScriptedModel(["Hello!", Response(tool_calls=(ToolCall(id="1", name="add", arguments={"a": 1}),))])
-with model:                      # leaving the block fails if a scripted response was never used
-    ...                          # run the agent; model.requests records what it was asked
-```
-"""
+"""Test doubles for models: scripted answers, or answers a function decides, and a guard against real requests."""
 
 from __future__ import annotations
 
-import asyncio
 import inspect
-import textwrap
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import NamedTuple, TypeAlias
 
-from ._runtime.clock import VirtualClock
-from .errors import UsageError
-from .llm import _guard
-from .llm._messages import ChatMessage, Response, ResponseDone, StreamEvent, ToolDefinition, response_events
-from .llm._model import Model, Settings
-
-__all__ = [
-    "FunctionModel",
-    "ModelRequest",
-    "ScriptedModel",
-    "ScriptExhausted",
-    "VirtualClock",
-    "forbid_model_requests",
-    "wait_until",
-    "write_file",
-]
+from ..errors import UsageError
+from ..llm import _guard
+from ..llm._messages import ChatMessage, Response, ResponseDone, StreamEvent, ToolDefinition, response_events
+from ..llm._model import Model, Settings
 
 Scripted: TypeAlias = "Response | str | Sequence[StreamEvent] | BaseException"
 """One scripted answer: a response, plain text, the exact stream events, or an exception to raise."""
@@ -126,27 +104,3 @@ def forbid_model_requests() -> Iterator[None]:
         yield
     finally:
         _guard.forbid(-1)
-
-
-def write_file(root: Path, relpath: str, text: str) -> str:
-    """Write an app file for a test: `text` dedented (leading newline dropped) to `root/relpath`.
-
-    Creates the folders on the way and returns the text written, so a test can
-    work out the line numbers an error should name.
-    """
-    text = textwrap.dedent(text).lstrip("\n")
-    path = root / relpath
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return text
-
-
-
-async def wait_until(condition: Callable[[], object], timeout: float = 10.0, poll: float = 0.005) -> None:
-    """Wait for `condition()` to become true (say, the file watcher applying a saved file); fail after `timeout`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"the condition did not become true within {timeout:g}s")
-        await asyncio.sleep(poll)

@@ -1,4 +1,4 @@
-"""The inner layer: RestrictedPython compile policy and the restricted globals.
+"""The inner layer: the RestrictedPython compile policy and the guarded globals sandboxed code runs with.
 
 Runs inside the worker process only. Sandboxed code gets no `__import__`, no modules
 and no host objects: only restricted builtins, the RestrictedPython guard hooks, and a
@@ -89,7 +89,7 @@ class CallState:
 # --- compile policy ----------------------------------------------------------------
 
 
-class _Policy(RestrictingNodeTransformer):
+class _CompilePolicy(RestrictingNodeTransformer):
     """RestrictedPython's policy plus: no imports at all, guarded `**` and `<<`, and
     `d[k] += v` / `obj.attr += v` through guarded helpers (RestrictedPython refuses them)."""
 
@@ -127,8 +127,8 @@ class _Policy(RestrictingNodeTransformer):
 
 
 def compile_source(source: str) -> tuple[types.CodeType | None, list[str]]:
-    """Compile under the policy; returns (code, []) or (None, errors with line numbers)."""
-    result = compile_restricted_exec(source, filename=FILENAME, policy=_Policy)
+    """Compile under the compile policy; returns (code, []) or (None, errors with line numbers)."""
+    result = compile_restricted_exec(source, filename=FILENAME, policy=_CompilePolicy)
     if result.errors or result.code is None:
         return None, list(result.errors) or ["compilation failed"]
     return result.code, []

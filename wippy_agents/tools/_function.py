@@ -1,67 +1,14 @@
-"""Python functions as tools: a JSON schema from the signature and docstring, validated calls.
-
-An LLM calls a tool by naming it and sending a JSON object of arguments. This module
-turns an ordinary, documented, type-hinted Python function into that contract:
-
-```python
-def forecast(city: str, days: int = 3) -> list[Forecast]:
-    \"\"\"Weather forecast for a city.
-
-    Args:
-        city: The city's name, e.g. "Lisbon".
-        days: How many days ahead, 1 to 10.
-    \"\"\"
-
-tool = function_tool(forecast)
-tool.parameters      # {"type": "object", "properties": {"city": {...}, "days": {...}},
-                     #  "required": ["city"], "additionalProperties": False}
-await tool.call({"city": "Lisbon"})   # -> JSON-compatible data
-```
-
-Why it works this way:
-
-- **One source of truth.** The signature and docstring a developer already writes
-  are the schema: types, defaults, ``Literal``/enums, nested pydantic models and
-  dataclasses, ``Annotated[int, Field(ge=0)]`` constraints, and per-parameter
-  descriptions from the docstring's Args section (Google, NumPy or reST style).
-  Pydantic builds both the schema and the validator from the same model, so what
-  the model is told and what is enforced never drift apart.
-- **Fail at load time, not at call time.** A parameter without a type hint,
-  ``*args``/``**kwargs``, a missing docstring or a type pydantic cannot describe is a
-  `ToolDefinitionError` naming the function and the parameter, so a broken file in
-  ``tools/`` is reported when the registry loads it.
-- **Errors the model can fix.** Arguments are validated before the function runs;
-  a `ToolArgumentsError` lists every bad field and why, in plain text meant to be
-  sent back to the LLM so it can correct its call. Unknown arguments are errors
-  (the schema says ``additionalProperties: false``), because a misspelt optional
-  argument silently ignored is worse than a retry.
-- **Never block the actors.** Every agent shares one event loop, so a plain
-  (``def``) tool runs in a thread and an ``async def`` tool is awaited on the loop.
-  Each tool has threads of its own (`ToolThreads`), so a tool that hangs can only
-  exhaust its own, and a call's timeout starts when its thread starts.
-- **JSON out.** Return values are converted with pydantic (dataclasses, models,
-  datetimes, enums, ...) so results can be journaled and sent to any provider; a
-  value that cannot be made JSON is a clear `TypeError` naming the tool and type.
-- **Context on request.** A tool that needs to know who calls it (agent id, task id,
-  call id) or wants a logger annotates a parameter with `ToolContext`; that parameter
-  is left out of the schema and filled in at call time.
-
-Tools from ``tools/*.py`` are trusted code; agent-written tools run in the sandbox
-(`wippy_agents.sandbox`), not through this module.
-"""
+"""A Python function as a tool: its schema from the signature and docstring, its calls validated and run."""
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextvars
 import functools
 import inspect
 import logging
-import threading
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, get_args, get_origin
 
@@ -72,183 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaWarningKind
 
-from .errors import ArgumentError, RunError, UsageError
-
-F = typing.TypeVar("F", bound=Callable[..., Any])
-
-
-__all__ = [
-    "FunctionTool",
-    "ToolArgumentsError",
-    "ToolBusy",
-    "ToolContext",
-    "ToolDefinitionError",
-    "ToolThreads",
-    "function_tool",
-    "tool",
-]
+from ..errors import ArgumentError
+from ._errors import ToolArgumentsError, ToolDefinitionError
+from ._threads import ToolThreads
 
 _LOGGER_PREFIX = "wippy_agents.tools"
 _log = logging.getLogger(_LOGGER_PREFIX)  # made at import, like every logger of the package, so an app can filter it
-
-
-class ToolDefinitionError(UsageError, ValueError):
-    """A function cannot be made a tool; the message names the function and, where known, the parameter."""
-
-    def __init__(self, function: str, message: str, parameter: str | None = None) -> None:
-        self.function = function
-        self.parameter = parameter
-        self.reason = message
-        where = f"parameter {parameter!r}: " if parameter is not None else ""
-        super().__init__(f"cannot make a tool of {function}: {where}{message}")
-
-
-class ToolArgumentsError(RunError, ValueError):
-    """The arguments of a tool call do not match the tool's schema.
-
-    The message is meant for the LLM that made the call:
-    ``invalid arguments for tool 'add': a: Input should be a valid integer (got 'x'); b: Field required``.
-    `errors` holds one ``"field: problem"`` string per bad field.
-    """
-
-    def __init__(self, tool: str, errors: Sequence[str]) -> None:
-        self.tool = tool
-        self.errors = tuple(errors)
-        super().__init__(f"invalid arguments for tool {tool!r}: " + "; ".join(self.errors))
-
-
-class ToolBusy(RunError):
-    """Every thread of a synchronous tool is held by calls that ran past their timeout and have not returned."""
-
-
-T = typing.TypeVar("T")
-
-
-class ToolThreads:
-    """The threads of one synchronous tool: a few of its own, so a tool that hangs exhausts only its own.
-
-    Python cannot stop a thread, so a call that runs past its timeout is abandoned:
-    the caller gets `TimeoutError` at once while the thread keeps its place until the
-    function returns. A call waits for a free thread without that counting against its
-    timeout, which starts when its thread starts; once every thread is held by
-    abandoned calls, a new call fails at once with `ToolBusy` instead of waiting for
-    ever. Threads are daemons, so a hung tool never keeps the process from exiting.
-    """
-
-    def __init__(self, name: str, size: int = 8) -> None:
-        self.name = name
-        self.size = size
-        self._lock = threading.Lock()
-        self._running = 0  # threads in use, abandoned calls included
-        self._abandoned = 0
-        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    @property
-    def abandoned(self) -> int:
-        """Calls that ran past their timeout and still hold a thread."""
-        return self._abandoned
-
-    async def run(self, fn: Callable[[], T], timeout: float | None) -> T:
-        """`fn()` in a thread of this tool, with `contextvars` as the caller has them."""
-        await self._take_thread()
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[T] = loop.create_future()
-        call = _ThreadCall(self, done)
-        context = contextvars.copy_context()
-        threading.Thread(target=call.work, args=(context, fn), name=f"wippy-tool {self.name}", daemon=True).start()
-        try:
-            async with asyncio.timeout(timeout):
-                return await asyncio.shield(done)
-        except BaseException:
-            call.abandon()
-            raise
-
-    async def _take_thread(self) -> None:
-        while True:
-            with self._lock:
-                if self._abandoned >= self.size:
-                    raise ToolBusy(f"tool {self.name!r} is busy: {self._abandoned} earlier call(s) are still running "
-                                   "past their timeout; it takes new calls once they return")
-                if self._running < self.size:
-                    self._running += 1
-                    return
-                waiter = asyncio.get_running_loop().create_future()
-                self._waiting.append(waiter)
-            await waiter
-
-    def _give_back(self, abandoned: bool) -> None:
-        """A thread finished (from that thread): wake a caller waiting for one."""
-        with self._lock:
-            self._running -= 1
-            self._abandoned -= abandoned
-            self._wake(1)
-
-    def _abandon_one(self) -> None:
-        """A call ran past its timeout: once every thread is held so, the waiting callers learn it at once."""
-        with self._lock:
-            self._abandoned += 1
-            if self._abandoned >= self.size:
-                self._wake(len(self._waiting))
-
-    def _wake(self, count: int) -> None:
-        """Wake up to `count` waiting callers (the lock is held): each takes a thread or learns why it cannot."""
-        while count and self._waiting:
-            waiter = self._waiting.popleft()
-            try:
-                waiter.get_loop().call_soon_threadsafe(_wake, waiter)
-            except RuntimeError:
-                continue  # that loop has closed
-            count -= 1
-
-
-class _ThreadCall:
-    """One call on a `ToolThreads` thread: hands the outcome to the caller's loop, or drops it if abandoned."""
-
-    def __init__(self, threads: ToolThreads, done: asyncio.Future[Any]) -> None:
-        self.threads = threads
-        self.done = done
-        self._lock = threading.Lock()
-        self._finished = False
-        self._abandoned = False
-
-    def work(self, context: contextvars.Context, fn: Callable[[], Any]) -> None:
-        try:
-            outcome: tuple[Any, BaseException | None] = (context.run(fn), None)
-        except Exception as error:
-            outcome = (None, error)
-        except BaseException as error:  # SystemExit, KeyboardInterrupt: a tool's failure, never the node's exit
-            outcome = (None, RuntimeError(f"the tool raised {type(error).__name__}: {error}"))
-        with self._lock:
-            self._finished = True
-            abandoned = self._abandoned
-        self.threads._give_back(abandoned)
-        if not abandoned:
-            try:
-                self.done.get_loop().call_soon_threadsafe(_settle, self.done, *outcome)
-            except RuntimeError:
-                pass  # the loop has closed
-
-    def abandon(self) -> None:
-        """The caller stopped waiting (timeout, cancel): the thread's place stays taken until it returns."""
-        with self._lock:
-            if self._finished or self._abandoned:
-                return
-            self._abandoned = True
-        self.threads._abandon_one()
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-def _settle(done: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
-    if done.done():
-        return
-    if error is None:
-        done.set_result(value)
-    else:
-        done.set_exception(error)
 
 
 def _default_logger() -> logging.Logger:
@@ -463,7 +239,7 @@ def _resolve_hints(target: Any, signature: inspect.Signature, qualname: str) -> 
     source = target if inspect.isroutine(target) or isinstance(target, type) else type(target).__call__
     try:
         return typing.get_type_hints(source, include_extras=True)
-    except Exception:  # noqa: BLE001 - find which parameter's hint is broken below
+    except Exception:  # find which parameter's hint is broken below
         pass
     # get_type_hints fails as a whole (maybe only for the return type): resolve one by one.
     globalns = getattr(inspect.unwrap(source), "__globals__", {})
@@ -474,8 +250,8 @@ def _resolve_hints(target: Any, signature: inspect.Signature, qualname: str) -> 
             continue
         if isinstance(annotation, str):
             try:
-                annotation = eval(annotation, globalns)  # noqa: S307 - what typing.get_type_hints does
-            except Exception as exc:  # noqa: BLE001
+                annotation = eval(annotation, globalns)  # what typing.get_type_hints does
+            except Exception as exc:
                 raise ToolDefinitionError(
                     qualname, f"cannot resolve its type hint {param.annotation!r} ({exc})",
                     parameter=param.name) from None
@@ -542,7 +318,7 @@ def _unsupported(qualname: str, fields: dict[str, Any], params: list[_Param],
         hint = fields[param.field][0]
         try:
             pydantic.TypeAdapter(hint).json_schema()
-        except Exception as field_exc:  # noqa: BLE001 - reported in the message
+        except Exception as field_exc:  # reported in the message
             return ToolDefinitionError(
                 qualname, f"type {_type_name(hint)} is not supported as a tool argument "
                 f"({_first_line(field_exc)})", parameter=param.name)
@@ -622,24 +398,3 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
 def _short_repr(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-TOOL_OPTIONS = "__wippy_tool__"
-
-
-def tool(*, timeout: float | None = None, llm_alias: str | None = None) -> Callable[[F], F]:
-    """Options for a tool function in `tools/`: its call timeout in seconds, the name models see it by.
-
-    ```python
-    @tool(timeout=120, llm_alias="search")
-    def search_the_web(query: str) -> list[str]: ...
-    ```
-    """
-    if timeout is not None and timeout <= 0:
-        raise ArgumentError("a tool's timeout is a positive number of seconds")
-
-    def mark(fn: F) -> F:
-        setattr(fn, TOOL_OPTIONS, {"timeout": timeout, "llm_alias": llm_alias})
-        return fn
-
-    return mark
