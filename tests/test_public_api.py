@@ -69,7 +69,9 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "AgentSpec", "ConfigSpec", "ModelSpec", "PolicySpec", "Pricing", "ProcessSpec", "PromptSpec",
         "SupervisorSpec", "ToolSpec", "WorkflowSpec", "RollbackRule", "ToolExample", "change_diff", "entry_yaml",
     },
-    "wippy_agents.sandbox": {"CompileError", "Limits", "ResourceLimit", "RunResult", "Sandbox", "SandboxError"},
+    "wippy_agents.sandbox": {
+        "CompileError", "Limits", "ResourceLimit", "RunResult", "Sandbox", "SandboxError", "compile_source",
+    },
     "wippy_agents.tui": {"WippyApp", "run_chat"},
     "wippy_agents.policy": {
         "Approval", "ApprovalError", "ApprovalPending", "Approvals", "Audit", "AuditRecord", "Decision", "Policies",

@@ -1,8 +1,7 @@
 """The chat screen, driven with Textual's pilot on a copy of the example app.
 
 The screen's widgets are the TUI's own (`tui._chat`, `tui._chat_screen`): the tests find them
-by class, as a person finds them by sight. A conversation's turn tasks are looked up with the
-agents' internal `_history.turns`, which has no public form.
+by class, as a person finds them by sight.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from typing import Any
 from textual.widgets import OptionList
 
 from wippy_agents import App
-from wippy_agents.agents._history import turns
+from wippy_agents.agents import TurnArgs, turns
 from wippy_agents.llm import (
     ChatMessage,
     Model,
@@ -258,7 +257,7 @@ async def test_conversations_persist_and_go_on_after_a_restart(open_tui: Any, se
         assert [str(m.render()) for m in app.screen.query(UserMessage)] == ["remember me"]
         assert "You said: remember me" in markdown_of(app.screen.query_one(TurnView))
         await send(pilot, "still there?")
-        assert [info.args[3] for info in turns(app.application.tasks, "app:assistant", first)] == [
+        assert [TurnArgs(*info.args).text for info in turns(app.application.tasks, "app:assistant", first)] == [
             "remember me", "still there?"]
 
 

@@ -15,8 +15,8 @@ import jinja2
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..sandbox._signature import SignatureError, describe_function
 from ._entry import Entry
+from ._source_schema import SignatureError, describe_function
 
 Loc = tuple[str | int, ...]
 

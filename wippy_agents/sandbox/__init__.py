@@ -26,5 +26,6 @@ dunder methods other than `__init__` and comparisons, no `super().__init__`), no
 
 from ._errors import CompileError, ResourceLimit, SandboxError
 from ._pool import Limits, RunResult, Sandbox
+from ._restrictions import compile_source
 
-__all__ = ["CompileError", "Limits", "ResourceLimit", "RunResult", "Sandbox", "SandboxError"]
+__all__ = ["CompileError", "Limits", "ResourceLimit", "RunResult", "Sandbox", "SandboxError", "compile_source"]

@@ -32,6 +32,7 @@ from ..agents import (
     TextDelta,
     ToolFinished,
     ToolStarted,
+    TurnArgs,
     TurnDone,
     TurnFailed,
     UsageReport,
@@ -283,10 +284,10 @@ class ChatView(VerticalScroll):
 
     async def _mount_page(self) -> None:
         page, self._pending = self._pending[-PAGE:], self._pending[:-PAGE]
-        views = [TurnView(info.args[0]) for info in page]
+        views = [TurnView(TurnArgs(*info.args).agent) for info in page]
         earlier = self.query(EarlierTurns)
         anchor = earlier.first() if earlier else self.query_one(".hint")
-        await self.mount_all([w for info, view in zip(page, views, strict=True) for w in (UserMessage(info.args[3]), view)],
+        await self.mount_all([w for info, view in zip(page, views, strict=True) for w in (UserMessage(TurnArgs(*info.args).text), view)],
                              after=anchor)
         for info, view in zip(page, views, strict=True):
             for event in self._events_of(info):

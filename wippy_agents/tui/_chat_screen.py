@@ -19,7 +19,7 @@ from textual.widgets.option_list import Option
 from textual.worker import Worker
 
 from .._display import short
-from ..agents import AgentEvent, TurnFailed, TurnStarted, turns
+from ..agents import AgentEvent, TurnArgs, TurnFailed, TurnStarted, turns
 from ..durable import TaskInfo
 from ..state import TERMINAL, ConversationInfo
 from ._chat import ChatInput, ChatView, TurnView
@@ -107,7 +107,7 @@ class ChatScreen(WippyScreen):
     def describe(self, info: ConversationInfo) -> Text:
         past = turns(self.application.tasks, info.agent, info.id)
         count = f"{len(past)} turn{'s' if len(past) != 1 else ''}"
-        return Text.assemble(short(past[0].args[3], 60) if past else "(empty)", "\n", (count, "dim"))
+        return Text.assemble(short(TurnArgs(*past[0].args).text, 60) if past else "(empty)", "\n", (count, "dim"))
 
     def show_title(self) -> None:
         registry = self.application.registry
@@ -158,7 +158,7 @@ class ChatScreen(WippyScreen):
         hint = ("Type a message; enter sends, ctrl+j adds a line, f1 shows every key." if not past else
                 f"{len(past)} earlier turn{'s' if len(past) != 1 else ''}; type to go on.")
         await self.query_one(ChatView).show(hint, past, self.events_of)
-        self.query_one(ChatInput).remember(info.args[3] for info in past)
+        self.query_one(ChatInput).remember(TurnArgs(*info.args).text for info in past)
         self.show_title()
         self.show_conversations()
 
@@ -217,7 +217,7 @@ class ChatScreen(WippyScreen):
         agent, conversation, number = running
         tasks = self.application.tasks
         for info in turns(tasks, agent, conversation):
-            if info.args[2] == number and info.status not in TERMINAL:
+            if TurnArgs(*info.args).turn == number and info.status not in TERMINAL:
                 await tasks.cancel(info.id)
 
 

@@ -16,8 +16,8 @@ import typing
 from typing import Any
 
 from ..errors import UsageError
+from ..sandbox import compile_source
 from ..tools import ToolDefinitionError, function_tool
-from ._restrictions import compile_source
 
 _TYPES: dict[str, Any] = {
     "str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict, "tuple": tuple,
