@@ -25,6 +25,7 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=lambda: {"content-type": "text/event-stream"})
     every: float = 0.0  # seconds between parts
     ending: Literal["done", "cut", "reset"] = "done"  # the last chunk, a close without it, or a TCP reset
+    hold: threading.Event | None = None  # set once the client has read the parts: only then is the reply ended
 
 
 class FakeProvider:
@@ -43,10 +44,11 @@ class FakeProvider:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def serve(self, parts: Iterable[bytes], *, every: float = 0.0, ending: Literal["done", "cut", "reset"] = "done",
-              **headers: str) -> None:
+              hold: threading.Event | None = None, **headers: str) -> None:
         """Answer every request from now on with `parts` (see `Reply`); `content_encoding="gzip"` is a header."""
         named = {name.replace("_", "-"): value for name, value in headers.items()}
-        self.reply = Reply(parts, headers={"content-type": "text/event-stream", **named}, every=every, ending=ending)
+        self.reply = Reply(parts, headers={"content-type": "text/event-stream", **named}, every=every, ending=ending,
+                           hold=hold)
 
     def close(self) -> None:
         self._stopping.set()  # handlers waiting between parts stop now
@@ -69,6 +71,10 @@ class FakeProvider:
             connection.sendall(b"%x\r\n%s\r\n" % (len(part), part))
             if self._stopping.wait(reply.every):
                 return
+        if reply.hold is not None:  # a reset discards what the client has not read yet: wait until it has
+            while not reply.hold.wait(0.01):
+                if self._stopping.is_set():
+                    return
         if reply.ending == "done":
             connection.sendall(b"0\r\n\r\n")
         elif reply.ending == "reset":  # close now, with RST instead of FIN

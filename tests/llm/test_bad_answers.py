@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import threading
 import traceback
 from typing import Any, Literal
 
@@ -275,11 +276,14 @@ async def test_a_stream_that_ends_before_its_finish_is_a_connection_error_not_a_
 async def test_a_connection_cut_or_reset_mid_stream_is_a_connection_error_naming_the_server_and_why(
     fake_provider: Any, provider: Provider, ending: Literal["cut", "reset"], why: str
 ) -> None:
-    fake_provider.serve([provider.stream("Hel", whole=False)], ending=ending)
+    read = threading.Event()  # the server ends the stream only once the text is read (a reset would drop it)
+    fake_provider.serve([provider.stream("Hel", whole=False)], ending=ending, hold=read)
     seen: list[StreamEvent] = []
     with pytest.raises(ModelConnectionError, match=f"the connection to {re.escape(fake_provider.base_url)}/?\\S* "
                                                    f"failed \\(.*{why}.*\\): check that the server is up"):
-        await ask(provider.model(fake_provider), "stream", seen)
+        async for event in provider.model(fake_provider).stream(HI):
+            seen.append(event)
+            read.set()
     assert seen == [TextDelta(text="Hel")]
 
 

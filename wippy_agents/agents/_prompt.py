@@ -19,7 +19,6 @@ runs for hours, and `{% set a = a ~ a %}` repeated doubles its output each time.
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
@@ -33,6 +32,9 @@ from ..sandbox import ResourceLimit, Sandbox, SandboxError
 
 MAX_PROMPT_CHARS = 1_000_000
 """The longest system prompt a template may render to (about 250,000 tokens, past every model's window)."""
+
+COMPILED_KEPT = 256
+"""Compiled templates kept (prompts rarely number more; past it the cache starts afresh)."""
 
 RENDER_SECONDS = 2.0
 """The CPU and wall-clock budget of a template rendered in the sandbox."""
@@ -73,9 +75,8 @@ def is_linear(template: nodes.Template) -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=256)
-def _compiled(source: str) -> tuple[jinja2.Template, bool]:
-    """The compiled template and whether it renders in place (compiled once per source, in a thread)."""
+def _compile(source: str) -> tuple[jinja2.Template, bool]:
+    """The compiled template and whether it renders in place (slow for a long template: run in a thread)."""
     return _environment.from_string(source), is_linear(_environment.parse(source))
 
 
@@ -84,10 +85,17 @@ class PromptRenderer:
 
     def __init__(self, sandbox: Callable[[], Awaitable[Sandbox]]) -> None:
         self._sandbox = sandbox
+        self._compiled: dict[str, tuple[jinja2.Template, bool]] = {}
 
     async def render(self, source: str, variables: dict[str, Any]) -> str:
         """The rendered text; `jinja2.TemplateError`, `SandboxError` or `PromptTooLong` when it cannot be."""
-        template, linear = await asyncio.to_thread(_compiled, source)
+        compiled = self._compiled.get(source)
+        if compiled is None:  # compiled once per source, off the loop; a turn with a known prompt needs no thread
+            compiled = await asyncio.to_thread(_compile, source)
+            if len(self._compiled) >= COMPILED_KEPT:
+                self._compiled.clear()
+            self._compiled[source] = compiled
+        template, linear = compiled
         if linear:
             text = template.render(variables)
         else:

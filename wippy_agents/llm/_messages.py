@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .._runtime.text import clean_data
+from .._runtime.text import clean_data, is_clean
 
 
 class _Frozen(BaseModel):
@@ -22,10 +22,26 @@ Value = TypeVar("Value", bound=_Frozen)
 
 
 def clean(value: Value) -> Value:
-    """`value` with every string in it valid text (see `_runtime.text`); `value` itself when it already was."""
-    data = value.model_dump()
-    cleaned = clean_data(data)
-    return value if cleaned is data else type(value).model_validate(cleaned)
+    """`value` with every string in it valid text (see `_runtime.text`); `value` itself when it already was.
+
+    Checked field by field without dumping the model: every stream event passes here.
+    """
+    if not _dirty(value):
+        return value
+    return type(value).model_validate(clean_data(value.model_dump()))
+
+
+def _dirty(value: Any) -> bool:
+    """Whether any string in `value` (a model, or JSON-like data) holds a surrogate."""
+    if isinstance(value, str):
+        return not is_clean(value)
+    if isinstance(value, BaseModel):
+        return any(_dirty(item) for item in value.__dict__.values())
+    if isinstance(value, dict):
+        return any(_dirty(key) or _dirty(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return any(_dirty(item) for item in value)
+    return False
 
 
 class SystemMessage(_Frozen):

@@ -13,7 +13,7 @@ from typing import Any, TypeAlias
 
 import yaml
 
-from .._runtime.text import clean_data
+from .._runtime.text import clean_data, is_clean
 from ._entry import Problem, non_json
 
 Path: TypeAlias = tuple[str | int, ...]
@@ -95,16 +95,18 @@ def load_yaml(text: str, file: str) -> tuple[Any, Lines]:
         node = loader.get_single_node()
         if node is None:
             return None, Lines()
-        _check_size(node, file)
-        data = clean_data(loader.construct_document(node))
+        if "&" in text:  # anchors, so maybe aliases: measure what they expand to before walking them
+            _check_size(node, file)
+        lines = _walk(node, file)
+        data = loader.construct_document(node)
+        if "\\" in text or not is_clean(text):  # only an escape (or the text itself) can make a surrogate
+            data = clean_data(data)
     except yaml.YAMLError as error:
         raise YAMLProblem([_syntax_problem(error, file)]) from None
     except RecursionError:  # the pure-Python parser recurses per level; libyaml stops at 1000 levels by itself
         raise YAMLProblem([Problem(f"the document nests deeper than {MAX_DEPTH} levels", file=file)]) from None
     finally:
         loader.dispose()
-    lines = Lines()
-    _walk(node, (), lines)
     problems = [Problem(message, file=file, line=lines.line_of(path), field=".".join(map(str, path)) or None)
                 for path, message in non_json(data)]
     if problems:
@@ -173,15 +175,30 @@ def _located(node: yaml.Node, file: str, message: str) -> YAMLProblem:
     return YAMLProblem([Problem(message, file=file, line=node.start_mark.line + 1)])
 
 
-def _walk(node: yaml.Node, path: Path, lines: Lines) -> None:
-    lines.keys[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            child = (*path, key.value)
-            _walk(value, child, lines)
-            lines.keys[child] = key.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _walk(item, (*path, index), lines)
-    else:
-        lines.values[path] = (node.start_mark.line + 1, getattr(node, "style", None) in ("|", ">"))
+def _walk(root: yaml.Node, file: str) -> Lines:
+    """Where each key and value is, refusing a document past `MAX_DEPTH` or `MAX_VALUES` on the way.
+
+    Without recursion, so nesting is measured before anything recursive (the constructor) meets it.
+    """
+    lines = Lines()
+    stack: list[tuple[yaml.Node, Path]] = [(root, ())]
+    values = 0
+    while stack:
+        node, path = stack.pop()
+        values += 1
+        if values > MAX_VALUES:
+            raise _located(node, file, f"the document holds more than {MAX_VALUES:,} values; split it into "
+                                       "smaller files")
+        if len(path) > MAX_DEPTH:
+            raise _located(node, file, f"the document nests deeper than {MAX_DEPTH} levels here")
+        lines.keys.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                child = (*path, key.value)
+                lines.keys[child] = key.start_mark.line + 1
+                stack.append((value, child))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, (*path, index)) for index, item in enumerate(node.value))
+        else:
+            lines.values[path] = (node.start_mark.line + 1, getattr(node, "style", None) in ("|", ">"))
+    return lines

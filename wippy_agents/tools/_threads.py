@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import functools
+import queue
 import threading
 import typing
 from collections.abc import Callable
@@ -13,6 +15,9 @@ from typing import Any
 from ._errors import ToolBusy
 
 T = typing.TypeVar("T")
+
+IDLE_SECONDS = 60.0
+"""How long an idle tool thread waits for the next call before it ends."""
 
 
 class ToolThreads:
@@ -23,7 +28,9 @@ class ToolThreads:
     function returns. A call waits for a free thread without that counting against its
     timeout, which starts when its thread starts; once every thread is held by
     abandoned calls, a new call fails at once with `ToolBusy` instead of waiting for
-    ever. Threads are daemons, so a hung tool never keeps the process from exiting.
+    ever. Threads are daemons, so a hung tool never keeps the process from exiting;
+    an idle thread waits `IDLE_SECONDS` for the next call before it ends, so a busy
+    tool does not pay for a new thread on every call.
     """
 
     def __init__(self, name: str, size: int = 8) -> None:
@@ -33,6 +40,7 @@ class ToolThreads:
         self._running = 0  # threads in use, abandoned calls included
         self._abandoned = 0
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._idle: list[_Worker] = []
 
     @property
     def abandoned(self) -> int:
@@ -46,7 +54,9 @@ class ToolThreads:
         done: asyncio.Future[T] = loop.create_future()
         call = _ThreadCall(self, done)
         context = contextvars.copy_context()
-        threading.Thread(target=call.work, args=(context, fn), name=f"wippy-tool {self.name}", daemon=True).start()
+        with self._lock:
+            worker = self._idle.pop() if self._idle else None
+        (worker or _Worker(self)).jobs.put(functools.partial(call.work, context, fn))
         try:
             async with asyncio.timeout(timeout):
                 return await asyncio.shield(done)
@@ -74,6 +84,18 @@ class ToolThreads:
             self._abandoned -= abandoned
             self._wake(1)
 
+    def _park(self, worker: _Worker) -> None:
+        with self._lock:
+            self._idle.append(worker)
+
+    def _retire(self, worker: _Worker) -> bool:
+        """An idle worker's wait ran out: it ends, unless a call was handed to it meanwhile."""
+        with self._lock:
+            if worker not in self._idle:
+                return False
+            self._idle.remove(worker)
+            return True
+
     def _abandon_one(self) -> None:
         """A call ran past its timeout: once every thread is held so, the waiting callers learn it at once."""
         with self._lock:
@@ -90,6 +112,26 @@ class ToolThreads:
             except RuntimeError:
                 continue  # that loop has closed
             count -= 1
+
+
+class _Worker:
+    """One daemon thread of a tool: it runs the calls handed to it, one at a time, until it idles too long."""
+
+    def __init__(self, threads: ToolThreads) -> None:
+        self.threads = threads
+        self.jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        threading.Thread(target=self._work, name=f"wippy-tool {threads.name}", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            try:
+                job = self.jobs.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                if self.threads._retire(self):
+                    return
+                continue
+            job()
+            self.threads._park(self)
 
 
 class _ThreadCall:
