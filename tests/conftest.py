@@ -9,13 +9,13 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from wippy_agents.testing import VirtualClock
+from wippy_agents.testing import TemporaryPostgres, VirtualClock
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -71,3 +71,10 @@ def in_a_mount_namespace() -> Callable[..., subprocess.CompletedProcess[str]]:
                               capture_output=True, text=True, timeout=60)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[TemporaryPostgres]:
+    """A real PostgreSQL server for the whole run, started on first use (about a second)."""
+    with TemporaryPostgres() as server:
+        yield server

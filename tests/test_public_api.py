@@ -34,14 +34,15 @@ PUBLIC_MODULES: dict[str, set[str]] = {
     },
     "wippy_agents.errors": {"ArgumentError", "RunError", "UsageError", "WippyError"},
     "wippy_agents.testing": {
-        "FunctionModel", "ModelRequest", "ScriptedModel", "ScriptExhausted", "VirtualClock", "forbid_model_requests",
-        "wait_until", "write_file",
+        "FunctionModel", "ModelRequest", "ScriptedModel", "ScriptExhausted", "TemporaryPostgres", "VirtualClock",
+        "forbid_model_requests", "wait_until", "write_file",
     },
     "wippy_agents.tools": {
         "FunctionTool", "ToolArgumentsError", "ToolBusy", "ToolContext", "ToolDefinitionError", "ToolThreads",
         "function_tool", "tool",
     },
-    "wippy_agents.app": {"App", "AppConfig", "AppFolder", "ControlPort", "load_config"},
+    "wippy_agents.app": {"App", "AppConfig", "AppFolder", "ControlPort", "STATE_VARIABLE", "load_config",
+                         "state_location"},
     "wippy_agents.agents": {
         "AgentError", "AgentEvent", "AgentService", "Answer", "ApprovalRequested", "Conversation", "Delegated",
         "TextDelta", "ToolFinished", "ToolStarted", "TurnDone", "TurnFailed", "TurnStarted", "UsageReport",
@@ -81,8 +82,8 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "ApprovalStore", "AuditStore", "ConversationStore", "JournalStore", "VersionStore", "State", "open_state",
         "check_journal", "StateLock", "StateFileBusy", "StateUnavailable", "JournalDamaged", "JournalReport", "Damage",
         "FINISHED", "TERMINAL", "TaskStatus", "Note", "JournalRow", "TaskRow", "TaskEvent", "StepRecord",
-        "SignalRecord", "TaskSummary", "Recovery", "StartedStep", "Lease", "ChangeRecord", "Version", "Approval",
-        "AuditRecord", "ConversationInfo",
+        "SignalRecord", "TaskSummary", "Recovery", "StartedStep", "Lease", "LeaseLost", "ChangeRecord", "Version",
+        "Approval", "AuditRecord", "ConversationInfo", "is_database_url", "shown_url",
     },
     "wippy_agents.control": {
         "PROTOCOL", "Backend", "ControlClient", "ControlError", "ControlServer", "connect", "file_problem",

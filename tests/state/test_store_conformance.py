@@ -1,7 +1,7 @@
 """What every implementation of the state's interfaces does, written against the protocols alone.
 
-Each test runs on every store the `state` fixture offers (today the DuckDB file, with its
-journal log, and the in-memory DuckDB); a store shared by a cluster joins by adding itself there.
+Each test runs on every store the `state` fixture offers: the DuckDB file with its journal
+log, the in-memory DuckDB, and a Postgres database on a real server started for the run.
 """
 
 from __future__ import annotations
@@ -35,10 +35,13 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-@pytest.fixture(params=["duckdb file", "duckdb in memory"])
+@pytest.fixture(params=["duckdb file", "duckdb in memory", "postgres"])
 def state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[State]:
-    path = tmp_path / ".wippy" / "state.duckdb" if request.param == "duckdb file" else None
-    with open_state(path) as opened:
+    if request.param == "postgres":
+        location: Path | str | None = request.getfixturevalue("postgres").database()
+    else:
+        location = tmp_path / ".wippy" / "state.duckdb" if request.param == "duckdb file" else None
+    with open_state(location, node="node-1") as opened:
         yield opened
 
 

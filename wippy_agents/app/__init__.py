@@ -9,7 +9,7 @@ async with App(root=".") as app:
 """
 
 from ._app import App, ControlPort
-from ._config import AppConfig, load_config
+from ._config import STATE_VARIABLE, AppConfig, load_config, state_location
 from ._folder import AppFolder
 
-__all__ = ["App", "AppConfig", "AppFolder", "ControlPort", "load_config"]
+__all__ = ["STATE_VARIABLE", "App", "AppConfig", "AppFolder", "ControlPort", "load_config", "state_location"]

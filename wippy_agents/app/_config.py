@@ -10,10 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..registry import Problem, RegistryError
 from ..registry._sources import Unreadable, decode_text, hidden, read_bytes
 from ..registry._yaml import YAMLProblem, load_yaml
+from ..state import is_database_url
 
-__all__ = ["CONFIG_FILE", "AppConfig", "Sources", "load_config"]
+__all__ = ["CONFIG_FILE", "STATE_VARIABLE", "AppConfig", "Sources", "load_config", "state_location"]
 
 CONFIG_FILE = "wippy.yaml"
+STATE_VARIABLE = "WIPPY_STATE"
 
 
 class Sources(BaseModel):
@@ -30,13 +32,23 @@ class AppConfig(BaseModel):
     name: str | None = None
     sources: Sources = Sources()
     state: str = Field(".wippy/state.duckdb",
-                       description="the DuckDB state file, relative to the app root; `:memory:` keeps nothing")
+                       description="the DuckDB state file, relative to the app root; `:memory:` keeps nothing; or a "
+                                   "`postgresql://` URL of a database shared by the nodes of a cluster "
+                                   f"(the environment variable {STATE_VARIABLE} overrides it)")
     default_agent: str | None = None
     watch: bool = Field(True, description="hot-reload entries when source files change")
     watch_step_ms: int = Field(5, ge=1, le=1000, description="how long the watcher waits for more changes")
     task_retention_days: float | None = Field(
         30, gt=0, description="finished tasks older than this are deleted at boot (agent turns are kept); null keeps all"
     )
+
+
+def state_location(config: AppConfig, root: Path) -> Path | str | None:
+    """Where the app's state lives: `WIPPY_STATE` if set, else `state:`; a file's path, None (in memory) or a URL."""
+    location = os.environ.get(STATE_VARIABLE) or config.state
+    if location == ":memory:":
+        return None
+    return location if is_database_url(location) else root / location
 
 
 def load_config(root: Path) -> AppConfig:

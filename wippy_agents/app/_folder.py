@@ -14,7 +14,7 @@ from .._runtime.secrets import Redactor
 from ..agents import register_builtins
 from ..registry import Folders, Registry, RegistryError
 from ..state import State, open_state
-from ._config import AppConfig, load_config
+from ._config import AppConfig, load_config, state_location
 
 __all__ = ["AppFolder"]
 
@@ -34,8 +34,8 @@ class AppFolder:
         self.config: AppConfig = load_config(self.root)
         sources = self.config.sources
         self.folders = Folders(sources.registry, sources.prompts, sources.tools)
-        in_memory = files_only or self.config.state == ":memory:"
-        self.state: State = open_state(None if in_memory else self.root / self.config.state, redactor=redactor)
+        location = None if files_only else state_location(self.config, self.root)
+        self.state: State = open_state(location, node="local" if node is None else node.name, redactor=redactor)
         """Every store of the app's state (held by this folder alone until it closes)."""
         try:
             self.registry = Registry(self.root, self.state.versions, folders=self.folders, node=node)

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 from .._display import step_json
 from .._runtime.text import clean_data, clean_text
 from ..agents import Conversation, TurnDone, TurnFailed, TurnStarted
-from ..app import App, load_config
+from ..app import App, load_config, state_location
 from ..durable import StepRecord, TaskInfo, TaskManager
 from ..errors import WippyError
 from ..policy import Approvals
 from ..registry import Entry, Registry
-from ..state import TERMINAL, check_journal
+from ..state import TERMINAL, check_journal, shown_url
 from ._wire import MAX_DEPTH, ControlError, Disconnected, deeper_than, failure, file_problem, to_json
 
 if TYPE_CHECKING:
@@ -290,10 +290,13 @@ async def _state_check(target: Target, emit: Emit, repair: bool = False) -> Any:
             raise ControlError(f"the node (pid {os.getpid()}) has the journal open; stop it, then repair")
         return target.folder.state.journal.check()
     root = target.root
-    config = load_config(root)
-    if config.state == ":memory:":
+    location = state_location(load_config(root), root)
+    if location is None:
         raise ControlError("this app keeps its state in memory (`state: :memory:`): there is no journal to check")
-    return check_journal(root / config.state, repair=repair)
+    if isinstance(location, str):
+        raise ControlError(f"this app keeps its state in Postgres ({shown_url(location)}), which keeps its own "
+                           "write-ahead log: there is no journal file to check")
+    return check_journal(location, repair=repair)
 
 
 @_op("approvals.list", "state")

@@ -14,8 +14,9 @@ and the records they exchange; `open_state` gives the first implementation, one
 DuckDB file with a journal log beside it (its durability contract is in `_journal`).
 """
 
-from ._duckdb import check_journal, open_state
-from ._journal import Damage, JournalDamaged, JournalReport, StateUnavailable
+from ._duckdb import check_journal
+from ._journal import Damage, JournalDamaged, JournalReport, LeaseLost, StateUnavailable
+from ._location import is_database_url, open_state, shown_url
 from ._lock import StateFileBusy, StateLock
 from ._records import (
     FINISHED,
@@ -55,6 +56,7 @@ __all__ = [
     "JournalRow",
     "JournalStore",
     "Lease",
+    "LeaseLost",
     "Note",
     "Recovery",
     "SignalRecord",
@@ -71,5 +73,7 @@ __all__ = [
     "Version",
     "VersionStore",
     "check_journal",
+    "is_database_url",
     "open_state",
+    "shown_url",
 ]

@@ -118,7 +118,7 @@ CREATE TABLE IF NOT EXISTS conversations (
 # -- opening ------------------------------------------------------------------------------------
 
 
-def open_state(path: Path | None, *, redactor: Redactor | None = None) -> State:
+def open_duckdb_state(path: Path | None, *, redactor: Redactor | None = None) -> State:
     """Open (creating if needed) the state file at `path`, holding its folder's lock; None: in memory.
 
     The journal's log is copied into the file first (`JournalDamaged` if it cannot

@@ -71,6 +71,10 @@ class StateUnavailable(RunError, OSError):
     """The journal cannot write to the disk (full, read-only, failing): no durable work until it can."""
 
 
+class LeaseLost(RunError):
+    """Another node has taken this task over (its lease on it lapsed): this node may no longer record anything for it."""
+
+
 class JournalDamaged(UsageError):
     """`journal.log` is damaged before intact lines: the node does not start on it until a person decides."""
 

@@ -1,4 +1,4 @@
-"""Test tooling shipped to users: test doubles for models, a no-network guard, virtual time, app folders.
+"""Test tooling shipped to users: test doubles for models, a no-network guard, virtual time, app folders, a private Postgres server.
 
 ```python
 model = ScriptedModel(["Hello!", Response(tool_calls=(ToolCall(id="1", name="add", arguments={"a": 1}),))])
@@ -10,6 +10,7 @@ with model:                      # leaving the block fails if a scripted respons
 from .._runtime.clock import VirtualClock
 from ._files import write_file
 from ._models import FunctionModel, ModelRequest, ScriptedModel, ScriptExhausted, forbid_model_requests
+from ._postgres import TemporaryPostgres
 from ._waiting import wait_until
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "ModelRequest",
     "ScriptedModel",
     "ScriptExhausted",
+    "TemporaryPostgres",
     "VirtualClock",
     "forbid_model_requests",
     "wait_until",

@@ -1,0 +1,127 @@
+"""The Postgres state beyond what every store does (`test_store_conformance`): what sharing a database adds.
+
+Fenced leases between two nodes, the group commit, a database that cannot be reached
+at boot or goes away mid-run, and an app booted on it through `WIPPY_STATE`. All on
+real Postgres servers (the run's, or one of the test's own where it is stopped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from wippy_agents import App
+from wippy_agents.llm import Response
+from wippy_agents.state import LeaseLost, StateUnavailable, StepRecord, TaskRow, TaskStatus, open_state
+from wippy_agents.state._postgres import open_postgres_state
+from wippy_agents.testing import ScriptedModel, TemporaryPostgres, wait_until
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def task(id: str) -> TaskRow:
+    return TaskRow(id, "app:flow", json.dumps([id]), 1, NOW)
+
+
+def step(task: str, seq: int, result: str) -> StepRecord:
+    return StepRecord(task, seq, f"s{seq}", True, json.dumps(result), None, NOW, 0.01)
+
+
+async def test_a_node_whose_lease_was_taken_over_cannot_record_another_step(postgres: TemporaryPostgres) -> None:
+    url = postgres.database()
+    # node-1 stops renewing, as a node cut off from the database would; its lease lapses after half a second
+    with open_postgres_state(url, node="node-1", lease_seconds=0.5, renew_seconds=3600) as cut_off, \
+            open_postgres_state(url, node="node-2", lease_seconds=30) as survivor:
+        await cut_off.journal.append([task("a"), step("a", 0, "by node-1")])
+        assert survivor.journal.claim(["a"], "node-2") == []  # held, and not lapsed yet
+        await wait_until(lambda: survivor.journal.claim(["a"], "node-2"), timeout=10)
+        with pytest.raises(LeaseLost, match="held by another node"):
+            await cut_off.journal.append([step("a", 1, "by node-1, too late")])
+        await survivor.journal.append([step("a", 1, "by node-2")])
+        await cut_off.journal.append([task("b")])  # its other work is not affected
+        assert [json.loads(s.result or "") for s in survivor.journal.steps("a")] == ["by node-1", "by node-2"]
+        [lease] = survivor.journal.claim(["a"], "node-2")  # the holder may claim again: a greater epoch
+        assert (lease.node, lease.epoch) == ("node-2", 3)
+
+
+async def test_a_finished_task_is_released_for_any_node_to_resume(postgres: TemporaryPostgres) -> None:
+    from wippy_agents.state import TaskEvent
+
+    url = postgres.database()
+    with open_state(url, node="node-1") as one, open_state(url, node="node-2") as two:
+        await one.journal.append([task("a")])
+        assert two.journal.claim(["a"], "node-2") == []
+        await one.journal.append([TaskEvent("a", NOW, TaskStatus.NEEDS_ATTENTION, "null")])
+        [lease] = two.journal.claim(["a"], "node-2")  # a person resumes it on node-2
+        assert lease.epoch == 2
+
+
+async def test_concurrent_appends_share_commits(postgres: TemporaryPostgres) -> None:
+    with open_state(postgres.database(), node="node-1") as state:
+        await state.journal.append([task(f"t{i}") for i in range(100)])
+        before = state.journal.commits
+        await asyncio.gather(*(state.journal.append([step(f"t{i}", 0, "x")]) for i in range(100)))
+        assert state.journal.commits - before < 100
+        assert len(state.journal.recovery([f"t{i}" for i in range(100)])) == 100
+
+
+def test_a_database_that_cannot_be_reached_at_boot_is_named_without_its_password() -> None:
+    url = "postgresql://wippy:s3cret-pw@127.0.0.1:9/app"  # port 9 (discard): nothing listens there
+    with pytest.raises(StateUnavailable) as raised:
+        open_state(url)
+    message = str(raised.value)
+    assert "postgresql://wippy:***@127.0.0.1:9/app" in message and "s3cret-pw" not in message
+    assert "Check that Postgres runs at that host and port" in message
+
+
+async def test_postgres_restarted_mid_run_refuses_new_work_meanwhile_and_loses_nothing() -> None:
+    with TemporaryPostgres() as server:
+        with open_state(server.database(), node="node-1") as state:
+            journal = state.journal
+            await journal.append([task("a"), step("a", 0, "before")])
+            server.stop()
+            with pytest.raises(StateUnavailable, match="cannot be reached"):
+                await journal.append([step("a", 1, "during")])
+            assert journal.problem is not None and "127.0.0.1" in journal.problem
+            writable = asyncio.Event()
+            journal.on_writable(writable.set)
+            server.start()
+            await asyncio.wait_for(writable.wait(), timeout=30)
+            assert journal.problem is None
+            await journal.append([step("a", 1, "after")])
+            assert [json.loads(s.result or "") for s in journal.steps("a")] == ["before", "after"]
+
+
+def write_app(root: Path) -> Path:
+    (root / "prompts").mkdir(parents=True)
+    (root / "wippy.yaml").write_text("name: shared\n")
+    (root / "prompts" / "helper.md").write_text("You help.")
+    (root / "registry" / "app").mkdir(parents=True)
+    (root / "registry" / "app" / "_index.yaml").write_text(
+        "namespace: app\nentries:\n"
+        "  - {name: offline, kind: model, provider: offline, model: wippy-offline}\n"
+        "  - {name: helper, kind: agent, model: app:offline, prompt: 'prompts:helper'}\n")
+    return root
+
+
+async def test_an_app_keeps_its_state_in_the_database_wippy_state_names(
+    postgres: TemporaryPostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = postgres.database()
+    root = write_app(tmp_path / "app")
+    monkeypatch.setenv("WIPPY_STATE", url)
+    async with App(root=root) as app:
+        app.agents.model_overrides["*"] = ScriptedModel([Response(text="hello from the database")])
+        conv = await app.conversation("app:helper")
+        assert (await conv.ask("hi")).text == "hello from the database"
+        version = app.registry.version
+    assert not (root / ".wippy" / "state.duckdb").exists()
+    async with App(root=root) as app:  # a second boot finds the same registry version and the turn
+        assert app.registry.version == version
+        assert [t.status for t in app.tasks.list()] == [TaskStatus.COMPLETED]
+    with open_state(url) as state:
+        assert [c.agent for c in state.conversations.list()] == ["app:helper"]

@@ -1,0 +1,246 @@
+"""The app's state in a Postgres database, shared by every node of a cluster: the schema, the stores, opening it.
+
+psycopg 3 with a connection pool for reads and one connection per node for its
+journal writer (see `_pg_journal`). The schema is created at startup and its
+version recorded; a database written by a newer wippy is refused rather than
+misread. JSON columns hold the JSON text the records carry, as they are.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from .._runtime.secrets import Redactor
+from ..errors import UsageError
+from ._journal import StateUnavailable
+from ._location import shown_url
+from ._pg_journal import PostgresJournal, run
+from ._records import Approval, AuditRecord, ChangeRecord, ConversationInfo, Version
+from ._stores import State
+
+log = logging.getLogger("wippy_agents.state")
+
+SCHEMA_VERSION = 1
+LEASE_SECONDS = 15.0
+"""How long a node's lease on a task lasts without renewal: after that another node may take the task over."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS wippy_schema (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS registry_changes (
+    n BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    version BIGINT NOT NULL, time TIMESTAMPTZ NOT NULL, author TEXT NOT NULL, task TEXT, reason TEXT NOT NULL,
+    entry_id TEXT NOT NULL, before TEXT, after TEXT, origin TEXT);
+CREATE INDEX IF NOT EXISTS registry_changes_entry ON registry_changes (entry_id, version);
+CREATE INDEX IF NOT EXISTS registry_changes_version ON registry_changes (version);
+CREATE TABLE IF NOT EXISTS tasks (
+    n BIGINT GENERATED ALWAYS AS IDENTITY,
+    id TEXT PRIMARY KEY, workflow TEXT NOT NULL, args TEXT NOT NULL, registry_version BIGINT NOT NULL,
+    created TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS task_events (
+    n BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    task TEXT NOT NULL, time TIMESTAMPTZ NOT NULL, status TEXT NOT NULL, detail TEXT);
+CREATE INDEX IF NOT EXISTS task_events_task ON task_events (task, time);
+CREATE TABLE IF NOT EXISTS task_steps (
+    n BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    task TEXT NOT NULL, seq INTEGER NOT NULL, name TEXT NOT NULL, ok BOOLEAN NOT NULL, result TEXT, error TEXT,
+    started TIMESTAMPTZ NOT NULL, seconds DOUBLE PRECISION NOT NULL);
+CREATE INDEX IF NOT EXISTS task_steps_task ON task_steps (task, seq);
+CREATE TABLE IF NOT EXISTS task_signals (
+    n BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    task TEXT NOT NULL, id TEXT NOT NULL, name TEXT NOT NULL, payload TEXT, time TIMESTAMPTZ NOT NULL);
+CREATE INDEX IF NOT EXISTS task_signals_task ON task_signals (task);
+CREATE TABLE IF NOT EXISTS task_leases (
+    task TEXT PRIMARY KEY, node TEXT NOT NULL, epoch BIGINT NOT NULL, expires TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS approvals (
+    id TEXT PRIMARY KEY, agent TEXT NOT NULL, task TEXT, call TEXT, action TEXT NOT NULL, resource TEXT NOT NULL,
+    summary TEXT NOT NULL, diff TEXT NOT NULL, changes TEXT NOT NULL, policy TEXT, status TEXT NOT NULL,
+    created TIMESTAMPTZ NOT NULL, decided_by TEXT, decided_at TIMESTAMPTZ, decision_reason TEXT, version BIGINT);
+CREATE TABLE IF NOT EXISTS policy_audit (
+    n BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    time TIMESTAMPTZ NOT NULL, subject TEXT NOT NULL, task TEXT, action TEXT NOT NULL, resource TEXT NOT NULL,
+    kind TEXT, decision TEXT NOT NULL, decided_by TEXT NOT NULL, reason TEXT NOT NULL, approval TEXT,
+    version BIGINT);
+CREATE TABLE IF NOT EXISTS conversations (id TEXT PRIMARY KEY, agent TEXT NOT NULL, created TIMESTAMPTZ NOT NULL);
+"""
+
+_SCHEMA_LOCK = 0x77697070  # "wipp": one node at a time creates or upgrades the schema
+
+
+def open_postgres_state(url: str, *, node: str, redactor: Redactor | None = None,
+                        lease_seconds: float = LEASE_SECONDS, renew_seconds: float | None = None) -> State:
+    """Open the state in the database at `url` (creating its tables if needed) as the node named `node`.
+
+    Raises `StateUnavailable` naming the URL (password hidden) when the database cannot be reached.
+    """
+    shown = shown_url(url)
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            _create_schema(conn, shown)
+    except psycopg.OperationalError as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise StateUnavailable(
+            f"cannot open the app's state database {shown}: {reason}. Check that Postgres runs at that host and "
+            "port, that the database exists, and that the URL's user and password are right (`state:` in wippy.yaml "
+            "or WIPPY_STATE)") from None
+    pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+        url, min_size=1, max_size=4, timeout=10, open=True, name="wippy-state",
+        kwargs={"autocommit": True, "connect_timeout": 5})
+    journal = PostgresJournal(pool, url, shown, node=node, lease_seconds=lease_seconds, renew_seconds=renew_seconds,
+                              redactor=redactor)
+
+    def close() -> None:
+        try:
+            journal.close()
+        finally:
+            pool.close()
+
+    return State(journal=journal, versions=PostgresVersions(pool, shown), approvals=PostgresApprovals(pool, shown),
+                 audit=PostgresAudit(pool, shown), conversations=PostgresConversations(pool, shown), closer=close)
+
+
+def _create_schema(conn: psycopg.Connection[Any], shown: str) -> None:
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [_SCHEMA_LOCK])
+        conn.execute(_SCHEMA)
+        row = conn.execute("SELECT max(version) FROM wippy_schema").fetchone()
+        found = None if row is None else row[0]
+        if found is not None and found > SCHEMA_VERSION:
+            raise UsageError(f"the state database {shown} holds schema version {found}, newer than this wippy's "
+                             f"{SCHEMA_VERSION}: upgrade wippy-agents on this machine")
+        if found is None:
+            conn.execute("INSERT INTO wippy_schema VALUES (%s)", [SCHEMA_VERSION])
+        elif found < SCHEMA_VERSION:
+            conn.execute("UPDATE wippy_schema SET version = %s", [SCHEMA_VERSION])
+
+
+Pool = ConnectionPool[psycopg.Connection[Any]]
+
+
+class _Store:
+    def __init__(self, pool: Pool, shown: str) -> None:
+        self._pool = pool
+        self._shown = shown
+
+    def _rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
+        return run(self._pool, sql, params, self._unreachable)
+
+    def _unreachable(self, error: BaseException) -> str:
+        return f"the app's state database {self._shown} cannot be reached ({error}): check that Postgres runs there"
+
+
+def _json(data: Any) -> str | None:
+    return None if data is None else json.dumps(data, sort_keys=True)
+
+
+def _data(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+class PostgresVersions(_Store):
+    """One row per changed entry, carrying its version's author, reason and time (as in the DuckDB store)."""
+
+    def last_version(self) -> int:
+        return int(self._rows("SELECT coalesce(max(version), 0) FROM registry_changes")[0][0])
+
+    def live(self) -> dict[str, tuple[dict[str, Any], str | None]]:
+        rows = self._rows("SELECT DISTINCT ON (entry_id) entry_id, after, origin FROM registry_changes "
+                          "ORDER BY entry_id, version DESC, n DESC")
+        return {entry_id: (json.loads(after), origin) for entry_id, after, origin in rows if after is not None}
+
+    def record(self, version: int, changes: Sequence[ChangeRecord], *, author: str, task: str | None,
+               reason: str) -> Version:
+        now = datetime.now(UTC)
+        self._rows(
+            "INSERT INTO registry_changes (version, time, author, task, reason, entry_id, before, after, origin) "
+            "SELECT %s, %s, %s, %s, %s, * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])",
+            [version, now, author, task, reason, [c.entry_id for c in changes], [_json(c.before) for c in changes],
+             [_json(c.after) for c in changes], [c.origin for c in changes]])
+        return Version(version, now, author, reason, task, tuple(c.entry_id for c in changes))
+
+    def history(self, entry_id: str | None = None) -> list[Version]:
+        where, params = ("", []) if entry_id is None else (
+            "WHERE version IN (SELECT version FROM registry_changes WHERE entry_id = %s)", [entry_id])
+        rows = self._rows(
+            f"""SELECT version, min(time), min(author), min(reason), min(task), array_agg(entry_id ORDER BY entry_id)
+                FROM registry_changes {where} GROUP BY version ORDER BY version""", params)
+        return [Version(int(r[0]), r[1], r[2], r[3], r[4], tuple(r[5])) for r in rows]
+
+    def undo_after(self, version: int) -> dict[str, dict[str, Any] | None]:
+        rows = self._rows("SELECT DISTINCT ON (entry_id) entry_id, before FROM registry_changes WHERE version > %s "
+                          "ORDER BY entry_id, version, n", [version])
+        return {entry_id: _data(before) for entry_id, before in rows}
+
+
+_APPROVAL_COLUMNS = ("id, agent, task, action, resource, summary, diff, status, created, decided_by, decided_at, "
+                     "decision_reason, version, call, policy")
+_AUDIT_COLUMNS = "time, subject, task, action, resource, kind, decision, decided_by, reason, approval, version"
+
+
+def _filters(**values: str | None) -> tuple[str, list[str]]:
+    given = {k: v for k, v in values.items() if v is not None}
+    return ("WHERE " + " AND ".join(f"{k} = %s" for k in given) if given else ""), list(given.values())
+
+
+class PostgresApprovals(_Store):
+    def add(self, approval: Approval, changes: list[dict[str, Any]]) -> None:
+        self._rows(
+            f"INSERT INTO approvals ({_APPROVAL_COLUMNS}, changes) VALUES ({', '.join(['%s'] * 16)})",
+            [approval.id, approval.agent, approval.task_id, approval.action, approval.resource, approval.summary,
+             approval.diff, approval.status, approval.created, approval.decided_by, approval.decided_at,
+             approval.decision_reason, approval.version, approval.call_id, approval.policy, json.dumps(changes)])
+
+    def get(self, approval_id: str) -> Approval | None:
+        rows = self._rows(f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE id = %s", [approval_id])
+        return Approval(*rows[0]) if rows else None
+
+    def list(self, status: str | None = None) -> list[Approval]:
+        where, params = _filters(status=status)
+        return [Approval(*row) for row in
+                self._rows(f"SELECT {_APPROVAL_COLUMNS} FROM approvals {where} ORDER BY created", params)]
+
+    def changes(self, approval_id: str) -> builtins.list[dict[str, Any]]:
+        rows = self._rows("SELECT changes FROM approvals WHERE id = %s", [approval_id])
+        if not rows:
+            raise LookupError(f"no approval {approval_id!r}")
+        changes: builtins.list[dict[str, Any]] = json.loads(rows[0][0])
+        return changes
+
+    def decide(self, approval_id: str, *, status: str, by: str, at: datetime, reason: str,
+               version: int | None) -> bool:
+        return bool(self._rows(
+            "UPDATE approvals SET status = %s, decided_by = %s, decided_at = %s, decision_reason = %s, version = %s "
+            "WHERE id = %s AND status = 'pending' RETURNING id", [status, by, at, reason, version, approval_id]))
+
+
+class PostgresAudit(_Store):
+    def add(self, record: AuditRecord) -> None:
+        self._rows(f"INSERT INTO policy_audit ({_AUDIT_COLUMNS}) VALUES ({', '.join(['%s'] * 11)})",
+                   list(record.__dict__.values()))
+
+    def list(self, *, subject: str | None = None, resource: str | None = None,
+             limit: int = 100) -> list[AuditRecord]:
+        where, params = _filters(subject=subject, resource=resource)
+        rows = self._rows(f"SELECT {_AUDIT_COLUMNS} FROM policy_audit {where} ORDER BY time DESC, n DESC LIMIT %s",
+                          [*params, limit])
+        return [AuditRecord(*row) for row in reversed(rows)]
+
+
+class PostgresConversations(_Store):
+    def register(self, conversation: str, agent: str) -> None:
+        try:
+            self._rows("INSERT INTO conversations VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                       [conversation, agent, datetime.now(UTC)])
+        except (psycopg.Error, StateUnavailable) as error:
+            log.warning("conversation %s is not listed: the state database refused it (%s)", conversation, error)
+
+    def list(self) -> list[ConversationInfo]:
+        return [ConversationInfo(*row) for row in
+                self._rows("SELECT id, agent, created FROM conversations ORDER BY created DESC")]
