@@ -93,6 +93,8 @@ TARGETS: dict[str, tuple[str, float]] = {
 REFERENCE = {"dbos_sqlite_step_p50_ms_2_cores": 1.41}
 PROBE_TIMEOUT_S = 300.0
 DBOS_POLL_S = 0.01
+DBOS_DATABASE_VARIABLE = "WIPPY_BENCH_DBOS_DATABASE"
+"""Set, DBOS's system database (`benchmarks/cluster.py` puts it on Postgres, beside wippy's `WIPPY_STATE`)."""
 
 
 @dataclass(frozen=True)
@@ -280,7 +282,7 @@ def dbos_launch(work: Path) -> None:
 
     config: DBOSConfig = {
         "name": "bench",
-        "system_database_url": f"sqlite:///{work / 'dbos.sqlite'}",
+        "system_database_url": os.environ.get(DBOS_DATABASE_VARIABLE) or f"sqlite:///{work / 'dbos.sqlite'}",
         "log_level": "ERROR",
         "notification_listener_polling_interval_sec": DBOS_POLL_S,
     }

@@ -30,6 +30,7 @@ def run(name: str) -> dict[str, object]:
         ("durable.py", {"sequential", "concurrent", "recovery", "targets"}),
         ("sandbox.py", {"warm", "fresh", "targets"}),
         ("tui.py", {"stream", "startup", "targets"}),
+        ("cluster.py", {"postgres_journal", "targets"}),
     ],
 )
 def test_benchmark_prints_its_figures_and_targets(name: str, sections: set[str]) -> None:

@@ -29,6 +29,9 @@ right, as nobody recorded it. So the assertions are:
   script implies; every answer the driver printed, in any run, is that answer;
 - every model request carried exactly the conversation's earlier turns (nothing lost or doubled).
 
+The test runs on both stores: the DuckDB state file, and a Postgres database on a real
+server (`WIPPY_STATE`), killed half as often there to keep the suite short.
+
 `WIPPY_KILL9_SEED=<n>` draws another sequence of kill points (the seed is in every failure message; the
 points are drawn from it, the timing around them is real, so a seed is a scenario, not an exact replay).
 
@@ -55,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import psycopg
 import pytest
 
 import wippy_agents.agents  # noqa: F401  (it registers the journal types of the turns the test reads back)
@@ -441,6 +445,25 @@ def read_journal(path: Path) -> Journal:
                    {task: loads(detail) for task, _, detail in latest})
 
 
+def read_postgres_journal(url: str) -> Journal:
+    """The same, from a Postgres state (a killed node leaves its database as its last commit left it)."""
+    with psycopg.connect(url) as conn:
+        tables = {row[0] for row in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'").fetchall()}
+        if "task_steps" not in tables:  # the schema is made in one transaction too
+            assert not tables, f"the database has only some of its tables: {sorted(tables)}"
+            return Journal([], [], {}, {}, schema=False)
+        steps = [(t, int(s), n, bool(ok)) for t, s, n, ok in
+                 conn.execute("SELECT task, seq, name, ok FROM task_steps ORDER BY task, seq, n").fetchall()]
+        tasks = [row[0] for row in conn.execute("SELECT id FROM tasks ORDER BY n").fetchall()]
+        latest = conn.execute("""
+            SELECT DISTINCT ON (task) task, status, detail FROM task_events
+            WHERE status NOT IN ('cancel_requested', 'upgraded', 'step_started', 'resumed')
+            ORDER BY task, time DESC, n DESC""").fetchall()
+    return Journal(steps, tasks, {task: status for task, status, _ in latest},
+                   {task: loads(detail) for task, _, detail in latest})
+
+
 @dataclass
 class Run:
     number: int
@@ -468,7 +491,8 @@ class Run:
 class Driver:
     """Starts the driver script, kills it where the plan says, and reads the state file after each run."""
 
-    def __init__(self, tmp_path: Path, app: Path, server: ModelServer, side_log: Path) -> None:
+    def __init__(self, tmp_path: Path, app: Path, server: ModelServer, side_log: Path,
+                 database: str | None = None) -> None:
         self.tmp_path = tmp_path
         self.app = app
         self.server = server
@@ -476,10 +500,12 @@ class Driver:
         self.script = tmp_path / "driver.py"
         self.script.write_text(DRIVER, encoding="utf-8")
         self.state = app / ".wippy" / "state.duckdb"
+        self.database = database  # a Postgres state instead of the state file
         self.runs: list[Run] = []
         env = {k: v for k, v in os.environ.items()
                if not k.lower().endswith("_proxy") and not k.startswith(("OPENAI_", "WIPPY_"))}
-        self.env = env | {"NO_PROXY": "127.0.0.1", "PYTHONUNBUFFERED": "1"}
+        self.env = env | {"NO_PROXY": "127.0.0.1", "PYTHONUNBUFFERED": "1"} | (
+            {} if database is None else {"WIPPY_STATE": database})
 
     def side_lines(self, run: int | None = None) -> list[tuple[str, str, int]]:
         """(turn, part, run) of every line the tool wrote (of one run, if given)."""
@@ -519,12 +545,13 @@ class Driver:
             proc.stdout.close()
         result.seconds = time.monotonic() - started
         result.stderr = stderr_path.read_text(encoding="utf-8")
-        if not self.state.exists():  # killed before the node made its state file
+        if self.database is None and not self.state.exists():  # killed before the node made its state file
             result.journal = Journal([], [], {}, {}, schema=False)
         else:
             try:
-                result.journal = read_journal(self.state)
-            except (duckdb.Error, AssertionError) as error:
+                result.journal = (read_journal(self.state) if self.database is None
+                                  else read_postgres_journal(self.database))
+            except (duckdb.Error, psycopg.Error, AssertionError) as error:
                 pytest.fail(f"seed {SEED}, run {number} ({plan}): the state file does not open after the run: "
                             f"{type(error).__name__}: {error}\n{self.summary()}")
         assert result.journal.schema or "BOOTED" not in result.stdout, f"seed {SEED}: a node booted without a schema"
@@ -607,13 +634,15 @@ def app(tmp_path: Path, server: ModelServer) -> Path:
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.parametrize(("store", "kills"), [("duckdb", MIN_KILLS), ("postgres", MIN_KILLS // 2)])
 def test_kill_9_at_random_points_loses_nothing_and_repeats_nothing_completed(
-    tmp_path: Path, app: Path, server: ModelServer
+    tmp_path: Path, app: Path, server: ModelServer, store: str, kills: int, request: pytest.FixtureRequest
 ) -> None:
     rng = random.Random(SEED)
-    driver = Driver(tmp_path, app, server, tmp_path / "side.log")
+    database = request.getfixturevalue("postgres").database() if store == "postgres" else None
+    driver = Driver(tmp_path, app, server, tmp_path / "side.log", database)
     work_left = True
-    while sum(run.killed for run in driver.runs) < MIN_KILLS and len(driver.runs) < MAX_ROUNDS:
+    while sum(run.killed for run in driver.runs) < kills and len(driver.runs) < MAX_ROUNDS:
         run = driver.run(kill_plan(rng, work_left))
         assert server.errors == [], f"seed {SEED}: the model server failed: {server.errors}\n{driver.summary()}"
         if not run.killed:  # it ended before its kill point came
@@ -622,7 +651,7 @@ def test_kill_9_at_random_points_loses_nothing_and_repeats_nothing_completed(
     final = driver.run(None)
     assert server.errors == [], f"seed {SEED}: the model server failed: {server.errors}\n{driver.summary()}"
     assert final.finished, f"seed {SEED}: the last run failed\n{driver.tail(final)}"
-    assert sum(run.killed for run in driver.runs) >= MIN_KILLS, driver.summary()
+    assert sum(run.killed for run in driver.runs) >= kills, driver.summary()
 
     check_nothing_completed_ran_twice(driver)
     check_requests_carried_the_history(driver)

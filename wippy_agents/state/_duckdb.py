@@ -23,6 +23,7 @@ from .._runtime.secrets import Redactor
 from ._journal import JournalReport, check_log
 from ._lock import StateFileBusy, StateLock, private_files, private_folder
 from ._records import Approval, AuditRecord, ChangeRecord, ConversationInfo, Version
+from ._sql import APPROVAL_COLUMNS, AUDIT_COLUMNS, approval_row, filters, json_data, json_text
 from ._stores import State
 from ._tasks import DuckDBJournal, copied_group
 
@@ -202,13 +203,6 @@ def _connect(path: Path | None) -> duckdb.DuckDBPyConnection:
 # -- the stores ---------------------------------------------------------------------------------
 
 
-def _json(data: Any) -> str | None:
-    return None if data is None else json.dumps(data, sort_keys=True)
-
-
-def _data(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
-
 
 class DuckDBVersions:
     """Every change is one row that also carries its version's author, reason and time.
@@ -240,8 +234,8 @@ class DuckDBVersions:
         self._db.execute(
             """INSERT INTO registry_changes
                SELECT ?, ?, ?, ?, ?, unnest(?), unnest(?)::JSON, unnest(?)::JSON, unnest(?)""",
-            [version, now, author, task, reason, ids, [_json(c.before) for c in changes],
-             [_json(c.after) for c in changes], [c.origin for c in changes]],
+            [version, now, author, task, reason, ids, [json_text(c.before) for c in changes],
+             [json_text(c.after) for c in changes], [c.origin for c in changes]],
         )
         return Version(version, now, author, reason, task, tuple(ids))
 
@@ -262,17 +256,7 @@ class DuckDBVersions:
                QUALIFY row_number() OVER (PARTITION BY entry_id ORDER BY version) = 1""",
             [version],
         ).fetchall()
-        return {entry_id: _data(before) for entry_id, before in rows}
-
-
-_APPROVAL_COLUMNS = ("id, agent, task, action, resource, summary, diff, status, created, decided_by, decided_at, "
-                     "decision_reason, version, call, policy")
-_AUDIT_COLUMNS = "time, subject, task, action, resource, kind, decision, decided_by, reason, approval, version"
-
-
-def _filters(**values: str | None) -> tuple[str, list[str]]:
-    given = {k: v for k, v in values.items() if v is not None}
-    return ("WHERE " + " AND ".join(f"{k} = ?" for k in given) if given else ""), list(given.values())
+        return {entry_id: json_data(before) for entry_id, before in rows}
 
 
 class DuckDBApprovals:
@@ -281,20 +265,18 @@ class DuckDBApprovals:
 
     def add(self, approval: Approval, changes: list[dict[str, Any]]) -> None:
         self._db.execute(
-            f"INSERT INTO approvals ({_APPROVAL_COLUMNS}, changes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            f"INSERT INTO approvals ({APPROVAL_COLUMNS}, changes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
             "?, ?)",
-            [approval.id, approval.agent, approval.task_id, approval.action, approval.resource, approval.summary,
-             approval.diff, approval.status, approval.created, approval.decided_by, approval.decided_at,
-             approval.decision_reason, approval.version, approval.call_id, approval.policy, json.dumps(changes)],
+            approval_row(approval, changes),
         )
 
     def get(self, approval_id: str) -> Approval | None:
-        row = self._db.execute(f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE id = ?", [approval_id]).fetchone()
+        row = self._db.execute(f"SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = ?", [approval_id]).fetchone()
         return None if row is None else Approval(*row)
 
     def list(self, status: str | None = None) -> list[Approval]:
-        where, params = _filters(status=status)
-        rows = self._db.execute(f"SELECT {_APPROVAL_COLUMNS} FROM approvals {where} ORDER BY created", params)
+        where, params = filters("?", status=status)
+        rows = self._db.execute(f"SELECT {APPROVAL_COLUMNS} FROM approvals {where} ORDER BY created", params)
         return [Approval(*row) for row in rows.fetchall()]
 
     def changes(self, approval_id: str) -> builtins.list[dict[str, Any]]:
@@ -318,13 +300,13 @@ class DuckDBAudit:
         self._db = db
 
     def add(self, record: AuditRecord) -> None:
-        self._db.execute(f"INSERT INTO policy_audit ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self._db.execute(f"INSERT INTO policy_audit ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          list(record.__dict__.values()))
 
     def list(self, *, subject: str | None = None, resource: str | None = None,
              limit: int = 100) -> list[AuditRecord]:
-        where, params = _filters(subject=subject, resource=resource)
-        rows = self._db.execute(f"SELECT {_AUDIT_COLUMNS} FROM policy_audit {where} ORDER BY time DESC LIMIT ?",
+        where, params = filters("?", subject=subject, resource=resource)
+        rows = self._db.execute(f"SELECT {AUDIT_COLUMNS} FROM policy_audit {where} ORDER BY time DESC LIMIT ?",
                                 [*params, limit]).fetchall()
         return [AuditRecord(*row) for row in reversed(rows)]
 

@@ -45,7 +45,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import duckdb
 
@@ -256,6 +256,31 @@ class _private_open:
 
 # -- the journal ------------------------------------------------------------------------------
 
+_Queued = TypeVar("_Queued")
+
+
+def take_group(first: _Queued, waiting: queue.SimpleQueue[_Queued | threading.Event | None],
+               limit: int = MAX_GROUP) -> tuple[list[_Queued], list[threading.Event], bool]:
+    """The group commit's group: `first` and every call queued behind it, up to `limit` or a flush or the end.
+
+    Returns the calls, the flush events to set once they are written, and whether the end was queued.
+    """
+    group: list[_Queued] = [first]
+    flushes: list[threading.Event] = []
+    while len(group) < limit:
+        try:
+            item = waiting.get_nowait()
+        except queue.Empty:
+            break
+        if item is None:
+            return group, flushes, True
+        if isinstance(item, threading.Event):
+            flushes.append(item)
+            break
+        group.append(item)
+    return group, flushes, False
+
+
 
 class Journal:
     """Append rows durably, in groups, from any coroutine on the node's loop.
@@ -364,21 +389,7 @@ class Journal:
                 self._copy_pending()
                 first.set()
                 continue
-            group: list[_Item] = [first]
-            waiting: list[threading.Event] = []
-            stop = False
-            while len(group) < MAX_GROUP:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                if isinstance(item, threading.Event):
-                    waiting.append(item)
-                    break
-                group.append(item)
+            group, waiting, stop = take_group(first, self._queue)
             error = self._make_durable([pair for rows, _ in group for pair in rows])
             _settle([future for _, future in group if future is not None], error)
             if waiting or stop or len(self._pending) >= FLUSH_ROWS:

@@ -38,7 +38,17 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .._runtime.secrets import Redactor
-from ._journal import TABLE_OF, JournalReport, LeaseLost, Row, StateUnavailable, Table, _settle, _valid_text
+from ._journal import (
+    TABLE_OF,
+    JournalReport,
+    LeaseLost,
+    Row,
+    StateUnavailable,
+    Table,
+    _settle,
+    _valid_text,
+    take_group,
+)
 from ._records import (
     FINISHED,
     TERMINAL,
@@ -55,7 +65,6 @@ from ._records import (
 
 log = logging.getLogger("wippy_agents.state")
 
-MAX_GROUP = 4096
 RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)  # backoff while the database cannot be reached; the last repeats
 REPEAT_LOG_SECONDS = 60.0
 
@@ -250,19 +259,7 @@ class PostgresJournal:
             if isinstance(first, threading.Event):
                 first.set()
                 continue
-            calls, events, stop = [first], [], False
-            while len(calls) < MAX_GROUP:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                if isinstance(item, threading.Event):
-                    events.append(item)
-                    break
-                calls.append(item)
+            calls, events, stop = take_group(first, self._queue)
             self._commit_group(calls)
             for event in events:
                 event.set()

@@ -24,6 +24,7 @@ from ._journal import StateUnavailable
 from ._location import shown_url
 from ._pg_journal import PostgresJournal, run
 from ._records import Approval, AuditRecord, ChangeRecord, ConversationInfo, Version
+from ._sql import APPROVAL_COLUMNS, AUDIT_COLUMNS, approval_row, filters, json_data, json_text
 from ._stores import State
 
 log = logging.getLogger("wippy_agents.state")
@@ -136,13 +137,6 @@ class _Store:
         return f"the app's state database {self._shown} cannot be reached ({error}): check that Postgres runs there"
 
 
-def _json(data: Any) -> str | None:
-    return None if data is None else json.dumps(data, sort_keys=True)
-
-
-def _data(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
-
 
 class PostgresVersions(_Store):
     """One row per changed entry, carrying its version's author, reason and time (as in the DuckDB store)."""
@@ -161,8 +155,8 @@ class PostgresVersions(_Store):
         self._rows(
             "INSERT INTO registry_changes (version, time, author, task, reason, entry_id, before, after, origin) "
             "SELECT %s, %s, %s, %s, %s, * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])",
-            [version, now, author, task, reason, [c.entry_id for c in changes], [_json(c.before) for c in changes],
-             [_json(c.after) for c in changes], [c.origin for c in changes]])
+            [version, now, author, task, reason, [c.entry_id for c in changes], [json_text(c.before) for c in changes],
+             [json_text(c.after) for c in changes], [c.origin for c in changes]])
         return Version(version, now, author, reason, task, tuple(c.entry_id for c in changes))
 
     def history(self, entry_id: str | None = None) -> list[Version]:
@@ -176,35 +170,23 @@ class PostgresVersions(_Store):
     def undo_after(self, version: int) -> dict[str, dict[str, Any] | None]:
         rows = self._rows("SELECT DISTINCT ON (entry_id) entry_id, before FROM registry_changes WHERE version > %s "
                           "ORDER BY entry_id, version, n", [version])
-        return {entry_id: _data(before) for entry_id, before in rows}
-
-
-_APPROVAL_COLUMNS = ("id, agent, task, action, resource, summary, diff, status, created, decided_by, decided_at, "
-                     "decision_reason, version, call, policy")
-_AUDIT_COLUMNS = "time, subject, task, action, resource, kind, decision, decided_by, reason, approval, version"
-
-
-def _filters(**values: str | None) -> tuple[str, list[str]]:
-    given = {k: v for k, v in values.items() if v is not None}
-    return ("WHERE " + " AND ".join(f"{k} = %s" for k in given) if given else ""), list(given.values())
+        return {entry_id: json_data(before) for entry_id, before in rows}
 
 
 class PostgresApprovals(_Store):
     def add(self, approval: Approval, changes: list[dict[str, Any]]) -> None:
         self._rows(
-            f"INSERT INTO approvals ({_APPROVAL_COLUMNS}, changes) VALUES ({', '.join(['%s'] * 16)})",
-            [approval.id, approval.agent, approval.task_id, approval.action, approval.resource, approval.summary,
-             approval.diff, approval.status, approval.created, approval.decided_by, approval.decided_at,
-             approval.decision_reason, approval.version, approval.call_id, approval.policy, json.dumps(changes)])
+            f"INSERT INTO approvals ({APPROVAL_COLUMNS}, changes) VALUES ({', '.join(['%s'] * 16)})",
+            approval_row(approval, changes))
 
     def get(self, approval_id: str) -> Approval | None:
-        rows = self._rows(f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE id = %s", [approval_id])
+        rows = self._rows(f"SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = %s", [approval_id])
         return Approval(*rows[0]) if rows else None
 
     def list(self, status: str | None = None) -> list[Approval]:
-        where, params = _filters(status=status)
+        where, params = filters("%s", status=status)
         return [Approval(*row) for row in
-                self._rows(f"SELECT {_APPROVAL_COLUMNS} FROM approvals {where} ORDER BY created", params)]
+                self._rows(f"SELECT {APPROVAL_COLUMNS} FROM approvals {where} ORDER BY created", params)]
 
     def changes(self, approval_id: str) -> builtins.list[dict[str, Any]]:
         rows = self._rows("SELECT changes FROM approvals WHERE id = %s", [approval_id])
@@ -222,13 +204,13 @@ class PostgresApprovals(_Store):
 
 class PostgresAudit(_Store):
     def add(self, record: AuditRecord) -> None:
-        self._rows(f"INSERT INTO policy_audit ({_AUDIT_COLUMNS}) VALUES ({', '.join(['%s'] * 11)})",
+        self._rows(f"INSERT INTO policy_audit ({AUDIT_COLUMNS}) VALUES ({', '.join(['%s'] * 11)})",
                    list(record.__dict__.values()))
 
     def list(self, *, subject: str | None = None, resource: str | None = None,
              limit: int = 100) -> list[AuditRecord]:
-        where, params = _filters(subject=subject, resource=resource)
-        rows = self._rows(f"SELECT {_AUDIT_COLUMNS} FROM policy_audit {where} ORDER BY time DESC, n DESC LIMIT %s",
+        where, params = filters("%s", subject=subject, resource=resource)
+        rows = self._rows(f"SELECT {AUDIT_COLUMNS} FROM policy_audit {where} ORDER BY time DESC, n DESC LIMIT %s",
                           [*params, limit])
         return [AuditRecord(*row) for row in reversed(rows)]
 

@@ -1,0 +1,155 @@
+"""Cluster benchmarks: the journal on a shared Postgres, beside DBOS 3.4 on the same server in the same run.
+
+Starts a private PostgreSQL server (`wippy_agents.testing.TemporaryPostgres`; `fsync`
+off for both contenders alike), gives each contender a database of its own on it, and
+runs the probes of `benchmarks/durable.py` in fresh interpreters: wippy with
+`WIPPY_STATE` set to its database, DBOS with its system database there.
+
+- sequential: one task of `seq_steps` trivial steps, the latency of each step taken
+  inside the workflow (pooled over `seq_repeats` processes per contender, taking turns);
+- concurrent: `tasks` tasks of `steps_per_task` steps started at once, waited for;
+  steps/s = all steps / wall time. wippy runs at the full size (for the target) and at
+  DBOS's size (`peer_tasks`, for the ratio).
+
+Prints ONE JSON object. Keys:
+
+    mode, python, machine, versions{wippy_agents, dbos, psycopg, postgres}, sizes{...}
+    postgres_journal{sequential{wippy, dbos: <latency block> + wall_s, wippy_vs_dbos_p50},
+                     concurrent{wippy, wippy_at_peer_size, dbos: {tasks, steps, ..., steps_per_s}, wippy_vs_dbos}}
+    targets{<name>: {target, actual, met}}, all_met, elapsed_s
+
+Not yet measured here (they need nodes on Ray, issue 15's next part): cross-node send
+and call, and takeover time.
+
+    python benchmarks/cluster.py          # full run
+    python benchmarks/cluster.py --quick  # smoke test, a few seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from _timing import Timings, machine
+from durable import DBOS_DATABASE_VARIABLE, job, probe, throughput
+
+from wippy_agents.app import STATE_VARIABLE
+from wippy_agents.testing import TemporaryPostgres
+
+TARGETS: dict[str, tuple[str, float]] = {
+    "postgres_sequential_step_p50_ms": ("<=", 2.0),
+    "postgres_concurrent_steps_per_s": (">=", 10_000.0),
+    "postgres_concurrent_vs_dbos": (">=", 5.0),
+}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    seq_steps: int
+    seq_repeats: int
+    tasks: int
+    peer_tasks: int
+    steps_per_task: int
+    warm_up_steps: int
+
+
+FULL = Sizes(seq_steps=1000, seq_repeats=2, tasks=1000, peer_tasks=100, steps_per_task=20, warm_up_steps=50)
+QUICK = Sizes(seq_steps=50, seq_repeats=1, tasks=10, peer_tasks=10, steps_per_task=5, warm_up_steps=5)
+
+
+def journal_figures(sizes: Sizes, server: TemporaryPostgres, work: Path) -> dict[str, Any]:
+    """Sequential and concurrent steps of each contender, each process on a fresh database of the server."""
+    timings = {"wippy": Timings(), "dbos": Timings()}
+    walls: dict[str, list[float]] = {"wippy": [], "dbos": []}
+    errors: dict[str, str] = {}
+    conc: dict[str, Any] = {}
+    steps, warm_up = sizes.steps_per_task, sizes.warm_up_steps
+    for repeat in range(sizes.seq_repeats):
+        for contender, variable in (("wippy", STATE_VARIABLE), ("dbos", DBOS_DATABASE_VARIABLE)):
+            keys: list[tuple[str, int]] = []
+            if repeat == 0:
+                keys = [("dbos", sizes.peer_tasks)] if contender == "dbos" else [("wippy", sizes.tasks)]
+                if contender == "wippy" and sizes.peer_tasks != sizes.tasks:
+                    keys.append(("wippy_at_peer_size", sizes.peer_tasks))
+            os.environ[variable] = server.database()
+            try:
+                seq, *concs = probe(contender, work / f"{contender}-{repeat}", job("seq", sizes.seq_steps, warm_up),
+                                    *(job("conc", n, steps, warm_up) for _, n in keys))
+            finally:
+                del os.environ[variable]
+            for (key, n), report in zip(keys, concs, strict=True):
+                conc[key] = throughput(report, n, steps)
+            if "error" in seq:
+                errors[contender] = seq["error"]
+                continue
+            timings[contender].samples += seq["samples"]
+            walls[contender].append(seq["wall_s"])
+    sequential: dict[str, Any] = {
+        name: {"error": errors[name]} if name in errors
+        else {**timings[name].summary(), "wall_s": round(min(walls[name]), 3)}
+        for name in timings}
+    ours, theirs = sequential["wippy"].get("p50_ms"), sequential["dbos"].get("p50_ms")
+    if ours and theirs:
+        sequential["wippy_vs_dbos_p50"] = round(theirs / ours, 3)
+    conc.setdefault("wippy_at_peer_size", conc["wippy"])
+    ours, theirs = conc["wippy_at_peer_size"].get("steps_per_s"), conc["dbos"].get("steps_per_s")
+    if ours and theirs:
+        conc["wippy_vs_dbos"] = round(ours / theirs, 3)
+    return {"sequential": sequential, "concurrent": conc}
+
+
+def verdict(actual: dict[str, float | None]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name, (op, target) in TARGETS.items():
+        value = actual[name]
+        met = value is not None and (value <= target if op == "<=" else value >= target)
+        out[name] = {"target": f"{op} {target:g}", "actual": value, "met": met}
+    return out
+
+
+def run(sizes: Sizes, work: Path) -> dict[str, Any]:
+    with TemporaryPostgres() as server:
+        postgres = subprocess.run(["postgres", "--version"], capture_output=True, text=True).stdout.strip()
+        journal = journal_figures(sizes, server, work)
+    targets = verdict({
+        "postgres_sequential_step_p50_ms": journal["sequential"]["wippy"].get("p50_ms"),
+        "postgres_concurrent_steps_per_s": journal["concurrent"]["wippy"].get("steps_per_s"),
+        "postgres_concurrent_vs_dbos": journal["concurrent"].get("wippy_vs_dbos"),
+    })
+    return {
+        "mode": "quick" if sizes is QUICK else "full",
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "machine": machine(),
+        "versions": {"wippy_agents": version("wippy-agents"), "dbos": version("dbos"), "psycopg": version("psycopg"),
+                     "postgres": postgres},
+        "sizes": asdict(sizes),
+        "postgres_journal": journal,
+        "targets": targets,
+        "all_met": all(t["met"] for t in targets.values()),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="a small smoke run (a few seconds)")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="wippy-cluster-bench-") as work:
+        report = run(QUICK if args.quick else FULL, Path(work))
+    report["elapsed_s"] = round(time.monotonic() - started, 1)
+    json.dump(report, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
