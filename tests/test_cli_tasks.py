@@ -62,11 +62,11 @@ def test_tasks_list_show_signal_and_cancel_without_a_node(example_app: Path) -> 
     listing = wippy("tasks", "list", "--root", example_app)
     assert listing.returncode == 0, listing.stderr
     header, *rows = listing.stdout.splitlines()
-    assert header.split() == ["ID", "WORKFLOW", "STATUS", "CREATED", "STEPS"]
-    assert [(row.split()[0], row.split()[2], row.split()[-1]) for row in rows] == [
-        ("waiting", "running", "2"), ("other", "running", "2"), ("done", "completed", "1")]
+    assert header.split() == ["ID", "WORKFLOW", "STATUS", "CREATED", "STEPS", "NODE"]
+    assert [(row.split()[0], row.split()[2], *row.split()[-2:]) for row in rows] == [
+        ("waiting", "running", "2", "local"), ("other", "running", "2", "local"), ("done", "completed", "1", "local")]
     completed = json.loads(wippy("tasks", "list", "--status", "completed", "--json", "--root", example_app).stdout)
-    assert [task["id"] for task in completed] == ["done"]
+    assert [(task["id"], task["node"]) for task in completed] == [("done", "local")]
 
     shown = wippy("tasks", "show", done, "--root", example_app)
     assert shown.returncode == 0, shown.stderr

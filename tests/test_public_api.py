@@ -41,7 +41,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "FunctionTool", "ToolArgumentsError", "ToolBusy", "ToolContext", "ToolDefinitionError", "ToolThreads",
         "function_tool", "tool",
     },
-    "wippy_agents.app": {"App", "AppConfig", "AppFolder", "ControlPort", "STATE_VARIABLE", "load_config",
+    "wippy_agents.app": {"App", "AppConfig", "AppFolder", "ControlPort", "LOCAL_NODE", "STATE_VARIABLE", "load_config",
                          "state_location"},
     "wippy_agents.agents": {
         "AgentError", "AgentEvent", "AgentService", "Answer", "ApprovalRequested", "Conversation", "Delegated",

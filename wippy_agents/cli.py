@@ -253,8 +253,8 @@ def cmd_tasks_list(args: argparse.Namespace) -> None:
     if not tasks:
         print("no tasks" + (f" with status {args.status}" if args.status else ""))
         return
-    rows = [("ID", "WORKFLOW", "STATUS", "CREATED", "STEPS")] + [
-        (t["id"], t["workflow"], t["status"], _when(t["created"]), str(t["step_count"])) for t in tasks]
+    rows = [("ID", "WORKFLOW", "STATUS", "CREATED", "STEPS", "NODE")] + [
+        (t["id"], t["workflow"], t["status"], _when(t["created"]), str(t["step_count"]), t["node"]) for t in tasks]
     widths = [max(map(len, column)) for column in zip(*rows, strict=True)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
@@ -268,7 +268,7 @@ def cmd_tasks_show(args: argparse.Namespace) -> None:
         print(_dumps(task))
         return
     print(f"task {task['id']}  {task['workflow']}  {task['status']}")
-    print(f"created {_when(task['created'])}, registry version {task['registry_version']}, "
+    print(f"created {_when(task['created'])} on node {task['node']}, registry version {task['registry_version']}, "
           f"args {json.dumps(task['args'], ensure_ascii=False)}")
     steps = task["steps"]
     width = max((len(step["name"]) for step in steps), default=4)

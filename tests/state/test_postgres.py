@@ -42,6 +42,7 @@ async def test_a_node_whose_lease_was_taken_over_cannot_record_another_step(post
         with pytest.raises(LeaseLost, match="held by another node"):
             await cut_off.journal.append([step("a", 1, "by node-1, too late")])
         await survivor.journal.append([step("a", 1, "by node-2")])
+        assert [(t.id, t.node) for t in survivor.journal.tasks()] == [("a", "node-2")]  # who owns it now
         await cut_off.journal.append([task("b")])  # its other work is not affected
         assert [json.loads(s.result or "") for s in survivor.journal.steps("a")] == ["by node-1", "by node-2"]
         [lease] = survivor.journal.claim(["a"], "node-2")  # the holder may claim again: a greater epoch
@@ -87,6 +88,8 @@ async def test_postgres_restarted_mid_run_refuses_new_work_meanwhile_and_loses_n
             with pytest.raises(StateUnavailable, match="cannot be reached"):
                 await journal.append([step("a", 1, "during")])
             assert journal.problem is not None and "127.0.0.1" in journal.problem
+            with pytest.raises(StateUnavailable, match="cannot be reached"):  # at once, not after a connect timeout
+                journal.tasks()
             writable = asyncio.Event()
             journal.on_writable(writable.set)
             server.start()

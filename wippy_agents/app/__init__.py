@@ -10,6 +10,6 @@ async with App(root=".") as app:
 
 from ._app import App, ControlPort
 from ._config import STATE_VARIABLE, AppConfig, load_config, state_location
-from ._folder import AppFolder
+from ._folder import LOCAL_NODE, AppFolder
 
-__all__ = ["STATE_VARIABLE", "App", "AppConfig", "AppFolder", "ControlPort", "load_config", "state_location"]
+__all__ = ["LOCAL_NODE", "STATE_VARIABLE", "App", "AppConfig", "AppFolder", "ControlPort", "load_config", "state_location"]

@@ -40,7 +40,7 @@ from ..policy import Approvals, Audit, Policies, ToolHealth
 from ..registry import ModelSpec, Registry, SupervisorSpec
 from ..supervisor import ChildSpec, Supervisor
 from ._config import AppConfig
-from ._folder import AppFolder
+from ._folder import LOCAL_NODE, AppFolder
 from ._watch import Watcher
 
 __all__ = ["App", "ControlPort"]
@@ -71,7 +71,7 @@ class App:
     clock of durable timers (tests hand in a virtual one).
     """
 
-    def __init__(self, root: str | os.PathLike[str] = ".", *, node_name: str = "local",
+    def __init__(self, root: str | os.PathLike[str] = ".", *, node_name: str = LOCAL_NODE,
                  control: ControlPort | None = None, wall_clock: Callable[[], float] = time.time,
                  shutdown_timeout: float = 5.0) -> None:
         self.root = Path(root).resolve()

@@ -19,6 +19,10 @@ from ._config import AppConfig, load_config, state_location
 __all__ = ["AppFolder"]
 
 
+LOCAL_NODE = "local"
+"""The name of an app's node when it runs on one machine (and of the CLI's, when no node runs)."""
+
+
 class AppFolder:
     """Open an app folder: `files_only` reads the sources without the state file (lint, list, show).
 
@@ -35,7 +39,7 @@ class AppFolder:
         sources = self.config.sources
         self.folders = Folders(sources.registry, sources.prompts, sources.tools)
         location = None if files_only else state_location(self.config, self.root)
-        self.state: State = open_state(location, node="local" if node is None else node.name, redactor=redactor)
+        self.state: State = open_state(location, node=LOCAL_NODE if node is None else node.name, redactor=redactor)
         """Every store of the app's state (held by this folder alone until it closes)."""
         try:
             self.registry = Registry(self.root, self.state.versions, folders=self.folders, node=node)

@@ -77,7 +77,7 @@ class LightTarget:
 async def open_embedded(root: Path, needs: Needs) -> AsyncIterator[Target]:
     """What an op needs when no node runs, opened for one request and closed after it."""
     from .._runtime.node import Node
-    from ..app import App, AppFolder
+    from ..app import LOCAL_NODE, App, AppFolder
     from ..durable import TaskManager
 
     if needs == "node":
@@ -86,9 +86,9 @@ async def open_embedded(root: Path, needs: Needs) -> AsyncIterator[Target]:
     elif needs == "none":
         yield LightTarget(root, None, None)
     else:
-        with AppFolder(root, files_only=needs == "files") as folder:
-            tasks = None if needs == "files" else TaskManager(Node("cli"), folder.state.journal,
-                                                               registry=folder.registry)
+        node = Node(LOCAL_NODE)  # the app's own node name: in a shared state, its leases are the app's
+        with AppFolder(root, files_only=needs == "files", node=node) as folder:
+            tasks = None if needs == "files" else TaskManager(node, folder.state.journal, registry=folder.registry)
             yield LightTarget(root, folder, tasks)
 
 

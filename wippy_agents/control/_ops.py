@@ -205,7 +205,7 @@ async def _registry_rollback(target: Target, emit: Emit, version: int, author: s
 def _task_json(info: TaskInfo, steps: list[StepRecord]) -> dict[str, Any]:
     return {"id": info.id, "workflow": info.workflow, "status": info.status, "created": info.created,
             "registry_version": info.registry_version, "args": info.args, "result": info.result,
-            "error": info.error, "step_count": len(steps)}
+            "error": info.error, "step_count": len(steps), "node": info.node}
 
 
 @_op("tasks.list", "state")

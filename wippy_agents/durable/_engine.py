@@ -129,6 +129,7 @@ class TaskInfo:
     error: str | None = None
     error_kind: str | None = None  # the exception class that failed the task
     steps: list[StepRecord] = field(default_factory=list)
+    node: str = ""  # the name of the node that owns it (runs it, or last ran it)
 
 
 @dataclass
@@ -315,12 +316,13 @@ class _Task:
     status: TaskStatus
     detail: Any = None
     cancel_requested: bool = False
+    node: str | None = None  # the node that holds it, if another than this one
 
     @classmethod
     def of(cls, summary: TaskSummary) -> _Task:
         """The task as the journal's latest events leave it."""
         return cls(summary.id, summary.workflow, loads(summary.args), summary.registry_version, summary.created,
-                   summary.status, loads(summary.detail), summary.cancel_requested)
+                   summary.status, loads(summary.detail), summary.cancel_requested, summary.node)
 
 
 def _group_key(workflow_id: str, args: list[Any]) -> tuple[str, Any, Any] | None:
@@ -607,6 +609,8 @@ class TaskManager:
         if not task_ids:
             return []
         held = [lease.task for lease in self.journal.claim(task_ids, self.node.name)]
+        for task_id in held:
+            self._task(task_id).node = None  # this node's now
         for task_id in sorted(set(task_ids) - set(held)):
             log.warning("task %s is not resumed here: another node holds it", task_id)
         recoveries = self.journal.recovery(held)
@@ -647,7 +651,8 @@ class TaskManager:
         """A task with its status, result or error (and its steps, read from the journal)."""
         state = self._task(task_id)
         info = TaskInfo(task_id, state.workflow, self.status(task_id), state.created, state.registry_version,
-                        state.args, steps=self.journal.steps(task_id) if steps else [])
+                        state.args, steps=self.journal.steps(task_id) if steps else [],
+                        node=state.node or self.node.name)
         if isinstance(state.detail, dict):
             info.result, info.error = state.detail.get("result"), state.detail.get("error")
             info.error_kind = state.detail.get("kind")

@@ -86,8 +86,9 @@ SELECT t.id, t.workflow, t.args,
                  WHERE u.task = t.id AND u.status = '{Note.UPGRADED}' ORDER BY u.time DESC, u.n DESC LIMIT 1),
                 t.registry_version),
        t.created, e.status, e.detail,
-       EXISTS (SELECT 1 FROM task_events c WHERE c.task = t.id AND c.status = '{Note.CANCEL_REQUESTED}')
-FROM tasks t LEFT JOIN ({_LATEST}) e ON e.task = t.id
+       EXISTS (SELECT 1 FROM task_events c WHERE c.task = t.id AND c.status = '{Note.CANCEL_REQUESTED}'),
+       l.node
+FROM tasks t LEFT JOIN ({_LATEST}) e ON e.task = t.id LEFT JOIN task_leases l ON l.task = t.id
 {{where}}
 ORDER BY t.created, t.n"""
 _ALL_TASKS = _TASKS.format(where="")
@@ -179,13 +180,15 @@ class PostgresJournal:
 
     def _query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
         self.flush()
+        if self._problem is not None:  # known to be down: fail now rather than hold the loop on a connect
+            raise StateUnavailable(self._problem)
         return run(self._pool, sql, params, self._unreachable)
 
     def tasks(self, *, unfinished: bool = False) -> list[TaskSummary]:
         rows = self._query(_UNFINISHED_TASKS if unfinished else _ALL_TASKS)
         return [TaskSummary(id, workflow, args, int(version), created, TaskStatus(status or TaskStatus.RUNNING),
-                            detail, bool(cancelled))
-                for id, workflow, args, version, created, status, detail, cancelled in rows]
+                            detail, bool(cancelled), node)
+                for id, workflow, args, version, created, status, detail, cancelled, node in rows]
 
     def steps(self, task: str) -> list[StepRecord]:
         return [StepRecord(*row) for row in self._query(_STEPS, [[task]])]
@@ -272,6 +275,9 @@ class PostgresJournal:
             redact = self._redactor.redact
             calls = [([(table, tuple(redact(v) if isinstance(v, str) else v for v in row)) for table, row in rows],
                       future) for rows, future in calls]
+        if self._problem is not None:  # the retry loop reconnects; until then nobody waits on a connect
+            _settle([future for _, future in calls], StateUnavailable(self._problem))
+            return
         calls = [(_valid_text(rows), future) for rows, future in calls]  # what Postgres takes as text
         refused: set[str] = set()
         try:

@@ -92,7 +92,7 @@ def open_postgres_state(url: str, *, node: str, redactor: Redactor | None = None
             "port, that the database exists, and that the URL's user and password are right (`state:` in wippy.yaml "
             "or WIPPY_STATE)") from None
     pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-        url, min_size=1, max_size=4, timeout=10, open=True, name="wippy-state",
+        url, min_size=1, max_size=4, timeout=5, open=True, name="wippy-state",
         kwargs={"autocommit": True, "connect_timeout": 5})
     journal = PostgresJournal(pool, url, shown, node=node, lease_seconds=lease_seconds, renew_seconds=renew_seconds,
                               redactor=redactor)

@@ -103,6 +103,7 @@ class TaskSummary:
     status: TaskStatus
     detail: JSONText | None  # of that latest event
     cancel_requested: bool
+    node: str | None = None  # the node that holds (or last held) its lease; None: the state has one node
 
 
 class StartedStep(NamedTuple):
