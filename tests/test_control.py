@@ -68,6 +68,11 @@ def test_the_cli_talks_to_a_running_node_and_a_second_node_is_refused(example_ap
         assert wippy("tasks", "list", "--root", example_app).returncode == 0
         ask = wippy("ask", "app:assistant", "hello", "--root", example_app)
         assert ask.returncode == 0 and "You said: hello" in ask.stdout, ask.stderr
+        [status] = json.loads(wippy("cluster", "status", "--json", "--root", example_app).stdout)
+        assert (status["name"], status["pid"], status["ray_node"], status["status"]) == ("local", node.pid, None, "up")
+        assert status["processes"] > 3 and status["tasks"] == 0 and status["host"]
+        table = wippy("cluster", "status", "--root", example_app).stdout.splitlines()
+        assert table[0].split() == ["NODE", "HOST", "RAY", "NODE", "PID", "PROCESSES", "TASKS", "STATUS"]
         second = wippy("run", "--root", example_app)
         assert second.returncode == 1
         assert f"the app in {example_app} is already run by wippy node pid {node.pid}" in second.stderr
@@ -85,6 +90,8 @@ def test_a_node_killed_with_sigkill_leaves_files_that_the_next_node_clears(examp
     assert socket_path(example_app).exists()
     history = wippy("registry", "history", "--root", example_app)  # nothing answers: served here instead
     assert history.returncode == 0 and history.stdout.startswith("v1  "), history.stderr
+    nodes = wippy("cluster", "status", "--root", example_app)
+    assert nodes.stdout == "no node runs this app; start one with `wippy run`\n", nodes.stderr
     again = wippy("run", "--once", "--root", example_app)
     assert again.returncode == 0, again.stderr
     assert not socket_path(example_app).exists() and not pid_path(example_app).exists()

@@ -245,6 +245,13 @@ def cmd_registry_rollback(args: argparse.Namespace) -> None:
 # -- wippy tasks ...-----------------------------------------------------------------------------
 
 
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    """Rows as columns padded to their widest cell (the first row is the header)."""
+    widths = [max(map(len, column)) for column in zip(*rows, strict=True)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
 def cmd_tasks_list(args: argparse.Namespace) -> None:
     tasks = _request(args, "tasks.list", status=args.status)
     if args.json:
@@ -255,9 +262,7 @@ def cmd_tasks_list(args: argparse.Namespace) -> None:
         return
     rows = [("ID", "WORKFLOW", "STATUS", "CREATED", "STEPS", "NODE")] + [
         (t["id"], t["workflow"], t["status"], _when(t["created"]), str(t["step_count"]), t["node"]) for t in tasks]
-    widths = [max(map(len, column)) for column in zip(*rows, strict=True)]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    _print_table(rows)
 
 
 def cmd_tasks_show(args: argparse.Namespace) -> None:
@@ -337,6 +342,23 @@ def cmd_tasks_upgrade(args: argparse.Namespace) -> None:
 
 
 # -- wippy state ...-----------------------------------------------------------------------------
+
+
+def cmd_cluster_status(args: argparse.Namespace) -> None:
+    nodes = _request(args, "cluster.status")
+    if args.json:
+        print(_dumps(nodes))
+        return
+    if not nodes:
+        print("no node runs this app; start one with `wippy run`")
+        return
+    rows = [("NODE", "HOST", "RAY NODE", "PID", "PROCESSES", "TASKS", "STATUS")] + [
+        (n["name"], n["host"], n["ray_node"] or "-", str(n["pid"]), str(n["processes"]), str(n["tasks"]),
+         n["status"]) for n in nodes]
+    _print_table(rows)
+    for node in nodes:
+        if node["problem"]:
+            print(f"{node['name']}: {node['problem']}")
 
 
 def cmd_state_check(args: argparse.Namespace) -> None:
@@ -476,6 +498,11 @@ def _parser() -> argparse.ArgumentParser:
     rollback = command(reg, "rollback", cmd_registry_rollback, "restore the registry as of a version")
     rollback.add_argument("version", type=int)
     command(reg, "lint", cmd_registry_lint, "validate the whole app; exit 1 listing every problem")
+
+    cluster = group("cluster", "the nodes that run the app")
+    cluster_status = command(cluster, "status", cmd_cluster_status,
+                             "each node: where it runs, its pid, processes, unfinished tasks and health")
+    cluster_status.add_argument("--json", action="store_true", help="print JSON")
 
     state = group("state", "the app's durable state: check the journal for damage, repair it")
     check = command(state, "check", cmd_state_check, "report what the journal holds and any damage in it")

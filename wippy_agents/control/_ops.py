@@ -14,6 +14,7 @@ import contextlib
 import inspect
 import logging
 import os
+import socket
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -297,6 +298,22 @@ async def _state_check(target: Target, emit: Emit, repair: bool = False) -> Any:
         raise ControlError(f"this app keeps its state in Postgres ({shown_url(location)}), which keeps its own "
                            "write-ahead log: there is no journal file to check")
     return check_journal(location, repair=repair)
+
+
+@_op("cluster.status", "none")
+async def _cluster_status(target: Target, emit: Emit) -> Any:
+    """The nodes that run the app, each with where it runs and what it holds; none when no node runs it.
+
+    On one machine that is the node serving this socket; nodes on Ray join this list with their Ray node.
+    """
+    if not isinstance(target, App):
+        return []
+    unfinished = [info for info in target.tasks.list() if info.status not in TERMINAL]
+    name = target.node.name
+    problem = target.folder.state.journal.problem
+    return [{"name": name, "host": socket.gethostname(), "ray_node": None, "pid": os.getpid(),
+             "processes": len(target.processes()), "tasks": sum(info.node == name for info in unfinished),
+             "lease_age": None, "status": "up" if problem is None else "state unavailable", "problem": problem}]
 
 
 @_op("approvals.list", "state")
