@@ -11,6 +11,7 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,3 +129,34 @@ async def test_an_app_keeps_its_state_in_the_database_wippy_state_names(
         assert [t.status for t in app.tasks.list()] == [TaskStatus.COMPLETED]
     with open_state(url) as state:
         assert [c.agent for c in state.conversations.list()] == ["app:helper"]
+
+
+async def test_a_task_taken_over_by_another_node_stops_here_without_recording_a_failure(
+    postgres: TemporaryPostgres,
+) -> None:
+    from wippy_agents import Node
+    from wippy_agents.durable import TaskManager
+
+    url = postgres.database()
+    resume = asyncio.Event()
+
+    async def flow(ctx: Any) -> str:
+        await ctx.step("first", lambda: "done once")
+        await resume.wait()  # the node is cut off here, long enough for its lease to lapse
+        await ctx.step("second", lambda: "never recorded here")
+        return "finished here"
+
+    with open_postgres_state(url, node="node-1", lease_seconds=0.5, renew_seconds=3600) as cut_off, \
+            open_postgres_state(url, node="node-2") as survivor:
+        async with Node("node-1") as node:
+            tasks = TaskManager(node, cut_off.journal)
+            tasks.register("test:flow", flow)
+            task_id = await tasks.start("test:flow")
+            await wait_until(lambda: len(cut_off.journal.steps(task_id)) == 1)
+            await wait_until(lambda: survivor.journal.claim([task_id], "node-2"), timeout=10)
+            resume.set()
+            await wait_until(lambda: tasks.get(task_id, steps=False).node == "node-2")
+            assert tasks.status(task_id) == TaskStatus.RUNNING  # not failed: it goes on elsewhere
+        [summary] = survivor.journal.tasks()
+        assert (summary.status, summary.node) == (TaskStatus.RUNNING, "node-2")
+        assert [s.name for s in survivor.journal.steps(task_id)] == ["first"]

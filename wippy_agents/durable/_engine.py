@@ -27,6 +27,7 @@ from ..errors import ArgumentError, RunError, UsageError
 from ..state import (
     TERMINAL,
     JournalStore,
+    LeaseLost,
     Note,
     SignalRecord,
     StateUnavailable,
@@ -210,7 +211,7 @@ class TaskContext:
                         value = await self._interruptible(value)
                     text = dumps(value)
                     break
-                except (TaskCancelled, StateUnavailable):
+                except (TaskCancelled, StateUnavailable, LeaseLost):
                     raise
                 except Exception as error:
                     if attempt == retries:
@@ -480,7 +481,7 @@ class TaskManager:
                 dumps(result)  # a result the journal cannot store fails the task here, with its reason
             except TaskCancelled:
                 await self._event(task_id, TaskStatus.CANCELLED)
-            except StateUnavailable:
+            except (StateUnavailable, LeaseLost):
                 raise
             except Exception as error:
                 log.warning("task %s failed: %s", task_id, describe(error))
@@ -491,6 +492,12 @@ class TaskManager:
             # The journal refused a write: what it acknowledged stands; the rest runs again once it can write.
             self._tasks[task_id].status, self._tasks[task_id].detail = TaskStatus.RUNNING, None
             self._paused.add(task_id)
+        except LeaseLost as lost:
+            # Another node took the task over while this one could not renew its lease: that node continues it.
+            log.warning("task %s is continued by node %s, which took it over; it stops here", task_id,
+                        lost.holders.get(task_id, "(another node)"))
+            self._tasks[task_id].status, self._tasks[task_id].detail = TaskStatus.RUNNING, None
+            self._tasks[task_id].node = lost.holders.get(task_id)
         except BaseException:
             # The task's process was killed. At shutdown the task waits for the next boot; otherwise it is
             # started again at once and replays its journal, like a supervisor restarting a child.

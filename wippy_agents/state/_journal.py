@@ -72,7 +72,14 @@ class StateUnavailable(RunError, OSError):
 
 
 class LeaseLost(RunError):
-    """Another node has taken this task over (its lease on it lapsed): this node may no longer record anything for it."""
+    """Another node has taken these tasks over (this node's leases lapsed): it may no longer record anything for them.
+
+    `holders` names the node that holds each task now.
+    """
+
+    def __init__(self, message: str, holders: dict[str, str]) -> None:
+        super().__init__(message)
+        self.holders = holders
 
 
 class JournalDamaged(UsageError):

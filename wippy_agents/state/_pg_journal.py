@@ -279,7 +279,7 @@ class PostgresJournal:
             _settle([future for _, future in calls], StateUnavailable(self._problem))
             return
         calls = [(_valid_text(rows), future) for rows, future in calls]  # what Postgres takes as text
-        refused: set[str] = set()
+        refused: dict[str, str] = {}
         try:
             conn = self._connection()
             with conn.transaction():
@@ -302,11 +302,11 @@ class PostgresJournal:
             tasks = ", ".join(sorted(refused))
             log.warning("task(s) %s: another node has taken them over; this node's rows for them are refused", tasks)
             _settle(lost, LeaseLost(f"task(s) {tasks} are held by another node now: this node may no longer "
-                                    "record steps for them (the node that took them over continues them)"))
+                                    "record steps for them (the node that took them over continues them)", refused))
         _settle([call[1] for call in calls if not _touches(call, refused)], None)
 
-    def _fenced(self, conn: psycopg.Connection[Any], calls: list[_Call]) -> set[str]:
-        """The group's tasks this node may not write: another node holds them, or a later epoch of ours does."""
+    def _fenced(self, conn: psycopg.Connection[Any], calls: list[_Call]) -> dict[str, str]:
+        """The group's tasks this node may not write, with their holders: another node, or a later epoch of ours."""
         created = {row[0] for rows, _ in calls for table, row in rows if table.name == "tasks"}
         if created:
             conn.execute(
@@ -319,7 +319,7 @@ class PostgresJournal:
         with self._held_lock:
             for task in created:
                 self._held.setdefault(task, 1)
-            return {task for task, node, epoch in leases if node != self.node or self._held.get(task) != epoch}
+            return {task: node for task, node, epoch in leases if node != self.node or self._held.get(task) != epoch}
 
     @staticmethod
     def _insert(conn: psycopg.Connection[Any], rows: list[tuple[Table, Row]]) -> None:
@@ -429,7 +429,7 @@ def _plain(row: JournalRow) -> Row:
     return tuple(str(value) if isinstance(value, enum.Enum) else value for value in row)
 
 
-def _touches(call: _Call, tasks: set[str]) -> bool:
+def _touches(call: _Call, tasks: Collection[str]) -> bool:
     return bool(tasks) and any(table.task_of(row) in tasks for table, row in call[0])
 
 
