@@ -124,6 +124,13 @@ async def test_an_app_keeps_its_state_in_the_database_wippy_state_names(
         assert (await conv.ask("hi")).text == "hello from the database"
         version = app.registry.version
     assert not (root / ".wippy" / "state.duckdb").exists()
+    monkeypatch.delenv("WIPPY_STATE")
+    async with App(root=root, state=url) as app:  # handed in, as a driver does; the same version and turn
+        assert app.registry.version == version
+        assert [t.status for t in app.tasks.list()] == [TaskStatus.COMPLETED]
+    monkeypatch.setenv("WIPPY_STATE", url)
+    async with App(root=root, state=":memory:") as app:  # `state=` wins over WIPPY_STATE and wippy.yaml
+        assert app.tasks.list() == []
     async with App(root=root) as app:  # a second boot finds the same registry version and the turn
         assert app.registry.version == version
         assert [t.status for t in app.tasks.list()] == [TaskStatus.COMPLETED]

@@ -68,13 +68,16 @@ class App:
     `app.registry`, `app.tasks`, `app.agents` and `app.approvals` are its services;
     `app.node` is the actor runtime they run on. `control` makes the app reachable
     from the CLI (`wippy_agents.control.ControlServer(root)`); `wall_clock` is the
-    clock of durable timers (tests hand in a virtual one).
+    clock of durable timers (tests hand in a virtual one). `state` (a file's path,
+    `":memory:"` or a `postgresql://` URL) overrides `WIPPY_STATE` and `state:` in
+    wippy.yaml: a cluster's driver hands every node the same database.
     """
 
     def __init__(self, root: str | os.PathLike[str] = ".", *, node_name: str = LOCAL_NODE,
-                 control: ControlPort | None = None, wall_clock: Callable[[], float] = time.time,
-                 shutdown_timeout: float = 5.0) -> None:
+                 state: str | os.PathLike[str] | None = None, control: ControlPort | None = None,
+                 wall_clock: Callable[[], float] = time.time, shutdown_timeout: float = 5.0) -> None:
         self.root = Path(root).resolve()
+        self.state = state
         self.node = Node(node_name, shutdown_timeout=shutdown_timeout, process_resolver=self._resolve)
         self.control = control
         self.wall_clock = wall_clock
@@ -123,7 +126,7 @@ class App:
                 await self.control.claim()
             self.redactor = Redactor.from_environment(os.environ)
             """Secret values from the environment, kept out of the state, the log and what agents read."""
-            self._folder = AppFolder(self.root, node=self.node, redactor=self.redactor)
+            self._folder = AppFolder(self.root, node=self.node, redactor=self.redactor, state=self.state)
             self._start_services(self._folder)
             self._start_processes()
             await self.watcher_ready()

@@ -43,9 +43,9 @@ class AppConfig(BaseModel):
     )
 
 
-def state_location(config: AppConfig, root: Path) -> Path | str | None:
-    """Where the app's state lives: `WIPPY_STATE` if set, else `state:`; a file's path, None (in memory) or a URL."""
-    location = os.environ.get(STATE_VARIABLE) or config.state
+def state_location(config: AppConfig, root: Path, given: str | os.PathLike[str] | None = None) -> Path | str | None:
+    """Where the app's state lives: `given`, else `WIPPY_STATE`, else `state:`; a path, None (in memory) or a URL."""
+    location = os.fspath(given) if given is not None else os.environ.get(STATE_VARIABLE) or config.state
     if location == ":memory:":
         return None
     return location if is_database_url(location) else root / location

@@ -27,18 +27,19 @@ class AppFolder:
     """Open an app folder: `files_only` reads the sources without the state file (lint, list, show).
 
     With a `node`, processes on it can subscribe to the registry's changes; the
-    `redactor`'s secrets never reach the state.
+    `redactor`'s secrets never reach the state; `state` overrides where it lives
+    (see `state_location`).
     """
 
     def __init__(self, root: str | os.PathLike[str], *, files_only: bool = False, node: Node | None = None,
-                 redactor: Redactor | None = None) -> None:
+                 redactor: Redactor | None = None, state: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise RegistryError(f"the app folder {root} does not exist")
         self.config: AppConfig = load_config(self.root)
         sources = self.config.sources
         self.folders = Folders(sources.registry, sources.prompts, sources.tools)
-        location = None if files_only else state_location(self.config, self.root)
+        location = None if files_only else state_location(self.config, self.root, state)
         self.state: State = open_state(location, node=LOCAL_NODE if node is None else node.name, redactor=redactor)
         """Every store of the app's state (held by this folder alone until it closes)."""
         try:
