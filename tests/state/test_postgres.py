@@ -167,3 +167,34 @@ async def test_a_task_taken_over_by_another_node_stops_here_without_recording_a_
         [summary] = survivor.journal.tasks()
         assert (summary.status, summary.node) == (TaskStatus.RUNNING, "node-2")
         assert [s.name for s in survivor.journal.steps(task_id)] == ["first"]
+
+
+async def test_text_postgres_cannot_hold_is_repaired_and_a_refused_call_fails_alone(
+    postgres: TemporaryPostgres, caplog: pytest.LogCaptureFixture
+) -> None:
+    from wippy_agents.state import Note, TaskEvent
+
+    with open_state(postgres.database(), node="node-1") as state:
+        journal = state.journal
+        await journal.append([task("a"), task("b")])
+        # NUL in plain text, and escaped in JSON that the recovery queries decode: a model's tool-call id can hold it
+        nul = journal.append([StepRecord("a", 0, "s0", False, None, "boom\x00", NOW, 0.1),
+                              TaskEvent("a", NOW, Note.STEP_STARTED, json.dumps({"seq": 1, "name": "tool:\x00"}))])
+        doubled = journal.append([task("b")])  # the database refuses a second row for task b
+        fine = journal.append([step("b", 0, "fine")])
+        await nul
+        with pytest.raises(Exception, match="duplicate key"):
+            await doubled
+        await fine  # in the same group as the refused call, or not: it is committed either way
+        assert [s.error for s in journal.steps("a")] == ["boom\ufffd"]
+        assert journal.recovery(["a"])["a"].unfinished_starts[0].name == "tool:\ufffd"
+        assert [json.loads(s.result or "") for s in journal.steps("b")] == ["fine"]
+        assert "task a: a task_steps row held invalid text (NUL, which the state cannot store)" in caplog.text
+
+
+def test_a_state_url_that_does_not_parse_is_a_usage_error_naming_it() -> None:
+    from wippy_agents.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"postgresql://wippy:\*\*\*@\[bad is not a Postgres URL") as raised:
+        open_state("postgresql://wippy:s3cret@[bad")
+    assert "s3cret" not in str(raised.value)

@@ -65,6 +65,7 @@ REPEAT_LOG_SECONDS = 60.0  # a problem that persists is logged again this often,
 REJECTED_FILE = "journal.rejected"
 DAMAGED_FILE = "journal.damaged"
 _ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_ESCAPED_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")  # `\u0000` itself, not an escaped backslash before `u0000`
 
 
 class StateUnavailable(RunError, OSError):
@@ -407,9 +408,7 @@ class Journal:
                 return
 
     def _make_durable(self, rows: list[tuple[Table, Row]]) -> BaseException | None:
-        if self._redactor:  # secrets never enter the state
-            redact = self._redactor.redact
-            rows = [(table, tuple(redact(v) if isinstance(v, str) else v for v in row)) for table, row in rows]
+        rows = redacted(rows, self._redactor)
         try:
             line = self._line(rows)
         except UnicodeEncodeError:
@@ -631,17 +630,50 @@ def _open_log(path: Path) -> int:
     return fd
 
 
-def _valid_text(rows: list[tuple[Table, Row]]) -> list[tuple[Table, Row]]:
-    """Rows with lone surrogates repaired to U+FFFD (a warning names each task); clean rows pass as they are."""
+def redacted(rows: list[tuple[Table, Row]], redactor: Redactor | None) -> list[tuple[Table, Row]]:
+    """Rows with the redactor's secrets replaced in every text value: secrets never enter the state."""
+    if redactor is None:
+        return rows
+    return [(table, tuple(redactor.redact(v) if isinstance(v, str) else v for v in row)) for table, row in rows]
+
+
+def _valid_text(rows: list[tuple[Table, Row]], *, nul_free: bool = False) -> list[tuple[Table, Row]]:
+    """Rows with lone surrogates repaired to U+FFFD (a warning names each task); clean rows pass as they are.
+
+    `nul_free`, for a store whose text cannot hold NUL (Postgres): NUL characters, and in
+    JSON columns their `\\u0000` escapes (which its JSON operators decode), become U+FFFD too.
+    """
     out = []
     for table, row in rows:
-        if all(not isinstance(v, str) or is_clean(v) for v in row):
+        if not any(_needs_repair(v, c in table.json_columns, nul_free) for c, v in zip(table.columns, row, strict=True)):
             out.append((table, row))
             continue
-        log.warning("task %s: a %s row held invalid text (lone UTF-16 surrogates); stored with U+FFFD in their "
-                    "place", table.task_of(row), table.name)
-        out.append((table, clean_data(row)))
+        what = "NUL, which the state cannot store" if all(not isinstance(v, str) or is_clean(v) for v in row) \
+            else "lone UTF-16 surrogates"
+        log.warning("task %s: a %s row held invalid text (%s); stored with U+FFFD in their place", table.task_of(row),
+                    table.name, what)
+        out.append((table, tuple(_repaired_text(v, c in table.json_columns, nul_free)
+                                 for c, v in zip(table.columns, row, strict=True))))
     return out
+
+
+def _needs_repair(value: Any, is_json: bool, nul_free: bool) -> bool:
+    if not isinstance(value, str):
+        return False
+    if not is_clean(value):
+        return True
+    return nul_free and ("\x00" in value or (is_json and _ESCAPED_NUL.search(value) is not None))
+
+
+def _repaired_text(value: Any, is_json: bool, nul_free: bool) -> Any:
+    if not isinstance(value, str):
+        return value
+    value = clean_text(value)
+    if nul_free:
+        value = value.replace("\x00", "\ufffd")
+        if is_json:
+            value = _ESCAPED_NUL.sub(r"\1\\ufffd", value)
+    return value
 
 
 def _repaired(rows: list[tuple[Table, Row]]) -> list[tuple[Table, Row]]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from .._runtime.secrets import Redactor
 from ..errors import UsageError
@@ -11,6 +11,7 @@ from ._duckdb import open_duckdb_state
 from ._stores import State
 
 DATABASE_SCHEMES = ("postgresql://", "postgres://")
+_PASSWORD = re.compile(r"(://[^:/@]*):.*@")  # from the colon after the user to the last @: rather too much than too little
 
 
 def is_database_url(location: object) -> bool:
@@ -19,12 +20,8 @@ def is_database_url(location: object) -> bool:
 
 
 def shown_url(url: str) -> str:
-    """The URL with its password hidden, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    """The URL with its password hidden, for messages and logs (also when the rest of it does not parse)."""
+    return _PASSWORD.sub(r"\1:***@", url)
 
 
 def open_state(location: Path | str | None, *, node: str = "local", redactor: Redactor | None = None) -> State:

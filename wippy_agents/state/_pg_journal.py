@@ -47,8 +47,10 @@ from ._journal import (
     Table,
     _settle,
     _valid_text,
+    redacted,
     take_group,
 )
+from ._location import shown_url
 from ._records import (
     FINISHED,
     TERMINAL,
@@ -62,6 +64,7 @@ from ._records import (
     TaskStatus,
     TaskSummary,
 )
+from ._sql import sql_list
 
 log = logging.getLogger("wippy_agents.state")
 
@@ -72,13 +75,9 @@ REPEAT_LOG_SECONDS = 60.0
 _Call = tuple[list[tuple[Table, Row]], "asyncio.Future[None]"]
 
 
-def _in(values: Collection[str]) -> str:
-    return ", ".join(f"'{value}'" for value in values)
-
-
 _LATEST = f"""
 SELECT DISTINCT ON (task) task, status, detail FROM task_events
-WHERE status NOT IN ({_in(list(Note))}) ORDER BY task, time DESC, n DESC"""
+WHERE status NOT IN ({sql_list(list(Note))}) ORDER BY task, time DESC, n DESC"""
 
 _TASKS = f"""
 SELECT t.id, t.workflow, t.args,
@@ -92,7 +91,7 @@ FROM tasks t LEFT JOIN ({_LATEST}) e ON e.task = t.id LEFT JOIN task_leases l ON
 {{where}}
 ORDER BY t.created, t.n"""
 _ALL_TASKS = _TASKS.format(where="")
-_UNFINISHED_TASKS = _TASKS.format(where=f"WHERE coalesce(e.status, '{TaskStatus.RUNNING}') NOT IN ({_in(TERMINAL)})")
+_UNFINISHED_TASKS = _TASKS.format(where=f"WHERE coalesce(e.status, '{TaskStatus.RUNNING}') NOT IN ({sql_list(TERMINAL)})")
 
 _STALLS = f"""
 SELECT e.task, count(*) FROM task_events e WHERE e.task = ANY(%s) AND e.status = '{TaskStatus.RECOVERING}'
@@ -120,7 +119,7 @@ _PRUNABLE = f"""
 SELECT t.id FROM tasks t
 JOIN (SELECT task, max(time) AS last FROM task_events GROUP BY task) a ON a.task = t.id
 JOIN ({_LATEST}) e ON e.task = t.id
-WHERE a.last < %s AND e.status IN ({_in(FINISHED)})
+WHERE a.last < %s AND e.status IN ({sql_list(FINISHED)})
 AND NOT (t.workflow = ANY(%s)) AND NOT (t.id = ANY(%s))
 ORDER BY t.created, t.n"""
 
@@ -135,12 +134,12 @@ RETURNING task, epoch"""
 class PostgresJournal:
     """The `JournalStore` of a Postgres state: this node's writer thread, reads through the pool."""
 
-    def __init__(self, pool: ConnectionPool[psycopg.Connection[Any]], url: str, shown_url: str, *, node: str,
+    def __init__(self, pool: ConnectionPool[psycopg.Connection[Any]], url: str, *, node: str,
                  lease_seconds: float, renew_seconds: float | None = None,
                  redactor: Redactor | None = None) -> None:
         self._pool = pool
         self._url = url
-        self._shown_url = shown_url
+        self._shown_url = shown_url(url)
         self.node = node
         self.lease_seconds = lease_seconds
         self._renew_seconds = lease_seconds / 3 if renew_seconds is None else renew_seconds
@@ -271,39 +270,41 @@ class PostgresJournal:
                 return
 
     def _commit_group(self, calls: list[_Call]) -> None:
-        if self._redactor:  # secrets never enter the state
-            redact = self._redactor.redact
-            calls = [([(table, tuple(redact(v) if isinstance(v, str) else v for v in row)) for table, row in rows],
-                      future) for rows, future in calls]
+        """Commit the group in one transaction; a call the database refuses (a data error) fails alone."""
         if self._problem is not None:  # the retry loop reconnects; until then nobody waits on a connect
             _settle([future for _, future in calls], StateUnavailable(self._problem))
             return
-        calls = [(_valid_text(rows), future) for rows, future in calls]  # what Postgres takes as text
-        refused: dict[str, str] = {}
+        calls = [(_valid_text(redacted(rows, self._redactor), nul_free=True), future) for rows, future in calls]
         try:
             conn = self._connection()
             with conn.transaction():
                 refused = self._fenced(conn, calls)
-                accepted = [call for call in calls if not _touches(call, refused)]
+                accepted: list[_Call] = []
+                fenced: list[_Call] = []
+                for call in calls:
+                    (fenced if _touches(call, refused) else accepted).append(call)
                 self._insert(conn, [pair for rows, _ in accepted for pair in rows])
                 self._release_finished(conn, accepted)
         except (psycopg.OperationalError, PoolTimeout) as error:
             self._disconnect()
             _settle([future for _, future in calls], StateUnavailable(self._lost(error)))
             return
-        except Exception as error:  # every caller in the group learns it; the writer goes on
+        except Exception as error:
+            if len(calls) > 1 and isinstance(error, psycopg.Error):  # find the call it refused: one at a time
+                for call in calls:
+                    self._commit_group([call])
+                return
             log.error("journal write of %d call(s) failed: %s", len(calls), error)
             _settle([future for _, future in calls], error)
             return
         self.commits += 1
         self._writable_again()
-        lost = [future for call in calls if _touches(call, refused) for future in [call[1]]]
-        if lost:
+        if fenced:
             tasks = ", ".join(sorted(refused))
             log.warning("task(s) %s: another node has taken them over; this node's rows for them are refused", tasks)
-            _settle(lost, LeaseLost(f"task(s) {tasks} are held by another node now: this node may no longer "
+            _settle([future for _, future in fenced], LeaseLost(f"task(s) {tasks} are held by another node now: this node may no longer "
                                     "record steps for them (the node that took them over continues them)", refused))
-        _settle([call[1] for call in calls if not _touches(call, refused)], None)
+        _settle([future for _, future in accepted], None)
 
     def _fenced(self, conn: psycopg.Connection[Any], calls: list[_Call]) -> dict[str, str]:
         """The group's tasks this node may not write, with their holders: another node, or a later epoch of ours."""
@@ -350,20 +351,26 @@ class PostgresJournal:
         conn = self._connection()
         with conn.transaction():
             kept = {task for (task,) in conn.execute(
-                "UPDATE task_leases SET expires = now() + make_interval(secs => %s) "
-                "WHERE node = %s AND task = ANY(%s) AND epoch = ANY(%s) RETURNING task",
-                [self.lease_seconds, self.node, list(held), list(set(held.values()))]).fetchall()}
+                "UPDATE task_leases l SET expires = now() + make_interval(secs => %s) "
+                "FROM unnest(%s::text[], %s::bigint[]) AS h(task, epoch) "
+                "WHERE l.task = h.task AND l.epoch = h.epoch AND l.node = %s RETURNING l.task",
+                [self.lease_seconds, list(held), list(held.values()), self.node]).fetchall()}
         with self._held_lock:
             for task in set(held) - kept:  # taken over by another node while this one could not renew
                 if self._held.get(task) == held[task]:
                     del self._held[task]
 
     def _try(self, action: Callable[[], object]) -> bool:
+        """Run a connect or a renewal on the writer thread; whatever it raises, the writer goes on."""
         try:
             action()
         except (psycopg.OperationalError, PoolTimeout) as error:
             self._disconnect()
             self._lost(error)
+            return False
+        except Exception as error:
+            log.error("the state database refused %s: %s", getattr(action, "__name__", action), error)
+            self._disconnect()
             return False
         self._writable_again()
         return True
@@ -382,9 +389,7 @@ class PostgresJournal:
             self._conn = None
 
     def _unreachable(self, error: BaseException) -> str:
-        return (f"the app's state database {self._shown_url} cannot be reached ({_reason(error)}): check that "
-                "Postgres runs there and accepts this node; new durable work is refused until it does, and nothing "
-                "already acknowledged is lost")
+        return unreachable(self._url, error)
 
     def _lost(self, error: BaseException) -> str:
         message = self._unreachable(error)
@@ -433,7 +438,14 @@ def _touches(call: _Call, tasks: Collection[str]) -> bool:
     return bool(tasks) and any(table.task_of(row) in tasks for table, row in call[0])
 
 
-def _reason(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+def unreachable(url: str, error: BaseException) -> str:
+    """What to tell when the state database at `url` does not answer (its password hidden)."""
+    return (f"the app's state database {shown_url(url)} cannot be reached ({reason(error, url)}): check that "
+            "Postgres runs there and accepts this node; new durable work is refused until it does, and nothing "
+            "already acknowledged is lost")
 
+
+def reason(error: BaseException, url: str) -> str:
+    """The first line of a driver's error (psycopg's go on with hints), with `url`'s password hidden if it quotes it."""
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__).replace(url, shown_url(url))

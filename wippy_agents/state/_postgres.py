@@ -22,7 +22,7 @@ from .._runtime.secrets import Redactor
 from ..errors import UsageError
 from ._journal import StateUnavailable
 from ._location import shown_url
-from ._pg_journal import PostgresJournal, run
+from ._pg_journal import PostgresJournal, reason, run, unreachable
 from ._records import Approval, AuditRecord, ChangeRecord, ConversationInfo, Version
 from ._sql import APPROVAL_COLUMNS, AUDIT_COLUMNS, approval_row, filters, json_data, json_text
 from ._stores import State
@@ -86,15 +86,18 @@ def open_postgres_state(url: str, *, node: str, redactor: Redactor | None = None
         with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
             _create_schema(conn, shown)
     except psycopg.OperationalError as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise StateUnavailable(
-            f"cannot open the app's state database {shown}: {reason}. Check that Postgres runs at that host and "
-            "port, that the database exists, and that the URL's user and password are right (`state:` in wippy.yaml "
-            "or WIPPY_STATE)") from None
+            f"cannot open the app's state database {shown}: {reason(error, url)}. Check that Postgres runs at that host "
+            "and port, that the database exists, and that the URL's user and password are right (`state:` in "
+            "wippy.yaml or WIPPY_STATE)") from None
+    except psycopg.ProgrammingError as error:  # the URL itself does not parse
+        raise UsageError(f"the app's state {shown} is not a Postgres URL psycopg can use: {reason(error, url)}. Write it "
+                         "as postgresql://USER:PASSWORD@HOST:PORT/DATABASE (`state:` in wippy.yaml or WIPPY_STATE)"
+                         ) from None
     pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
         url, min_size=1, max_size=4, timeout=5, open=True, name="wippy-state",
         kwargs={"autocommit": True, "connect_timeout": 5})
-    journal = PostgresJournal(pool, url, shown, node=node, lease_seconds=lease_seconds, renew_seconds=renew_seconds,
+    journal = PostgresJournal(pool, url, node=node, lease_seconds=lease_seconds, renew_seconds=renew_seconds,
                               redactor=redactor)
 
     def close() -> None:
@@ -103,8 +106,8 @@ def open_postgres_state(url: str, *, node: str, redactor: Redactor | None = None
         finally:
             pool.close()
 
-    return State(journal=journal, versions=PostgresVersions(pool, shown), approvals=PostgresApprovals(pool, shown),
-                 audit=PostgresAudit(pool, shown), conversations=PostgresConversations(pool, shown), closer=close)
+    return State(journal=journal, versions=PostgresVersions(pool, url), approvals=PostgresApprovals(pool, url),
+                 audit=PostgresAudit(pool, url), conversations=PostgresConversations(pool, url), closer=close)
 
 
 def _create_schema(conn: psycopg.Connection[Any], shown: str) -> None:
@@ -126,15 +129,15 @@ Pool = ConnectionPool[psycopg.Connection[Any]]
 
 
 class _Store:
-    def __init__(self, pool: Pool, shown: str) -> None:
+    def __init__(self, pool: Pool, url: str) -> None:
         self._pool = pool
-        self._shown = shown
+        self._url = url
 
     def _rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
         return run(self._pool, sql, params, self._unreachable)
 
     def _unreachable(self, error: BaseException) -> str:
-        return f"the app's state database {self._shown} cannot be reached ({error}): check that Postgres runs there"
+        return unreachable(self._url, error)
 
 
 

@@ -1,4 +1,4 @@
-"""What the SQL stores share: the columns of approvals and audit records, JSON text, and filters.
+"""What the SQL stores share: the columns of approvals and audit records, JSON text, filters and literal lists.
 
 Only the parameter placeholder differs between the drivers (DuckDB `?`, psycopg `%s`).
 """
@@ -6,6 +6,7 @@ Only the parameter placeholder differs between the drivers (DuckDB `?`, psycopg 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from typing import Any
 
 from ._records import Approval
@@ -13,6 +14,11 @@ from ._records import Approval
 APPROVAL_COLUMNS = ("id, agent, task, action, resource, summary, diff, status, created, decided_by, decided_at, "
                     "decision_reason, version, call, policy")
 AUDIT_COLUMNS = "time, subject, task, action, resource, kind, decision, decided_by, reason, approval, version"
+
+
+def sql_list(values: Collection[str]) -> str:
+    """Our own constants (statuses, notes) as an SQL list of literals, for queries written once at import."""
+    return ", ".join(f"'{value}'" for value in values)
 
 
 def json_text(data: Any) -> str | None:

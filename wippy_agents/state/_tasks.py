@@ -26,15 +26,12 @@ from ._records import (
     TaskStatus,
     TaskSummary,
 )
+from ._sql import sql_list
 
 _Record = TypeVar("_Record", StepRecord, SignalRecord)
 
 PRUNE_BATCH = 500
 """Finished tasks deleted per transaction, so each stays short beside the journal's writer."""
-
-
-def _sql_list(values: Collection[str]) -> str:
-    return ", ".join(f"'{value}'" for value in values)
 
 
 _TASKS = """
@@ -51,8 +48,8 @@ FROM tasks t LEFT JOIN (
 ORDER BY t.created, t.rowid
 """
 _ALL_TASKS, _UNFINISHED_TASKS = (
-    _TASKS.format(upgraded=Note.UPGRADED, cancel=Note.CANCEL_REQUESTED, notes=_sql_list(list(Note)), where=where)
-    for where in ("", f"WHERE coalesce(e.status, '{TaskStatus.RUNNING}') NOT IN ({_sql_list(TERMINAL)})"))
+    _TASKS.format(upgraded=Note.UPGRADED, cancel=Note.CANCEL_REQUESTED, notes=sql_list(list(Note)), where=where)
+    for where in ("", f"WHERE coalesce(e.status, '{TaskStatus.RUNNING}') NOT IN ({sql_list(TERMINAL)})"))
 
 _STALLS = f"""
 SELECT e.task, count(*) FROM task_events e WHERE e.task IN (SELECT unnest(?)) AND e.status = '{TaskStatus.RECOVERING}'
@@ -83,8 +80,8 @@ _PRUNABLE = f"""
 SELECT t.id FROM tasks t
 JOIN (SELECT task, max(time) AS last FROM task_events GROUP BY task) a ON a.task = t.id
 JOIN (SELECT task, status, row_number() OVER (PARTITION BY task ORDER BY time DESC, rowid DESC) AS n
-      FROM task_events WHERE status NOT IN ({_sql_list(list(Note))})) e ON e.task = t.id AND e.n = 1
-WHERE a.last < ? AND e.status IN ({_sql_list(FINISHED)})
+      FROM task_events WHERE status NOT IN ({sql_list(list(Note))})) e ON e.task = t.id AND e.n = 1
+WHERE a.last < ? AND e.status IN ({sql_list(FINISHED)})
 AND t.workflow NOT IN (SELECT unnest(?::VARCHAR[])) AND t.id NOT IN (SELECT unnest(?::VARCHAR[]))
 ORDER BY t.created, t.rowid"""
 
