@@ -202,6 +202,31 @@ async def test_a_task_that_never_progresses_is_parked_after_repeated_recoveries(
             await app.tasks.result(task)
 
 
+async def test_a_client_asking_for_a_task_while_boot_recovers_it_does_not_count_a_second_recovery(
+    tmp_path: Path,
+) -> None:
+    from wippy_agents import Node
+    from wippy_agents.durable import TaskManager
+    from wippy_agents.state import open_state
+
+    @durable.workflow("test:waits")
+    async def waits(ctx: durable.TaskContext) -> str:
+        await ctx.step("first", record, "first")
+        return str(await ctx.wait_signal("go"))
+
+    async with App(root=tmp_path) as app:
+        task = await app.tasks.start("test:waits")
+        await wait_until(lambda: app.tasks.get(task).steps)
+    with open_state(tmp_path / ".wippy" / "state.duckdb") as state:
+        async with Node() as node:
+            tasks = TaskManager(node, state.journal)
+            assert await asyncio.gather(tasks.recover(), tasks.start("test:waits", task_id=task)) == [[task], task]
+            assert state.journal.recovery([task])[task].stalls == 1
+            await tasks.signal(task, "go", "once")
+            assert await tasks.result(task) == "once"
+    assert LOG == ["first"]
+
+
 async def test_concurrent_steps_share_commits(tmp_path: Path) -> None:
     @durable.workflow("test:many")
     async def many(ctx: durable.TaskContext, n: int) -> int:

@@ -353,6 +353,9 @@ class TaskManager:
         """This manager's workflows: those registered on it, then every `@workflow`."""
         self._running: dict[str, _Running] = {}
         self._restarting: dict[str, asyncio.Task[None]] = {}
+        self._resuming: dict[str, asyncio.Future[None]] = {}
+        """Tasks between their claim and their launch: a second resume (boot recovery racing a client that
+        asks for the task by id) waits for the first instead of claiming and noting a recovery again."""
         self._paused: set[str] = set()
         """Tasks stopped because the journal could not write; they resume when it can again."""
         self._tasks: dict[str, _Task] = {}
@@ -424,7 +427,7 @@ class TaskManager:
         task_id = task_id or uuid.uuid4().hex[:16]
         existing = self._tasks.get(task_id)
         if existing is not None:
-            if task_id in self._running or task_id in self._restarting:
+            if task_id in self._running or task_id in self._restarting or task_id in self._resuming:
                 return task_id
             parked = self._parked_for_stalling(existing)
             if parked:  # asking for it by id is a person's "try again"
@@ -454,6 +457,8 @@ class TaskManager:
                 await asyncio.shield(running.done)
             elif (restarting := self._restarting.get(task_id)) is not None:
                 await asyncio.shield(restarting)
+            elif (resuming := self._resuming.get(task_id)) is not None:
+                await asyncio.shield(resuming)
             else:
                 break
         if state.status == TaskStatus.COMPLETED:
@@ -590,7 +595,7 @@ class TaskManager:
         """
         waiting = []
         for summary in self.journal.tasks(unfinished=True):
-            if summary.id in self._running:
+            if summary.id in self._running or summary.id in self._resuming:
                 continue
             if summary.workflow not in self.workflows:  # a node that loads that code will resume it
                 log.warning("task %s waits: its workflow %r is not registered in this process", summary.id,
@@ -605,16 +610,27 @@ class TaskManager:
         return (state.status == TaskStatus.NEEDS_ATTENTION and isinstance(state.detail, dict)
                 and "parked" in state.detail)
 
-    async def _resume(self, task_id: str) -> bool:
+    async def _resume(self, task_id: str) -> None:
         state = self._task(task_id)
         if state.workflow not in self.workflows:
             raise TaskNotFound(f"task {task_id} runs workflow {state.workflow!r}, which is not registered in this "
                               "process; import the module that defines it")
-        return bool(await self._resume_all([task_id]))
+        await self._resume_all([task_id])
 
     async def _resume_all(self, task_ids: list[str]) -> list[str]:
+        task_ids = [task_id for task_id in task_ids if task_id not in self._running and task_id not in self._resuming]
         if not task_ids:
             return []
+        loop = self.node.loop
+        for task_id in task_ids:
+            self._resuming[task_id] = loop.create_future()
+        try:
+            return await self._claim_and_launch(task_ids)
+        finally:
+            for task_id in task_ids:
+                self._resuming.pop(task_id).set_result(None)
+
+    async def _claim_and_launch(self, task_ids: list[str]) -> list[str]:
         held = [lease.task for lease in self.journal.claim(task_ids, self.node.name)]
         for task_id in held:
             self._task(task_id).node = None  # this node's now
