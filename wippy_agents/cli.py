@@ -112,9 +112,12 @@ def cmd_init(args: argparse.Namespace) -> None:
 
 async def _run(root: Path, once: bool) -> None:
     from ._runtime.tree import format_tree
-    from .app import App
+    from .app import App, load_config
     from .control import ControlServer
 
+    if load_config(root).cluster is not None:
+        await _drive(root, once)
+        return
     async with App(root, control=ControlServer(root)) as app:
         await asyncio.sleep(0)
         print(f"wippy {__version__}: node {app.node.name!r} running the app in {root} "
@@ -125,14 +128,43 @@ async def _run(root: Path, once: bool) -> None:
         print(format_tree(app.processes()), flush=True)
         if once:
             return
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
         print(f"the CLI reaches this node through {socket_path(root)}")
         print("press Ctrl+C to stop", flush=True)
-        await stop.wait()
+        await _until_stopped()
         print("stopping: shutting processes down", flush=True)
+
+
+async def _until_stopped() -> None:
+    """Wait for Ctrl+C or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+
+async def _drive(root: Path, once: bool) -> None:
+    """`wippy run` on a cluster app: place (or reattach to) its nodes on Ray and serve the socket for them."""
+    from .cluster import ClusterDriver
+    from .control import ControlServer
+
+    server = ControlServer(root)
+    await server.claim()
+    driver = ClusterDriver(root)
+    print(f"wippy {__version__}: placing {len(driver.names)} node(s) of the app in {root} on Ray "
+          f"({driver.settings.address})", flush=True)
+    async with driver:
+        await server.listen(driver.handle, node="cluster")
+        try:
+            _print_nodes(await driver.status())
+            if once:
+                return
+            print(f"the CLI reaches the cluster through {socket_path(root)}")
+            print("press Ctrl+C to stop the nodes", flush=True)
+            await _until_stopped()
+            print("stopping: shutting the nodes down", flush=True)
+        finally:
+            await server.close()
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -352,9 +384,16 @@ def cmd_cluster_status(args: argparse.Namespace) -> None:
     if not nodes:
         print("no node runs this app; start one with `wippy run`")
         return
-    rows = [("NODE", "HOST", "RAY NODE", "PID", "PROCESSES", "TASKS", "STATUS")] + [
-        (n["name"], n["host"], n["ray_node"] or "-", str(n["pid"]), str(n["processes"]), str(n["tasks"]),
-         n["status"]) for n in nodes]
+    _print_nodes(nodes)
+
+
+def _print_nodes(nodes: list[dict[str, Any]]) -> None:
+    def cell(value: Any, unit: str = "") -> str:
+        return "-" if value is None else f"{value}{unit}"
+
+    rows = [("NODE", "HOST", "RAY NODE", "PID", "PROCESSES", "TASKS", "LEASE AGE", "STATUS")] + [
+        (n["name"], cell(n["host"]), cell(n["ray_node"])[:12], cell(n["pid"]), cell(n["processes"]), cell(n["tasks"]),
+         cell(n["lease_age"], "s"), n["status"]) for n in nodes]
     _print_table(rows)
     for node in nodes:
         if node["problem"]:

@@ -26,7 +26,7 @@ from ._events import (
 from ._governance import Governance
 from ._history import TURN_WORKFLOW, TurnArgs, turns
 from ._restricted import RestrictedTools
-from ._service import AgentService, Conversation
+from ._service import AgentService, Conversation, new_conversation_id
 from ._toolset import offered_name
 
 __all__ = [
@@ -43,11 +43,12 @@ __all__ = [
     "TextDelta",
     "ToolFinished",
     "ToolStarted",
-    "TurnDone",
     "TurnArgs",
+    "TurnDone",
     "TurnFailed",
     "TurnStarted",
     "UsageReport",
+    "new_conversation_id",
     "offered_name",
     "register_builtins",
     "turns",

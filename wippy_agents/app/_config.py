@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -12,7 +13,7 @@ from ..registry._sources import Unreadable, decode_text, hidden, read_bytes
 from ..registry._yaml import YAMLProblem, load_yaml
 from ..state import is_database_url
 
-__all__ = ["CONFIG_FILE", "STATE_VARIABLE", "AppConfig", "Sources", "load_config", "state_location"]
+__all__ = ["CONFIG_FILE", "STATE_VARIABLE", "AppConfig", "ClusterSettings", "Sources", "load_config", "state_location"]
 
 CONFIG_FILE = "wippy.yaml"
 STATE_VARIABLE = "WIPPY_STATE"
@@ -23,6 +24,24 @@ class Sources(BaseModel):
     registry: str = "registry"
     prompts: str = "prompts"
     tools: str = "tools"
+
+
+class ClusterSettings(BaseModel):
+    """`cluster:` in wippy.yaml: run the app's nodes on a Ray cluster (`wippy run` is then their driver)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    engine: Literal["ray"] = "ray"
+    address: str = Field("local", min_length=1,
+                         description="`local` starts a private Ray instance on this machine; `auto`, `HOST:PORT` or "
+                                     "`ray://...` joins an existing cluster, as `ray.init` does")
+    nodes: int = Field(2, ge=1, le=256, description="how many wippy nodes to place on the Ray cluster")
+    node_cpus: float = Field(0.1, gt=0, le=64,
+                             description="CPUs Ray reserves for each node: little, so a restarted node fits on a "
+                                         "surviving machine")
+    health_check_period_ms: int = Field(500, ge=50, description="with `address: local`: how often Ray checks a "
+                                                                "machine (an existing cluster uses its head's setting)")
+    health_check_timeout_ms: int = Field(500, ge=50)
+    health_check_failure_threshold: int = Field(2, ge=1, description="missed checks before Ray declares a machine dead")
 
 
 class AppConfig(BaseModel):
@@ -36,6 +55,7 @@ class AppConfig(BaseModel):
                                    "`postgresql://` URL of a database shared by the nodes of a cluster "
                                    f"(the environment variable {STATE_VARIABLE} overrides it)")
     default_agent: str | None = None
+    cluster: ClusterSettings | None = Field(None, description="run on a Ray cluster; needs a Postgres `state`")
     watch: bool = Field(True, description="hot-reload entries when source files change")
     watch_step_ms: int = Field(5, ge=1, le=1000, description="how long the watcher waits for more changes")
     task_retention_days: float | None = Field(

@@ -310,10 +310,11 @@ async def _cluster_status(target: Target, emit: Emit) -> Any:
         return []
     unfinished = [info for info in target.tasks.list() if info.status not in TERMINAL]
     name = target.node.name
-    problem = target.folder.state.journal.problem
+    journal = target.folder.state.journal
+    problem, lease_age = journal.problem, journal.lease_age
     return [{"name": name, "host": socket.gethostname(), "ray_node": None, "pid": os.getpid(),
              "processes": len(target.processes()), "tasks": sum(info.node == name for info in unfinished),
-             "lease_age": None, "status": "up" if problem is None else "state unavailable", "problem": problem}]
+             "lease_age": None if lease_age is None else round(lease_age, 1), "status": "up" if problem is None else "state unavailable", "problem": problem}]
 
 
 @_op("approvals.list", "state")

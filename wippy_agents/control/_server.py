@@ -18,7 +18,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -31,9 +31,12 @@ from ._ops import Emit, Needs, Target, dispatch
 from ._paths import alive, pid_path, private_folder, read_pid, remove, socket_path
 from ._wire import MAX_DEPTH, MIB, PROTOCOL, REQUEST_LIMIT, ControlError, Disconnected, encode_line, failure
 
-__all__ = ["BACKLOG", "IDLE_TIMEOUT", "MAX_CONNECTIONS", "ControlServer"]
+__all__ = ["BACKLOG", "IDLE_TIMEOUT", "MAX_CONNECTIONS", "ControlServer", "Handle"]
 
 log = logging.getLogger("wippy_agents.control")
+
+Handle = Callable[[Any, Emit], Awaitable[dict[str, Any]]]
+"""Answers one request (a JSON value, checked by whoever handles it) with its final line, streaming via `emit`."""
 
 MAX_CONNECTIONS = 128
 """Connections a node serves at once; each holds a file descriptor and a read buffer."""
@@ -53,6 +56,9 @@ class ControlServer:
 
     def __init__(self, root: Path, *, idle_timeout: float = IDLE_TIMEOUT) -> None:
         self.app: App | None = None
+        self.node = ""
+        """The name of the node behind the socket (a cluster's driver: its nodes' cluster)."""
+        self._handle: Handle | None = None
         self.root = root.resolve()
         self.idle_timeout = idle_timeout
         self.path = socket_path(self.root)
@@ -83,8 +89,13 @@ class ControlServer:
         return True
 
     async def start(self, app: App) -> None:
-        """Listen, replacing a socket nobody answers on (the node holds the state file, so it is stale)."""
+        """Serve `app`'s ops; listen, replacing a socket nobody answers on (the node holds the state, so it is stale)."""
         self.app = app
+        await self.listen(self._dispatch, node=app.node.name)
+
+    async def listen(self, handle: Handle, *, node: str) -> None:
+        """Listen, answering each request with `await handle(request, emit)` (a cluster's driver forwards them)."""
+        self._handle, self.node = handle, node
         if self.path.parent != self.pid_file.parent:
             private_folder(self.path.parent)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
@@ -111,9 +122,11 @@ class ControlServer:
             remove(self.path, self.pid_file)
 
     def info(self) -> dict[str, Any]:
-        node = "" if self.app is None else self.app.node.name
-        return {"pid": os.getpid(), "root": str(self.root), "node": node, "version": wippy_version,
+        return {"pid": os.getpid(), "root": str(self.root), "node": self.node, "version": wippy_version,
                 "protocol": PROTOCOL, "started": self.started.isoformat()}
+
+    async def _dispatch(self, request: Any, emit: Emit) -> dict[str, Any]:
+        return await dispatch(request, self._target, emit)
 
     @contextlib.asynccontextmanager
     async def _target(self, needs: Needs) -> AsyncIterator[Target]:
@@ -170,7 +183,8 @@ class ControlServer:
             return failure(ControlError(f"a request is one line of JSON nested at most {MAX_DEPTH} levels deep"))
         if isinstance(request, dict) and request.get("op") == "ping":
             return {"ok": True, "result": self.info()}
-        return await dispatch(request, self._target, emit)
+        assert self._handle is not None
+        return await self._handle(request, emit)
 
 
 class LineTooLong(Exception):

@@ -410,7 +410,20 @@ class TaskManager:
         try:
             return self._tasks[task_id]
         except KeyError:
+            if self.journal.shared:
+                self.refresh()  # another node may have started it
+                if task_id in self._tasks:
+                    return self._tasks[task_id]
             raise TaskNotFound(f"no task {task_id!r}") from None
+
+    def refresh(self) -> None:
+        """Read back from a shared journal the tasks other nodes hold: they start, run and finish them there."""
+        for summary in self.journal.tasks():
+            known = self._tasks.get(summary.id)
+            if known is None:
+                self._add(_Task.of(summary))
+            elif summary.node not in (None, self.node.name) and summary.id not in self._running:
+                self._tasks[summary.id] = _Task.of(summary)  # this node's own tasks it knows best: its writes may lag
 
     # -- starting and finishing ---------------------------------------------------------
 
@@ -687,5 +700,7 @@ class TaskManager:
 
     def list(self, status: str | None = None) -> list[TaskInfo]:
         """Every task, oldest first (only those with `status`, if given), without their steps."""
+        if self.journal.shared:
+            self.refresh()
         infos = [self.get(task_id, steps=False) for task_id in self._tasks]
         return [info for info in infos if status is None or info.status == status]

@@ -134,6 +134,9 @@ RETURNING task, epoch"""
 class PostgresJournal:
     """The `JournalStore` of a Postgres state: this node's writer thread, reads through the pool."""
 
+    shared = True
+    """Every node of a cluster writes here: another node's tasks change without this one seeing it."""
+
     def __init__(self, pool: ConnectionPool[psycopg.Connection[Any]], url: str, *, node: str,
                  lease_seconds: float, renew_seconds: float | None = None,
                  redactor: Redactor | None = None) -> None:
@@ -146,6 +149,7 @@ class PostgresJournal:
         self._redactor = redactor
         self._held: dict[str, int] = {}  # task -> the epoch of this node's lease on it
         self._held_lock = threading.Lock()
+        self._renewed = time.monotonic()
         self._queue: queue.SimpleQueue[_Call | threading.Event | None] = queue.SimpleQueue()
         self._problem: str | None = None
         self._problem_logged = 0.0
@@ -343,10 +347,16 @@ class PostgresJournal:
                 for task in ended:
                     self._held.pop(task, None)
 
+    @property
+    def lease_age(self) -> float:
+        """Seconds since this node last renewed its leases (or found none to renew): over `lease_seconds`, lost."""
+        return time.monotonic() - self._renewed
+
     def _renew(self) -> None:
         with self._held_lock:
             held = dict(self._held)
         if not held:
+            self._renewed = time.monotonic()
             return
         conn = self._connection()
         with conn.transaction():
@@ -359,6 +369,7 @@ class PostgresJournal:
             for task in set(held) - kept:  # taken over by another node while this one could not renew
                 if self._held.get(task) == held[task]:
                     del self._held[task]
+        self._renewed = time.monotonic()
 
     def _try(self, action: Callable[[], object]) -> bool:
         """Run a connect or a renewal on the writer thread; whatever it raises, the writer goes on."""

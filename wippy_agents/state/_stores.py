@@ -41,6 +41,16 @@ class JournalStore(Protocol):
         ...
 
     @property
+    def shared(self) -> bool:
+        """Whether other nodes write to it too (a database a cluster shares), so what a node read may be stale."""
+        ...
+
+    @property
+    def lease_age(self) -> float | None:
+        """Seconds since this node last renewed its leases on its tasks (None: a store without leases)."""
+        ...
+
+    @property
     def commits(self) -> int:
         """How many groups of rows have been made durable so far (for tests and benchmarks)."""
         ...

@@ -100,6 +100,11 @@ class DuckDBJournal:
         self._writer = Journal(db, log_path, redactor=redactor)
         self._epochs = itertools.count(1)
 
+    shared = False
+    """One node writes a DuckDB file: what it remembers of its tasks is the whole truth."""
+    lease_age = None
+    """One node, no leases."""
+
     @property
     def problem(self) -> str | None:
         return self._writer.problem

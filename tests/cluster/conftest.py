@@ -1,0 +1,96 @@
+"""A real Ray cluster of three Ray nodes on this machine, shared by the cluster tests, and an app to put on it.
+
+The head reserves no CPU, so wippy nodes (which reserve a little) run on the two
+worker nodes: a test can remove the machine under a node without taking the
+head, Ray's own single point of failure, with it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from wippy_agents.testing import TemporaryPostgres, write_file
+
+from ._model import APP, ChatServer
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+HEALTH = {"health_check_period_ms": 500, "health_check_timeout_ms": 500, "health_check_failure_threshold": 2}
+
+WORK = '''
+import os
+import time
+
+LOG = {log!r}
+RELEASE = {release!r}
+
+
+def _note(line: str) -> None:
+    with open(LOG, "a") as log:
+        log.write(line + "\\n")
+
+
+def quick(text: str) -> str:
+    """Note a quick step."""
+    _note(f"quick {{text}}")
+    return f"quick {{text}}"
+
+
+def slow(text: str) -> str:
+    """A slow step: it waits until the test lets it finish."""
+    _note(f"slow-start {{text}}")
+    deadline = time.monotonic() + 90
+    while not os.path.exists(RELEASE):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the test never let the slow step finish")
+        time.sleep(0.02)
+    _note(f"slow-end {{text}}")
+    return f"slow {{text}}"
+'''
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[object]:
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "_system_config": HEALTH})
+    for _ in range(2):
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()
+
+
+@pytest.fixture
+def chat() -> Iterator[ChatServer]:
+    server = ChatServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+class ClusterApp:
+    """An app folder whose nodes run on the test cluster, with the files its tool writes and waits for."""
+
+    def __init__(self, root: Path, state: str, address: str, chat: ChatServer, nodes: int) -> None:
+        self.root = root
+        self.log = root.parent / "work.log"
+        self.release = root.parent / "release"
+        write_file(root, "wippy.yaml", f"state: {state}\ncluster:\n  address: {address}\n  nodes: {nodes}\n")
+        write_file(root, "registry/app/_index.yaml", APP.format(base_url=chat.base_url))
+        write_file(root, "tools/work.py", WORK.format(log=str(self.log), release=str(self.release)))
+
+    def lines(self) -> list[str]:
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+
+@pytest.fixture
+def cluster_app(tmp_path: Path, postgres: TemporaryPostgres, ray_cluster: object, chat: ChatServer) -> ClusterApp:
+    return ClusterApp(tmp_path / "app", postgres.database(), ray_cluster.address, chat, nodes=2)  # type: ignore[attr-defined]

@@ -1,0 +1,98 @@
+"""One wippy node inside a Ray actor: the app booted on the actor's event loop, serving the driver's requests.
+
+Ray re-runs the constructor when it restarts the actor (on a surviving machine
+after its own died); the constructor asks the actor to boot, so a restarted node
+takes its tasks back from the shared state at once, not at the next request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from ..app import App
+from ..control._ops import Target, dispatch
+from ..state import TERMINAL
+
+__all__ = ["WippyNode"]
+
+
+class WippyNode:
+    """The body of a node's Ray actor (the driver wraps it with `ray.remote`); its app folder is the working dir."""
+
+    def __init__(self, name: str, state: str) -> None:
+        self.name = name
+        self.state = state
+        self.incarnation = uuid.uuid4().hex[:12]
+        """Which start of this node this is: a peer that sees it change knows the node's processes are gone."""
+        self.started = time.time()
+        self._app: App | None = None
+        self._boot: asyncio.Task[None] | None = None
+        ray.get_runtime_context().current_actor.ready.remote()
+
+    async def ready(self) -> dict[str, Any]:
+        """Boot the app once (every request waits for it); this node's status."""
+        if self._boot is None:
+            self._boot = asyncio.get_running_loop().create_task(self._start())
+        await asyncio.shield(self._boot)
+        return self.status()
+
+    async def _start(self) -> None:
+        app = App(Path.cwd(), node_name=self.name, state=self.state)
+        await app.__aenter__()
+        self._app = app
+
+    @property
+    def app(self) -> App:
+        assert self._app is not None, "ready() first"
+        return self._app
+
+    def status(self) -> dict[str, Any]:
+        """A row of `wippy cluster status`: where this node runs and what it holds."""
+        app = self.app
+        unfinished = [info for info in app.tasks.list() if info.status not in TERMINAL and info.node == self.name]
+        journal = app.folder.state.journal
+        problem, lease_age = journal.problem, journal.lease_age
+        return {"name": self.name, "host": socket.gethostname(), "ray_node": ray.get_runtime_context().get_node_id(),
+                "pid": os.getpid(), "processes": len(app.processes()), "tasks": len(unfinished),
+                "lease_age": None if lease_age is None else round(lease_age, 1), "incarnation": self.incarnation, "up_seconds": round(time.time() - self.started, 1),
+                "status": "up" if problem is None else "state unavailable", "problem": problem}
+
+    async def request(self, request: dict[str, Any]) -> AsyncIterator[tuple[str, Any]]:
+        """Serve one control request: `("event", ...)` for each event it streams, then `("reply", final line)`."""
+        await self.ready()
+        events: asyncio.Queue[tuple[str, Any] | None] = asyncio.Queue()
+
+        async def emit(event: Any) -> None:
+            await events.put(("event", event))
+
+        job = asyncio.get_running_loop().create_task(dispatch(request, self._target, emit))
+        job.add_done_callback(lambda _: events.put_nowait(None))
+        try:
+            while (item := await events.get()) is not None:
+                yield item
+            yield "reply", job.result()
+        finally:
+            job.cancel()
+
+    @contextlib.asynccontextmanager
+    async def _target(self, needs: Any) -> AsyncIterator[Target]:
+        yield self.app
+
+    async def stop(self) -> None:
+        """Stop the app as `wippy run` stops its node: the processes, then the state (nothing queued is lost)."""
+        if self._boot is not None:
+            with contextlib.suppress(Exception):
+                await self._boot
+        if self._app is not None:
+            app, self._app = self._app, None
+            await app.__aexit__(None, None, None)
