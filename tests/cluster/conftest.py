@@ -53,6 +53,74 @@ def slow(text: str) -> str:
 '''
 
 
+PEER = '''
+from wippy_agents import process
+from wippy_agents.process import DOWN, EXIT
+
+
+async def echo() -> None:
+    while True:
+        msg = await process.receive()
+        if msg.topic == "crash":
+            raise RuntimeError(msg.payload)
+        if msg.ref is not None:
+            process.reply(msg, msg.payload)
+        else:
+            process.send(msg.sender, "echoed", msg.payload)
+
+
+async def exchange(host: str, count: int) -> dict:
+    far = process.spawn("app:echo", host=host)
+    for n in range(count):
+        process.send(far, "n", n)
+    got = [(await process.receive("echoed")).payload for _ in range(count)]
+    answer = await process.call(far, "ping", "pong")
+    process.monitor(far)
+    process.send(far, "crash", "bye")
+    down = (await process.receive(DOWN)).payload
+    process.trap_exits()
+    linked = process.spawn_link("app:echo", host=host)
+    process.send(linked, "crash", "linked")
+    exit = (await process.receive(EXIT)).payload
+    return {"in_order": got == list(range(count)), "answer": answer, "down": str(down.reason),
+            "exit": str(exit.reason), "node": far.node, "here": process.node().name}
+
+
+async def watch(host: str) -> dict:
+    """Monitor one process on `host` and link to another, then report how each ended."""
+    process.trap_exits()
+    process.monitor(process.spawn("app:echo", host=host))
+    process.link(process.spawn("app:echo", host=host))
+    process.register("watcher")
+    down = (await process.receive(DOWN)).payload
+    exit = (await process.receive(EXIT)).payload
+    return {"down": str(down.reason), "exit": str(exit.reason)}
+
+
+async def whereis(name: str) -> object:
+    return process.whereis(name)
+'''
+
+PROCESSES = """
+  - name: echo
+    kind: process
+    file: processes/peer.py
+    function: echo
+  - name: exchange
+    kind: process
+    file: processes/peer.py
+    function: exchange
+  - name: watch
+    kind: process
+    file: processes/peer.py
+    function: watch
+  - name: whereis
+    kind: process
+    file: processes/peer.py
+    function: whereis
+"""
+
+
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[object]:
     from ray.cluster_utils import Cluster
@@ -84,7 +152,8 @@ class ClusterApp:
         self.log = root.parent / "work.log"
         self.release = root.parent / "release"
         write_file(root, "wippy.yaml", f"state: {state}\ncluster:\n  address: {address}\n  nodes: {nodes}\n")
-        write_file(root, "registry/app/_index.yaml", APP.format(base_url=chat.base_url))
+        write_file(root, "registry/app/_index.yaml", APP.format(base_url=chat.base_url) + PROCESSES)
+        write_file(root, "processes/peer.py", PEER)
         write_file(root, "tools/work.py", WORK.format(log=str(self.log), release=str(self.release)))
 
     def lines(self) -> list[str]:

@@ -82,35 +82,36 @@ def spawn(target: ProcessFn | str, *args: Any, name: str | None = None, host: st
 
     `target` is an async function or a registry id such as `"app.workers:handler"`
     (a `process` entry names the function); every positional argument goes to the
-    function. `host` says which node runs it: the local node (the default).
+    function. `host` says which node runs it: this node (the default), another
+    node of the cluster by name, or `"any"`.
     """
     me = _me("spawn")
-    fn = me.node.resolve(target, host)
-    return me.node.start(fn, args, parent=me, name=name).pid
+    return me.node.spawn_from(me, target, args, name=name, host=host)
 
 
 def spawn_link(target: ProcessFn | str, *args: Any, name: str | None = None, host: str | None = None) -> Pid:
     """Start a process linked to the caller, atomically."""
     me = _me("spawn_link")
-    fn = me.node.resolve(target, host)
-    return me.node.start(fn, args, parent=me, link=True, name=name).pid
+    return me.node.spawn_from(me, target, args, name=name, host=host, link=True)
 
 
 def spawn_monitor(target: ProcessFn | str, *args: Any, name: str | None = None,
                   host: str | None = None) -> tuple[Pid, Ref]:
     """Start a process and monitor it, atomically; returns `(pid, ref)`."""
     me = _me("spawn_monitor")
-    fn = me.node.resolve(target, host)
-    pid = me.node.start(fn, args, parent=me, name=name).pid
+    pid = me.node.spawn_from(me, target, args, name=name, host=host)
     return pid, me.node.monitor(me, pid)
 
 
 def send(dest: Dest, topic: str, payload: Any = None) -> None:
     """Put a message in `dest`'s mailbox. A dead pid is a no-op; an unknown name raises `ProcessError`."""
     me = current_process.get(None) or _me("send")
-    target = me.node.table.get(dest) if dest.__class__ is Pid else me.node.lookup(dest)
+    node = me.node
+    target = node.table.get(dest) if dest.__class__ is Pid else None
     if target is not None:
         target.deliver(_new_tuple(Message, (topic, payload, me.pid, None)))
+    elif dest.__class__ is not Pid or node.remote is not None:  # a name, or perhaps a pid on another node
+        node.send(dest, topic, payload, sender=me.pid)
 
 
 def receive(topic: str | None = None, timeout: float | None = None) -> Awaitable[Message]:

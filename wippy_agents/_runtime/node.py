@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 from ..errors import ArgumentError
 from .proc import DEAD, EXITING, Process, ProcessFn
+from .remote import Peers, Remote
 from .types import (
     DOWN,
     EXIT,
@@ -68,14 +69,19 @@ class Node:
     """
 
     def __init__(self, name: str = "local", *, shutdown_timeout: float = 5.0,
-                 process_resolver: ProcessResolver | None = None) -> None:
+                 process_resolver: ProcessResolver | None = None, peers: Peers | None = None,
+                 first_id: int = 1) -> None:
         self.name = name
         self.shutdown_timeout = shutdown_timeout
         self.table: dict[Pid, Process] = {}
         self.names: dict[str, Process] = {}
         self.process_resolver = process_resolver
         """Turns a registry id such as `app.workers:handler` into a process function."""
-        self._ids = itertools.count(1)
+        self.remote = None if peers is None else Remote(self, peers)
+        """The other nodes of a cluster, reached through `peers` (None: this node is on its own)."""
+        if peers is not None and self.remote is not None:
+            peers.bind(self.remote)
+        self._ids = itertools.count(first_id)  # a node that starts again under its name starts past its old pids
         self._refs = itertools.count(1)
         self._calls: dict[Ref, asyncio.Future[Any]] = {}
         self._deadlines: dict[Ref, tuple[float, Pid, str, float]] = {}  # call ref -> deadline, callee, topic, timeout
@@ -102,12 +108,54 @@ class Node:
         """A reference unique on this node (for monitors, calls and subscriptions)."""
         return next(self._refs)
 
+    def current(self) -> Process | None:
+        """The process of this node whose code is running, if any."""
+        proc = current_process.get(None)
+        return proc if proc is not None and proc.node is self else None
+
+    def call_future(self, ref: Ref) -> asyncio.Future[Any] | None:
+        """The future a `call` with `ref` waits on (a reply from another node resolves it)."""
+        return self._calls.get(ref)
+
+    def _elsewhere(self, dest: Dest) -> Pid | None:
+        """`dest`'s pid when it is a process on another node of the cluster (a pid, or a name only a peer has)."""
+        remote = self.remote
+        if remote is None:
+            return None
+        if isinstance(dest, Pid):
+            return dest if dest.node != self.name else None
+        return remote.whereis(dest) if isinstance(dest, str) and dest not in self.names else None
+
     # -- starting processes ---------------------------------------------------
 
-    def resolve(self, target: ProcessFn | str, host: str | None = None) -> ProcessFn:
-        """The function to run: `target` itself, or what the registry id `target` names; on `host` (this node)."""
-        if host is not None and host != self.name:
-            raise ProcessError(f"cannot spawn on host {host!r}: the hosts are {self.name!r} (this node)")
+    def host(self, host: str | None) -> str | None:
+        """The other node `host` names (`"any"`: this one or a peer, at random); None for this node."""
+        if host is None or host == self.name:
+            return None
+        peers = [] if self.remote is None else self.remote.peers.nodes()
+        if host == "any":
+            chosen = self.name if self.remote is None else self.remote.pick()
+            return None if chosen == self.name else chosen
+        if host not in peers:
+            hosts = ", ".join(repr(name) for name in [self.name, *peers, "any"])
+            raise ProcessError(f"cannot spawn on host {host!r}: the hosts are {hosts}")
+        return host
+
+    def spawn_from(self, parent: Process | None, target: ProcessFn | str, args: tuple[Any, ...], *,
+                   name: str | None = None, host: str | None = None, link: bool = False) -> Pid:
+        """Start `target(*args)` on `host` (see `host`), linked to `parent` when `link`; its pid."""
+        elsewhere = self.host(host)
+        if elsewhere is None:
+            return self.start(self.resolve(target), args, parent=parent, link=link, name=name).pid
+        assert self.remote is not None
+        linked = parent if link else None
+        pid = self.remote.spawn(elsewhere, target, args, name=name, link_to=None if linked is None else linked.pid)
+        if linked is not None:
+            linked.add_link(pid)
+        return pid
+
+    def resolve(self, target: ProcessFn | str) -> ProcessFn:
+        """The function to run: `target` itself, or what the registry id `target` names."""
         if not isinstance(target, str):
             return target
         if self.process_resolver is None:
@@ -127,20 +175,24 @@ class Node:
         name: str | None = None,
         supervisor: Pid | None = None,
         restarts: int = 0,
+        pid: Pid | None = None,
     ) -> Process:
-        """Create a process running `fn(*args)`; linked to `parent` when `link`."""
+        """Create a process running `fn(*args)`; linked to `parent` when `link`; `pid` as another node chose it."""
         if name is not None:
             self._check_name_free(name)
         coro = fn(*args)
         if coro.__class__ is not CoroutineType and not asyncio.iscoroutine(coro):
             raise ArgumentError(f"a process runs an async function; {_qualname(fn)} returned {type(coro).__name__}")
-        pid = _new_tuple(Pid, (self.name, next(self._ids)))
+        if pid is None:
+            pid = _new_tuple(Pid, (self.name, next(self._ids)))
         proc = Process(self, pid, fn)
         proc.supervisor = supervisor
         proc.restarts = restarts
         if name is not None:
             proc.name = name
             self.names[name] = proc
+            if self.remote is not None:
+                self.remote.names_changed()
         self.table[pid] = proc
         if link and parent is not None:
             proc.add_link(parent.pid)
@@ -173,11 +225,11 @@ class Node:
 
     def spawn(self, target: ProcessFn | str, *args: Any, name: str | None = None, host: str | None = None) -> Pid:
         """Start a process from outside any process (the CLI, the TUI, tests)."""
-        return self.start(self.resolve(target, host), args, name=name).pid
+        return self.spawn_from(None, target, args, name=name, host=host)
 
-    async def run(self, target: ProcessFn | str, *args: Any, name: str | None = None, host: str | None = None) -> Any:
-        """Run `target` as a process and return its result, or raise what it raised."""
-        proc = self.start(self.resolve(target, host), args, name=name)
+    async def run(self, target: ProcessFn | str, *args: Any, name: str | None = None) -> Any:
+        """Run `target` as a process on this node and return its result, or raise what it raised."""
+        proc = self.start(self.resolve(target), args, name=name)
         try:
             reason = await proc.wait_exit()
         except asyncio.CancelledError:
@@ -204,10 +256,15 @@ class Node:
         self._check_name_free(name)
         proc.name = name
         self.names[name] = proc
+        if self.remote is not None:
+            self.remote.names_changed()
 
     def whereis(self, name: str) -> Pid | None:
+        """The pid registered as `name` here, else on another node; None if no node has it."""
         proc = self.names.get(name)
-        return None if proc is None else proc.pid
+        if proc is not None:
+            return proc.pid
+        return None if self.remote is None else self.remote.whereis(name)
 
     def lookup(self, dest: Dest) -> Process | None:
         """The process behind a pid (None when it has exited) or a registered name."""
@@ -225,6 +282,10 @@ class Node:
     # -- messages ----------------------------------------------------------------
 
     def send(self, dest: Dest, topic: str, payload: Any = None, *, sender: Pid | None = None) -> None:
+        if (elsewhere := self._elsewhere(dest)) is not None:
+            assert self.remote is not None
+            self.remote.send(elsewhere, Message(topic, payload, sender, None))
+            return
         target = self.lookup(dest)
         if target is not None:
             target.deliver(Message(topic, payload, sender, None))
@@ -232,29 +293,42 @@ class Node:
     async def call(
         self, dest: Dest, topic: str, payload: Any = None, timeout: float | None = 5.0, *, caller: Process | None = None
     ) -> Any:
-        target = self.lookup(dest)
-        if target is None or target.exit_reason is not None:
-            raise ProcessError(f"call {topic!r} to {dest} failed: the process is not alive")
-        if target is caller:
-            raise ProcessError(f"{target.pid} called itself with {topic!r}; that would wait forever")
         ref = next(self._refs)
         loop = self.loop
         future: asyncio.Future[Any] = loop.create_future()
-        self._calls[ref] = future
-        if target.calls is None:
-            target.calls = set()
-        target.calls.add(ref)
-        target.deliver(_new_tuple(Message, (topic, payload, None if caller is None else caller.pid, ref)))
+        target = None
+        if (elsewhere := self._elsewhere(dest)) is not None:
+            assert self.remote is not None
+            self._calls[ref] = future
+            self.remote.calls[ref] = elsewhere.node
+            sender = caller.pid if caller is not None else Pid(self.name, 0)  # the node's address for the reply
+            self.remote.send(elsewhere, Message(topic, payload, sender, ref))
+            callee = elsewhere
+        else:
+            target = self.lookup(dest)
+            if target is None or target.exit_reason is not None:
+                raise ProcessError(f"call {topic!r} to {dest} failed: the process is not alive")
+            if target is caller:
+                raise ProcessError(f"{target.pid} called itself with {topic!r}; that would wait forever")
+            self._calls[ref] = future
+            if target.calls is None:
+                target.calls = set()
+            target.calls.add(ref)
+            target.deliver(_new_tuple(Message, (topic, payload, None if caller is None else caller.pid, ref)))
+            callee = target.pid
         if timeout is not None:
             deadline = loop.time() + timeout
-            self._deadlines[ref] = (deadline, target.pid, topic, timeout)
+            self._deadlines[ref] = (deadline, callee, topic, timeout)
             if self._sweeper is None or deadline < self._sweeper.when():
                 self._arm_sweeper(deadline)
         try:
             return await future
         finally:
             del self._calls[ref]
-            if target.calls is not None:
+            if target is None:
+                assert self.remote is not None
+                self.remote.calls.pop(ref, None)
+            elif target.calls is not None:
                 target.calls.discard(ref)
             if timeout is not None:
                 del self._deadlines[ref]
@@ -284,6 +358,9 @@ class Node:
             raise ProcessError(
                 f"cannot reply to the {msg.topic!r} message: it was sent with send(), not call(), so nobody waits"
             )
+        if self.remote is not None and msg.sender is not None and msg.sender.node != self.name:
+            self.remote.reply(msg, value)
+            return
         future = self._calls.get(msg.ref)
         if future is not None and not future.done():
             future.set_result(value)
@@ -292,6 +369,9 @@ class Node:
 
     def link(self, proc: Process, pid: Pid) -> None:
         if pid == proc.pid:
+            return
+        if self.remote is not None and pid.node != self.name:
+            self.remote.link(proc, pid)
             return
         target = self.table.get(pid)
         if target is None or target.status == DEAD:
@@ -303,12 +383,19 @@ class Node:
     def unlink(self, proc: Process, pid: Pid) -> None:
         if proc.links is not None:
             proc.links.discard(pid)
+        if self.remote is not None and pid.node != self.name:
+            self.remote.unlink(proc, pid)
+            return
         target = self.table.get(pid)
         if target is not None and target.links is not None:
             target.links.discard(proc.pid)
 
     def monitor(self, proc: Process, dest: Dest) -> Ref:
         ref = next(self._refs)
+        if (elsewhere := self._elsewhere(dest)) is not None:
+            assert self.remote is not None
+            self.remote.monitor(proc, elsewhere, ref)
+            return ref
         target = self.lookup(dest)
         if target is None:
             assert isinstance(dest, Pid)
@@ -320,6 +407,8 @@ class Node:
 
     def demonitor(self, proc: Process, ref: Ref, flush: bool = False) -> None:
         pid = proc.monitors.pop(ref, None) if proc.monitors is not None else None
+        if self.remote is not None and pid is not None and pid.node != self.name:
+            self.remote.demonitor(ref, pid)
         target = None if pid is None else self.table.get(pid)
         if target is not None and target.watchers is not None:
             target.watchers.pop(ref, None)
@@ -328,6 +417,10 @@ class Node:
 
     def exit(self, sender: Pid | None, dest: Dest, reason: ExitReason) -> None:
         """Send an exit signal: `"kill"` cannot be trapped; others follow the link rules."""
+        if (elsewhere := self._elsewhere(dest)) is not None:
+            assert self.remote is not None
+            self.remote.exit(sender, elsewhere, reason)
+            return
         target = self.lookup(dest)
         if target is None:
             return
@@ -364,10 +457,17 @@ class Node:
         proc.mailbox = None
         pid = proc.pid
         del self.table[pid]
+        remote = self.remote
         if proc.name is not None and self.names.get(proc.name) is proc:
             del self.names[proc.name]
+            if remote is not None:
+                remote.names_changed()
         if proc.calls:
             for ref in proc.calls:
+                if isinstance(ref, tuple):  # a call from another node
+                    assert remote is not None
+                    remote.failed_call(ref, pid, reason)
+                    continue
                 future = self._calls.get(ref)
                 if future is not None and not future.done():
                     future.set_exception(
@@ -375,23 +475,33 @@ class Node:
                     )
         if proc.monitors:
             for ref, watched in proc.monitors.items():
+                if remote is not None and watched.node != self.name:
+                    remote.demonitor(ref, watched)
+                    continue
                 target = self.table.get(watched)
                 if target is not None and target.watchers is not None:
                     target.watchers.pop(ref, None)
         if proc.links:
             for linked in proc.links:
+                if remote is not None and linked.node != self.name:
+                    remote.exit(pid, linked, reason, linked=True)
+                    continue
                 target = self.table.get(linked)
                 if target is not None:
                     if target.links is not None:
                         target.links.discard(pid)
                     self.signal(target, pid, reason)
         if proc.watchers:
-            for ref, watcher in proc.watchers.items():
+            for key, watcher in proc.watchers.items():
+                if isinstance(key, tuple):  # a monitor from another node
+                    assert remote is not None
+                    remote.down(key, pid, watcher, reason)
+                    continue
                 target = self.table.get(watcher)
                 if target is not None:
                     if target.monitors is not None:
-                        target.monitors.pop(ref, None)
-                    target.deliver(Message(DOWN, Down(ref, pid, reason), pid))
+                        target.monitors.pop(key, None)
+                    target.deliver(Message(DOWN, Down(key, pid, reason), pid))
         if proc.exit_waiters:
             for future in proc.exit_waiters:
                 if not future.done():

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from .types import ExitReason, Message, Pid, Ref
+from .types import ExitReason, Message, Pid, Ref, RemoteRef
 
 if TYPE_CHECKING:
     from .node import Node
@@ -66,8 +66,8 @@ class Process:
         # never link or monitor, and an idle process should cost little memory.
         self.links: set[Pid] | None = None
         self.monitors: dict[Ref, Pid] | None = None  # refs this process holds -> watched pid
-        self.watchers: dict[Ref, Pid] | None = None  # refs held on this process -> watcher pid
-        self.calls: set[Ref] | None = None  # calls waiting for this process to reply
+        self.watchers: dict[Ref | RemoteRef, Pid] | None = None  # refs held on this process -> watcher pid
+        self.calls: set[Ref | RemoteRef] | None = None  # calls waiting for this process to reply
         self.exit_reason: ExitReason | None = None  # set once the process is doomed or done
         self.result: Any = None
         self.exit_waiters: list[asyncio.Future[ExitReason]] | None = None
@@ -158,7 +158,7 @@ class Process:
             self.links = set()
         self.links.add(pid)
 
-    def add_watcher(self, ref: Ref, watcher: Pid) -> None:
+    def add_watcher(self, ref: Ref | RemoteRef, watcher: Pid) -> None:
         if self.watchers is None:
             self.watchers = {}
         self.watchers[ref] = watcher

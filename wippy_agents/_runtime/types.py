@@ -10,12 +10,17 @@ Ref: TypeAlias = int
 """A unique reference (monitors, calls); unique within one node."""
 
 ExitReason: TypeAlias = "str | BaseException"
-"""`"normal"`, `"killed"`, `"noproc"`, `"shutdown"`, another string, or the exception a process raised."""
+"""`"normal"`, `"killed"`, `"noproc"`, `"noconnection"`, `"shutdown"`, another string, or the exception a process
+raised."""
+RemoteRef: TypeAlias = "tuple[str, Ref]"
+"""A ref another node made (its name and the ref), as a process's watchers and calls hold it."""
 
 NORMAL = "normal"
 KILLED = "killed"
 NOPROC = "noproc"
 SHUTDOWN = "shutdown"
+NOCONNECTION = "noconnection"
+"""The reason of a monitor or link on a process of a node that was lost (as in Erlang)."""
 KILL = "kill"
 
 DOWN = "process.down"

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from .._runtime.node import Node, ProcessInfo
 from .._runtime.proc import ProcessFn
 from .._runtime.pubsub import Subscribers
+from .._runtime.remote import Peers
 from .._runtime.secrets import Redactor
 from ..agents import TURN_WORKFLOW, AgentService, Conversation, Governance, RestrictedTools
 from ..durable import TaskManager
@@ -70,15 +71,19 @@ class App:
     from the CLI (`wippy_agents.control.ControlServer(root)`); `wall_clock` is the
     clock of durable timers (tests hand in a virtual one). `state` (a file's path,
     `":memory:"` or a `postgresql://` URL) overrides `WIPPY_STATE` and `state:` in
-    wippy.yaml: a cluster's driver hands every node the same database.
+    wippy.yaml: a cluster's driver hands every node the same database. `peers` reaches the
+    other nodes of a cluster (whose pids this node then sends to); `first_pid` is the
+    number its pids start at (a node started again under its name starts past its old ones).
     """
 
     def __init__(self, root: str | os.PathLike[str] = ".", *, node_name: str = LOCAL_NODE,
                  state: str | os.PathLike[str] | None = None, control: ControlPort | None = None,
-                 wall_clock: Callable[[], float] = time.time, shutdown_timeout: float = 5.0) -> None:
+                 wall_clock: Callable[[], float] = time.time, shutdown_timeout: float = 5.0,
+                 peers: Peers | None = None, first_pid: int = 1) -> None:
         self.root = Path(root).resolve()
         self.state = state
-        self.node = Node(node_name, shutdown_timeout=shutdown_timeout, process_resolver=self._resolve)
+        self.node = Node(node_name, shutdown_timeout=shutdown_timeout, process_resolver=self._resolve, peers=peers,
+                         first_id=first_pid)
         self.control = control
         self.wall_clock = wall_clock
         self._folder: AppFolder | None = None

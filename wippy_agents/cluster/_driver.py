@@ -135,7 +135,7 @@ class ClusterDriver:
         return {name: actor.options(
             name=name, namespace=self.namespace, get_if_exists=True, lifetime="detached", max_restarts=-1,
             max_task_retries=0, num_cpus=self.settings.node_cpus, scheduling_strategy="SPREAD",
-        ).remote(name, self.state) for name in self.names}
+        ).remote(name, self.state, self.names) for name in self.names}
 
     async def _ready(self, name: str, deadline: float | None = None) -> dict[str, Any]:
         """Wait for node `name` to boot (after a restart too); its status."""
@@ -225,6 +225,13 @@ class ClusterDriver:
                 log.warning("node %s was lost while serving %s; asking again once Ray has restarted it",
                             name, request.get("op"))
                 await self._ready(name, deadline)
+
+    async def run(self, target: str, *args: Any, host: str | None = None) -> Any:
+        """Run the process entry `target` on node `host` (the first node by default): its result, or what it raised."""
+        name = host or self.names[0]
+        if name not in self.nodes:
+            raise UsageError(f"no node {name!r}: the nodes are {', '.join(self.names)}")
+        return await self.nodes[name].run.remote(target, args)
 
     async def status(self) -> list[dict[str, Any]]:
         """`wippy cluster status`: every node's row; a node that does not answer says why."""

@@ -22,6 +22,7 @@ import ray
 from ..app import App
 from ..control._ops import Target, dispatch
 from ..state import TERMINAL
+from ._peers import RayPeers
 
 __all__ = ["WippyNode"]
 
@@ -29,13 +30,15 @@ __all__ = ["WippyNode"]
 class WippyNode:
     """The body of a node's Ray actor (the driver wraps it with `ray.remote`); its app folder is the working dir."""
 
-    def __init__(self, name: str, state: str) -> None:
+    def __init__(self, name: str, state: str, names: list[str]) -> None:
         self.name = name
-        self.state = state
         self.incarnation = uuid.uuid4().hex[:12]
         """Which start of this node this is: a peer that sees it change knows the node's processes are gone."""
         self.started = time.time()
-        self._app: App | None = None
+        self.peers = RayPeers(name, names, self.incarnation)
+        self._app: App | None = App(Path.cwd(), node_name=name, state=state, peers=self.peers,
+                                    first_pid=int(self.started * 1_000_000))  # past every pid an earlier start handed out
+        self._booted = False
         self._boot: asyncio.Task[None] | None = None
         ray.get_runtime_context().current_actor.ready.remote()
 
@@ -47,14 +50,27 @@ class WippyNode:
         return self.status()
 
     async def _start(self) -> None:
-        app = App(Path.cwd(), node_name=self.name, state=self.state)
-        await app.__aenter__()
-        self._app = app
+        await self.peers.start()
+        await self.app.__aenter__()
+        self._booted = True
 
     @property
     def app(self) -> App:
-        assert self._app is not None, "ready() first"
+        assert self._app is not None, "the node has stopped"
         return self._app
+
+    async def incarnation_of(self) -> str:
+        """A peer's ping: which start of this node answers."""
+        return self.incarnation
+
+    async def deliver(self, sender: str, incarnation: str, signals: list[Any]) -> None:
+        """Signals from node `sender` (its start `incarnation`), carried out in the order they were sent."""
+        self.peers.arrived(sender, incarnation, signals)
+
+    async def run(self, target: str, args: tuple[Any, ...]) -> Any:
+        """Run the process entry (or picklable function) `target` on this node: its result, or what it raised."""
+        await self.ready()
+        return await self.app.run(target, *args)
 
     def status(self) -> dict[str, Any]:
         """A row of `wippy cluster status`: where this node runs and what it holds."""
@@ -93,6 +109,7 @@ class WippyNode:
         if self._boot is not None:
             with contextlib.suppress(Exception):
                 await self._boot
-        if self._app is not None:
+        await self.peers.close()
+        if self._app is not None and self._booted:
             app, self._app = self._app, None
             await app.__aexit__(None, None, None)

@@ -1,4 +1,5 @@
-"""Test tooling shipped to users: test doubles for models, a no-network guard, virtual time, app folders, a private Postgres server.
+"""Test tooling shipped to users: test doubles for models, a no-network guard, virtual time, app folders, a private Postgres server,
+nodes of a cluster in one process.
 
 ```python
 model = ScriptedModel(["Hello!", Response(tool_calls=(ToolCall(id="1", name="add", arguments={"a": 1}),))])
@@ -10,11 +11,13 @@ with model:                      # leaving the block fails if a scripted respons
 from .._runtime.clock import VirtualClock
 from ._files import write_file
 from ._models import FunctionModel, ModelRequest, ScriptedModel, ScriptExhausted, forbid_model_requests
+from ._peers import LoopbackCluster
 from ._postgres import TemporaryPostgres
 from ._waiting import wait_until
 
 __all__ = [
     "FunctionModel",
+    "LoopbackCluster",
     "ModelRequest",
     "ScriptedModel",
     "ScriptExhausted",

@@ -1,0 +1,140 @@
+"""The nodes of a cluster reach each other over their Ray actor handles: signals batched per peer, and liveness.
+
+Every signal posted during one turn of the event loop goes to its peer in one
+actor call, so a burst of sends costs one Ray call per peer, not one per
+message; Ray runs the calls from one actor to another in the order they were
+made, which keeps the order between one pair of processes. Each node pings
+every peer (`PING_SECONDS`): a peer that does not answer, or answers as a new
+start of itself, is lost, and the node's monitors and links on it fire with
+`"noconnection"`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import pickle
+from typing import Any
+
+import ray
+from ray import cloudpickle
+
+from .._runtime.remote import Remote, Signal
+
+__all__ = ["PING_SECONDS", "RayPeers"]
+
+log = logging.getLogger("wippy_agents.cluster")
+
+PING_SECONDS = 0.5
+PING_TIMEOUT = 2.0
+
+
+class RayPeers:
+    """The `Peers` of node `me` among `names` (the cluster's nodes); `start()` on the node's loop."""
+
+    def __init__(self, me: str, names: list[str], incarnation: str) -> None:
+        self.me = me
+        self.incarnation = incarnation
+        self.names = [name for name in names if name != me]
+        self.handles: dict[str, Any] = {}
+        self.seen: dict[str, str] = {}
+        """Each peer's incarnation as last seen; a peer missing here is not up as far as this node knows."""
+        self._out: dict[str, list[Signal]] = {}
+        self._flushing = False
+        self.remote: Remote | None = None
+        """The node's side of its peers (bound when the node is made): what arrives goes there."""
+        self._pinger: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Find the peers (one round of pings, so every node placed with this one is known), then keep pinging."""
+        await asyncio.gather(*(self._ping(peer) for peer in self.names))
+        self._pinger = asyncio.get_running_loop().create_task(self._ping_forever())
+
+    async def close(self) -> None:
+        if self._pinger is not None:
+            self._pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pinger
+
+    def bind(self, remote: Remote) -> None:
+        self.remote = remote
+
+    def nodes(self) -> list[str]:
+        return [name for name in self.names if name in self.seen]
+
+    def post(self, node: str, signal: Signal) -> None:
+        if node not in self.seen and node not in self.names:
+            log.warning("node %s: a %r signal for %s, which is not a node of this cluster, is dropped",
+                        self.me, signal[0], node)
+            return
+        self._out.setdefault(node, []).append(signal)
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flushing = False
+        out, self._out = self._out, {}
+        for node, batch in out.items():
+            handle = self.handles.get(node)
+            if handle is None:
+                continue  # not up yet: as if it were lost, and `lost` runs when it is seen
+            try:
+                handle.deliver.remote(self.me, self.incarnation, batch)
+            except (TypeError, pickle.PicklingError, AttributeError) as error:  # something in it cannot travel
+                self._send_apart(node, handle, batch, error)
+
+    def _send_apart(self, node: str, handle: Any, batch: list[Signal], error: Exception) -> None:
+        """Send what of `batch` can be pickled; the rest is dropped with an error in the log (as a bad send)."""
+        portable = []
+        for signal in batch:
+            try:
+                cloudpickle.dumps(signal)  # type: ignore[no-untyped-call]  # as Ray pickles arguments
+            except Exception as problem:
+                log.error("node %s: a %r signal for node %s cannot be sent (it cannot be pickled: %s); dropped",
+                          self.me, signal[0], node, problem)
+                continue
+            portable.append(signal)
+        if portable:
+            handle.deliver.remote(self.me, self.incarnation, portable)
+
+    def arrived(self, sender: str, incarnation: str, signals: list[Signal]) -> None:
+        """Signals from a peer; one from a new start of it means the old start's processes are gone."""
+        self._saw(sender, incarnation)
+        if self.remote is not None:
+            self.remote.receive(sender, signals)
+
+    def _saw(self, peer: str, incarnation: str) -> None:
+        known = self.seen.get(peer)
+        if known == incarnation:
+            return
+        if known is not None and self.remote is not None:
+            log.warning("node %s: node %s started again; its old processes are gone", self.me, peer)
+            self.remote.lost(peer)
+        self.seen[peer] = incarnation
+
+    def _lose(self, peer: str, why: str) -> None:
+        if self.seen.pop(peer, None) is not None and self.remote is not None:
+            log.warning("node %s lost node %s: %s", self.me, peer, why)
+            self.remote.lost(peer)
+
+    async def _ping_forever(self) -> None:
+        while True:
+            await asyncio.gather(*(self._ping(peer) for peer in self.names))
+            await asyncio.sleep(PING_SECONDS)
+
+    async def _ping(self, peer: str) -> None:
+        handle = self.handles.get(peer)
+        if handle is None:
+            try:
+                handle = self.handles[peer] = await asyncio.to_thread(ray.get_actor, peer)
+            except ValueError:
+                return  # not placed yet
+        try:
+            incarnation = await asyncio.wait_for(handle.incarnation_of.remote(), PING_TIMEOUT)
+        except (ray.exceptions.RayActorError, TimeoutError) as error:
+            self._lose(peer, str(error).splitlines()[0] if str(error) else type(error).__name__)
+        else:
+            if isinstance(incarnation, str):
+                self._saw(peer, incarnation)
