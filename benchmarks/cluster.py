@@ -1,4 +1,5 @@
-"""Cluster benchmarks: the journal on a shared Postgres, beside DBOS 3.4 on the same server in the same run.
+"""Cluster benchmarks: the journal on a shared Postgres beside DBOS 3.4, and wippy nodes on a Ray cluster beside
+bare Ray actor calls, each pair in the same run.
 
 Starts a private PostgreSQL server (`wippy_agents.testing.TemporaryPostgres`; `fsync`
 off for both contenders alike), gives each contender a database of its own on it, and
@@ -11,15 +12,18 @@ runs the probes of `benchmarks/durable.py` in fresh interpreters: wippy with
   steps/s = all steps / wall time. wippy runs at the full size (for the target) and at
   DBOS's size (`peer_tasks`, for the ratio).
 
+Then the nodes on Ray (`benchmarks/_nodes.py` says how): cross-node one-way sends,
+cross-node calls beside a bare Ray actor's, and the takeover of a turn whose machine
+is removed.
+
 Prints ONE JSON object. Keys:
 
-    mode, python, machine, versions{wippy_agents, dbos, psycopg, postgres}, sizes{...}
+    mode, python, machine, versions{wippy_agents, dbos, psycopg, postgres, ray}, sizes{...}
     postgres_journal{sequential{wippy, dbos: <latency block> + wall_s, wippy_vs_dbos_p50},
                      concurrent{wippy, wippy_at_peer_size, dbos: {tasks, steps, ..., steps_per_s}, wippy_vs_dbos}}
+    nodes{ray_nodes, send{messages, seconds, msgs_per_s}, call{wippy, bare_ray_actor: <latency block>,
+          wippy_vs_ray_p50}, takeover{seconds, turn_ok, health_check}}
     targets{<name>: {target, actual, met}}, all_met, elapsed_s
-
-Not yet measured here (they need nodes on Ray, issue 15's next part): cross-node send
-and call, and takeover time.
 
     python benchmarks/cluster.py          # full run
     python benchmarks/cluster.py --quick  # smoke test, a few seconds
@@ -40,6 +44,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from _nodes import node_figures
 from _timing import Timings, machine
 from durable import DBOS_DATABASE_VARIABLE, job, probe, throughput
 
@@ -50,6 +55,9 @@ TARGETS: dict[str, tuple[str, float]] = {
     "postgres_sequential_step_p50_ms": ("<=", 2.0),
     "postgres_concurrent_steps_per_s": (">=", 10_000.0),
     "postgres_concurrent_vs_dbos": (">=", 5.0),
+    "cross_node_send_msgs_per_s": (">=", 50_000.0),
+    "cross_node_call_vs_ray_p50": ("<=", 1.5),
+    "takeover_s": ("<", 10.0),
 }
 
 
@@ -61,10 +69,17 @@ class Sizes:
     peer_tasks: int
     steps_per_task: int
     warm_up_steps: int
+    messages: int
+    burst: int
+    calls: int
+    round_size: int
+    warm_up: int
 
 
-FULL = Sizes(seq_steps=1000, seq_repeats=2, tasks=1000, peer_tasks=100, steps_per_task=20, warm_up_steps=50)
-QUICK = Sizes(seq_steps=50, seq_repeats=1, tasks=10, peer_tasks=10, steps_per_task=5, warm_up_steps=5)
+FULL = Sizes(seq_steps=1000, seq_repeats=2, tasks=1000, peer_tasks=100, steps_per_task=20, warm_up_steps=50,
+             messages=200_000, burst=1000, calls=2000, round_size=100, warm_up=200)
+QUICK = Sizes(seq_steps=50, seq_repeats=1, tasks=10, peer_tasks=10, steps_per_task=5, warm_up_steps=5,
+              messages=2000, burst=100, calls=50, round_size=10, warm_up=10)
 
 
 def journal_figures(sizes: Sizes, server: TemporaryPostgres, work: Path) -> dict[str, Any]:
@@ -112,7 +127,7 @@ def verdict(actual: dict[str, float | None]) -> dict[str, dict[str, Any]]:
     out = {}
     for name, (op, target) in TARGETS.items():
         value = actual[name]
-        met = value is not None and (value <= target if op == "<=" else value >= target)
+        met = value is not None and {"<=": value <= target, "<": value < target, ">=": value >= target}[op]
         out[name] = {"target": f"{op} {target:g}", "actual": value, "met": met}
     return out
 
@@ -121,19 +136,24 @@ def run(sizes: Sizes, work: Path) -> dict[str, Any]:
     with TemporaryPostgres() as server:
         postgres = subprocess.run(["postgres", "--version"], capture_output=True, text=True).stdout.strip()
         journal = journal_figures(sizes, server, work)
+        nodes = node_figures(sizes, server.database(), work)
     targets = verdict({
         "postgres_sequential_step_p50_ms": journal["sequential"]["wippy"].get("p50_ms"),
         "postgres_concurrent_steps_per_s": journal["concurrent"]["wippy"].get("steps_per_s"),
         "postgres_concurrent_vs_dbos": journal["concurrent"].get("wippy_vs_dbos"),
+        "cross_node_send_msgs_per_s": nodes["send"]["msgs_per_s"],
+        "cross_node_call_vs_ray_p50": nodes["call"]["wippy_vs_ray_p50"],
+        "takeover_s": nodes["takeover"]["seconds"],
     })
     return {
         "mode": "quick" if sizes is QUICK else "full",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "machine": machine(),
         "versions": {"wippy_agents": version("wippy-agents"), "dbos": version("dbos"), "psycopg": version("psycopg"),
-                     "postgres": postgres},
+                     "postgres": postgres, "ray": version("ray")},
         "sizes": asdict(sizes),
         "postgres_journal": journal,
+        "nodes": nodes,
         "targets": targets,
         "all_met": all(t["met"] for t in targets.values()),
     }

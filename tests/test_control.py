@@ -72,7 +72,7 @@ def test_the_cli_talks_to_a_running_node_and_a_second_node_is_refused(example_ap
         assert (status["name"], status["pid"], status["ray_node"], status["status"]) == ("local", node.pid, None, "up")
         assert status["processes"] > 3 and status["tasks"] == 0 and status["host"]
         table = wippy("cluster", "status", "--root", example_app).stdout.splitlines()
-        assert table[0].split() == ["NODE", "HOST", "RAY", "NODE", "PID", "PROCESSES", "TASKS", "STATUS"]
+        assert table[0].split() == ["NODE", "HOST", "RAY", "NODE", "PID", "PROCESSES", "TASKS", "LEASE", "AGE", "STATUS"]
         second = wippy("run", "--root", example_app)
         assert second.returncode == 1
         assert f"the app in {example_app} is already run by wippy node pid {node.pid}" in second.stderr

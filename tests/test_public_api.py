@@ -34,19 +34,20 @@ PUBLIC_MODULES: dict[str, set[str]] = {
     },
     "wippy_agents.errors": {"ArgumentError", "RunError", "UsageError", "WippyError"},
     "wippy_agents.testing": {
-        "FunctionModel", "ModelRequest", "ScriptedModel", "ScriptExhausted", "TemporaryPostgres", "VirtualClock",
-        "forbid_model_requests", "wait_until", "write_file",
+        "FunctionModel", "LoopbackCluster", "ModelRequest", "ScriptedModel", "ScriptExhausted", "TemporaryPostgres",
+        "VirtualClock", "forbid_model_requests", "wait_until", "write_file",
     },
     "wippy_agents.tools": {
         "FunctionTool", "ToolArgumentsError", "ToolBusy", "ToolContext", "ToolDefinitionError", "ToolThreads",
         "function_tool", "tool",
     },
-    "wippy_agents.app": {"App", "AppConfig", "AppFolder", "ControlPort", "LOCAL_NODE", "STATE_VARIABLE", "load_config",
-                         "state_location"},
+    "wippy_agents.app": {"App", "AppConfig", "AppFolder", "ClusterSettings", "ControlPort", "LOCAL_NODE",
+                         "STATE_VARIABLE", "Watcher", "load_config", "state_location"},
     "wippy_agents.agents": {
         "AgentError", "AgentEvent", "AgentService", "Answer", "ApprovalRequested", "Conversation", "Delegated",
         "TextDelta", "ToolFinished", "ToolStarted", "TurnDone", "TurnFailed", "TurnStarted", "UsageReport",
         "offered_name", "TURN_WORKFLOW", "Governance", "RestrictedTools", "TurnArgs", "register_builtins", "turns",
+        "new_conversation_id",
     },
     "wippy_agents.durable": {
         "JournalDamaged", "JournalTypeError", "NondeterminismError", "StateUnavailable", "StepError", "StepRecord",
@@ -82,9 +83,11 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "ApprovalStore", "AuditStore", "ConversationStore", "JournalStore", "VersionStore", "State", "open_state",
         "check_journal", "StateLock", "StateFileBusy", "StateUnavailable", "JournalDamaged", "JournalReport", "Damage",
         "FINISHED", "TERMINAL", "TaskStatus", "Note", "JournalRow", "TaskRow", "TaskEvent", "StepRecord",
-        "SignalRecord", "TaskSummary", "Recovery", "StartedStep", "Lease", "LeaseLost", "ChangeRecord", "Version",
+        "SignalRecord", "TaskSummary", "Recovery", "StartedStep", "Lease", "LeaseLost", "StaleVersion", "ChangeRecord",
+        "Version",
         "Approval", "AuditRecord", "ConversationInfo", "is_database_url", "shown_url",
     },
+    "wippy_agents.cluster": {"ClusterDriver", "FAILOVER_TIMEOUT"},
     "wippy_agents.control": {
         "PROTOCOL", "Backend", "ControlClient", "ControlError", "ControlServer", "connect", "file_problem",
         "pid_path", "socket_path",

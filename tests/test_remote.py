@@ -205,3 +205,25 @@ async def test_a_lost_node_fires_monitors_breaks_links_and_fails_calls_with_noco
         await a.run(main)
         assert results == {"down": "noconnection", "exit": "noconnection",
                            "call": "the call's node b was lost (noconnection)"}
+
+
+async def _collector() -> None:
+    seen: list[Any] = []
+    while True:
+        msg = await process.receive()
+        if msg.ref is None:
+            seen.append(msg.payload)
+        else:
+            process.reply(msg, list(seen))
+
+
+async def test_a_call_arrives_after_the_messages_sent_before_it() -> None:
+    async with two_nodes() as (_, a, b):
+        far = b.spawn(_collector)
+
+        async def main() -> Any:
+            for n in range(3):
+                process.send(far, "n", n)
+            return await process.call(far, "seen")
+
+        assert await a.run(main) == [0, 1, 2]

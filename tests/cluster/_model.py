@@ -24,6 +24,7 @@ entries:
   - name: agent
     kind: agent
     model: app:m
+    prompt: prompts:agent
     tools: ["tools.*:*"]
     max_steps: 4
 """
@@ -33,6 +34,7 @@ class ChatServer:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.requests: list[tuple[str, int]] = []  # (the user's message, which model call of its turn)
+        self.system: list[str] = []  # the system prompt of each request
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._http.daemon_threads = True
         self._thread = threading.Thread(target=self._http.serve_forever, args=(0.01,), daemon=True)
@@ -58,6 +60,7 @@ class ChatServer:
         call = 1 + sum(m["role"] == "assistant" for m in messages[last_user + 1:])
         with self.lock:
             self.requests.append((text, call))
+            self.system.append(next((m["content"] for m in messages if m["role"] == "system"), ""))
         if call == 1:
             _, tool, arguments = text.split(" ", 2)
             wire = {"index": 0, "id": f"call-{len(self.requests)}", "type": "function",

@@ -56,6 +56,7 @@ def slow(text: str) -> str:
 PEER = '''
 from wippy_agents import process
 from wippy_agents.process import DOWN, EXIT
+from wippy_agents.registry import Registry
 
 
 async def echo() -> None:
@@ -99,6 +100,10 @@ async def watch(host: str) -> dict:
 
 async def whereis(name: str) -> object:
     return process.whereis(name)
+
+
+async def entry_data(entry_id: str, registry: Registry) -> dict:
+    return dict(registry.get(entry_id).data)
 '''
 
 PROCESSES = """
@@ -118,10 +123,14 @@ PROCESSES = """
     kind: process
     file: processes/peer.py
     function: whereis
+  - name: entry_data
+    kind: process
+    file: processes/peer.py
+    function: entry_data
 """
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # gone after these tests: Ray's processes would slow every test after them
 def ray_cluster() -> Iterator[object]:
     from ray.cluster_utils import Cluster
 
@@ -154,6 +163,7 @@ class ClusterApp:
         write_file(root, "wippy.yaml", f"state: {state}\ncluster:\n  address: {address}\n  nodes: {nodes}\n")
         write_file(root, "registry/app/_index.yaml", APP.format(base_url=chat.base_url) + PROCESSES)
         write_file(root, "processes/peer.py", PEER)
+        write_file(root, "prompts/agent.md", "You are version one.\n")
         write_file(root, "tools/work.py", WORK.format(log=str(self.log), release=str(self.release)))
 
     def lines(self) -> list[str]:

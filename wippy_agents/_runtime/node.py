@@ -300,9 +300,8 @@ class Node:
         if (elsewhere := self._elsewhere(dest)) is not None:
             assert self.remote is not None
             self._calls[ref] = future
-            self.remote.calls[ref] = elsewhere.node
             sender = caller.pid if caller is not None else Pid(self.name, 0)  # the node's address for the reply
-            self.remote.send(elsewhere, Message(topic, payload, sender, ref))
+            self.remote.call(elsewhere, Message(topic, payload, sender, ref))
             callee = elsewhere
         else:
             target = self.lookup(dest)

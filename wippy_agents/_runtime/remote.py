@@ -3,6 +3,8 @@
 A `Peers` transport (a cluster's, over Ray) carries signals to a node, keeping
 their order between one pair of nodes, and calls `Remote.receive` with what
 arrives and `Remote.lost` when a node goes away or comes back as a new start.
+A call is one request and its answer (`Peers.request`, `Remote.answer`): one
+round trip, sent after every signal posted to that node before it.
 Each signal does on the node that receives it what the local operation does,
 so Erlang's rules hold across nodes: a monitor of a process that does not exist
 fires at once with `"noproc"`, and when a node is lost every monitor of its
@@ -14,11 +16,26 @@ Refs are unique per node, so a monitor or call from another node is keyed by
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
-from .types import DOWN, KILL, KILLED, NOCONNECTION, NOPROC, Down, ExitReason, Message, Pid, ProcessError, Ref, describe
+from .types import (
+    DOWN,
+    KILL,
+    KILLED,
+    NOCONNECTION,
+    NOPROC,
+    Down,
+    ExitReason,
+    Message,
+    Pid,
+    ProcessError,
+    Ref,
+    RemoteRef,
+    describe,
+)
 
 if TYPE_CHECKING:
     from .node import Node
@@ -29,7 +46,7 @@ __all__ = ["Peers", "Remote", "Signal"]
 log = logging.getLogger("wippy_agents.process")
 
 Signal: TypeAlias = tuple[Any, ...]
-"""One operation for another node: its kind first (`"msg"`, `"reply"`, `"monitor"`, ...), then its values."""
+"""One operation for another node: its kind first (`"msg"`, `"call"`, `"monitor"`, ...), then its values."""
 
 
 class Peers(Protocol):
@@ -41,6 +58,10 @@ class Peers(Protocol):
 
     def nodes(self) -> list[str]:
         """The other nodes, by name, that are up as far as this node knows."""
+        ...
+
+    def request(self, node: str, signal: Signal) -> asyncio.Future[Any]:
+        """Send `signal` to `node` after everything posted to it before; the future gets what `answer` gave there."""
         ...
 
     def bind(self, remote: Remote) -> None:
@@ -58,6 +79,8 @@ class Remote:
         """Each other node's registered names, as it last announced them."""
         self.calls: dict[Ref, str] = {}
         """Calls this node waits on, to the node that should reply (they fail if it is lost)."""
+        self.answers: dict[RemoteRef, asyncio.Future[tuple[bool, Any]]] = {}
+        """Calls from other nodes that a process here is to reply to, by (caller's node, ref)."""
         self._announcing = False
 
     # -- what this node sends -----------------------------------------------------------
@@ -76,12 +99,35 @@ class Remote:
         self.peers.post(pid.node, ("msg", pid, message))
         return True
 
+    def call(self, pid: Pid, message: Message) -> None:
+        """Send a call (its `ref` a future of this node's) and resolve that future with the answer."""
+        assert message.ref is not None
+        ref = message.ref
+        self.calls[ref] = pid.node
+        self.peers.request(pid.node, ("call", pid, message)).add_done_callback(
+            lambda answer: self._answered(ref, pid, answer))
+
+    def _answered(self, ref: Ref, pid: Pid, answer: asyncio.Future[Any]) -> None:
+        self.calls.pop(ref, None)
+        future = self.node.call_future(ref)
+        if future is None or future.done():
+            return  # timed out, or failed when the node was lost
+        if answer.cancelled() or answer.exception() is not None:
+            future.set_exception(ProcessError(f"the call to {pid} got no answer: node {pid.node} was lost "
+                                              f"({NOCONNECTION})"))
+            return
+        ok, value = answer.result()
+        future.set_result(value) if ok else future.set_exception(ProcessError(value))
+
     def reply(self, message: Message, value: Any) -> None:
         assert message.sender is not None and message.ref is not None
+        key = (message.sender.node, message.ref)
         me = self.node.current()
         if me is not None and me.calls is not None:
-            me.calls.discard((message.sender.node, message.ref))
-        self.peers.post(message.sender.node, ("reply", message.ref, True, value))
+            me.calls.discard(key)
+        answer = self.answers.pop(key, None)
+        if answer is not None and not answer.done():
+            answer.set_result((True, value))
 
     def monitor(self, proc: Process, pid: Pid, ref: Ref) -> None:
         proc.add_monitor(ref, pid)
@@ -103,9 +149,10 @@ class Remote:
     def down(self, key: tuple[str, Ref], pid: Pid, watcher: Pid, reason: ExitReason) -> None:
         self.peers.post(watcher.node, ("down", key[1], pid, watcher, _portable(reason)))
 
-    def failed_call(self, key: tuple[str, Ref], pid: Pid, reason: ExitReason) -> None:
-        self.peers.post(key[0], ("reply", key[1], False, f"{pid} exited with reason {describe(reason)!r} "
-                                                          "before it replied"))
+    def failed_call(self, key: RemoteRef, pid: Pid, reason: ExitReason) -> None:
+        answer = self.answers.pop(key, None)
+        if answer is not None and not answer.done():
+            answer.set_result((False, f"{pid} exited with reason {describe(reason)!r} before it replied"))
 
     def spawn(self, host: str, target: ProcessFn | str, args: tuple[Any, ...], *, name: str | None,
               link_to: Pid | None) -> Pid:
@@ -143,25 +190,24 @@ class Remote:
 
     def _on_msg(self, sender: str, dest: Pid | str, message: Message) -> None:
         target = self.node.table.get(dest) if isinstance(dest, Pid) else self.node.names.get(dest)
-        if target is None or target.exit_reason is not None:
-            if message.ref is not None:
-                self.peers.post(sender, ("reply", message.ref, False,
-                                         f"call {message.topic!r} to {dest} failed: the process is not alive"))
-            return
-        if message.ref is not None:
-            if target.calls is None:
-                target.calls = set()
-            target.calls.add((sender, message.ref))
-        target.deliver(message)
+        if target is not None:
+            target.deliver(message)
 
-    def _on_reply(self, sender: str, ref: Ref, ok: bool, value: Any) -> None:
-        self.calls.pop(ref, None)
-        future = self.node.call_future(ref)
-        if future is not None and not future.done():
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(ProcessError(value))
+    def answer(self, sender: str, signal: Signal) -> asyncio.Future[tuple[bool, Any]]:
+        """A call from node `sender`: `(True, reply)` once the process replies, `(False, why)` if it cannot."""
+        _, dest, message = signal
+        answer: asyncio.Future[tuple[bool, Any]] = self.node.loop.create_future()
+        target = self.node.table.get(dest) if isinstance(dest, Pid) else self.node.names.get(dest)
+        if target is None or target.exit_reason is not None:
+            answer.set_result((False, f"call {message.topic!r} to {dest} failed: the process is not alive"))
+            return answer
+        key = (sender, message.ref)
+        self.answers[key] = answer
+        if target.calls is None:
+            target.calls = set()
+        target.calls.add(key)
+        target.deliver(message)
+        return answer
 
     def _on_monitor(self, sender: str, ref: Ref, watcher: Pid, pid: Pid) -> None:
         target = self.node.table.get(pid)
@@ -225,14 +271,16 @@ class Remote:
     def lost(self, node: str) -> None:
         """Node `node` is gone (or came back as a new start): its monitors fire, links break, calls fail."""
         self.names.pop(node, None)
+        for caller in [caller for caller in self.answers if caller[0] == node]:
+            self.answers.pop(caller).cancel()  # nobody is left to read it
         for proc in list(self.node.table.values()):
             if proc.monitors:
                 for ref, pid in [(ref, pid) for ref, pid in proc.monitors.items() if pid.node == node]:
                     del proc.monitors[ref]
                     proc.deliver(Message(DOWN, Down(ref, pid, NOCONNECTION), pid))
             if proc.watchers:
-                for key in [key for key, watcher in proc.watchers.items() if watcher.node == node]:
-                    del proc.watchers[key]
+                for held in [held for held, watcher in proc.watchers.items() if watcher.node == node]:
+                    del proc.watchers[held]
             if proc.calls:
                 proc.calls -= {key for key in proc.calls if isinstance(key, tuple) and key[0] == node}
             if proc.links:

@@ -11,5 +11,6 @@ async with App(root=".") as app:
 from ._app import App, ControlPort
 from ._config import STATE_VARIABLE, AppConfig, ClusterSettings, load_config, state_location
 from ._folder import LOCAL_NODE, AppFolder
+from ._watch import Watcher
 
-__all__ = ["LOCAL_NODE", "STATE_VARIABLE", "App", "AppConfig", "AppFolder", "ClusterSettings", "ControlPort", "load_config", "state_location"]
+__all__ = ["LOCAL_NODE", "STATE_VARIABLE", "App", "AppConfig", "AppFolder", "ClusterSettings", "ControlPort", "Watcher", "load_config", "state_location"]

@@ -74,14 +74,17 @@ class App:
     wippy.yaml: a cluster's driver hands every node the same database. `peers` reaches the
     other nodes of a cluster (whose pids this node then sends to); `first_pid` is the
     number its pids start at (a node started again under its name starts past its old ones).
+    Without `owns_files` (a cluster's node, whose folder is a copy the driver sent) the
+    files are neither watched nor written, and the registry follows the shared state.
     """
 
     def __init__(self, root: str | os.PathLike[str] = ".", *, node_name: str = LOCAL_NODE,
                  state: str | os.PathLike[str] | None = None, control: ControlPort | None = None,
                  wall_clock: Callable[[], float] = time.time, shutdown_timeout: float = 5.0,
-                 peers: Peers | None = None, first_pid: int = 1) -> None:
+                 peers: Peers | None = None, first_pid: int = 1, owns_files: bool = True) -> None:
         self.root = Path(root).resolve()
         self.state = state
+        self.owns_files = owns_files
         self.node = Node(node_name, shutdown_timeout=shutdown_timeout, process_resolver=self._resolve, peers=peers,
                          first_id=first_pid)
         self.control = control
@@ -131,7 +134,8 @@ class App:
                 await self.control.claim()
             self.redactor = Redactor.from_environment(os.environ)
             """Secret values from the environment, kept out of the state, the log and what agents read."""
-            self._folder = AppFolder(self.root, node=self.node, redactor=self.redactor, state=self.state)
+            self._folder = AppFolder(self.root, node=self.node, redactor=self.redactor, state=self.state,
+                                     owns_files=self.owns_files)
             self._start_services(self._folder)
             self._start_processes()
             await self.watcher_ready()
@@ -168,10 +172,11 @@ class App:
                                    restricted=RestrictedTools(on_outcome=self.tool_health.record),
                                    redactor=self.redactor)
         self.watcher = Watcher(self.root, folder.folders, registry, step_ms=folder.config.watch_step_ms)
+        registry.follow_announced(asyncio.get_running_loop())
 
     def _start_processes(self) -> None:
         children = [ChildSpec("agents", self.agents.supervisor(), name=AGENTS)]
-        if self.config.watch:
+        if self.config.watch and self.owns_files:
             children.insert(0, ChildSpec("registry_watcher", self.watcher.run, name=WATCHER))
         self.node.spawn(Supervisor(children, max_restarts=10, max_seconds=10), name=SYSTEM_SUPERVISOR)
         for entry in self.registry.find(kind="supervisor"):
@@ -184,7 +189,7 @@ class App:
 
     async def watcher_ready(self, timeout: float = 10.0) -> None:
         """Wait until file changes are being watched, so no save after boot goes unseen."""
-        if not self.config.watch:
+        if not self.config.watch or not self.owns_files:
             return
         try:
             async with asyncio.timeout(timeout):

@@ -28,11 +28,13 @@ class AppFolder:
 
     With a `node`, processes on it can subscribe to the registry's changes; the
     `redactor`'s secrets never reach the state; `state` overrides where it lives
-    (see `state_location`).
+    (see `state_location`); without `owns_files` the entries come from the state and
+    the files only hold code (a cluster's node, whose folder is a copy).
     """
 
     def __init__(self, root: str | os.PathLike[str], *, files_only: bool = False, node: Node | None = None,
-                 redactor: Redactor | None = None, state: str | os.PathLike[str] | None = None) -> None:
+                 redactor: Redactor | None = None, state: str | os.PathLike[str] | None = None,
+                 owns_files: bool = True) -> None:
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise RegistryError(f"the app folder {root} does not exist")
@@ -43,7 +45,8 @@ class AppFolder:
         self.state: State = open_state(location, node=LOCAL_NODE if node is None else node.name, redactor=redactor)
         """Every store of the app's state (held by this folder alone until it closes)."""
         try:
-            self.registry = Registry(self.root, self.state.versions, folders=self.folders, node=node)
+            self.registry = Registry(self.root, self.state.versions, folders=self.folders, node=node,
+                                     owns_files=owns_files)
             register_builtins(self.registry)  # their entries; an agent service binds their functions
             self.registry.load()
         except BaseException:

@@ -1,7 +1,9 @@
 """The driver of a cluster app (`wippy run` when `wippy.yaml` has `cluster:`): it places the nodes and forwards.
 
-It connects to Ray (starting a private instance for `address: local`), commits
-the registry from the app's files to the shared state, gets or creates one
+It connects to Ray (starting a private instance for `address: local`), keeps
+the app's files (loads them into the shared state, watches them, commits what
+changes and writes through what agents on the nodes change; the nodes follow
+the versions as Postgres announces them), gets or creates one
 detached Ray actor per node (`max_restarts=-1`, spread over the machines, the
 app folder as their working directory), and serves the control socket, sending
 each request to the node it concerns:
@@ -29,8 +31,9 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from .._runtime.node import Node
 from ..agents import new_conversation_id
-from ..app import AppFolder, ClusterSettings, load_config, state_location
+from ..app import AppFolder, ClusterSettings, Watcher, load_config, state_location
 from ..control._ops import Emit
 from ..control._wire import ControlError, failure
 from ..errors import UsageError
@@ -84,6 +87,9 @@ class ClusterDriver:
         self.nodes: dict[str, Any] = {}
         """Each node's Ray actor handle, by node name."""
         self._started_ray = False
+        self._files_node = Node("driver")
+        self._files: AppFolder | None = None
+        self._watcher: Watcher | None = None
 
     def __repr__(self) -> str:
         return f"ClusterDriver({str(self.root)!r}, nodes={self.names}, state={shown_url(self.state)!r})"
@@ -91,10 +97,11 @@ class ClusterDriver:
     async def __aenter__(self) -> ClusterDriver:
         await asyncio.to_thread(self._connect)
         try:
-            await asyncio.to_thread(self._commit_registry)
+            await self._keep_files()
             self.nodes = await asyncio.to_thread(self._place)
             await asyncio.wait_for(asyncio.gather(*(self._ready(name) for name in self.names)), READY_TIMEOUT)
         except BaseException:
+            await self._close_files()
             await asyncio.to_thread(self._disconnect)
             raise
         return self
@@ -122,9 +129,21 @@ class ClusterDriver:
 
         ray.shutdown()
 
-    def _commit_registry(self) -> None:
-        """Record the files' registry in the shared state once, so the nodes booting at once find nothing to add."""
-        AppFolder(self.root, state=self.state).close()
+    async def _keep_files(self) -> None:
+        """Load the files into the shared state (before the nodes boot on it), then watch them and follow it."""
+        await self._files_node.__aenter__()
+        self._files = files = await asyncio.to_thread(AppFolder, self.root, node=self._files_node, state=self.state)
+        files.registry.follow_announced(asyncio.get_running_loop())
+        if files.config.watch:
+            self._watcher = Watcher(self.root, files.folders, files.registry, step_ms=files.config.watch_step_ms)
+            self._files_node.spawn(self._watcher.run)
+            await asyncio.wait_for(self._watcher.watching.wait(), 10)
+
+    async def _close_files(self) -> None:
+        await self._files_node.stop()
+        if self._files is not None:
+            self._files.close()
+            self._files = None
 
     def _place(self) -> dict[str, Any]:
         import ray
@@ -168,6 +187,7 @@ class ClusterDriver:
             with contextlib.suppress(Exception):
                 ray.kill(node, no_restart=True)
         self.nodes = {}
+        await self._close_files()
         await asyncio.to_thread(self._disconnect)
 
     # -- forwarding ------------------------------------------------------------------------------

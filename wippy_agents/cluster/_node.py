@@ -37,7 +37,7 @@ class WippyNode:
         self.started = time.time()
         self.peers = RayPeers(name, names, self.incarnation)
         self._app: App | None = App(Path.cwd(), node_name=name, state=state, peers=self.peers,
-                                    first_pid=int(self.started * 1_000_000))  # past every pid an earlier start handed out
+                                    first_pid=int(self.started * 1_000_000), owns_files=False)  # past every pid an earlier start handed out
         self._booted = False
         self._boot: asyncio.Task[None] | None = None
         ray.get_runtime_context().current_actor.ready.remote()
@@ -66,6 +66,10 @@ class WippyNode:
     async def deliver(self, sender: str, incarnation: str, signals: list[Any]) -> None:
         """Signals from node `sender` (its start `incarnation`), carried out in the order they were sent."""
         self.peers.arrived(sender, incarnation, signals)
+
+    async def answer(self, sender: str, incarnation: str, signal: Any) -> Any:
+        """A call from a process on node `sender`: the reply, once the process here gives it."""
+        return await self.peers.answered(sender, incarnation, signal)
 
     async def run(self, target: str, args: tuple[Any, ...]) -> Any:
         """Run the process entry (or picklable function) `target` on this node: its result, or what it raised."""

@@ -73,19 +73,39 @@ class RayPeers:
             self._flushing = True
             asyncio.get_running_loop().call_soon(self._flush)
 
+    def request(self, node: str, signal: Signal) -> asyncio.Future[Any]:
+        """One actor call whose result is the answer, made after the signals already posted to `node`."""
+        answer: asyncio.Future[Any]
+        handle = self.handles.get(node)
+        if handle is None:
+            answer = asyncio.get_running_loop().create_future()
+            answer.set_exception(ConnectionError(f"node {node} is not up"))
+            return answer
+        if batch := self._out.pop(node, None):
+            self._send(node, batch)
+        try:
+            return asyncio.wrap_future(handle.answer.remote(self.me, self.incarnation, signal).future())
+        except (TypeError, pickle.PicklingError, AttributeError) as error:
+            answer = asyncio.get_running_loop().create_future()
+            answer.set_result((False, f"the call cannot be sent to node {node}: it cannot be pickled ({error})"))
+            return answer
+
     def _flush(self) -> None:
         self._flushing = False
         out, self._out = self._out, {}
         for node, batch in out.items():
-            handle = self.handles.get(node)
-            if handle is None:
-                continue  # not up yet: as if it were lost, and `lost` runs when it is seen
-            try:
-                handle.deliver.remote(self.me, self.incarnation, batch)
-            except (TypeError, pickle.PicklingError, AttributeError) as error:  # something in it cannot travel
-                self._send_apart(node, handle, batch, error)
+            self._send(node, batch)
 
-    def _send_apart(self, node: str, handle: Any, batch: list[Signal], error: Exception) -> None:
+    def _send(self, node: str, batch: list[Signal]) -> None:
+        handle = self.handles.get(node)
+        if handle is None:
+            return  # not up yet: as if it were lost, and `lost` runs when it is seen
+        try:
+            handle.deliver.remote(self.me, self.incarnation, batch)
+        except (TypeError, pickle.PicklingError, AttributeError):  # something in it cannot travel
+            self._send_apart(node, handle, batch)
+
+    def _send_apart(self, node: str, handle: Any, batch: list[Signal]) -> None:
         """Send what of `batch` can be pickled; the rest is dropped with an error in the log (as a bad send)."""
         portable = []
         for signal in batch:
@@ -104,6 +124,13 @@ class RayPeers:
         self._saw(sender, incarnation)
         if self.remote is not None:
             self.remote.receive(sender, signals)
+
+    async def answered(self, sender: str, incarnation: str, signal: Signal) -> Any:
+        """A peer's request, answered when this node has the answer."""
+        self._saw(sender, incarnation)
+        if self.remote is None:
+            return False, f"node {self.me} is not running yet"
+        return await self.remote.answer(sender, signal)
 
     def _saw(self, peer: str, incarnation: str) -> None:
         known = self.seen.get(peer)

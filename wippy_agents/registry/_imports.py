@@ -159,6 +159,7 @@ def _child(path: Path, module_name: str, report_fd: int, time_limit: float) -> N
     try:
         os.setpgid(0, 0)
         _isolate(report_fd)
+        faulthandler.disable()  # enabled, its handlers may have been replaced since (Ray's in a cluster's node do)
         faulthandler.enable(file=report_fd)  # a crash (say, in C code) dumps where it happened
         faulthandler.dump_traceback_later(time_limit, exit=True, file=report_fd)  # so does being stuck
         try:

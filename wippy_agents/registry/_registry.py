@@ -26,6 +26,7 @@ from .._runtime.pubsub import Subscribers
 from .._runtime.text import os_text
 from .._runtime.types import Ref
 from ..errors import UsageError
+from ..state import StaleVersion
 from ..supervisor import Backoff, ChildSpec, Supervisor
 from ..tools import FunctionTool
 from ._entry import Change, Delete, Entry, EntryNotFound, Problem, RegistryError, non_json
@@ -93,9 +94,13 @@ class Registry:
     """Entries from an app folder, versioned in its state file; see `wippy_agents.registry`."""
 
     def __init__(
-        self, root: Path, versions: VersionStore, *, folders: Folders | None = None, node: Node | None = None
+        self, root: Path, versions: VersionStore, *, folders: Folders | None = None, node: Node | None = None,
+        owns_files: bool = True,
     ) -> None:
         self.root = root.resolve()
+        self.owns_files = owns_files
+        """Whether this registry's files are the source of its entries (loaded, watched, written through); a
+        cluster's node holds a copy of the app folder for its code, and follows the entries in the shared state."""
         self.folders = folders or Folders()
         self._subscribers: Subscribers[_Interest] | None = None if node is None else Subscribers(node)
         self.versions = versions
@@ -372,23 +377,26 @@ class Registry:
     ) -> int:
         specs = self._check(changes, author=author, policy=policy)
         placed: dict[str, Origin | None] = dict(origins or {})
-        if write:
-            written = self.writer.write(changes, self._origins)
-            placed.update(written)
-            for file in {self.writer.target(c.entry, self._origins.get(c.id)) for c in changes}:
-                self._digests[file] = file_digest(self.root, file)  # our own write is no news to the watcher
-        recorded = record(
-            self.versions, self.version + 1, changes,
-            {c.id: (o.file if (o := placed.get(c.id) or self._origins.get(c.id)) else None) for c in changes},
-            author=author, task=task, reason=reason,
-        )
+        if write and self.owns_files:
+            placed.update(self._write_through(changes))
+        try:
+            recorded = record(
+                self.versions, self.version + 1, changes,
+                {c.id: (o.file if (o := placed.get(c.id) or self._origins.get(c.id)) else None) for c in changes},
+                author=author, task=task, reason=reason,
+            )
+        except StaleVersion:  # another node committed first: take its versions in, then commit on top of them
+            self.follow()
+            changes = [EntryChange(c.id, self._entries.get(c.id), c.after) for c in changes
+                       if self._entries.get(c.id) != c.after]
+            if not changes:
+                return self.version
+            return self._commit(changes, author=author, reason=reason, task=task, write=write, origins=origins,
+                                policy=policy)
         self.version = recorded.version
         for change in changes:
             if change.after is None:
-                self._entries.pop(change.id, None)
-                self._specs.pop(change.id, None)
-                self._origins.pop(change.id, None)
-                self.tools.pop(change.id, None)
+                self._forget(change.id)
             else:
                 self._entries[change.id] = change.after
                 self._specs[change.id] = specs[change.id]
@@ -398,6 +406,12 @@ class Registry:
         self._publish(recorded, changes)
         return recorded.version
 
+    def _forget(self, entry_id: str) -> None:
+        self._entries.pop(entry_id, None)
+        self._specs.pop(entry_id, None)
+        self._origins.pop(entry_id, None)
+        self.tools.pop(entry_id, None)
+
     # -- files ------------------------------------------------------------------------
 
     def load(self) -> None:
@@ -406,11 +420,14 @@ class Registry:
         A file that cannot be used is that file's problem (its entries from the state file
         stay in force); no file can make this raise.
         """
-        known = recorded_entries(self.versions)
         self.version = self.versions.last_version()
+        known = recorded_entries(self.versions)
         sources = [read_source(self.root, relpath, self.folders) for relpath in scan(self.root, self.folders)]
         candidate: dict[str, tuple[Entry, Origin]] = {}
         specs: dict[str, KindSpec] = {}
+        if not self.owns_files:
+            self._load_recorded(sources, known)
+            return
         kept_files: set[str] = set()
         for source in sources:
             if not source.digest and not source.problems:
@@ -441,12 +458,93 @@ class Registry:
         ]
         if changes:
             reason = "loaded from files" if not known else "files changed while the node was not running"
-            recorded = record(
-                self.versions, self.version + 1, changes,
-                {c.id: self._origins[c.id].file if c.id in self._origins else None for c in changes},
-                author="files", task=None, reason=reason,
-            )
+            try:
+                recorded = record(
+                    self.versions, self.version + 1, changes,
+                    {c.id: self._origins[c.id].file if c.id in self._origins else None for c in changes},
+                    author="files", task=None, reason=reason,
+                )
+            except StaleVersion:  # another node committed meanwhile: compare the files with that
+                self.load()
+                return
             self.version = recorded.version
+
+    def _load_recorded(self, sources: list[SourceFile], known: Mapping[str, tuple[Entry, str | None]]) -> None:
+        """Boot a follower: the entries as the shared state holds them; the files only for the code they hold."""
+        for source in sources:
+            if source.digest and not source.problems:
+                self._accept(source)
+        candidate = {entry_id: (entry, Origin(origin or "")) for entry_id, (entry, origin) in known.items()}
+        specs: dict[str, KindSpec] = {}
+        for entry_id, (entry, _) in list(candidate.items()):
+            try:
+                specs[entry_id] = parse_spec(entry)
+            except SpecErrors as error:
+                log.error("registry: %s as the state holds it is refused here: %s", entry_id, error)
+                del candidate[entry_id]
+        self._drop_dangling(candidate, specs)
+
+    def follow(self) -> int | None:
+        """Catch up with the versions other nodes committed to a shared state; the newest, or None if none was new.
+
+        Subscribers hear of the changes as of a local commit. A registry that owns its
+        files writes the changes through to them (an agent on another node wrote them).
+        """
+        latest = self.versions.last_version()
+        if latest <= self.version:
+            return None
+        known = {entry_id: recorded for entry_id, recorded in recorded_entries(self.versions).items()
+                 if entry_id not in self._builtins}
+        changes, specs = [], {}
+        for entry_id in sorted(set(known) | (set(self._entries) - set(self._builtins))):
+            before, after = self._entries.get(entry_id), known[entry_id][0] if entry_id in known else None
+            if before == after:
+                continue
+            if after is not None:
+                try:
+                    specs[entry_id] = parse_spec(after)
+                except SpecErrors as error:
+                    log.error("registry: %s of version %d is refused here: %s", entry_id, latest, error)
+                    continue
+            changes.append(EntryChange(entry_id, before, after))
+        newer = [version for version in self.versions.history() if version.version > self.version]
+        self.version = latest
+        if self.owns_files and changes:
+            self._write_through(changes)
+        for change in changes:
+            if change.after is None:
+                self._forget(change.id)
+            else:
+                self._entries[change.id] = change.after
+                self._specs[change.id] = specs[change.id]
+                if (origin := known[change.id][1]) is not None:
+                    self._origins[change.id] = Origin(origin)
+        if changes and newer:
+            self._publish(newer[-1], changes)
+        return latest
+
+    def follow_announced(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Follow the versions other nodes commit as the shared state announces them, on `loop` (the node's)."""
+        if not self.versions.shared:
+            return
+
+        def follow() -> None:
+            try:
+                self.follow()
+            except Exception as error:  # the database is away: the next announcement (or reconnect) catches up
+                log.warning("registry: could not follow the new versions in the state: %s", error)
+
+        def announced() -> None:
+            loop.call_soon_threadsafe(follow)
+
+        self.versions.on_version(announced)
+
+    def _write_through(self, changes: list[EntryChange]) -> dict[str, Origin | None]:
+        """Write `changes` to the files their entries live in; our own write is no news to the watcher."""
+        written = self.writer.write(changes, self._origins)
+        for file in {self.writer.target(c.entry, self._origins.get(c.id)) for c in changes}:
+            self._digests[file] = file_digest(self.root, file)
+        return written
 
     def _claim(self, source: SourceFile, taken: Mapping[str, tuple[Entry, Origin]]) -> None:
         """An id may live in one file only: a second file defining it is refused."""

@@ -15,7 +15,7 @@ DuckDB file with a journal log beside it (its durability contract is in `_journa
 """
 
 from ._duckdb import check_journal
-from ._journal import Damage, JournalDamaged, JournalReport, LeaseLost, StateUnavailable
+from ._journal import Damage, JournalDamaged, JournalReport, LeaseLost, StaleVersion, StateUnavailable
 from ._location import is_database_url, open_state, shown_url
 from ._lock import StateFileBusy, StateLock
 from ._records import (
@@ -64,6 +64,7 @@ __all__ = [
     "State",
     "StateFileBusy",
     "StateLock",
+    "StaleVersion",
     "StateUnavailable",
     "StepRecord",
     "TaskEvent",

@@ -12,7 +12,7 @@ import builtins
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -212,8 +212,14 @@ class DuckDBVersions:
     live state is the newest row of each entry.
     """
 
+    shared = False
+    """One node holds the file: no version is committed behind its back."""
+
     def __init__(self, db: duckdb.DuckDBPyConnection) -> None:
         self._db = db
+
+    def on_version(self, callback: Callable[[], None]) -> None:
+        """Nothing to follow: this node commits every version itself."""
 
     def last_version(self) -> int:
         row = self._db.execute("SELECT coalesce(max(version), 0) FROM registry_changes").fetchone()

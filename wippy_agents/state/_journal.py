@@ -72,6 +72,14 @@ class StateUnavailable(RunError, OSError):
     """The journal cannot write to the disk (full, read-only, failing): no durable work until it can."""
 
 
+class StaleVersion(RunError):
+    """A registry version was not committed: another node committed that number first (`latest` is the newest)."""
+
+    def __init__(self, message: str, latest: int) -> None:
+        super().__init__(message)
+        self.latest = latest
+
+
 class LeaseLost(RunError):
     """Another node has taken these tasks over (this node's leases lapsed): it may no longer record anything for them.
 

@@ -11,18 +11,19 @@ from __future__ import annotations
 import builtins
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .._runtime.secrets import Redactor
 from ..errors import UsageError
-from ._journal import StateUnavailable
+from ._journal import StaleVersion, StateUnavailable
 from ._location import shown_url
 from ._pg_journal import PostgresJournal, reason, run, unreachable
+from ._pg_listen import CHANNEL, VersionListener
 from ._records import Approval, AuditRecord, ChangeRecord, ConversationInfo, Version
 from ._sql import APPROVAL_COLUMNS, AUDIT_COLUMNS, approval_row, filters, json_data, json_text
 from ._stores import State
@@ -73,6 +74,7 @@ CREATE TABLE IF NOT EXISTS conversations (id TEXT PRIMARY KEY, agent TEXT NOT NU
 """
 
 _SCHEMA_LOCK = 0x77697070  # "wipp": one node at a time creates or upgrades the schema
+_VERSIONS_LOCK = 0x77697076  # "wipv": one node at a time commits a registry version
 
 
 def open_postgres_state(url: str, *, node: str, redactor: Redactor | None = None,
@@ -100,13 +102,16 @@ def open_postgres_state(url: str, *, node: str, redactor: Redactor | None = None
     journal = PostgresJournal(pool, url, node=node, lease_seconds=lease_seconds, renew_seconds=renew_seconds,
                               redactor=redactor)
 
+    versions = PostgresVersions(pool, url)
+
     def close() -> None:
         try:
+            versions.close()
             journal.close()
         finally:
             pool.close()
 
-    return State(journal=journal, versions=PostgresVersions(pool, url), approvals=PostgresApprovals(pool, url),
+    return State(journal=journal, versions=versions, approvals=PostgresApprovals(pool, url),
                  audit=PostgresAudit(pool, url), conversations=PostgresConversations(pool, url), closer=close)
 
 
@@ -142,7 +147,17 @@ class _Store:
 
 
 class PostgresVersions(_Store):
-    """One row per changed entry, carrying its version's author, reason and time (as in the DuckDB store)."""
+    """One row per changed entry, carrying its version's author, reason and time (as in the DuckDB store).
+
+    Several nodes commit here: a version is committed under a lock only if it is the next
+    number, and announced (NOTIFY) in its transaction so the other nodes follow it.
+    """
+
+    shared = True
+
+    def __init__(self, pool: Pool, url: str) -> None:
+        super().__init__(pool, url)
+        self._listeners: list[VersionListener] = []
 
     def last_version(self) -> int:
         return int(self._rows("SELECT coalesce(max(version), 0) FROM registry_changes")[0][0])
@@ -154,13 +169,34 @@ class PostgresVersions(_Store):
 
     def record(self, version: int, changes: Sequence[ChangeRecord], *, author: str, task: str | None,
                reason: str) -> Version:
+        """Commit `version` if it is the next one; `StaleVersion` if another node committed that number first."""
         now = datetime.now(UTC)
-        self._rows(
-            "INSERT INTO registry_changes (version, time, author, task, reason, entry_id, before, after, origin) "
-            "SELECT %s, %s, %s, %s, %s, * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])",
-            [version, now, author, task, reason, [c.entry_id for c in changes], [json_text(c.before) for c in changes],
-             [json_text(c.after) for c in changes], [c.origin for c in changes]])
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", [_VERSIONS_LOCK])
+                row = conn.execute("SELECT coalesce(max(version), 0) FROM registry_changes").fetchone()
+                latest = 0 if row is None else int(row[0])
+                if latest + 1 != version:
+                    raise StaleVersion(f"registry version {version} cannot be committed: the state database is at "
+                                       f"version {latest} (another node committed meanwhile)", latest)
+                conn.execute(
+                    "INSERT INTO registry_changes (version, time, author, task, reason, entry_id, before, after, origin) "
+                    "SELECT %s, %s, %s, %s, %s, * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])",
+                    [version, now, author, task, reason, [c.entry_id for c in changes],
+                     [json_text(c.before) for c in changes], [json_text(c.after) for c in changes],
+                     [c.origin for c in changes]])
+                conn.execute("SELECT pg_notify(%s, %s)", [CHANNEL, str(version)])
+        except (psycopg.OperationalError, PoolTimeout) as error:
+            raise StateUnavailable(self._unreachable(error)) from None
         return Version(version, now, author, reason, task, tuple(c.entry_id for c in changes))
+
+    def on_version(self, callback: Callable[[], None]) -> None:
+        """Have `callback()` run (on a thread of its own) whenever a version is committed, by any node."""
+        self._listeners.append(VersionListener(self._url, callback))
+
+    def close(self) -> None:
+        for listener in self._listeners:
+            listener.close()
 
     def history(self, entry_id: str | None = None) -> list[Version]:
         where, params = ("", []) if entry_id is None else (

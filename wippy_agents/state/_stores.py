@@ -120,9 +120,18 @@ class VersionStore(Protocol):
         """Each entry as of the newest version (deleted ones left out), with the file it lives in."""
         ...
 
+    @property
+    def shared(self) -> bool:
+        """Whether other nodes commit versions here too (a cluster's database)."""
+        ...
+
     def record(self, version: int, changes: Sequence[ChangeRecord], *, author: str, task: str | None,
                reason: str) -> Version:
-        """Commit `version` durably, all of `changes` or none of them."""
+        """Commit `version` durably, all of `changes` or none of them; `StaleVersion` if it is not the next one."""
+        ...
+
+    def on_version(self, callback: Callable[[], None]) -> None:
+        """Have `callback()` run, on a thread of its own, whenever another node may have committed a version."""
         ...
 
     def history(self, entry_id: str | None = None) -> list[Version]:

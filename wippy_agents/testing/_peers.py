@@ -14,6 +14,7 @@ over a network; a lost node's signals are dropped until it is `restore`d.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from .._runtime.remote import Remote, Signal
 
@@ -41,6 +42,20 @@ class LoopbackCluster:
     def restore(self, name: str) -> None:
         self.lost.discard(name)
 
+    def _answer(self, sender: str, node: str, signal: Signal, answer: asyncio.Future[Any]) -> None:
+        peers = self._peers.get(node)
+        if peers is None or node in self.lost or sender in self.lost or peers.remote is None:
+            return  # never answered: the caller's node sees the loss (or its timeout)
+        def settle(inner: asyncio.Future[Any]) -> None:
+            if answer.done():
+                return
+            if inner.cancelled():
+                answer.cancel()
+            else:
+                answer.set_result(inner.result())
+
+        peers.remote.answer(sender, signal).add_done_callback(settle)
+
     def _carry(self, sender: str, node: str, signals: list[Signal]) -> None:
         peers = self._peers.get(node)
         if peers is None or node in self.lost or sender in self.lost or peers.remote is None:
@@ -67,7 +82,21 @@ class _LoopbackPeers:
             asyncio.get_running_loop().call_soon(self._flush)
         self._out.setdefault(node, []).append(signal)
 
+    def request(self, node: str, signal: Signal) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Any] = loop.create_future()
+        self.post(node, ("__request", signal, answer))  # after what was posted before it
+        return answer
+
     def _flush(self) -> None:
         out, self._out = self._out, {}
         for node, batch in out.items():
-            self._cluster._carry(self._name, node, batch)
+            signals: list[Signal] = []
+            for signal in batch:
+                if signal[0] == "__request":
+                    self._cluster._carry(self._name, node, signals)
+                    signals = []
+                    self._cluster._answer(self._name, node, signal[1], signal[2])
+                else:
+                    signals.append(signal)
+            self._cluster._carry(self._name, node, signals)
