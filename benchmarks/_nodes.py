@@ -8,8 +8,9 @@ and two worker Ray nodes; a wippy cluster app of two nodes spread over the worke
   size); the clock stops when the receiver's count, asked by a call made after the
   last send (a call arrives after every message sent before it), covers them all.
 - call: `calls` sequential calls from node-1 to an echo process on node-2, each
-  timed, beside as many calls of a bare Ray actor method on node-2's machine made
-  from the same process, taking turns in rounds of `round_size`.
+  timed, beside as many calls of a bare Ray actor method with the same argument
+  (the node-2 actor's own `ping`, which hands it back) made from the same process,
+  taking turns in rounds of `round_size`.
 - takeover: an agent turn on node-2 is in a slow tool call when the Ray node under
   node-2 is removed (no graceful shutdown); the time from the removal to the tool
   step starting again on the surviving machine (read from the tool's own log).
@@ -75,8 +76,11 @@ async def flood(host, messages, burst):
     return {"messages": got, "seconds": time.perf_counter() - started}
 
 
-async def calls(host, bare, count, round_size, warm_up):
-    """Sequential calls of a process on `host` and of the bare actor `bare`, taking turns; seconds of each."""
+async def calls(host, count, round_size, warm_up):
+    """Sequential calls of a process on `host` and of a bare method of `host`'s actor, taking turns; seconds of each."""
+    import ray
+
+    bare = await asyncio.to_thread(ray.get_actor, host)
     far = process.spawn("bench:echo", host=host)
     for n in range(warm_up):
         await process.call(far, "ping", n)
@@ -114,13 +118,6 @@ def slow(text: str) -> str:
 '''
 
 
-class Bare:
-    """A bare Ray actor: the call a cross-node call is measured against."""
-
-    async def ping(self, value: Any) -> Any:
-        return value
-
-
 def write_app(root: Path, state: str, address: str) -> tuple[Path, Path]:
     log, release = root.parent / "takeover.log", root.parent / "release"
     (root / "registry/bench").mkdir(parents=True)
@@ -134,17 +131,12 @@ def write_app(root: Path, state: str, address: str) -> tuple[Path, Path]:
 
 
 async def measure(root: Path, cluster: Any, sizes: Any, log: Path, release: Path) -> dict[str, Any]:
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     from wippy_agents.cluster import ClusterDriver
 
     async with ClusterDriver(root) as driver:
         rows = {row["name"]: row for row in await driver.status()}
         flood = await driver.run("bench:flood", "node-2", sizes.messages, sizes.burst, host="node-1")
-        bare = ray.remote(Bare).options(scheduling_strategy=NodeAffinitySchedulingStrategy(  # type: ignore[attr-defined]
-            rows["node-2"]["ray_node"], soft=False), num_cpus=0).remote()
-        samples = await driver.run("bench:calls", "node-2", bare, sizes.calls, sizes.round_size, sizes.warm_up,
+        samples = await driver.run("bench:calls", "node-2", sizes.calls, sizes.round_size, sizes.warm_up,
                                    host="node-1")
         ours, theirs = Timings(), Timings()
         ours.samples, theirs.samples = samples["wippy"], samples["ray"]
@@ -193,7 +185,7 @@ async def _until(condition: Any, timeout: float) -> None:
 def node_figures(sizes: Any, state: str, work: Path) -> dict[str, Any]:
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "_system_config": HEALTH})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "_system_config": dict(HEALTH)})
     try:
         for _ in range(2):
             cluster.add_node(num_cpus=1)

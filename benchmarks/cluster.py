@@ -164,11 +164,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="a small smoke run (a few seconds)")
     args = parser.parse_args(argv)
     started = time.monotonic()
+    report_to = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # Ray prints its nodes' logs on stdout: they go to stderr
     with tempfile.TemporaryDirectory(prefix="wippy-cluster-bench-") as work:
         report = run(QUICK if args.quick else FULL, Path(work))
     report["elapsed_s"] = round(time.monotonic() - started, 1)
-    json.dump(report, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    with report_to:
+        json.dump(report, report_to, indent=2)
+        report_to.write("\n")
 
 
 if __name__ == "__main__":

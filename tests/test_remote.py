@@ -227,3 +227,23 @@ async def test_a_call_arrives_after_the_messages_sent_before_it() -> None:
             return await process.call(far, "seen")
 
         assert await a.run(main) == [0, 1, 2]
+
+
+async def test_an_entry_that_names_its_host_runs_there_when_spawned_anywhere() -> None:
+    cluster = LoopbackCluster()
+
+    def resolve(entry_id: str) -> Any:
+        assert entry_id == "app:where"
+        return _report_node
+
+    def host_of(entry_id: str) -> str | None:
+        return "b" if entry_id == "app:where" else None
+
+    async with Node("a", peers=cluster.peers("a"), process_resolver=resolve, host_resolver=host_of) as a, \
+            Node("b", peers=cluster.peers("b"), process_resolver=resolve, host_resolver=host_of):
+        async def main() -> Any:
+            pid, _ = process.spawn_monitor("app:where")
+            here, _ = process.spawn_monitor("app:where", host="a")  # an explicit host wins
+            return pid.node, here.node
+
+        assert await a.run(main) == ("b", "a")

@@ -128,19 +128,19 @@ async def _run(root: Path, once: bool) -> None:
         print(format_tree(app.processes()), flush=True)
         if once:
             return
-        print(f"the CLI reaches this node through {socket_path(root)}")
-        print("press Ctrl+C to stop", flush=True)
-        await _until_stopped()
-        print("stopping: shutting processes down", flush=True)
+        await _serve_until_stopped(root, "this node", "shutting processes down")
 
 
-async def _until_stopped() -> None:
-    """Wait for Ctrl+C or SIGTERM."""
+async def _serve_until_stopped(root: Path, what: str, stopping: str) -> None:
+    """Say where the CLI reaches `what`, then wait for Ctrl+C or SIGTERM (caught from before the words are out)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    print(f"the CLI reaches {what} through {socket_path(root)}")
+    print("press Ctrl+C to stop", flush=True)
     await stop.wait()
+    print(f"stopping: {stopping}", flush=True)
 
 
 async def _drive(root: Path, once: bool) -> None:
@@ -159,10 +159,7 @@ async def _drive(root: Path, once: bool) -> None:
             _print_nodes(await driver.status())
             if once:
                 return
-            print(f"the CLI reaches the cluster through {socket_path(root)}")
-            print("press Ctrl+C to stop the nodes", flush=True)
-            await _until_stopped()
-            print("stopping: shutting the nodes down", flush=True)
+            await _serve_until_stopped(root, "the cluster", "shutting the nodes down")
         finally:
             await server.close()
 

@@ -134,7 +134,7 @@ PROCESSES = """
 def ray_cluster() -> Iterator[object]:
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "_system_config": HEALTH})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "_system_config": dict(HEALTH)})
     for _ in range(2):
         cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()

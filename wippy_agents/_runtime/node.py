@@ -47,6 +47,8 @@ current_process: contextvars.ContextVar[Process] = contextvars.ContextVar("wippy
 Dest = Pid | str
 ProcessResolver = Callable[[str], ProcessFn]
 """Turns a registry id such as `app.workers:handler` into a process function (the app hands one in)."""
+HostResolver = Callable[[str], "str | None"]
+"""Where the entry behind a registry id says it runs, if it says (the app hands one in)."""
 
 
 class ProcessInfo(NamedTuple):
@@ -69,14 +71,15 @@ class Node:
     """
 
     def __init__(self, name: str = "local", *, shutdown_timeout: float = 5.0,
-                 process_resolver: ProcessResolver | None = None, peers: Peers | None = None,
-                 first_id: int = 1) -> None:
+                 process_resolver: ProcessResolver | None = None, host_resolver: HostResolver | None = None,
+                 peers: Peers | None = None, first_id: int = 1) -> None:
         self.name = name
         self.shutdown_timeout = shutdown_timeout
         self.table: dict[Pid, Process] = {}
         self.names: dict[str, Process] = {}
         self.process_resolver = process_resolver
         """Turns a registry id such as `app.workers:handler` into a process function."""
+        self.host_resolver = host_resolver
         self.remote = None if peers is None else Remote(self, peers)
         """The other nodes of a cluster, reached through `peers` (None: this node is on its own)."""
         if peers is not None and self.remote is not None:
@@ -143,7 +146,10 @@ class Node:
 
     def spawn_from(self, parent: Process | None, target: ProcessFn | str, args: tuple[Any, ...], *,
                    name: str | None = None, host: str | None = None, link: bool = False) -> Pid:
-        """Start `target(*args)` on `host` (see `host`), linked to `parent` when `link`; its pid."""
+        """Start `target(*args)` on `host` (see `host`; an entry's own `host` by default), linked to `parent` when
+        `link`; its pid."""
+        if host is None and isinstance(target, str) and self.host_resolver is not None:
+            host = self.host_resolver(target)
         elsewhere = self.host(host)
         if elsewhere is None:
             return self.start(self.resolve(target), args, parent=parent, link=link, name=name).pid

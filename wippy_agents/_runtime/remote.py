@@ -193,10 +193,13 @@ class Remote:
         if target is not None:
             target.deliver(message)
 
-    def answer(self, sender: str, signal: Signal) -> asyncio.Future[tuple[bool, Any]]:
-        """A call from node `sender`: `(True, reply)` once the process replies, `(False, why)` if it cannot."""
+    def answer(self, sender: str, signal: Signal,
+               answer: asyncio.Future[tuple[bool, Any]] | None = None) -> asyncio.Future[tuple[bool, Any]]:
+        """A call from node `sender`: `answer` (a new future if None) gets `(True, reply)` once the process replies,
+        `(False, why)` if it cannot."""
         _, dest, message = signal
-        answer: asyncio.Future[tuple[bool, Any]] = self.node.loop.create_future()
+        if answer is None:
+            answer = self.node.loop.create_future()
         target = self.node.table.get(dest) if isinstance(dest, Pid) else self.node.names.get(dest)
         if target is None or target.exit_reason is not None:
             answer.set_result((False, f"call {message.topic!r} to {dest} failed: the process is not alive"))

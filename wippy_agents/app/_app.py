@@ -85,8 +85,8 @@ class App:
         self.root = Path(root).resolve()
         self.state = state
         self.owns_files = owns_files
-        self.node = Node(node_name, shutdown_timeout=shutdown_timeout, process_resolver=self._resolve, peers=peers,
-                         first_id=first_pid)
+        self.node = Node(node_name, shutdown_timeout=shutdown_timeout, process_resolver=self._resolve,
+                         host_resolver=self._host_of, peers=peers, first_id=first_pid)
         self.control = control
         self.wall_clock = wall_clock
         self._folder: AppFolder | None = None
@@ -181,9 +181,9 @@ class App:
         self.node.spawn(Supervisor(children, max_restarts=10, max_seconds=10), name=SYSTEM_SUPERVISOR)
         for entry in self.registry.find(kind="supervisor"):
             spec = self.registry.spec(entry.id)
-            if isinstance(spec, SupervisorSpec) and spec.auto_start:
+            if isinstance(spec, SupervisorSpec) and spec.auto_start and self._starts_here(spec.host):
                 try:
-                    self.node.spawn(entry.id, name=entry.id)
+                    self.node.spawn(entry.id, name=entry.id, host=self.node.name)
                 except Exception as error:
                     log.error("could not start supervisor %s: %s", entry.id, error)
 
@@ -229,7 +229,18 @@ class App:
                         self._folder.close()  # the journal writes what is queued before the file closes
                         self._folder = None
 
+    def _starts_here(self, host: str | None) -> bool:
+        """Whether this node starts a supervision tree placed on `host` at boot: its own and unplaced ones; of those
+        placed on `any`, the first node by name (of those up now) does."""
+        if host == "any":
+            peers = [] if self.node.remote is None else self.node.remote.peers.nodes()
+            return self.node.name == min([self.node.name, *peers])
+        return host is None or host == self.node.name
+
     # -- spawning by registry id --------------------------------------------------------------
+
+    def _host_of(self, entry_id: str) -> str | None:
+        return self.registry.host_of(entry_id) if entry_id in self.registry else None
 
     def _resolve(self, entry_id: str) -> ProcessFn:
         """What `process.spawn(entry_id)` runs: an agent's new conversation, a process or a supervisor.

@@ -12,8 +12,9 @@ each request to the node it concerns:
   conversation runs on the same node). The driver names the turn's task before
   sending it, so when the node is lost mid-turn it asks again under the same id
   once Ray has restarted the node: the turn resumes at its next unfinished step.
-- ops on one task (`tasks.cancel`, `signal`, `resume`, `upgrade`): the node that
-  holds the task; `cluster.status`: every node; anything else: the first node up.
+- ops on one task (`tasks.cancel`, `signal`, `resume`, `upgrade`) and decisions
+  on an approval (which signal the task waiting for it): the node that holds the
+  task; `cluster.status`: every node; anything else: the first node.
 
 The nodes are detached: a driver that dies leaves them running, and the next
 `wippy run` reattaches to them. A driver that stops normally stops them.
@@ -50,6 +51,8 @@ READY_TIMEOUT = 120.0
 EXCLUDED = [".wippy", ".git", ".venv", "__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache"]
 """What the nodes' copy of the app folder leaves out: the driver's state folder and caches."""
 BY_TASK = frozenset({"tasks.cancel", "tasks.signal", "tasks.resume", "tasks.upgrade"})
+BY_APPROVAL = frozenset({"approvals.approve", "approvals.deny"})
+"""Deciding an approval signals the task waiting for it: on the node that holds that task."""
 
 
 def namespace_of(root: Path) -> str:
@@ -206,6 +209,11 @@ class ClusterDriver:
                 return await self._ask(request, emit)
             if op in BY_TASK and isinstance(request.get("id"), str):
                 return await self._forward(await self._holder(request["id"]), request, emit)
+            if op in BY_APPROVAL and isinstance(request.get("id"), str):
+                shown = await self._forward(self.names[0], {"op": "approvals.show", "id": request["id"]}, _ignore)
+                task = shown.get("result", {}).get("task_id") if shown.get("ok") else None
+                holder = await self._holder(task) if isinstance(task, str) else self.names[0]
+                return await self._forward(holder, request, emit)
             return await self._forward(self.names[0], request, emit)
         except ControlError as error:
             return failure(error)

@@ -59,17 +59,17 @@ class WippyNode:
         assert self._app is not None, "the node has stopped"
         return self._app
 
-    async def incarnation_of(self) -> str:
-        """A peer's ping: which start of this node answers."""
-        return self.incarnation
+    async def ping(self, value: Any = None) -> tuple[str, Any]:
+        """A peer's ping: which start of this node answers, and `value` back."""
+        return self.incarnation, value
 
-    async def deliver(self, sender: str, incarnation: str, signals: list[Any]) -> None:
-        """Signals from node `sender` (its start `incarnation`), carried out in the order they were sent."""
-        self.peers.arrived(sender, incarnation, signals)
+    async def deliver(self, packed: tuple[str, str, int, list[Any]]) -> None:
+        """Signals from another node (its name, start and number, and the signals), carried out in the order sent."""
+        self.peers.arrived(packed)
 
-    async def answer(self, sender: str, incarnation: str, signal: Any) -> Any:
-        """A call from a process on node `sender`: the reply, once the process here gives it."""
-        return await self.peers.answered(sender, incarnation, signal)
+    async def answer(self, packed: tuple[str, str, int, Any]) -> Any:
+        """A call from a process on another node (its name, start, number and signal): the reply, once given here."""
+        return await self.peers.answered(packed)
 
     async def run(self, target: str, args: tuple[Any, ...]) -> Any:
         """Run the process entry (or picklable function) `target` on this node: its result, or what it raised."""

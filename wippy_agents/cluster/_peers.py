@@ -2,8 +2,12 @@
 
 Every signal posted during one turn of the event loop goes to its peer in one
 actor call, so a burst of sends costs one Ray call per peer, not one per
-message; Ray runs the calls from one actor to another in the order they were
-made, which keeps the order between one pair of processes. Each node pings
+message. Ray does not promise that an async actor runs calls in the order they
+were made, so each call to a peer carries the next number of this node's
+sequence to it, and the peer holds back what arrives early until the calls
+before it are in (`_Inbox`): that keeps the order between one pair of
+processes. A call's argument is one packed tuple (Ray's cost grows with the
+number of arguments). Each node pings
 every peer (`PING_SECONDS`): a peer that does not answer, or answers as a new
 start of itself, is lost, and the node's monitors and links on it fire with
 `"noconnection"`.
@@ -15,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import pickle
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -41,6 +46,8 @@ class RayPeers:
         self.seen: dict[str, str] = {}
         """Each peer's incarnation as last seen; a peer missing here is not up as far as this node knows."""
         self._out: dict[str, list[Signal]] = {}
+        self._sent: dict[str, int] = {}  # peer -> how many calls this node has made to it
+        self._inboxes: dict[str, _Inbox] = {}
         self._flushing = False
         self.remote: Remote | None = None
         """The node's side of its peers (bound when the node is made): what arrives goes there."""
@@ -83,12 +90,15 @@ class RayPeers:
             return answer
         if batch := self._out.pop(node, None):
             self._send(node, batch)
+        seq = self._sent.get(node, 0)
         try:
-            return asyncio.wrap_future(handle.answer.remote(self.me, self.incarnation, signal).future())
+            ref = handle.answer.remote((self.me, self.incarnation, seq, signal))
         except (TypeError, pickle.PicklingError, AttributeError) as error:
             answer = asyncio.get_running_loop().create_future()
             answer.set_result((False, f"the call cannot be sent to node {node}: it cannot be pickled ({error})"))
             return answer
+        self._sent[node] = seq + 1
+        return asyncio.wrap_future(ref.future())
 
     def _flush(self) -> None:
         self._flushing = False
@@ -101,9 +111,14 @@ class RayPeers:
         if handle is None:
             return  # not up yet: as if it were lost, and `lost` runs when it is seen
         try:
-            handle.deliver.remote(self.me, self.incarnation, batch)
+            self._deliver(node, handle, batch)
         except (TypeError, pickle.PicklingError, AttributeError):  # something in it cannot travel
             self._send_apart(node, handle, batch)
+
+    def _deliver(self, node: str, handle: Any, batch: list[Signal]) -> None:
+        seq = self._sent.get(node, 0)
+        handle.deliver.remote((self.me, self.incarnation, seq, batch))
+        self._sent[node] = seq + 1  # only once it went: a call that could not be made takes no number
 
     def _send_apart(self, node: str, handle: Any, batch: list[Signal]) -> None:
         """Send what of `batch` can be pickled; the rest is dropped with an error in the log (as a bad send)."""
@@ -117,20 +132,39 @@ class RayPeers:
                 continue
             portable.append(signal)
         if portable:
-            handle.deliver.remote(self.me, self.incarnation, portable)
+            self._deliver(node, handle, portable)
 
-    def arrived(self, sender: str, incarnation: str, signals: list[Signal]) -> None:
-        """Signals from a peer; one from a new start of it means the old start's processes are gone."""
+    def arrived(self, packed: tuple[str, str, int, list[Signal]]) -> None:
+        """Signals from a peer, carried out once every call it made before has been."""
+        sender, incarnation, seq, signals = packed
+        self._inbox(sender, incarnation).put(seq, lambda: self._receive(sender, signals))
+
+    async def answered(self, packed: tuple[str, str, int, Signal]) -> Any:
+        """A peer's request, answered (in its turn among the peer's calls) when this node has the answer."""
+        sender, incarnation, seq, signal = packed
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if not self._inbox(sender, incarnation).put(seq, lambda: self._answer(sender, signal, answer)):
+            return False, "the call reached the node out of order as it started; call again"
+        return await answer
+
+    def _inbox(self, sender: str, incarnation: str) -> _Inbox:
+        """The inbox of `sender`'s current start (one from a new start means the old start's processes are gone)."""
         self._saw(sender, incarnation)
+        inbox = self._inboxes.get(sender)
+        if inbox is None or inbox.incarnation != incarnation:
+            inbox = self._inboxes[sender] = _Inbox(self.me, sender, incarnation)
+        return inbox
+
+    def _receive(self, sender: str, signals: list[Signal]) -> None:
         if self.remote is not None:
             self.remote.receive(sender, signals)
 
-    async def answered(self, sender: str, incarnation: str, signal: Signal) -> Any:
-        """A peer's request, answered when this node has the answer."""
-        self._saw(sender, incarnation)
+    def _answer(self, sender: str, signal: Signal, answer: asyncio.Future[Any]) -> None:
         if self.remote is None:
-            return False, f"node {self.me} is not running yet"
-        return await self.remote.answer(sender, signal)
+            answer.set_result((False, f"node {self.me} is not running yet"))
+            return
+
+        self.remote.answer(sender, signal, answer)
 
     def _saw(self, peer: str, incarnation: str) -> None:
         known = self.seen.get(peer)
@@ -159,9 +193,39 @@ class RayPeers:
             except ValueError:
                 return  # not placed yet
         try:
-            incarnation = await asyncio.wait_for(handle.incarnation_of.remote(), PING_TIMEOUT)
+            incarnation, _ = await asyncio.wait_for(handle.ping.remote(), PING_TIMEOUT)
         except (ray.exceptions.RayActorError, TimeoutError) as error:
             self._lose(peer, str(error).splitlines()[0] if str(error) else type(error).__name__)
         else:
             if isinstance(incarnation, str):
                 self._saw(peer, incarnation)
+
+
+class _Inbox:
+    """What one start of a peer sent, carried out in the order it was sent (`seq`), whatever order it arrives in.
+
+    The first call that arrives sets where the count starts: a node that starts
+    again picks up its peers' counts where they are.
+    """
+
+    def __init__(self, me: str, sender: str, incarnation: str) -> None:
+        self.me = me
+        self.sender = sender
+        self.incarnation = incarnation
+        self.expected: int | None = None
+        self.early: dict[int, Callable[[], None]] = {}
+
+    def put(self, seq: int, action: Callable[[], None]) -> bool:
+        """Run `action` in call `seq`'s turn; False (and it never runs) if that turn has passed."""
+        if self.expected is None:
+            self.expected = seq
+        if seq < self.expected:  # arrived after a later call that this start of the node took as its first
+            log.warning("node %s: a call from node %s arrived out of order as the node started; dropped", self.me,
+                        self.sender)
+            return False
+        self.early[seq] = action
+        while self.expected in self.early:
+            action = self.early.pop(self.expected)
+            self.expected += 1
+            action()
+        return True

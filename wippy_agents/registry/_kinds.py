@@ -187,8 +187,13 @@ class CodeSpec(KindSpec):
         return self
 
 
+HOST_FIELD = Field(None, min_length=1, description="where it runs in a cluster: a node's name, or `any`; by default "
+                                                   "the node that spawns it (for an auto-started supervisor: each node)")
+
+
 class ProcessSpec(CodeSpec):
     args: list[Any] = []
+    host: str | None = HOST_FIELD
 
 
 class WorkflowSpec(CodeSpec):
@@ -218,6 +223,7 @@ class SupervisorSpec(KindSpec):
     backoff: BackoffSpec | None = None
     children: list[ChildEntry] = []
     auto_start: bool = True
+    host: str | None = HOST_FIELD
 
     def references(self) -> list[Reference]:
         return [

@@ -394,17 +394,21 @@ class Registry:
             return self._commit(changes, author=author, reason=reason, task=task, write=write, origins=origins,
                                 policy=policy)
         self.version = recorded.version
+        self._take_in(changes, specs, placed)
+        self._publish(recorded, changes)
+        return recorded.version
+
+    def _take_in(self, changes: list[EntryChange], specs: Mapping[str, KindSpec],
+                 origins: Mapping[str, Origin | None]) -> None:
+        """Make `changes` this registry's entries, with their specs and (where known) the files they live in."""
         for change in changes:
             if change.after is None:
                 self._forget(change.id)
             else:
                 self._entries[change.id] = change.after
                 self._specs[change.id] = specs[change.id]
-                origin = placed.get(change.id)
-                if origin is not None:
+                if (origin := origins.get(change.id)) is not None:
                     self._origins[change.id] = origin
-        self._publish(recorded, changes)
-        return recorded.version
 
     def _forget(self, entry_id: str) -> None:
         self._entries.pop(entry_id, None)
@@ -511,14 +515,7 @@ class Registry:
         self.version = latest
         if self.owns_files and changes:
             self._write_through(changes)
-        for change in changes:
-            if change.after is None:
-                self._forget(change.id)
-            else:
-                self._entries[change.id] = change.after
-                self._specs[change.id] = specs[change.id]
-                if (origin := known[change.id][1]) is not None:
-                    self._origins[change.id] = Origin(origin)
+        self._take_in(changes, specs, {entry_id: Origin(file) for entry_id, (_, file) in known.items() if file})
         if changes and newer:
             self._publish(newer[-1], changes)
         return latest
@@ -719,6 +716,11 @@ class Registry:
                     "error", self.version, f"file:{os_text(file)}", "file refused", problems=tuple(problems)))
 
     # -- code named by entries --------------------------------------------------------------
+
+    def host_of(self, entry_id: str) -> str | None:
+        """Where a process or supervisor entry says it runs (None: wherever it is spawned)."""
+        spec = self._specs.get(entry_id)
+        return spec.host if isinstance(spec, ProcessSpec | SupervisorSpec) else None
 
     def process_function(self, entry_id: str) -> ProcessFn:
         """The function a `process` entry names (or a `supervisor` entry's Supervisor), ready to spawn."""

