@@ -30,7 +30,8 @@ def run(name: str) -> dict[str, object]:
         ("durable.py", {"sequential", "concurrent", "recovery", "targets"}),
         ("sandbox.py", {"warm", "fresh", "targets"}),
         ("tui.py", {"stream", "startup", "targets"}),
-        ("cluster.py", {"postgres_journal", "targets"}),
+        pytest.param("cluster.py", {"postgres_journal", "nodes", "targets"},
+                     marks=pytest.mark.xdist_group("ray")),  # one Ray cluster at a time on this machine
     ],
 )
 def test_benchmark_prints_its_figures_and_targets(name: str, sections: set[str]) -> None:

@@ -19,6 +19,13 @@ from ._model import APP, ChatServer
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests here share one Ray cluster: under pytest-xdist they run in one worker (`--dist loadgroup`)."""
+    for item in items:
+        if item.path.is_relative_to(Path(__file__).parent):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
 HEALTH = {"health_check_period_ms": 500, "health_check_timeout_ms": 500, "health_check_failure_threshold": 2}
 
 WORK = '''
