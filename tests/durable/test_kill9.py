@@ -131,16 +131,23 @@ async def conversation(app, c):
         try:
             answer = await conv.ask(f"{turn}: record it", task_id=turn)  # attaches to the turn if it exists
         except AgentError as error:  # the test decides what a failed turn means; the other conversations go on
-            print("FAILED", turn, error, flush=True)
+            say(f"FAILED {turn} {error}")
             return
-        print("DONE", turn, answer.text, flush=True)
+        say(f"DONE {turn} {answer.text}")
+
+
+def say(line):
+    """One line in one write: print() writes each piece apart when unbuffered, and a kill between them would leave
+    half a line that looks like a whole one."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 async def main():
     async with App(root=APP) as app:
-        print("BOOTED", flush=True)
+        say("BOOTED")
         await asyncio.gather(*(conversation(app, c) for c in range(1, CONVERSATIONS + 1)))
-    print("ALL DONE", flush=True)
+    say("ALL DONE")
 
 
 asyncio.run(main())
