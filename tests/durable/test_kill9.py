@@ -139,7 +139,7 @@ async def conversation(app, c):
 def say(line):
     """One line in one write: print() writes each piece apart when unbuffered, and a kill between them would leave
     half a line that looks like a whole one."""
-    sys.stdout.write(line + "\n")
+    sys.stdout.write(line + "\\n")
     sys.stdout.flush()
 
 
