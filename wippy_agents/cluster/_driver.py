@@ -89,7 +89,6 @@ class ClusterDriver:
         self.names = node_names(self.settings.nodes)
         self.nodes: dict[str, Any] = {}
         """Each node's Ray actor handle, by node name."""
-        self._started_ray = False
         self._files_node = Node("driver")
         self._files: AppFolder | None = None
         self._watcher: Watcher | None = None
@@ -123,7 +122,6 @@ class ClusterDriver:
                          "health_check_period_ms": settings.health_check_period_ms,
                          "health_check_timeout_ms": settings.health_check_timeout_ms,
                          "health_check_failure_threshold": settings.health_check_failure_threshold})
-            self._started_ray = True
         else:
             ray.init(address=self.address, namespace=self.namespace, runtime_env=runtime_env)
 
