@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,34 @@ def in_a_mount_namespace() -> Callable[..., subprocess.CompletedProcess[str]]:
                               capture_output=True, text=True, timeout=60)
 
     return run
+
+
+WIPPY = str(Path(sys.executable).with_name("wippy"))
+"""The `wippy` command of the environment the tests run in."""
+
+
+@contextmanager
+def _running_node(app: Path) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen([WIPPY, "run", "--root", str(app)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "press Ctrl+C" in line:
+                break
+        else:
+            raise AssertionError(f"wippy run did not come up: {proc.communicate()[1]}")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=30)
+
+
+@pytest.fixture
+def running_node() -> Callable[[Path], AbstractContextManager[subprocess.Popen[str]]]:
+    """`with running_node(app) as proc:`: `wippy run` on `app` in a subprocess, once it says it is up."""
+    return _running_node
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -40,26 +39,7 @@ def wippy(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([WIPPY, *map(str, args)], capture_output=True, text=True, timeout=60)
 
 
-@contextmanager
-def running_node(app: Path) -> Iterator[subprocess.Popen[str]]:
-    """`wippy run` in a subprocess, once it says it is up."""
-    proc = subprocess.Popen([WIPPY, "run", "--root", str(app)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if "press Ctrl+C" in line:
-                break
-        else:
-            raise AssertionError(f"wippy run did not come up: {proc.communicate()[1]}")
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=30)
-
-
-def test_the_cli_talks_to_a_running_node_and_a_second_node_is_refused(example_app: Path) -> None:
+def test_the_cli_talks_to_a_running_node_and_a_second_node_is_refused(example_app: Path, running_node: Any) -> None:
     with running_node(example_app) as node:
         # each of these would fail on the state file's lock if it did not go through the node
         history = wippy("registry", "history", "--root", example_app)
@@ -82,7 +62,8 @@ def test_the_cli_talks_to_a_running_node_and_a_second_node_is_refused(example_ap
     assert not socket_path(example_app).exists() and not pid_path(example_app).exists()
 
 
-def test_a_node_killed_with_sigkill_leaves_files_that_the_next_node_clears(example_app: Path) -> None:
+def test_a_node_killed_with_sigkill_leaves_files_that_the_next_node_clears(example_app: Path,
+                                                                           running_node: Any) -> None:
     with running_node(example_app) as node:
         assert int(pid_path(example_app).read_text()) == node.pid
         node.kill()
@@ -257,7 +238,7 @@ async def test_a_deep_app_folder_gets_a_short_socket_path_under_tmp(tmp_path: Pa
         assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
         async with connect(root) as backend:
             assert isinstance(backend, ControlClient) and backend.info["pid"] == os.getpid()
-            assert await backend.request("registry.lint") == {"entries": 0, "problems": []}
+            assert await backend.request("registry.lint") == {"entries": 0, "problems": [], "by_file": {}}
     assert not path.exists()
 
 

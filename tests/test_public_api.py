@@ -89,8 +89,8 @@ PUBLIC_MODULES: dict[str, set[str]] = {
     },
     "wippy_agents.cluster": {"ClusterDriver", "FAILOVER_TIMEOUT"},
     "wippy_agents.control": {
-        "PROTOCOL", "Backend", "ControlClient", "ControlError", "ControlServer", "connect", "file_problem",
-        "pid_path", "socket_path",
+        "PROTOCOL", "Attached", "Backend", "ControlClient", "ControlError", "ControlServer", "Hosted", "connect",
+        "file_problem", "pid_path", "ping", "socket_path",
     },
 }  # fmt: skip
 
@@ -124,6 +124,8 @@ def test_a_public_module_exports_exactly_its_api(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(PUBLIC_MODULES))
 def test_a_public_module_holds_nothing_but_its_api(name: str) -> None:
     module = importlib.import_module(name)
+    for symbol in module.__all__:
+        getattr(module, symbol)  # a name loaded on first use (`wippy_agents.App`) joins the namespace now
     dunders = {symbol for symbol in module.__all__ if symbol.startswith("_")}
     assert public_names(module) == set(module.__all__) - dunders
 

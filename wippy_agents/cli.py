@@ -172,7 +172,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_chat(args: argparse.Namespace) -> None:
-    """The TUI runs its own node (it needs the app in process), so a node already running the app is an error."""
+    """The TUI attaches to the node that runs the app (`wippy run`, or a cluster's driver), else hosts one."""
     from .tui import run_chat
 
     asyncio.run(run_chat(args.root.resolve(), args.agent))

@@ -18,6 +18,7 @@ from textual.app import App as TextualApp
 from textual.pilot import Pilot
 
 from wippy_agents import App
+from wippy_agents.control import Attached, ControlServer, socket_path
 from wippy_agents.llm import Model
 from wippy_agents.testing import wait_until
 from wippy_agents.tui import WippyApp
@@ -29,17 +30,29 @@ UPDATE = "WIPPY_UPDATE_SNAPSHOTS"
 OpenTUI = Callable[..., AbstractAsyncContextManager[tuple[WippyApp, Pilot[None]]]]
 
 
-@pytest.fixture
-def open_tui(example_app: Path) -> OpenTUI:
-    """`async with open_tui(model=None, size=(100, 30), root=example_app, **app_args) as (app, pilot):`."""
+@pytest.fixture(params=["hosted", "attached"])
+def open_tui(example_app: Path, request: pytest.FixtureRequest) -> OpenTUI:
+    """`async with open_tui(model=None, size=(100, 30), root=example_app, **app_args) as (app, pilot):`.
+
+    Every test runs twice: with the TUI hosting the node, and attached to it
+    through its control socket, as `wippy chat` attaches to a node `wippy run`
+    serves; it must look and behave the same. Either way `app.application` is
+    the node, for the test to act on it.
+    """
+    attached = request.param == "attached"
 
     @asynccontextmanager
     async def running(model: Model | None = None, size: tuple[int, int] = (100, 30), root: Path = example_app,
                       **app_args: Any) -> AsyncIterator[tuple[WippyApp, Pilot[None]]]:
-        async with App(root=root) as wippy:
+        async with App(root=root, control=ControlServer(root) if attached else None) as wippy:
             if model is not None:
                 wippy.agents.model_overrides["*"] = model
-            app = WippyApp(wippy, **app_args)
+            if attached:
+                app = WippyApp(Attached(socket_path(root)), config=wippy.config, **app_args)
+                assert app.application is None
+                app.application = wippy
+            else:
+                app = WippyApp(wippy, **app_args)
             async with app.run_test(size=size) as pilot:
                 await pilot.pause()
                 yield app, pilot
@@ -56,6 +69,7 @@ async def _send(pilot: Pilot[None], text: str) -> TurnView:
     screen.query_one(ChatInput).insert(text)
     await pilot.press("enter")
     await wait_until(lambda: len(screen.query(TurnView)) > before and screen.query(TurnView).last().done)
+    await wait_until(lambda: not any(worker.is_running for worker in pilot.app.workers if worker.group == "turn"))
     await pilot.pause()
     return screen.query(TurnView).last()
 
@@ -88,7 +102,8 @@ def snapshot(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[Textua
     """
 
     def check(app: TextualApp[Any]) -> None:
-        expected_path = SNAPSHOTS / f"{request.node.name}.svg"
+        name = re.sub(r"\[(hosted|attached)\]$", "", re.sub(r"(?<=\[)(hosted|attached)-", "", request.node.name))
+        expected_path = SNAPSHOTS / f"{name}.svg"  # hosting or attached, the TUI shows the same
         actual = app.export_screenshot()
         if os.environ.get(UPDATE):
             SNAPSHOTS.mkdir(exist_ok=True)

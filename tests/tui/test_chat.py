@@ -175,13 +175,13 @@ async def test_escape_cancels_a_running_turn_and_its_task(open_tui: Any) -> None
         await pilot.press("enter")
         await wait_until(lambda: screen.turn_task is not None and "thinking" in markdown_of(
             screen.query_one(TurnView)))
-        agent, conversation, _ = screen.turn_task
+        task = screen.turn_task
         await pilot.press("escape")
         await wait_until(lambda: screen.query(".note"))
         assert "Cancelled" in str(screen.query_one(".note").render())
         model.gate.set()  # the model call under way finishes; the task stops before its tool call
         tasks = app.application.tasks
-        await wait_until(lambda: turns(tasks, agent, conversation)[0].status == "cancelled")
+        await wait_until(lambda: tasks.status(task) == "cancelled")
         assert screen.turn is not None and not screen.turn.is_running
 
 
@@ -191,13 +191,13 @@ async def test_a_failed_turn_is_shown_inline_and_the_app_goes_on(open_tui: Any, 
         registry.apply([Entry("app:keyless", "model", {}, {"provider": "openai", "model": "gpt-4.1-mini",
                                                              "api_key_env": "WIPPY_TEST_NO_SUCH_KEY"})],
                        author="user:test")
-        app.use_model("app:keyless")
+        await app.use_model("app:keyless")
         with forbid_model_requests():
             view = await send(pilot, "hello?")
         error = str(view.query_one(".error").render())
         assert "MissingAPIKeyError" in error and "WIPPY_TEST_NO_SUCH_KEY" in error
         assert any("the turn failed" in (n.title or "") for n in app._notifications)
-        app.use_model("app:offline")
+        await app.use_model("app:offline")
         view = await send(pilot, "and now?")
         assert "You said: and now?" in markdown_of(view)
 

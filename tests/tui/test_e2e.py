@@ -1,12 +1,12 @@
 """`wippy chat` for real: in a tmux terminal, type a message, see the answer, quit with ctrl+q; and its refusals.
 
-The node's control socket is checked, and a node already running staged, with the node's own
-control server (`_control`).
+Hosting its node, quitting shuts it down; attached to the node `wippy run` serves, quitting leaves it running.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shlex
 import shutil
@@ -16,12 +16,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from wippy_agents import App
-from wippy_agents.control import ControlServer, socket_path
+from wippy_agents.control import socket_path
 
+WIPPY = str(Path(sys.executable).with_name("wippy"))
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
 
 
@@ -99,14 +100,37 @@ async def run_chat_command(*args: str) -> tuple[int, str]:
     return proc.returncode, stderr.decode()
 
 
-async def test_chat_refuses_an_app_that_another_node_runs(example_app: Path) -> None:
-    async with App(root=example_app, control=ControlServer(example_app)):
-        status, stderr = await run_chat_command("--root", str(example_app))
-    assert status == 1
-    assert stderr.startswith("wippy: the app in ") and "is already run by wippy node pid" in stderr
+@needs_tmux
+def test_chat_attaches_to_the_node_wippy_run_serves_and_quitting_leaves_it_running(
+        terminal: Terminal, example_app: Path, tmp_path: Path, running_node: Any) -> None:
+    status = tmp_path / "status"
+    with running_node(example_app) as node:
+        command = (f"env -u COLUMNS -u LINES {shlex.quote(sys.executable)} -m wippy_agents.cli chat; "
+                   f"echo $? > {shlex.quote(str(status))}")
+        terminal.start(command, example_app)
+        terminal.wait_for("Type a message")
+        terminal.run("send-keys", "-l", "hello, attached")
+        terminal.run("send-keys", "Enter")
+        terminal.wait_for("You said: hello, attached")
+        terminal.run("send-keys", "F4")  # the node's processes, read through its socket
+        terminal.wait_for("forward_events")
+        terminal.run("send-keys", "C-q")
+        poll(lambda: status.exists() and bool(status.read_text().strip()), 20,
+             lambda: f"wippy chat did not exit; the screen:\n{terminal.screen()}")
+        assert status.read_text().strip() == "0"
+        assert node.poll() is None  # the node goes on, and it ran the turn
+        tasks = subprocess.run([WIPPY, "tasks", "list", "--json", "--root", str(example_app)], capture_output=True,
+                               text=True, timeout=60)
+        assert [task["status"] for task in json.loads(tasks.stdout)] == ["completed"], tasks.stderr
 
 
 async def test_chat_names_an_unknown_agent_before_the_ui_starts(example_app: Path) -> None:
     status, stderr = await run_chat_command("app:asistant", "--root", str(example_app))
     assert status == 1
     assert "no agent 'app:asistant'" in stderr and "app:assistant" in stderr
+
+
+async def test_chat_without_a_terminal_says_it_needs_one_instead_of_waiting_for_keys(example_app: Path) -> None:
+    status, stderr = await run_chat_command("--root", str(example_app))
+    assert status != 0 and "draws its UI in a terminal" in stderr and "wippy ask" in stderr
+    assert not socket_path(example_app).exists()  # the node it booted is shut down again

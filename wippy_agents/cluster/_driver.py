@@ -12,9 +12,15 @@ each request to the node it concerns:
   conversation runs on the same node). The driver names the turn's task before
   sending it, so when the node is lost mid-turn it asks again under the same id
   once Ray has restarted the node: the turn resumes at its next unfinished step.
-- ops on one task (`tasks.cancel`, `signal`, `resume`, `upgrade`) and decisions
-  on an approval (which signal the task waiting for it): the node that holds the
-  task; `cluster.status`: every node; anything else: the first node.
+- ops on one task (`tasks.cancel`, `signal`, `resume`, `upgrade`, and
+  `chat.events` of a turn) and decisions on an approval (which signal the task
+  waiting for it): the node that holds the task; `chat.turns`: the
+  conversation's node.
+- `cluster.status`, `processes`, `chat.conversations` and `watch` (what a TUI
+  attached to the driver shows): every node, merged. `watch` keeps following a
+  node Ray restarts; the registry's events come from the first node only, as
+  every node follows the same versions.
+- anything else: the first node.
 
 The nodes are detached: a driver that dies leaves them running, and the next
 `wippy run` reattaches to them. A driver that stops normally stops them.
@@ -50,7 +56,9 @@ READY_TIMEOUT = 120.0
 """How long the driver waits for every node to boot (an app's first boot on a new machine installs nothing)."""
 EXCLUDED = [".wippy", ".git", ".venv", "__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache"]
 """What the nodes' copy of the app folder leaves out: the driver's state folder and caches."""
-BY_TASK = frozenset({"tasks.cancel", "tasks.signal", "tasks.resume", "tasks.upgrade"})
+BY_TASK = {"tasks.cancel": "id", "tasks.signal": "id", "tasks.resume": "id", "tasks.upgrade": "id",
+           "chat.events": "task"}
+"""Ops on one task, and the field that names it."""
 BY_APPROVAL = frozenset({"approvals.approve", "approvals.deny"})
 """Deciding an approval signals the task waiting for it: on the node that holds that task."""
 
@@ -205,8 +213,14 @@ class ClusterDriver:
                 return {"ok": True, "result": await self.status()}
             if op == "ask":
                 return await self._ask(request, emit)
-            if op in BY_TASK and isinstance(request.get("id"), str):
-                return await self._forward(await self._holder(request["id"]), request, emit)
+            if op == "watch":
+                return await self._watch(emit)
+            if op in ("processes", "chat.conversations"):
+                return await self._gather(request)
+            if op == "chat.turns" and isinstance(request.get("conversation"), str):
+                return await self._forward(self.place(request["conversation"]), request, emit)
+            if op in BY_TASK and isinstance(request.get(BY_TASK[op]), str):
+                return await self._forward(await self._holder(request[BY_TASK[op]]), request, emit)
             if op in BY_APPROVAL and isinstance(request.get("id"), str):
                 shown = await self._forward(self.names[0], {"op": "approvals.show", "id": request["id"]}, _ignore)
                 task = shown.get("result", {}).get("task_id") if shown.get("ok") else None
@@ -224,6 +238,40 @@ class ClusterDriver:
             return await self._forward(self.names[0], request, emit)  # the node names the bad field
         return await self._forward(self.place(conversation), request, emit, again=True)
 
+    async def _gather(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Ask every node; the lists they answer, merged (a node that cannot answer now adds nothing)."""
+        replies = await asyncio.gather(*(self._forward(name, request, _ignore) for name in self.names),
+                                       return_exceptions=True)
+        merged: list[Any] = []
+        for reply in replies:
+            if isinstance(reply, dict) and reply.get("ok"):
+                merged += reply["result"]
+            elif isinstance(reply, dict):
+                return reply  # a bad request, refused by every node alike
+        if request["op"] == "chat.conversations":
+            unique = {row["id"]: row for row in merged}
+            merged = sorted(unique.values(), key=lambda row: row["started"], reverse=True)
+        return {"ok": True, "result": merged}
+
+    async def _watch(self, emit: Emit) -> dict[str, Any]:
+        """Every node's events, one stream (see the module's docstring), until the client goes away."""
+        sending = asyncio.Lock()
+        first = self.names[0]
+
+        def relay(name: str) -> Emit:
+            async def send(event: Any) -> None:
+                topic = event.get("topic", "") if isinstance(event, dict) else ""
+                if topic.startswith("registry.") and name != first:
+                    return
+                async with sending:
+                    await emit({**event, "node": name} if topic == "log" else event)
+            return send
+
+        async with asyncio.TaskGroup() as group:
+            for name in self.names:
+                group.create_task(self._forward(name, {"op": "watch"}, relay(name), again=True))
+        raise ControlError("the nodes stopped sending events")
+
     async def _holder(self, task_id: str) -> str:
         reply = await self._forward(self.names[0], {"op": "tasks.show", "id": task_id}, _ignore)
         node = reply.get("result", {}).get("node") if reply.get("ok") else None
@@ -236,8 +284,9 @@ class ClusterDriver:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + FAILOVER_TIMEOUT
         while True:
+            stream = self.nodes[name].request.remote(request)
             try:
-                async for ref in self.nodes[name].request.remote(request):
+                async for ref in stream:
                     kind, value = await ref
                     if kind == "event":
                         await emit(value)
@@ -251,6 +300,10 @@ class ClusterDriver:
                 log.warning("node %s was lost while serving %s; asking again once Ray has restarted it",
                             name, request.get("op"))
                 await self._ready(name, deadline)
+                deadline = loop.time() + FAILOVER_TIMEOUT if request.get("op") == "watch" else deadline
+            except BaseException:  # the client went away (or the driver stops): the node stops serving it too
+                ray.cancel(stream)
+                raise
 
     async def run(self, target: str, *args: Any, host: str | None = None) -> Any:
         """Run the process entry `target` on node `host` (the first node by default): its result, or what it raised."""

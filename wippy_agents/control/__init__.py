@@ -14,13 +14,15 @@ async with connect(root) as backend:                         # the node, or this
 
 The modules, one concern each: `_paths` (the socket and pid files), `_wire` (JSON
 lines, limits, error replies), `_ops` (the table of requests a node serves),
-`_server`, `_client`, and `_embedded` (serving a request without a node).
+`_server`, `_client`, `_embedded` (serving a request without a node) and
+`_backends` (a UI's way to the ops: in the app's process, or through the socket).
 """
 
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
-from ._client import ControlClient
+from ._backends import Attached, Hosted
+from ._client import ControlClient, ping
 from ._embedded import Backend, connect
 from ._paths import pid_path, socket_path
 from ._wire import PROTOCOL, ControlError, file_problem
@@ -30,13 +32,16 @@ if _TYPE_CHECKING:
 
 __all__ = [
     "PROTOCOL",
+    "Attached",
     "Backend",
     "ControlClient",
     "ControlError",
     "ControlServer",
+    "Hosted",
     "connect",
     "file_problem",
     "pid_path",
+    "ping",
     "socket_path",
 ]
 

@@ -10,6 +10,7 @@ whether or not a node runs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import logging
@@ -22,15 +23,18 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
+from .. import process
 from .._display import step_json
 from .._runtime.text import clean_data, clean_text
-from ..agents import Conversation, TurnDone, TurnFailed, TurnStarted
+from .._runtime.types import KILL
+from ..agents import TURN_WORKFLOW, Conversation, TurnArgs, TurnDone, TurnFailed, TurnStarted, turns
 from ..app import App, load_config, state_location
 from ..durable import StepRecord, TaskInfo, TaskManager
 from ..errors import WippyError
 from ..policy import Approvals
 from ..registry import Entry, Registry
 from ..state import TERMINAL, check_journal, shown_url
+from . import _wire
 from ._wire import MAX_DEPTH, ControlError, Disconnected, deeper_than, failure, file_problem, to_json
 
 if TYPE_CHECKING:
@@ -180,12 +184,16 @@ async def _registry_show(target: Target, emit: Emit, id: str) -> Any:
 async def _registry_lint(target: Target, emit: Emit) -> Any:
     registry = target.registry
     problems = [str(p) for file_problems in registry.problems.values() for p in file_problems]
-    return {"entries": len(registry), "problems": problems}
+    by_file = {file: [str(p) for p in file_problems] for file, file_problems in registry.problems.items()}
+    return {"entries": len(registry), "problems": problems, "by_file": by_file}
 
 
 @_op("registry.history", "state")
-async def _registry_history(target: Target, emit: Emit, id: str | None = None) -> Any:
-    return target.registry.history(id)
+async def _registry_history(target: Target, emit: Emit, id: str | None = None,
+                            last: Annotated[int, Field(ge=1)] | None = None) -> Any:
+    """Every version (that changed entry `id`), oldest first; `last`: only the newest that many."""
+    versions = target.registry.history(id)
+    return versions if last is None else versions[-last:]
 
 
 @_op("registry.diff", "state")
@@ -201,6 +209,23 @@ async def _registry_diff(target: Target, emit: Emit, v1: int, v2: int) -> Any:
 async def _registry_rollback(target: Target, emit: Emit, version: int, author: str | None = None) -> Any:
     before = target.registry.version
     return {"before": before, "version": target.registry.rollback(version, author=author)}
+
+
+@_op("registry.apply", "state")
+async def _registry_apply(target: Target, emit: Emit, entries: list[dict[str, Any]], reason: str,
+                          author: str | None = None) -> Any:
+    """Commit `entries` (as `registry show --json` prints them) as one version in a person's name.
+
+    Whoever can reach the control socket is the app's owner (the socket is theirs
+    alone), so the change is the person's, as an edit of the files would be.
+    """
+    from ..policy import person
+
+    try:
+        changed = [Entry.from_json(entry) for entry in entries]
+    except (KeyError, TypeError, ValueError) as error:
+        raise ControlError(f"bad registry.apply request: entries: each needs id and kind ({_wire.message(error)})") from None
+    return {"version": target.registry.apply(changed, author=author or person(), reason=reason)}
 
 
 def _task_json(info: TaskInfo, steps: list[StepRecord]) -> dict[str, Any]:
@@ -242,13 +267,22 @@ async def _tasks_signal(target: Target, emit: Emit, id: str, name: str, payload:
 
 
 @_op("tasks.resume", "node")
-async def _tasks_resume(target: Target, emit: Emit, id: str) -> Any:
-    """Run the task to its end (resuming it if it is unfinished and not running) and return its result."""
+async def _tasks_resume(target: Target, emit: Emit, id: str, wait: bool = True) -> Any:
+    """Resume the task if it is unfinished and not running; with `wait`, run it to its end and return its result.
+
+    Without `wait` the answer is its status once it runs again (a UI's resume key).
+    """
     tasks = target.tasks
-    info = tasks.get(id)
+    info = tasks.get(id, steps=False)
     if info.status not in TERMINAL or info.status == "needs_attention":
-        await tasks.start(info.workflow, task_id=id)  # attaches if it runs; retries a task parked for stalling
-    await emit({"task": id, "workflow": info.workflow, "status": tasks.status(id)})
+        try:
+            await tasks.start(info.workflow, task_id=id)  # attaches if it runs; retries a task parked for stalling
+        except LookupError as error:  # its workflow's code is not loaded on this node
+            raise ControlError(_wire.message(error), "LookupError") from None
+    status = {"task": id, "workflow": info.workflow, "status": tasks.status(id)}
+    if not wait:
+        return status
+    await emit(status)
     return await tasks.result(id)
 
 
@@ -259,11 +293,13 @@ async def _tasks_upgrade(target: Target, emit: Emit, id: str) -> Any:
 
 @_op("ask", "node")
 async def _ask(target: Target, emit: Emit, agent: str, message: str, conversation: str | None = None,
-               task_id: str | None = None) -> Any:
+               task_id: str | None = None, cancel_on_disconnect: bool = True) -> Any:
     """One agent turn, streamed: every event as it happens, then the answer.
 
     A client that goes away (Ctrl+C on `wippy ask`) cancels the turn: nobody is
     left to read its answer, and a model call under way is stopped, not paid for.
+    A UI that stops watching a turn to show another conversation passes
+    `cancel_on_disconnect=False`: the turn goes on and its answer is kept.
     """
     conv = await target.conversation(agent, id=conversation)
     turn: str | None = None
@@ -273,7 +309,7 @@ async def _ask(target: Target, emit: Emit, agent: str, message: str, conversatio
         try:
             await emit(event.model_dump(mode="json"))
         except Disconnected:
-            if turn is not None:
+            if turn is not None and cancel_on_disconnect:
                 await target.tasks.cancel(turn)
             raise
         if isinstance(event, TurnDone):
@@ -341,3 +377,125 @@ async def _approvals_deny(target: Target, emit: Emit, id: str, by: str, reason: 
 async def _approvals_audit(target: Target, emit: Emit, subject: str | None = None, resource: str | None = None,
                            limit: Annotated[int, Field(ge=1, le=10_000)] = 100) -> Any:
     return target.approvals.audit.list(subject=subject, resource=resource, limit=limit)
+
+
+# -- what a UI watching the node reads (`wippy chat`, hosting the node or attached to it) -----------------
+
+
+def _app_of(target: Target) -> App:
+    """The running app behind a `node` op (the CLI's embedded mode boots one for it)."""
+    assert isinstance(target, App), "ops that need a node are served by a running app"
+    return target
+
+
+WATCH_BACKLOG = 10_000
+"""Events kept for a client that reads slower than they happen; past that they are dropped and counted."""
+HEARTBEAT = 1.0
+"""Seconds between `heartbeat` events when nothing happens: a client gone away is noticed within one."""
+
+
+@_op("watch", "node")
+async def _watch(target: Target, emit: Emit) -> Any:
+    """Stream what a UI shows live, until the client goes away.
+
+    Events: `registry.commit` (version, author, reason, task, ids, and whether an
+    agent entry changed), `registry.error` (a refused file: author and problems),
+    `approval` (one asked for or decided), `log` (a warning or error the node
+    logged), `lost` (events dropped for a client that fell behind) and `heartbeat`.
+    """
+    app = _app_of(target)
+    events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(WATCH_BACKLOG)
+    lost = 0
+
+    def put(event: dict[str, Any]) -> None:
+        nonlocal lost
+        try:
+            events.put_nowait(event)
+        except asyncio.QueueFull:
+            lost += 1
+
+    loop = asyncio.get_running_loop()
+    handler = _LogRelay(lambda record: loop.call_soon_threadsafe(put, record))
+    logging.getLogger("wippy_agents").addHandler(handler)
+    forwarder = app.node.spawn(forward_events, app, put)
+    try:
+        while True:
+            try:
+                event = await asyncio.wait_for(events.get(), HEARTBEAT)
+            except TimeoutError:
+                event = {"topic": "heartbeat"}
+            if lost:
+                await emit({"topic": "lost", "count": lost})
+                lost = 0
+            await emit(event)
+    finally:
+        logging.getLogger("wippy_agents").removeHandler(handler)
+        app.node.exit(None, forwarder, KILL)
+
+
+async def forward_events(app: App, put: Callable[[dict[str, Any]], None]) -> None:
+    """The process behind a `watch`: hears every registry change and approval, `put`s each as a watch event."""
+    app.registry.subscribe("*")
+    app.approvals.subscribe()
+    agents_touched = False
+    while True:
+        msg = await process.receive()
+        payload = msg.payload
+        if msg.topic in ("registry.create", "registry.update", "registry.delete"):
+            agents_touched = agents_touched or payload.kind == "agent"
+        elif msg.topic == "registry.commit":
+            put({"topic": msg.topic, "version": payload.version, "author": payload.author, "reason": payload.reason,
+                 "task": payload.task, "ids": list(payload.ids), "agents": agents_touched})
+            agents_touched = False
+        elif msg.topic == "registry.error":
+            put({"topic": msg.topic, "author": payload.author, "problems": [str(p) for p in payload.problems]})
+        elif msg.topic.startswith("approval."):
+            put({"topic": "approval", "approval": to_json(payload)})
+
+
+class _LogRelay(logging.Handler):
+    """Hands the node's warnings and errors to a watching UI, from whichever thread logs them."""
+
+    def __init__(self, relay: Callable[[dict[str, Any]], Any]) -> None:
+        super().__init__(logging.WARNING)
+        self.relay = relay
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.relay({"topic": "log", "level": record.levelname.lower(), "name": record.name,
+                    "message": clean_text(record.getMessage())})
+
+
+@_op("processes", "node")
+async def _processes(target: Target, emit: Emit) -> Any:
+    """Every live process of the node, oldest first (each pid names its node)."""
+    return _app_of(target).processes()
+
+
+@_op("chat.conversations", "node")
+async def _chat_conversations(target: Target, emit: Emit, agent: str | None = None) -> Any:
+    """The conversations people had (of `agent`), newest first, each with its turn count and first message."""
+    app = _app_of(target)
+    listed = []
+    for info in app.agents.conversations():
+        if agent is None or info.agent == agent:
+            past = turns(app.tasks, info.agent, info.id)
+            listed.append({"id": info.id, "agent": info.agent, "started": info.started, "turns": len(past),
+                           "first": TurnArgs(*past[0].args).text if past else ""})
+    return listed
+
+
+@_op("chat.turns", "node")
+async def _chat_turns(target: Target, emit: Emit, agent: str, conversation: str) -> Any:
+    """A conversation's turns in order: each turn's task, number, status and message (`chat.events` has the rest)."""
+    return [{"task": info.id, "turn": args.turn, "agent": args.agent, "text": args.text, "status": info.status}
+            for info in turns(_app_of(target).tasks, agent, conversation) for args in [TurnArgs(*info.args)]]
+
+
+@_op("chat.events", "node")
+async def _chat_events(target: Target, emit: Emit, task: str) -> Any:
+    """The events turn `task` streamed, rebuilt from the journal: a UI shows a past turn as it showed it live."""
+    app = _app_of(target)
+    info = app.tasks.get(task)
+    if info.workflow != TURN_WORKFLOW:
+        raise ControlError(f"task {task} is a {info.workflow} task, not an agent turn")
+    return [event.model_dump(mode="json") for event in app.agents.turn_events(info)]

@@ -9,7 +9,7 @@ tool block of the call that asked it, as another `TurnBody`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from rich.markdown import Markdown as RichMarkdown
 from rich.segment import Segment
@@ -32,14 +32,13 @@ from ..agents import (
     TextDelta,
     ToolFinished,
     ToolStarted,
-    TurnArgs,
     TurnDone,
     TurnFailed,
     UsageReport,
 )
-from ..durable import TaskInfo
 from ..llm import Usage
 from ._format import answer_footer, arguments, seconds
+from ._link import PastTurn
 
 BLOCKS = re.compile(r"(?<=\n\n)")
 """Where a top-level Markdown block may begin: after a blank line."""
@@ -49,6 +48,10 @@ FRAME = 1 / 60
 """Seconds between redraws of text being streamed."""
 PAGE = 20
 """Past turns mounted at a time: a long conversation opens fast and loads older turns on request."""
+
+
+async def _no_events(task: str) -> list[AgentEvent]:
+    return []
 
 
 class UserMessage(Static):
@@ -271,10 +274,11 @@ class ChatView(VerticalScroll):
 
     def __init__(self, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._pending: list[TaskInfo] = []
-        self._events_of: Callable[[TaskInfo], list[AgentEvent]] = lambda info: []
+        self._pending: list[PastTurn] = []
+        self._events_of: Callable[[str], Awaitable[list[AgentEvent]]] = _no_events
 
-    async def show(self, hint: str, turns: list[TaskInfo], events_of: Callable[[TaskInfo], list[AgentEvent]]) -> None:
+    async def show(self, hint: str, turns: list[PastTurn],
+                   events_of: Callable[[str], Awaitable[list[AgentEvent]]]) -> None:
         """Replace what is shown: a hint line, then the newest page of past turns (their events from `events_of`)."""
         await self.remove_children()
         self._pending, self._events_of = turns, events_of
@@ -284,13 +288,13 @@ class ChatView(VerticalScroll):
 
     async def _mount_page(self) -> None:
         page, self._pending = self._pending[-PAGE:], self._pending[:-PAGE]
-        views = [TurnView(TurnArgs(*info.args).agent) for info in page]
+        views = [TurnView(turn.agent) for turn in page]
         earlier = self.query(EarlierTurns)
         anchor = earlier.first() if earlier else self.query_one(".hint")
-        await self.mount_all([w for info, view in zip(page, views, strict=True) for w in (UserMessage(TurnArgs(*info.args).text), view)],
+        await self.mount_all([w for turn, view in zip(page, views, strict=True) for w in (UserMessage(turn.text), view)],
                              after=anchor)
-        for info, view in zip(page, views, strict=True):
-            for event in self._events_of(info):
+        for turn, view in zip(page, views, strict=True):
+            for event in await self._events_of(turn.task):
                 await view.handle(event)
         await earlier.remove()
         if self._pending:

@@ -19,11 +19,10 @@ from textual.widgets.option_list import Option
 from textual.worker import Worker
 
 from .._display import short
-from ..agents import AgentEvent, TurnArgs, TurnFailed, TurnStarted, turns
-from ..durable import TaskInfo
-from ..state import TERMINAL, ConversationInfo
+from ..agents import TurnFailed, TurnStarted
 from ._chat import ChatInput, ChatView, TurnView
 from ._format import AgentCard
+from ._link import ConversationRow
 from ._screens import WippyScreen
 
 NEW = "new"
@@ -58,8 +57,13 @@ class ChatScreen(WippyScreen):
         self.agent = agent
         self.conversation = conversation
         """The conversation shown; None for a new one, started when the first message is sent."""
+        self.started = False
+        """Whether the conversation shown has a turn (a new one starts with the first message)."""
+        self.cards: dict[str, AgentCard] = {}
+        """The agent entries in the sidebar, by id."""
         self.turn: Worker[None] | None = None
-        self.turn_task: tuple[str, str, int] | None = None  # agent, conversation, turn number of the running turn
+        self.turn_task: str | None = None
+        """The durable task of the turn being watched, once it started."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -77,46 +81,37 @@ class ChatScreen(WippyScreen):
 
     async def on_mount(self) -> None:
         self.wippy.agents_changed.subscribe(self, lambda _: self.show_agents())
-        self.show_agents()
+        await self.show_agents()
         await self.show_conversation()
         self.query_one(ChatInput).focus()
 
     # -- the sidebar ---------------------------------------------------------------------------
 
-    def show_agents(self) -> None:
+    async def show_agents(self) -> None:
         """List the agent entries (again, after a registry change), keeping the current one highlighted."""
         agents = self.query_one("#agents", OptionList)
-        cards = [AgentCard.of(entry) for entry in self.application.registry.find(kind="agent")]
-        agents.set_options(with_dividers(Option(card.render(), id=card.id) for card in cards))
-        if any(card.id == self.agent for card in cards):
+        self.cards = {card.id: card for card in map(AgentCard.of, await self.link.entries("agent"))}
+        agents.set_options(with_dividers(Option(card.render(), id=card.id) for card in self.cards.values()))
+        if self.agent in self.cards:
             agents.highlighted = agents.get_option_index(self.agent)
         self.show_title()
 
-    def show_conversations(self) -> None:
+    async def show_conversations(self) -> None:
         """The current agent's past conversations, newest first, after a "new conversation" option."""
         options = [Option(Text("+ new conversation", "bold"), id=NEW)]
-        for info in self.application.agents.conversations():
-            if info.agent == self.agent:
-                options.append(Option(self.describe(info), id=info.id))
+        options += [Option(describe(row), id=row.id) for row in await self.link.conversations(self.agent)]
         listing = self.query_one("#conversations", OptionList)
         listing.set_options(with_dividers(options))
         current = self.conversation
         shown = current is not None and any(option.id == current for option in options)
         listing.highlighted = listing.get_option_index(current) if current is not None and shown else 0
 
-    def describe(self, info: ConversationInfo) -> Text:
-        past = turns(self.application.tasks, info.agent, info.id)
-        count = f"{len(past)} turn{'s' if len(past) != 1 else ''}"
-        return Text.assemble(short(TurnArgs(*past[0].args).text, 60) if past else "(empty)", "\n", (count, "dim"))
-
     def show_title(self) -> None:
-        registry = self.application.registry
-        name = AgentCard.of(registry.get(self.agent)).title if self.agent in registry else \
-            f"{self.agent} (no longer in the registry)"
-        started = self.conversation is not None and turns(self.application.tasks, self.agent, self.conversation)
-        which = f"conversation {self.conversation}" if started else "new conversation"
+        card = self.cards.get(self.agent)
+        name = card.title if card is not None else f"{self.agent} (no longer in the registry)"
+        which = f"conversation {self.conversation}" if self.started else "new conversation"
         self.query_one("#title", Static).update(Text(f"{name} · {which}"))
-        self.query_one(ChatInput).placeholder = f"Message {name}"
+        self.query_one(ChatInput).placeholder = f"Message {card.title if card is not None else self.agent}"
 
     @on(OptionList.OptionSelected, "#agents")
     async def agent_picked(self, event: OptionList.OptionSelected) -> None:
@@ -149,21 +144,19 @@ class ChatScreen(WippyScreen):
         self.agent, self.conversation = agent, conversation
         if self.has_class("-narrow"):
             self.query_one("#sidebar").remove_class("-toggled")  # it covered the conversation
-        self.show_agents()
+        await self.show_agents()
         await self.show_conversation()
         self.query_one(ChatInput).focus()
 
     async def show_conversation(self) -> None:
-        past = [] if self.conversation is None else turns(self.application.tasks, self.agent, self.conversation)
+        past = [] if self.conversation is None else await self.link.turns(self.agent, self.conversation)
+        self.started = bool(past)
         hint = ("Type a message; enter sends, ctrl+j adds a line, f1 shows every key." if not past else
                 f"{len(past)} earlier turn{'s' if len(past) != 1 else ''}; type to go on.")
-        await self.query_one(ChatView).show(hint, past, self.events_of)
-        self.query_one(ChatInput).remember(TurnArgs(*info.args).text for info in past)
+        await self.query_one(ChatView).show(hint, past, self.link.events)
+        self.query_one(ChatInput).remember(turn.text for turn in past)
         self.show_title()
-        self.show_conversations()
-
-    def events_of(self, info: TaskInfo) -> list[AgentEvent]:
-        return self.application.agents.turn_events(info)
+        await self.show_conversations()
 
     @on(ChatInput.Submitted)
     def send(self, event: ChatInput.Submitted) -> None:
@@ -180,29 +173,31 @@ class ChatScreen(WippyScreen):
     async def run_turn(self, text: str) -> None:
         """Send `text` and show the turn as it streams; an error is shown, never raised out of the app."""
         view = await self.query_one(ChatView).add_turn(text, self.agent)
+        failed = False
         try:
-            conversation = await self.application.conversation(self.agent, id=self.conversation)
-            if self.conversation != conversation.id:
-                self.conversation = conversation.id
-                self.show_title()
-            async for event in conversation.stream(text):
+            async for event in self.link.ask(self.agent, text, self.conversation):
                 if isinstance(event, TurnStarted):
-                    self.turn_task = (event.agent, event.conversation, event.turn)
+                    self.turn_task = event.task
+                    if self.conversation != event.conversation or not self.started:
+                        self.conversation, self.started = event.conversation, True
+                        self.show_title()
                 elif isinstance(event, TurnFailed):
+                    failed = True
                     self.notify(event.error, title=f"{self.agent}: the turn failed", severity="error", timeout=10)
                 await view.handle(event)
         except asyncio.CancelledError:
             view.interrupted()
             raise
         except Exception as error:
-            await self.fail(view, error)
+            if not failed:  # a turn that failed was shown by its event; the request's error says it again
+                await self.fail(view, error)
         finally:
             self.turn_task = None
             self.show_title()
-            self.show_conversations()
+            await self.show_conversations()
 
     async def fail(self, view: TurnView, error: Exception) -> None:
-        failed = TurnFailed(error=str(error), kind=type(error).__name__)
+        failed = TurnFailed(error=str(error), kind=getattr(error, "kind", None) or type(error).__name__)
         self.notify(failed.error, title=f"{self.agent}: the turn failed", severity="error", timeout=10)
         await view.handle(failed)
 
@@ -212,13 +207,13 @@ class ChatScreen(WippyScreen):
             return
         running = self.turn_task
         self.turn.cancel()
-        if running is None:
-            return
-        agent, conversation, number = running
-        tasks = self.application.tasks
-        for info in turns(tasks, agent, conversation):
-            if TurnArgs(*info.args).turn == number and info.status not in TERMINAL:
-                await tasks.cancel(info.id)
+        if running is not None:
+            await self.link.cancel(running)
+
+
+def describe(row: ConversationRow) -> Text:
+    count = f"{row.turns} turn{'s' if row.turns != 1 else ''}"
+    return Text.assemble(short(row.first, 60) if row.turns else "(empty)", "\n", (count, "dim"))
 
 
 def with_dividers(options: Iterable[Option]) -> list[Option | None]:

@@ -19,44 +19,43 @@ Command = tuple[str, Callable[[], Any], str]
 
 
 class ListProvider(Provider):
-    """A provider whose commands are a list worked out when the palette opens."""
+    """A provider whose commands are a list worked out (from the node) when the palette opens."""
 
     @property
     def wippy(self) -> WippyApp:
         return cast("WippyApp", self.app)
 
-    def commands(self) -> list[Command]:
+    async def commands(self) -> list[Command]:
         raise NotImplementedError
 
     async def discover(self) -> Hits:
-        for name, callback, help in self.commands():
+        for name, callback, help in await self.commands():
             yield DiscoveryHit(name, callback, help=help)
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
-        for name, callback, help in self.commands():
+        for name, callback, help in await self.commands():
             if (score := matcher.match(name)) > 0:
                 yield Hit(score, matcher.highlight(name), callback, help=help)
 
 
 class AgentCommands(ListProvider):
-    def commands(self) -> list[Command]:
+    async def commands(self) -> list[Command]:
         return [(f"Chat with {card.title} ({card.id})", partial(self.wippy.open_chat, card.id, None),
                  card.description or "start a new conversation")
-                for card in map(AgentCard.of, self.wippy.application.registry.find(kind="agent"))]
+                for card in map(AgentCard.of, await self.wippy.link.entries("agent"))]
 
 
 class ConversationCommands(ListProvider):
-    def commands(self) -> list[Command]:
-        application = self.wippy.application
-        return [(f"Open conversation {info.id} with {info.agent}", partial(self.wippy.open_chat, info.agent, info.id),
-                 f"started {info.started.astimezone():%Y-%m-%d %H:%M}")
-                for info in application.agents.conversations()]
+    async def commands(self) -> list[Command]:
+        return [(f"Open conversation {row.id} with {row.agent}", partial(self.wippy.open_chat, row.agent, row.id),
+                 f"started {row.started.astimezone():%Y-%m-%d %H:%M}")
+                for row in await self.wippy.link.conversations()]
 
 
 class ModelCommands(ListProvider):
-    def commands(self) -> list[Command]:
+    async def commands(self) -> list[Command]:
         agent = self.wippy.chat.agent
         return [(f"Use model {entry.id} for {agent}", partial(self.wippy.use_model, entry.id),
                  short(f"{entry.data.get('provider')} {entry.data.get('model')} · a registry change in your name", 80))
-                for entry in self.wippy.application.registry.find(kind="model")]
+                for entry in await self.wippy.link.entries("model")]

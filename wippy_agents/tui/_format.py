@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from rich.text import Text
 
-from .._display import short, step_json, tokens
+from .._display import short, tokens
 from ..agents import Answer
-from ..durable import TaskInfo
 from ..llm import Usage
-from ..registry import Entry, Problem, RegistryEvent
+from ..registry import Entry
 
 
 def answer_footer(answer: Answer) -> str:
@@ -64,7 +64,7 @@ def version_line(version: int, author: str, reason: str, task: str | None, ids: 
     return text
 
 
-def refused_file(file: str, problems: Iterable[Problem]) -> Text:
+def refused_file(file: str, problems: Iterable[object]) -> Text:
     """A file the registry refused, with every problem: its last good entries stay in force."""
     text = Text.assemble(("✗ refused ", "bold red"), (file, "bold"), " (its last good version stays in force)")
     for problem in problems:
@@ -72,44 +72,27 @@ def refused_file(file: str, problems: Iterable[Problem]) -> Text:
     return text
 
 
-def registry_change(event: RegistryEvent) -> Text:
-    """The activity pane's line for a `registry.commit` or `registry.error` message."""
-    if event.type == "error":
-        return refused_file(event.author.removeprefix("file:"), event.problems)
-    return version_line(event.version, event.author, event.reason, event.task, event.ids)
-
-
-class TaskSummary(NamedTuple):
-    """A task's steps with the tokens and cost of its model calls (as `wippy tasks show` adds them up)."""
-
-    steps: list[dict[str, Any]]
-    usage: Usage | None
-    cost_usd: float
-
-    @classmethod
-    def of(cls, info: TaskInfo) -> TaskSummary:
-        steps = [step_json(step) for step in info.steps]
-        calls = [step for step in steps if step["usage"] is not None]
-        usage = sum((step["usage"] for step in calls), Usage()) if calls else None
-        return cls(steps, usage, sum(step["cost_usd"] for step in calls))
-
-    def render(self, info: TaskInfo) -> Text:
-        text = Text.assemble((f"{info.id}", "bold"), f"  {info.workflow}  ", (info.status, _status_style(info.status)))
-        text.append(f"\ncreated {info.created:%Y-%m-%d %H:%M:%S}, registry version {info.registry_version}")
-        text.append(f"\nargs {short(json.dumps(info.args, ensure_ascii=False, default=str), 200)}", "dim")
-        if self.usage is not None:
-            text.append(f"\nmodel calls: {tokens(self.usage)}, ${self.cost_usd:.6f}")
-        if info.error:
-            text.append(f"\nerror: {info.error}", "red")
-        text.append(f"\n{len(self.steps)} step(s)" if self.steps else "\nno steps yet")
-        for step in self.steps:
-            mark = ("ok", "green") if step["ok"] else ("FAILED", "red")
-            text.append(f"\n  {step['seq']:>3}  {step['name']}  ")
-            text.append(*mark)
-            text.append(f"  {step['seconds']:.3f}s")
-            if step["error"]:
-                text.append(f"  {short(step['error'])}", "red")
-        return text
+def task_detail(shown: dict[str, Any]) -> Text:
+    """A task as `tasks.show` gives it: what it is, its model calls' tokens and cost, and each step."""
+    created = datetime.fromisoformat(shown["created"]).astimezone()
+    text = Text.assemble((shown["id"], "bold"), f"  {shown['workflow']}  ",
+                         (shown["status"], _status_style(shown["status"])))
+    text.append(f"\ncreated {created:%Y-%m-%d %H:%M:%S}, registry version {shown['registry_version']}")
+    text.append(f"\nargs {short(json.dumps(shown['args'], ensure_ascii=False, default=str), 200)}", "dim")
+    if shown["usage"] is not None:
+        text.append(f"\nmodel calls: {tokens(Usage(**shown['usage']))}, ${shown['cost_usd']:.6f}")
+    if shown["error"]:
+        text.append(f"\nerror: {shown['error']}", "red")
+    steps = shown["steps"]
+    text.append(f"\n{len(steps)} step(s)" if steps else "\nno steps yet")
+    for step in steps:
+        mark = ("ok", "green") if step["ok"] else ("FAILED", "red")
+        text.append(f"\n  {step['seq']:>3}  {step['name']}  ")
+        text.append(*mark)
+        text.append(f"  {step['seconds']:.3f}s")
+        if step["error"]:
+            text.append(f"  {short(step['error'])}", "red")
+    return text
 
 
 def _status_style(status: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from rich.console import Group, RenderableType
@@ -18,12 +19,13 @@ from textual.widgets import DataTable, Footer, Header, Input, Label, Markdown, R
 
 from .._display import short
 from .._runtime.tree import walk_tree
-from ..policy import Approval, ApprovalError
+from ..control import ControlError
+from ..policy import Approval
 from ..state import TERMINAL
-from ._format import TaskSummary, status_text
+from ._format import status_text, task_detail
+from ._link import NodeLink
 
 if TYPE_CHECKING:
-    from ..app import App
     from ._app import WippyApp
 
 
@@ -35,8 +37,8 @@ class WippyScreen(Screen[None]):
         return cast("WippyApp", self.app)
 
     @property
-    def application(self) -> App:
-        return self.wippy.application
+    def link(self) -> NodeLink:
+        return self.wippy.link
 
 
 Row = tuple[str, Sequence[RenderableType]]
@@ -71,11 +73,11 @@ class RefreshingScreen(WippyScreen):
     INTERVAL = 1.0
     _timer: Timer | None = None
 
-    def refresh_view(self) -> None:
+    async def refresh_view(self) -> None:
         raise NotImplementedError
 
-    def on_screen_resume(self) -> None:
-        self.refresh_view()
+    async def on_screen_resume(self) -> None:
+        await self.refresh_view()
         if self._timer is None:
             self._timer = self.set_interval(self.INTERVAL, self.refresh_view)
         else:
@@ -120,53 +122,50 @@ class ActivityScreen(RefreshingScreen):
             log.write(line)
         self.wippy.activity_added.subscribe(self, log.write)
 
-    def refresh_view(self) -> None:
+    async def refresh_view(self) -> None:
         rows: list[Row] = [
-            (info.id, (info.id, info.workflow, status_text(info.status), f"{info.created:%m-%d %H:%M:%S}"))
-            for info in reversed(self.application.tasks.list())
+            (info["id"], (info["id"], info["workflow"], status_text(info["status"]),
+                          f"{datetime.fromisoformat(info['created']).astimezone():%m-%d %H:%M:%S}"))
+            for info in reversed(await self.link.tasks())
         ]
         sync_table(self.query_one("#tasks", DataTable), rows)
-        self.show_detail()
+        await self.show_detail()
 
     @on(DataTable.RowHighlighted, "#tasks")
-    def show_detail(self) -> None:
+    async def show_detail(self) -> None:
         task_id = highlighted_key(self.query_one("#tasks", DataTable))
         detail = self.query_one("#task-detail", Static)
         if task_id is None:
             detail.update("No tasks yet: every agent turn and workflow run is one.")
             return
-        info = self.application.tasks.get(task_id)
-        detail.update(TaskSummary.of(info).render(info))
+        detail.update(task_detail(await self.link.task(task_id)))
 
     async def action_resume(self) -> None:
         task_id = highlighted_key(self.query_one("#tasks", DataTable))
         if task_id is None:
             return
-        tasks = self.application.tasks
-        info = tasks.get(task_id, steps=False)
-        if info.status in TERMINAL and info.status != "needs_attention":
-            self.notify(f"task {task_id} is {info.status}; there is nothing to resume")
+        status = (await self.link.task(task_id))["status"]
+        if status in TERMINAL and status != "needs_attention":
+            self.notify(f"task {task_id} is {status}; there is nothing to resume")
             return
         try:
-            await tasks.start(info.workflow, task_id=task_id)
-        except LookupError as error:  # its workflow's code is not loaded in this node
+            resumed = await self.link.resume(task_id)
+        except ControlError as error:  # its workflow's code is not loaded on the node
             self.notify(str(error), severity="error", title="Resume")
             return
-        self.notify(f"task {task_id} resumed: it is {tasks.status(task_id)}")
-        self.refresh_view()
+        self.notify(f"task {task_id} resumed: it is {resumed['status']}")
+        await self.refresh_view()
 
     async def action_cancel_task(self) -> None:
         task_id = highlighted_key(self.query_one("#tasks", DataTable))
         if task_id is None:
             return
-        tasks = self.application.tasks
-        before = tasks.status(task_id)
-        if before in TERMINAL:
-            self.notify(f"task {task_id} is already {before}; nothing to cancel")
+        cancelled = await self.link.cancel(task_id)
+        if not cancelled["requested"]:
+            self.notify(f"task {task_id} is already {cancelled['before']}; nothing to cancel")
             return
-        await tasks.cancel(task_id)
         self.notify(f"task {task_id}: cancel requested; it stops at its next step or wait")
-        self.refresh_view()
+        await self.refresh_view()
 
 
 class ProcessesScreen(RefreshingScreen):
@@ -189,14 +188,21 @@ class ProcessesScreen(RefreshingScreen):
                      f"Refreshed every {self.INTERVAL:g}s.", classes="legend")
         yield Footer()
 
-    def refresh_view(self) -> None:
+    async def refresh_view(self) -> None:
+        """The tree of each node; with more than one (a cluster), each under a row naming its node."""
+        processes = await self.link.processes()
+        nodes = sorted({info.pid.node for info in processes})
         rows: list[Row] = []
-        for depth, info in walk_tree(self.application.processes()):
-            restarts = Text(f"↻ {info.restarts}", "bold yellow") if info.restarts else Text("0", "dim")
-            mailbox = Text(str(info.mailbox), "bold" if info.mailbox else "dim")
-            name = "  " * depth + (info.name or info.function.rpartition(".")[2])
-            rows.append((repr(info.pid), (name, repr(info.pid), info.status, mailbox, restarts,
-                                          short(info.function, 60))))
+        for node in nodes:
+            if len(nodes) > 1:
+                rows.append((f"node {node}", (Text(node, "bold"), "", "", "", "", "")))
+            for depth, info in walk_tree([info for info in processes if info.pid.node == node]):
+                restarts = Text(f"↻ {info.restarts}", "bold yellow") if info.restarts else Text("0", "dim")
+                mailbox = Text(str(info.mailbox), "bold" if info.mailbox else "dim")
+                indent = "  " * (depth + (len(nodes) > 1))
+                name = indent + (info.name or info.function.rpartition(".")[2])
+                rows.append((repr(info.pid), (name, repr(info.pid), info.status, mailbox, restarts,
+                                              short(info.function, 60))))
         sync_table(self.query_one(DataTable), rows)
 
 
@@ -253,18 +259,18 @@ class ApprovalsScreen(WippyScreen):
         yield VerticalScroll(Static(id="approval-text"), id="approval-detail")
         yield Footer()
 
-    def on_mount(self) -> None:
+    async def on_mount(self) -> None:
         self.wippy.approvals_changed.subscribe(self, lambda _: self.refresh_view())
-        self.refresh_view()
+        await self.refresh_view()
 
-    def approvals(self) -> list[Approval]:
+    async def approvals(self) -> list[Approval]:
         """Pending ones first (oldest first, as they wait), then the latest decisions."""
-        approvals = self.application.approvals
-        decided = [a for a in approvals.list() if a.status != "pending"]
-        return approvals.pending() + decided[::-1][: self.DECIDED_SHOWN]
+        every = await self.link.approvals()
+        decided = [a for a in every if a.status != "pending"]
+        return [a for a in every if a.status == "pending"] + decided[::-1][: self.DECIDED_SHOWN]
 
-    def refresh_view(self) -> None:
-        self.shown = {approval.id: approval for approval in self.approvals()}
+    async def refresh_view(self) -> None:
+        self.shown = {approval.id: approval for approval in await self.approvals()}
         rows: list[Row] = [
             (a.id, (status_text(a.status), a.agent, a.action, a.resource, short(a.summary, 50)))
             for a in self.shown.values()
@@ -303,15 +309,13 @@ class ApprovalsScreen(WippyScreen):
         reason = await self.app.push_screen_wait(ReasonScreen(f"{verdict.capitalize()} {approval.summary}?"))
         if reason is None:
             return
-        approvals = self.application.approvals
-        decide = approvals.approve if verdict == "approve" else approvals.deny
         try:
-            decided = await decide(approval.id, reason=reason)
-        except ApprovalError as error:
+            decided = await self.link.decide(approval.id, "approve" if verdict == "approve" else "deny", reason)
+        except ControlError as error:
             self.notify(str(error), severity="error", title="Approval")
         else:
             self.notify(f"{decided.status}: {decided.summary}", title="Approval")
-        self.refresh_view()
+        await self.refresh_view()
 
 
 HELP = """\
