@@ -7,9 +7,11 @@ head, Ray's own single point of failure, with it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,6 +137,19 @@ PROCESSES = """
     file: processes/peer.py
     function: entry_data
 """
+
+
+async def until(condition: Any, timeout: float) -> None:
+    """Wait for `condition()` (a plain or an async predicate) to hold; fail after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not ((await value) if asyncio.iscoroutine(value := condition()) else value):
+        assert loop.time() < deadline, f"not within {timeout:g}s"
+        await asyncio.sleep(0.05)
+
+
+async def ignore(event: Any) -> None:
+    """An `emit` for requests whose events a test does not read."""
 
 
 @pytest.fixture(scope="package")  # gone after these tests: Ray's processes would slow every test after them

@@ -11,7 +11,7 @@ import pytest
 from wippy_agents.cluster import ClusterDriver
 
 from ._model import ChatServer
-from .conftest import ClusterApp
+from .conftest import ClusterApp, ignore, until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -19,19 +19,6 @@ pytestmark = pytest.mark.timeout(240)
 def ask(conversation: str, tool: str, text: str) -> dict[str, Any]:
     return {"op": "ask", "agent": "app:agent", "conversation": conversation,
             "message": f"call tools_work_{tool} {json.dumps({'text': text})}"}
-
-
-async def ignore(event: Any) -> None:
-    pass
-
-
-async def until(condition: Any, timeout: float) -> None:
-    """Wait for `condition()` (a plain or an async predicate) to hold; fail after `timeout` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not ((await value) if asyncio.iscoroutine(value := condition()) else value):
-        assert loop.time() < deadline, f"not within {timeout:g}s"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_turn_whose_machine_dies_mid_tool_call_finishes_on_another_machine_running_each_step_once(

@@ -438,7 +438,7 @@ async def main():
         gate.set()
         try:
             await app.tasks.result(task)
-        except durable.TaskFailed as error:
+        except durable.StateUnavailable as error:  # paused, not failed
             out["paused"] = str(error)
         try:
             await app.tasks.start("test:writes")

@@ -137,8 +137,12 @@ class AgentService:
             if msg.topic != "agent.ask":
                 continue
             request: AskRequest = msg.payload
-            known = ({info.id: TurnArgs(*info.args).turn for info in turns(tasks, agent_id, conversation)}
-                     if request.task_id else {})
+            try:
+                known = ({info.id: TurnArgs(*info.args).turn for info in turns(tasks, agent_id, conversation)}
+                         if request.task_id else {})
+            except StateUnavailable as error:  # which turn the id names cannot be read now: nothing starts
+                process.send(request.reply_to, "agent.event", TurnFailed(error=str(error), kind=type(error).__name__))
+                continue
             if request.task_id in known:
                 number = known[request.task_id]
             else:
@@ -153,10 +157,15 @@ class AgentService:
             emit(TurnStarted(conversation=conversation, turn=number, agent=agent_id, task=task_id))
             self.listeners[task_id] = emit
             try:
-                await tasks.start(TURN_WORKFLOW, *TurnArgs(agent_id, conversation, number, request.text,
-                                                           request.context, list(request.chain)), task_id=task_id)
+                try:
+                    await tasks.start(TURN_WORKFLOW, *TurnArgs(agent_id, conversation, number, request.text,
+                                                               request.context, list(request.chain)), task_id=task_id)
+                except StateUnavailable:  # no new durable work until the state can be written
+                    if number == turn and request.task_id not in known:
+                        turn -= 1  # nothing was recorded under the number: the next turn takes it
+                    raise
                 result = await tasks.result(task_id)
-            except StateUnavailable as error:  # no new durable work until the state can be written
+            except StateUnavailable as error:  # refused, or paused mid-turn (it goes on when the state is back)
                 emit(TurnFailed(error=str(error), kind=type(error).__name__))
                 continue
             except TaskFailed as error:

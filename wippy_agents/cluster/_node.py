@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,8 +18,7 @@ from typing import Any
 import ray
 
 from ..app import App
-from ..control._ops import Target, dispatch
-from ..state import TERMINAL
+from ..control._ops import Target, dispatch, node_status
 from ._peers import RayPeers
 
 __all__ = ["WippyNode"]
@@ -43,11 +40,16 @@ class WippyNode:
         ray.get_runtime_context().current_actor.ready.remote()
 
     async def ready(self) -> dict[str, Any]:
-        """Boot the app once (every request waits for it); this node's status."""
+        """Boot the app once; this node's status."""
+        await self._booted_app()
+        return self.status()
+
+    async def _booted_app(self) -> App:
+        """The app, once booted (every request waits for it)."""
         if self._boot is None:
             self._boot = asyncio.get_running_loop().create_task(self._start())
         await asyncio.shield(self._boot)
-        return self.status()
+        return self.app
 
     async def _start(self) -> None:
         await self.peers.start()
@@ -73,23 +75,17 @@ class WippyNode:
 
     async def run(self, target: str, args: tuple[Any, ...]) -> Any:
         """Run the process entry (or picklable function) `target` on this node: its result, or what it raised."""
-        await self.ready()
-        return await self.app.run(target, *args)
+        return await (await self._booted_app()).run(target, *args)
 
     def status(self) -> dict[str, Any]:
         """A row of `wippy cluster status`: where this node runs and what it holds."""
-        app = self.app
-        unfinished = [info for info in app.tasks.list() if info.status not in TERMINAL and info.node == self.name]
-        journal = app.folder.state.journal
-        problem, lease_age = journal.problem, journal.lease_age
-        return {"name": self.name, "host": socket.gethostname(), "ray_node": ray.get_runtime_context().get_node_id(),
-                "pid": os.getpid(), "processes": len(app.processes()), "tasks": len(unfinished),
-                "lease_age": None if lease_age is None else round(lease_age, 1), "incarnation": self.incarnation, "up_seconds": round(time.time() - self.started, 1),
-                "status": "up" if problem is None else "state unavailable", "problem": problem}
+        return node_status(self.app) | {"ray_node": ray.get_runtime_context().get_node_id(),
+                                        "incarnation": self.incarnation,
+                                        "up_seconds": round(time.time() - self.started, 1)}
 
     async def request(self, request: dict[str, Any]) -> AsyncIterator[tuple[str, Any]]:
         """Serve one control request: `("event", ...)` for each event it streams, then `("reply", final line)`."""
-        await self.ready()
+        await self._booted_app()
         events: asyncio.Queue[tuple[str, Any] | None] = asyncio.Queue()
 
         async def emit(event: Any) -> None:

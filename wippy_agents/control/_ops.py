@@ -33,14 +33,14 @@ from ..durable import StepRecord, TaskInfo, TaskManager
 from ..errors import WippyError
 from ..policy import Approvals
 from ..registry import Entry, Registry
-from ..state import TERMINAL, check_journal, shown_url
+from ..state import TERMINAL, StateUnavailable, check_journal, shown_url
 from . import _wire
 from ._wire import MAX_DEPTH, ControlError, Disconnected, deeper_than, failure, file_problem, to_json
 
 if TYPE_CHECKING:
     from pydantic import BaseModel, Field, ValidationError
 
-__all__ = ["OPS", "Emit", "Needs", "Op", "Target", "dispatch"]
+__all__ = ["OPS", "Emit", "Needs", "Op", "Target", "dispatch", "node_status"]
 
 log = logging.getLogger("wippy_agents.control")
 
@@ -344,13 +344,25 @@ async def _cluster_status(target: Target, emit: Emit) -> Any:
     """
     if not isinstance(target, App):
         return []
-    unfinished = [info for info in target.tasks.list() if info.status not in TERMINAL]
-    name = target.node.name
-    journal = target.folder.state.journal
+    return [node_status(target)]
+
+
+def node_status(app: App) -> dict[str, Any]:
+    """A row of `wippy cluster status` for the node running `app` here; its task count is None while its state
+    cannot be reached (the row says why)."""
+    name = app.node.name
+    journal = app.folder.state.journal
     problem, lease_age = journal.problem, journal.lease_age
-    return [{"name": name, "host": socket.gethostname(), "ray_node": None, "pid": os.getpid(),
-             "processes": len(target.processes()), "tasks": sum(info.node == name for info in unfinished),
-             "lease_age": None if lease_age is None else round(lease_age, 1), "status": "up" if problem is None else "state unavailable", "problem": problem}]
+    tasks = None
+    if problem is None:
+        try:
+            tasks = sum(info.node == name and info.status not in TERMINAL for info in app.tasks.list())
+        except StateUnavailable as error:  # lost since the node last wrote
+            problem = str(error)
+    return {"name": name, "host": socket.gethostname(), "ray_node": None, "pid": os.getpid(),
+            "processes": len(app.processes()), "tasks": tasks,
+            "lease_age": None if lease_age is None else round(lease_age, 1),
+            "status": "up" if problem is None else "state unavailable", "problem": problem}
 
 
 @_op("approvals.list", "state")

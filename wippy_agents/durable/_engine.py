@@ -463,7 +463,8 @@ class TaskManager:
         return await self.result(await self.start(workflow_id, *args, task_id=task_id))
 
     async def result(self, task_id: str) -> Any:
-        """Wait for the task to finish; its result, or `TaskFailed` saying why it did not complete."""
+        """Wait for the task to finish; its result, or `TaskFailed` saying why it did not complete (`StateUnavailable`
+        while it is paused because its state cannot be written: it goes on when it can)."""
         state = self._task(task_id)
         while True:
             if (running := self._running.get(task_id)) is not None:
@@ -476,9 +477,9 @@ class TaskManager:
                 break
         if state.status == TaskStatus.COMPLETED:
             return state.detail["result"]
-        if task_id in self._paused:
-            raise TaskFailed(f"task {task_id} is paused until the app's state can be written again: "
-                             f"{self.journal.problem or 'the journal refused a write'}")
+        if task_id in self._paused:  # not failed: it goes on when the state can be written again
+            raise StateUnavailable(f"task {task_id} is paused until the app's state can be written again: "
+                                   f"{self.journal.problem or 'the journal refused a write'}")
         error = state.detail.get("error") if isinstance(state.detail, dict) else None
         raise TaskFailed(f"task {task_id} {state.status}" + (f": {error}" if error else ""))
 

@@ -183,9 +183,15 @@ class PostgresJournal:
 
     def _query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
         self.flush()
-        if self._problem is not None:  # known to be down: fail now rather than hold the loop on a connect
+        return self.run(sql, params)
+
+    def run(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
+        """One statement on the pool (the other stores' too): while the database is known to be down it fails at
+        once rather than hold the loop on a connect, and a statement that finds it down makes it known, until the
+        writer reconnects."""
+        if self._problem is not None:
             raise StateUnavailable(self._problem)
-        return run(self._pool, sql, params, self._unreachable)
+        return run(self._pool, sql, params, self._lost)
 
     def tasks(self, *, unfinished: bool = False) -> list[TaskSummary]:
         rows = self._query(_UNFINISHED_TASKS if unfinished else _ALL_TASKS)
@@ -251,7 +257,7 @@ class PostgresJournal:
             try:
                 first = self._queue.get(timeout=wait)
             except queue.Empty:
-                if self._problem is not None and not self._try(self._connection):
+                if self._problem is not None and not self._try(self._reachable):
                     failures += 1
                     continue
                 if time.monotonic() >= renew_at:
@@ -386,6 +392,13 @@ class PostgresJournal:
         self._writable_again()
         return True
 
+    def _reachable(self) -> None:
+        """Whether the database answers the writer now (a read may have found it gone while the writer's connection,
+        unused since, still looks open)."""
+        conn = self._connection()
+        with conn.transaction():  # not left open: the writer's next group must commit on its own
+            conn.execute("SELECT 1")
+
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(self._url, connect_timeout=5)
@@ -422,6 +435,11 @@ class PostgresJournal:
                 pass  # the loop has closed
 
 
+CONNECT_WAIT = 1.0
+"""Seconds a statement waits for a pooled connection: one is idle at once while the database is up (the writer
+and the listener hold their own), so a longer wait is the database being away, and the caller's loop waits."""
+
+
 def run(pool: ConnectionPool[psycopg.Connection[Any]], sql: str, params: Sequence[Any] | dict[str, Any],
         unreachable: Callable[[BaseException], str]) -> list[tuple[Any, ...]]:
     """Run one statement on a pooled connection; its rows (none for a statement that returns none).
@@ -431,7 +449,7 @@ def run(pool: ConnectionPool[psycopg.Connection[Any]], sql: str, params: Sequenc
     """
     for attempt in (1, 2):
         try:
-            with pool.connection() as conn:
+            with pool.connection(timeout=CONNECT_WAIT) as conn:
                 cursor = conn.execute(sql, params)
                 return cursor.fetchall() if cursor.description else []
         except (psycopg.OperationalError, PoolTimeout) as error:

@@ -22,7 +22,7 @@ from .._runtime.secrets import Redactor
 from ..errors import UsageError
 from ._journal import StaleVersion, StateUnavailable
 from ._location import shown_url
-from ._pg_journal import PostgresJournal, reason, run, unreachable
+from ._pg_journal import PostgresJournal, reason, unreachable
 from ._pg_listen import CHANNEL, VersionListener
 from ._records import Approval, AuditRecord, ChangeRecord, ConversationInfo, Version
 from ._sql import APPROVAL_COLUMNS, AUDIT_COLUMNS, approval_row, filters, json_data, json_text
@@ -102,7 +102,7 @@ def open_postgres_state(url: str, *, node: str, redactor: Redactor | None = None
     journal = PostgresJournal(pool, url, node=node, lease_seconds=lease_seconds, renew_seconds=renew_seconds,
                               redactor=redactor)
 
-    versions = PostgresVersions(pool, url)
+    versions = PostgresVersions(pool, url, journal)
 
     def close() -> None:
         try:
@@ -111,8 +111,9 @@ def open_postgres_state(url: str, *, node: str, redactor: Redactor | None = None
         finally:
             pool.close()
 
-    return State(journal=journal, versions=versions, approvals=PostgresApprovals(pool, url),
-                 audit=PostgresAudit(pool, url), conversations=PostgresConversations(pool, url), closer=close)
+    return State(journal=journal, versions=versions, approvals=PostgresApprovals(pool, url, journal),
+                 audit=PostgresAudit(pool, url, journal), conversations=PostgresConversations(pool, url, journal),
+                 closer=close)
 
 
 def _create_schema(conn: psycopg.Connection[Any], shown: str) -> None:
@@ -134,12 +135,16 @@ Pool = ConnectionPool[psycopg.Connection[Any]]
 
 
 class _Store:
-    def __init__(self, pool: Pool, url: str) -> None:
+    """A store on the journal's pool, whose statements fail at once while the journal knows the database is down
+    (rather than hold the node's event loop on a connect)."""
+
+    def __init__(self, pool: Pool, url: str, journal: PostgresJournal) -> None:
         self._pool = pool
         self._url = url
+        self._journal = journal
 
     def _rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
-        return run(self._pool, sql, params, self._unreachable)
+        return self._journal.run(sql, params)
 
     def _unreachable(self, error: BaseException) -> str:
         return unreachable(self._url, error)
@@ -155,8 +160,8 @@ class PostgresVersions(_Store):
 
     shared = True
 
-    def __init__(self, pool: Pool, url: str) -> None:
-        super().__init__(pool, url)
+    def __init__(self, pool: Pool, url: str, journal: PostgresJournal) -> None:
+        super().__init__(pool, url, journal)
         self._listeners: list[VersionListener] = []
 
     def last_version(self) -> int:
