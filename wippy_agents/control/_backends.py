@@ -30,17 +30,13 @@ class Hosted:
 
     async def request(self, op: str, on_event: Callable[[Any], None] | None = None, **params: Any) -> Any:
         """As `ControlClient.request`: a failure raises `ControlError`; cancelling it is the client going away."""
-        from ._ops import dispatch
-
-        async def emit(event: Any) -> None:
-            if on_event is not None:
-                on_event(event)
+        from ._ops import dispatch, emitting_to
 
         @contextlib.asynccontextmanager
         async def open_target(needs: Needs) -> AsyncIterator[Target]:
             yield self.app
 
-        return unwrap(await dispatch({"op": op, **params}, open_target, emit))
+        return unwrap(await dispatch({"op": op, **params}, open_target, emitting_to(on_event)))
 
 
 class Attached:

@@ -99,11 +99,9 @@ class Embedded:
         self.root = root
 
     async def request(self, op: str, on_event: Callable[[Any], None] | None = None, **params: Any) -> Any:
-        from ._ops import dispatch
+        from ._ops import dispatch, emitting_to
 
-        async def emit(event: Any) -> None:
-            if on_event is not None:
-                on_event(event)
+        emit = emitting_to(on_event)
 
         def open_target(needs: Needs) -> contextlib.AbstractAsyncContextManager[Target]:
             return open_embedded(self.root, needs)

@@ -40,13 +40,23 @@ from ._wire import MAX_DEPTH, ControlError, Disconnected, deeper_than, failure, 
 if TYPE_CHECKING:
     from pydantic import BaseModel, Field, ValidationError
 
-__all__ = ["OPS", "Emit", "Needs", "Op", "Target", "dispatch", "node_status"]
+__all__ = ["OPS", "Emit", "Needs", "Op", "Target", "dispatch", "emitting_to", "node_status"]
 
 log = logging.getLogger("wippy_agents.control")
 
 Needs = Literal["none", "files", "state", "node"]
 """What an op needs when no node runs: nothing, the app's files, its state file, or a whole node."""
 Emit = Callable[[Any], Awaitable[None]]
+
+
+def emitting_to(on_event: Callable[[Any], None] | None) -> Emit:
+    """The `emit` of a request served in this process, handing each event to `on_event` (or dropping it)."""
+
+    async def emit(event: Any) -> None:
+        if on_event is not None:
+            on_event(event)
+
+    return emit
 
 
 class Target(Protocol):
