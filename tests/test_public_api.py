@@ -47,7 +47,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "AgentError", "AgentEvent", "AgentService", "Answer", "ApprovalRequested", "Conversation", "Delegated",
         "TextDelta", "ToolFinished", "ToolStarted", "TurnDone", "TurnFailed", "TurnStarted", "UsageReport",
         "offered_name", "TURN_WORKFLOW", "Governance", "RestrictedTools", "TurnArgs", "register_builtins", "turns",
-        "new_conversation_id",
+        "new_conversation_id", "McpServers", "McpToolError",
     },
     "wippy_agents.durable": {
         "JournalDamaged", "JournalTypeError", "NondeterminismError", "StateUnavailable", "StepError", "StepRecord",
@@ -70,6 +70,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "PolicyHook", "Problem", "Registry", "RegistryError", "RegistryEvent", "RegistryView", "Version", "check_id",
         "AgentSpec", "ConfigSpec", "ModelSpec", "PolicySpec", "Pricing", "ProcessSpec", "PromptSpec",
         "SupervisorSpec", "ToolSpec", "WorkflowSpec", "RollbackRule", "ToolExample", "change_diff", "entry_yaml",
+        "McpServerSpec",
     },
     "wippy_agents.sandbox": {
         "CompileError", "Limits", "ResourceLimit", "RunResult", "Sandbox", "SandboxError", "compile_source",

@@ -27,6 +27,7 @@ VALID: dict[str, dict[str, Any]] = {
     "supervisor": {},
     "workflow": {"file": "flows/w.py", "function": "run"},
     "config": {},
+    "mcp_server": {"command": "mcp-server-time"},
 }
 
 
@@ -59,8 +60,8 @@ def test_every_kind_but_config_refuses_an_unknown_field(kind: str) -> None:
 def test_an_unknown_kind_lists_the_kinds() -> None:
     [(field, message)] = errors("agnet", {}).items()
     assert field == "kind"
-    assert message == ("unknown kind 'agnet'; the kinds are agent, config, model, policy, process, prompt, "
-                       "supervisor, tool, workflow")
+    assert message == ("unknown kind 'agnet'; the kinds are agent, config, mcp_server, model, policy, process, "
+                       "prompt, supervisor, tool, workflow")
 
 
 # -- model ------------------------------------------------------------------------------------
@@ -303,6 +304,20 @@ def test_a_schema_violation_in_a_file_is_located_at_the_field(tmp_path: Path) ->
 def test_a_policy_names_only_known_kinds() -> None:
     policy = {"subjects": ["app:*"], "actions": ["registry.create"], "effect": "allow"}
     assert errors("policy", {**policy, "kinds": ["tool", "tols"]}) == {
-        "kinds.1": "unknown kind 'tols'; the kinds are agent, config, model, policy, process, prompt, supervisor, "
-                   "tool, workflow"}
+        "kinds.1": "unknown kind 'tols'; the kinds are agent, config, mcp_server, model, policy, process, prompt, "
+                   "supervisor, tool, workflow"}
     assert check("policy", {**policy, "kinds": ["tool"]}).kinds == ["tool"]
+
+
+# -- mcp_server -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("fields", "field"), [({}, ""), ({"command": "x", "url": "http://h/mcp"}, "")])
+def test_an_mcp_server_has_either_a_command_or_a_url(fields: dict[str, Any], field: str) -> None:
+    assert errors("mcp_server", fields) == {
+        field: "an mcp_server has either a 'command' (stdio) or a 'url' (streamable HTTP)"}
+
+
+def test_an_mcp_tool_names_its_server_and_tool() -> None:
+    assert errors("tool", {"runtime": "mcp", "server": "app:time"}) == {
+        "": "an mcp tool names its 'server' (an mcp_server entry) and its 'tool' there"}

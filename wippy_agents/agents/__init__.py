@@ -25,6 +25,7 @@ from ._events import (
 )
 from ._governance import Governance
 from ._history import TURN_WORKFLOW, TurnArgs, turns
+from ._mcp import McpServers, McpToolError
 from ._restricted import RestrictedTools
 from ._service import AgentService, Conversation, new_conversation_id
 from ._toolset import offered_name
@@ -39,6 +40,8 @@ __all__ = [
     "Conversation",
     "Delegated",
     "Governance",
+    "McpServers",
+    "McpToolError",
     "RestrictedTools",
     "TextDelta",
     "ToolFinished",

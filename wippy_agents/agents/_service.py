@@ -39,6 +39,7 @@ from ._history import (
     turn_events,
     turns,
 )
+from ._mcp import McpServers
 from ._prompt import PromptRenderer
 from ._restricted import RestrictedTools
 from ._toolset import Offered, check_tool_names, offers
@@ -65,7 +66,7 @@ class AgentService:
 
     def __init__(self, node: Node, registry: Registry, tasks: TaskManager, store: ConversationStore,
                  governance: Governance, *, restricted: RestrictedTools | None = None,
-                 redactor: Redactor | None = None) -> None:
+                 redactor: Redactor | None = None, mcp: McpServers | None = None) -> None:
         self.node = node
         self.registry = registry
         self.tasks = tasks
@@ -75,13 +76,15 @@ class AgentService:
         """Secret values that tool results must not carry to the model (or into the journal)."""
         self.restricted = restricted or RestrictedTools()
         """Runs agent-written (restricted) tools in the node's sandbox."""
+        self.mcp = mcp
+        """The app's MCP servers, whose tools agents call like any other (None: the app runs none)."""
         self.prompts = PromptRenderer(self.restricted.sandbox)
         """Renders system prompts, in the sandbox when a template could run long."""
         self.usage = UsageLedger()
         self.model_overrides: dict[str, Model] = {}
         """Models to use instead of what entries say, by model id or `*` (tests: a `ScriptedModel`)."""
         self._models: dict[str | None, tuple[ModelSpec, Model]] = {}
-        self._offers: dict[str, tuple[int, AgentSpec, dict[str, Offered]]] = {}
+        self._offers: dict[str, tuple[tuple[int, int], AgentSpec, dict[str, Offered]]] = {}
         self.listeners: dict[str, Callable[[AgentEvent], None]] = {}
         """Who hears the events of a running turn task, by task id (nobody, for a turn resumed at boot)."""
         registry.validators.append(check_tool_names)
@@ -95,9 +98,10 @@ class AgentService:
     def offers(self, agent_id: str, spec: AgentSpec, registry: Registry | RegistryView) -> dict[str, Offered]:
         """The agent's tools and delegates as offered to its model, worked out once per registry version."""
         cached = self._offers.get(agent_id)
-        if cached is None or cached[0] != registry.version or cached[1] is not spec:
+        revision = (registry.version, self.registry.builtins_revision)
+        if cached is None or cached[0] != revision or cached[1] is not spec:
             by_name, _ = offers(spec, registry.view(), registry.spec)
-            cached = self._offers[agent_id] = (registry.version, spec, by_name)
+            cached = self._offers[agent_id] = (revision, spec, by_name)
         return cached[2]
 
     def model(self, model_id: str | None, registry: Registry | RegistryView) -> Model:

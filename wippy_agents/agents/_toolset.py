@@ -29,6 +29,7 @@ from ..sandbox import ResourceLimit, SandboxError
 from ..tools import ToolArgumentsError, ToolBusy, ToolContext
 from ._errors import AgentError
 from ._governance import Governance
+from ._mcp import McpServers, McpToolError
 from ._restricted import RestrictedTools
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -125,12 +126,13 @@ class ToolSet:
 
     def __init__(self, registry: Registry | RegistryView, offered: dict[str, Offered], context: ToolContext,
                  delegate: Delegate, *, governance: Governance, restricted: RestrictedTools,
-                 redact: Callable[[str], str] = str) -> None:
+                 mcp: McpServers | None = None, redact: Callable[[str], str] = str) -> None:
         self.by_name = offered
         self.context = context
         self.delegate = delegate
         self.governance = governance
         self.restricted = restricted
+        self.mcp = mcp
         self.redact = redact
         """Applied to every result: secret values never reach the model."""
         # the functions as they are when the turn starts: a tool file saved mid-turn applies to the next turn
@@ -189,6 +191,10 @@ class ToolSet:
         tool = self.functions.get(call.name)
         if offered.spec is not None and offered.spec.runtime == "restricted":
             value = await self.restricted.call(offered.entry, offered.spec, call.arguments, offered.timeout)
+        elif offered.spec is not None and offered.spec.runtime == "mcp":
+            if self.mcp is None:
+                raise McpToolError(f"tool {offered.entry.id} is served by MCP, and this app runs no MCP servers")
+            value = await self.mcp.call(offered.entry, offered.spec, call.arguments, offered.timeout)
         elif tool is None:
             raise RuntimeError(f"tool {offered.entry.id} cannot be loaded; check its entry with `wippy registry lint`")
         else:
@@ -236,7 +242,7 @@ def _explain(error: Exception, call: ToolCall, offered: Offered | None) -> str:
         return f"error: the tool hit the sandbox's {error.limit} limit: {error}{_printed(error)}"
     if isinstance(error, SandboxError):
         return f"error: the tool failed: {error}{_printed(error)}"
-    if isinstance(error, ToolArgumentsError | LookupError | ValueError | AgentError | PermissionError):
+    if isinstance(error, ToolArgumentsError | LookupError | ValueError | AgentError | PermissionError | McpToolError):
         return f"error: {error}"
     return f"error: the tool raised {type(error).__name__}: {error}"
 

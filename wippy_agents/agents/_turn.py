@@ -102,7 +102,8 @@ async def run_turn(
 
     tool_context = ToolContext(agent_id=agent_id, task_id=ctx.task_id, logger=log)
     tools = ToolSet(registry, service.offers(agent_id, spec, registry), tool_context, delegate,
-                    governance=service.governance, restricted=service.restricted, redact=service.redactor.redact)
+                    governance=service.governance, restricted=service.restricted, mcp=service.mcp,
+                    redact=service.redactor.redact)
     system = await render_prompt(service.prompts, spec, prompt, agent_id, entry.meta, context)
     new: list[ChatMessage] = [UserMessage(content=text)]
     messages: list[ChatMessage] = ([SystemMessage(content=system)] if system else []) + history + new

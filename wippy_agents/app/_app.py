@@ -34,7 +34,7 @@ from .._runtime.proc import ProcessFn
 from .._runtime.pubsub import Subscribers
 from .._runtime.remote import Peers
 from .._runtime.secrets import Redactor
-from ..agents import TURN_WORKFLOW, AgentService, Conversation, Governance, RestrictedTools
+from ..agents import TURN_WORKFLOW, AgentService, Conversation, Governance, McpServers, RestrictedTools
 from ..durable import TaskManager
 from ..errors import UsageError
 from ..policy import Approvals, Audit, Policies, ToolHealth
@@ -50,6 +50,7 @@ log = logging.getLogger("wippy_agents.app")
 
 SYSTEM_SUPERVISOR = "wippy:system"
 AGENTS = "wippy:agents"
+MCP_SERVERS = "wippy:mcp"
 WATCHER = "wippy:registry_watcher"
 
 
@@ -167,15 +168,17 @@ class App:
         self.approvals = Approvals(registry, state.approvals, self.audit, signal=self.tasks.signal,
                                    subscribers=Subscribers(self.node))
         self.tool_health = ToolHealth(registry, self.policies, self.audit)
+        self.mcp = McpServers(self.node, registry, self.root)
         self.agents = AgentService(self.node, registry, self.tasks, state.conversations,
                                    Governance(self.policies, self.audit, self.approvals),
                                    restricted=RestrictedTools(on_outcome=self.tool_health.record),
-                                   redactor=self.redactor)
+                                   redactor=self.redactor, mcp=self.mcp)
         self.watcher = Watcher(self.root, folder.folders, registry, step_ms=folder.config.watch_step_ms)
         registry.follow_announced(asyncio.get_running_loop())
 
     def _start_processes(self) -> None:
-        children = [ChildSpec("agents", self.agents.supervisor(), name=AGENTS)]
+        children = [ChildSpec("agents", self.agents.supervisor(), name=AGENTS),
+                    ChildSpec("mcp_servers", self.mcp.run, name=MCP_SERVERS)]
         if self.config.watch and self.owns_files:
             children.insert(0, ChildSpec("registry_watcher", self.watcher.run, name=WATCHER))
         self.node.spawn(Supervisor(children, max_restarts=10, max_seconds=10), name=SYSTEM_SUPERVISOR)

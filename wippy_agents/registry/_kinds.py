@@ -93,17 +93,22 @@ class ToolExample(KindSpec):
 class ToolSpec(KindSpec):
     description: str = ""
     parameters: dict[str, Any] | None = None
-    runtime: Literal["python", "restricted"] = "python"
+    runtime: Literal["python", "restricted", "mcp"] = "python"
     file: str | None = None
     module: str | None = None
     function: str | None = None
     source: str | None = None
+    server: str | None = None  # runtime mcp: the `mcp_server` entry that serves the tool
+    tool: str | None = None  # runtime mcp: the tool's name on that server
     timeout: float = Field(30.0, gt=0)
     examples: list[ToolExample] = []
 
     @model_validator(mode="after")
     def _has_code(self) -> ToolSpec:
-        if self.runtime == "restricted":
+        if self.runtime == "mcp":
+            if not self.server or not self.tool:
+                raise ValueError("an mcp tool names its 'server' (an mcp_server entry) and its 'tool' there")
+        elif self.runtime == "restricted":
             if not self.source:
                 raise ValueError("a restricted tool needs its Python code in 'source'")
         elif not (self.file or self.module) or not self.function:
@@ -126,6 +131,29 @@ class ToolSpec(KindSpec):
         assert self.source is not None
         description, parameters = describe_function(self.source, self.function or "main")
         return self.description or description, self.parameters or parameters
+
+
+class McpServerSpec(KindSpec):
+    """An MCP server whose tools the app offers as `mcp.<entry name>:<tool>`: a `command` run over stdio, or a `url`.
+
+    Values in `env` and `headers` may name environment variables as `${NAME}`:
+    they are resolved when the server starts, and never stored resolved.
+    """
+
+    command: str | None = None
+    args: list[str] = []
+    env: dict[str, str] = {}
+    url: str | None = None
+    headers: dict[str, str] = {}
+    tools: list[str] | None = None  # the server's tools to offer (None: all of them)
+    timeout: float = Field(30.0, gt=0)  # seconds per call
+    max_restarts: int = Field(5, ge=0)  # connection failures in a row before the server is given up on
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerSpec:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("an mcp_server has either a 'command' (stdio) or a 'url' (streamable HTTP)")
+        return self
 
 
 class AgentSpec(KindSpec):
@@ -257,6 +285,7 @@ KINDS: Mapping[str, type[KindSpec]] = {
     "model": ModelSpec,
     "prompt": PromptSpec,
     "tool": ToolSpec,
+    "mcp_server": McpServerSpec,
     "policy": PolicySpec,
     "process": ProcessSpec,
     "supervisor": SupervisorSpec,

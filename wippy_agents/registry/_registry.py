@@ -119,6 +119,8 @@ class Registry:
         self._origins: dict[str, Origin] = {}
         self._digests: dict[str, str] = {}
         self._builtins: dict[str, Entry] = {}
+        self.builtins_revision = 0
+        """Counts changes to the built-in entries (an MCP server's tools come and go without a version)."""
         self._views: dict[int, RegistryView] = {}
         self._builtin_specs: dict[str, KindSpec] = {}
         self._modules: dict[str, tuple[tuple[int, int], Any]] = {}
@@ -151,6 +153,14 @@ class Registry:
         self._builtin_specs[entry.id] = parse_spec(entry)
         if tool is not None:
             self.tools[entry.id] = tool
+        self.builtins_revision += 1
+
+    def remove_builtin(self, entry_id: str) -> None:
+        """Take back an entry `add_builtin` provided (an MCP server's tool its server no longer lists)."""
+        if self._builtins.pop(entry_id, None) is not None:
+            self._builtin_specs.pop(entry_id, None)
+            self.tools.pop(entry_id, None)
+            self.builtins_revision += 1
 
     def find(self, kind: str | None = None, namespace: str | None = None, pattern: str | None = None) -> list[Entry]:
         """Entries by kind, exact namespace and/or id pattern (`app.*:*`), sorted by id."""

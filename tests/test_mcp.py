@@ -1,0 +1,150 @@
+"""MCP servers as registry tools, against real servers over stdio: one written here with the `mcp` SDK, and
+`mcp-server-time` from PyPI."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wippy_agents import App
+from wippy_agents.agents import ToolFinished
+from wippy_agents.llm import Response, ToolCall
+from wippy_agents.testing import ScriptedModel, wait_until, write_file
+
+pytestmark = pytest.mark.timeout(120)
+
+SERVER = '''
+import sys, time
+from mcp.server import MCPServer
+
+server = MCPServer("calc")
+
+
+@server.tool()
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+@server.tool()
+def fail() -> str:
+    """Always fails."""
+    raise ValueError("the calculator is broken")
+
+
+@server.tool()
+def crash() -> str:
+    """Ends the server."""
+    sys.exit(3)
+
+
+@server.tool()
+def stall() -> str:
+    """Never answers."""
+    time.sleep(3600)
+    return "late"
+
+
+server.run("stdio")
+'''
+
+
+def app_with(root: Path, servers: str, tools: str) -> Path:
+    write_file(root, "calc_server.py", SERVER)
+    write_file(root, "registry/app/_index.yaml", textwrap.dedent(f"""\
+        namespace: app
+        entries:
+          - {{name: offline, kind: model, provider: offline, model: wippy-offline}}
+          - {{name: helper, kind: agent, model: app:offline, tools: {tools}}}
+        """) + textwrap.indent(servers, "  "))
+    return root
+
+
+CALC = f"""\
+- name: calc
+  kind: mcp_server
+  command: {sys.executable}
+  args: [calc_server.py]
+  tools: [add, fail, crash, stall]
+  timeout: 3
+  max_restarts: 1
+"""
+
+
+def calling(*calls: tuple[str, dict[str, Any]]) -> ScriptedModel:
+    """A model that makes each call in turn (one per model call), then says "done"."""
+    return ScriptedModel([Response(tool_calls=(ToolCall(id=f"c{number}", name=name, arguments=arguments),),
+                                   finish_reason="tool_calls") for number, (name, arguments) in enumerate(calls)]
+                         + ["done"])
+
+
+async def results(app: App, *calls: tuple[str, dict[str, Any]]) -> list[ToolFinished]:
+    app.agents.model_overrides["*"] = calling(*calls)
+    conv = await app.conversation("app:helper")
+    return [event async for event in conv.stream("go") if isinstance(event, ToolFinished)]
+
+
+async def test_a_server_s_tools_are_registry_tools_an_agent_calls_as_journaled_steps(tmp_path: Path) -> None:
+    root = app_with(tmp_path / "app", CALC, '["mcp.calc:*"]')
+    async with App(root=root) as app:
+        await wait_until(lambda: "mcp.calc:add" in app.registry, timeout=30)
+        entry = app.registry.get("mcp.calc:add")
+        assert entry.data["description"] == "Add two numbers." and entry.data["parameters"]["required"] == ["a", "b"]
+        assert not (root / "registry" / "mcp").exists()  # provided by the server, never written to the files
+
+        finished = await results(app, ("mcp_calc_add", {"a": 2, "b": 3}), ("mcp_calc_fail", {}))
+        assert [(f.tool, f.result, f.is_error) for f in finished] == [
+            ("mcp.calc:add", "5", False),
+            ("mcp.calc:fail", "error: Error executing tool fail", True)]  # what the server says
+        turn = app.tasks.list()[-1]
+        steps = [step.name for step in app.tasks.get(turn.id).steps]
+        assert sum(name.startswith("tool:") for name in steps) == 2  # each call a journaled step
+
+    log = (root / ".wippy" / "mcp" / "app.calc.log")
+    assert log.exists() and log.stat().st_mode & 0o777 == 0o600  # the server's stderr: not on the terminal
+
+
+async def test_a_server_that_hangs_or_dies_gives_the_model_an_error_and_the_turn_goes_on(tmp_path: Path) -> None:
+    root = app_with(tmp_path / "app", CALC, '["mcp.calc:*"]')
+    async with App(root=root) as app:
+        await wait_until(lambda: "mcp.calc:stall" in app.registry, timeout=30)
+        before = app.mcp.clients["app:calc"]
+        finished = await results(app, ("mcp_calc_stall", {}), ("mcp_calc_crash", {}), ("mcp_calc_add", {"a": 1}))
+        assert [f.is_error for f in finished] == [True, True, True]
+        assert "did not finish within 3s" in finished[0].result
+        assert "the MCP server app:calc" in finished[1].result
+        # the server died: its tools are withdrawn while it restarts (given up on after max_restarts in a row)
+        await wait_until(lambda: app.mcp.clients.get("app:calc") not in (None, before), timeout=30)  # it came back
+        assert "mcp.calc:add" in app.registry
+        finished = await results(app, ("mcp_calc_add", {"a": 1, "b": 1}))
+        assert finished[0].result == "2"
+
+
+async def test_mcp_server_time_from_pypi_answers_through_the_registry(tmp_path: Path) -> None:
+    servers = f"""\
+- name: time
+  kind: mcp_server
+  command: {sys.executable}
+  args: [-m, mcp_server_time, --local-timezone, UTC]
+"""
+    root = app_with(tmp_path / "app", servers, '["mcp.time:*"]')
+    async with App(root=root) as app:
+        await wait_until(lambda: "mcp.time:get_current_time" in app.registry, timeout=30)
+        assert "mcp.time:convert_time" in app.registry
+        finished = await results(app, ("mcp_time_get_current_time", {"timezone": "UTC"}))
+        assert not finished[0].is_error and '"timezone": "UTC"' in finished[0].result
+
+
+async def test_an_unset_variable_in_env_stops_that_server_with_a_clear_error(tmp_path: Path,
+                                                                            caplog: pytest.LogCaptureFixture) -> None:
+    servers = CALC + "  env: {TOKEN: '${WIPPY_TEST_UNSET_TOKEN}'}\n"
+    root = app_with(tmp_path / "app", servers, '["mcp.calc:*"]')
+    async with App(root=root) as app:
+        await wait_until(lambda: any("WIPPY_TEST_UNSET_TOKEN" in r.getMessage() for r in caplog.records), timeout=30)
+        assert "mcp.calc:add" not in app.registry
+        message = next(r.getMessage() for r in caplog.records if "WIPPY_TEST_UNSET_TOKEN" in r.getMessage())
+        assert "app:calc env names ${WIPPY_TEST_UNSET_TOKEN}, which is not set" in message

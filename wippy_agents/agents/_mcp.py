@@ -1,0 +1,229 @@
+"""MCP servers as registry tools: each `mcp_server` entry is a process that keeps a client of the server.
+
+The process connects (over stdio, or streamable HTTP for a `url`), lists the
+server's tools and provides each as a built-in `tool` entry `mcp.<entry
+name>:<tool>` (runtime `mcp`), which agents list like any tool. It pings the
+server, and reconnects with backoff when it stops answering; after
+`max_restarts` failures in a row it gives the server up, says so in the log, and
+its tools are taken back. A call goes through the same `ToolSet` path as any
+tool, so it is a journaled step under the `tool.call` policy: a replayed turn
+does not call the server again. The `mcp` SDK is imported only when an app has
+a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .. import process
+from .._runtime.node import Node
+from .._runtime.types import KILL, Pid
+from ..errors import RunError, UsageError
+from ..registry import Entry, McpServerSpec, Registry, ToolSpec
+
+__all__ = ["McpServers", "McpToolError", "resolve_variables"]
+
+log = logging.getLogger("wippy_agents.mcp")
+
+PING_SECONDS = 5.0
+"""How often a connected server is pinged; one that does not answer within its timeout is reconnected."""
+BACKOFF = (0.5, 30.0)
+"""Seconds before reconnecting a server that failed: the first wait, and the longest."""
+NAMESPACE = "mcp"
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class McpToolError(RunError):
+    """An MCP server answered a call with an error, or cannot be reached: the model reads it and goes on."""
+
+
+def resolve_variables(values: Mapping[str, str], where: str, environ: Mapping[str, str] = os.environ
+                      ) -> dict[str, str]:
+    """`values` with each `${NAME}` replaced from the environment; `UsageError` naming a variable that is not set."""
+
+    def lookup(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in environ:
+            raise UsageError(f"{where} names ${{{name}}}, which is not set in the environment; set it and the server "
+                             "starts again")
+        return environ[name]
+
+    return {key: _VARIABLE.sub(lookup, value) for key, value in values.items()}
+
+
+def tool_entry(server: Entry, spec: McpServerSpec, tool: Any) -> Entry:
+    """The registry entry of one of a server's tools."""
+    return Entry(f"{NAMESPACE}.{server.name}:{tool.name}", "tool",
+                 {"title": tool.title or tool.name, "mcp_server": server.id},
+                 {"runtime": "mcp", "server": server.id, "tool": tool.name, "description": tool.description or "",
+                  "parameters": tool.input_schema or {"type": "object", "properties": {}}, "timeout": spec.timeout})
+
+
+class McpServers:
+    """The app's MCP servers: `run` is the process that starts one process per `mcp_server` entry."""
+
+    def __init__(self, node: Node, registry: Registry, root: Path) -> None:
+        self.node = node
+        self.registry = registry
+        self.root = root
+        """The app folder: a stdio server runs there, as the app's own tools do."""
+        self.log_folder = root / ".wippy" / "mcp"
+        """Where each server's stderr goes (`<entry>.log`), not onto the terminal the node or the TUI uses."""
+        self.clients: dict[str, Any] = {}
+        """Each connected server's `mcp.Client`, by entry id."""
+        self._processes: dict[str, Pid] = {}
+        self._broken: dict[str, asyncio.Event] = {}
+        """Set by a call that failed on its connection, so the server's process checks it at once."""
+
+    async def run(self) -> None:
+        """Start a process per server entry, and again for each one that changes; stop those that go."""
+        self.registry.subscribe("*", kinds=["mcp_server"])
+        for entry in self.registry.find(kind="mcp_server"):
+            self._start(entry.id)
+        try:
+            while True:
+                msg = await process.receive()
+                if msg.topic in ("registry.create", "registry.update", "registry.delete") and msg.payload.id:
+                    self._stop(msg.payload.id)
+                    if msg.topic != "registry.delete":
+                        self._start(msg.payload.id)
+        finally:
+            for entry_id in list(self._processes):
+                self._stop(entry_id)
+
+    def _start(self, entry_id: str) -> None:
+        self._processes[entry_id] = self.node.spawn(self.serve, entry_id, name=f"mcp:{entry_id}")
+
+    def _stop(self, entry_id: str) -> None:
+        pid = self._processes.pop(entry_id, None)
+        if pid is not None:
+            self.node.exit(None, pid, KILL)
+        self._withdraw(entry_id)
+
+    async def serve(self, entry_id: str) -> None:
+        """The process of one server: connect, offer its tools, ping it; reconnect with backoff; give up in the end."""
+        try:
+            from mcp import Client
+        except ImportError:
+            log.error("MCP server %s needs the mcp SDK: pip install 'wippy-agents[mcp]'", entry_id)
+            return
+        entry = self.registry.get(entry_id)
+        spec = self.registry.spec(entry_id)
+        assert isinstance(spec, McpServerSpec)
+        failures, delay = 0, BACKOFF[0]
+        try:
+            while True:
+                try:
+                    async with Client(self._transport(entry, spec), read_timeout_seconds=spec.timeout) as client:
+                        listed = await asyncio.wait_for(client.list_tools(), spec.timeout)
+                        self._offer(entry, spec, listed.tools)
+                        self.clients[entry_id] = client
+                        broken = self._broken[entry_id] = asyncio.Event()
+                        failures, delay = 0, BACKOFF[0]
+                        while True:
+                            with contextlib.suppress(TimeoutError):
+                                await asyncio.wait_for(broken.wait(), PING_SECONDS)
+                            await asyncio.wait_for(client.send_ping(), spec.timeout)  # a call that broke: is it gone?
+                except UsageError as error:
+                    log.error("MCP server %s cannot start: %s", entry_id, error)
+                    return
+                except Exception as error:  # it crashed, hung or answered garbage: try again, but not for ever
+                    self.clients.pop(entry_id, None)
+                    self._withdraw(entry_id)  # unavailable meanwhile: agents are not offered its tools
+                    failures += 1
+                    if failures > spec.max_restarts:
+                        log.error("MCP server %s failed %d times in a row (last: %s); its tools are withdrawn until "
+                                  "its entry changes", entry_id, failures, _reason(error))
+                        return
+                    log.warning("MCP server %s failed (%s); reconnecting in %gs", entry_id, _reason(error), delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, BACKOFF[1])
+        finally:
+            self.clients.pop(entry_id, None)
+            self._withdraw(entry_id)
+
+    def _transport(self, entry: Entry, spec: McpServerSpec) -> Any:
+        if spec.url is not None:
+            return spec.url if not spec.headers else _http_transport(
+                spec.url, resolve_variables(spec.headers, f"{entry.id} headers"))
+        from mcp.client.stdio import StdioServerParameters, get_default_environment, stdio_client
+
+        assert spec.command is not None
+        environment = get_default_environment() | resolve_variables(spec.env, f"{entry.id} env")
+        self.log_folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self.log_folder / f"{entry.id.replace(':', '.')}.log"
+        errlog = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a")  # the owner's alone
+        return _closing(stdio_client(StdioServerParameters(command=spec.command, args=spec.args, env=environment,
+                                                           cwd=self.root),
+                                     errlog=errlog), errlog)
+
+    def _offer(self, server: Entry, spec: McpServerSpec, tools: list[Any]) -> None:
+        """Provide the server's tools (those `spec.tools` allows) as entries, and take back those it dropped."""
+        offered = {tool_entry(server, spec, tool).id: tool_entry(server, spec, tool) for tool in tools
+                   if spec.tools is None or tool.name in spec.tools}
+        self._withdraw(server.id, keep=set(offered))
+        for entry in offered.values():
+            self.registry.add_builtin(entry)
+
+    def _withdraw(self, server_id: str, keep: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        for entry in self.registry.find(kind="tool", namespace=f"{NAMESPACE}.{server_id.partition(':')[2]}"):
+            if entry.meta.get("mcp_server") == server_id and entry.id not in keep:
+                self.registry.remove_builtin(entry.id)
+
+    async def call(self, entry: Entry, spec: ToolSpec, arguments: dict[str, Any], timeout: float) -> str:
+        """Call the tool on its server: its text (or structured) result; `McpToolError` for an error it reports."""
+        assert spec.server is not None and spec.tool is not None
+        client = self.clients.get(spec.server)
+        if client is None:
+            raise McpToolError(f"the MCP server {spec.server} is not connected now (see `wippy registry list`); try "
+                               "again later or do without it")
+        try:
+            result = await asyncio.wait_for(client.call_tool(spec.tool, arguments), timeout)
+        except Exception as error:
+            if spec.server in self._broken:
+                self._broken[spec.server].set()
+            if isinstance(error, TimeoutError):
+                raise
+            raise McpToolError(f"the MCP server {spec.server} failed the call ({_reason(error)}); it is being "
+                               "reconnected") from None
+        text = "\n".join(block.text for block in result.content if getattr(block, "type", None) == "text")
+        if not text and result.structured_content is not None:
+            text = json.dumps(result.structured_content, ensure_ascii=False)
+        if result.is_error:
+            raise McpToolError(text or f"{entry.id} failed without saying why")
+        return text
+
+
+@contextlib.asynccontextmanager
+async def _closing(transport: Any, file: Any) -> Any:
+    """A transport that closes the server's log file when it ends."""
+    try:
+        async with transport as streams:
+            yield streams
+    finally:
+        file.close()
+
+
+@contextlib.asynccontextmanager
+async def _http_transport(url: str, headers: dict[str, str]) -> Any:
+    """Streamable HTTP with the entry's headers (resolved), on an HTTP client closed with the transport."""
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    http = httpx2.AsyncClient(headers=headers, follow_redirects=True, timeout=httpx2.Timeout(30.0, read=300.0))
+    async with http, streamable_http_client(url, http_client=http) as streams:
+        yield streams
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, BaseExceptionGroup) and error.exceptions:
+        return _reason(error.exceptions[0])
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
