@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -49,7 +52,10 @@ def stall() -> str:
     return "late"
 
 
-server.run("stdio")
+if len(sys.argv) > 1:  # streamable HTTP on this port
+    server.run("streamable-http", port=int(sys.argv[1]))
+else:
+    server.run("stdio")
 '''
 
 
@@ -148,3 +154,49 @@ async def test_an_unset_variable_in_env_stops_that_server_with_a_clear_error(tmp
         assert "mcp.calc:add" not in app.registry
         message = next(r.getMessage() for r in caplog.records if "WIPPY_TEST_UNSET_TOKEN" in r.getMessage())
         assert "app:calc env names ${WIPPY_TEST_UNSET_TOKEN}, which is not set" in message
+
+
+async def test_a_server_over_streamable_http_with_a_header_from_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()
+    root = app_with(tmp_path / "app", f"""\
+- name: calc
+  kind: mcp_server
+  url: http://127.0.0.1:{port}/mcp
+  headers: {{Authorization: "Bearer ${{WIPPY_TEST_MCP_TOKEN}}"}}
+""", '["mcp.calc:add"]')  # by id: the server lists it once connected
+    monkeypatch.setenv("WIPPY_TEST_MCP_TOKEN", "t0ken")
+    server = subprocess.Popen([sys.executable, "calc_server.py", str(port)], cwd=root, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        await listening(port)
+        async with App(root=root) as app:
+            await wait_until(lambda: "mcp.calc:add" in app.registry, timeout=30)
+            finished = await results(app, ("mcp_calc_add", {"a": 20, "b": 22}))
+            assert (finished[0].result, finished[0].is_error) == ("42", False)
+        assert "t0ken" not in (root / "registry" / "app" / "_index.yaml").read_text()  # stored as written
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def listening(port: int, timeout: float = 30.0) -> None:
+    """Wait until something accepts connections on the loopback `port`; fail after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            assert loop.time() < deadline, f"nothing listens on port {port} after {timeout:g}s"
+            await asyncio.sleep(0.05)
+        else:
+            writer.close()
+            return

@@ -351,7 +351,7 @@ class Registry:
                 if _is_pattern(ref.target):
                     continue
                 target = state.get(ref.target)
-                if target is not None and target.kind in ref.kinds:
+                if target is not None and target.kind in ref.kinds or target is None and _served(ref.target, state):
                     continue
                 if target is not None:
                     message = f"{ref.target!r} is {_a(target.kind)}, not {_a(' or '.join(ref.kinds))}"
@@ -809,6 +809,14 @@ class RegistryView:
 
     def view(self) -> Mapping[str, Entry]:
         return types.MappingProxyType(self._entries)
+
+
+def _served(entry_id: str, state: Mapping[str, Entry]) -> bool:
+    """Whether `entry_id` is a tool an `mcp_server` entry provides (`mcp.<its name>:<tool>`) once its server is
+    connected: an agent may name one before the server has listed it."""
+    namespace = entry_id.partition(":")[0]
+    return namespace.startswith("mcp.") and any(
+        entry.kind == "mcp_server" and entry.name == namespace.removeprefix("mcp.") for entry in state.values())
 
 
 def _a(noun: str) -> str:
