@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from .. import process
 from .._runtime.node import Node
 from .._runtime.types import KILL, Pid
 from ..errors import RunError, UsageError
+from ..policy import Approval, Approvals
 from ..registry import Entry, McpServerSpec, Registry, ToolSpec
 
 __all__ = ["McpServers", "McpToolError", "resolve_variables"]
@@ -38,6 +40,7 @@ PING_SECONDS = 5.0
 BACKOFF = (0.5, 30.0)
 """Seconds before reconnecting a server that failed: the first wait, and the longest."""
 NAMESPACE = "mcp"
+PIN_ACTION = "mcp.tool.pin"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -59,6 +62,17 @@ def resolve_variables(values: Mapping[str, str], where: str, environ: Mapping[st
     return {key: _VARIABLE.sub(lookup, value) for key, value in values.items()}
 
 
+def definition_of(tool: Any) -> dict[str, Any]:
+    """What trust on first use pins of a tool: what the model is told, and what the server says it does."""
+    annotations = tool.annotations.model_dump(mode="json", exclude_none=True) if tool.annotations else None
+    return {"name": tool.name, "description": tool.description or "", "input_schema": tool.input_schema or {},
+            "annotations": annotations}
+
+
+def _digest(definition: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(definition, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
 def tool_entry(server: Entry, spec: McpServerSpec, tool: Any) -> Entry:
     """The registry entry of one of a server's tools."""
     return Entry(f"{NAMESPACE}.{server.name}:{tool.name}", "tool",
@@ -68,11 +82,20 @@ def tool_entry(server: Entry, spec: McpServerSpec, tool: Any) -> Entry:
 
 
 class McpServers:
-    """The app's MCP servers: `run` is the process that starts one process per `mcp_server` entry."""
+    """The app's MCP servers: `run` is the process that starts one process per `mcp_server` entry.
 
-    def __init__(self, node: Node, registry: Registry, root: Path) -> None:
+    Trust on first use: each tool's definition (name, description, input schema,
+    annotations) is pinned by its digest in the audit trail when first seen. A
+    definition that differs from its pin is not offered until a person approves it
+    (an `mcp.tool.change` approval, with both definitions as its diff); the change,
+    the decision and the new pin are each audited.
+    """
+
+    def __init__(self, node: Node, registry: Registry, root: Path, approvals: Approvals | None = None) -> None:
         self.node = node
         self.registry = registry
+        self.approvals = approvals
+        """Where a changed definition waits for a person (None: definitions are not pinned)."""
         self.root = root
         """The app folder: a stdio server runs there, as the app's own tools do."""
         self.log_folder = root / ".wippy" / "mcp"
@@ -80,18 +103,24 @@ class McpServers:
         self.clients: dict[str, Any] = {}
         """Each connected server's `mcp.Client`, by entry id."""
         self._processes: dict[str, Pid] = {}
+        self._withheld: dict[str, tuple[Entry, str, dict[str, Any]]] = {}
+        """Tools whose definition changed since it was pinned, by approval id: the entry, its digest, its definition."""
         self._broken: dict[str, asyncio.Event] = {}
         """Set by a call that failed on its connection, so the server's process checks it at once."""
 
     async def run(self) -> None:
         """Start a process per server entry, and again for each one that changes; stop those that go."""
         self.registry.subscribe("*", kinds=["mcp_server"])
+        if self.approvals is not None:
+            self.approvals.subscribe()
         for entry in self.registry.find(kind="mcp_server"):
             self._start(entry.id)
         try:
             while True:
                 msg = await process.receive()
-                if msg.topic in ("registry.create", "registry.update", "registry.delete") and msg.payload.id:
+                if msg.topic == "approval.decided":
+                    self._decided(msg.payload)
+                elif msg.topic in ("registry.create", "registry.update", "registry.delete") and msg.payload.id:
                     self._stop(msg.payload.id)
                     if msg.topic != "registry.delete":
                         self._start(msg.payload.id)
@@ -166,12 +195,64 @@ class McpServers:
                                      errlog=errlog), errlog)
 
     def _offer(self, server: Entry, spec: McpServerSpec, tools: list[Any]) -> None:
-        """Provide the server's tools (those `spec.tools` allows) as entries, and take back those it dropped."""
-        offered = {tool_entry(server, spec, tool).id: tool_entry(server, spec, tool) for tool in tools
-                   if spec.tools is None or tool.name in spec.tools}
+        """Provide the server's tools (those `spec.tools` allows, as pinned) as entries; take back the others."""
+        offered: dict[str, Entry] = {}
+        for tool in tools:
+            if spec.tools is None or tool.name in spec.tools:
+                entry = tool_entry(server, spec, tool)
+                if self._trusted(server, entry, definition_of(tool)):
+                    offered[entry.id] = entry
         self._withdraw(server.id, keep=set(offered))
         for entry in offered.values():
             self.registry.add_builtin(entry)
+
+    def _trusted(self, server: Entry, entry: Entry, definition: dict[str, Any]) -> bool:
+        """Whether the tool's definition is the pinned one (pinning it if it is new); else it waits for a person."""
+        if self.approvals is None:
+            return True
+        digest = _digest(definition)
+        pinned = self._pin(entry.id)
+        if pinned is None:
+            self._record_pin(server.id, entry.id, digest, definition, "first seen")
+            return True
+        if pinned["sha256"] == digest:
+            return True
+        approval = self.approvals.request(
+            agent=server.id, task_id=None, call_id=digest, action="mcp.tool.change", resource=entry.id, kind="tool",
+            summary=f"the MCP server {server.id} changed the definition of {entry.id}",
+            arguments={"before": pinned["definition"], "after": definition})
+        if approval.status == "approved":
+            self._record_pin(server.id, entry.id, digest, definition, f"approved by {approval.decided_by}")
+            return True
+        if approval.status == "pending":
+            self._withheld[approval.id] = (entry, digest, definition)
+        return False
+
+    def _decided(self, approval: Approval) -> None:
+        """A person approved a changed definition: pin it and offer the tool (denied: it stays withheld)."""
+        withheld = self._withheld.pop(approval.id, None)
+        if withheld is None or approval.status != "approved":
+            return
+        entry, digest, definition = withheld
+        self._record_pin(approval.agent, entry.id, digest, definition, f"approved by {approval.decided_by}")
+        if approval.agent in self.clients:
+            self.registry.add_builtin(entry)
+
+    def _pin(self, tool_id: str) -> dict[str, Any] | None:
+        assert self.approvals is not None
+        pins = [record for record in self.approvals.audit.list(resource=tool_id, limit=1000)
+                if record.action == PIN_ACTION]
+        if not pins:
+            return None
+        pin: dict[str, Any] = json.loads(pins[-1].reason.partition("\n")[2])
+        return pin
+
+    def _record_pin(self, server_id: str, tool_id: str, digest: str, definition: dict[str, Any], why: str) -> None:
+        """The pin is an audit record: its reason says why, then holds the digest and the definition as JSON."""
+        assert self.approvals is not None
+        self.approvals.audit.record(server_id, None, PIN_ACTION, tool_id, "tool", "pinned", "wippy:mcp",
+                                    f"{why}\n" + json.dumps({"sha256": digest, "definition": definition},
+                                                            sort_keys=True, ensure_ascii=False))
 
     def _withdraw(self, server_id: str, keep: set[str] = frozenset()) -> None:  # type: ignore[assignment]
         for entry in self.registry.find(kind="tool", namespace=f"{NAMESPACE}.{server_id.partition(':')[2]}"):
