@@ -23,6 +23,7 @@ pytestmark = pytest.mark.timeout(120)
 SERVER = '''
 import os, sys, time
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 
 server = MCPServer("calc")
 
@@ -45,6 +46,18 @@ def fail() -> str:
 def crash() -> str:
     """Ends the server."""
     sys.exit(3)
+
+
+def extra() -> str:
+    return "extra!"
+
+
+@server.tool()
+async def grow(ctx: Context) -> str:
+    """Adds a tool, and says so."""
+    server.add_tool(extra, description="An extra tool.")
+    await ctx.notify_tools_changed()
+    return "grown"
 
 
 @server.tool()
@@ -77,7 +90,7 @@ CALC = f"""\
   kind: mcp_server
   command: {sys.executable}
   args: [calc_server.py]
-  tools: [add, fail, crash, stall]
+  tools: [add, fail, crash, stall, grow, extra]
   timeout: 3
   max_restarts: 1
 """
@@ -232,3 +245,14 @@ async def test_a_changed_tool_definition_waits_for_a_person_before_agents_see_it
         assert ("mcp.tool.change", "asked") in decisions
         assert ("mcp.tool.change", "approved" if verdict == "approve" else "denied by person") in decisions
         assert decisions.count(("mcp.tool.pin", "pinned")) == (2 if verdict == "approve" else 1)
+
+
+async def test_the_tools_follow_when_the_server_says_its_list_changed(tmp_path: Path) -> None:
+    root = app_with(tmp_path / "app", CALC, '["mcp.calc:*"]')
+    async with App(root=root) as app:
+        await wait_until(lambda: "mcp.calc:grow" in app.registry, timeout=30)
+        assert "mcp.calc:extra" not in app.registry
+        await results(app, ("mcp_calc_grow", {}))
+        await wait_until(lambda: "mcp.calc:extra" in app.registry, timeout=10)
+        finished = await results(app, ("mcp_calc_extra", {}))
+        assert finished[0].result == "extra!"

@@ -69,7 +69,7 @@ async def test_chat_after_a_tool_call(open_tui: Any, app_root: Path, send: Any, 
                                       size: tuple[int, int]) -> None:
     async with open_tui(size=size, root=app_root, conversation="snapshot") as (app, pilot):
         await send(pilot, '/call tools.calc:add {"a": 2, "b": 3}')
-        await wait_until(lambda: "done in 0.1s" in visible(app))  # the tool block's new title is laid out
+        await wait_until(lambda: "done in 0.1s" in visible(app), poll=0.05)  # the tool block's new title is laid out
         snapshot(app)
 
 

@@ -156,11 +156,24 @@ class McpServers:
                         self._offer(entry, spec, listed.tools)
                         self.clients[entry_id] = client
                         broken = self._broken[entry_id] = asyncio.Event()
+                        changed = asyncio.Event()
                         failures, delay = 0, BACKOFF[0]
-                        while True:
-                            with contextlib.suppress(TimeoutError):
-                                await asyncio.wait_for(broken.wait(), PING_SECONDS)
-                            await asyncio.wait_for(client.send_ping(), spec.timeout)  # a call that broke: is it gone?
+                        listening = asyncio.create_task(_follow_tool_list(client, changed))
+                        try:
+                            while True:
+                                wake = asyncio.create_task(_first(broken, changed))
+                                with contextlib.suppress(TimeoutError):
+                                    await asyncio.wait_for(wake, PING_SECONDS)
+                                if changed.is_set():  # the server says its tools changed: offer what it lists now
+                                    changed.clear()
+                                    listed = await asyncio.wait_for(client.list_tools(), spec.timeout)
+                                    self._offer(entry, spec, listed.tools)
+                                    continue
+                                await asyncio.wait_for(client.send_ping(), spec.timeout)  # a broken call: gone?
+                        finally:
+                            listening.cancel()
+                            with contextlib.suppress(BaseException):
+                                await listening
                 except UsageError as error:
                     log.error("MCP server %s cannot start: %s", entry_id, error)
                     return
@@ -281,6 +294,29 @@ class McpServers:
         if result.is_error:
             raise McpToolError(text or f"{entry.id} failed without saying why")
         return text
+
+
+async def _follow_tool_list(client: Any, changed: asyncio.Event) -> None:
+    """Set `changed` whenever the server says its tool list changed (2026-07-28 `subscriptions/listen`; an older
+    server, which cannot, is read again only when it reconnects)."""
+    from mcp.client.subscriptions import ListenNotSupportedError
+
+    try:
+        async with client.listen(tools_list_changed=True) as subscription:
+            async for _ in subscription:
+                changed.set()
+    except ListenNotSupportedError:
+        return
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Return once any of `events` is set."""
+    waiting = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waiting:
+            task.cancel()
 
 
 @contextlib.asynccontextmanager
