@@ -15,6 +15,7 @@ import pytest
 
 from wippy_agents import App
 from wippy_agents.agents import ToolFinished
+from wippy_agents.control import Hosted
 from wippy_agents.llm import Response, ToolCall
 from wippy_agents.testing import ScriptedModel, wait_until, write_file
 
@@ -256,3 +257,16 @@ async def test_the_tools_follow_when_the_server_says_its_list_changed(tmp_path: 
         await wait_until(lambda: "mcp.calc:extra" in app.registry, timeout=10)
         finished = await results(app, ("mcp_calc_extra", {}))
         assert finished[0].result == "extra!"
+
+
+async def test_a_server_given_up_on_keeps_its_tools_listed_as_unavailable_and_agents_are_not_offered_them(
+        tmp_path: Path) -> None:
+    root = app_with(tmp_path / "app", CALC.replace("max_restarts: 1", "max_restarts: 0"), '["mcp.calc:*"]')
+    async with App(root=root) as app:
+        await wait_until(lambda: "mcp.calc:add" in app.registry, timeout=30)
+        await results(app, ("mcp_calc_crash", {}))
+        await wait_until(lambda: bool(app.registry.get("mcp.calc:add").meta.get("unavailable")), timeout=30)
+        listed = {entry["id"]: entry for entry in await Hosted(app).request("registry.list", kind="tool")}
+        assert "given up on" in listed["mcp.calc:add"]["meta"]["unavailable"]  # what `wippy registry list` shows
+        finished = await results(app, ("mcp_calc_add", {"a": 1, "b": 2}))
+        assert finished[0].is_error and "there is no tool named 'mcp_calc_add'" in finished[0].result

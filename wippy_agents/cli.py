@@ -226,6 +226,8 @@ def cmd_registry_list(args: argparse.Namespace) -> None:
     width = max((len(e["id"]) for e in entries), default=2)
     for entry in entries:
         title = entry["meta"].get("title", "")
+        if entry["meta"].get("unavailable"):
+            title = f"{title} (unavailable: {entry['meta']['unavailable']})"
         print(f"{entry['id']:<{width}}  {entry['kind']:<10}  {entry['file'] or '':<32}  {title}".rstrip())
 
 

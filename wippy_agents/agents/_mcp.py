@@ -4,8 +4,9 @@ The process connects (over stdio, or streamable HTTP for a `url`), lists the
 server's tools and provides each as a built-in `tool` entry `mcp.<entry
 name>:<tool>` (runtime `mcp`), which agents list like any tool. It pings the
 server, and reconnects with backoff when it stops answering; after
-`max_restarts` failures in a row it gives the server up, says so in the log, and
-its tools are taken back. A call goes through the same `ToolSet` path as any
+`max_restarts` failures in a row it gives the server up and says so in the log.
+While a server is down its tools stay listed, marked `unavailable` (with why),
+and are not offered to agents. A call goes through the same `ToolSet` path as any
 tool, so it is a journaled step under the `tool.call` policy: a replayed turn
 does not call the server again. The `mcp` SDK is imported only when an app has
 a server.
@@ -179,18 +180,19 @@ class McpServers:
                     return
                 except Exception as error:  # it crashed, hung or answered garbage: try again, but not for ever
                     self.clients.pop(entry_id, None)
-                    self._withdraw(entry_id)  # unavailable meanwhile: agents are not offered its tools
                     failures += 1
                     if failures > spec.max_restarts:
-                        log.error("MCP server %s failed %d times in a row (last: %s); its tools are withdrawn until "
+                        self._suspend(entry_id, f"the MCP server failed {failures} times in a row ({_reason(error)}) "
+                                                "and was given up on; change its entry to try again")
+                        log.error("MCP server %s failed %d times in a row (last: %s); its tools are unavailable until "
                                   "its entry changes", entry_id, failures, _reason(error))
                         return
+                    self._suspend(entry_id, f"the MCP server is reconnecting ({_reason(error)})")
                     log.warning("MCP server %s failed (%s); reconnecting in %gs", entry_id, _reason(error), delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, BACKOFF[1])
         finally:
             self.clients.pop(entry_id, None)
-            self._withdraw(entry_id)
 
     def _transport(self, entry: Entry, spec: McpServerSpec) -> Any:
         if spec.url is not None:
@@ -268,9 +270,18 @@ class McpServers:
                                                             sort_keys=True, ensure_ascii=False))
 
     def _withdraw(self, server_id: str, keep: set[str] = frozenset()) -> None:  # type: ignore[assignment]
-        for entry in self.registry.find(kind="tool", namespace=f"{NAMESPACE}.{server_id.partition(':')[2]}"):
-            if entry.meta.get("mcp_server") == server_id and entry.id not in keep:
+        for entry in self._provided(server_id):
+            if entry.id not in keep:
                 self.registry.remove_builtin(entry.id)
+
+    def _suspend(self, server_id: str, why: str) -> None:
+        """Keep listing the server's tools, marked `unavailable` with why: agents are not offered them meanwhile."""
+        for entry in self._provided(server_id):
+            self.registry.add_builtin(Entry(entry.id, entry.kind, {**entry.meta, "unavailable": why}, entry.data))
+
+    def _provided(self, server_id: str) -> list[Entry]:
+        return [entry for entry in self.registry.find(kind="tool", namespace=f"{NAMESPACE}.{server_id.partition(':')[2]}")
+                if entry.meta.get("mcp_server") == server_id]
 
     async def call(self, entry: Entry, spec: ToolSpec, arguments: dict[str, Any], timeout: float) -> str:
         """Call the tool on its server: its text (or structured) result; `McpToolError` for an error it reports."""

@@ -88,6 +88,8 @@ def offers(spec: AgentSpec, entries: Mapping[str, Entry], spec_of: Callable[[str
         by_name[name] = offered
 
     for entry in expand(spec.tools, entries, "tool"):
+        if entry.meta.get("unavailable"):  # an MCP server's tool while its server is down
+            continue
         tool_spec = spec_of(entry.id)
         assert isinstance(tool_spec, ToolSpec)
         description, parameters = (tool_spec.restricted_schema() if tool_spec.runtime == "restricted"
