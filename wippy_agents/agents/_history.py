@@ -57,8 +57,18 @@ def delegate_task_id(parent: str, call_id: str) -> str:
 
 def conversations(store: ConversationStore, tasks: TaskManager) -> list[ConversationInfo]:
     """The conversations people had, newest first: those with a turn, delegates' left out (a UI lists them)."""
-    return [info for info in store.list()
-            if (first := turns(tasks, info.agent, info.id)[:1]) and not first[0].id.startswith(DELEGATE_TASK_PREFIX)]
+    return [info for info, _ in conversations_with_turns(store, tasks)]
+
+
+def conversations_with_turns(store: ConversationStore, tasks: TaskManager
+                             ) -> list[tuple[ConversationInfo, list[TaskInfo]]]:
+    """`conversations`, each with its turn tasks in order (read once, for a UI that shows both)."""
+    listed = []
+    for info in store.list():
+        past = turns(tasks, info.agent, info.id)
+        if past and not past[0].id.startswith(DELEGATE_TASK_PREFIX):
+            listed.append((info, past))
+    return listed
 
 
 def turns(tasks: TaskManager, agent: str, conversation: str) -> list[TaskInfo]:

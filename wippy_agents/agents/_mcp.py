@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -269,7 +269,7 @@ class McpServers:
                                     f"{why}\n" + json.dumps({"sha256": digest, "definition": definition},
                                                             sort_keys=True, ensure_ascii=False))
 
-    def _withdraw(self, server_id: str, keep: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    def _withdraw(self, server_id: str, keep: Collection[str] = ()) -> None:
         for entry in self._provided(server_id):
             if entry.id not in keep:
                 self.registry.remove_builtin(entry.id)

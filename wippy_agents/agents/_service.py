@@ -33,6 +33,7 @@ from ._history import (
     TURN_WORKFLOW,
     TurnArgs,
     conversations,
+    conversations_with_turns,
     delegate_conversation,
     delegate_task_id,
     history,
@@ -223,6 +224,10 @@ class AgentService:
     def conversations(self) -> list[ConversationInfo]:
         """The conversations people had, newest first: those with a turn, delegates' left out (a UI lists them)."""
         return conversations(self.store, self.tasks)
+
+    def conversations_with_turns(self) -> list[tuple[ConversationInfo, list[TaskInfo]]]:
+        """`conversations()`, each with its turn tasks in order."""
+        return conversations_with_turns(self.store, self.tasks)
 
     def turn_events(self, info: TaskInfo) -> list[AgentEvent]:
         """The events a past turn streamed, rebuilt from the journal (a UI shows it as it showed it live)."""

@@ -496,14 +496,10 @@ async def _processes(target: Target, emit: Emit) -> Any:
 @_op("chat.conversations", "node")
 async def _chat_conversations(target: Target, emit: Emit, agent: str | None = None) -> Any:
     """The conversations people had (of `agent`), newest first, each with its turn count and first message."""
-    app = _app_of(target)
-    listed = []
-    for info in app.agents.conversations():
-        if agent is None or info.agent == agent:
-            past = turns(app.tasks, info.agent, info.id)
-            listed.append({"id": info.id, "agent": info.agent, "started": info.started, "turns": len(past),
-                           "first": TurnArgs(*past[0].args).text if past else ""})
-    return listed
+    return [{"id": info.id, "agent": info.agent, "started": info.started, "turns": len(past),
+             "first": TurnArgs(*past[0].args).text}
+            for info, past in _app_of(target).agents.conversations_with_turns()
+            if agent is None or info.agent == agent]
 
 
 @_op("chat.turns", "node")

@@ -204,12 +204,11 @@ async def run_chat(root: Path, agent: str | None = None) -> None:
     info = await ping(socket_path(root))
     if info is not None:
         backend = Attached(socket_path(root), info)
-        config = load_config(root)
+        config, link = load_config(root), NodeLink(backend)
         if agent is not None:
-            await NodeLink(backend).request("registry.show", id=agent)  # names the missing agent
+            await link.request("registry.show", id=agent)  # names the missing agent
         else:
-            agent = config.default_agent or next(
-                (entry.id for entry in await NodeLink(backend).entries("agent")), None)
+            agent = config.default_agent or next((entry.id for entry in await link.entries("agent")), None)
         require_terminal()
         await WippyApp(backend, agent, config=config).run_async()
         return

@@ -73,6 +73,7 @@ class ToolBlock(Collapsible):
 
     DEFAULT_CSS = """
     ToolBlock { margin: 0 0 0 0; padding-bottom: 0; }
+    ToolBlock CollapsibleTitle { width: 1fr; }  /* an auto width was measured once and now and then kept */
     ToolBlock.-error CollapsibleTitle { color: $error; }
     ToolBlock .result { margin-top: 1; }
     ToolBlock.-error .result { color: $error; }
@@ -93,7 +94,6 @@ class ToolBlock(Collapsible):
         self.title = self.label("✗" if failed else "✓", f"{'failed' if failed else 'done'} in {seconds(event.seconds)}")
         self.set_class(failed, "-error")
         self.result.update(Text(event.result))
-        self.refresh(layout=True)  # the longer title needs a wider line: now and then it kept its old width
 
     def waiting(self, event: ApprovalRequested) -> None:
         """The call waits for a person: say so where the result will be, until `finish` replaces it."""
