@@ -23,8 +23,11 @@ pytestmark = pytest.mark.timeout(120)
 
 SERVER = '''
 import os, sys, time
+from typing import Annotated
 from mcp.server import MCPServer
-from mcp.server.mcpserver import Context
+from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
+from mcp.types import ElicitRequest, ElicitRequestURLParams, InputRequiredResult
+from pydantic import BaseModel
 
 server = MCPServer("calc")
 
@@ -68,6 +71,27 @@ def stall() -> str:
     return "late"
 
 
+class Name(BaseModel):
+    name: str
+
+
+def ask_name() -> Elicit[Name]:
+    return Elicit("What is your name?", Name)
+
+
+@server.tool()
+def greet(answer: Annotated[ElicitationResult[Name], Resolve(ask_name)]) -> str:
+    """Asks the user's name."""
+    return f"hello {answer.data.name}" if answer.action == "accept" else f"no name ({answer.action})"
+
+
+@server.tool()
+def login() -> str | InputRequiredResult:
+    """Sends the user to a sign-in page."""
+    return InputRequiredResult(input_requests={"sign-in": ElicitRequest(params=ElicitRequestURLParams(
+        message="Sign in first", url="https://sign-in.example/login"))})
+
+
 if len(sys.argv) > 1:  # streamable HTTP on this port
     server.run("streamable-http", port=int(sys.argv[1]))
 else:
@@ -91,7 +115,7 @@ CALC = f"""\
   kind: mcp_server
   command: {sys.executable}
   args: [calc_server.py]
-  tools: [add, fail, crash, stall, grow, extra]
+  tools: [add, fail, crash, stall, grow, extra, greet, login]
   timeout: 3
   max_restarts: 1
 """
@@ -270,3 +294,38 @@ async def test_a_server_given_up_on_keeps_its_tools_listed_as_unavailable_and_ag
         assert "given up on" in listed["mcp.calc:add"]["meta"]["unavailable"]  # what `wippy registry list` shows
         finished = await results(app, ("mcp_calc_add", {"a": 1, "b": 2}))
         assert finished[0].is_error and "there is no tool named 'mcp_calc_add'" in finished[0].result
+
+
+@pytest.mark.parametrize(("verdict", "reason", "result"), [
+    ("approve", '{"name": "Ada"}', "hello Ada"),
+    ("deny", "not telling", "no name (decline)"),
+    ("approve", '{"nom": "Ada"}', "error: the answer to app:calc's question (What is your name?) does not fit what "
+                                  "it asked: 'name' is a required property (the server asked for {\"name\": \"<string>\"})"),
+])
+async def test_a_server_asking_for_input_waits_for_a_person_past_the_call_s_timeout(
+        tmp_path: Path, verdict: str, reason: str, result: str) -> None:
+    root = app_with(tmp_path / "app", CALC.replace("timeout: 3", "timeout: 1"), '["mcp.calc:*"]')
+    async with App(root=root) as app:
+        await wait_until(lambda: "mcp.calc:greet" in app.registry, timeout=30)
+        turn = asyncio.create_task(results(app, ("mcp_calc_greet", {})))
+        await wait_until(lambda: bool(app.approvals.pending()), timeout=10)
+        [approval] = app.approvals.pending()
+        assert (approval.action, approval.resource, approval.agent) == ("mcp.elicit", "mcp.calc:greet", "app:helper")
+        assert approval.summary == "app:calc asks: What is your name?" and '"name"' in approval.diff
+        assert approval.task_id == app.tasks.list()[-1].id  # `wippy approvals show` names the waiting turn
+        await asyncio.sleep(1.5)  # a person takes longer than the call's 1 s timeout: the call waits for them
+        decide = app.approvals.approve if verdict == "approve" else app.approvals.deny
+        await decide(approval.id, by="user:alice", reason=reason)
+        [finished] = await turn
+        assert finished.result == result and finished.is_error == result.startswith("error")
+
+
+async def test_a_question_that_cannot_be_answered_here_fails_the_call_and_says_why(tmp_path: Path) -> None:
+    root = app_with(tmp_path / "app", CALC, '["mcp.calc:*"]')
+    async with App(root=root) as app:
+        await wait_until(lambda: "mcp.calc:login" in app.registry, timeout=30)
+        [finished] = await results(app, ("mcp_calc_login", {}))
+        assert finished.is_error and finished.result == (
+            "error: the MCP server app:calc asked for input that cannot be answered here (it asked to send the user "
+            "to a web page (https://sign-in.example/login), which wippy does not open): Sign in first")
+        assert not app.approvals.pending()

@@ -574,7 +574,7 @@ def _parser() -> argparse.ArgumentParser:
                        ("deny", "deny a pending change: nothing changes and the agent is told why")):
         decide = command(approvals, verb, cmd_approvals_decide, help)
         decide.add_argument("id")
-        decide.add_argument("--reason", help="why (the agent reads it)")
+        decide.add_argument("--reason", help="why (the agent reads it); to answer an MCP server's question (mcp.elicit), the answer as a JSON object")
     audit = command(approvals, "audit", cmd_approvals_audit, "every policy decision: who, what, when, why")
     audit.add_argument("--agent", help="only decisions about this agent")
     audit.add_argument("--entry", help="only decisions about this entry")

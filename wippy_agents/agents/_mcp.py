@@ -2,46 +2,56 @@
 
 The process connects (over stdio, or streamable HTTP for a `url`), lists the
 server's tools and provides each as a built-in `tool` entry `mcp.<entry
-name>:<tool>` (runtime `mcp`), which agents list like any tool. It pings the
-server, and reconnects with backoff when it stops answering; after
+name>:<tool>` (runtime `mcp`), which agents list like any tool. It checks the
+server is there (listing its tools), and reconnects with backoff when it stops answering; after
 `max_restarts` failures in a row it gives the server up and says so in the log.
 While a server is down its tools stay listed, marked `unavailable` (with why),
 and are not offered to agents. A call goes through the same `ToolSet` path as any
 tool, so it is a journaled step under the `tool.call` policy: a replayed turn
-does not call the server again. The `mcp` SDK is imported only when an app has
-a server.
+does not call the server again. A server that asks for input during a call (an
+elicitation) waits for a person's answer as an `mcp.elicit` approval. The `mcp`
+SDK is imported only when an app has a server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import os
 import re
 from collections.abc import Collection, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import process
 from .._runtime.node import Node
+from .._runtime.text import clean_text
 from .._runtime.types import KILL, Pid
 from ..errors import RunError, UsageError
 from ..policy import Approval, Approvals
 from ..registry import Entry, McpServerSpec, Registry, ToolSpec
+from ..tools import ToolContext
 
 __all__ = ["McpServers", "McpToolError", "resolve_variables"]
 
 log = logging.getLogger("wippy_agents.mcp")
 
 PING_SECONDS = 5.0
-"""How often a connected server is pinged; one that does not answer within its timeout is reconnected."""
+"""How often a connected server is checked; one that does not answer within its timeout is reconnected."""
 BACKOFF = (0.5, 30.0)
 """Seconds before reconnecting a server that failed: the first wait, and the longest."""
+ANSWER_SECONDS = 3600.0
+"""How long a call waits for a person to answer what its server asked (an elicitation); the call's own timeout
+is paused meanwhile."""
 NAMESPACE = "mcp"
 PIN_ACTION = "mcp.tool.pin"
+ELICIT_ACTION = "mcp.elicit"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -68,6 +78,23 @@ def definition_of(tool: Any) -> dict[str, Any]:
     annotations = tool.annotations.model_dump(mode="json", exclude_none=True) if tool.annotations else None
     return {"name": tool.name, "description": tool.description or "", "input_schema": tool.input_schema or {},
             "annotations": annotations}
+
+
+@dataclass(eq=False)
+class _Call:
+    """A call in flight: whom it is for, its deadline (paused while a person answers), and why it must fail."""
+
+    tool_id: str
+    caller: ToolContext
+    timeout: float
+    deadline: asyncio.Timeout | None = None
+    questions: int = 0
+    refused: str | None = None
+    """Set when the server asked for input that cannot be answered: the error the call then fails with."""
+    answered: list[str] = field(default_factory=list)
+
+
+_calling: ContextVar[_Call | None] = ContextVar("wippy_mcp_call", default=None)
 
 
 def _digest(definition: dict[str, Any]) -> str:
@@ -108,6 +135,10 @@ class McpServers:
         """Tools whose definition changed since it was pinned, by approval id: the entry, its digest, its definition."""
         self._broken: dict[str, asyncio.Event] = {}
         """Set by a call that failed on its connection, so the server's process checks it at once."""
+        self._calls: dict[str, list[_Call]] = {}
+        """The calls in flight on each server, by entry id (to find whom a server's question is for)."""
+        self._answers: dict[str, asyncio.Future[Approval]] = {}
+        """What a server asked, waiting for a person's decision, by approval id."""
 
     async def run(self) -> None:
         """Start a process per server entry, and again for each one that changes; stop those that go."""
@@ -139,7 +170,7 @@ class McpServers:
         self._withdraw(entry_id)
 
     async def serve(self, entry_id: str) -> None:
-        """The process of one server: connect, offer its tools, ping it; reconnect with backoff; give up in the end."""
+        """The process of one server: connect, offer its tools, check on it; reconnect with backoff; give up in the end."""
         try:
             from mcp import Client
         except ImportError:
@@ -152,7 +183,8 @@ class McpServers:
         try:
             while True:
                 try:
-                    async with Client(self._transport(entry, spec), read_timeout_seconds=spec.timeout) as client:
+                    async with Client(self._transport(entry, spec), read_timeout_seconds=spec.timeout,
+                                      elicitation_callback=functools.partial(self._elicit, entry_id)) as client:
                         listed = await asyncio.wait_for(client.list_tools(), spec.timeout)
                         self._offer(entry, spec, listed.tools)
                         self.clients[entry_id] = client
@@ -170,7 +202,8 @@ class McpServers:
                                     listed = await asyncio.wait_for(client.list_tools(), spec.timeout)
                                     self._offer(entry, spec, listed.tools)
                                     continue
-                                await asyncio.wait_for(client.send_ping(), spec.timeout)  # a broken call: gone?
+                                # still there? (2026-07-28 has no ping: a fresh list of its tools asks it)
+                                await asyncio.wait_for(client.list_tools(cache_mode="refresh"), spec.timeout)
                         finally:
                             listening.cancel()
                             with contextlib.suppress(BaseException):
@@ -244,7 +277,13 @@ class McpServers:
         return False
 
     def _decided(self, approval: Approval) -> None:
-        """A person approved a changed definition: pin it and offer the tool (denied: it stays withheld)."""
+        """A person answered a server's question, or approved a changed definition: pin it and offer the tool
+        (denied: it stays withheld)."""
+        answer = self._answers.pop(approval.id, None)
+        if answer is not None:
+            if not answer.done():
+                answer.set_result(approval)
+            return
         withheld = self._withheld.pop(approval.id, None)
         if withheld is None or approval.status != "approved":
             return
@@ -283,28 +322,125 @@ class McpServers:
         return [entry for entry in self.registry.find(kind="tool", namespace=f"{NAMESPACE}.{server_id.partition(':')[2]}")
                 if entry.meta.get("mcp_server") == server_id]
 
-    async def call(self, entry: Entry, spec: ToolSpec, arguments: dict[str, Any], timeout: float) -> str:
+    async def call(self, entry: Entry, spec: ToolSpec, arguments: dict[str, Any], timeout: float,
+                   caller: ToolContext | None = None) -> str:
         """Call the tool on its server: its text (or structured) result; `McpToolError` for an error it reports."""
         assert spec.server is not None and spec.tool is not None
         client = self.clients.get(spec.server)
         if client is None:
             raise McpToolError(f"the MCP server {spec.server} is not connected now (see `wippy registry list`); try "
                                "again later or do without it")
+        call = _Call(entry.id, caller or ToolContext(), timeout)
+        in_flight = self._calls.setdefault(spec.server, [])
+        in_flight.append(call)
+        token = _calling.set(call)
         try:
-            result = await asyncio.wait_for(client.call_tool(spec.tool, arguments), timeout)
+            async with asyncio.timeout(timeout) as call.deadline:
+                result = await client.call_tool(spec.tool, arguments)
         except Exception as error:
+            if call.refused is not None:
+                raise McpToolError(call.refused) from None
             if spec.server in self._broken:
                 self._broken[spec.server].set()
             if isinstance(error, TimeoutError):
                 raise
             raise McpToolError(f"the MCP server {spec.server} failed the call ({_reason(error)}); it is being "
                                "reconnected") from None
+        finally:
+            _calling.reset(token)
+            in_flight.remove(call)
+        if call.refused is not None:
+            raise McpToolError(call.refused)
         text = "\n".join(block.text for block in result.content if getattr(block, "type", None) == "text")
         if not text and result.structured_content is not None:
             text = json.dumps(result.structured_content, ensure_ascii=False)
         if result.is_error:
             raise McpToolError(text or f"{entry.id} failed without saying why")
         return text
+
+    async def _elicit(self, server_id: str, context: Any, params: Any) -> Any:
+        """The server asks for input during a call: a person answers it as an `mcp.elicit` approval.
+
+        Approving with a JSON object as the reason accepts with that object (checked
+        against the schema the server sent); denying declines. A question that cannot be
+        answered here (a URL to open, no call to tie it to, no approvals) fails the call
+        with an error that says why.
+        """
+        from mcp import types
+
+        in_flight = self._calls.get(server_id, [])
+        call = _calling.get() or (in_flight[0] if len(in_flight) == 1 else None)
+        question = clean_text(str(params.message))[:2000]
+        why = None
+        if call is None:
+            why = "it asked outside any one call of its tools"
+        elif self.approvals is None:
+            why = "this app has no approvals through which a person could answer"
+        elif getattr(params, "mode", "form") != "form":
+            why = f"it asked to send the user to a web page ({clean_text(str(params.url))[:500]}), which wippy does " \
+                  "not open"
+        if why is not None or call is None or self.approvals is None:
+            refused = f"the MCP server {server_id} asked for input that cannot be answered here ({why}): {question}"
+            if call is not None:
+                call.refused = refused
+            return types.ErrorData(code=types.INVALID_REQUEST, message=refused)
+        schema = params.requested_schema
+        call.questions += 1
+        approval = self.approvals.request(
+            agent=call.caller.agent_id or server_id, task_id=call.caller.task_id,
+            call_id=f"{call.caller.call_id}:ask:{call.questions}", action=ELICIT_ACTION, resource=call.tool_id,
+            kind="tool", summary=f"{server_id} asks: {question}",
+            arguments={"question": question, "schema": schema,
+                       "how to answer": "approve with the answer as a JSON object as the reason; deny to decline"})
+        if approval.status == "pending":
+            approval = await self._answer(approval, call)
+        if approval.status != "approved":
+            return types.ElicitResult(action="decline")
+        answer, problem = _answer_of(approval.decision_reason, schema)
+        if problem is not None:
+            call.refused = f"the answer to {server_id}'s question ({question}) does not fit what it asked: {problem}"
+            return types.ErrorData(code=types.INVALID_PARAMS, message=call.refused)
+        return types.ElicitResult(action="accept", content=answer)
+
+    async def _answer(self, approval: Approval, call: _Call) -> Approval:
+        """Wait for a person's decision, the call's own deadline paused meanwhile; denied if nobody answers."""
+        assert self.approvals is not None and call.deadline is not None
+        loop = asyncio.get_running_loop()
+        waiting = self._answers[approval.id] = loop.create_future()
+        call.deadline.reschedule(None)
+        try:
+            return await asyncio.wait_for(waiting, ANSWER_SECONDS)
+        except TimeoutError:
+            return await self.approvals.deny(approval.id, by="wippy:mcp",
+                                             reason=f"nobody answered within {ANSWER_SECONDS:g}s")
+        finally:
+            self._answers.pop(approval.id, None)
+            call.deadline.reschedule(loop.time() + call.timeout)
+
+
+def _answer_of(reason: str | None, schema: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The answer a person gave as the approval's reason (a JSON object; empty for a yes/no question), or why not."""
+    import jsonschema
+
+    text = (reason or "").strip()
+    try:
+        answer = json.loads(text) if text else {}
+    except json.JSONDecodeError as error:
+        return {}, f"the reason is not a JSON object ({error.msg}); approve again with, e.g., {_example(schema)}"
+    if not isinstance(answer, dict):
+        return {}, f"the reason must be a JSON object, e.g. {_example(schema)}"
+    try:
+        jsonschema.validate(answer, schema)
+    except jsonschema.ValidationError as error:
+        return {}, f"{error.message} (the server asked for {_example(schema)})"
+    except jsonschema.SchemaError as error:
+        return {}, f"the server's schema is not valid: {error.message}"
+    return answer, None
+
+
+def _example(schema: dict[str, Any]) -> str:
+    properties = schema.get("properties") or {}
+    return json.dumps({name: f"<{(spec or {}).get('type', 'value')}>" for name, spec in properties.items()})
 
 
 async def _follow_tool_list(client: Any, changed: asyncio.Event) -> None:

@@ -196,7 +196,7 @@ class ToolSet:
         elif offered.spec is not None and offered.spec.runtime == "mcp":
             if self.mcp is None:
                 raise McpToolError(f"tool {offered.entry.id} is served by MCP, and this app runs no MCP servers")
-            value = await self.mcp.call(offered.entry, offered.spec, call.arguments, offered.timeout)
+            value = await self.mcp.call(offered.entry, offered.spec, call.arguments, offered.timeout, context)
         elif tool is None:
             raise RuntimeError(f"tool {offered.entry.id} cannot be loaded; check its entry with `wippy registry lint`")
         else:
