@@ -86,12 +86,13 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "FINISHED", "TERMINAL", "TaskStatus", "Note", "JournalRow", "TaskRow", "TaskEvent", "StepRecord",
         "SignalRecord", "TaskSummary", "Recovery", "StartedStep", "Lease", "LeaseLost", "StaleVersion", "ChangeRecord",
         "Version",
-        "Approval", "AuditRecord", "ConversationInfo", "is_database_url", "shown_url",
+        "Approval", "AuditRecord", "ConversationInfo", "is_database_url", "shown_url", "McpToken", "TokenStore",
     },
     "wippy_agents.cluster": {"ClusterDriver", "FAILOVER_TIMEOUT"},
     "wippy_agents.control": {
         "PROTOCOL", "Attached", "Backend", "ControlClient", "ControlError", "ControlServer", "Hosted", "connect",
-        "file_problem", "pid_path", "ping", "socket_path",
+        "file_problem", "pid_path", "ping", "socket_path", "AgentTools", "new_token", "serve_http", "serve_stdio",
+        "token_digest", "tool_names",
     },
 }  # fmt: skip
 

@@ -477,6 +477,60 @@ def cmd_approvals_audit(args: argparse.Namespace) -> None:
               f"[{r['decided_by']}]{version} ({r['reason']})")
 
 
+# -- wippy mcp ...---------------------------------------------------------------------------------
+
+
+def cmd_mcp_serve(args: argparse.Namespace) -> None:
+    from .control import serve_http, serve_stdio
+
+    root = args.root.resolve()
+    if args.http is None:
+        asyncio.run(serve_stdio(root, args.agents))
+        return
+
+    def listening(url: str) -> None:
+        print(f"wippy mcp serve: the agents matching {args.agents!r} at {url}, for bearer tokens of `wippy mcp token "
+              f"create` (no TLS: put it behind a TLS proxy for remote clients); Ctrl+C stops it", file=sys.stderr,
+              flush=True)
+
+    host, port = args.http
+    asyncio.run(serve_http(root, host, port, args.agents, on_listening=listening))
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """`HOST:PORT` (an IPv6 host in brackets: `[::1]:8765`)."""
+    host, colon, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not colon or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT, such as 127.0.0.1:8765")
+    return host, int(port)
+
+
+def cmd_mcp_token_create(args: argparse.Namespace) -> None:
+    from .control import new_token, token_digest
+
+    token = new_token()
+    _request(args, "mcp.token.create", name=args.name, agents=args.agents, digest=token_digest(token))
+    print(token)  # the token alone on stdout: `TOKEN=$(wippy mcp token create NAME)`
+    print(f"token {args.name!r} for the agents matching {args.agents!r}: shown this once (only its hash is kept); "
+          f"send it as `Authorization: Bearer <token>` to `wippy mcp serve --http`", file=sys.stderr)
+
+
+def cmd_mcp_token_list(args: argparse.Namespace) -> None:
+    tokens = _request(args, "mcp.token.list")
+    if args.json:
+        print(_dumps(tokens))
+    elif not tokens:
+        print("no tokens; `wippy mcp token create NAME` makes one")
+    else:
+        _print_table([("NAME", "AGENTS", "CREATED")] + [(t["name"], t["agents"], _when(t["created"])) for t in tokens])
+
+
+def cmd_mcp_token_revoke(args: argparse.Namespace) -> None:
+    _request(args, "mcp.token.revoke", name=args.name)
+    print(f"revoked token {args.name!r}: a server refuses it from its next request on")
+
+
 # -- parsing -------------------------------------------------------------------------------
 
 
@@ -580,6 +634,27 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--entry", help="only decisions about this entry")
     audit.add_argument("--limit", type=int, default=100, help="the latest N (default 100)")
     audit.add_argument("--json", action="store_true", help="print JSON")
+
+    mcp = group("mcp", "serve the app's agents to MCP clients; the bearer tokens of its HTTP transport")
+    serve = command(mcp, "serve", cmd_mcp_serve, (
+        "serve the app's agents as MCP tools (one per agent: `message`, optional `conversation`), each call a "
+        "durable turn, over stdio (default) or streamable HTTP; through the node that runs the app, else hosting it"))
+    serve.add_argument("--agents", default="*", metavar="PATTERN",
+                       help="only the agents whose id matches, such as 'app:*' (default: every agent)")
+    serve.add_argument("--http", type=_host_port, metavar="HOST:PORT", help=(
+        "serve streamable HTTP at http://HOST:PORT/mcp instead (port 0: any free one, printed), bound only there, "
+        "bearer tokens required; it has no TLS of its own: put it behind a TLS proxy for remote clients"))
+    token = mcp.add_parser("token", help="the bearer tokens of `wippy mcp serve --http`").add_subparsers(
+        dest="token_command", metavar="SUBCOMMAND", required=True)
+    create = command(token, "create", cmd_mcp_token_create,
+                     "make a token and print it (alone on stdout) this once; only its hash is kept")
+    create.add_argument("name", help="what the token is for, such as laptop")
+    create.add_argument("--agents", default="*", metavar="PATTERN",
+                        help="the agents it reaches, such as 'app:*' (default: every agent)")
+    token_list = command(token, "list", cmd_mcp_token_list, "each token's name, agents and creation time")
+    token_list.add_argument("--json", action="store_true", help="print JSON")
+    command(token, "revoke", cmd_mcp_token_revoke, "revoke a token: servers refuse it from then on").add_argument(
+        "name")
     return parser
 
 

@@ -17,6 +17,7 @@ from wippy_agents.state import (
     Approval,
     AuditRecord,
     ChangeRecord,
+    McpToken,
     Note,
     SignalRecord,
     StartedStep,
@@ -224,3 +225,16 @@ def test_conversations_are_listed_once_each_newest_first(state: State) -> None:
     state.conversations.register("c2", "app:helper")
     state.conversations.register("c1", "app:assistant")
     assert [(c.id, c.agent) for c in state.conversations.list()] == [("c2", "app:helper"), ("c1", "app:assistant")]
+
+
+# -- MCP server tokens -----------------------------------------------------------------------------
+
+
+def test_tokens_are_kept_by_name_as_digests_and_revoked_by_name(state: State) -> None:
+    tokens = state.tokens
+    first = McpToken("laptop", "ab" * 32, "app:*", at(1))
+    assert tokens.add(first) and tokens.add(McpToken("ci", "cd" * 32, "*", at(2)))
+    assert not tokens.add(McpToken("laptop", "ef" * 32, "*", at(3)))  # a name is taken once: the first stays
+    assert tokens.list() == [McpToken("ci", "cd" * 32, "*", at(2)), first]
+    assert tokens.revoke("ci") and not tokens.revoke("ci") and not tokens.revoke("nobody")
+    assert tokens.list() == [first]

@@ -14,8 +14,9 @@ async with connect(root) as backend:                         # the node, or this
 
 The modules, one concern each: `_paths` (the socket and pid files), `_wire` (JSON
 lines, limits, error replies), `_ops` (the table of requests a node serves),
-`_server`, `_client`, `_embedded` (serving a request without a node) and
-`_backends` (a UI's way to the ops: in the app's process, or through the socket).
+`_server`, `_client`, `_embedded` (serving a request without a node),
+`_backends` (a UI's way to the ops: in the app's process, or through the socket)
+and `_mcp` (the app's agents served to MCP clients: `wippy mcp serve`).
 """
 
 from typing import TYPE_CHECKING as _TYPE_CHECKING
@@ -24,6 +25,7 @@ from typing import Any as _Any
 from ._backends import Attached, Hosted
 from ._client import ControlClient, ping
 from ._embedded import Backend, connect
+from ._mcp import AgentTools, new_token, serve_http, serve_stdio, token_digest, tool_names
 from ._paths import pid_path, socket_path
 from ._wire import PROTOCOL, ControlError, file_problem
 
@@ -32,6 +34,7 @@ if _TYPE_CHECKING:
 
 __all__ = [
     "PROTOCOL",
+    "AgentTools",
     "Attached",
     "Backend",
     "ControlClient",
@@ -40,9 +43,14 @@ __all__ = [
     "Hosted",
     "connect",
     "file_problem",
+    "new_token",
     "pid_path",
     "ping",
+    "serve_http",
+    "serve_stdio",
     "socket_path",
+    "token_digest",
+    "tool_names",
 ]
 
 

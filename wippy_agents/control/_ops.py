@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import inspect
 import logging
 import os
@@ -19,6 +20,7 @@ import socket
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
@@ -28,12 +30,12 @@ from .._display import step_json
 from .._runtime.text import clean_data, clean_text
 from .._runtime.types import KILL
 from ..agents import TURN_WORKFLOW, Conversation, TurnArgs, TurnDone, TurnFailed, TurnStarted, turns
-from ..app import App, load_config, state_location
+from ..app import App, AppFolder, load_config, state_location
 from ..durable import StepRecord, TaskInfo, TaskManager
 from ..errors import WippyError
 from ..policy import Approvals
 from ..registry import Entry, Registry
-from ..state import TERMINAL, StateUnavailable, check_journal, shown_url
+from ..state import TERMINAL, McpToken, StateUnavailable, TokenStore, check_journal, shown_url
 from . import _wire
 from ._wire import MAX_DEPTH, ControlError, Disconnected, deeper_than, failure, file_problem, to_json
 
@@ -74,10 +76,18 @@ class Target(Protocol):
     @property
     def approvals(self) -> Approvals: ...
 
+    @property
+    def folder(self) -> AppFolder | None:
+        """The app's folder and its state (None: an op that opened neither)."""
+        ...
+
     async def conversation(self, agent: str, id: str | None = None) -> Conversation: ...
 
 
 Handler = Callable[..., Awaitable[Any]]
+
+TOKEN_NAME = r"^[A-Za-z0-9_.@-]{1,64}$"
+"""What a token's name may be: it is shown in lists and typed on command lines."""
 
 
 @dataclass(frozen=True)
@@ -401,6 +411,50 @@ async def _approvals_audit(target: Target, emit: Emit, subject: str | None = Non
     return target.approvals.audit.list(subject=subject, resource=resource, limit=limit)
 
 
+# -- bearer tokens of `wippy mcp serve --http` (only their digests reach the node) --------------------------
+
+
+def _tokens(target: Target) -> TokenStore:
+    if target.folder is None:
+        raise ControlError("this op needs the app's state file")
+    return target.folder.state.tokens
+
+
+@_op("mcp.token.create", "state")
+async def _mcp_token_create(target: Target, emit: Emit, name: Annotated[str, Field(pattern=TOKEN_NAME)],
+                            digest: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")], agents: str = "*") -> Any:
+    """Keep a new token's digest (the CLI makes the token and shows it once) under `name`, for `agents`."""
+    token = McpToken(name, digest, agents, datetime.now(UTC))
+    if not _tokens(target).add(token):
+        raise ControlError(f"there is already a token named {name!r}; revoke it first (`wippy mcp token revoke "
+                           f"{name}`) or pick another name")
+    return {"name": name, "agents": agents, "created": token.created}
+
+
+@_op("mcp.token.list", "state")
+async def _mcp_token_list(target: Target, emit: Emit) -> Any:
+    """Every token's name, agents pattern and creation time (never its digest)."""
+    return [{"name": token.name, "agents": token.agents, "created": token.created} for token in _tokens(target).list()]
+
+
+@_op("mcp.token.revoke", "state")
+async def _mcp_token_revoke(target: Target, emit: Emit, name: str) -> Any:
+    if not _tokens(target).revoke(name):
+        names = ", ".join(token.name for token in _tokens(target).list()) or "none"
+        raise ControlError(f"there is no token named {name!r} (the tokens: {names})")
+    return {"name": name}
+
+
+@_op("mcp.token.check", "state")
+async def _mcp_token_check(target: Target, emit: Emit, digest: str) -> Any:
+    """The token whose digest is `digest` ({name, agents}), or None; every digest is compared in constant time."""
+    found = None
+    for token in _tokens(target).list():
+        if hmac.compare_digest(token.digest.encode(), digest.encode()):
+            found = {"name": token.name, "agents": token.agents}
+    return found
+
+
 # -- what a UI watching the node reads (`wippy chat`, hosting the node or attached to it) -----------------
 
 
@@ -509,11 +563,23 @@ async def _chat_turns(target: Target, emit: Emit, agent: str, conversation: str)
             for info in turns(_app_of(target).tasks, agent, conversation) for args in [TurnArgs(*info.args)]]
 
 
+def _turn(app: App, task: str) -> TaskInfo:
+    """Task `task`, which must be an agent's turn."""
+    info = app.tasks.get(task)
+    if info.workflow != TURN_WORKFLOW:
+        raise ControlError(f"task {task} is a {info.workflow} task, not an agent turn")
+    return info
+
+
 @_op("chat.events", "node")
 async def _chat_events(target: Target, emit: Emit, task: str) -> Any:
     """The events turn `task` streamed, rebuilt from the journal: a UI shows a past turn as it showed it live."""
     app = _app_of(target)
-    info = app.tasks.get(task)
-    if info.workflow != TURN_WORKFLOW:
-        raise ControlError(f"task {task} is a {info.workflow} task, not an agent turn")
-    return [event.model_dump(mode="json") for event in app.agents.turn_events(info)]
+    return [event.model_dump(mode="json") for event in app.agents.turn_events(_turn(app, task))]
+
+
+@_op("chat.steps", "node")
+async def _chat_steps(target: Target, emit: Emit, task: str) -> Any:
+    """Turn `task`'s steps timed from its start, a delegate's nested, from the journal (the TUI's waterfall)."""
+    app = _app_of(target)
+    return app.agents.turn_steps(_turn(app, task))

@@ -1,4 +1,4 @@
-"""The app's state behind interfaces: durable tasks, registry versions, approvals, audit, conversations.
+"""The app's state behind interfaces: durable tasks, registry versions, approvals, audit, conversations, tokens.
 
 ```python
 from wippy_agents.state import open_state
@@ -9,7 +9,8 @@ with open_state(Path(".wippy/state.duckdb")) as state:     # None: in memory
 ```
 
 Everything above this package reaches the state through the protocols here
-(`JournalStore`, `VersionStore`, `ApprovalStore`, `AuditStore`, `ConversationStore`)
+(`JournalStore`, `VersionStore`, `ApprovalStore`, `AuditStore`, `ConversationStore`,
+`TokenStore`)
 and the records they exchange; `open_state` gives the first implementation, one
 DuckDB file with a journal log beside it (its durability contract is in `_journal`).
 """
@@ -27,6 +28,7 @@ from ._records import (
     ConversationInfo,
     JournalRow,
     Lease,
+    McpToken,
     Note,
     Recovery,
     SignalRecord,
@@ -38,7 +40,7 @@ from ._records import (
     TaskSummary,
     Version,
 )
-from ._stores import ApprovalStore, AuditStore, ConversationStore, JournalStore, State, VersionStore
+from ._stores import ApprovalStore, AuditStore, ConversationStore, JournalStore, State, TokenStore, VersionStore
 
 __all__ = [
     "FINISHED",
@@ -57,6 +59,7 @@ __all__ = [
     "JournalStore",
     "Lease",
     "LeaseLost",
+    "McpToken",
     "Note",
     "Recovery",
     "SignalRecord",
@@ -71,6 +74,7 @@ __all__ = [
     "TaskRow",
     "TaskStatus",
     "TaskSummary",
+    "TokenStore",
     "Version",
     "VersionStore",
     "check_journal",

@@ -22,7 +22,7 @@ import duckdb
 from .._runtime.secrets import Redactor
 from ._journal import JournalReport, check_log
 from ._lock import StateFileBusy, StateLock, private_files, private_folder
-from ._records import Approval, AuditRecord, ChangeRecord, ConversationInfo, Version
+from ._records import Approval, AuditRecord, ChangeRecord, ConversationInfo, McpToken, Version
 from ._sql import APPROVAL_COLUMNS, AUDIT_COLUMNS, approval_row, filters, json_data, json_text
 from ._stores import State
 from ._tasks import DuckDBJournal, copied_group
@@ -113,6 +113,12 @@ CREATE TABLE IF NOT EXISTS conversations (
     agent VARCHAR NOT NULL,
     created TIMESTAMPTZ NOT NULL
 );
+CREATE TABLE IF NOT EXISTS mcp_tokens (
+    name VARCHAR PRIMARY KEY,
+    digest VARCHAR NOT NULL,
+    agents VARCHAR NOT NULL,
+    created TIMESTAMPTZ NOT NULL
+);
 """
 
 
@@ -149,7 +155,8 @@ def open_duckdb_state(path: Path | None, *, redactor: Redactor | None = None) ->
                     lock.release()
 
     return State(journal=journal, versions=DuckDBVersions(db), approvals=DuckDBApprovals(db),
-                 audit=DuckDBAudit(db), conversations=DuckDBConversations(db), closer=close)
+                 audit=DuckDBAudit(db), conversations=DuckDBConversations(db), tokens=DuckDBTokens(db),
+                 closer=close)
 
 
 def check_journal(path: Path, *, repair: bool = False) -> JournalReport:
@@ -331,3 +338,20 @@ class DuckDBConversations:
     def list(self) -> list[ConversationInfo]:
         rows = self._db.execute("SELECT id, agent, created FROM conversations ORDER BY created DESC").fetchall()
         return [ConversationInfo(*row) for row in rows]
+
+
+class DuckDBTokens:
+    def __init__(self, db: duckdb.DuckDBPyConnection) -> None:
+        self._db = db
+
+    def add(self, token: McpToken) -> bool:
+        added = self._db.execute("INSERT INTO mcp_tokens VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING name",
+                                 [token.name, token.digest, token.agents, token.created]).fetchall()
+        return bool(added)
+
+    def list(self) -> builtins.list[McpToken]:
+        rows = self._db.execute("SELECT name, digest, agents, created FROM mcp_tokens ORDER BY name").fetchall()
+        return [McpToken(*row) for row in rows]
+
+    def revoke(self, name: str) -> bool:
+        return bool(self._db.execute("DELETE FROM mcp_tokens WHERE name = ? RETURNING name", [name]).fetchall())

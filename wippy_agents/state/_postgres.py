@@ -24,7 +24,7 @@ from ._journal import StaleVersion, StateUnavailable
 from ._location import shown_url
 from ._pg_journal import PostgresJournal, reason, unreachable
 from ._pg_listen import CHANNEL, VersionListener
-from ._records import Approval, AuditRecord, ChangeRecord, ConversationInfo, Version
+from ._records import Approval, AuditRecord, ChangeRecord, ConversationInfo, McpToken, Version
 from ._sql import APPROVAL_COLUMNS, AUDIT_COLUMNS, approval_row, filters, json_data, json_text
 from ._stores import State
 
@@ -71,6 +71,8 @@ CREATE TABLE IF NOT EXISTS policy_audit (
     kind TEXT, decision TEXT NOT NULL, decided_by TEXT NOT NULL, reason TEXT NOT NULL, approval TEXT,
     version BIGINT);
 CREATE TABLE IF NOT EXISTS conversations (id TEXT PRIMARY KEY, agent TEXT NOT NULL, created TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS mcp_tokens (
+    name TEXT PRIMARY KEY, digest TEXT NOT NULL, agents TEXT NOT NULL, created TIMESTAMPTZ NOT NULL);
 """
 
 _SCHEMA_LOCK = 0x77697070  # "wipp": one node at a time creates or upgrades the schema
@@ -113,7 +115,7 @@ def open_postgres_state(url: str, *, node: str, redactor: Redactor | None = None
 
     return State(journal=journal, versions=versions, approvals=PostgresApprovals(pool, url, journal),
                  audit=PostgresAudit(pool, url, journal), conversations=PostgresConversations(pool, url, journal),
-                 closer=close)
+                 tokens=PostgresTokens(pool, url, journal), closer=close)
 
 
 def _create_schema(conn: psycopg.Connection[Any], shown: str) -> None:
@@ -270,3 +272,16 @@ class PostgresConversations(_Store):
     def list(self) -> list[ConversationInfo]:
         return [ConversationInfo(*row) for row in
                 self._rows("SELECT id, agent, created FROM conversations ORDER BY created DESC")]
+
+
+class PostgresTokens(_Store):
+    def add(self, token: McpToken) -> bool:
+        return bool(self._rows("INSERT INTO mcp_tokens VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING name",
+                               [token.name, token.digest, token.agents, token.created]))
+
+    def list(self) -> builtins.list[McpToken]:
+        return [McpToken(*row) for row in
+                self._rows("SELECT name, digest, agents, created FROM mcp_tokens ORDER BY name")]
+
+    def revoke(self, name: str) -> bool:
+        return bool(self._rows("DELETE FROM mcp_tokens WHERE name = %s RETURNING name", [name]))

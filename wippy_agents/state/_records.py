@@ -199,3 +199,15 @@ class ConversationInfo(NamedTuple):
     id: str
     agent: str
     started: datetime
+
+
+@dataclass(frozen=True)
+class McpToken:
+    """A bearer token of `wippy mcp serve --http`: only its SHA-256 digest is kept, never the token itself."""
+
+    name: str
+    digest: str
+    """The hex SHA-256 of the token."""
+    agents: str
+    """The agents it reaches: an id pattern (`*`, `app:*`, `app:assistant`)."""
+    created: datetime

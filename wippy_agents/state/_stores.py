@@ -22,6 +22,7 @@ from ._records import (
     ConversationInfo,
     JournalRow,
     Lease,
+    McpToken,
     Recovery,
     StepRecord,
     TaskSummary,
@@ -189,6 +190,22 @@ class ConversationStore(Protocol):
         ...
 
 
+class TokenStore(Protocol):
+    """The bearer tokens of the app's MCP server, kept as digests."""
+
+    def add(self, token: McpToken) -> bool:
+        """Keep a new token; False if one of that name exists (it is left as it is)."""
+        ...
+
+    def list(self) -> list[McpToken]:
+        """Every token, by name."""
+        ...
+
+    def revoke(self, name: str) -> bool:
+        """Forget the token named `name`; False if there was none."""
+        ...
+
+
 @dataclass(eq=False)
 class State:
     """The app's state: one store per kind of record, over one file (or database), closed together."""
@@ -198,6 +215,7 @@ class State:
     approvals: ApprovalStore
     audit: AuditStore
     conversations: ConversationStore
+    tokens: TokenStore
     closer: Callable[[], None] = field(repr=False)
     """Closes what the stores share (the journal first, so it writes what it holds); run once."""
 
