@@ -43,18 +43,34 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_APP = ("wippy.yaml", "registry", "prompts", "tools", "processes")
 
 
-@pytest.fixture
-def example_app(tmp_path: Path) -> Path:
-    """A fresh copy of the example app at the repo root, in a temp folder."""
-    app = tmp_path / "app"
-    app.mkdir()
+EXAMPLE_MCP = Path("registry/app/mcp")
+"""The example app's MCP server: left out of `example_app` (a server process per boot would slow every test that
+boots it); `whole_example_app` has it."""
+
+
+def copy_example_app(into: Path) -> Path:
+    into.mkdir()
     for name in EXAMPLE_APP:
         source = REPO / name
         if source.is_dir():
-            shutil.copytree(source, app / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(source, into / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            shutil.copy(source, app / name)
+            shutil.copy(source, into / name)
+    return into
+
+
+@pytest.fixture
+def example_app(tmp_path: Path) -> Path:
+    """A fresh copy of the example app at the repo root, in a temp folder, without its MCP server."""
+    app = copy_example_app(tmp_path / "app")
+    shutil.rmtree(app / EXAMPLE_MCP)
     return app
+
+
+@pytest.fixture
+def whole_example_app(tmp_path: Path) -> Path:
+    """A fresh copy of the whole example app, its MCP server (`mcp.time`) included."""
+    return copy_example_app(tmp_path / "app")
 
 
 @pytest.fixture

@@ -329,3 +329,33 @@ async def test_a_question_that_cannot_be_answered_here_fails_the_call_and_says_w
             "error: the MCP server app:calc asked for input that cannot be answered here (it asked to send the user "
             "to a web page (https://sign-in.example/login), which wippy does not open): Sign in first")
         assert not app.approvals.pending()
+
+
+async def test_the_example_app_s_assistant_tells_the_time_through_mcp_server_time(whole_example_app: Path) -> None:
+    async with App(root=whole_example_app) as app:
+        await wait_until(lambda: "mcp.time:get_current_time" in app.registry, timeout=30)
+        conv = await app.conversation("app:assistant")
+        [finished] = [event async for event in conv.stream('/call mcp.time:get_current_time {"timezone": "UTC"}')
+                      if isinstance(event, ToolFinished)]
+        assert not finished.is_error and '"timezone": "UTC"' in finished.result and '"datetime"' in finished.result
+
+
+async def test_a_server_that_keeps_answering_stays_connected_across_its_checks(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from wippy_agents.agents import _mcp
+
+    monkeypatch.setattr(_mcp, "PING_SECONDS", 0.05)
+    root = app_with(tmp_path / "app", CALC, '["mcp.calc:*"]')
+    async with App(root=root) as app:
+        await wait_until(lambda: "app:calc" in app.mcp.clients, timeout=30)
+        client = app.mcp.clients["app:calc"]
+        checks: list[object] = []
+        listing = client.list_tools
+
+        async def counted(**kwargs: Any) -> Any:
+            checks.append(kwargs)
+            return await listing(**kwargs)
+
+        client.list_tools = counted
+        await wait_until(lambda: len(checks) >= 5, timeout=10)
+        assert app.mcp.clients["app:calc"] is client  # five checks, no reconnect (a 2026-07-28 server has no ping)

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import re
+import sys
 from collections.abc import Collection, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -238,7 +239,8 @@ class McpServers:
         self.log_folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.log_folder / f"{entry.id.replace(':', '.')}.log"
         errlog = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a")  # the owner's alone
-        return _closing(stdio_client(StdioServerParameters(command=spec.command, args=spec.args, env=environment,
+        command = sys.executable if spec.command in ("python", "python3") else spec.command  # the app's own Python
+        return _closing(stdio_client(StdioServerParameters(command=command, args=spec.args, env=environment,
                                                            cwd=self.root),
                                      errlog=errlog), errlog)
 

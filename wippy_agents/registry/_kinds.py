@@ -140,7 +140,7 @@ class McpServerSpec(KindSpec):
     they are resolved when the server starts, and never stored resolved.
     """
 
-    command: str | None = None
+    command: str | None = None  # run over stdio; `python` is the Python wippy runs on
     args: list[str] = []
     env: dict[str, str] = {}
     url: str | None = None
