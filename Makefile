@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/durable.py
 	$(BIN)/python benchmarks/sandbox.py
 	$(BIN)/python benchmarks/tui.py
+	$(BIN)/python benchmarks/mcp.py
 	$(BIN)/python benchmarks/cluster.py
 
 clean:

@@ -30,6 +30,7 @@ def run(name: str) -> dict[str, object]:
         ("durable.py", {"sequential", "concurrent", "recovery", "targets"}),
         ("sandbox.py", {"warm", "fresh", "targets"}),
         ("tui.py", {"stream", "startup", "targets"}),
+        ("mcp.py", {"call", "targets"}),
         pytest.param("cluster.py", {"postgres_journal", "nodes", "targets"},
                      marks=pytest.mark.xdist_group("ray")),  # one Ray cluster at a time on this machine
     ],
