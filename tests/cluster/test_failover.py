@@ -26,15 +26,14 @@ async def test_a_turn_whose_machine_dies_mid_tool_call_finishes_on_another_machi
 ) -> None:
     async with ClusterDriver(cluster_app.root) as driver:
         conversation = "failover-1"
-        first = await driver.handle(ask(conversation, "quick", "a"), ignore)
-        assert first["ok"] and first["result"]["text"] == "done: quick a"
+        conv = await driver.conversation("app:agent", id=conversation)  # as App.conversation, wherever it runs
+        assert conv.node == driver.place(conversation)
+        first = await conv.ask(ask(conversation, "quick", "a")["message"])
+        assert first.text == "done: quick a"
+        [row] = (await driver.handle({"op": "tasks.list"}, ignore))["result"]
+        assert row["node"] == conv.node
 
-        events: list[Any] = []
-
-        async def collect(event: Any) -> None:
-            events.append(event)
-
-        turn = asyncio.create_task(driver.handle(ask(conversation, "slow", "b"), collect))
+        turn = asyncio.create_task(conv.ask(ask(conversation, "slow", "b")["message"]))  # waits through the failover
         await until(lambda: "slow-start b" in cluster_app.lines(), 60)
         name = driver.place(conversation)
         [before] = [row for row in await driver.status() if row["name"] == name]
@@ -47,9 +46,8 @@ async def test_a_turn_whose_machine_dies_mid_tool_call_finishes_on_another_machi
 
         await until(restarted, 60)
         cluster_app.release.touch()  # only now: the step on the dead machine can never finish
-        reply = await asyncio.wait_for(turn, 90)
-        assert reply["ok"], reply
-        assert reply["result"]["text"] == "done: slow b"
+        answer = await asyncio.wait_for(turn, 90)
+        assert answer.text == "done: slow b"
         [after] = [row for row in await driver.status() if row["name"] == name]
         assert after["ray_node"] != before["ray_node"]
 

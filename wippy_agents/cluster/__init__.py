@@ -2,7 +2,8 @@
 
 ```python
 async with ClusterDriver(root) as driver:      # wippy.yaml: state: postgresql://..., cluster: {nodes: 3}
-    await driver.handle({"op": "ask", "agent": "app:assistant", "message": "hi"}, emit)
+    conv = await driver.conversation("app:assistant")   # runs on its node, wherever that is
+    answer = await conv.ask("hi")
 ```
 
 `_driver` places the nodes and forwards requests to them; `_node` is the body of
@@ -10,6 +11,6 @@ each node's Ray actor (an `App` on the actor's event loop). Ray is imported only
 when a driver starts: `pip install 'wippy-agents[cluster]'`.
 """
 
-from ._driver import FAILOVER_TIMEOUT, ClusterDriver
+from ._driver import FAILOVER_TIMEOUT, ClusterConversation, ClusterDriver
 
-__all__ = ["FAILOVER_TIMEOUT", "ClusterDriver"]
+__all__ = ["FAILOVER_TIMEOUT", "ClusterConversation", "ClusterDriver"]

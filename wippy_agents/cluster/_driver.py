@@ -35,18 +35,21 @@ import logging
 import os
 import uuid
 import zlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from .._runtime.node import Node
-from ..agents import new_conversation_id
+from ..agents import AgentError, AgentEvent, Answer, TurnDone, TurnFailed, new_conversation_id
 from ..app import AppFolder, ClusterSettings, Watcher, load_config, state_location
 from ..control._ops import Emit
 from ..control._wire import ControlError, failure
 from ..errors import UsageError
 from ..state import is_database_url, shown_url
 
-__all__ = ["ClusterDriver", "FAILOVER_TIMEOUT", "namespace_of", "node_names"]
+__all__ = ["ClusterConversation", "ClusterDriver", "FAILOVER_TIMEOUT", "namespace_of", "node_names"]
 
 log = logging.getLogger("wippy_agents.cluster")
 
@@ -305,6 +308,13 @@ class ClusterDriver:
                 ray.cancel(stream)
                 raise
 
+    async def conversation(self, agent: str, id: str | None = None) -> ClusterConversation:
+        """A conversation with `agent`, or conversation `id`, on the node it is placed on (as `App.conversation`)."""
+        reply = await self._forward(self.names[0], {"op": "registry.show", "id": agent}, _ignore)
+        if not reply.get("ok"):
+            raise ControlError(reply["error"]["message"], reply["error"].get("type"))  # names the missing agent
+        return ClusterConversation(self, agent, id or new_conversation_id())
+
     async def run(self, target: str, *args: Any, host: str | None = None) -> Any:
         """Run the process entry `target` on node `host` (the first node by default): its result, or what it raised."""
         name = host or self.names[0]
@@ -327,6 +337,65 @@ class ClusterDriver:
             return {"name": name, "host": None, "ray_node": None, "pid": None, "processes": None, "tasks": None,
                     "lease_age": None, "status": "unavailable", "problem": str(error).splitlines()[0] if str(error)
                     else type(error).__name__}
+
+
+class ClusterConversation:
+    """A handle on one conversation of a cluster app: its turns run on its node, and are asked again there (under
+    the same task) when Ray restarts that node mid-turn."""
+
+    _events: TypeAdapter[AgentEvent] = TypeAdapter(AgentEvent)
+
+    def __init__(self, driver: ClusterDriver, agent: str, id: str) -> None:
+        self.driver = driver
+        self.agent = agent
+        self.id = id
+
+    def __repr__(self) -> str:
+        return f"ClusterConversation({self.agent!r}, id={self.id!r})"
+
+    @property
+    def node(self) -> str:
+        """The node the conversation runs on."""
+        return self.driver.place(self.id)
+
+    async def ask(self, text: str) -> Answer:
+        """Run one turn and return its answer; `AgentError` if the turn fails."""
+        async for event in self.stream(text):
+            if isinstance(event, TurnDone):
+                return event.answer
+            if isinstance(event, TurnFailed):
+                raise AgentError(f"{self.agent}: {event.error}")
+        raise AgentError(f"{self.agent}: the turn ended without an answer")
+
+    async def stream(self, text: str) -> AsyncIterator[AgentEvent]:
+        """The turn's events as its node sends them, ending with `TurnDone` or `TurnFailed`."""
+        events: asyncio.Queue[AgentEvent] = asyncio.Queue()
+
+        async def emit(event: Any) -> None:
+            events.put_nowait(self._events.validate_python(event))
+
+        request = {"op": "ask", "agent": self.agent, "message": text, "conversation": self.id}
+        asking = asyncio.create_task(self.driver.handle(request, emit))
+        try:
+            while True:
+                waiting = asyncio.create_task(events.get())
+                await asyncio.wait([waiting, asking], return_when=asyncio.FIRST_COMPLETED)
+                if not waiting.done():
+                    waiting.cancel()
+                    reply = asking.result()
+                    if events.empty():
+                        error = reply.get("error", {}).get("message", "the node ended the turn without an answer")
+                        raise AgentError(f"{self.agent}: {error}")
+                    continue
+                event = waiting.result()
+                yield event
+                if isinstance(event, TurnDone | TurnFailed):
+                    return
+        finally:
+            if not asking.done():
+                asking.cancel()
+                with contextlib.suppress(BaseException):
+                    await asking
 
 
 async def _ignore(event: Any) -> None:
