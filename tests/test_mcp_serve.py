@@ -37,8 +37,15 @@ def an_app(root: Path) -> Path:
         entries:
           - {name: offline, kind: model, provider: offline, model: wippy-offline}
           - {name: down, kind: model, provider: openai-compatible, model: x, base_url: "http://127.0.0.1:9/v1"}
-          - {name: helper, kind: agent, model: app:offline, meta: {description: Helps with anything.}}
+          - {name: helper, kind: agent, model: app:offline, tools: ["tools.noisy:*"],
+             meta: {description: Helps with anything.}}
           - {name: unlucky, kind: agent, model: app:down, meta: {title: Unlucky}}
+        """)
+    write_file(root, "tools/noisy.py", """
+        def shout() -> str:
+            \"\"\"Prints to stdout, as a careless tool might.\"\"\"
+            print("NOISE on stdout")
+            return "shouted"
         """)
     write_file(root, "registry/ops/_index.yaml", """
         namespace: ops
@@ -82,6 +89,38 @@ async def test_an_mcp_client_over_stdio_asks_each_agent_as_a_tool_and_continues_
     listed = wippy("tasks", "list", "--json", "--root", root)  # each call was a durable turn of the app
     assert listed.returncode == 0, listed.stderr
     assert f"turn:{conversation}:" in listed.stdout
+
+
+def test_over_stdio_stdout_carries_only_the_protocol_even_when_a_tool_prints(tmp_path: Path) -> None:
+    root = an_app(tmp_path / "app")
+    requests = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "desktop", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            "name": "app__helper", "arguments": {"message": "/call tools.noisy:shout {}"}}},
+    ]
+    server = subprocess.Popen([WIPPY, "mcp", "serve", "--root", str(root)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdin is not None and server.stdout is not None
+        server.stdin.write("".join(json.dumps(request) + "\n" for request in requests))
+        server.stdin.flush()
+        lines = [json.loads(server.stdout.readline()) for _ in range(2)]  # not JSON: the test fails here
+        assert [line.get("id") for line in lines] == [1, 2]
+        assert not lines[1]["result"]["isError"] and "shouted" in json.dumps(lines[1]["result"])
+        server.stdin.close()  # the client goes: the server ends
+        assert server.wait(timeout=30) == 0
+        rest, errors = server.stdout.read(), server.stderr.read() if server.stderr else ""
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=30)
+        for pipe in (server.stdout, server.stderr):
+            if pipe is not None:
+                pipe.close()
+    assert rest == ""
+    assert "NOISE on stdout" in errors  # the tool's print went to stderr
 
 
 async def test_a_failed_turn_or_a_bad_call_is_an_error_result_and_the_server_goes_on(tmp_path: Path) -> None:
