@@ -3,7 +3,9 @@
 Each is made deterministic: a small app of its own (the snapshots do not change
 whenever the example app does), a fixed terminal size and conversation id, no
 clock in view, tool durations masked, the input's cursor not blinking. Those last two are
-settings of the TUI's own widgets (`tui._chat`), patched for the test.
+settings of the TUI's own widgets (`tui._chat`), patched for the test. The waterfall
+gets the turn's real steps with steady times in place of the measured ones (which place
+its bars), through its link (`tui._link.NodeLink.steps`).
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from typing import Any
 import pytest
 from textual.widgets import DataTable
 
+from wippy_agents.agents import TurnSteps
 from wippy_agents.testing import wait_until, write_file
 from wippy_agents.tui import _chat
-from wippy_agents.tui._chat import ChatInput
+from wippy_agents.tui._chat import ChatInput, TurnView
+from wippy_agents.tui._link import NodeLink
+from wippy_agents.tui._waterfall import WaterfallScreen
 
 REGISTRY = """
 namespace: app
@@ -70,6 +75,27 @@ async def test_chat_after_a_tool_call(open_tui: Any, app_root: Path, send: Any, 
     async with open_tui(size=size, root=app_root, conversation="snapshot") as (app, pilot):
         await send(pilot, '/call tools.calc:add {"a": 2, "b": 3}')
         await wait_until(lambda: "done in 0.1s" in visible(app), poll=0.05)  # the tool block's new title is laid out
+        snapshot(app)
+
+
+async def test_the_waterfall_of_a_turn_with_a_tool_call(open_tui: Any, app_root: Path, send: Any, snapshot: Any,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    read = NodeLink.steps
+
+    async def steady_steps(link: NodeLink, task: str) -> TurnSteps:
+        """The turn's steps, each starting a quarter second after the last began and taking half a second."""
+        steps = await read(link, task)
+        return steps.model_copy(update={"steps": tuple(
+            span.model_copy(update={"offset": 0.25 + 0.25 * number, "seconds": 0.5})
+            for number, span in enumerate(steps.steps))})
+
+    monkeypatch.setattr(NodeLink, "steps", steady_steps)
+    async with open_tui(root=app_root, conversation="snapshot") as (app, pilot):
+        await send(pilot, '/call tools.calc:add {"a": 2, "b": 3}')
+        app.screen.query_one(TurnView).focus()
+        await pilot.press("w")
+        await wait_until(lambda: isinstance(app.screen, WaterfallScreen) and app.screen.steps is not None)
+        await pilot.pause()
         snapshot(app)
 
 

@@ -24,7 +24,7 @@ from ._events import (
     UsageReport,
 )
 from ._governance import Governance
-from ._history import TURN_WORKFLOW, TurnArgs, turns
+from ._history import TURN_WORKFLOW, StepSpan, TurnArgs, TurnSteps, turns
 from ._mcp import McpServers, McpToolError
 from ._restricted import RestrictedTools
 from ._service import AgentService, Conversation, new_conversation_id
@@ -43,6 +43,7 @@ __all__ = [
     "McpServers",
     "McpToolError",
     "RestrictedTools",
+    "StepSpan",
     "TextDelta",
     "ToolFinished",
     "ToolStarted",
@@ -50,6 +51,7 @@ __all__ = [
     "TurnDone",
     "TurnFailed",
     "TurnStarted",
+    "TurnSteps",
     "UsageReport",
     "new_conversation_id",
     "offered_name",

@@ -2,16 +2,21 @@
 
 Each turn is a durable task of the `wippy:agent_turn` workflow whose result holds
 the turn's messages, so the history is exactly what the journal says happened.
-The state's `ConversationStore` only lists the conversations started.
+The state's `ConversationStore` only lists the conversations started. A turn's
+steps, each with when it started and how long it took, are its time line
+(`turn_steps`): a UI draws it as a waterfall, for any past turn, with no tracing
+exporter needed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any, Literal, NamedTuple
 
-from ..durable import TaskInfo, TaskManager, TaskStatus
-from ..llm import AssistantMessage, ChatMessage, TextDelta, ToolResultMessage
+from ..durable import JournalTypeError, StepRecord, TaskInfo, TaskManager, TaskStatus, loads
+from ..llm import AssistantMessage, ChatMessage, Response, TextDelta, ToolResultMessage, Usage
+from ..llm._messages import _Frozen
 from ..state import TERMINAL, ConversationInfo, ConversationStore
 from ._events import AgentEvent, Delegated, ToolFinished, ToolStarted, TurnDone, TurnFailed, TurnStarted
 
@@ -19,12 +24,15 @@ __all__ = [
     "DELEGATE_TASK_PREFIX",
     "TURN_WORKFLOW",
     "ConversationInfo",
+    "StepSpan",
     "TurnArgs",
+    "TurnSteps",
     "conversations",
     "delegate_conversation",
     "delegate_task_id",
     "history",
     "turn_events",
+    "turn_steps",
     "turns",
 ]
 
@@ -118,9 +126,116 @@ def turn_events(tasks: TaskManager, info: TaskInfo, tool_ids: Callable[[str], di
 def _delegated_events(tasks: TaskManager, conversation: str, call_id: str,
                       tool_ids: Callable[[str], dict[str, str]]) -> list[AgentEvent]:
     """The nested events of the delegate that answered tool call `call_id`, if that call was a delegation."""
-    try:
-        delegate = tasks.get(delegate_task_id(conversation, call_id))
-    except LookupError:
+    delegate = _delegate(tasks, conversation, call_id)
+    if delegate is None:
         return []
     return [Delegated(call_id=call_id, agent=TurnArgs(*delegate.args).agent, event=event)
             for event in turn_events(tasks, delegate, tool_ids)]
+
+
+StepKind = Literal["model", "tool", "delegate", "other"]
+
+
+class StepSpan(_Frozen):
+    """One step of a turn on the turn's time line: what ran, when and for how long, and what a model call used."""
+
+    name: str  # as the journal names it: model:N, tool:<call id>, wait:<signal>, ...
+    kind: StepKind
+    label: str  # the model's name, the tool's registry id, the delegate agent's id; else the step's name
+    offset: float  # seconds from the start of the outermost turn
+    seconds: float
+    ok: bool  # False: the step failed, or its tool reported an error
+    error: str | None = None
+    usage: Usage | None = None  # a model call's
+    cost_usd: float | None = None  # a model call's
+    steps: tuple[StepSpan, ...] = ()  # a delegate's own steps, on the same time line
+
+
+class TurnSteps(_Frozen):
+    """A turn's steps in the order they were taken (a delegate's nested under the tool call that asked it)."""
+
+    task: str
+    agent: str
+    turn: int
+    status: str
+    started: datetime
+    steps: tuple[StepSpan, ...]
+
+    def spans(self) -> Iterator[tuple[int, StepSpan]]:
+        """Every step with its depth (0 for the turn's own, 1 for a delegate's, ...), in the order shown."""
+        pending = [(0, span) for span in reversed(self.steps)]
+        while pending:
+            depth, span = pending.pop()
+            yield depth, span
+            pending += [(depth + 1, child) for child in reversed(span.steps)]
+
+    @property
+    def seconds(self) -> float:
+        """From the turn's start to the end of its last step."""
+        return max((span.offset + span.seconds for _, span in self.spans()), default=0.0)
+
+    @property
+    def usage(self) -> Usage:
+        """The tokens of every model call, delegates' included (as the turn's answer counts them)."""
+        return sum((span.usage for _, span in self.spans() if span.usage is not None), Usage())
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(span.cost_usd or 0.0 for _, span in self.spans())
+
+
+def turn_steps(tasks: TaskManager, info: TaskInfo, tool_ids: Callable[[str], dict[str, str]]) -> TurnSteps:
+    """Turn `info`'s steps from the journal, timed from its start; a turn still running gives the steps it finished."""
+    args = TurnArgs(*info.args)
+    return TurnSteps(task=info.id, agent=args.agent, turn=args.turn, status=info.status, started=info.created,
+                     steps=_spans(tasks, info, info.created, tool_ids))
+
+
+def _spans(tasks: TaskManager, info: TaskInfo, origin: datetime,
+           tool_ids: Callable[[str], dict[str, str]]) -> tuple[StepSpan, ...]:
+    args = TurnArgs(*info.args)
+    ids = tool_ids(args.agent)
+    tools: dict[str, str] = {}  # call id -> the tool's registry id, from the model calls that asked for them
+    spans = []
+    for step in info.steps or tasks.get(info.id).steps:
+        result = _result(step)
+        kind: StepKind = "other"
+        label, error, usage, cost = step.name, step.error, None, None
+        nested: tuple[StepSpan, ...] = ()
+        if step.name.startswith("model:"):
+            kind = "model"
+            if isinstance(result, Response):
+                tools |= {call.id: ids.get(call.name, call.name) for call in result.tool_calls}
+                label, usage, cost = result.model or step.name, result.usage, result.cost_usd
+        elif step.name.startswith("tool:"):
+            call_id = step.name.removeprefix("tool:").removesuffix(":approved")
+            kind, label = "tool", tools.get(call_id, step.name)
+            outcome = result[0] if isinstance(result, list) and result else None  # a `ToolOutcome`, as stored
+            if isinstance(outcome, ToolResultMessage) and outcome.is_error:
+                error = outcome.content
+            delegate = _delegate(tasks, args.conversation, call_id)
+            if delegate is not None:
+                kind, label = "delegate", TurnArgs(*delegate.args).agent
+                nested = _spans(tasks, delegate, origin, tool_ids)
+        spans.append(StepSpan(name=step.name, kind=kind, label=label, offset=(step.started - origin).total_seconds(),
+                              seconds=step.seconds, ok=step.ok and error is None, error=error, usage=usage,
+                              cost_usd=cost, steps=nested))
+    return tuple(spans)
+
+
+def _delegate(tasks: TaskManager, conversation: str, call_id: str) -> TaskInfo | None:
+    """The turn of the delegate that answered tool call `call_id`, if that call was a delegation."""
+    try:
+        return tasks.get(delegate_task_id(conversation, call_id))
+    except LookupError:
+        return None
+
+
+def _result(step: StepRecord) -> Any:
+    """A step's recorded result, or None when there is none this code can read."""
+    if not step.ok or step.result is None:
+        return None
+    try:
+        return loads(step.result)
+    except (JournalTypeError, ValueError):
+        return None

@@ -32,12 +32,14 @@ from ._governance import Governance
 from ._history import (
     TURN_WORKFLOW,
     TurnArgs,
+    TurnSteps,
     conversations,
     conversations_with_turns,
     delegate_conversation,
     delegate_task_id,
     history,
     turn_events,
+    turn_steps,
     turns,
 )
 from ._mcp import McpServers
@@ -232,6 +234,10 @@ class AgentService:
     def turn_events(self, info: TaskInfo) -> list[AgentEvent]:
         """The events a past turn streamed, rebuilt from the journal (a UI shows it as it showed it live)."""
         return turn_events(self.tasks, info, self._tool_ids)
+
+    def turn_steps(self, info: TaskInfo) -> TurnSteps:
+        """A turn's steps on its time line, from the journal (a UI draws them as a waterfall)."""
+        return turn_steps(self.tasks, info, self._tool_ids)
 
     def _tool_ids(self, agent: str) -> dict[str, str]:
         """The registry ids behind the names an agent's tools are offered under now."""

@@ -16,10 +16,11 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pydantic_core
 
+from .._runtime.telemetry import OFF, Telemetry
 from .._runtime.text import clean_text
 from ..llm import ToolCall, ToolDefinition, ToolResultMessage
 from ..llm._messages import RAW_ARGUMENTS_KEY
@@ -128,7 +129,7 @@ class ToolSet:
 
     def __init__(self, registry: Registry | RegistryView, offered: dict[str, Offered], context: ToolContext,
                  delegate: Delegate, *, governance: Governance, restricted: RestrictedTools,
-                 mcp: McpServers | None = None, redact: Callable[[str], str] = str) -> None:
+                 mcp: McpServers | None = None, redact: Callable[[str], str] = str, telemetry: Telemetry = OFF) -> None:
         self.by_name = offered
         self.context = context
         self.delegate = delegate
@@ -137,6 +138,7 @@ class ToolSet:
         self.mcp = mcp
         self.redact = redact
         """Applied to every result: secret values never reach the model."""
+        self.telemetry = telemetry
         # the functions as they are when the turn starts: a tool file saved mid-turn applies to the next turn
         self.functions = {name: registry.tools.get(o.entry.id) for name, o in offered.items() if not o.delegate}
 
@@ -153,6 +155,14 @@ class ToolSet:
     def tool_id(self, name: str) -> str:
         offered = self.by_name.get(name)
         return offered.entry.id if offered else name
+
+    def span(self, call: ToolCall) -> dict[str, Any]:
+        """The call's step as an `execute_tool <tool>` span (`ctx.step`'s keywords; none when tracing is off)."""
+        if not self.telemetry.on:
+            return {}
+        tool = self.tool_id(call.name)
+        return {"span": f"execute_tool {tool}", "attributes": {
+            "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool, "gen_ai.tool.call.id": call.id}}
 
     async def call(self, call: ToolCall, approved: bool = False) -> ToolOutcome:
         """Run one tool call: the result (or the error, explained), how long it took, and any approval it awaits.
@@ -172,6 +182,11 @@ class ToolSet:
             content, is_error = _explain(error, call, self.by_name.get(call.name)), True
         result = ToolResultMessage(tool_call_id=call.id, name=call.name, content=clean_text(self.redact(content)),
                                    is_error=is_error)
+        if (span := self.telemetry.current()) is not None:  # the step's `execute_tool` span
+            if is_error:
+                self.telemetry.failed(span, "tool_error", result.content)
+            self.telemetry.record(span, "gen_ai.tool.call.arguments", lambda: json.dumps(call.arguments, ensure_ascii=False))
+            self.telemetry.record(span, "gen_ai.tool.call.result", lambda: result.content)
         return ToolOutcome(result, time.monotonic() - started, pending)
 
     async def _run(self, call: ToolCall, approved: bool) -> str:

@@ -8,6 +8,7 @@ next turn, while a turn in progress finishes on the configuration it began with.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jinja2
 
+from .._runtime.telemetry import Telemetry
 from .._runtime.types import Pid
 from ..llm import (
     AssistantMessage,
@@ -51,6 +53,7 @@ class AskRequest(NamedTuple):
     context: dict[str, Any]
     chain: tuple[str, ...]  # the agents that delegated down to this one, outermost first
     task_id: str | None = None  # resume (or start) the turn under this durable task id
+    trace: dict[str, str] | None = None  # the asker's trace context (W3C headers): the turn's span nests under it
 
 
 async def render_prompt(renderer: PromptRenderer, spec: AgentSpec, prompt: PromptSpec | None, agent_id: str,
@@ -92,6 +95,9 @@ async def run_turn(
     prompt = registry.spec(spec.prompt) if spec.prompt else None
     assert prompt is None or isinstance(prompt, PromptSpec)
     model = service.model(spec.model, registry)
+    telemetry = service.telemetry
+    if (span := telemetry.current()) is not None:
+        span.set_attributes({"gen_ai.provider.name": model.provider, "gen_ai.request.model": model.name})
     delegated: list[Answer] = []
 
     async def delegate(target: str, message: str, call: ToolCall) -> str:
@@ -103,7 +109,7 @@ async def run_turn(
     tool_context = ToolContext(agent_id=agent_id, task_id=ctx.task_id, logger=log)
     tools = ToolSet(registry, service.offers(agent_id, spec, registry), tool_context, delegate,
                     governance=service.governance, restricted=service.restricted, mcp=service.mcp,
-                    redact=service.redactor.redact)
+                    redact=service.redactor.redact, telemetry=telemetry)
     system = await render_prompt(service.prompts, spec, prompt, agent_id, entry.meta, context)
     new: list[ChatMessage] = [UserMessage(content=text)]
     messages: list[ChatMessage] = ([SystemMessage(content=system)] if system else []) + history + new
@@ -119,7 +125,7 @@ async def run_turn(
                      "Ask me to continue, or raise max_steps.")
             break
         steps += 1
-        response = await _model_step(ctx, steps, model, list(messages), tools, settings, emit)
+        response = await _model_step(ctx, steps, model, list(messages), tools, settings, emit, telemetry)
         service.usage.record(response, agent=agent_id, task=ctx.task_id)
         usage, cost = usage + response.usage, cost + response.cost_usd
         emit(UsageReport(model=response.model, usage=response.usage, cost_usd=response.cost_usd))
@@ -133,7 +139,7 @@ async def run_turn(
         for call in response.tool_calls:
             emit(ToolStarted(call_id=call.id, tool=tools.tool_id(call.name), arguments=call.arguments))
         outcomes = await asyncio.gather(*[ctx.step(f"tool:{call.id}", tools.call, call,
-                                                   mark_start=tools.runs_in_node(call))
+                                                   mark_start=tools.runs_in_node(call), **tools.span(call))
                                           for call in response.tool_calls])
         for call, (result, seconds, pending) in zip(response.tool_calls, outcomes, strict=True):
             if pending:  # waits in call order, so a replay waits (and finds the decisions) in the same order
@@ -171,26 +177,48 @@ async def _decided(ctx: TaskContext, tools: ToolSet, call: ToolCall, pending: di
         content = f"error: denied by {by}{': ' + reason if reason else ''}. Nothing was changed."
         return ToolResultMessage(tool_call_id=call.id, name=call.name, content=content, is_error=True), 0.0
     if pending["action"] in ("tool.call", "agent.delegate"):  # approved to run: run it now, as its own step
-        outcome = await ctx.step(f"tool:{call.id}:approved", tools.call, call, True)
+        outcome = await ctx.step(f"tool:{call.id}:approved", tools.call, call, True, **tools.span(call))
         return outcome[0], outcome[1]
     content = f"approved by {by}{': ' + reason if reason else ''}; committed as registry version {decision['version']}"
     return ToolResultMessage(tool_call_id=call.id, name=call.name, content=content), 0.0
 
 
 async def _model_step(ctx: TaskContext, number: int, model: Any, messages: list[ChatMessage], tools: ToolSet,
-                      settings: dict[str, Any], emit: Callable[[AgentEvent], None]) -> Response:
-    """One model call as a durable step; a replayed call shows its recorded text as one delta."""
+                      settings: dict[str, Any], emit: Callable[[AgentEvent], None], telemetry: Telemetry) -> Response:
+    """One model call as a durable step (traced as `chat <model>`); a replayed call shows its recorded text as one
+    delta, and its span says it was replayed and carries no usage: it was not called again."""
     ran = False
 
     async def call() -> Response:
         nonlocal ran
         ran = True
-        return await _call_model(model, messages, tools, settings, emit)
+        response = await _call_model(model, messages, tools, settings, emit)
+        _traced_response(telemetry, messages, response)
+        return response
 
-    response: Response = await ctx.step(f"model:{number}", call)
+    response: Response = await ctx.step(f"model:{number}", call, span=f"chat {model.name}", attributes={
+        "gen_ai.operation.name": "chat", "gen_ai.provider.name": model.provider, "gen_ai.request.model": model.name,
+    } if telemetry.on else None)
     if not ran and response.text:
         emit(TextDelta(text=response.text))
     return response
+
+
+def _traced_response(telemetry: Telemetry, messages: list[ChatMessage], response: Response) -> None:
+    """What a model call's span learns from the answer: the model that answered, usage, cost (and contents)."""
+    span = telemetry.current()
+    if span is None:
+        return
+    span.set_attributes({"gen_ai.response.model": response.model or "", "gen_ai.usage.input_tokens":
+                         response.usage.input_tokens, "gen_ai.usage.output_tokens": response.usage.output_tokens,
+                         "gen_ai.response.finish_reasons": (response.finish_reason,),
+                         "wippy.cost_usd": response.cost_usd})
+    telemetry.record(span, "gen_ai.input.messages", lambda: _json_messages(messages))
+    telemetry.record(span, "gen_ai.output.messages", lambda: _json_messages([response.message()]))
+
+
+def _json_messages(messages: list[ChatMessage]) -> str:
+    return json.dumps([message.model_dump(mode="json") for message in messages], ensure_ascii=False)
 
 
 async def _call_model(model: Any, messages: list[ChatMessage], tools: ToolSet, settings: dict[str, Any],

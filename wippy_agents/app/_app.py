@@ -29,18 +29,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from opentelemetry.trace import TracerProvider
+
 from .._runtime.node import Node, ProcessInfo
 from .._runtime.proc import ProcessFn
 from .._runtime.pubsub import Subscribers
 from .._runtime.remote import Peers
 from .._runtime.secrets import Redactor
+from .._runtime.telemetry import ENDPOINT_VARIABLES, Telemetry, ambient_provider, otlp_provider, shut_down
 from ..agents import TURN_WORKFLOW, AgentService, Conversation, Governance, McpServers, RestrictedTools
 from ..durable import TaskManager
 from ..errors import UsageError
 from ..policy import Approvals, Audit, Policies, ToolHealth
 from ..registry import ModelSpec, Registry, SupervisorSpec
 from ..supervisor import ChildSpec, Supervisor
-from ._config import AppConfig
+from ._config import AppConfig, load_config
 from ._folder import LOCAL_NODE, AppFolder
 from ._watch import Watcher
 
@@ -77,12 +80,17 @@ class App:
     number its pids start at (a node started again under its name starts past its old ones).
     Without `owns_files` (a cluster's node, whose folder is a copy the driver sent) the
     files are neither watched nor written, and the registry follows the shared state.
+    `tracer_provider` is where the app's spans go; without one, `telemetry:` in wippy.yaml
+    or `OTEL_EXPORTER_OTLP_ENDPOINT` makes an OTLP exporter (shut down with the app), else
+    the process's global provider is used if the program embedding us set one, else
+    nothing is traced.
     """
 
     def __init__(self, root: str | os.PathLike[str] = ".", *, node_name: str = LOCAL_NODE,
                  state: str | os.PathLike[str] | None = None, control: ControlPort | None = None,
                  wall_clock: Callable[[], float] = time.time, shutdown_timeout: float = 5.0,
-                 peers: Peers | None = None, first_pid: int = 1, owns_files: bool = True) -> None:
+                 peers: Peers | None = None, first_pid: int = 1, owns_files: bool = True,
+                 tracer_provider: TracerProvider | None = None) -> None:
         self.root = Path(root).resolve()
         self.state = state
         self.owns_files = owns_files
@@ -90,6 +98,11 @@ class App:
                          host_resolver=self._host_of, peers=peers, first_id=first_pid)
         self.control = control
         self.wall_clock = wall_clock
+        self.tracer_provider = tracer_provider
+        self.telemetry = Telemetry()
+        """Where the app's spans go (off until boot finds a tracer provider)."""
+        self._exporter: Any = None  # the tracer provider the app made to export, shut down with it
+        self.shutdown_timeout = shutdown_timeout
         self._folder: AppFolder | None = None
         self._log_filter: logging.Filter | None = None
         self._started = False
@@ -135,8 +148,11 @@ class App:
                 await self.control.claim()
             self.redactor = Redactor.from_environment(os.environ)
             """Secret values from the environment, kept out of the state, the log and what agents read."""
+            config = load_config(self.root) if self.root.is_dir() else None  # else the folder says it is missing
+            if config is not None:
+                self.telemetry = self._telemetry(config)
             self._folder = AppFolder(self.root, node=self.node, redactor=self.redactor, state=self.state,
-                                     owns_files=self.owns_files)
+                                     owns_files=self.owns_files, config=config, telemetry=self.telemetry)
             self._start_services(self._folder)
             self._start_processes()
             await self.watcher_ready()
@@ -153,6 +169,19 @@ class App:
     async def __aexit__(self, *exc_info: object) -> None:
         await self._shut_down()
 
+    def _telemetry(self, config: AppConfig) -> Telemetry:
+        """Tracing as the app was given it (`tracer_provider`), configured it (an OTLP endpoint), or runs in it."""
+        provider = self.tracer_provider
+        if provider is None and (config.telemetry.otlp_endpoint or any(map(os.environ.get, ENDPOINT_VARIABLES))):
+            exported = any(map(os.environ.get, ENDPOINT_VARIABLES))
+            provider = self._exporter = otlp_provider(None if exported else config.telemetry.otlp_endpoint,
+                                                      config.name or self.root.name)
+        provider = provider or ambient_provider()
+        if provider is None:
+            return Telemetry()
+        return Telemetry(provider.get_tracer("wippy_agents"), content=config.telemetry.content,
+                         redact=self.redactor.redact)
+
     def _start_services(self, folder: AppFolder) -> None:
         registry, state = folder.registry, folder.state
         self.redactor.add(os.environ[spec.api_key_env] for entry in registry.find(kind="model")
@@ -161,7 +190,8 @@ class App:
         self._log_filter = self.redactor.log_filter()
         for logger in _package_loggers():
             logger.addFilter(self._log_filter)
-        self.tasks = TaskManager(self.node, state.journal, clock=self.wall_clock, registry=registry)
+        self.tasks = TaskManager(self.node, state.journal, clock=self.wall_clock, registry=registry,
+                                 telemetry=self.telemetry)
         self.policies = Policies(registry)
         registry.policy = self.policies.check_change
         self.audit = Audit(state.audit)
@@ -172,7 +202,7 @@ class App:
         self.agents = AgentService(self.node, registry, self.tasks, state.conversations,
                                    Governance(self.policies, self.audit, self.approvals),
                                    restricted=RestrictedTools(on_outcome=self.tool_health.record),
-                                   redactor=self.redactor, mcp=self.mcp)
+                                   redactor=self.redactor, mcp=self.mcp, telemetry=self.telemetry)
         self.watcher = Watcher(self.root, folder.folders, registry, step_ms=folder.config.watch_step_ms)
         registry.follow_announced(asyncio.get_running_loop())
 
@@ -231,6 +261,9 @@ class App:
                     if self._folder is not None:
                         self._folder.close()  # the journal writes what is queued before the file closes
                         self._folder = None
+                    if self._exporter is not None:  # the spans queued go out, or are dropped after the timeout
+                        await shut_down(self._exporter, self.shutdown_timeout)
+                        self._exporter = None
 
     def _starts_here(self, host: str | None) -> bool:
         """Whether this node starts a supervision tree placed on `host` at boot: its own and unplaced ones; of those

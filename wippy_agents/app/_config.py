@@ -13,7 +13,7 @@ from ..registry._sources import Unreadable, decode_text, hidden, read_bytes
 from ..registry._yaml import YAMLProblem, load_yaml
 from ..state import is_database_url
 
-__all__ = ["CONFIG_FILE", "STATE_VARIABLE", "AppConfig", "ClusterSettings", "Sources", "load_config", "state_location"]
+__all__ = ["CONFIG_FILE", "STATE_VARIABLE", "AppConfig", "ClusterSettings", "Sources", "TelemetrySettings", "load_config", "state_location"]
 
 CONFIG_FILE = "wippy.yaml"
 STATE_VARIABLE = "WIPPY_STATE"
@@ -44,6 +44,16 @@ class ClusterSettings(BaseModel):
     health_check_failure_threshold: int = Field(2, ge=1, description="missed checks before Ray declares a machine dead")
 
 
+class TelemetrySettings(BaseModel):
+    """`telemetry:` in wippy.yaml: where traces go, and whether they may carry what agents and tools say."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    otlp_endpoint: str | None = Field(
+        None, pattern=r"^https?://[^\s/]+", description="the OTLP HTTP/protobuf collector's base URL (traces go to "
+        "`<url>/v1/traces`); the standard OTEL_EXPORTER_OTLP_ENDPOINT variable overrides it")
+    content: bool = Field(False, description="record messages, tool arguments and results on spans (redacted)")
+
+
 class AppConfig(BaseModel):
     """The settings in `wippy.yaml`; every field is optional."""
 
@@ -58,6 +68,8 @@ class AppConfig(BaseModel):
     cluster: ClusterSettings | None = Field(None, description="run on a Ray cluster; needs a Postgres `state`")
     watch: bool = Field(True, description="hot-reload entries when source files change")
     watch_step_ms: int = Field(5, ge=1, le=1000, description="how long the watcher waits for more changes")
+    telemetry: TelemetrySettings = Field(TelemetrySettings(), description="OpenTelemetry traces; nothing is exported "
+                                                                       "unless an endpoint is set")
     task_retention_days: float | None = Field(
         30, gt=0, description="finished tasks older than this are deleted at boot (agent turns are kept); null keeps all"
     )
@@ -109,5 +121,7 @@ def load_config(root: Path) -> AppConfig:
 def _setting_problem(kind: str, loc: tuple[str | int, ...], message: str) -> str:
     if kind != "extra_forbidden":
         return message
-    model: type[BaseModel] = Sources if loc[:1] == ("sources",) and len(loc) > 1 else AppConfig
+    sections: dict[str | int, type[BaseModel]] = {"sources": Sources, "cluster": ClusterSettings,
+                                                  "telemetry": TelemetrySettings}
+    model = sections.get(loc[0], AppConfig) if len(loc) > 1 else AppConfig
     return f"unknown setting; the settings here are {', '.join(model.model_fields)}"

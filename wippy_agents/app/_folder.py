@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .._runtime.node import Node
 from .._runtime.secrets import Redactor
+from .._runtime.telemetry import OFF, Telemetry
 from ..agents import register_builtins
 from ..registry import Folders, Registry, RegistryError
 from ..state import State, open_state
@@ -29,16 +30,17 @@ class AppFolder:
     With a `node`, processes on it can subscribe to the registry's changes; the
     `redactor`'s secrets never reach the state; `state` overrides where it lives
     (see `state_location`); without `owns_files` the entries come from the state and
-    the files only hold code (a cluster's node, whose folder is a copy).
+    the files only hold code (a cluster's node, whose folder is a copy). `config` is
+    wippy.yaml's settings if the caller read them already; `telemetry` traces the registry's commits.
     """
 
     def __init__(self, root: str | os.PathLike[str], *, files_only: bool = False, node: Node | None = None,
                  redactor: Redactor | None = None, state: str | os.PathLike[str] | None = None,
-                 owns_files: bool = True) -> None:
+                 owns_files: bool = True, config: AppConfig | None = None, telemetry: Telemetry = OFF) -> None:
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise RegistryError(f"the app folder {root} does not exist")
-        self.config: AppConfig = load_config(self.root)
+        self.config: AppConfig = config or load_config(self.root)
         sources = self.config.sources
         self.folders = Folders(sources.registry, sources.prompts, sources.tools)
         location = None if files_only else state_location(self.config, self.root, state)
@@ -46,7 +48,7 @@ class AppFolder:
         """Every store of the app's state (held by this folder alone until it closes)."""
         try:
             self.registry = Registry(self.root, self.state.versions, folders=self.folders, node=node,
-                                     owns_files=owns_files)
+                                     owns_files=owns_files, telemetry=telemetry)
             register_builtins(self.registry)  # their entries; an agent service binds their functions
             self.registry.load()
         except BaseException:

@@ -13,9 +13,9 @@ each request to the node it concerns:
   sending it, so when the node is lost mid-turn it asks again under the same id
   once Ray has restarted the node: the turn resumes at its next unfinished step.
 - ops on one task (`tasks.cancel`, `signal`, `resume`, `upgrade`, and
-  `chat.events` of a turn) and decisions on an approval (which signal the task
-  waiting for it): the node that holds the task; `chat.turns`: the
-  conversation's node.
+  `chat.events` and `chat.steps` of a turn) and decisions on an approval
+  (which signal the task waiting for it): the node that holds the task;
+  `chat.turns`: the conversation's node.
 - `cluster.status`, `processes`, `chat.conversations` and `watch` (what a TUI
   attached to the driver shows): every node, merged. `watch` keeps following a
   node Ray restarts; the registry's events come from the first node only, as
@@ -60,7 +60,7 @@ READY_TIMEOUT = 120.0
 EXCLUDED = [".wippy", ".git", ".venv", "__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache"]
 """What the nodes' copy of the app folder leaves out: the driver's state folder and caches."""
 BY_TASK = {"tasks.cancel": "id", "tasks.signal": "id", "tasks.resume": "id", "tasks.upgrade": "id",
-           "chat.events": "task"}
+           "chat.events": "task", "chat.steps": "task"}
 """Ops on one task, and the field that names it."""
 BY_APPROVAL = frozenset({"approvals.approve", "approvals.deny"})
 """Deciding an approval signals the task waiting for it: on the node that holds that task."""

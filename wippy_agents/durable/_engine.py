@@ -16,12 +16,13 @@ import logging
 import time
 import uuid
 from collections import ChainMap
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .._runtime.node import current_process
+from .._runtime.telemetry import OFF, AttributeValue, Telemetry
 from .._runtime.types import SHUTDOWN, describe
 from ..errors import ArgumentError, RunError, UsageError
 from ..state import (
@@ -56,6 +57,7 @@ __all__ = [
     "TaskInfo",
     "TaskManager",
     "idempotency_key",
+    "step_error_type",
     "workflow",
 ]
 
@@ -118,6 +120,12 @@ class TaskFailed(RunError):
     """`tasks.result()` of a task that failed, was cancelled or needs attention."""
 
 
+def step_error_type(error: BaseException) -> str:
+    """A span's `error.type` for what left a step: the class of the error a `StepError` carries, if it still does."""
+    cause = error.__cause__ if isinstance(error, StepError) else None
+    return type(cause or error).__qualname__
+
+
 @dataclass
 class TaskInfo:
     id: str
@@ -165,7 +173,8 @@ class TaskContext:
         return registry.at(self.registry_version)
 
     def step(self, name: str, fn: Callable[..., Any], *args: Any, retries: int = 0,
-             retry_delay: float = 0.5, mark_start: bool = False) -> Awaitable[Any]:
+             retry_delay: float = 0.5, mark_start: bool = False, span: str | None = None,
+             attributes: Mapping[str, AttributeValue] | None = None) -> Awaitable[Any]:
         """Run `fn(*args)` once for this task and journal its result; on replay return the recorded result.
 
         The step's number is taken now, in call order, so steps started together
@@ -173,9 +182,25 @@ class TaskContext:
         journals that the step started before running it, for code that could take
         the node down with it (a trusted tool): a step found started twice without
         finishing parks its task instead of crashing the node at every recovery.
+
+        Traced, the step is one span, `step <name>` unless `span` names it (an agent's
+        model call is `chat <model>`), with `attributes` and `wippy.task.id`,
+        `wippy.step`, `wippy.replay`; `fn` runs inside it, so it can add what it learns.
         """
         seq = self._next()
-        return self._step(seq, name, fn, args, retries, retry_delay, mark_start)
+        if not self._manager.telemetry.on:
+            return self._step(seq, name, fn, args, retries, retry_delay, mark_start)
+        return self._traced_step(seq, name, fn, args, retries, retry_delay, mark_start, span or f"step {name}",
+                                 attributes or {})
+
+    async def _traced_step(self, seq: int, name: str, fn: Callable[..., Any], args: tuple[Any, ...], retries: int,
+                           retry_delay: float, mark_start: bool, span: str,
+                           attributes: Mapping[str, AttributeValue]) -> Any:
+        """A step in its span; a replayed one (its result returned from the journal) says so in `wippy.replay`."""
+        attributes = {**attributes, "wippy.task.id": self.task_id, "wippy.step": name,
+                      "wippy.replay": seq in self._recorded}
+        with self._manager.telemetry.span(span, attributes, error_type=step_error_type):
+            return await self._step(seq, name, fn, args, retries, retry_delay, mark_start)
 
     def _next(self) -> int:
         seq = self._seq
@@ -340,7 +365,7 @@ class TaskManager:
     """
 
     def __init__(self, node: Node, journal: JournalStore, *, clock: Callable[[], float] = time.time,
-                 registry: Registry | None = None) -> None:
+                 registry: Registry | None = None, telemetry: Telemetry = OFF) -> None:
         self.node = node
         """The runtime that hosts each running task as a process."""
         self.journal = journal
@@ -348,6 +373,8 @@ class TaskManager:
         self.clock = clock
         self.registry = registry
         """Entries a task reads as of the registry version it started on (none: every task is on version 0)."""
+        self.telemetry = telemetry
+        """Where each step's span goes (off unless the app traces)."""
         journal.on_writable(self._storage_recovered)
         self.workflows: ChainMap[str, Workflow] = ChainMap({}, WORKFLOWS)
         """This manager's workflows: those registered on it, then every `@workflow`."""

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._runtime.proc import ProcessFn
 from .._runtime.pubsub import Subscribers
+from .._runtime.telemetry import OFF, AttributeValue, Telemetry
 from .._runtime.text import os_text
 from .._runtime.types import Ref
 from ..errors import UsageError
@@ -95,9 +96,11 @@ class Registry:
 
     def __init__(
         self, root: Path, versions: VersionStore, *, folders: Folders | None = None, node: Node | None = None,
-        owns_files: bool = True,
+        owns_files: bool = True, telemetry: Telemetry = OFF,
     ) -> None:
         self.root = root.resolve()
+        self.telemetry = telemetry
+        """Where each commit's span goes (off unless the app traces)."""
         self.owns_files = owns_files
         """Whether this registry's files are the source of its entries (loaded, watched, written through); a
         cluster's node holds a copy of the app folder for its code, and follows the entries in the shared state."""
@@ -384,6 +387,27 @@ class Registry:
         write: bool,
         origins: Mapping[str, Origin] | None = None,
         policy: bool = True,
+    ) -> int:
+        """Check `changes` and commit them as the next version, in a `registry.commit` span when traced."""
+        attributes: dict[str, AttributeValue] = {"wippy.registry.author": author, "wippy.registry.reason": reason,
+                                                 "wippy.registry.changes": len(changes),
+                                                 **({"wippy.task.id": task} if task else {})}
+        with self.telemetry.span("registry.commit", attributes) as span:
+            version = self._commit_changes(changes, author=author, reason=reason, task=task, write=write,
+                                           origins=origins, policy=policy)
+            span.set_attribute("wippy.registry.version", version)
+            return version
+
+    def _commit_changes(
+        self,
+        changes: list[EntryChange],
+        *,
+        author: str,
+        reason: str,
+        task: str | None,
+        write: bool,
+        origins: Mapping[str, Origin] | None,
+        policy: bool,
     ) -> int:
         specs = self._check(changes, author=author, policy=policy)
         placed: dict[str, Origin | None] = dict(origins or {})

@@ -187,6 +187,9 @@ class WippyApp(App[None]):
         yield from super().get_system_commands(screen)
         yield SystemCommand("New conversation", "Start a new conversation with the current agent",
                             lambda: self.open_chat(self.chat.agent, None))
+        if screen is self.chat:
+            yield SystemCommand("Waterfall", "The steps of the turn in focus (else the last one): time, tokens, cost",
+                                self.chat.action_waterfall)
         for mode, what in (("activity", "Registry changes and tasks"), ("processes", "The supervision tree"),
                            ("approvals", "Changes waiting for your decision")):
             yield SystemCommand(mode.capitalize(), what, lambda mode=mode: self.switch_mode(mode))

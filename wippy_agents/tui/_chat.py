@@ -16,6 +16,7 @@ from rich.segment import Segment
 from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.geometry import Size
 from textual.markup import escape
@@ -34,6 +35,7 @@ from ..agents import (
     ToolStarted,
     TurnDone,
     TurnFailed,
+    TurnStarted,
     UsageReport,
 )
 from ..llm import Usage
@@ -209,11 +211,12 @@ class TurnBody(Vertical):
             self._text.append(piece)
 
 
-class TurnView(Vertical):
-    """An agent's turn with its usage line; a failed turn says why, inline."""
+class TurnView(Vertical, can_focus=True):
+    """An agent's turn with its usage line; a failed turn says why, inline. Focus one to see its waterfall (w)."""
 
     DEFAULT_CSS = """
     TurnView { height: auto; margin: 1 0 0 0; }
+    TurnView:focus { background: $boost; }
     TurnView .agent { color: $text-accent; text-style: bold; }
     TurnView .footer { color: $text-muted; }
     TurnView .error { color: $error; }
@@ -227,6 +230,8 @@ class TurnView(Vertical):
         self.footer = Static("", classes="footer")
         self.usage = Usage()
         self.done = False
+        self.turn_task: str | None = None
+        """The turn's durable task, once it started."""
 
     def compose(self) -> ComposeResult:
         yield Static(Text(self.agent), classes="agent")
@@ -235,7 +240,9 @@ class TurnView(Vertical):
 
     async def handle(self, event: AgentEvent) -> None:
         await self.body.handle(event)
-        if isinstance(event, UsageReport):
+        if isinstance(event, TurnStarted):
+            self.turn_task = event.task
+        elif isinstance(event, UsageReport):
             self.usage += event.usage
             self.footer.update(f"working… {tokens(self.usage)} so far (esc cancels)")
         elif isinstance(event, TurnDone):
@@ -267,6 +274,7 @@ class EarlierTurns(Button):
 class ChatView(VerticalScroll):
     """The scrolling conversation; it stays at the bottom while answers stream unless the person scrolls up."""
 
+    BINDINGS = [Binding("w", "waterfall", "Waterfall")]
     DEFAULT_CSS = """
     ChatView { padding: 0 1; }
     ChatView .earlier { width: 100%; }
@@ -306,6 +314,27 @@ class ChatView(VerticalScroll):
             event.stop()
             self.release_anchor()
             await self._mount_page()
+
+    class WaterfallAsked(Message):
+        """The person asked for the waterfall of turn `task` (the screen opens it)."""
+
+        def __init__(self, task: str) -> None:
+            super().__init__()
+            self.task = task
+
+    def chosen_turn(self) -> str | None:
+        """The task of the turn in focus (or holding the focus), else of the newest turn; None before any."""
+        focused = self.screen.focused
+        around = focused.ancestors_with_self if focused is not None else []
+        views = [node for node in around if isinstance(node, TurnView)] + list(reversed(self.query(TurnView)))
+        return next((view.turn_task for view in views if view.turn_task is not None), None)
+
+    def action_waterfall(self) -> None:
+        task = self.chosen_turn()
+        if task is None:
+            self.notify("No turn yet: send a message first.")
+            return
+        self.post_message(self.WaterfallAsked(task))
 
     async def add_turn(self, text: str, agent: str) -> TurnView:
         """Show a message the person just sent and an empty live turn for the answer."""

@@ -24,6 +24,7 @@ from ._chat import ChatInput, ChatView, TurnView
 from ._format import AgentCard
 from ._link import ConversationRow
 from ._screens import WippyScreen
+from ._waterfall import WaterfallScreen
 
 NEW = "new"
 """The option id of "new conversation" in the conversation list."""
@@ -200,6 +201,14 @@ class ChatScreen(WippyScreen):
         failed = TurnFailed(error=str(error), kind=getattr(error, "kind", None) or type(error).__name__)
         self.notify(failed.error, title=f"{self.agent}: the turn failed", severity="error", timeout=10)
         await view.handle(failed)
+
+    def action_waterfall(self) -> None:
+        """The waterfall of the turn in focus, else of the newest turn (the palette's entry)."""
+        self.query_one(ChatView).action_waterfall()
+
+    @on(ChatView.WaterfallAsked)
+    def show_waterfall(self, event: ChatView.WaterfallAsked) -> None:
+        self.app.push_screen(WaterfallScreen(self.link, event.task))
 
     async def action_cancel_turn(self) -> None:
         """Stop watching the running turn and cancel its task (the step it is in stops too)."""

@@ -23,11 +23,26 @@ def answer_footer(answer: Answer) -> str:
     """The usage line under a turn: tokens, cost, model calls, and why it stopped early if it did."""
     calls = f"{answer.steps} model call{'s' if answer.steps != 1 else ''}"
     stopped = f" · stopped: {answer.stopped}" if answer.stopped else ""
-    return f"{tokens(answer.usage)} · ${answer.cost_usd:.6f} · {calls}{stopped}"
+    return f"{tokens(answer.usage)} · {dollars(answer.cost_usd)} · {calls}{stopped}"
 
 
 def seconds(value: float) -> str:
     return f"{value:.1f}s" if value < 60 else f"{value / 60:.1f}min"
+
+
+def duration(value: float) -> str:
+    """A step's duration, in milliseconds below a second: `0.4ms`, `85ms`, `1.2s`, `2.5min`."""
+    ms = value * 1000
+    return f"{ms:.1f}ms" if ms < 10 else f"{ms:.0f}ms" if ms < 1000 else seconds(value)
+
+
+def in_out(usage: Usage) -> str:
+    """`1,200→30`: tokens in and out, in a column headed so."""
+    return f"{usage.input_tokens:,}→{usage.output_tokens:,}"
+
+
+def dollars(value: float) -> str:
+    return f"${value:.6f}"
 
 
 def arguments(value: dict[str, Any]) -> str:

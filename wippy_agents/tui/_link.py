@@ -18,7 +18,7 @@ from typing import Any, Literal, NamedTuple
 from pydantic import TypeAdapter
 
 from .._runtime.node import ProcessInfo
-from ..agents import AgentEvent
+from ..agents import AgentEvent, TurnSteps
 from ..control import Backend, ControlError
 from ..policy import Approval, person
 from ..registry import Entry
@@ -126,6 +126,11 @@ class NodeLink:
 
     async def events(self, task: str) -> list[AgentEvent]:
         result: list[AgentEvent] = parse(list[AgentEvent], await self.request("chat.events", task=task))
+        return result
+
+    async def steps(self, task: str) -> TurnSteps:
+        """Turn `task`'s steps on its time line, from the journal (the waterfall)."""
+        result: TurnSteps = parse(TurnSteps, await self.request("chat.steps", task=task))
         return result
 
     async def ask(self, agent: str, message: str, conversation: str | None) -> AsyncIterator[AgentEvent]:

@@ -332,6 +332,7 @@ Chat with the app's agents, watch what they do, and decide on the changes they a
 | **ctrl+n** | new conversation with the current agent |
 | **ctrl+s** | show or hide the sidebar (agents and conversations) |
 | **tab** / **shift+tab** | move between the sidebar, the conversation and the input |
+| **w** | in the conversation: the turn's steps as a waterfall |
 | **f1** | this help |
 | **f2** / **f3** / **f4** / **f5** | chat / activity / processes / approvals |
 | **ctrl+p** | command palette: switch agent, conversation, model or theme |
@@ -342,6 +343,12 @@ arguments, the result and how long it took; work handed to another agent shows i
 the call that asked for it. The line under each answer gives its tokens and cost.
 Cancelling stops the agent at its next step; a model call already under way finishes in the
 background, and reopening the conversation shows what it completed.
+
+**Waterfall.** Focus a turn (click it, or tab into the conversation) and press **w**, or pick
+*Waterfall* in the palette: each step of the turn (model calls, tool calls, a delegate's steps
+under the call that asked it) as a bar placed by when it started and as long as it took, with its
+tokens and cost, failed steps marked ✗, totals at the bottom. It reads the journal, so it works
+for turns of earlier sessions too.
 
 **Conversations** are kept in the app's state file: quit, come back, pick one in the sidebar or in
 the palette, and go on.
