@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import difflib
 import functools
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
@@ -19,8 +20,10 @@ from typing import TYPE_CHECKING, Any
 from .. import process
 from .._runtime.node import current_process
 from .._runtime.secrets import Redactor
+from .._runtime.telemetry import OFF, AttributeValue, Telemetry
 from .._runtime.types import DOWN, Pid, describe
 from ..durable import StateUnavailable, TaskContext, TaskFailed, TaskInfo, TaskManager
+from ..durable._engine import step_error_type
 from ..llm import Model, ToolCall, UsageLedger, default_model_spec, load_model
 from ..registry import AgentSpec, ModelSpec, Registry, RegistryView
 from ..state import TERMINAL, ConversationInfo, ConversationStore
@@ -69,7 +72,7 @@ class AgentService:
 
     def __init__(self, node: Node, registry: Registry, tasks: TaskManager, store: ConversationStore,
                  governance: Governance, *, restricted: RestrictedTools | None = None,
-                 redactor: Redactor | None = None, mcp: McpServers | None = None) -> None:
+                 redactor: Redactor | None = None, mcp: McpServers | None = None, telemetry: Telemetry = OFF) -> None:
         self.node = node
         self.registry = registry
         self.tasks = tasks
@@ -90,6 +93,10 @@ class AgentService:
         self._offers: dict[str, tuple[tuple[int, int], AgentSpec, dict[str, Offered]]] = {}
         self.listeners: dict[str, Callable[[AgentEvent], None]] = {}
         """Who hears the events of a running turn task, by task id (nobody, for a turn resumed at boot)."""
+        self.telemetry = telemetry
+        """Where turns, model calls and tool calls are traced (off unless the app traces)."""
+        self.trace_parents: dict[str, dict[str, str]] = {}
+        """The asker's trace context of a running turn task, by task id: its `invoke_agent` span's parent."""
         registry.validators.append(check_tool_names)
         register_builtins(registry, self)
         tasks.register(TURN_WORKFLOW, functools.partial(agent_turn, self))
@@ -163,6 +170,8 @@ class AgentService:
 
             emit(TurnStarted(conversation=conversation, turn=number, agent=agent_id, task=task_id))
             self.listeners[task_id] = emit
+            if request.trace:
+                self.trace_parents[task_id] = request.trace
             try:
                 try:
                     await tasks.start(TURN_WORKFLOW, *TurnArgs(agent_id, conversation, number, request.text,
@@ -182,6 +191,7 @@ class AgentService:
                 continue
             finally:
                 self.listeners.pop(task_id, None)
+                self.trace_parents.pop(task_id, None)
             emit(TurnDone(answer=result["answer"]))
 
     def process_function(self, agent_id: str, conversation: str | None = None) -> Callable[[], Any]:
@@ -301,7 +311,7 @@ class Conversation:
         target = await self.service.ensure_process(self.agent, self.id)
         events: asyncio.Queue[AgentEvent] = asyncio.Queue()
         node = self.service.node
-        request = (text, context or {}, chain, task_id)
+        request = (text, context or {}, chain, task_id, self.service.telemetry.carrier())  # the asker's span
         relay = node.start(_relay, (target, request, events), parent=current_process.get(None))
         try:
             while True:
@@ -314,12 +324,12 @@ class Conversation:
                 await node.kill([relay])
 
 
-async def _relay(target: Pid, request: tuple[str, dict[str, Any], tuple[str, ...], str | None],
+async def _relay(target: Pid, request: tuple[str, dict[str, Any], tuple[str, ...], str | None, dict[str, str]],
                  events: asyncio.Queue[AgentEvent]) -> None:
     """A process that asks the conversation and passes its events to a caller outside the process world."""
-    text, context, chain, task_id = request
+    text, context, chain, task_id, trace = request
     process.monitor(target)
-    process.send(target, "agent.ask", AskRequest(text, process.self(), context, chain, task_id))
+    process.send(target, "agent.ask", AskRequest(text, process.self(), context, chain, task_id, trace))
     while True:
         msg = await process.receive()
         if msg.topic == "agent.event":
@@ -342,7 +352,16 @@ async def agent_turn(service: AgentService, ctx: TaskContext, agent_id: str, con
         if listener is not None:
             listener(event)
 
-    messages_before = history(service.tasks, agent_id, conversation, before=turn)
-    answer, messages = await run_turn(service, ctx, agent_id, conversation, turn, messages_before, text, context,
-                                      tuple(chain), emit)
+    telemetry = service.telemetry
+    attributes: dict[str, AttributeValue] = {
+        "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent_id, "gen_ai.conversation.id": conversation,
+        "wippy.task.id": ctx.task_id, "wippy.registry.version": ctx.registry_version}
+    with telemetry.span(f"invoke_agent {agent_id}", attributes, parent=telemetry.parent_of(
+            service.trace_parents.get(ctx.task_id)), error_type=step_error_type) as span:
+        telemetry.record(span, "gen_ai.input.messages", lambda: json.dumps([{"role": "user", "content": text}]))
+        messages_before = history(service.tasks, agent_id, conversation, before=turn)
+        answer, messages = await run_turn(service, ctx, agent_id, conversation, turn, messages_before, text, context,
+                                          tuple(chain), emit)
+        telemetry.record(span, "gen_ai.output.messages",
+                         lambda: json.dumps([{"role": "assistant", "content": answer.text}]))
     return {"answer": answer, "messages": messages}
