@@ -281,6 +281,13 @@ class ChatView(VerticalScroll):
     ChatView .hint { color: $text-muted; margin: 1 0; }
     """
 
+    class WaterfallAsked(Message):
+        """The person asked for the waterfall of turn `task` (the screen opens it)."""
+
+        def __init__(self, task: str) -> None:
+            super().__init__()
+            self.task = task
+
     def __init__(self, id: str | None = None) -> None:
         super().__init__(id=id)
         self._pending: list[PastTurn] = []
@@ -314,13 +321,6 @@ class ChatView(VerticalScroll):
             event.stop()
             self.release_anchor()
             await self._mount_page()
-
-    class WaterfallAsked(Message):
-        """The person asked for the waterfall of turn `task` (the screen opens it)."""
-
-        def __init__(self, task: str) -> None:
-            super().__init__()
-            self.task = task
 
     def chosen_turn(self) -> str | None:
         """The task of the turn in focus (or holding the focus), else of the newest turn; None before any."""

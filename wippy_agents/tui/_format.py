@@ -33,7 +33,7 @@ def seconds(value: float) -> str:
 def duration(value: float) -> str:
     """A step's duration, in milliseconds below a second: `0.4ms`, `85ms`, `1.2s`, `2.5min`."""
     ms = value * 1000
-    return f"{ms:.1f}ms" if ms < 10 else f"{ms:.0f}ms" if ms < 1000 else seconds(value)
+    return f"{ms:.1f}ms" if ms < 9.95 else f"{ms:.0f}ms" if ms < 999.5 else seconds(value)
 
 
 def in_out(usage: Usage) -> str:
