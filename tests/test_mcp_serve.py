@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -91,11 +92,15 @@ async def test_an_mcp_client_over_stdio_asks_each_agent_as_a_tool_and_continues_
     assert f"turn:{conversation}:" in listed.stdout
 
 
+INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "desktop", "version": "1"}}}
+"""What a desktop client of the older protocol sends first."""
+
+
 def test_over_stdio_stdout_carries_only_the_protocol_even_when_a_tool_prints(tmp_path: Path) -> None:
     root = an_app(tmp_path / "app")
     requests = [
-        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "desktop", "version": "1"}}},
+        INITIALIZE,
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
         {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
             "name": "app__helper", "arguments": {"message": "/call tools.noisy:shout {}"}}},
@@ -121,6 +126,28 @@ def test_over_stdio_stdout_carries_only_the_protocol_even_when_a_tool_prints(tmp
                 pipe.close()
     assert rest == ""
     assert "NOISE on stdout" in errors  # the tool's print went to stderr
+
+
+def test_over_stdio_sigterm_stops_a_server_whose_client_says_nothing_and_the_app_closes(tmp_path: Path) -> None:
+    root = an_app(tmp_path / "app")
+    server = subprocess.Popen([WIPPY, "mcp", "serve", "--root", str(root)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert server.stdin is not None and server.stdout is not None
+        server.stdin.write(json.dumps(INITIALIZE) + "\n")
+        server.stdin.flush()
+        assert "serverInfo" in server.stdout.readline()  # up; the client keeps stdin open and says nothing more
+        assert (root / ".wippy" / "node.sock").exists()  # the hosted app is reachable from the CLI meanwhile
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+        assert not (root / ".wippy" / "node.sock").exists()  # the app closed
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=30)
+        for pipe in (server.stdin, server.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 async def test_a_failed_turn_or_a_bad_call_is_an_error_result_and_the_server_goes_on(tmp_path: Path) -> None:

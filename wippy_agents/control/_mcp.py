@@ -28,11 +28,13 @@ import contextlib
 import fnmatch
 import hashlib
 import logging
+import os
 import re
 import secrets
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable, Iterable
+import stat
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +43,7 @@ from ._backends import Attached, Hosted
 from ._client import ping
 from ._embedded import Backend
 from ._paths import socket_path
+from ._wire import LINE_LIMIT
 
 if TYPE_CHECKING:
     import mcp_types
@@ -225,19 +228,15 @@ async def serve_stdio(root: Path, agents: str = "*") -> None:
 
     serving = asyncio.current_task()
     assert serving is not None
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, serving.cancel)
     try:
-        async with stdio_server() as (read_stream, write_stream), hosting(root) as backend:
-            server = AgentTools(backend, agents).server()
-            await server.run(read_stream, write_stream, server.create_initialization_options())
+        with _on_signals(lambda: serving.cancel()):
+            async with _stdin_lines() as stdin, stdio_server(stdin=stdin) as (read_stream, write_stream), \
+                    hosting(root) as backend:
+                server = AgentTools(backend, agents).server()
+                await server.run(read_stream, write_stream, server.create_initialization_options())
     except asyncio.CancelledError:
         if serving.cancelling() > 1:  # cancelled from outside as well: pass it on
             raise
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
 
 
 async def serve_http(root: Path, host: str, port: int, agents: str = "*",
@@ -263,11 +262,78 @@ async def serve_http(root: Path, host: str, port: int, agents: str = "*",
             app = AgentTools(backend, agents).server().streamable_http_app(
                 streamable_http_path=HTTP_PATH, host=host, token_verifier=TokenCheck(backend),
                 auth=AuthSettings(issuer_url=url, resource_server_url=None))  # no OAuth: only the tokens checked here
-            server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning", access_log=False,
-                                                   lifespan="on"))
-            serving = asyncio.create_task(server.serve(sockets=[listener]))
-            while not (server.started or serving.done()):  # it starts, or fails to
-                await asyncio.sleep(0.01)
-            if server.started and on_listening is not None:
-                on_listening(f"{url}{HTTP_PATH}")
-            await serving
+            server = _uvicorn_server()(uvicorn.Config(app, log_config=None, log_level="warning", access_log=False,
+                                             lifespan="on"))
+            with _on_signals(lambda: setattr(server, "should_exit", True)):
+                serving = asyncio.create_task(server.serve(sockets=[listener]))
+                while not (server.started or serving.done()):  # it starts, or fails to
+                    await asyncio.sleep(0.01)
+                if server.started and on_listening is not None:
+                    on_listening(f"{url}{HTTP_PATH}")
+                await serving
+
+
+@contextlib.asynccontextmanager
+async def _stdin_lines() -> AsyncIterator[Any]:
+    """The client's lines on stdin, read on the event loop: the SDK's own reader blocks a thread, which would keep
+    a stopped server waiting for the client's next line. Meanwhile fd 0 is the null device, so nothing the app
+    starts reads the client's messages. Stdin that is a regular file: None (the SDK's reader reads it)."""
+    mode = os.fstat(0).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
+        yield None
+        return
+    reader = asyncio.StreamReader(limit=LINE_LIMIT)
+    private = os.dup(0)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    try:
+        transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(private, "rb", buffering=0, closefd=False))
+        try:
+            yield _lines(reader)
+        finally:
+            transport.close()
+    finally:
+        os.set_blocking(private, True)
+        os.dup2(private, 0)
+        os.close(private)
+
+
+async def _lines(reader: asyncio.StreamReader) -> AsyncIterator[str]:
+    """Each line as text; one over `LINE_LIMIT` is given as an empty line, which the SDK answers as malformed."""
+    while True:
+        try:
+            line = await reader.readline()
+        except ValueError:
+            yield ""
+            continue
+        if not line:
+            return
+        yield line.decode("utf-8", "replace")
+
+
+def _uvicorn_server() -> type[Any]:
+    """uvicorn's `Server` without its own signal handling, which re-raises a SIGTERM once it stops and so would end
+    the process before the app closes: `serve_http` stops it itself."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return Server
+
+
+@contextlib.contextmanager
+def _on_signals(stop: Callable[[], object]) -> Iterator[None]:
+    """Call `stop()` on SIGINT or SIGTERM, meanwhile."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop)
+    try:
+        yield
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
