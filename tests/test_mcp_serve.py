@@ -165,7 +165,7 @@ async def test_a_failed_turn_or_a_bad_call_is_an_error_result_and_the_server_goe
         assert not fine.is_error
 
 
-async def test_with_a_node_running_the_calls_are_turns_of_that_node(tmp_path: Path,
+async def test_with_a_node_running_the_calls_and_token_checks_go_to_that_node(tmp_path: Path,
                                                                      running_node: RunningNode) -> None:
     root = an_app(tmp_path / "app")
     with running_node(root):
@@ -175,6 +175,11 @@ async def test_with_a_node_running_the_calls_are_turns_of_that_node(tmp_path: Pa
         conversation = answer.structured_content["conversation"]
         listed = wippy("tasks", "list", "--json", "--root", root)  # the node holds the state: only it can tell
         assert listed.returncode == 0 and f"turn:{conversation}:" in listed.stdout
+
+        token = wippy("mcp", "token", "create", "ops", "--agents", "ops:*", "--root", root).stdout.strip()  # kept by the node
+        async with serving_http(root) as url, over_http(url, token) as client:
+            assert [t.name for t in (await client.list_tools()).tools] == ["ops__pager"]
+            assert not (await ask(client, "ops__pager", "over http, through the node")).is_error
 
 
 def test_token_create_prints_the_token_alone_and_the_state_keeps_only_its_hash(tmp_path: Path) -> None:

@@ -145,14 +145,16 @@ class AgentTools:
         try:
             answer = await self.backend.request("ask", agent=entry["id"], message=message, conversation=conversation)
         except (WippyError, OSError) as error:  # a failed turn, a bad request, a node that went away
-            return _error(f"{entry['id']}: {error}" if not str(error).startswith(entry["id"]) else str(error))
+            text = str(error)
+            return _error(text if text.startswith(entry["id"]) else f"{entry['id']}: {text}")
         return mcp_types.CallToolResult(
             content=[mcp_types.TextContent(type="text", text=answer["text"])],
             structured_content={"answer": answer["text"], "conversation": answer["conversation"],
                                 "turn": answer["turn"], "agent": entry["id"]})
 
     async def _reachable(self, ctx: ServerRequestContext[Any]) -> dict[str, dict[str, Any]]:
-        """The agent entries this request may ask, by tool name: those `agents` and the request's token name."""
+        """The agent entries this request may ask, by tool name: those that `agents` and the request's token (over
+        HTTP) both name."""
         token = _token_of(ctx)
         patterns = [self.agents] + ([] if token is None else [str((token.claims or {}).get("agents", ""))])
         entries = await self.backend.request("registry.list", kind="agent")
