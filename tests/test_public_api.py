@@ -88,7 +88,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "Version",
         "Approval", "AuditRecord", "ConversationInfo", "is_database_url", "shown_url", "McpToken", "TokenStore",
     },
-    "wippy_agents.cluster": {"ClusterDriver", "FAILOVER_TIMEOUT"},
+    "wippy_agents.cluster": {"ClusterConversation", "ClusterDriver", "FAILOVER_TIMEOUT"},
     "wippy_agents.control": {
         "PROTOCOL", "Attached", "Backend", "ControlClient", "ControlError", "ControlServer", "Hosted", "connect",
         "file_problem", "pid_path", "ping", "socket_path", "AgentTools", "new_token", "serve_http", "serve_stdio",
