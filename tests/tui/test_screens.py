@@ -220,3 +220,39 @@ async def test_an_agents_change_waits_in_its_tool_block_until_approved(open_tui:
         view = app.screen.query_one(TurnView)
         await wait_until(lambda: view.done)
         assert view.query_one(ToolBlock).title.startswith("✓ wippy:delete_entry · done")
+
+
+SHORT_LIVED_SERVER = """
+import sys
+from mcp.server import MCPServer
+
+server = MCPServer("brittle")
+
+
+@server.tool()
+def crash() -> str:
+    \"\"\"Ends the server.\"\"\"
+    sys.exit(3)
+
+
+server.run("stdio")
+"""
+
+
+async def test_an_mcp_server_given_up_on_shows_its_tools_as_unavailable_in_the_activity_pane(
+        open_tui: Any, tmp_path: Path, send: Any, visible: Any) -> None:
+    root = tmp_path / "app"
+    write_file(root, "brittle.py", SHORT_LIVED_SERVER)
+    write_file(root, "registry/_index.yaml", """\
+namespace: app
+entries:
+  - {name: offline, kind: model, provider: offline, model: wippy-offline}
+  - {name: helper, kind: agent, model: app:offline, tools: ["mcp.brittle:*"]}
+  - {name: brittle, kind: mcp_server, command: python, args: [brittle.py], max_restarts: 0}
+""")
+    async with open_tui(root=root, agent="app:helper") as (app, pilot):
+        await wait_until(lambda: "mcp.brittle:crash" in app.application.registry, timeout=30)
+        await send(pilot, "/call mcp.brittle:crash {}")
+        await pilot.press("f3")
+        await wait_until(lambda: "⚠ unavailable mcp.brittle:crash: the MCP server failed 1 times in a row"
+                         in visible(app).replace("\n", " "), timeout=30, poll=0.05)

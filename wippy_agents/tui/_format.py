@@ -79,6 +79,19 @@ def version_line(version: int, author: str, reason: str, task: str | None, ids: 
     return text
 
 
+def unavailable_tools(tools: Iterable[Entry]) -> Text:
+    """Tools listed but not offered to agents now (an MCP server down), grouped by why: empty when there are none."""
+    by_reason: dict[str, list[str]] = {}
+    for entry in tools:
+        if reason := entry.meta.get("unavailable"):
+            by_reason.setdefault(str(reason), []).append(entry.id)
+    text = Text()
+    for reason, ids in sorted(by_reason.items()):
+        text.append("\n" if text else "")
+        text.append_text(Text.assemble(("⚠ unavailable ", "bold"), short(", ".join(sorted(ids)), 200), f": {reason}"))
+    return text
+
+
 def refused_file(file: str, problems: Iterable[object]) -> Text:
     """A file the registry refused, with every problem: its last good entries stay in force."""
     text = Text.assemble(("✗ refused ", "bold red"), (file, "bold"), " (its last good version stays in force)")

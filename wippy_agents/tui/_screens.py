@@ -22,7 +22,7 @@ from .._runtime.tree import walk_tree
 from ..control import ControlError
 from ..policy import Approval
 from ..state import TERMINAL
-from ._format import status_text, task_detail
+from ._format import status_text, task_detail, unavailable_tools
 from ._link import NodeLink
 
 if TYPE_CHECKING:
@@ -98,6 +98,7 @@ class ActivityScreen(RefreshingScreen):
     DEFAULT_CSS = """
     ActivityScreen .heading { text-style: bold; padding: 0 1; background: $boost; width: 100%; }
     ActivityScreen #registry-log { height: 1fr; }
+    ActivityScreen #unavailable { height: auto; max-height: 8; padding: 0 1; color: $warning; }
     ActivityScreen #tasks { height: 1fr; }
     ActivityScreen #task-detail { height: auto; max-height: 12; padding: 0 1; }
     """
@@ -106,6 +107,7 @@ class ActivityScreen(RefreshingScreen):
         yield Header()
         yield Label("Registry changes", classes="heading")
         yield RichLog(id="registry-log", wrap=True, markup=False)
+        yield Static(id="unavailable")
         yield Label("Tasks", classes="heading")
         table: DataTable[Any] = DataTable(id="tasks", cursor_type="row")
         table.add_column("task", key="id")
@@ -130,6 +132,10 @@ class ActivityScreen(RefreshingScreen):
         ]
         sync_table(self.query_one("#tasks", DataTable), rows)
         await self.show_detail()
+        unavailable = self.query_one("#unavailable", Static)
+        lines = unavailable_tools(await self.link.entries("tool"))
+        unavailable.display = bool(lines)
+        unavailable.update(lines)
 
     @on(DataTable.RowHighlighted, "#tasks")
     async def show_detail(self) -> None:
