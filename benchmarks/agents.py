@@ -15,6 +15,15 @@ message is the user's, and answers "3" after the tool result), and measures, in 
   `overhead_*_ms` is the median turn less the model function's time;
 - start: `await node.conversation("app:assistant")` (a supervised process under
   `wippy:agents` that opens its history), beside spawning a bare idle process;
+- tracing: the same fresh-conversation turn on an app that traces into the
+  OpenTelemetry SDK's in-memory exporter (`App(tracer_provider=...)`, a
+  SimpleSpanProcessor: each span exported as it ends, inside the turn) beside one that
+  traces nothing, taking turns in one run, journaled (the app as it runs by default)
+  and in memory; `cost_ratio` is what tracing adds to the median turn over the untraced
+  turn's overhead (target < 0.1 on the journaled turn). With tracing off a turn runs a
+  few hooks that return at once (a shared null context, `None`, `{}`): the same calls a
+  one-tool turn makes are timed by themselves, and `off_ratio` is them over the
+  in-memory untraced overhead (target < 0.01: too small to see beside a turn's noise);
 - memory: `idle` conversations started and left waiting, counted by tracemalloc in
   this process and by RSS growth in a fresh interpreter, beside as many bare idle
   processes. Starting stops after `memory_budget_s` per population; a population
@@ -30,6 +39,8 @@ JSON object; latency blocks are `{"n", "p50_ms", "p95_ms", "min_ms", "mean_ms"}`
          model_fn_ms_per_turn, journal_commits_per_turn, overhead_fresh_ms, overhead_same_ms,
          ratio_fresh_vs_pydantic_ai, ratio_same_vs_pydantic_ai, same_conversation_messages_at_end}}
         (in_memory: `state: ":memory:"`, the journal without fsync; journaled: the state file)
+    tracing{journaled|in_memory: {untraced, traced (latency blocks), overhead_untraced_ms, traced_added_ms,
+            spans_per_turn, cost_ratio}, off_hooks_us_per_turn, off_ratio}
     start{conversation, bare_process, conversations_per_s, bare_processes_per_s, ratio_vs_bare_process}
     memory{idle, conversation, bare_process, conversation_rss, bare_process_rss, bytes_per_conversation,
            rss_bytes_per_conversation, total_mb, rss_total_mb, ratio_vs_bare_process}
@@ -66,8 +77,12 @@ from time import perf_counter
 from typing import Any
 
 from llm import Contender, interleaved, machine, ratio, verdict
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from wippy_agents import App, process
+from wippy_agents._runtime.telemetry import OFF, Telemetry
 from wippy_agents.agents import Conversation
 from wippy_agents.agents._history import history
 from wippy_agents.llm import Response, ToolCall, UserMessage
@@ -79,6 +94,8 @@ TARGETS: dict[str, tuple[str, float]] = {
     "turn_overhead_in_memory_ms": ("<", 1.0),
     "turn_overhead_journaled_ms": ("<", 5.0),  # below pydantic-ai's in-memory figure for this turn
     "idle_conversations_total_mb": ("<", 500.0),
+    "tracing_cost_ratio": ("<", 0.1),  # of the untraced turn's overhead, journaled
+    "tracing_off_ratio": ("<", 0.01),
 }
 PYDANTIC_AI_REFERENCE_MS = 5.0  # the issue's figure for this one-tool turn with TestModel, 2 cores
 
@@ -233,6 +250,87 @@ async def measure_turn(root: Path, sizes: Sizes, pydantic_ai: Contender | None) 
     return report
 
 
+# -- tracing -----------------------------------------------------------------------------------
+
+
+def off_hooks(telemetry: Telemetry) -> None:
+    """The telemetry calls a one-tool turn (two model calls, one tool call) makes, in its order."""
+    telemetry.carrier()  # the ask
+    with telemetry.span("invoke_agent", None, parent=telemetry.parent_of(None)) as span:
+        telemetry.record(span, "gen_ai.input.messages", str)
+        telemetry.current()  # the model's name and provider
+        for step in range(3):  # model, tool, model
+            assert not telemetry.on  # ctx.step: an untraced step, and (model steps) no attributes built
+            if step == 1:
+                assert not telemetry.on  # the tool call's span arguments
+            telemetry.current()  # what the call learned
+        telemetry.record(span, "gen_ai.output.messages", str)
+
+
+def off_hooks_us(calls: int = 20_000) -> float:
+    """Microseconds per turn spent in the hooks of an app that traces nothing (the best of three runs)."""
+    best = float("inf")
+    for _ in range(3):
+        start = perf_counter()
+        for _ in range(calls):
+            off_hooks(OFF)
+        best = min(best, perf_counter() - start)
+    return best / calls * 1e6
+
+
+async def measure_tracing(root: Path, sizes: Sizes, *, in_memory: bool) -> dict[str, Any]:
+    """Fresh-conversation turns on an app traced into the in-memory exporter beside an untraced one, taking turns."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    models = {"untraced": TimedModel(), "traced": TimedModel()}
+    async with App(root=make_app(root / "untraced", in_memory=in_memory)) as untraced, \
+            App(root=make_app(root / "traced", in_memory=in_memory), tracer_provider=provider) as traced:
+        apps = {"untraced": untraced, "traced": traced}
+        fresh: dict[str, deque[Conversation]] = {key: deque() for key in apps}
+        for key, app in apps.items():
+            app.agents.model_overrides["*"] = models[key].model
+
+        def contender(key: str) -> Contender:
+            async def start_fresh(n: int) -> None:
+                if key == "traced":
+                    exporter.clear()  # the spans of its last batch are counted at the end
+                for _ in range(n):
+                    fresh[key].append(await apps[key].conversation(AGENT))
+                await settle()
+
+            async def ask() -> None:
+                answer = await fresh[key].popleft().ask(QUESTION)
+                assert answer.text == "3" and answer.steps == 2, answer
+
+            return Contender(key, ask, start_fresh)
+
+        warm_up = 5
+        runs = await interleaved([contender("untraced"), contender("traced")], sizes.rounds, sizes.turn_batch,
+                                 warm_up=warm_up)
+        spans = len(exporter.get_finished_spans()) / sizes.turn_batch
+    turns = warm_up + sizes.rounds * sizes.turn_batch
+    overhead = runs["untraced"].ms() - models["untraced"].seconds / turns * 1000
+    added = runs["traced"].ms() - runs["untraced"].ms()
+    return {
+        "untraced": runs["untraced"].summary(4),
+        "traced": runs["traced"].summary(4),
+        "overhead_untraced_ms": round(overhead, 4),
+        "traced_added_ms": round(added, 4),
+        "spans_per_turn": spans,
+        "cost_ratio": ratio(added, overhead),
+    }
+
+
+async def measure_all_tracing(work: Path, sizes: Sizes) -> dict[str, Any]:
+    report = {"journaled": await measure_tracing(work / "traced-journaled", sizes, in_memory=False),
+              "in_memory": await measure_tracing(work / "traced-memory", sizes, in_memory=True)}
+    off_us = off_hooks_us()
+    report["off_hooks_us_per_turn"] = round(off_us, 3)
+    report["off_ratio"] = ratio(off_us / 1000, report["in_memory"]["overhead_untraced_ms"])
+    return report
+
+
 # -- start -------------------------------------------------------------------------------------
 
 
@@ -372,12 +470,15 @@ async def run(sizes: Sizes, work: Path) -> dict[str, Any]:
         "in_memory": await measure_turn(make_app(work / "turn-memory", in_memory=True), sizes, None),
         "journaled": await measure_turn(make_app(work / "turn"), sizes, peer),
     }
+    tracing = await measure_all_tracing(work, sizes)
     start = await measure_start(make_app(work / "start"), sizes)
     memory = await measure_memory(work, sizes)
     actual = {
         "turn_overhead_in_memory_ms": turn["in_memory"]["overhead_fresh_ms"],
         "turn_overhead_journaled_ms": turn["journaled"]["overhead_fresh_ms"],
         "idle_conversations_total_mb": max(memory["total_mb"], memory["rss_total_mb"]),
+        "tracing_cost_ratio": tracing["journaled"]["cost_ratio"],
+        "tracing_off_ratio": tracing["off_ratio"],
     }
     targets = verdict(actual, TARGETS)
     return {
@@ -388,6 +489,7 @@ async def run(sizes: Sizes, work: Path) -> dict[str, Any]:
         "sizes": {"rounds": sizes.rounds, "turn_batch": sizes.turn_batch, "starts": sizes.starts,
                   "idle": sizes.idle, "memory_budget_s": sizes.memory_budget_s},
         "turn": turn,
+        "tracing": tracing,
         "start": start,
         "memory": memory,
         "targets": targets,

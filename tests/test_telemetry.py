@@ -134,7 +134,7 @@ async def test_a_turn_with_a_tool_call_is_invoke_agent_over_chat_execute_tool_ch
     assert attrs(first) == {
         "gen_ai.operation.name": "chat", "gen_ai.provider.name": "test", "gen_ai.request.model": "scripted",
         "gen_ai.response.model": "scripted-2026", "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 2,
-        "gen_ai.response.finish_reasons": ("tool_calls",), "wippy.cost_usd": 12.0,
+        "wippy.cost_usd": 12.0,
         "wippy.task.id": f"turn:{conv.id}:1", "wippy.step": "model:1", "wippy.replay": False}
     assert attrs(second)["gen_ai.usage.input_tokens"] == 20 and attrs(second)["wippy.step"] == "model:2"
     assert attrs(tool) == {

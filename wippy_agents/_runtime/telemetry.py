@@ -21,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, StatusCode, Tracer
@@ -84,18 +86,7 @@ class Telemetry:
         leaving the block sets `error.type` and the ERROR status. Off: a shared null context."""
         if self.tracer is None:
             return _NOT_TRACED
-        return self._span(self.tracer, name, attributes, parent, error_type)
-
-    @contextlib.contextmanager
-    def _span(self, tracer: Tracer, name: str, attributes: Mapping[str, AttributeValue] | None,
-              parent: Context | None, error_type: Callable[[BaseException], str]) -> Iterator[Span]:
-        with tracer.start_as_current_span(name, context=parent, attributes=attributes, record_exception=False,
-                                          set_status_on_exception=False) as span:
-            try:
-                yield span
-            except BaseException as error:
-                self.failed(span, error_type(error), str(error))
-                raise
+        return _Current(self, self.tracer, name, attributes, parent, error_type)
 
     def failed(self, span: Span, kind: str, message: str) -> None:
         """Mark `span` as failed with `error.type` `kind` (the message is redacted)."""
@@ -120,6 +111,32 @@ class Telemetry:
         if self.tracer is None or not carrier:
             return None
         return _W3C.extract(carrier)
+
+
+class _Current:
+    """A span started and made current on entering the block, ended on leaving it (what `start_as_current_span`
+    does, without its layers of generators: a turn opens several)."""
+
+    __slots__ = ("attributes", "error_type", "name", "parent", "span", "telemetry", "token", "tracer")
+
+    def __init__(self, telemetry: Telemetry, tracer: Tracer, name: str,
+                 attributes: Mapping[str, AttributeValue] | None, parent: Context | None,
+                 error_type: Callable[[BaseException], str]) -> None:
+        self.telemetry, self.tracer, self.name, self.attributes = telemetry, tracer, name, attributes
+        self.parent, self.error_type = parent, error_type
+
+    def __enter__(self) -> Span:
+        self.span = self.tracer.start_span(self.name, context=self.parent, attributes=self.attributes)
+        self.token = otel_context.attach(trace.set_span_in_context(self.span))
+        return self.span
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _: TracebackType | None) -> None:
+        try:
+            otel_context.detach(self.token)
+            if error is not None:
+                self.telemetry.failed(self.span, self.error_type(error), str(error))
+        finally:
+            self.span.end()
 
 
 OFF = Telemetry()

@@ -211,7 +211,6 @@ def _traced_response(telemetry: Telemetry, messages: list[ChatMessage], response
         return
     span.set_attributes({"gen_ai.response.model": response.model or "", "gen_ai.usage.input_tokens":
                          response.usage.input_tokens, "gen_ai.usage.output_tokens": response.usage.output_tokens,
-                         "gen_ai.response.finish_reasons": (response.finish_reason,),
                          "wippy.cost_usd": response.cost_usd})
     telemetry.record(span, "gen_ai.input.messages", lambda: _json_messages(messages))
     telemetry.record(span, "gen_ai.output.messages", lambda: _json_messages([response.message()]))
