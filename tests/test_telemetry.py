@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from wippy_agents import App, durable
-from wippy_agents.agents import AgentError
+from wippy_agents.agents import AgentError, ToolFinished
 from wippy_agents.llm import Response, ToolCall, Usage, UserMessage
 from wippy_agents.registry import Pricing, RegistryError
 from wippy_agents.testing import FunctionModel, ModelRequest, ScriptedModel, wait_until, write_file
@@ -59,6 +59,14 @@ def add(a: int, b: int) -> int:
 def secret() -> str:
     """Reads the deploy key."""
     return "the key is " + os.environ["WIPPY_TEST_DEPLOY_KEY"]
+
+
+def whoami() -> str:
+    """The trace context this call runs in (a tool's own instrumentation would nest there)."""
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    return f"{context.trace_id:032x}/{context.span_id:016x}"
 '''
 
 SECRET = "s3cr3t-deploy-key-value"
@@ -142,6 +150,16 @@ async def test_a_turn_with_a_tool_call_is_invoke_agent_over_chat_execute_tool_ch
         "wippy.task.id": f"turn:{conv.id}:1", "wippy.step": "tool:c1", "wippy.replay": False}
     assert all(span.status.status_code == StatusCode.UNSET for span in (turn, first, second, tool))
     assert answer.usage == Usage(input_tokens=30, output_tokens=3)
+
+
+async def test_a_tool_running_in_its_own_thread_runs_inside_its_execute_tool_span(app: Path, traced: Traced) -> None:
+    async with App(root=app, tracer_provider=traced.provider) as wippy:
+        wippy.agents.model_overrides["*"] = ScriptedModel([call("tools_calc_whoami"), "done"])
+        conv = await wippy.conversation("app:assistant")
+        finished = [event async for event in conv.stream("who?") if isinstance(event, ToolFinished)]
+    tool = traced.one("execute_tool tools.calc:whoami")
+    assert tool.context is not None
+    assert finished[0].result == f"{tool.context.trace_id:032x}/{tool.context.span_id:016x}"
 
 
 async def test_a_delegate_s_turn_nests_under_the_delegating_tool_call(app: Path, traced: Traced) -> None:
@@ -258,7 +276,7 @@ def test_a_bad_telemetry_setting_names_the_file_line_and_field(app: Path) -> Non
     with pytest.raises(RegistryError) as raised:
         asyncio.run(App(root=app).__aenter__())
     problems = {(p.file, p.line, p.field): p.message for p in raised.value.problems}
-    assert ("wippy.yaml", 3, "telemetry.otlp_endpoint") in problems
+    assert "an http:// or https:// URL" in problems[("wippy.yaml", 3, "telemetry.otlp_endpoint")]
     assert problems[("wippy.yaml", 4, "telemetry.contents")].endswith("the settings here are otlp_endpoint, content")
 
 
@@ -340,11 +358,11 @@ def receiver() -> Iterator[Receiver]:
     running.close()
 
 
-async def ask_once(root: Path) -> None:
-    async with App(root=root) as wippy:
+async def ask_once(root: Path, shutdown_timeout: float = 5.0) -> None:
+    async with App(root=root, shutdown_timeout=shutdown_timeout) as wippy:
         assert wippy.telemetry.on
         wippy.agents.model_overrides["*"] = ScriptedModel([call("tools_calc_add", a=1, b=2), "3"])
-        await (await wippy.conversation("app:assistant")).ask("1 + 2?")
+        assert (await (await wippy.conversation("app:assistant")).ask("1 + 2?")).text == "3"
 
 
 async def test_spans_reach_an_otlp_receiver_set_in_wippy_yaml(app: Path, receiver: Receiver) -> None:
@@ -367,7 +385,7 @@ async def test_a_collector_that_is_down_never_breaks_a_turn(app: Path, receiver:
     url = receiver.url
     receiver.close()  # nothing listens on that port any more
     write_file(app, "wippy.yaml", f"telemetry: {{otlp_endpoint: {url}}}\n")
-    await ask_once(app)
+    await ask_once(app, shutdown_timeout=0.5)  # the exporter's retries are left to its own thread after that
 
 
 def test_nothing_is_traced_by_default_and_the_sdk_is_not_imported(app: Path) -> None:

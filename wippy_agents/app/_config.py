@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..registry import Problem, RegistryError
 from ..registry._sources import Unreadable, decode_text, hidden, read_bytes
@@ -17,6 +18,7 @@ __all__ = ["CONFIG_FILE", "STATE_VARIABLE", "AppConfig", "ClusterSettings", "Sou
 
 CONFIG_FILE = "wippy.yaml"
 STATE_VARIABLE = "WIPPY_STATE"
+_BASE_URL = re.compile(r"https?://[^\s/]+(/\S*)?\Z")
 
 
 class Sources(BaseModel):
@@ -49,9 +51,16 @@ class TelemetrySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     otlp_endpoint: str | None = Field(
-        None, pattern=r"^https?://[^\s/]+", description="the OTLP HTTP/protobuf collector's base URL (traces go to "
-        "`<url>/v1/traces`); the standard OTEL_EXPORTER_OTLP_ENDPOINT variable overrides it")
+        None, description="the OTLP HTTP/protobuf collector's base URL (traces go to `<url>/v1/traces`); the "
+        "standard OTEL_EXPORTER_OTLP_ENDPOINT variable overrides it")
     content: bool = Field(False, description="record messages, tool arguments and results on spans (redacted)")
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _a_url(cls, url: str | None) -> str | None:
+        if url is not None and not _BASE_URL.match(url):
+            raise ValueError("an http:// or https:// URL is expected here, such as http://localhost:4318")
+        return url
 
 
 class AppConfig(BaseModel):
