@@ -321,6 +321,7 @@ class Receiver:
 
     def __init__(self) -> None:
         self.spans: list[Any] = []
+        self.services: set[str] = set()
         self.paths: list[str] = []
         self.received = threading.Event()
         receiver = self
@@ -333,6 +334,8 @@ class Receiver:
                 request.ParseFromString(body)
                 receiver.spans += [span for resource in request.resource_spans for scope in resource.scope_spans
                                    for span in scope.spans]
+                receiver.services |= {attribute.value.string_value for resource in request.resource_spans
+                                      for attribute in resource.resource.attributes if attribute.key == "service.name"}
                 receiver.received.set()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
@@ -370,7 +373,7 @@ async def test_spans_reach_an_otlp_receiver_set_in_wippy_yaml(app: Path, receive
     await ask_once(app)  # leaving the app exports what is queued
     names = {span.name for span in receiver.spans}
     assert {"invoke_agent app:assistant", "chat scripted", "execute_tool tools.calc:add"} <= names
-    assert set(receiver.paths) == {"/v1/traces"}
+    assert set(receiver.paths) == {"/v1/traces"} and receiver.services == {"demo"}  # the app's name
 
 
 async def test_spans_reach_an_otlp_receiver_named_by_the_standard_variable(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
@@ -160,7 +161,8 @@ def otlp_provider(endpoint: str | None, service: str) -> SdkTracerProvider:
     """A tracer provider exporting over OTLP HTTP/protobuf from a thread of its own (BatchSpanProcessor).
 
     `endpoint` is the base URL (traces go to `<endpoint>/v1/traces`); None lets the
-    exporter read the standard `OTEL_EXPORTER_OTLP_*` variables itself.
+    exporter read the standard `OTEL_EXPORTER_OTLP_*` variables itself. `service` is the
+    resource's `service.name` unless `OTEL_SERVICE_NAME` says otherwise.
     """
     try:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -171,7 +173,8 @@ def otlp_provider(endpoint: str | None, service: str) -> SdkTracerProvider:
         raise UsageError("exporting traces needs the OpenTelemetry SDK: pip install 'wippy-agents[otel]' "
                          f"(or remove telemetry.otlp_endpoint and OTEL_EXPORTER_OTLP_ENDPOINT) ({error})") from None
     url = None if endpoint is None else endpoint.rstrip("/") + "/v1/traces"
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    named = "OTEL_SERVICE_NAME" in os.environ  # the standard variable names the service instead
+    provider = TracerProvider(resource=Resource.create({} if named else {"service.name": service}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=url, timeout=EXPORT_TIMEOUT)))
     return provider
 
