@@ -409,3 +409,35 @@ def test_nothing_is_traced_by_default_and_the_sdk_is_not_imported(app: Path) -> 
                           env={"PATH": "/usr/bin:/bin", "HOME": str(app)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_an_app_in_a_traced_program_traces_into_the_program_s_global_provider(app: Path) -> None:
+    script = textwrap.dedent(f"""
+        import asyncio
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from wippy_agents import App
+        from wippy_agents.testing import ScriptedModel
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)  # the program's, set before the app boots
+
+        async def main():
+            async with App(root={str(app)!r}) as wippy:
+                wippy.agents.model_overrides["*"] = ScriptedModel(["hello"])
+                with trace.get_tracer("program").start_as_current_span("request"):
+                    await (await wippy.conversation("app:assistant")).ask("hi")
+            spans = {{span.name: span for span in exporter.get_finished_spans()}}
+            turn, request = spans["invoke_agent app:assistant"], spans["request"]
+            print(turn.parent.span_id == request.context.span_id)
+
+        asyncio.run(main())
+        """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(app)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True"]
