@@ -40,8 +40,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONTENT_LIMIT",
-    "OFF",
     "ENDPOINT_VARIABLES",
+    "OFF",
     "AttributeValue",
     "Telemetry",
     "ambient_provider",
