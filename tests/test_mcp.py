@@ -48,8 +48,8 @@ def fail() -> str:
 
 @server.tool()
 def crash() -> str:
-    """Ends the server."""
-    sys.exit(3)
+    """Ends the server (at once: a stalled call's thread would keep sys.exit waiting)."""
+    os._exit(3)
 
 
 def extra() -> str:

@@ -198,6 +198,7 @@ class McpServers:
                                 wake = asyncio.create_task(_first(broken, changed))
                                 with contextlib.suppress(TimeoutError):
                                     await asyncio.wait_for(wake, PING_SECONDS)
+                                broken.clear()
                                 if changed.is_set():  # the server says its tools changed: offer what it lists now
                                     changed.clear()
                                     listed = await asyncio.wait_for(client.list_tools(), spec.timeout)
