@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import functools
 import hashlib
 import json
@@ -47,6 +48,9 @@ PING_SECONDS = 5.0
 """How often a connected server is checked; one that does not answer within its timeout is reconnected."""
 BACKOFF = (0.5, 30.0)
 """Seconds before reconnecting a server that failed: the first wait, and the longest."""
+FIRST_LISTING_SECONDS = 10.0
+"""How long a turn whose agent lists a server's tools waits for that server's first listing (a server still
+starting when the app boots: `wippy ask` boots the app for its one turn)."""
 ANSWER_SECONDS = 3600.0
 """How long a call waits for a person to answer what its server asked (an elicitation); the call's own timeout
 is paused meanwhile."""
@@ -140,6 +144,8 @@ class McpServers:
         """The calls in flight on each server, by entry id (to find whom a server's question is for)."""
         self._answers: dict[str, asyncio.Future[Approval]] = {}
         """What a server asked, waiting for a person's decision, by approval id."""
+        self._first_listing: dict[str, asyncio.Event] = {}
+        """Set, per server entry, once its first attempt to connect and list its tools is over (either way)."""
 
     async def run(self) -> None:
         """Start a process per server entry, and again for each one that changes; stop those that go."""
@@ -162,20 +168,25 @@ class McpServers:
                 self._stop(entry_id)
 
     def _start(self, entry_id: str) -> None:
+        self._first_listing.setdefault(entry_id, asyncio.Event())
         self._processes[entry_id] = self.node.spawn(self.serve, entry_id, name=f"mcp:{entry_id}")
 
     def _stop(self, entry_id: str) -> None:
         pid = self._processes.pop(entry_id, None)
         if pid is not None:
             self.node.exit(None, pid, KILL)
+        if (first := self._first_listing.pop(entry_id, None)) is not None:  # a new start lists anew
+            first.set()
         self._withdraw(entry_id)
 
     async def serve(self, entry_id: str) -> None:
         """The process of one server: connect, offer its tools, check on it; reconnect with backoff; give up in the end."""
+        first = self._first_listing.setdefault(entry_id, asyncio.Event())
         try:
             from mcp import Client
         except ImportError:
             log.error("MCP server %s needs the mcp SDK: pip install 'wippy-agents[mcp]'", entry_id)
+            first.set()
             return
         entry = self.registry.get(entry_id)
         spec = self.registry.spec(entry_id)
@@ -189,6 +200,7 @@ class McpServers:
                         listed = await asyncio.wait_for(client.list_tools(), spec.timeout)
                         self._offer(entry, spec, listed.tools)
                         self.clients[entry_id] = client
+                        first.set()
                         broken = self._broken[entry_id] = asyncio.Event()
                         changed = asyncio.Event()
                         failures, delay = 0, BACKOFF[0]
@@ -215,6 +227,7 @@ class McpServers:
                     return
                 except Exception as error:  # it crashed, hung or answered garbage: try again, but not for ever
                     self.clients.pop(entry_id, None)
+                    first.set()
                     failures += 1
                     if failures > spec.max_restarts:
                         self._suspend(entry_id, f"the MCP server failed {failures} times in a row ({_reason(error)}) "
@@ -228,6 +241,22 @@ class McpServers:
                     delay = min(delay * 2, BACKOFF[1])
         finally:
             self.clients.pop(entry_id, None)
+            first.set()
+
+    async def listed(self, patterns: Collection[str], timeout: float = FIRST_LISTING_SECONDS) -> None:
+        """Wait, at most `timeout`, until the servers whose tools `patterns` name have tried to list them once.
+
+        A turn that starts while such a server is still starting (the app just
+        booted) is then offered its tools; a server that is down by then is not
+        waited for again.
+        """
+        names = [pattern.partition(":")[0] for pattern in patterns if pattern.startswith(f"{NAMESPACE}.")]
+        waiting = [self._first_listing.setdefault(entry.id, asyncio.Event()).wait()
+                   for entry in self.registry.find(kind="mcp_server")
+                   if any(fnmatch.fnmatchcase(f"{NAMESPACE}.{entry.name}", name) for name in names)]
+        if waiting:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waiting), timeout)
 
     def _transport(self, entry: Entry, spec: McpServerSpec) -> Any:
         if spec.url is not None:

@@ -107,6 +107,8 @@ async def run_turn(
         return answer.text
 
     tool_context = ToolContext(agent_id=agent_id, task_id=ctx.task_id, logger=log)
+    if service.mcp is not None:
+        await service.mcp.listed(spec.tools)  # a server of its tools still starting: its tools first
     tools = ToolSet(registry, service.offers(agent_id, spec, registry), tool_context, delegate,
                     governance=service.governance, restricted=service.restricted, mcp=service.mcp,
                     redact=service.redactor.redact, telemetry=telemetry)
