@@ -22,7 +22,7 @@ from wippy_agents.testing import ScriptedModel, wait_until, write_file
 pytestmark = pytest.mark.timeout(120)
 
 SERVER = '''
-import os, sys, time
+import json, os, sys, time
 from typing import Annotated
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
@@ -71,6 +71,16 @@ def stall() -> str:
     return "late"
 
 
+@server.tool()
+def garble(ctx: Context) -> str:
+    """Answers garbage: a line that is not JSON, then a result of the wrong shape for this very call."""
+    answer = {"jsonrpc": "2.0", "id": ctx.request_id, "result": {"content": "not a list"}}
+    sys.stdout.write("}{ not json\\n" + json.dumps(answer) + "\\n")
+    sys.stdout.flush()
+    time.sleep(3600)
+    return "never"
+
+
 class Name(BaseModel):
     name: str
 
@@ -115,7 +125,7 @@ CALC = f"""\
   kind: mcp_server
   command: {sys.executable}
   args: [calc_server.py]
-  tools: [add, fail, crash, stall, grow, extra, greet, login]
+  tools: [add, fail, crash, stall, grow, extra, greet, login, garble]
   timeout: 3
   max_restarts: 1
 """
@@ -359,3 +369,13 @@ async def test_a_server_that_keeps_answering_stays_connected_across_its_checks(t
         client.list_tools = counted
         await wait_until(lambda: len(checks) >= 5, timeout=10)
         assert app.mcp.clients["app:calc"] is client  # five checks, no reconnect (a 2026-07-28 server has no ping)
+
+
+async def test_a_server_answering_garbage_gives_the_model_an_error_within_the_timeout(tmp_path: Path) -> None:
+    root = app_with(tmp_path / "app", CALC, '["mcp.calc:*"]')
+    async with App(root=root) as app:
+        await wait_until(lambda: "mcp.calc:garble" in app.registry, timeout=30)
+        finished = await results(app, ("mcp_calc_garble", {}), ("mcp_calc_add", {"a": 1, "b": 2}))
+        # the SDK drops what does not parse (and the answer of the wrong shape): the call ends at its timeout
+        assert [(f.result, f.is_error) for f in finished] == [
+            ("error: the tool did not finish within 3s and was stopped", True), ("3", False)]
