@@ -47,7 +47,8 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "AgentError", "AgentEvent", "AgentService", "Answer", "ApprovalRequested", "Conversation", "Delegated",
         "TextDelta", "ToolFinished", "ToolStarted", "TurnDone", "TurnFailed", "TurnStarted", "UsageReport",
         "offered_name", "TURN_WORKFLOW", "Governance", "RestrictedTools", "TurnArgs", "register_builtins", "turns",
-        "new_conversation_id", "McpServers", "McpToolError", "StepSpan", "TurnSteps",
+        "new_conversation_id", "McpServers", "McpToolError", "StepSpan", "TurnSteps", "Memory", "Recalled", "note_json",
+        "BudgetExceeded", "PricingMissing",
     },
     "wippy_agents.durable": {
         "JournalDamaged", "JournalTypeError", "NondeterminismError", "StateUnavailable", "StepError", "StepRecord",
@@ -70,7 +71,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "PolicyHook", "Problem", "Registry", "RegistryError", "RegistryEvent", "RegistryView", "Version", "check_id",
         "AgentSpec", "ConfigSpec", "ModelSpec", "PolicySpec", "Pricing", "ProcessSpec", "PromptSpec",
         "SupervisorSpec", "ToolSpec", "WorkflowSpec", "RollbackRule", "ToolExample", "change_diff", "entry_yaml",
-        "McpServerSpec",
+        "McpServerSpec", "Budget",
     },
     "wippy_agents.sandbox": {
         "CompileError", "Limits", "ResourceLimit", "RunResult", "Sandbox", "SandboxError", "compile_source",
@@ -87,6 +88,8 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "SignalRecord", "TaskSummary", "Recovery", "StartedStep", "Lease", "LeaseLost", "StaleVersion", "ChangeRecord",
         "Version",
         "Approval", "AuditRecord", "ConversationInfo", "is_database_url", "shown_url", "McpToken", "TokenStore",
+        "MemoryStore", "MemoryVersion",
+        "UsageStore", "ModelCall", "DailyUsage",
     },
     "wippy_agents.cluster": {"ClusterConversation", "ClusterDriver", "FAILOVER_TIMEOUT"},
     "wippy_agents.control": {

@@ -24,7 +24,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -317,6 +317,8 @@ def cmd_tasks_show(args: argparse.Namespace) -> None:
         if step["error"]:
             line += f"  {short(step['error'], 200)}"
         print(line)
+        if step["name"].startswith("compact:") and isinstance(step["result"], dict):
+            print(f"         {_compaction(step['result'], step['started'])}")
     if task["usage"] is not None:
         print(f"model calls: {_tokens(task['usage'])}, ${task['cost_usd']:.6f}")
     if task["error"]:
@@ -325,6 +327,14 @@ def cmd_tasks_show(args: argparse.Namespace) -> None:
         answer = _answer_of(task["result"])
         shown = answer["text"] if answer else json.dumps(task["result"], ensure_ascii=False)
         print(f"{'answer' if answer else 'result'}: {short(shown, 1000)}")
+
+
+def _compaction(result: dict[str, Any], started: str) -> str:
+    """What a compaction step did to the conversation's history, and when."""
+    done = "folded into the summary" if result.get("strategy") == "summary" else "dropped"
+    turns = result.get("turns", 0)
+    return (f"{_when(started)}: {turns} turn{'s' if turns != 1 else ''} up to turn {result.get('through')} {done}; "
+            f"history ~{result.get('tokens_before', 0):,} -> ~{result.get('tokens_after', 0):,} tokens")
 
 
 def _tokens(usage: dict[str, Any]) -> str:
@@ -477,6 +487,40 @@ def cmd_approvals_audit(args: argparse.Namespace) -> None:
               f"[{r['decided_by']}]{version} ({r['reason']})")
 
 
+# -- wippy usage -------------------------------------------------------------------------------------
+
+
+def _since(text: str) -> str:
+    """`--since`: a day (YYYY-MM-DD), `today`, or `Nd` (the last N days, today included), as a UTC day."""
+    today = datetime.now(UTC).date()
+    if text == "today":
+        return today.isoformat()
+    if text.endswith("d") and text[:-1].isdigit() and int(text[:-1]) >= 1:
+        return (today - timedelta(days=int(text[:-1]) - 1)).isoformat()
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day: write YYYY-MM-DD, today, or 7d for the last "
+                                         "7 days") from None
+
+
+def cmd_usage(args: argparse.Namespace) -> None:
+    rows = _request(args, "usage", agent=args.agent, since=args.since)
+    if args.json:
+        print(_dumps(rows))
+        return
+    if not rows:
+        print("no model calls" + (f" by {args.agent}" if args.agent else "") + (f" since {args.since}" if args.since
+                                                                                else ""))
+        return
+    table = [("DAY", "AGENT", "MODEL", "CALLS", "INPUT", "OUTPUT", "COST")] + [
+        (r["day"], r["agent"], r["model"], str(r["calls"]), f"{r['input_tokens']:,}", f"{r['output_tokens']:,}",
+         f"${r['cost_usd']:.4f}") for r in rows]
+    table.append(("total", "", "", str(sum(r["calls"] for r in rows)), f"{sum(r['input_tokens'] for r in rows):,}",
+                  f"{sum(r['output_tokens'] for r in rows):,}", f"${sum(r['cost_usd'] for r in rows):.4f}"))
+    _print_table(table)
+
+
 # -- wippy mcp ...---------------------------------------------------------------------------------
 
 
@@ -529,6 +573,47 @@ def cmd_mcp_token_list(args: argparse.Namespace) -> None:
 def cmd_mcp_token_revoke(args: argparse.Namespace) -> None:
     _request(args, "mcp.token.revoke", name=args.name)
     print(f"revoked token {args.name!r}: a server refuses it from its next request on")
+
+
+# -- wippy memory ...------------------------------------------------------------------------------
+
+
+def _note_line(note: dict[str, Any]) -> tuple[str, ...]:
+    tags = ", ".join(note["tags"])
+    return (str(note["note"]), str(note["version"]), _when(note["time"]), note["author"], tags,
+            note["text"] if note["text"] is not None else "(forgotten)")
+
+
+def cmd_memory_list(args: argparse.Namespace) -> None:
+    found = _request(args, "memory.list", agent=args.agent)
+    if args.json:
+        print(_dumps(found))
+    elif args.agent is None:
+        if not found:
+            print("no agent has notes yet; an agent keeps them with the built-in tool wippy:remember")
+        else:
+            _print_table([("AGENT", "NOTES")] + [(agent, str(count)) for agent, count in found.items()])
+    elif not found:
+        print(f"{args.agent} has no notes")
+    else:
+        _print_table([("NOTE", "VERSION", "WRITTEN", "BY", "TAGS", "TEXT")] + [_note_line(n) for n in found])
+
+
+def cmd_memory_show(args: argparse.Namespace) -> None:
+    versions = _request(args, "memory.show", agent=args.agent, note=args.note)
+    if args.json:
+        print(_dumps(versions))
+        return
+    _print_table([("NOTE", "VERSION", "WRITTEN", "BY", "TAGS", "TEXT")] + [_note_line(v) for v in versions])
+    tasks = sorted({v["task"] for v in versions if v["task"]})
+    if tasks:
+        print(f"written in {', '.join(tasks)} (`wippy tasks show TASK`)")
+
+
+def cmd_memory_forget(args: argparse.Namespace) -> None:
+    version = _request(args, "memory.forget", agent=args.agent, note=args.note, by=f"user:{getpass.getuser()}")
+    print(f"forgot note {version['note']} of {version['agent']} (memory version {version['version']}); "
+          f"`wippy memory show {version['agent']} {version['note']}` shows its history")
 
 
 # -- parsing -------------------------------------------------------------------------------
@@ -635,6 +720,12 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--limit", type=int, default=100, help="the latest N (default 100)")
     audit.add_argument("--json", action="store_true", help="print JSON")
 
+    usage = command(commands, "usage", cmd_usage, "what agents' model calls used and cost, per day, agent and model")
+    usage.add_argument("--agent", help="only this agent's calls, such as app:assistant")
+    usage.add_argument("--since", type=_since, metavar="DAY",
+                       help="only from this UTC day on: YYYY-MM-DD, today, or 7d for the last 7 days")
+    usage.add_argument("--json", action="store_true", help="print JSON")
+
     mcp = group("mcp", "serve the app's agents to MCP clients; the bearer tokens of its HTTP transport")
     serve = command(mcp, "serve", cmd_mcp_serve, (
         "serve the app's agents as MCP tools (one per agent: `message`, optional `conversation`), each call a "
@@ -655,6 +746,21 @@ def _parser() -> argparse.ArgumentParser:
     token_list.add_argument("--json", action="store_true", help="print JSON")
     command(token, "revoke", cmd_mcp_token_revoke, "revoke a token: servers refuse it from then on").add_argument(
         "name")
+
+    memory = group("memory", "the notes agents keep across conversations (wippy:remember), versioned")
+    memory_list = command(memory, "list", cmd_memory_list,
+                          "an agent's notes; without AGENT, the agents that have notes")
+    memory_list.add_argument("agent", nargs="?", help="the agent, such as app:assistant")
+    memory_list.add_argument("--json", action="store_true", help="print JSON")
+    memory_show = command(memory, "show", cmd_memory_show,
+                          "every version of an agent's memory (or of one note): what was written, by whom, when")
+    memory_show.add_argument("agent")
+    memory_show.add_argument("note", nargs="?", type=int, help="only this note's versions")
+    memory_show.add_argument("--json", action="store_true", help="print JSON")
+    forget = command(memory, "forget", cmd_memory_forget,
+                     "forget one of an agent's notes (a new version in your name: its history stays)")
+    forget.add_argument("agent")
+    forget.add_argument("note", type=int)
     return parser
 
 

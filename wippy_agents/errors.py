@@ -22,6 +22,7 @@ catch a builtin, on that builtin too):
     │   │   durable.TaskNotFound (also LookupError)
     │   ├── state.StateFileBusy, state.JournalDamaged
     │   ├── policy.ApprovalError
+    │   ├── agents.PricingMissing (a cost limit on a model whose entry has no pricing)
     │   └── the CLI's errors of use
     └── RunError
         ├── process.ProcessError, supervisor.SupervisorError
@@ -31,7 +32,7 @@ catch a builtin, on that builtin too):
         │                    RealModelRequestError
         ├── tools.ToolArgumentsError (also ValueError), tools.ToolBusy
         ├── sandbox.SandboxError ─ CompileError, ResourceLimit
-        ├── agents.AgentError
+        ├── agents.AgentError, agents.BudgetExceeded (a spend limit reached: what was spent, which limit)
         ├── durable.TaskFailed, durable.TaskCancelled, durable.StepError
         ├── state.StateUnavailable (also OSError)
         ├── policy.ApprovalPending (a turn waits for a person: control flow, caught by the turn)

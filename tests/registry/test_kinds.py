@@ -176,6 +176,16 @@ def test_a_bad_policy_names_each_field() -> None:
     assert errors("policy", {"subjects": ["*"], "actions": ["tool.call"]}) == {"effect": "required field is missing"}
 
 
+def test_a_policy_may_set_only_a_budget_and_a_budget_names_its_bad_limits() -> None:
+    limited = check("policy", {"subjects": ["app:*"], "budget": {"max_usd_per_day": 5, "on_exceed": "ask"}})
+    assert (limited.actions, limited.effect, limited.budget.max_usd_per_day) == ([], None, 5)
+    assert errors("policy", {"subjects": ["*"]}) == {
+        "actions": "required field is missing (a policy may leave it out only to set a budget)"}
+    found = errors("agent", {"budget": {"max_usd_per_turn": -1, "on_exceed": "retry", "max_usd_per_week": 1}})
+    assert list(found) == ["budget.max_usd_per_turn", "budget.on_exceed", "budget.max_usd_per_week"]
+    assert "'fail' or 'ask'" in found["budget.on_exceed"] and "unknown field" in found["budget.max_usd_per_week"]
+
+
 # -- process and workflow -------------------------------------------------------------------------
 
 

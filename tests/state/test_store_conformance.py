@@ -6,6 +6,7 @@ log, the in-memory DuckDB, and a Postgres database on a real server started for 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,10 @@ from wippy_agents.state import (
     Approval,
     AuditRecord,
     ChangeRecord,
+    ConversationInfo,
+    ConversationMessage,
     McpToken,
+    ModelCall,
     Note,
     SignalRecord,
     StartedStep,
@@ -220,11 +224,37 @@ def test_the_audit_trail_gives_the_latest_records_oldest_first(state: State) -> 
     assert state.audit.list(subject="app:one", resource="app:r2") == [record("app:one", 2, "app:r2")]
 
 
-def test_conversations_are_listed_once_each_newest_first(state: State) -> None:
-    state.conversations.register("c1", "app:assistant")
-    state.conversations.register("c2", "app:helper")
-    state.conversations.register("c1", "app:assistant")
-    assert [(c.id, c.agent) for c in state.conversations.list()] == [("c2", "app:helper"), ("c1", "app:assistant")]
+def turn(conversation: str, agent: str, number: int, seconds: float, asked: str,
+         answer: str) -> list[tuple[ConversationInfo, list[ConversationMessage]]]:
+    """The index's rows of one person's turn, as the agents journal them: when it starts, and when it ends."""
+    return [(ConversationInfo(conversation, agent, at(seconds), at(seconds), number, asked),
+             [ConversationMessage(conversation, number, at(seconds), "user", asked)]),
+            (ConversationInfo(conversation, agent, at(seconds + 1), at(seconds + 1), number),
+             [ConversationMessage(conversation, number, at(seconds + 1), "assistant", answer)])]
+
+
+async def test_conversations_are_indexed_through_the_journal_and_move_on_with_their_turns(state: State) -> None:
+    index = state.conversations
+    commits = state.journal.commits
+    await index.note(ConversationInfo("c1", "app:assistant", at(0), at(0)))
+    assert index.list() == []  # started, but no turn yet: nothing to list
+    assert state.journal.commits == commits + 1  # a start is a journal row in a group, not a write of its own
+    rows = [*turn("c1", "app:assistant", 1, 10, "What is the weather in Paris?", "Sunny, 21 °C."),
+            *turn("c2", "app:helper", 1, 20, "Plan 100% of the budget_2027", "Done."),
+            *turn("c1", "app:assistant", 2, 30, "And in Rome?", "Rainy.")]
+    await asyncio.gather(*(index.note(info, messages) for info, messages in rows),
+                         index.note(ConversationInfo("c1", "app:assistant", at(40), at(5))))  # a restart, late
+    c1 = ConversationInfo("c1", "app:assistant", at(0), at(31), 2, "What is the weather in Paris?")
+    c2 = ConversationInfo("c2", "app:helper", at(20), at(21), 1, "Plan 100% of the budget_2027")
+    assert index.list() == [c1, c2]  # latest activity first; the first start and the first message kept
+    assert index.list(agent="app:helper") == [c2]
+    assert index.list(since=at(25)) == [c1] and index.list(until=at(25)) == [c2]
+    assert index.list(limit=1) == [c1]
+    assert index.list(text="ROME paris") == [c1]  # every word, in any message, in any case
+    assert index.list(text="sunny rainy") == [c1]  # the answers are searched too
+    assert index.list(text="paris done") == []
+    assert index.list(text="100%") == [c2] and index.list(text="0%") == [c2] and index.list(text="%") == [c2]
+    assert index.list(text="t_2") == [c2] and index.list(text="t_3") == []  # LIKE's wildcards match as themselves
 
 
 # -- MCP server tokens -----------------------------------------------------------------------------
@@ -238,3 +268,52 @@ def test_tokens_are_kept_by_name_as_digests_and_revoked_by_name(state: State) ->
     assert tokens.list() == [McpToken("ci", "cd" * 32, "*", at(2)), first]
     assert tokens.revoke("ci") and not tokens.revoke("ci") and not tokens.revoke("nobody")
     assert tokens.list() == [first]
+
+
+# -- agents' memory ------------------------------------------------------------------------------
+
+
+def test_memory_writes_are_numbered_versions_per_agent_attributed_to_their_author_and_task(state: State) -> None:
+    memory = state.memory
+    first = memory.write("app:a", None, "the user likes tea", ["prefs"], author="app:a", task="turn:1")
+    second = memory.write("app:a", None, "deploys on fridays", [], author="app:a", task="turn:2")
+    other = memory.write("app:b", None, "a note of b's own", ["x", "y"], author="app:b", task=None)
+    assert (first.version, first.note, second.version, second.note, other.version, other.note) == (1, 1, 2, 2, 1, 1)
+    [kept] = memory.history("app:a", 1)
+    assert (kept.text, kept.tags, kept.author, kept.task) == ("the user likes tea", ("prefs",), "app:a", "turn:1")
+    assert memory.notes("app:b") == [other]
+
+
+def test_a_rewritten_or_forgotten_note_keeps_its_versions_and_leaves_the_notes(state: State) -> None:
+    memory = state.memory
+    memory.write("app:a", None, "tea", ["prefs"], author="app:a", task="turn:1")
+    memory.write("app:a", None, "fridays", [], author="app:a", task="turn:1")
+    memory.write("app:a", 1, "green tea", ["prefs"], author="app:a", task="turn:2")
+    forgot = memory.write("app:a", 2, None, [], author="user:ada", task=None)
+    assert forgot.version == 4 and forgot.note == 2
+    assert [(n.note, n.version, n.text) for n in memory.notes("app:a")] == [(1, 3, "green tea")]
+    assert [(v.version, v.note, v.text, v.author) for v in memory.history("app:a")] == [
+        (1, 1, "tea", "app:a"), (2, 2, "fridays", "app:a"), (3, 1, "green tea", "app:a"), (4, 2, None, "user:ada")]
+    assert [v.version for v in memory.history("app:a", 2)] == [2, 4]
+    assert memory.agents() == {"app:a": 1} and memory.history("app:nobody") == []
+
+
+# -- what model calls spent --------------------------------------------------------------------------
+
+
+async def test_model_calls_are_kept_once_per_step_and_added_up_per_day_agent_and_model(state: State) -> None:
+    usage = state.usage
+    await usage.record(ModelCall("turn:1", "model:1", "app:a", "app:gpt", at(0), 100, 10, 40, 0.5))
+    replayed = usage.record(ModelCall("turn:1", "model:1", "app:a", "app:gpt", at(5), 999, 999, 0, 9.0))  # kept once
+    later = usage.record(ModelCall("turn:1", "model:2", "app:a", "app:gpt", at(60), 200, 20, 0, 1.25))
+    usage.record(ModelCall("turn:2", "model:1", "app:a", "app:claude", at(86_400), 7, 3, 0, 0.125))
+    usage.record(ModelCall("turn:3", "model:1", "app:b", "app:gpt", at(86_400), 1, 1, 0, 0.25))
+    await asyncio.gather(replayed, later)  # the reads below see the two not awaited as well
+    day1, day2 = T0.date(), (T0 + timedelta(days=1)).date()
+    assert usage.spent("app:a", day1) == (330, 1.75) and usage.spent("app:a", day2) == (10, 0.125)
+    assert usage.spent("app:nobody", day1) == (0, 0.0)
+    assert [(d.day, d.agent, d.model, d.calls, d.input_tokens, d.output_tokens, d.cached_tokens, d.cost_usd)
+            for d in usage.daily()] == [(day1, "app:a", "app:gpt", 2, 300, 30, 40, 1.75),
+                                        (day2, "app:a", "app:claude", 1, 7, 3, 0, 0.125),
+                                        (day2, "app:b", "app:gpt", 1, 1, 1, 0, 0.25)]
+    assert [(d.agent, d.model) for d in usage.daily(agent="app:a", since=day2)] == [("app:a", "app:claude")]

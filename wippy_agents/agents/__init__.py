@@ -9,6 +9,7 @@ async for event in conv.stream("And times 4?"):     # text deltas, tool calls an
 """
 
 from ..llm import TextDelta
+from ._budget import BudgetExceeded, PricingMissing
 from ._builtin import register_builtins
 from ._errors import AgentError
 from ._events import (
@@ -26,6 +27,7 @@ from ._events import (
 from ._governance import Governance
 from ._history import TURN_WORKFLOW, StepSpan, TurnArgs, TurnSteps, turns
 from ._mcp import McpServers, McpToolError
+from ._memory import Memory, Recalled, note_json
 from ._restricted import RestrictedTools
 from ._service import AgentService, Conversation, new_conversation_id
 from ._toolset import offered_name
@@ -37,11 +39,15 @@ __all__ = [
     "AgentService",
     "Answer",
     "ApprovalRequested",
+    "BudgetExceeded",
     "Conversation",
     "Delegated",
     "Governance",
     "McpServers",
     "McpToolError",
+    "PricingMissing",
+    "Memory",
+    "Recalled",
     "RestrictedTools",
     "StepSpan",
     "TextDelta",
@@ -54,6 +60,7 @@ __all__ = [
     "TurnSteps",
     "UsageReport",
     "new_conversation_id",
+    "note_json",
     "offered_name",
     "register_builtins",
     "turns",

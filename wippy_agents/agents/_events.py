@@ -23,7 +23,9 @@ class Answer(_Frozen):
     cost_usd: float = 0.0
     steps: int = 0
     tool_calls: tuple[ToolCall, ...] = ()
-    stopped: str | None = None  # why the turn ended early: "max_steps", "max_cost_usd", "max_total_tokens"
+    stopped: str | None = None  # why the turn ended early: "max_steps" (a spend limit raises BudgetExceeded)
+    context_tokens: int = 0  # of the model's window, the turn's last call took (reported, else estimated)
+    context_window: int = 0  # the model's window in tokens (0: unknown)
 
 
 class TurnStarted(_Frozen):

@@ -13,8 +13,9 @@ import contextlib
 import difflib
 import functools
 import json
-import uuid
+import random
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import process
@@ -26,7 +27,7 @@ from ..durable import StateUnavailable, TaskContext, TaskFailed, TaskInfo, TaskM
 from ..durable._engine import step_error_type
 from ..llm import Model, ToolCall, UsageLedger, default_model_spec, load_model
 from ..registry import AgentSpec, ModelSpec, Registry, RegistryView
-from ..state import TERMINAL, ConversationInfo, ConversationStore
+from ..state import TERMINAL, ConversationInfo, ConversationMessage, ConversationStore, UsageStore
 from ..supervisor import ChildSpec, Supervisor, SupervisorError
 from ._builtin import register_builtins
 from ._errors import AgentError
@@ -34,18 +35,17 @@ from ._events import AgentEvent, Answer, TurnDone, TurnFailed, TurnStarted
 from ._governance import Governance
 from ._history import (
     TURN_WORKFLOW,
+    Histories,
     TurnArgs,
     TurnSteps,
-    conversations,
-    conversations_with_turns,
     delegate_conversation,
     delegate_task_id,
-    history,
     turn_events,
     turn_steps,
     turns,
 )
 from ._mcp import McpServers
+from ._memory import Memory
 from ._prompt import PromptRenderer
 from ._restricted import RestrictedTools
 from ._toolset import Offered, check_tool_names, offers
@@ -66,27 +66,34 @@ class AgentService:
 
     Everything it needs is handed in: the node that hosts the conversation
     processes, the registry, the task manager its turns run on (it registers the
-    turn workflow there), the conversations' store, and the governance that
-    decides and records what agents do.
+    turn workflow there), the conversations' store, the governance that
+    decides and records what agents do, and the store of what their model calls spent.
     """
 
     def __init__(self, node: Node, registry: Registry, tasks: TaskManager, store: ConversationStore,
-                 governance: Governance, *, restricted: RestrictedTools | None = None,
-                 redactor: Redactor | None = None, mcp: McpServers | None = None, telemetry: Telemetry = OFF) -> None:
+                 governance: Governance, spend: UsageStore, *, restricted: RestrictedTools | None = None,
+                 redactor: Redactor | None = None, mcp: McpServers | None = None, telemetry: Telemetry = OFF,
+                 memory: Memory | None = None) -> None:
         self.node = node
         self.registry = registry
         self.tasks = tasks
         self.store = store
         self.governance = governance
+        self.spend = spend
+        """What agents' model calls used and cost, kept per call (spend limits per day, `wippy usage`)."""
         self.redactor = redactor or Redactor()
         """Secret values that tool results must not carry to the model (or into the journal)."""
         self.restricted = restricted or RestrictedTools()
         """Runs agent-written (restricted) tools in the node's sandbox."""
+        self.memory = memory
+        """The agents' notes (`wippy:remember`, `wippy:recall`; None: the app keeps none)."""
         self.mcp = mcp
         """The app's MCP servers, whose tools agents call like any other (None: the app runs none)."""
         self.prompts = PromptRenderer(self.restricted.sandbox)
         """Renders system prompts, in the sandbox when a template could run long."""
         self.usage = UsageLedger()
+        self.histories = Histories()
+        """What each conversation's next turn is sent of the turns before it, kept as its last turn left it."""
         self.model_overrides: dict[str, Model] = {}
         """Models to use instead of what entries say, by model id or `*` (tests: a `ScriptedModel`)."""
         self._models: dict[str | None, tuple[ModelSpec, Model]] = {}
@@ -119,20 +126,26 @@ class AgentService:
         override = self.model_overrides.get(model_id or "") or self.model_overrides.get("*")
         if override is not None:
             return override
-        spec = registry.spec(model_id) if model_id else default_model_spec()
-        assert isinstance(spec, ModelSpec)
+        spec = self.model_spec(model_id, registry)
         cached = self._models.get(model_id)
         if cached is None or cached[0] is not spec:
             cached = (spec, load_model(spec, entry_id=model_id))
             self._models[model_id] = cached
         return cached[1]
 
+    def model_spec(self, model_id: str | None, registry: Registry | RegistryView) -> ModelSpec:
+        """The model entry a turn's model comes from (the default offline model's when the agent names none)."""
+        spec = registry.spec(model_id) if model_id else default_model_spec()
+        assert isinstance(spec, ModelSpec)
+        return spec
+
     # -- conversation processes --------------------------------------------------------
 
     async def run_conversation(self, agent_id: str, conversation: str) -> None:
         """The body of a conversation process: one turn task at a time, events to the asker and watchers."""
-        self.store.register(conversation, agent_id)
         tasks = self.tasks
+        now = tasks.now()
+        self._index(ConversationInfo(conversation, agent_id, now, now))
         for info in turns(tasks, agent_id, conversation):
             if info.status not in TERMINAL:  # a turn interrupted by a crash: recovery is finishing it
                 with contextlib.suppress(TaskFailed, LookupError):
@@ -176,6 +189,10 @@ class AgentService:
                 try:
                     await tasks.start(TURN_WORKFLOW, *TurnArgs(agent_id, conversation, number, request.text,
                                                                request.context, list(request.chain)), task_id=task_id)
+                    if not request.chain and request.task_id not in known:  # a person's new turn (not a delegate's)
+                        now = tasks.now()
+                        self._index(ConversationInfo(conversation, agent_id, now, now, number, request.text),
+                                    ConversationMessage(conversation, number, now, "user", request.text))
                 except StateUnavailable:  # no new durable work until the state can be written
                     if number == turn and request.task_id not in known:
                         turn -= 1  # nothing was recorded under the number: the next turn takes it
@@ -192,7 +209,17 @@ class AgentService:
             finally:
                 self.listeners.pop(task_id, None)
                 self.trace_parents.pop(task_id, None)
+            if not request.chain:
+                now = tasks.now()
+                self._index(ConversationInfo(conversation, agent_id, now, now, number),
+                            ConversationMessage(conversation, number, now, "assistant", result["answer"].text))
             emit(TurnDone(answer=result["answer"]))
+
+    def _index(self, conversation: ConversationInfo, *messages: ConversationMessage) -> None:
+        """Journal a row of the conversations' index, not awaited (as a task's start is not): anything of the
+        conversation's turns is appended after it, so nothing of them is durable before it. A write the state
+        refuses is the journal's to report."""
+        self.store.note(conversation, messages).add_done_callback(lambda done: done.cancelled() or done.exception())
 
     def process_function(self, agent_id: str, conversation: str | None = None) -> Callable[[], Any]:
         """A process body for a new conversation with `agent_id` (`process.spawn("app:assistant")`)."""
@@ -233,13 +260,11 @@ class AgentService:
         await self.ensure_process(agent_id, conversation.id)
         return conversation
 
-    def conversations(self) -> list[ConversationInfo]:
-        """The conversations people had, newest first: those with a turn, delegates' left out (a UI lists them)."""
-        return conversations(self.store, self.tasks)
-
-    def conversations_with_turns(self) -> list[tuple[ConversationInfo, list[TaskInfo]]]:
-        """`conversations()`, each with its turn tasks in order."""
-        return conversations_with_turns(self.store, self.tasks)
+    def conversations(self, *, agent: str | None = None, since: datetime | None = None, until: datetime | None = None,
+                      text: str | None = None, limit: int = 50) -> list[ConversationInfo]:
+        """The conversations people had (delegates' left out), latest activity first, from the index (one query
+        however many there are): see `ConversationStore.list` for the filters."""
+        return self.store.list(agent=agent, since=since, until=until, text=text, limit=limit)
 
     def turn_events(self, info: TaskInfo) -> list[AgentEvent]:
         """The events a past turn streamed, rebuilt from the journal (a UI shows it as it showed it live)."""
@@ -272,8 +297,12 @@ class AgentService:
         raise AgentError(f"the delegate {agent_id} stopped without an answer")
 
 
+_ids = random.Random()  # seeded from the system's randomness once: a system call per id would cost a start 10 us
+
+
 def new_conversation_id() -> str:
-    return uuid.uuid4().hex[:12]
+    """Twelve hex digits (48 random bits, as many as a uuid4's first twelve), unique across nodes in practice."""
+    return f"{_ids.getrandbits(48):012x}"
 
 
 class Conversation:
@@ -359,9 +388,11 @@ async def agent_turn(service: AgentService, ctx: TaskContext, agent_id: str, con
     with telemetry.span(f"invoke_agent {agent_id}", attributes, parent=telemetry.parent_of(
             service.trace_parents.get(ctx.task_id)), error_type=step_error_type) as span:
         telemetry.record(span, "gen_ai.input.messages", lambda: json.dumps([{"role": "user", "content": text}]))
-        messages_before = history(service.tasks, agent_id, conversation, before=turn)
-        answer, messages = await run_turn(service, ctx, agent_id, conversation, turn, messages_before, text, context,
-                                          tuple(chain), emit)
+        before = service.histories.before(service.tasks, agent_id, conversation, turn)
+        answer, messages, compaction = await run_turn(service, ctx, agent_id, conversation, turn, before, text,
+                                                      context, tuple(chain), emit)
         telemetry.record(span, "gen_ai.output.messages",
                          lambda: json.dumps([{"role": "assistant", "content": answer.text}]))
-    return {"answer": answer, "messages": messages}
+    after = (before.folded(compaction) if compaction else before).then(turn, messages)
+    service.histories.completed(agent_id, conversation, turn, after)
+    return {"answer": answer, "messages": messages, "compaction": compaction}

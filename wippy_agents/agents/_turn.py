@@ -18,6 +18,7 @@ import jinja2
 
 from .._runtime.telemetry import Telemetry
 from .._runtime.types import Pid
+from ..durable import StepError
 from ..llm import (
     AssistantMessage,
     ChatMessage,
@@ -29,12 +30,16 @@ from ..llm import (
     ToolResultMessage,
     Usage,
     UserMessage,
+    context_window,
 )
-from ..registry import AgentSpec, PromptSpec
+from ..registry import AgentSpec, PromptSpec, Registry, RegistryView
 from ..sandbox import SandboxError
 from ..tools import ToolContext
+from ._budget import Spent, TurnBudget, limits, record_call
+from ._compaction import Compactor, context_too_long, output_reserve
 from ._errors import AgentError
 from ._events import AgentEvent, Answer, ApprovalRequested, Delegated, ToolFinished, ToolStarted, UsageReport
+from ._history import Compaction, ConversationHistory
 from ._prompt import PromptRenderer, PromptTooLong
 from ._toolset import ToolSet
 
@@ -75,14 +80,16 @@ async def render_prompt(renderer: PromptRenderer, spec: AgentSpec, prompt: Promp
 
 async def run_turn(
     service: AgentService, ctx: TaskContext, agent_id: str, conversation: str, turn: int,
-    history: list[ChatMessage], text: str, context: dict[str, Any], chain: tuple[str, ...],
+    history: ConversationHistory, text: str, context: dict[str, Any], chain: tuple[str, ...],
     emit: Callable[[AgentEvent], None],
-) -> tuple[Answer, list[ChatMessage]]:
-    """Run one turn as durable steps; return its answer and the messages to add to the conversation.
+) -> tuple[Answer, list[ChatMessage], Compaction | None]:
+    """Run one turn as durable steps; return its answer, the messages to add to the conversation, and its latest
+    compaction of the history (None if it made none).
 
     Each model call and each tool call is a step of `ctx`: after a crash the turn
     replays them from the journal (no request is sent twice, no tool runs twice)
-    and runs again only the step that was interrupted.
+    and runs again only the step that was interrupted. Each request is kept inside
+    the model's window by compaction steps (see `_compaction`).
     """
     registry = service.registry.at(ctx.registry_version)  # a resumed turn keeps the version it began on
     try:
@@ -114,9 +121,11 @@ async def run_turn(
                     redact=service.redactor.redact, telemetry=telemetry)
     system = await render_prompt(service.prompts, spec, prompt, agent_id, entry.meta, context)
     new: list[ChatMessage] = [UserMessage(content=text)]
-    messages: list[ChatMessage] = ([SystemMessage(content=system)] if system else []) + history + new
+    head: list[ChatMessage] = [SystemMessage(content=system)] if system else []
+    compactor = _compactor(service, ctx, spec, registry, history)
     settings = {k: v for k, v in (("max_tokens", spec.max_tokens), ("temperature", spec.temperature)) if v is not None}
     usage, cost, steps = Usage(), 0.0, 0
+    budget = await _turn_budget(service, ctx, agent_id, spec, model, settings, emit)
     calls: list[ToolCall] = []
     stopped: str | None = None
     final = ""
@@ -127,13 +136,24 @@ async def run_turn(
                      "Ask me to continue, or raise max_steps.")
             break
         steps += 1
-        response = await _model_step(ctx, steps, model, list(messages), tools, settings, emit, telemetry)
+        compacted = len(compactor.compactions)
+        messages = await compactor.fitted(head, new, tools.definitions)
+        if budget is not None:
+            await budget.check(ctx, steps, messages, tools.definitions, Spent.of(usage, cost),
+                               Spent.of(usage, cost) + _delegates_spent(delegated))
+        response = await _recovered_model_step(ctx, steps, model, compactor, messages, head, new, tools, settings,
+                                               emit, telemetry)
+        for summarized in compactor.summaries(since=compacted):
+            service.usage.record(summarized, agent=agent_id, task=ctx.task_id)
+            usage, cost = usage + summarized.usage, cost + summarized.cost_usd
+            emit(UsageReport(model=summarized.model, usage=summarized.usage, cost_usd=summarized.cost_usd))
         service.usage.record(response, agent=agent_id, task=ctx.task_id)
+        record_call(service.spend, ctx.task_id, agent_id, spec.model or model.name, f"model:{steps}", response,
+                    service.tasks.now())
         usage, cost = usage + response.usage, cost + response.cost_usd
         emit(UsageReport(model=response.model, usage=response.usage, cost_usd=response.cost_usd))
         reply = response.message()
         new.append(reply)
-        messages.append(reply)
         if not response.tool_calls:
             final = response.text
             break
@@ -151,23 +171,56 @@ async def run_turn(
             emit(ToolFinished(call_id=result.tool_call_id, tool=tools.tool_id(result.name), result=result.content,
                               is_error=result.is_error, seconds=seconds))
             new.append(result)
-            messages.append(result)
-        total_usage = usage + sum((a.usage for a in delegated), Usage())
-        total_cost = cost + sum(a.cost_usd for a in delegated)
-        if spec.max_total_tokens is not None and total_usage.total_tokens >= spec.max_total_tokens:
-            stopped = "max_total_tokens"
-        elif spec.max_cost_usd is not None and total_cost >= spec.max_cost_usd:
-            stopped = "max_cost_usd"
-        if stopped:
-            final = f"I stopped because this task reached its budget ({stopped}); the tool results so far are above."
-            break
     if stopped:
         new.append(AssistantMessage(content=final))  # the history says why the turn ended where it did
     usage = usage + sum((a.usage for a in delegated), Usage())
     cost = cost + sum(a.cost_usd for a in delegated)
     answer = Answer(text=final, conversation=conversation, turn=turn, agent=agent_id, usage=usage, cost_usd=cost,
-                    steps=steps, tool_calls=tuple(calls), stopped=stopped)
-    return answer, new
+                    steps=steps, tool_calls=tuple(calls), stopped=stopped, context_tokens=compactor.used,
+                    context_window=compactor.window)
+    return answer, new, compactor.compaction
+
+
+def _compactor(service: AgentService, ctx: TaskContext, spec: AgentSpec, registry: Registry | RegistryView,
+               history: ConversationHistory) -> Compactor:
+    """The turn's history, kept inside its model's window as the agent's `history:` settings say."""
+    model_spec = service.model_spec(spec.model, registry)
+    window = context_window(model_spec)
+    summarizer = spec.history.compaction_model or spec.model
+    return Compactor(ctx, spec.history, history, window=window,
+                     reserve=output_reserve(window, spec.max_tokens, model_spec.max_tokens),
+                     summarizer=service.model(summarizer, registry),
+                     summarizer_window=context_window(service.model_spec(summarizer, registry)))
+
+
+async def _recovered_model_step(ctx: TaskContext, number: int, model: Any, compactor: Compactor,
+                                messages: list[ChatMessage], head: list[ChatMessage], new: list[ChatMessage],
+                                tools: ToolSet, settings: dict[str, Any], emit: Callable[[AgentEvent], None],
+                                telemetry: Telemetry) -> Response:
+    """A model step; when the provider finds its request too long, the history is compacted once and the step
+    sent again."""
+    try:
+        response = await _model_step(ctx, number, model, messages, tools, settings, emit, telemetry)
+    except StepError as error:
+        if not context_too_long(error) or not await compactor.recover(head, new, tools.definitions):
+            raise
+        messages = compactor.request(head, new)
+        response = await _model_step(ctx, number, model, messages, tools, settings, emit, telemetry)
+    compactor.observe(messages, tools.definitions, response)
+    return response
+
+
+async def _turn_budget(service: AgentService, ctx: TaskContext, agent_id: str, spec: AgentSpec, model: Any,
+                       settings: dict[str, Any], emit: Callable[[AgentEvent], None]) -> TurnBudget | None:
+    """The spend limits this turn runs under (the agent's and its policies'), or None when it has none."""
+    found = limits(agent_id, spec, service.governance.policies.budgets(agent_id))
+    return await TurnBudget.start(ctx, agent_id, spec.model or model.name, found, model,
+                                  settings.get("max_tokens") or model.settings.max_tokens, service.governance,
+                                  service.spend, service.tasks.now().date(), emit)
+
+
+def _delegates_spent(delegated: list[Answer]) -> Spent:
+    return sum((Spent.of(answer.usage, answer.cost_usd) for answer in delegated), Spent())
 
 
 async def _decided(ctx: TaskContext, tools: ToolSet, call: ToolCall, pending: dict[str, str]

@@ -37,7 +37,7 @@ from .._runtime.pubsub import Subscribers
 from .._runtime.remote import Peers
 from .._runtime.secrets import Redactor
 from .._runtime.telemetry import ENDPOINT_VARIABLES, Telemetry, ambient_provider, otlp_provider, shut_down
-from ..agents import TURN_WORKFLOW, AgentService, Conversation, Governance, McpServers, RestrictedTools
+from ..agents import TURN_WORKFLOW, AgentService, Conversation, Governance, McpServers, Memory, RestrictedTools
 from ..durable import TaskManager
 from ..errors import UsageError
 from ..policy import Approvals, Audit, Policies, ToolHealth
@@ -200,9 +200,10 @@ class App:
         self.tool_health = ToolHealth(registry, self.policies, self.audit)
         self.mcp = McpServers(self.node, registry, self.root, approvals=self.approvals)
         self.agents = AgentService(self.node, registry, self.tasks, state.conversations,
-                                   Governance(self.policies, self.audit, self.approvals),
+                                   Governance(self.policies, self.audit, self.approvals), state.usage,
                                    restricted=RestrictedTools(on_outcome=self.tool_health.record),
-                                   redactor=self.redactor, mcp=self.mcp, telemetry=self.telemetry)
+                                   redactor=self.redactor, mcp=self.mcp, telemetry=self.telemetry,
+                                   memory=Memory(state.memory))
         self.watcher = Watcher(self.root, folder.folders, registry, step_ms=folder.config.watch_step_ms)
         registry.follow_announced(asyncio.get_running_loop())
 

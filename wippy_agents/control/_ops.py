@@ -16,11 +16,12 @@ import hmac
 import inspect
 import logging
 import os
+import re
 import socket
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
@@ -29,13 +30,23 @@ from .. import process
 from .._display import step_json
 from .._runtime.text import clean_data, clean_text
 from .._runtime.types import KILL
-from ..agents import TURN_WORKFLOW, Conversation, TurnArgs, TurnDone, TurnFailed, TurnStarted, turns
+from ..agents import (
+    TURN_WORKFLOW,
+    Conversation,
+    Memory,
+    TurnArgs,
+    TurnDone,
+    TurnFailed,
+    TurnStarted,
+    note_json,
+    turns,
+)
 from ..app import App, AppFolder, load_config, state_location
 from ..durable import StepRecord, TaskInfo, TaskManager
 from ..errors import WippyError
 from ..policy import Approvals
 from ..registry import Entry, Registry
-from ..state import TERMINAL, McpToken, StateUnavailable, TokenStore, check_journal, shown_url
+from ..state import TERMINAL, McpToken, State, StateUnavailable, TokenStore, check_journal, shown_url
 from . import _wire
 from ._wire import MAX_DEPTH, ControlError, Disconnected, deeper_than, failure, file_problem, to_json
 
@@ -414,10 +425,14 @@ async def _approvals_audit(target: Target, emit: Emit, subject: str | None = Non
 # -- bearer tokens of `wippy mcp serve --http` (only their digests reach the node) --------------------------
 
 
-def _tokens(target: Target) -> TokenStore:
+def _state(target: Target) -> State:
     if target.folder is None:
         raise ControlError("this op needs the app's state file")
-    return target.folder.state.tokens
+    return target.folder.state
+
+
+def _tokens(target: Target) -> TokenStore:
+    return _state(target).tokens
 
 
 @_op("mcp.token.create", "state")
@@ -453,6 +468,89 @@ async def _mcp_token_check(target: Target, emit: Emit, digest: str) -> Any:
         if hmac.compare_digest(token.digest.encode(), digest.encode()):
             found = {"name": token.name, "agents": token.agents}
     return found
+
+
+# -- agents' memory (`wippy memory`, the TUI's memory view) -----------------------------------------------
+
+
+def _memory(target: Target) -> Memory:
+    return Memory(_state(target).memory)
+
+
+@_op("memory.list", "state")
+async def _memory_list(target: Target, emit: Emit, agent: str | None = None) -> Any:
+    """`agent`'s notes, oldest first; without an agent, the agents that have notes and how many ({agent: n})."""
+    memory = _memory(target)
+    if agent is None:
+        return memory.agents()
+    return [note_json(note) for note in memory.notes(agent)]
+
+
+@_op("memory.show", "state")
+async def _memory_show(target: Target, emit: Emit, agent: str, note: Annotated[int, Field(ge=1)] | None = None) -> Any:
+    """Every version of `agent`'s memory (of note `note` when given), oldest first, each with its author and task."""
+    versions = _memory(target).history(agent, note)
+    if not versions:
+        raise ControlError(f"{agent} has no note {note}" if note is not None else f"{agent} has no memory")
+    return [note_json(version) for version in versions]
+
+
+@_op("memory.forget", "state")
+async def _memory_forget(target: Target, emit: Emit, agent: str, note: Annotated[int, Field(ge=1)], by: str) -> Any:
+    """Forget `agent`'s note `note` in `by`'s name: a new version (the note's history stays)."""
+    try:
+        return note_json(_memory(target).forget(agent, note, author=by))
+    except LookupError as error:
+        raise ControlError(str(error)) from None
+
+
+# -- what agents' model calls spent (`wippy usage`) ------------------------------------------------------
+
+
+@_op("usage", "state")
+async def _usage(target: Target, emit: Emit, agent: str | None = None, since: str | None = None) -> Any:
+    """Model calls added up per UTC day, agent and model (of `agent`, from the day `since` on), oldest day first."""
+    try:
+        first = None if since is None else date.fromisoformat(since)
+    except ValueError:
+        raise ControlError(f"since: {since!r} is not a day; write it as YYYY-MM-DD, such as 2026-01-31") from None
+    return [{**row.__dict__, "day": row.day.isoformat()} for row in _state(target).usage.daily(agent=agent, since=first)]
+
+
+# -- conversations, from the index the agents keep as turns happen ----------------------------------------
+
+CONVERSATIONS_LIMIT = 10_000
+_RELATIVE = re.compile(r"^(\d{1,6})([mhdw])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+@_op("conversations.list", "state")
+async def _conversations_list(target: Target, emit: Emit, agent: str | None = None, since: str | None = None,
+                              until: str | None = None, text: str | None = None,
+                              limit: Annotated[int, Field(ge=1, le=CONVERSATIONS_LIMIT)] = 50) -> Any:
+    """Conversations people had, latest activity first: of `agent`, active from `since` and before `until` (an ISO
+    date or time, or a span back from now such as 30m, 12h, 7d, 2w), holding every word of `text` in their messages."""
+    return _conversations(target, agent=agent, since=_moment("since", since), until=_moment("until", until),
+                          text=text, limit=limit)
+
+
+def _conversations(target: Target, **filters: Any) -> list[dict[str, Any]]:
+    return [info._asdict() for info in _state(target).conversations.list(**filters)]
+
+
+def _moment(field: str, text: str | None) -> datetime | None:
+    """`text` as a time: an ISO date or time (local time unless it names its zone), or a span back from now."""
+    if text is None:
+        return None
+    relative = _RELATIVE.match(text.strip())
+    if relative:
+        return datetime.now(UTC) - timedelta(**{_UNITS[relative[2]]: int(relative[1])})
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ControlError(f"bad {field}: {text!r} is neither an ISO date or time (2026-12-01, 2026-12-01T09:30) "
+                           "nor a span back from now (30m, 12h, 7d, 2w)") from None
+    return moment if moment.tzinfo is not None else moment.astimezone()
 
 
 # -- what a UI watching the node reads (`wippy chat`, hosting the node or attached to it) -----------------
@@ -548,12 +646,11 @@ async def _processes(target: Target, emit: Emit) -> Any:
 
 
 @_op("chat.conversations", "node")
-async def _chat_conversations(target: Target, emit: Emit, agent: str | None = None) -> Any:
-    """The conversations people had (of `agent`), newest first, each with its turn count and first message."""
-    return [{"id": info.id, "agent": info.agent, "started": info.started, "turns": len(past),
-             "first": TurnArgs(*past[0].args).text}
-            for info, past in _app_of(target).agents.conversations_with_turns()
-            if agent is None or info.agent == agent]
+async def _chat_conversations(target: Target, emit: Emit, agent: str | None = None, text: str | None = None,
+                              limit: Annotated[int, Field(ge=1, le=CONVERSATIONS_LIMIT)] = 200) -> Any:
+    """The conversations people had (of `agent`, holding every word of `text`), latest activity first, each with its
+    turn count and first message (the TUI's sidebar; `conversations.list` is the same without a node)."""
+    return _conversations(target, agent=agent, text=text, limit=limit)
 
 
 @_op("chat.turns", "node")

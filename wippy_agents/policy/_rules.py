@@ -6,10 +6,12 @@ import fnmatch
 from dataclasses import dataclass
 from typing import Literal
 
-from ..registry import Entry, EntryChange, PolicySpec, Registry, RollbackRule
+from ..registry import Budget, Entry, EntryChange, PolicySpec, Registry, RollbackRule
 
 Effect = Literal["allow", "deny", "ask"]
 WRITES = ("registry.create", "registry.update", "registry.delete")
+MEMORY_WRITE = "memory.write"
+"""Writing an agent's memory; its resource is the id of the agent whose memory it is."""
 AGENT_WRITABLE_KINDS = ("tool", "prompt", "agent")
 SYSTEM_AUTHOR = "wippy:policy"
 
@@ -55,7 +57,8 @@ class Policies:
         ]
 
     def decide(self, subject: str, action: str, resource: str, kind: str | None = None) -> Decision:
-        """Deny wins, then ask, then allow; with no matching policy, writes are denied and calls allowed."""
+        """Deny wins, then ask, then allow; with no matching policy, writes are denied and calls allowed (and an
+        agent may write its own memory, not another's)."""
         found = self.matching(subject, action, resource, kind)
         for effect in ("deny", "ask", "allow"):
             for policy_id, spec in found:
@@ -64,6 +67,9 @@ class Policies:
         if action in WRITES:
             return Decision("deny", None, f"no policy allows {subject} to {action} {resource} (writes are denied "
                                           "unless a policy entry allows them)")
+        if action == MEMORY_WRITE and resource != subject:
+            return Decision("deny", None, f"no policy allows {subject} to write the memory of {resource} (an agent "
+                                          "writes only its own memory unless a policy entry allows more)")
         return Decision("allow", None, "allowed by default")
 
     def forbidden(self, change: EntryChange) -> str | None:
@@ -99,6 +105,11 @@ class Policies:
         assert entry is not None
         decision = self.judge(author, EntryChange(entry.id, before, after))
         return decision.reason if decision.effect == "deny" else None
+
+    def budgets(self, agent: str) -> list[tuple[str, Budget]]:
+        """The spend limits policies set for `agent`, each with the policy that sets it."""
+        return [(policy_id, spec.budget) for policy_id, spec in self._policies()
+                if spec.budget is not None and any(self._subject_matches(p, agent) for p in spec.subjects)]
 
     def rollback_rule(self, tool_id: str) -> tuple[str, RollbackRule] | None:
         """The automatic rollback a policy sets for a tool (the first policy naming it that has one)."""

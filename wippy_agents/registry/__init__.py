@@ -18,7 +18,9 @@ from ._entry import Change, Delete, Entry, EntryNotFound, Problem, RegistryError
 from ._kinds import (
     KINDS,
     AgentSpec,
+    Budget,
     ConfigSpec,
+    HistorySettings,
     KindSpec,
     McpServerSpec,
     ModelSpec,
@@ -39,7 +41,9 @@ from ._store import EntryChange
 __all__ = [
     "KINDS",
     "AgentSpec",
+    "Budget",
     "ConfigSpec",
+    "HistorySettings",
     "ModelSpec",
     "PolicySpec",
     "Pricing",

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import jinja2
 import jsonschema
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ._entry import Entry
 from ._source_schema import SignatureError, describe_function
@@ -49,6 +49,24 @@ class Pricing(KindSpec):
     cached: float = Field(0.0, ge=0)
 
 
+class Budget(KindSpec):
+    """Spend limits of an agent (on its entry, or set by a policy for the agents it names); unset: no limit.
+
+    A turn is one ask of the agent; a task is that turn with the delegates it asked
+    (what its answer's usage counts); a day is a UTC day of the agent's calls.
+    """
+
+    max_usd_per_turn: float | None = Field(None, gt=0)
+    max_usd_per_task: float | None = Field(None, gt=0)
+    max_usd_per_day: float | None = Field(None, gt=0)
+    max_tokens_per_turn: int | None = Field(None, gt=0)
+    max_tokens_per_task: int | None = Field(None, gt=0)
+    max_tokens_per_day: int | None = Field(None, gt=0)
+    on_exceed: Literal["fail", "ask"] = Field("fail", description=(
+        "fail: the turn ends with BudgetExceeded; ask: it waits for a person's approval, which grants one more "
+        "limit's worth for the rest of the turn"))
+
+
 class ModelSpec(KindSpec):
     provider: Literal["openai", "anthropic", "openai-compatible", "offline"]
     model: str = Field(min_length=1)
@@ -61,6 +79,9 @@ class ModelSpec(KindSpec):
         "when set, also the SDK's limit for each read"))
     max_retries: int = Field(2, ge=0)
     pricing: Pricing | None = None
+    context_window: int | None = Field(None, gt=0, description=(
+        "tokens one request may hold (prompt, history, tools and output); unset: the known window of the model's "
+        "name, else a small default (see `llm.context_window`)"))
 
 
 MAX_TEMPLATE_CHARS = 100_000
@@ -156,6 +177,22 @@ class McpServerSpec(KindSpec):
         return self
 
 
+class HistorySettings(KindSpec):
+    """How much of its conversation an agent's model sees, and what becomes of the turns that no longer fit."""
+
+    max_tokens: int | None = Field(None, gt=0, description=(
+        "tokens of history one request may carry; unset: what fits the window after the prompt, tools and output"))
+    keep_recent_turns: int = Field(2, ge=1, description="the latest turns always sent verbatim (at least one)")
+    strategy: Literal["summary", "truncate", "off"] = Field("summary", description=(
+        "summary: fold the oldest turns into a running summary; truncate: drop them; off: send everything"))
+    compaction_model: str | None = None  # the model entry that writes summaries (default: the agent's model)
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
+
+
 class AgentSpec(KindSpec):
     prompt: str | None = None
     model: str | None = None
@@ -165,8 +202,10 @@ class AgentSpec(KindSpec):
     max_steps: int = Field(10, gt=0)
     max_tokens: int | None = Field(None, gt=0)
     temperature: float | None = Field(None, ge=0, le=2)
-    max_cost_usd: float | None = Field(None, ge=0)
-    max_total_tokens: int | None = Field(None, gt=0)
+    max_cost_usd: float | None = Field(None, gt=0, description="the same as budget.max_usd_per_task")
+    max_total_tokens: int | None = Field(None, gt=0, description="the same as budget.max_tokens_per_task")
+    budget: Budget | None = None
+    history: HistorySettings = HistorySettings()
 
     def references(self) -> list[Reference]:
         refs = [Reference(f"tools.{i}", tool, ("tool",)) for i, tool in enumerate(self.tools)]
@@ -175,10 +214,12 @@ class AgentSpec(KindSpec):
             refs.append(Reference("prompt", self.prompt, ("prompt",)))
         if self.model:
             refs.append(Reference("model", self.model, ("model",)))
+        if self.history.compaction_model:
+            refs.append(Reference("history.compaction_model", self.history.compaction_model, ("model",)))
         return refs
 
 
-Action = Literal["registry.create", "registry.update", "registry.delete", "tool.call", "agent.delegate"]
+Action = Literal["registry.create", "registry.update", "registry.delete", "tool.call", "agent.delegate", "memory.write"]
 
 
 class RollbackRule(KindSpec):
@@ -190,15 +231,22 @@ class RollbackRule(KindSpec):
 
 class PolicySpec(KindSpec):
     subjects: list[str] = Field(min_length=1)
-    actions: list[Action] = Field(min_length=1)
+    actions: list[Action] = []
     resources: list[str] = ["*"]
     kinds: list[str] | None = None
-    effect: Literal["allow", "deny", "ask"]
+    effect: Literal["allow", "deny", "ask"] | None = None
     rollback: RollbackRule | None = None
+    budget: Budget | None = None  # spend limits of every agent the subjects name (actions and effect optional then)
 
     def problems(self) -> list[tuple[Loc, str]]:
-        return [(("kinds", i), f"unknown kind {kind!r}; the kinds are {', '.join(sorted(KINDS))}")
-                for i, kind in enumerate(self.kinds or []) if kind not in KINDS]
+        found: list[tuple[Loc, str]] = [
+            (("kinds", i), f"unknown kind {kind!r}; the kinds are {', '.join(sorted(KINDS))}")
+            for i, kind in enumerate(self.kinds or []) if kind not in KINDS]
+        if self.actions and self.effect is None:
+            found.append((("effect",), "required field is missing"))
+        elif not self.actions and (self.effect is not None or self.budget is None):
+            found.append((("actions",), "required field is missing (a policy may leave it out only to set a budget)"))
+        return found
 
 
 class CodeSpec(KindSpec):

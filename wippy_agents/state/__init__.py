@@ -1,4 +1,5 @@
-"""The app's state behind interfaces: durable tasks, registry versions, approvals, audit, conversations, tokens.
+"""The app's state behind interfaces: durable tasks, registry versions, approvals, audit, conversations, tokens,
+agents' memory, model calls.
 
 ```python
 from wippy_agents.state import open_state
@@ -10,7 +11,7 @@ with open_state(Path(".wippy/state.duckdb")) as state:     # None: in memory
 
 Everything above this package reaches the state through the protocols here
 (`JournalStore`, `VersionStore`, `ApprovalStore`, `AuditStore`, `ConversationStore`,
-`TokenStore`)
+`TokenStore`, `MemoryStore`, `UsageStore`)
 and the records they exchange; `open_state` gives the first implementation, one
 DuckDB file with a journal log beside it (its durability contract is in `_journal`).
 """
@@ -26,9 +27,13 @@ from ._records import (
     AuditRecord,
     ChangeRecord,
     ConversationInfo,
+    ConversationMessage,
+    DailyUsage,
     JournalRow,
     Lease,
     McpToken,
+    MemoryVersion,
+    ModelCall,
     Note,
     Recovery,
     SignalRecord,
@@ -40,7 +45,17 @@ from ._records import (
     TaskSummary,
     Version,
 )
-from ._stores import ApprovalStore, AuditStore, ConversationStore, JournalStore, State, TokenStore, VersionStore
+from ._stores import (
+    ApprovalStore,
+    AuditStore,
+    ConversationStore,
+    JournalStore,
+    MemoryStore,
+    State,
+    TokenStore,
+    UsageStore,
+    VersionStore,
+)
 
 __all__ = [
     "FINISHED",
@@ -51,7 +66,9 @@ __all__ = [
     "AuditStore",
     "ChangeRecord",
     "ConversationInfo",
+    "ConversationMessage",
     "ConversationStore",
+    "DailyUsage",
     "Damage",
     "JournalDamaged",
     "JournalReport",
@@ -60,6 +77,9 @@ __all__ = [
     "Lease",
     "LeaseLost",
     "McpToken",
+    "MemoryStore",
+    "MemoryVersion",
+    "ModelCall",
     "Note",
     "Recovery",
     "SignalRecord",
@@ -75,6 +95,7 @@ __all__ = [
     "TaskStatus",
     "TaskSummary",
     "TokenStore",
+    "UsageStore",
     "Version",
     "VersionStore",
     "check_journal",

@@ -8,6 +8,7 @@ there first.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import json
 import logging
@@ -22,8 +23,27 @@ import duckdb
 from .._runtime.secrets import Redactor
 from ._journal import JournalReport, check_log
 from ._lock import StateFileBusy, StateLock, private_files, private_folder
-from ._records import Approval, AuditRecord, ChangeRecord, ConversationInfo, McpToken, Version
-from ._sql import APPROVAL_COLUMNS, AUDIT_COLUMNS, approval_row, filters, json_data, json_text
+from ._records import (
+    Approval,
+    AuditRecord,
+    ChangeRecord,
+    ConversationInfo,
+    ConversationMessage,
+    McpToken,
+    ModelCall,
+    Version,
+)
+from ._sql import (
+    APPROVAL_COLUMNS,
+    AUDIT_COLUMNS,
+    SQLConversations,
+    SQLMemory,
+    SQLUsage,
+    approval_row,
+    filters,
+    json_data,
+    json_text,
+)
 from ._stores import State
 from ._tasks import DuckDBJournal, copied_group
 
@@ -113,11 +133,44 @@ CREATE TABLE IF NOT EXISTS conversations (
     agent VARCHAR NOT NULL,
     created TIMESTAMPTZ NOT NULL
 );
+ALTER TABLE conversations ADD COLUMN IF NOT EXISTS last_active TIMESTAMPTZ;
+ALTER TABLE conversations ADD COLUMN IF NOT EXISTS turns INTEGER DEFAULT 0;
+ALTER TABLE conversations ADD COLUMN IF NOT EXISTS first VARCHAR;
+CREATE TABLE IF NOT EXISTS conversation_messages (
+    conversation VARCHAR NOT NULL,
+    turn INTEGER NOT NULL,
+    time TIMESTAMPTZ NOT NULL,
+    role VARCHAR NOT NULL,
+    text VARCHAR NOT NULL
+);
 CREATE TABLE IF NOT EXISTS mcp_tokens (
     name VARCHAR PRIMARY KEY,
     digest VARCHAR NOT NULL,
     agents VARCHAR NOT NULL,
     created TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS memory_notes (
+    agent VARCHAR NOT NULL,
+    version BIGINT NOT NULL,
+    note BIGINT NOT NULL,
+    text VARCHAR,
+    tags JSON NOT NULL,
+    author VARCHAR NOT NULL,
+    task VARCHAR,
+    time TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (agent, version)
+);
+CREATE TABLE IF NOT EXISTS model_calls (
+    task VARCHAR NOT NULL,
+    step VARCHAR NOT NULL,
+    agent VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    time TIMESTAMPTZ NOT NULL,
+    input_tokens BIGINT NOT NULL,
+    output_tokens BIGINT NOT NULL,
+    cached_tokens BIGINT NOT NULL,
+    cost_usd DOUBLE NOT NULL,
+    PRIMARY KEY (task, step)
 );
 """
 
@@ -155,7 +208,8 @@ def open_duckdb_state(path: Path | None, *, redactor: Redactor | None = None) ->
                     lock.release()
 
     return State(journal=journal, versions=DuckDBVersions(db), approvals=DuckDBApprovals(db),
-                 audit=DuckDBAudit(db), conversations=DuckDBConversations(db), tokens=DuckDBTokens(db),
+                 audit=DuckDBAudit(db), conversations=DuckDBConversations(db, journal), tokens=DuckDBTokens(db),
+                 memory=DuckDBMemory(db), usage=DuckDBUsage(db, journal),
                  closer=close)
 
 
@@ -324,20 +378,20 @@ class DuckDBAudit:
         return [AuditRecord(*row) for row in reversed(rows)]
 
 
-class DuckDBConversations:
-    def __init__(self, db: duckdb.DuckDBPyConnection) -> None:
+class DuckDBConversations(SQLConversations):
+    """The index's rows come through the journal's writer, so a read waits for what it has not copied in yet."""
+
+    def __init__(self, db: duckdb.DuckDBPyConnection, journal: DuckDBJournal) -> None:
         self._db = db
+        self._journal = journal
 
-    def register(self, conversation: str, agent: str) -> None:
-        try:
-            self._db.execute("INSERT INTO conversations VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                             [conversation, agent, datetime.now(UTC)])
-        except (duckdb.Error, OSError) as error:
-            log.warning("conversation %s is not listed: the state file refused it (%s)", conversation, error)
+    def note(self, conversation: ConversationInfo,
+             messages: Sequence[ConversationMessage] = ()) -> asyncio.Future[None]:
+        return self._journal.append([conversation, *messages])
 
-    def list(self) -> list[ConversationInfo]:
-        rows = self._db.execute("SELECT id, agent, created FROM conversations ORDER BY created DESC").fetchall()
-        return [ConversationInfo(*row) for row in rows]
+    def _query(self, sql: str, params: Sequence[Any]) -> builtins.list[tuple[Any, ...]]:
+        self._journal.flush()
+        return self._db.execute(sql, params).fetchall()
 
 
 class DuckDBTokens:
@@ -355,3 +409,27 @@ class DuckDBTokens:
 
     def revoke(self, name: str) -> bool:
         return bool(self._db.execute("DELETE FROM mcp_tokens WHERE name = ? RETURNING name", [name]).fetchall())
+
+
+class DuckDBMemory(SQLMemory):
+    def __init__(self, db: duckdb.DuckDBPyConnection) -> None:
+        self._db = db
+
+    def _query(self, sql: str, params: Sequence[Any]) -> builtins.list[tuple[Any, ...]]:
+        return self._db.execute(sql, params).fetchall()
+
+
+class DuckDBUsage(SQLUsage):
+    """Model calls come through the journal's writer (rows are in time order: a day's are near each other in the
+    file, which DuckDB's zone maps find without an index); a read waits for what it has not copied in yet."""
+
+    def __init__(self, db: duckdb.DuckDBPyConnection, journal: DuckDBJournal) -> None:
+        self._db = db
+        self._journal = journal
+
+    def record(self, call: ModelCall) -> asyncio.Future[None]:
+        return self._journal.append([call])
+
+    def _query(self, sql: str, params: Sequence[Any]) -> builtins.list[tuple[Any, ...]]:
+        self._journal.flush()
+        return self._db.execute(sql, params).fetchall()

@@ -52,7 +52,16 @@ import duckdb
 from .._runtime.secrets import Redactor
 from .._runtime.text import clean_data, clean_text, is_clean
 from ..errors import RunError, UsageError
-from ._records import JournalRow, SignalRecord, StepRecord, TaskEvent, TaskRow
+from ._records import (
+    ConversationInfo,
+    ConversationMessage,
+    JournalRow,
+    ModelCall,
+    SignalRecord,
+    StepRecord,
+    TaskEvent,
+    TaskRow,
+)
 
 log = logging.getLogger("wippy_agents.state")
 
@@ -101,10 +110,31 @@ class Table:
     columns: tuple[str, ...]
     json_columns: frozenset[str] = frozenset()
     time_columns: frozenset[str] = frozenset()
+    conflict: str = ""
+    """What a row does whose key (its first column) is stored already: an `ON CONFLICT` clause both SQL stores
+    run. Empty: rows are only ever appended."""
+    of_task: bool = True
+    """Whether its rows are a task's (fenced by the task's lease in a shared store)."""
 
     def insert_sql(self) -> str:
         values = ", ".join(f"unnest(?){'::JSON' if c in self.json_columns else ''}" for c in self.columns)
-        return f"INSERT INTO {self.name} ({', '.join(self.columns)}) SELECT {values}"
+        return f"INSERT INTO {self.name} ({', '.join(self.columns)}) SELECT {values} {self.conflict}".rstrip()
+
+    def batches(self, rows: list[Row]) -> list[list[Row]]:
+        """`rows` in batches a statement can take: one, unless the table merges rows by key; then each key at
+        most once per batch (both databases refuse to update a row twice in one statement), in order."""
+        if not self.conflict:
+            return [rows]
+        batches: list[list[Row]] = []
+        seen: list[set[Any]] = []
+        for row in rows:
+            index = next((i for i, keys in enumerate(seen) if row[0] not in keys), len(seen))
+            if index == len(seen):
+                batches.append([])
+                seen.append(set())
+            batches[index].append(row)
+            seen[index].add(row[0])
+        return batches
 
     def task_of(self, row: Row) -> str:
         """The task a row belongs to (every journal table starts with the task's id), as printable text."""
@@ -120,6 +150,16 @@ TABLE_OF: dict[type[JournalRow], Table] = {
     TaskEvent: _table("task_events", TaskEvent, {"detail"}, {"time"}),
     StepRecord: _table("task_steps", StepRecord, {"result"}, {"started"}),
     SignalRecord: _table("task_signals", SignalRecord, {"payload"}, {"time"}),
+    ConversationInfo: Table("conversations", ("id", "agent", "created", "last_active", "turns", "first"), frozenset(),
+                            frozenset({"created", "last_active"}),
+                            conflict="ON CONFLICT (id) DO UPDATE SET "
+                                     "last_active = greatest(conversations.last_active, excluded.last_active), "
+                                     "turns = greatest(conversations.turns, excluded.turns), "
+                                     "first = coalesce(conversations.first, excluded.first)", of_task=False),
+    ConversationMessage: Table("conversation_messages", ConversationMessage._fields, frozenset(), frozenset({"time"}),
+                               of_task=False),
+    ModelCall: Table("model_calls", ModelCall._fields, frozenset(), frozenset({"time"}),
+                     conflict="ON CONFLICT (task, step) DO NOTHING"),
 }
 """The journal's tables, by the record each row is: a log line names the table, then the record's fields."""
 TABLES = {table.name: table for table in TABLE_OF.values()}
@@ -561,14 +601,15 @@ class Journal:
         by_table: dict[str, tuple[Table, list[Row]]] = {}
         for table, row in rows:
             by_table.setdefault(table.name, (table, []))[1].append(row)
+        batches = [(table, batch) for table, table_rows in by_table.values() for batch in table.batches(table_rows)]
         bookkeeping = group is not None
-        statements = len(by_table) + bookkeeping
+        statements = len(batches) + bookkeeping
         cursor = self._cursor
         if statements > 1:  # one statement commits by itself; several need a transaction
             cursor.execute("BEGIN")
         try:
-            for table, table_rows in by_table.values():
-                cursor.execute(table.insert_sql(), [list(column) for column in zip(*table_rows, strict=True)])
+            for table, batch in batches:
+                cursor.execute(table.insert_sql(), [list(column) for column in zip(*batch, strict=True)])
             if bookkeeping:
                 cursor.execute("UPDATE journal_position SET position = ?, copied_group = ?", [position or 0, group])
             if statements > 1:

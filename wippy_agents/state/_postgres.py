@@ -8,6 +8,7 @@ misread. JSON columns hold the JSON text the records carry, as they are.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import json
 import logging
@@ -24,8 +25,28 @@ from ._journal import StaleVersion, StateUnavailable
 from ._location import shown_url
 from ._pg_journal import PostgresJournal, reason, unreachable
 from ._pg_listen import CHANNEL, VersionListener
-from ._records import Approval, AuditRecord, ChangeRecord, ConversationInfo, McpToken, Version
-from ._sql import APPROVAL_COLUMNS, AUDIT_COLUMNS, approval_row, filters, json_data, json_text
+from ._records import (
+    Approval,
+    AuditRecord,
+    ChangeRecord,
+    ConversationInfo,
+    ConversationMessage,
+    McpToken,
+    MemoryVersion,
+    ModelCall,
+    Version,
+)
+from ._sql import (
+    APPROVAL_COLUMNS,
+    AUDIT_COLUMNS,
+    SQLConversations,
+    SQLMemory,
+    SQLUsage,
+    approval_row,
+    filters,
+    json_data,
+    json_text,
+)
 from ._stores import State
 
 log = logging.getLogger("wippy_agents.state")
@@ -71,8 +92,24 @@ CREATE TABLE IF NOT EXISTS policy_audit (
     kind TEXT, decision TEXT NOT NULL, decided_by TEXT NOT NULL, reason TEXT NOT NULL, approval TEXT,
     version BIGINT);
 CREATE TABLE IF NOT EXISTS conversations (id TEXT PRIMARY KEY, agent TEXT NOT NULL, created TIMESTAMPTZ NOT NULL);
+ALTER TABLE conversations ADD COLUMN IF NOT EXISTS last_active TIMESTAMPTZ;
+ALTER TABLE conversations ADD COLUMN IF NOT EXISTS turns INTEGER DEFAULT 0;
+ALTER TABLE conversations ADD COLUMN IF NOT EXISTS first TEXT;
+CREATE INDEX IF NOT EXISTS conversations_active ON conversations (last_active);
+CREATE TABLE IF NOT EXISTS conversation_messages (
+    conversation TEXT NOT NULL, turn INTEGER NOT NULL, time TIMESTAMPTZ NOT NULL, role TEXT NOT NULL, text TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS conversation_messages_conversation ON conversation_messages (conversation);
 CREATE TABLE IF NOT EXISTS mcp_tokens (
     name TEXT PRIMARY KEY, digest TEXT NOT NULL, agents TEXT NOT NULL, created TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS memory_notes (
+    agent TEXT NOT NULL, version BIGINT NOT NULL, note BIGINT NOT NULL, text TEXT, tags TEXT NOT NULL,
+    author TEXT NOT NULL, task TEXT, time TIMESTAMPTZ NOT NULL, PRIMARY KEY (agent, version));
+CREATE INDEX IF NOT EXISTS memory_notes_note ON memory_notes (agent, note, version);
+CREATE TABLE IF NOT EXISTS model_calls (
+    task TEXT NOT NULL, step TEXT NOT NULL, agent TEXT NOT NULL, model TEXT NOT NULL, time TIMESTAMPTZ NOT NULL,
+    input_tokens BIGINT NOT NULL, output_tokens BIGINT NOT NULL, cached_tokens BIGINT NOT NULL,
+    cost_usd DOUBLE PRECISION NOT NULL, PRIMARY KEY (task, step));
+CREATE INDEX IF NOT EXISTS model_calls_agent_time ON model_calls (agent, time);
 """
 
 _SCHEMA_LOCK = 0x77697070  # "wipp": one node at a time creates or upgrades the schema
@@ -115,7 +152,9 @@ def open_postgres_state(url: str, *, node: str, redactor: Redactor | None = None
 
     return State(journal=journal, versions=versions, approvals=PostgresApprovals(pool, url, journal),
                  audit=PostgresAudit(pool, url, journal), conversations=PostgresConversations(pool, url, journal),
-                 tokens=PostgresTokens(pool, url, journal), closer=close)
+                 tokens=PostgresTokens(pool, url, journal), memory=PostgresMemory(pool, url, journal),
+                 usage=PostgresUsage(pool, url, journal),
+                 closer=close)
 
 
 def _create_schema(conn: psycopg.Connection[Any], shown: str) -> None:
@@ -261,17 +300,18 @@ class PostgresAudit(_Store):
         return [AuditRecord(*row) for row in reversed(rows)]
 
 
-class PostgresConversations(_Store):
-    def register(self, conversation: str, agent: str) -> None:
-        try:
-            self._rows("INSERT INTO conversations VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                       [conversation, agent, datetime.now(UTC)])
-        except (psycopg.Error, StateUnavailable) as error:
-            log.warning("conversation %s is not listed: the state database refused it (%s)", conversation, error)
+class PostgresConversations(_Store, SQLConversations):
+    """The index's rows come through this node's journal writer; a read waits for what it has not committed yet."""
 
-    def list(self) -> list[ConversationInfo]:
-        return [ConversationInfo(*row) for row in
-                self._rows("SELECT id, agent, created FROM conversations ORDER BY created DESC")]
+    placeholder = "%s"
+
+    def note(self, conversation: ConversationInfo,
+             messages: Sequence[ConversationMessage] = ()) -> asyncio.Future[None]:
+        return self._journal.append([conversation, *messages])
+
+    def _query(self, sql: str, params: Sequence[Any]) -> builtins.list[tuple[Any, ...]]:
+        self._journal.flush()
+        return self._rows(sql, params)
 
 
 class PostgresTokens(_Store):
@@ -285,3 +325,40 @@ class PostgresTokens(_Store):
 
     def revoke(self, name: str) -> bool:
         return bool(self._rows("DELETE FROM mcp_tokens WHERE name = %s RETURNING name", [name]))
+
+
+class PostgresMemory(_Store, SQLMemory):
+    """Nodes write one agent's memory at once: a version number another node took first is taken again."""
+
+    placeholder = "%s"
+
+    def _query(self, sql: str, params: Sequence[Any]) -> builtins.list[tuple[Any, ...]]:
+        return self._rows(sql, params)
+
+    def write(self, agent: str, note: int | None, text: str | None, tags: Sequence[str], *, author: str,
+              task: str | None) -> MemoryVersion:
+        attempts = _MEMORY_ATTEMPTS
+        while True:
+            try:
+                return super().write(agent, note, text, tags, author=author, task=task)
+            except psycopg.errors.UniqueViolation:
+                attempts -= 1
+                if not attempts:
+                    raise StateUnavailable(f"{agent}'s memory is being written by other nodes too often to take a "
+                                           "version number; try again") from None
+
+
+_MEMORY_ATTEMPTS = 5
+
+
+class PostgresUsage(_Store, SQLUsage):
+    """Model calls come through this node's journal writer; a read waits for what it has not committed yet."""
+
+    placeholder = "%s"
+
+    def record(self, call: ModelCall) -> asyncio.Future[None]:
+        return self._journal.append([call])
+
+    def _query(self, sql: str, params: Sequence[Any]) -> builtins.list[tuple[Any, ...]]:
+        self._journal.flush()
+        return self._rows(sql, params)

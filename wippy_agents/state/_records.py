@@ -1,14 +1,15 @@
 """The records the stores exchange with the code above them: plain data, no database types.
 
-Journal rows are named tuples whose first field is their task's id: the engine
-appends them, every store keeps them as they are (JSON columns as JSON text).
+Journal rows are named tuples whose first field is their task's id (a conversation's, for
+the conversations' index): the engine and the agents append them, every store keeps them
+as they are (JSON columns as JSON text).
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal, NamedTuple
 
 JSONText = str
@@ -85,7 +86,47 @@ class SignalRecord(NamedTuple):
     time: datetime
 
 
-JournalRow = TaskRow | TaskEvent | StepRecord | SignalRecord
+class ConversationInfo(NamedTuple):
+    """A conversation in the index that lists and searches them, as of its latest row.
+
+    Journaled when the conversation starts and at each person's turn: a row for a
+    conversation already indexed moves it on (its turn count and last activity only
+    grow, its first message is the first one given, its agent and start stay).
+    """
+
+    id: str
+    agent: str
+    started: datetime
+    last_active: datetime
+    turns: int = 0  # a person's turns (a delegate's are not counted: a conversation without any is not listed)
+    first: str | None = None  # the message its first turn was asked
+
+
+class ConversationMessage(NamedTuple):
+    """A message of a person's turn (`role` user: theirs; assistant: the answer), kept to search conversations by."""
+
+    conversation: str
+    turn: int
+    time: datetime
+    role: str
+    text: str
+
+
+class ModelCall(NamedTuple):
+    """What one model call of an agent used and cost: journaled after its step, kept once per (task, step)."""
+
+    task: str
+    step: str  # the model step's name in the task (`model:3`): a replayed step's row is kept once
+    agent: str
+    model: str  # the model entry's id, or the model's own name when no entry names it
+    time: datetime
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cost_usd: float
+
+
+JournalRow = TaskRow | TaskEvent | StepRecord | SignalRecord | ConversationInfo | ConversationMessage | ModelCall
 
 
 # -- what reading the journal gives ----------------------------------------------------------
@@ -195,11 +236,6 @@ class AuditRecord:
     version: int | None = None
 
 
-class ConversationInfo(NamedTuple):
-    id: str
-    agent: str
-    started: datetime
-
 
 @dataclass(frozen=True)
 class McpToken:
@@ -211,3 +247,34 @@ class McpToken:
     agents: str
     """The agents it reaches: an id pattern (`*`, `app:*`, `app:assistant`)."""
     created: datetime
+
+
+@dataclass(frozen=True)
+class MemoryVersion:
+    """One write to an agent's memory: a note remembered (its text and tags) or forgotten (text None).
+
+    Versions are numbered per agent (1, 2, ...); a note is named by the version that first wrote it.
+    """
+
+    agent: str
+    version: int
+    note: int
+    text: str | None
+    tags: tuple[str, ...]
+    author: str  # the agent that wrote it, or the person who forgot it
+    task: str | None  # the turn it was written in
+    time: datetime
+
+
+@dataclass(frozen=True)
+class DailyUsage:
+    """The model calls of one agent on one model in one UTC day, added up."""
+
+    day: date
+    agent: str
+    model: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cost_usd: float

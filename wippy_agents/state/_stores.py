@@ -12,7 +12,7 @@ import asyncio
 import builtins
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._records import (
@@ -20,9 +20,13 @@ from ._records import (
     AuditRecord,
     ChangeRecord,
     ConversationInfo,
+    ConversationMessage,
+    DailyUsage,
     JournalRow,
     Lease,
     McpToken,
+    MemoryVersion,
+    ModelCall,
     Recovery,
     StepRecord,
     TaskSummary,
@@ -179,14 +183,22 @@ class AuditStore(Protocol):
 
 
 class ConversationStore(Protocol):
-    """The conversations started, for listing them (their turns are tasks in the journal)."""
+    """The index of conversations that lists and searches them (their turns are tasks in the journal).
 
-    def register(self, conversation: str, agent: str) -> None:
-        """Note a conversation, once per id; a write the state refuses is logged and leaves it unlisted."""
+    Its rows go through the journal's group commit, so starting a conversation costs no
+    write of its own; reading it is one indexed query, however many conversations there are.
+    """
+
+    def note(self, conversation: ConversationInfo,
+             messages: Sequence[ConversationMessage] = ()) -> asyncio.Future[None]:
+        """Journal the conversation's row and `messages` in one group (see `ConversationInfo` for how a row moves an
+        indexed conversation on); the future resolves once they are durable. Call it on the event loop."""
         ...
 
-    def list(self) -> list[ConversationInfo]:
-        """Every conversation noted, newest first."""
+    def list(self, *, agent: str | None = None, since: datetime | None = None, until: datetime | None = None,
+             text: str | None = None, limit: int = 50) -> list[ConversationInfo]:
+        """Conversations with a person's turn, latest activity first, at most `limit`: of `agent`, active at or after
+        `since` and before `until`, whose messages hold every word of `text` (in any case), when given."""
         ...
 
 
@@ -206,6 +218,45 @@ class TokenStore(Protocol):
         ...
 
 
+class MemoryStore(Protocol):
+    """Agents' memory: every version of every note, each attributed to its author and task."""
+
+    def write(self, agent: str, note: int | None, text: str | None, tags: Sequence[str], *, author: str,
+              task: str | None) -> MemoryVersion:
+        """Record the next version of `agent`'s memory: a new note (`note` None), or note `note` rewritten
+        (`text` None: forgotten); its number is the agent's last version plus one."""
+        ...
+
+    def notes(self, agent: str) -> list[MemoryVersion]:
+        """Each of `agent`'s notes that is not forgotten, as its latest version, oldest note first."""
+        ...
+
+    def history(self, agent: str, note: int | None = None) -> list[MemoryVersion]:
+        """Every version of `agent`'s memory (of note `note` when given), oldest first."""
+        ...
+
+    def agents(self) -> dict[str, int]:
+        """The agents that have notes, with how many each (forgotten ones left out)."""
+        ...
+
+
+class UsageStore(Protocol):
+    """What agents' model calls used and cost, by agent, model and UTC day (spend limits and `wippy usage`)."""
+
+    def record(self, call: ModelCall) -> asyncio.Future[None]:
+        """Journal one model call in the writer's next group (no write of its own); a call already kept (the same
+        task and step, as on a replay) is left as it was. The future resolves once it is durable."""
+        ...
+
+    def spent(self, agent: str, day: date) -> tuple[int, float]:
+        """`agent`'s tokens and US dollars on `day` (UTC): a sum over that day's calls, not a read of the tasks."""
+        ...
+
+    def daily(self, *, agent: str | None = None, since: date | None = None) -> list[DailyUsage]:
+        """Calls added up per day, agent and model (of `agent`, from `since` on, when given), oldest day first."""
+        ...
+
+
 @dataclass(eq=False)
 class State:
     """The app's state: one store per kind of record, over one file (or database), closed together."""
@@ -216,6 +267,8 @@ class State:
     audit: AuditStore
     conversations: ConversationStore
     tokens: TokenStore
+    usage: UsageStore
+    memory: MemoryStore
     closer: Callable[[], None] = field(repr=False)
     """Closes what the stores share (the journal first, so it writes what it holds); run once."""
 
