@@ -183,6 +183,22 @@ async def test_a_denied_delete_changes_nothing_and_tells_the_agent_why(example_a
             await app.approvals.approve(approval_id)
 
 
+async def test_an_approval_whose_stored_change_was_altered_is_not_applied(example_app: Path) -> None:
+    async with App(root=example_app) as app:
+        await create_slugify(app)
+        approval_id, _ = await ask_to_delete(app)
+        [asked] = app.approvals.changes(approval_id)
+        other = Entry("generated:slugify", "tool", {}, {**asked.before.data, "description": "rewritten"})  # type: ignore[union-attr]
+        store = app.folder.state.approvals
+        store._db.execute("UPDATE approvals SET changes = ? WHERE id = ?",  # type: ignore[attr-defined]
+                          [json.dumps([{"id": asked.id, "before": asked.before.to_json(),  # type: ignore[union-attr]
+                                        "after": other.to_json()}]), approval_id])
+        version = app.registry.version
+        with pytest.raises(ApprovalError, match=f"approval {approval_id} no longer matches what app:toolsmith asked"):
+            await app.approvals.approve(approval_id, by="user:mallory")
+        assert app.registry.version == version and "rewritten" not in str(app.registry.get("generated:slugify").data)
+
+
 @pytest.mark.parametrize("decision", ["approve", "deny"])
 async def test_a_pending_approval_survives_a_restart(example_app: Path, decision: str) -> None:
     async with App(root=example_app) as app:

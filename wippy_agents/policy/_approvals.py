@@ -45,6 +45,13 @@ def person() -> str:
     return f"user:{getpass.getuser()}"
 
 
+def bound_id(agent: str, task_id: str | None, call_id: str | None, action: str, resource: str, diff: str) -> str:
+    """An approval's id: a hash of who asked, where, for what, and of exactly what approving applies (the change's
+    diff, or the call's arguments), so an approval is never applied to anything but what it was asked for."""
+    key = json.dumps([agent, task_id, call_id, action, resource, hashlib.sha256(diff.encode()).hexdigest()])
+    return hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
 class Approvals:
     """Pending `ask` changes and their decisions (`app.approvals`)."""
 
@@ -64,16 +71,15 @@ class Approvals:
                 policy: str | None = None) -> Approval:
         """Record a pending approval (once: asking again from a replayed step returns the same one)."""
         changes = list(changes)
-        key = json.dumps([agent, task_id, call_id, action, resource], sort_keys=True)
-        approval_id = hashlib.sha256(key.encode()).hexdigest()[:10]
-        try:
-            return self.get(approval_id)
-        except ApprovalError:
-            pass
         if changes:
             diff = "\n".join(change_diff(change) for change in changes)
         else:
             diff = json.dumps(arguments, indent=2, sort_keys=True, default=str)
+        approval_id = bound_id(agent, task_id, call_id, action, resource, diff)
+        try:
+            return self.get(approval_id)
+        except ApprovalError:
+            pass
         self.store.add(Approval(approval_id, agent, task_id, action, resource, summary, diff, "pending",
                                 datetime.now(UTC), call_id=call_id, policy=policy),
                        [{"id": c.id, "before": c.before and c.before.to_json(), "after": c.after and c.after.to_json()}
@@ -111,6 +117,12 @@ class Approvals:
         by = by or person()
         version = None
         changes = self.changes(approval_id)
+        diff = "\n".join(change_diff(change) for change in changes) if changes else approval.diff
+        if bound_id(approval.agent, approval.task_id, approval.call_id, approval.action, approval.resource,
+                    diff) != approval.id:
+            raise ApprovalError(f"approval {approval.id} no longer matches what {approval.agent} asked for (the stored "
+                                "change or call arguments differ from the ones its id was made from); nothing was "
+                                "applied. Deny it and ask the agent again")
         if changes:
             stale = [c.id for c in changes if self.registry.view().get(c.id) != c.before]
             if stale:
