@@ -16,15 +16,17 @@ __all__ = ["short", "step_json", "tokens"]
 
 
 def step_json(step: StepRecord) -> dict[str, Any]:
-    """A step with its decoded result; a model call's (an `llm.Response`) also gives its usage and cost."""
+    """A step with its decoded result; a model call's (an `llm.Response`), or a compaction's that made one, also
+    gives its usage and cost."""
     try:
         result = loads(step.result)
     except (JournalTypeError, ValueError):
         result = step.result
-    usage = result.usage if isinstance(result, Response) else None
+    call = result if isinstance(result, Response) else getattr(result, "response", None)  # a compaction's call
+    usage = call.usage if isinstance(call, Response) else None
     return {"seq": step.seq, "name": step.name, "ok": step.ok, "started": step.started, "seconds": step.seconds,
             "error": step.error, "result": result, "usage": usage,
-            "cost_usd": result.cost_usd if isinstance(result, Response) else None}
+            "cost_usd": call.cost_usd if isinstance(call, Response) else None}
 
 
 def short(text: str, limit: int = 80) -> str:

@@ -2,7 +2,14 @@
 
 Each turn is a durable task of the `wippy:agent_turn` workflow whose result holds
 the turn's messages, so the history is exactly what the journal says happened.
-The state's `ConversationStore` only lists the conversations started. A turn's
+The state's `ConversationStore` indexes conversations to list and search them.
+
+What a turn's model sees of the turns before it is a `ConversationHistory`: the
+running summary of the oldest turns (journaled by a `compact:N` step, kept in
+the turn's result as its `Compaction`), then the later turns verbatim. The
+agent service keeps each conversation's in memory (`Histories`), so a turn reads
+none of the journal; after a restart it is read back from the newest turn to the
+latest compaction only, however long the conversation. A turn's
 steps, each with when it started and how long it took, are its time line
 (`turn_steps`): a UI draws it as a waterfall, for any past turn, with no tracing
 exporter needed.
@@ -11,26 +18,31 @@ exporter needed.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
-from ..durable import JournalTypeError, StepRecord, TaskInfo, TaskManager, TaskStatus, loads
-from ..llm import AssistantMessage, ChatMessage, Response, TextDelta, ToolResultMessage, Usage
+from ..durable import JournalTypeError, StepRecord, TaskInfo, TaskManager, TaskStatus, loads, register_journal_types
+from ..llm import AssistantMessage, ChatMessage, Response, SystemMessage, TextDelta, ToolResultMessage, Usage
 from ..llm._messages import _Frozen
-from ..state import TERMINAL, ConversationInfo, ConversationStore
+from ..state import TERMINAL, ConversationInfo
 from ._events import AgentEvent, Delegated, ToolFinished, ToolStarted, TurnDone, TurnFailed, TurnStarted
 
 __all__ = [
     "DELEGATE_TASK_PREFIX",
+    "SUMMARY_HEADER",
     "TURN_WORKFLOW",
+    "Compaction",
+    "ConversationHistory",
     "ConversationInfo",
+    "Histories",
     "StepSpan",
     "TurnArgs",
     "TurnSteps",
-    "conversations",
     "delegate_conversation",
     "delegate_task_id",
     "history",
+    "load_history",
     "turn_events",
     "turn_steps",
     "turns",
@@ -63,34 +75,95 @@ def delegate_task_id(parent: str, call_id: str) -> str:
     return f"{DELEGATE_TASK_PREFIX}{parent}:{call_id}"
 
 
-def conversations(store: ConversationStore, tasks: TaskManager) -> list[ConversationInfo]:
-    """The conversations people had, newest first: those with a turn, delegates' left out (a UI lists them)."""
-    return [info for info, _ in conversations_with_turns(store, tasks)]
-
-
-def conversations_with_turns(store: ConversationStore, tasks: TaskManager
-                             ) -> list[tuple[ConversationInfo, list[TaskInfo]]]:
-    """`conversations`, each with its turn tasks in order (read once, for a UI that shows both)."""
-    listed = []
-    for info in store.list():
-        past = turns(tasks, info.agent, info.id)
-        if past and not past[0].id.startswith(DELEGATE_TASK_PREFIX):
-            listed.append((info, past))
-    return listed
-
-
 def turns(tasks: TaskManager, agent: str, conversation: str) -> list[TaskInfo]:
     """The conversation's turn tasks, in turn order."""
     return sorted(tasks.tasks_of(TURN_WORKFLOW, (agent, conversation)), key=lambda info: TurnArgs(*info.args).turn)
 
 
+class Compaction(_Frozen):
+    """A compaction step's journaled result: what the oldest turns became, and the last turn they reach."""
+
+    strategy: Literal["summary", "truncate"]
+    summary: str | None  # every turn up to `through`, summarized (None: truncated, nothing kept of them)
+    through: int  # the last turn folded in: the history goes on, verbatim, from the turn after it
+    turns: int  # how many turns this step folded
+    tokens_before: int  # the history's estimated tokens before the step and after it
+    tokens_after: int
+    response: Response | None = None  # the call that wrote the summary (its usage and cost)
+
+
+register_journal_types("agents", (Compaction,))
+
+SUMMARY_HEADER = "Summary of the earlier part of this conversation (older turns were folded into it):\n"
+
+
+@dataclass(frozen=True)
+class ConversationHistory:
+    """What a turn's model is sent of the turns before it: the running summary, then the later turns verbatim."""
+
+    summary: str | None = None
+    through: int = 0  # the last turn the summary covers (0: none)
+    turns: tuple[tuple[int, tuple[ChatMessage, ...]], ...] = ()  # (turn, its messages), oldest first
+
+    def messages(self) -> list[ChatMessage]:
+        head: list[ChatMessage] = [SystemMessage(content=SUMMARY_HEADER + self.summary)] if self.summary else []
+        return head + [message for _, messages in self.turns for message in messages]
+
+    def folded(self, compaction: Compaction) -> ConversationHistory:
+        """The history once `compaction` folded (or dropped) its turns."""
+        return ConversationHistory(compaction.summary, compaction.through,
+                                   tuple(turn for turn in self.turns if turn[0] > compaction.through))
+
+    def then(self, turn: int, messages: list[ChatMessage]) -> ConversationHistory:
+        """The history the next turn sees, once `turn` added `messages`."""
+        return ConversationHistory(self.summary, self.through, (*self.turns, (turn, tuple(messages))))
+
+
+def load_history(tasks: TaskManager, agent: str, conversation: str, before: int) -> ConversationHistory:
+    """The history of the completed turns numbered below `before`, read from the journal's turn results.
+
+    Read from the newest turn back to the latest compaction only: what that
+    compaction folded is its summary.
+    """
+    kept: list[tuple[int, tuple[ChatMessage, ...]]] = []
+    latest: Compaction | None = None
+    for info in reversed(turns(tasks, agent, conversation)):
+        number = TurnArgs(*info.args).turn
+        if latest is not None and number <= latest.through:
+            break
+        if number >= before or info.status != TaskStatus.COMPLETED:
+            continue
+        kept.append((number, tuple(info.result["messages"])))
+        if latest is None:
+            latest = info.result.get("compaction")
+    if latest is None:
+        return ConversationHistory(turns=tuple(reversed(kept)))
+    return ConversationHistory(latest.summary, latest.through, tuple(reversed(kept)))
+
+
 def history(tasks: TaskManager, agent: str, conversation: str, before: int) -> list[ChatMessage]:
-    """The messages of the completed turns numbered below `before`."""
-    messages: list[ChatMessage] = []
-    for info in turns(tasks, agent, conversation):
-        if TurnArgs(*info.args).turn < before and info.status == TaskStatus.COMPLETED:
-            messages += info.result["messages"]
-    return messages
+    """The messages a turn numbered `before` is sent of the turns before it (`load_history`'s)."""
+    return load_history(tasks, agent, conversation, before).messages()
+
+
+class Histories:
+    """Each conversation's history as its last turn left it, in memory: a turn's history costs the same at turn 5
+    and at turn 5,000. A turn that finds no entry for the turn before it (after a restart, or a failed turn)
+    reads it back from the journal (`load_history`)."""
+
+    def __init__(self) -> None:
+        self._latest: dict[tuple[str, str], tuple[int, ConversationHistory]] = {}
+
+    def before(self, tasks: TaskManager, agent: str, conversation: str, turn: int) -> ConversationHistory:
+        """The history turn `turn` of the conversation is sent."""
+        latest = self._latest.get((agent, conversation))
+        if latest is not None and latest[0] == turn - 1:
+            return latest[1]
+        return load_history(tasks, agent, conversation, before=turn)
+
+    def completed(self, agent: str, conversation: str, turn: int, history: ConversationHistory) -> None:
+        """Turn `turn` finished, leaving `history` for the next."""
+        self._latest[(agent, conversation)] = (turn, history)
 
 
 def turn_events(tasks: TaskManager, info: TaskInfo, tool_ids: Callable[[str], dict[str, str]]) -> list[AgentEvent]:

@@ -202,6 +202,12 @@ class TaskContext:
         with self._manager.telemetry.span(span, attributes, error_type=step_error_type):
             return await self._step(seq, name, fn, args, retries, retry_delay, mark_start)
 
+    def replaying(self) -> str | None:
+        """The name of the step the next `step` call replays, None when it will run: a workflow whose choice of
+        step rests on something that can change between runs (a clock, an estimate) follows what was recorded."""
+        record = self._recorded.get(self._seq)
+        return record.name if record is not None else None
+
     def _next(self) -> int:
         seq = self._seq
         self._seq += 1

@@ -15,6 +15,7 @@ official SDKs, and `wippy_agents.llm.offline` (`OfflineModel`: no key, no networ
 deterministic).
 """
 
+from ._context import DEFAULT_CONTEXT_WINDOW, KNOWN_CONTEXT_WINDOWS, context_window, estimate_tokens
 from ._errors import (
     AuthenticationError,
     BadRequestError,
@@ -50,6 +51,8 @@ from ._model import Model, Settings
 from ._usage import Totals, UsageLedger, cost_usd
 
 __all__ = [
+    "DEFAULT_CONTEXT_WINDOW",
+    "KNOWN_CONTEXT_WINDOWS",
     "AssistantMessage",
     "AuthenticationError",
     "BadRequestError",
@@ -80,7 +83,9 @@ __all__ = [
     "Usage",
     "UsageLedger",
     "UserMessage",
+    "context_window",
     "cost_usd",
     "default_model_spec",
+    "estimate_tokens",
     "load_model",
 ]

@@ -20,10 +20,19 @@ from ..registry import Entry
 
 
 def answer_footer(answer: Answer) -> str:
-    """The usage line under a turn: tokens, cost, model calls, and why it stopped early if it did."""
+    """The usage line under a turn: tokens, how full the model's window was, cost, model calls, and why it stopped
+    early if it did."""
     calls = f"{answer.steps} model call{'s' if answer.steps != 1 else ''}"
     stopped = f" · stopped: {answer.stopped}" if answer.stopped else ""
-    return f"{tokens(answer.usage)} · {dollars(answer.cost_usd)} · {calls}{stopped}"
+    return f"{tokens(answer.usage)}{context_use(answer)} · {dollars(answer.cost_usd)} · {calls}{stopped}"
+
+
+def context_use(answer: Answer) -> str:
+    """` · context 1,200 of 8,192 tokens (15%)`: what the turn's last call took of the window (empty if unknown)."""
+    if not answer.context_window:
+        return ""
+    share = 100 * answer.context_tokens / answer.context_window
+    return f" · context {answer.context_tokens:,} of {answer.context_window:,} tokens ({share:.0f}%)"
 
 
 def seconds(value: float) -> str:
