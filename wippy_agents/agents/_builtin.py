@@ -1,5 +1,6 @@
 """Built-in tools an agent may be given: read the registry (`wippy:registry_get`, `wippy:registry_find`) and
-change it under policy (`wippy:create_tool`, `update_tool`, `update_prompt`, `update_agent`, `delete_entry`).
+change it under policy (`wippy:create_tool`, `update_tool`, `update_prompt`, `update_agent`, `delete_entry`),
+keep and find notes across conversations (`wippy:remember`, `wippy:recall`).
 
 Each is a function whose first parameter is the agent service it works for;
 `register_builtins` binds it. The registry lists the entries even where no
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..registry import Entry, Registry
 from ..tools import function_tool
+from ._memory import MEMORY_TOOLS
 from ._write_tools import WRITE_TOOLS
 
 if TYPE_CHECKING:
@@ -45,7 +47,7 @@ def registry_find(
     ]
 
 
-BUILTINS = (registry_get, registry_find, *WRITE_TOOLS)
+BUILTINS = (registry_get, registry_find, *WRITE_TOOLS, *MEMORY_TOOLS)
 
 
 def register_builtins(registry: Registry, service: AgentService | None = None) -> None:

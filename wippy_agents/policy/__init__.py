@@ -6,6 +6,8 @@ for agents whose `meta.traits` list NAME) may do which actions on which resource
 `ask`. Deny wins over ask, ask over allow. With no matching policy, registry
 writes are denied; `tool.call` and `agent.delegate` are allowed, because listing a
 tool or delegate in an agent's entry (a person's edit) already grants it.
+`memory.write` (its resource: the agent whose memory it is) is allowed for an
+agent's own memory and denied for another's.
 
 Some changes no policy can allow an agent, because they would grant permissions
 or run code outside the sandbox: policies, any kind other than restricted tools,
