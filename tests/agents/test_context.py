@@ -20,6 +20,7 @@ from wippy_agents.agents._compaction import SUMMARY_PROMPT
 from wippy_agents.agents._history import SUMMARY_HEADER, Compaction, load_history
 from wippy_agents.durable import loads
 from wippy_agents.llm import (
+    DEFAULT_CONTEXT_WINDOW,
     AssistantMessage,
     ChatMessage,
     ContextTooLongError,
@@ -27,10 +28,12 @@ from wippy_agents.llm import (
     SystemMessage,
     ToolCall,
     ToolResultMessage,
+    Usage,
     UserMessage,
+    context_window,
     estimate_tokens,
 )
-from wippy_agents.registry import Entry, RegistryError
+from wippy_agents.registry import Entry, ModelSpec, RegistryError
 from wippy_agents.testing import FunctionModel, ModelRequest, write_file
 
 WINDOW = 2_000
@@ -175,9 +178,9 @@ async def test_truncate_drops_the_oldest_turns_without_a_model_call_and_off_send
 async def test_a_context_too_long_error_is_recovered_by_one_compaction_and_a_retry(app: Path) -> None:
     refused: list[int] = []
 
-    def answer(request: ModelRequest) -> str | BaseException:
+    def answer(request: ModelRequest) -> Response | str | BaseException:
         if is_summary_request(request):
-            return "the earlier turns, summarized"
+            return Response(text="the earlier turns, summarized", usage=Usage(input_tokens=50, output_tokens=10))
         asked = [m.content for m in request.messages if isinstance(m, UserMessage)]
         if asked[-1] == "one too many" and not refused:
             refused.append(len(request.messages))
@@ -194,11 +197,28 @@ async def test_a_context_too_long_error_is_recovered_by_one_compaction_and_a_ret
         [task] = [info for info in wippy.tasks.list() if info.id.endswith(":6")]
         steps = [(step.name, step.ok) for step in wippy.tasks.get(task.id).steps]
 
-    assert done.text == "ok"
+    assert done.text == "ok" and done.usage == Usage(input_tokens=50, output_tokens=10)  # the summary's call counts
     assert steps == [("model:1", False), ("compact:1", True), ("model:1", True)]
     retried = model.requests[-1].messages
     assert summary_of(retried) == "the earlier turns, summarized" and len(retried) < refused[0]
     assert [m.content for m in retried if isinstance(m, UserMessage)] == ["turn 3", "turn 4", "one too many"]
+
+
+def test_a_models_window_is_its_entrys_else_the_known_one_for_its_name_else_a_small_default() -> None:
+    def window(provider: str, model: str, **fields: int) -> int:
+        return context_window(ModelSpec(provider=provider, model=model, **fields))  # type: ignore[arg-type]
+
+    assert window("openai", "gpt-4o-mini") == 128_000 and window("openai", "gpt-4") == 8_192
+    assert window("openai", "gpt-4.1-nano") == 1_047_576
+    assert window("anthropic", "claude-sonnet-4-5") == 200_000
+    assert window("openai-compatible", "anthropic/claude-3.5-haiku") == 200_000  # an OpenRouter name
+    assert window("openai-compatible", "llama3.1:8b") == DEFAULT_CONTEXT_WINDOW
+    assert window("openai", "gpt-4o", context_window=50_000) == 50_000
+
+
+def test_the_estimate_counts_a_token_per_3_bytes_so_cjk_text_is_not_undercounted() -> None:
+    assert estimate_tokens([UserMessage(content="a" * 300)]) == 100 + 8
+    assert estimate_tokens([UserMessage(content="語" * 100)]) == 100 + 8  # 3 bytes each: a token each
 
 
 async def test_a_history_setting_out_of_range_is_refused_with_its_field(app: Path) -> None:

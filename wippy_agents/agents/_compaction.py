@@ -78,7 +78,8 @@ class Compactor:
         self.summarizer_window = summarizer_window
         self.compaction: Compaction | None = None
         """The turn's latest compaction (its result keeps it: the next turns' history starts from it)."""
-        self.compactions: list[Compaction] = []
+        self.compactions: list[tuple[str, Compaction]] = []
+        """The turn's compaction steps, by step name, in order."""
         self.scale = 1.0  # reported tokens / estimated, from the turn's last call: the estimate corrected
         self.used = 0
         """Tokens of the window the turn's last call took (its request and answer): reported, else estimated."""
@@ -101,9 +102,10 @@ class Compactor:
         if self.settings.strategy != "off":
             self.scale = max(1.0, reported / max(1, estimate_tokens(messages, tools)))
 
-    def summaries(self, since: int) -> list[Response]:
-        """The summarizing calls of the compactions after the first `since` (what they used and cost)."""
-        return [compaction.response for compaction in self.compactions[since:] if compaction.response is not None]
+    def summaries(self, since: int) -> list[tuple[str, Response]]:
+        """The summarizing calls of the compaction steps after the first `since`, by step (what they used, cost)."""
+        return [(step, compaction.response) for step, compaction in self.compactions[since:]
+                if compaction.response is not None]
 
     async def fitted(self, head: list[ChatMessage], new: list[ChatMessage],
                      tools: list[ToolDefinition]) -> list[ChatMessage]:
@@ -204,10 +206,11 @@ class Compactor:
                               through=through, turns=len(turns), tokens_before=before, tokens_after=after,
                               response=response)
 
-        compaction: Compaction = await self.ctx.step(f"compact:{self._count}", compact)
+        name = f"compact:{self._count}"
+        compaction: Compaction = await self.ctx.step(name, compact)
         self.history = self.history.folded(compaction)
         self.compaction = compaction
-        self.compactions.append(compaction)
+        self.compactions.append((name, compaction))
 
 
 def transcript(turns: Sequence[tuple[int, tuple[ChatMessage, ...]]], room: int, summary: str | None = None) -> str:

@@ -143,8 +143,10 @@ async def run_turn(
                                Spent.of(usage, cost) + _delegates_spent(delegated))
         response = await _recovered_model_step(ctx, steps, model, compactor, messages, head, new, tools, settings,
                                                emit, telemetry)
-        for summarized in compactor.summaries(since=compacted):
+        for name, summarized in compactor.summaries(since=compacted):
             service.usage.record(summarized, agent=agent_id, task=ctx.task_id)
+            record_call(service.spend, ctx.task_id, agent_id, spec.history.compaction_model or spec.model or model.name,
+                        name, summarized, service.tasks.now())
             usage, cost = usage + summarized.usage, cost + summarized.cost_usd
             emit(UsageReport(model=summarized.model, usage=summarized.usage, cost_usd=summarized.cost_usd))
         service.usage.record(response, agent=agent_id, task=ctx.task_id)
