@@ -87,7 +87,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "FINISHED", "TERMINAL", "TaskStatus", "Note", "JournalRow", "TaskRow", "TaskEvent", "StepRecord",
         "SignalRecord", "TaskSummary", "Recovery", "StartedStep", "Lease", "LeaseLost", "StaleVersion", "ChangeRecord",
         "Version",
-        "Approval", "AuditRecord", "ConversationInfo", "is_database_url", "shown_url", "McpToken", "TokenStore",
+        "Approval", "AuditRecord", "ConversationInfo", "ConversationMessage", "ConversationRow", "ConversationStart", "is_database_url", "shown_url", "McpToken", "TokenStore",
         "MemoryStore", "MemoryVersion",
         "UsageStore", "ModelCall", "DailyUsage",
     },

@@ -616,6 +616,30 @@ def cmd_memory_forget(args: argparse.Namespace) -> None:
           f"`wippy memory show {version['agent']} {version['note']}` shows its history")
 
 
+# -- wippy conversations ...------------------------------------------------------------------------
+
+
+def cmd_conversations(args: argparse.Namespace) -> None:
+    """`wippy conversations list` and `search TEXT`: one op, from the index agents keep as turns happen."""
+    from ._display import short
+
+    text = getattr(args, "text", None)
+    found = _request(args, "conversations.list", agent=args.agent, since=args.since, until=args.until, text=text,
+                     limit=args.limit)
+    if args.json:
+        print(_dumps(found))
+    elif not found:
+        which = f" holding {text!r}" if text else ""
+        print(f"no conversations{which}" + (f" with {args.agent}" if args.agent else "")
+              + (" in that time" if args.since or args.until else ""))
+    else:
+        _print_table([("ID", "AGENT", "TURNS", "LAST ACTIVE", "FIRST MESSAGE")] + [
+            (c["id"], c["agent"], str(c["turns"]), _when(c["last_active"]), short(c["first"] or "", 60))
+            for c in found])
+        if len(found) == args.limit:
+            print(f"(the latest {args.limit}; --limit shows more)", file=sys.stderr)
+
+
 # -- parsing -------------------------------------------------------------------------------
 
 
@@ -746,6 +770,20 @@ def _parser() -> argparse.ArgumentParser:
     token_list.add_argument("--json", action="store_true", help="print JSON")
     command(token, "revoke", cmd_mcp_token_revoke, "revoke a token: servers refuse it from then on").add_argument(
         "name")
+
+    conversations = group("conversations", "past conversations: list them, search their messages")
+    for name, help in (("list", "conversations people had, latest activity first"),
+                       ("search", "conversations whose messages (asked or answered) hold every word of TEXT, any case")):
+        sub = command(conversations, name, cmd_conversations, help)
+        if name == "search":
+            sub.add_argument("text", metavar="TEXT")
+        sub.add_argument("--agent", help="only this agent's, such as app:assistant")
+        sub.add_argument("--since", metavar="WHEN", help=(
+            "only those active since then: an ISO date or time (2026-12-01, 2026-12-01T09:30; local time) or a span "
+            "back from now (30m, 12h, 7d, 2w)"))
+        sub.add_argument("--until", metavar="WHEN", help="only those last active before then (as --since)")
+        sub.add_argument("--limit", type=int, default=50, help="the latest N (default 50)")
+        sub.add_argument("--json", action="store_true", help="print JSON")
 
     memory = group("memory", "the notes agents keep across conversations (wippy:remember), versioned")
     memory_list = command(memory, "list", cmd_memory_list,

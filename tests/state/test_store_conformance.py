@@ -20,6 +20,8 @@ from wippy_agents.state import (
     ChangeRecord,
     ConversationInfo,
     ConversationMessage,
+    ConversationRow,
+    ConversationStart,
     McpToken,
     ModelCall,
     Note,
@@ -225,28 +227,29 @@ def test_the_audit_trail_gives_the_latest_records_oldest_first(state: State) -> 
 
 
 def turn(conversation: str, agent: str, number: int, seconds: float, asked: str,
-         answer: str) -> list[tuple[ConversationInfo, list[ConversationMessage]]]:
+         answer: str) -> list[list[ConversationRow]]:
     """The index's rows of one person's turn, as the agents journal them: when it starts, and when it ends."""
-    return [(ConversationInfo(conversation, agent, at(seconds), at(seconds), number, asked),
-             [ConversationMessage(conversation, number, at(seconds), "user", asked)]),
-            (ConversationInfo(conversation, agent, at(seconds + 1), at(seconds + 1), number),
-             [ConversationMessage(conversation, number, at(seconds + 1), "assistant", answer)])]
+    return [[ConversationInfo(conversation, agent, at(seconds), at(seconds), number, asked),
+             ConversationMessage(conversation, number, at(seconds), "user", asked)],
+            [ConversationInfo(conversation, agent, at(seconds + 1), at(seconds + 1), number),
+             ConversationMessage(conversation, number, at(seconds + 1), "assistant", answer)]]
 
 
 async def test_conversations_are_indexed_through_the_journal_and_move_on_with_their_turns(state: State) -> None:
     index = state.conversations
     commits = state.journal.commits
-    await index.note(ConversationInfo("c1", "app:assistant", at(0), at(0)))
+    await index.note([ConversationStart("c1", "app:assistant", at(0))])
     assert index.list() == []  # started, but no turn yet: nothing to list
     assert state.journal.commits == commits + 1  # a start is a journal row in a group, not a write of its own
     rows = [*turn("c1", "app:assistant", 1, 10, "What is the weather in Paris?", "Sunny, 21 °C."),
             *turn("c2", "app:helper", 1, 20, "Plan 100% of the budget_2027", "Done."),
-            *turn("c1", "app:assistant", 2, 30, "And in Rome?", "Rainy.")]
-    await asyncio.gather(*(index.note(info, messages) for info, messages in rows),
-                         index.note(ConversationInfo("c1", "app:assistant", at(40), at(5))))  # a restart, late
-    c1 = ConversationInfo("c1", "app:assistant", at(0), at(31), 2, "What is the weather in Paris?")
+            *turn("c1", "app:assistant", 2, 30, "And in Rome?", "Rainy."),
+            [ConversationStart("c1", "app:assistant", at(40))]]  # a restart
+    await asyncio.gather(*(index.note(group) for group in rows),
+                         index.note([ConversationInfo("c1", "app:assistant", at(5), at(5), 1, "late")]))
+    c1 = ConversationInfo("c1", "app:assistant", at(10), at(31), 2, "What is the weather in Paris?")
     c2 = ConversationInfo("c2", "app:helper", at(20), at(21), 1, "Plan 100% of the budget_2027")
-    assert index.list() == [c1, c2]  # latest activity first; the first start and the first message kept
+    assert index.list() == [c1, c2]  # latest activity first; the first turn's start and message kept
     assert index.list(agent="app:helper") == [c2]
     assert index.list(since=at(25)) == [c1] and index.list(until=at(25)) == [c2]
     assert index.list(limit=1) == [c1]

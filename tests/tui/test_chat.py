@@ -85,7 +85,8 @@ async def test_an_answer_streams_as_markdown_then_shows_its_usage_and_cost(open_
         await wait_until(lambda: view.done)
         await pilot.pause()
         assert markdown_of(view) == "# Plan\n\nFirst **step**, then the second."
-        assert str(view.footer.render()) == "3 tokens in, 4 out · $0.250000 · 1 model call"
+        assert str(view.footer.render()) == ("3 tokens in, 4 out · context 7 of 8,192 tokens (0%) · $0.250000 · "
+                                             "1 model call")
 
 
 async def test_a_tool_call_is_a_block_with_its_arguments_result_and_duration(open_tui: Any, send: Any) -> None:
@@ -291,3 +292,33 @@ async def test_on_a_narrow_screen_the_sidebar_hides_until_asked_for(open_tui: An
         assert not sidebar.display
     async with open_tui(size=(120, 30)) as (app, pilot):
         assert app.screen.query_one("#sidebar").display
+
+
+async def test_ctrl_f_searches_every_agents_conversations_by_the_words_of_their_messages(
+        open_tui: Any, send: Any) -> None:
+    async with open_tui() as (app, pilot):
+        node = app.application
+        for agent, text in (("app:assistant", "weather in Paris"), ("app:assistant", "a bread recipe"),
+                            ("app:researcher", "sources on Paris bridges")):
+            await (await node.conversation(agent)).ask(text)
+        await send(pilot, "anything else")  # the screen's own conversation, listed again after its turn
+        listing = chat(app).query_one("#conversations", OptionList)
+
+        def listed() -> list[str]:
+            return [str(listing.get_option_at_index(i).prompt).split("\n")[0] for i in range(listing.option_count)
+                    if listing.get_option_at_index(i).id != "new"]
+
+        assert sorted(listed()) == ["a bread recipe", "anything else", "weather in Paris"]  # the agent's own
+        await pilot.press("ctrl+f")
+        for key in "PARIS":
+            await pilot.press(key)
+        await wait_until(lambda: sorted(listed()) == ["sources on Paris bridges", "weather in Paris"])
+        await pilot.press("space", "b", "r")  # every word must be found: "br" only in the researcher's
+        await wait_until(lambda: listed() == ["sources on Paris bridges"])
+        await pilot.press("enter")  # from the search box to the list
+        assert listing.has_focus
+        listing.highlighted = listing.get_option_index(next(iter(chat(app).agents_of)))
+        await pilot.press("enter")
+        await wait_until(lambda: [str(m.render()) for m in app.screen.query(UserMessage)] == [
+            "sources on Paris bridges"])
+        assert chat(app).agent == "app:researcher"  # opened with its own agent

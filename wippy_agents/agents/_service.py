@@ -27,7 +27,15 @@ from ..durable import StateUnavailable, TaskContext, TaskFailed, TaskInfo, TaskM
 from ..durable._engine import step_error_type
 from ..llm import Model, ToolCall, UsageLedger, default_model_spec, load_model
 from ..registry import AgentSpec, ModelSpec, Registry, RegistryView
-from ..state import TERMINAL, ConversationInfo, ConversationMessage, ConversationStore, UsageStore
+from ..state import (
+    TERMINAL,
+    ConversationInfo,
+    ConversationMessage,
+    ConversationRow,
+    ConversationStart,
+    ConversationStore,
+    UsageStore,
+)
 from ..supervisor import ChildSpec, Supervisor, SupervisorError
 from ._builtin import register_builtins
 from ._errors import AgentError
@@ -145,7 +153,7 @@ class AgentService:
         """The body of a conversation process: one turn task at a time, events to the asker and watchers."""
         tasks = self.tasks
         now = tasks.now()
-        self._index(ConversationInfo(conversation, agent_id, now, now))
+        self._index(ConversationStart(conversation, agent_id, now))
         for info in turns(tasks, agent_id, conversation):
             if info.status not in TERMINAL:  # a turn interrupted by a crash: recovery is finishing it
                 with contextlib.suppress(TaskFailed, LookupError):
@@ -215,11 +223,11 @@ class AgentService:
                             ConversationMessage(conversation, number, now, "assistant", result["answer"].text))
             emit(TurnDone(answer=result["answer"]))
 
-    def _index(self, conversation: ConversationInfo, *messages: ConversationMessage) -> None:
-        """Journal a row of the conversations' index, not awaited (as a task's start is not): anything of the
-        conversation's turns is appended after it, so nothing of them is durable before it. A write the state
-        refuses is the journal's to report."""
-        self.store.note(conversation, messages).add_done_callback(lambda done: done.cancelled() or done.exception())
+    def _index(self, *rows: ConversationRow) -> None:
+        """Journal rows of the conversations' index, not awaited (as a task's start is not): what a conversation
+        journals later lands in the same group or a later one, so nothing of it is durable before them. A write
+        the state refuses is the journal's to report."""
+        self.store.note(rows).add_done_callback(lambda done: done.cancelled() or done.exception())
 
     def process_function(self, agent_id: str, conversation: str | None = None) -> Callable[[], Any]:
         """A process body for a new conversation with `agent_id` (`process.spawn("app:assistant")`)."""

@@ -253,7 +253,7 @@ class ClusterDriver:
                 return reply  # a bad request, refused by every node alike
         if request["op"] == "chat.conversations":
             unique = {row["id"]: row for row in merged}
-            merged = sorted(unique.values(), key=lambda row: row["started"], reverse=True)
+            merged = sorted(unique.values(), key=lambda row: row["last_active"], reverse=True)
         return {"ok": True, "result": merged}
 
     async def _watch(self, emit: Emit) -> dict[str, Any]:

@@ -27,8 +27,7 @@ from ._records import (
     Approval,
     AuditRecord,
     ChangeRecord,
-    ConversationInfo,
-    ConversationMessage,
+    ConversationRow,
     McpToken,
     ModelCall,
     Version,
@@ -136,6 +135,11 @@ CREATE TABLE IF NOT EXISTS conversations (
 ALTER TABLE conversations ADD COLUMN IF NOT EXISTS last_active TIMESTAMPTZ;
 ALTER TABLE conversations ADD COLUMN IF NOT EXISTS turns INTEGER DEFAULT 0;
 ALTER TABLE conversations ADD COLUMN IF NOT EXISTS first VARCHAR;
+CREATE TABLE IF NOT EXISTS conversation_starts (
+    conversation VARCHAR NOT NULL,
+    agent VARCHAR NOT NULL,
+    time TIMESTAMPTZ NOT NULL
+);
 CREATE TABLE IF NOT EXISTS conversation_messages (
     conversation VARCHAR NOT NULL,
     turn INTEGER NOT NULL,
@@ -385,9 +389,8 @@ class DuckDBConversations(SQLConversations):
         self._db = db
         self._journal = journal
 
-    def note(self, conversation: ConversationInfo,
-             messages: Sequence[ConversationMessage] = ()) -> asyncio.Future[None]:
-        return self._journal.append([conversation, *messages])
+    def note(self, rows: Sequence[ConversationRow]) -> asyncio.Future[None]:
+        return self._journal.append(rows)
 
     def _query(self, sql: str, params: Sequence[Any]) -> builtins.list[tuple[Any, ...]]:
         self._journal.flush()

@@ -55,6 +55,7 @@ from ..errors import RunError, UsageError
 from ._records import (
     ConversationInfo,
     ConversationMessage,
+    ConversationStart,
     JournalRow,
     ModelCall,
     SignalRecord,
@@ -156,6 +157,8 @@ TABLE_OF: dict[type[JournalRow], Table] = {
                                      "last_active = greatest(conversations.last_active, excluded.last_active), "
                                      "turns = greatest(conversations.turns, excluded.turns), "
                                      "first = coalesce(conversations.first, excluded.first)", of_task=False),
+    ConversationStart: Table("conversation_starts", ConversationStart._fields, frozenset(), frozenset({"time"}),
+                             of_task=False),
     ConversationMessage: Table("conversation_messages", ConversationMessage._fields, frozenset(), frozenset({"time"}),
                                of_task=False),
     ModelCall: Table("model_calls", ModelCall._fields, frozenset(), frozenset({"time"}),

@@ -324,7 +324,7 @@ class PostgresJournal:
                 "INSERT INTO task_leases (task, node, epoch, expires) SELECT task, %s, 1, now() + "
                 "make_interval(secs => %s) FROM unnest(%s::text[]) AS task ON CONFLICT (task) DO NOTHING",
                 [self.node, self.lease_seconds, sorted(created)])
-        tasks = sorted({table.task_of(row) for rows, _ in calls for table, row in rows})
+        tasks = sorted({table.task_of(row) for rows, _ in calls for table, row in rows if table.of_task})
         leases = conn.execute("SELECT task, node, epoch FROM task_leases WHERE task = ANY(%s) FOR SHARE",
                               [tasks]).fetchall()
         with self._held_lock:
@@ -339,6 +339,11 @@ class PostgresJournal:
             by_table.setdefault(table, []).append(row)
         with conn.cursor() as cursor:
             for table, table_rows in by_table.items():
+                if table.conflict:  # COPY cannot merge a row into one stored under its key: a statement each
+                    values = ", ".join(["%s"] * len(table.columns))
+                    cursor.executemany(f"INSERT INTO {table.name} ({', '.join(table.columns)}) VALUES ({values}) "
+                                       f"{table.conflict}", table_rows)
+                    continue
                 with cursor.copy(f"COPY {table.name} ({', '.join(table.columns)}) FROM STDIN") as copy:
                     for row in table_rows:
                         copy.write_row(row)
@@ -464,7 +469,7 @@ def _plain(row: JournalRow) -> Row:
 
 
 def _touches(call: _Call, tasks: Collection[str]) -> bool:
-    return bool(tasks) and any(table.task_of(row) in tasks for table, row in call[0])
+    return bool(tasks) and any(table.of_task and table.task_of(row) in tasks for table, row in call[0])
 
 
 def unreachable(url: str, error: BaseException) -> str:

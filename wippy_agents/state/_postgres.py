@@ -29,8 +29,7 @@ from ._records import (
     Approval,
     AuditRecord,
     ChangeRecord,
-    ConversationInfo,
-    ConversationMessage,
+    ConversationRow,
     McpToken,
     MemoryVersion,
     ModelCall,
@@ -96,6 +95,7 @@ ALTER TABLE conversations ADD COLUMN IF NOT EXISTS last_active TIMESTAMPTZ;
 ALTER TABLE conversations ADD COLUMN IF NOT EXISTS turns INTEGER DEFAULT 0;
 ALTER TABLE conversations ADD COLUMN IF NOT EXISTS first TEXT;
 CREATE INDEX IF NOT EXISTS conversations_active ON conversations (last_active);
+CREATE TABLE IF NOT EXISTS conversation_starts (conversation TEXT NOT NULL, agent TEXT NOT NULL, time TIMESTAMPTZ NOT NULL);
 CREATE TABLE IF NOT EXISTS conversation_messages (
     conversation TEXT NOT NULL, turn INTEGER NOT NULL, time TIMESTAMPTZ NOT NULL, role TEXT NOT NULL, text TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS conversation_messages_conversation ON conversation_messages (conversation);
@@ -305,9 +305,8 @@ class PostgresConversations(_Store, SQLConversations):
 
     placeholder = "%s"
 
-    def note(self, conversation: ConversationInfo,
-             messages: Sequence[ConversationMessage] = ()) -> asyncio.Future[None]:
-        return self._journal.append([conversation, *messages])
+    def note(self, rows: Sequence[ConversationRow]) -> asyncio.Future[None]:
+        return self._journal.append(rows)
 
     def _query(self, sql: str, params: Sequence[Any]) -> builtins.list[tuple[Any, ...]]:
         self._journal.flush()

@@ -86,19 +86,27 @@ class SignalRecord(NamedTuple):
     time: datetime
 
 
+class ConversationStart(NamedTuple):
+    """A conversation's process started (again, after a restart): a row of its own in the journal's next group."""
+
+    conversation: str
+    agent: str
+    time: datetime
+
+
 class ConversationInfo(NamedTuple):
     """A conversation in the index that lists and searches them, as of its latest row.
 
-    Journaled when the conversation starts and at each person's turn: a row for a
-    conversation already indexed moves it on (its turn count and last activity only
-    grow, its first message is the first one given, its agent and start stay).
+    Journaled when a person's turn starts and when it ends: a row for a conversation
+    already indexed moves it on (its turn count and last activity only grow, its first
+    message is the first one given, its agent and start stay).
     """
 
     id: str
     agent: str
-    started: datetime
+    started: datetime  # when its first turn began
     last_active: datetime
-    turns: int = 0  # a person's turns (a delegate's are not counted: a conversation without any is not listed)
+    turns: int = 0  # a person's turns (a delegate's are not counted)
     first: str | None = None  # the message its first turn was asked
 
 
@@ -126,7 +134,9 @@ class ModelCall(NamedTuple):
     cost_usd: float
 
 
-JournalRow = TaskRow | TaskEvent | StepRecord | SignalRecord | ConversationInfo | ConversationMessage | ModelCall
+ConversationRow = ConversationStart | ConversationInfo | ConversationMessage
+"""The rows of the conversations' index."""
+JournalRow = TaskRow | TaskEvent | StepRecord | SignalRecord | ConversationRow | ModelCall
 
 
 # -- what reading the journal gives ----------------------------------------------------------

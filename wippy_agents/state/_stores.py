@@ -20,7 +20,7 @@ from ._records import (
     AuditRecord,
     ChangeRecord,
     ConversationInfo,
-    ConversationMessage,
+    ConversationRow,
     DailyUsage,
     JournalRow,
     Lease,
@@ -189,10 +189,9 @@ class ConversationStore(Protocol):
     write of its own; reading it is one indexed query, however many conversations there are.
     """
 
-    def note(self, conversation: ConversationInfo,
-             messages: Sequence[ConversationMessage] = ()) -> asyncio.Future[None]:
-        """Journal the conversation's row and `messages` in one group (see `ConversationInfo` for how a row moves an
-        indexed conversation on); the future resolves once they are durable. Call it on the event loop."""
+    def note(self, rows: Sequence[ConversationRow]) -> asyncio.Future[None]:
+        """Journal `rows` in one group (a start, or a turn's `ConversationInfo` and messages: see it for how a row
+        moves an indexed conversation on); the future resolves once they are durable. Call it on the event loop."""
         ...
 
     def list(self, *, agent: str | None = None, since: datetime | None = None, until: datetime | None = None,

@@ -119,6 +119,10 @@ class DuckDBJournal:
     def append(self, rows: Sequence[JournalRow]) -> asyncio.Future[None]:
         return self._writer.append(rows)
 
+    def flush(self) -> None:
+        """Wait until everything appended so far is in the tables (the other stores' reads of journaled rows)."""
+        self._writer.flush()
+
     def tasks(self, *, unfinished: bool = False) -> list[TaskSummary]:
         self._writer.flush()
         rows = self._db.execute(_UNFINISHED_TASKS if unfinished else _ALL_TASKS).fetchall()

@@ -14,7 +14,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer, Header, Label, OptionList, Static
+from textual.widgets import Footer, Header, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 from textual.worker import Worker
 
@@ -39,6 +39,7 @@ class ChatScreen(WippyScreen):
         Binding("escape", "cancel_turn", "Cancel turn"),
         Binding("ctrl+n", "new_conversation", "New chat"),
         Binding("ctrl+s", "toggle_sidebar", "Sidebar"),
+        Binding("ctrl+f", "search", "Search", show=False),
     ]
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (NARROW, "-wide")]
     DEFAULT_CSS = """
@@ -49,6 +50,8 @@ class ChatScreen(WippyScreen):
     ChatScreen #sidebar .heading { text-style: bold; padding: 0 1; background: $boost; width: 100%; }
     ChatScreen #agents { height: 1fr; }
     ChatScreen #conversations { height: 1fr; }
+    ChatScreen #search { display: none; }
+    ChatScreen #search.-shown { display: block; }
     ChatScreen #title { padding: 0 1; background: $boost; width: 100%; text-style: bold; }
     ChatScreen #chat { height: 1fr; }
     """
@@ -65,6 +68,8 @@ class ChatScreen(WippyScreen):
         self.turn: Worker[None] | None = None
         self.turn_task: str | None = None
         """The durable task of the turn being watched, once it started."""
+        self.agents_of: dict[str, str] = {}
+        """The agent of each conversation listed (a search lists every agent's)."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -73,6 +78,7 @@ class ChatScreen(WippyScreen):
                 yield Label("Agents", classes="heading")
                 yield OptionList(id="agents", compact=True)
                 yield Label("Conversations", classes="heading")
+                yield Input(placeholder="Search: words in their messages", id="search", compact=True)
                 yield OptionList(id="conversations", compact=True)
             with Vertical(id="main"):
                 yield Static(id="title")
@@ -98,9 +104,14 @@ class ChatScreen(WippyScreen):
         self.show_title()
 
     async def show_conversations(self) -> None:
-        """The current agent's past conversations, newest first, after a "new conversation" option."""
+        """The current agent's past conversations, latest first, after a "new conversation" option; while a search
+        is typed, every agent's conversations whose messages hold its words."""
+        search = self.query_one("#search", Input)
+        text = search.value.strip() if search.has_class("-shown") else ""
+        rows = await self.link.conversations(None if text else self.agent, text or None)
+        self.agents_of = {row.id: row.agent for row in rows}
         options = [Option(Text("+ new conversation", "bold"), id=NEW)]
-        options += [Option(describe(row), id=row.id) for row in await self.link.conversations(self.agent)]
+        options += [Option(describe(row, self.agent), id=row.id) for row in rows]
         listing = self.query_one("#conversations", OptionList)
         listing.set_options(with_dividers(options))
         current = self.conversation
@@ -121,7 +132,33 @@ class ChatScreen(WippyScreen):
 
     @on(OptionList.OptionSelected, "#conversations")
     async def conversation_picked(self, event: OptionList.OptionSelected) -> None:
-        await self.open(self.agent, None if event.option_id == NEW else event.option_id)
+        if event.option_id == NEW or event.option_id is None:
+            await self.open(self.agent, None)
+        else:
+            await self.open(self.agents_of.get(event.option_id, self.agent), event.option_id)
+
+    def action_search(self) -> None:
+        """Show the search box over the conversation list (and the sidebar, when narrow) and type into it."""
+        if self.has_class("-narrow"):
+            self.query_one("#sidebar").add_class("-toggled")
+        search = self.query_one("#search", Input)
+        search.add_class("-shown")
+        search.focus()
+
+    @on(Input.Changed, "#search")
+    async def search_changed(self) -> None:
+        await self.show_conversations()
+
+    @on(Input.Submitted, "#search")
+    async def search_submitted(self) -> None:
+        """Enter: an empty search closes the box; else the list takes the keys, to pick a conversation."""
+        search = self.query_one("#search", Input)
+        if not search.value.strip():
+            search.remove_class("-shown")
+            await self.show_conversations()
+            self.query_one(ChatInput).focus()
+        else:
+            self.query_one("#conversations", OptionList).focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Cancelling shows in the footer only while a turn runs."""
@@ -220,8 +257,9 @@ class ChatScreen(WippyScreen):
             await self.link.cancel(running)
 
 
-def describe(row: ConversationRow) -> Text:
-    count = f"{row.turns} turn{'s' if row.turns != 1 else ''}"
+def describe(row: ConversationRow, agent: str) -> Text:
+    """A conversation's first message and turn count (and its agent, if not the one shown)."""
+    count = f"{row.turns} turn{'s' if row.turns != 1 else ''}" + (f" · {row.agent}" if row.agent != agent else "")
     return Text.assemble(short(row.first, 60) if row.turns else "(empty)", "\n", (count, "dim"))
 
 

@@ -33,6 +33,7 @@ class ConversationRow(NamedTuple):
     id: str
     agent: str
     started: datetime
+    last_active: datetime
     turns: int
     first: str  # its first message
 
@@ -114,9 +115,10 @@ class NodeLink:
 
     # -- conversations -------------------------------------------------------------------------------
 
-    async def conversations(self, agent: str | None = None) -> list[ConversationRow]:
+    async def conversations(self, agent: str | None = None, text: str | None = None) -> list[ConversationRow]:
+        """Past conversations (of `agent`, holding every word of `text`), latest activity first."""
         result: list[ConversationRow] = parse(list[ConversationRow],
-                                              await self.request("chat.conversations", agent=agent))
+                                              await self.request("chat.conversations", agent=agent, text=text))
         return result
 
     async def turns(self, agent: str, conversation: str) -> list[PastTurn]:
@@ -169,6 +171,23 @@ class NodeLink:
         decided: Approval = parse(Approval, await self.request(f"approvals.{verdict}", id=id, by=person(),
                                                                reason=reason))
         return decided
+
+    # -- agents' memory -------------------------------------------------------------------------------
+
+    async def memory_agents(self) -> dict[str, int]:
+        """The agents that keep notes, with how many each."""
+        counts: dict[str, int] = await self.request("memory.list")
+        return counts
+
+    async def memory(self, agent: str) -> list[dict[str, Any]]:
+        """`agent`'s notes, oldest first."""
+        notes: list[dict[str, Any]] = await self.request("memory.list", agent=agent)
+        return notes
+
+    async def memory_history(self, agent: str, note: int) -> list[dict[str, Any]]:
+        """Every version of `agent`'s note `note`, oldest first."""
+        versions: list[dict[str, Any]] = await self.request("memory.show", agent=agent, note=note)
+        return versions
 
     def watch(self) -> AsyncIterator[dict[str, Any]]:
         """What happens on the node as it happens (see the `watch` op), until the TUI stops watching."""
