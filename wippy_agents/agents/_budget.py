@@ -125,7 +125,7 @@ class TurnBudget:
     governance: Governance
     emit: Callable[[AgentEvent], None]
     day: Spent = Spent()  # what the agent had spent today when the turn began
-    granted: dict[str, float] = field(default_factory=dict)  # approvals' extra allowance, by limit name
+    granted: dict[Limit, float] = field(default_factory=dict)  # approvals' extra allowance, by limit
 
     @classmethod
     async def start(cls, ctx: TaskContext, agent: str, model_id: str, found: list[Limit], model: Model,
@@ -158,11 +158,11 @@ class TurnBudget:
         asked = 0
         while True:
             over = next((limit for limit in self.limits if (spent[limit.scope] + estimate).get(limit)
-                         > limit.value + self.granted.get(limit.name, 0.0)), None)
+                         > limit.value + self.granted.get(limit, 0.0)), None)
             if over is None:
                 return
             now = spent[over.scope].get(over)
-            allowed = over.value + self.granted.get(over.name, 0.0)
+            allowed = over.value + self.granted.get(over, 0.0)
             what = (f"{self.agent} has spent {over.amount(now)} this {over.scope} against {over.name} = "
                     f"{over.amount(over.value)} ({over.source}); its next call to {self.model_id}, estimated at "
                     f"{over.amount(estimate.get(over))}, would cross {over.amount(allowed)}")
@@ -182,7 +182,7 @@ class TurnBudget:
             reason = decision.get("reason") or ""
             raise BudgetExceeded(f"budget exceeded: {what}; going on was denied by {decision.get('by', 'a person')}"
                                  f"{': ' + reason if reason else ''}", limit=limit, spent=spent)
-        self.granted[limit.name] = self.granted.get(limit.name, 0.0) + limit.value
+        self.granted[limit] = self.granted.get(limit, 0.0) + limit.value
 
 
 def _request(approvals: Approvals, agent: str, task_id: str, name: str, limit: Limit, summary: str) -> dict[str, str]:
