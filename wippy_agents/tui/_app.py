@@ -33,7 +33,7 @@ from ._chat_screen import ChatScreen
 from ._commands import AgentCommands, ConversationCommands, ModelCommands
 from ._format import refused_file, version_line
 from ._link import NodeLink, parse
-from ._screens import ActivityScreen, ApprovalsScreen, HelpScreen, ProcessesScreen
+from ._screens import ActivityScreen, ApprovalsScreen, HelpScreen, MemoryScreen, ProcessesScreen
 
 ACTIVITY_KEPT = 1000
 """Lines of registry activity kept for the activity pane."""
@@ -61,6 +61,7 @@ class WippyApp(App[None]):
         Binding("f3", "switch_mode('activity')", "Activity"),
         Binding("f4", "switch_mode('processes')", "Processes"),
         Binding("f5", "switch_mode('approvals')", "Approvals"),
+        Binding("f6", "switch_mode('memory')", "Memory", priority=True),  # over the chat input's select-line
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -89,6 +90,7 @@ class WippyApp(App[None]):
         self.add_mode("activity", ActivityScreen)
         self.add_mode("processes", ProcessesScreen)
         self.add_mode("approvals", ApprovalsScreen)
+        self.add_mode("memory", MemoryScreen)
         self._pending = 0
 
     async def on_mount(self) -> None:
@@ -191,7 +193,8 @@ class WippyApp(App[None]):
             yield SystemCommand("Waterfall", "The steps of the turn in focus (else the last one): time, tokens, cost",
                                 self.chat.action_waterfall)
         for mode, what in (("activity", "Registry changes and tasks"), ("processes", "The supervision tree"),
-                           ("approvals", "Changes waiting for your decision")):
+                           ("approvals", "Changes waiting for your decision"),
+                           ("memory", "The notes agents keep across conversations")):
             yield SystemCommand(mode.capitalize(), what, lambda mode=mode: self.switch_mode(mode))
         yield SystemCommand("Help", "Keys and what each screen shows", self.action_help)
 

@@ -1,4 +1,4 @@
-"""The TUI's other screens: activity (registry changes, tasks), processes, approvals, help, and a reason prompt."""
+"""The TUI's other screens: activity (registry changes, tasks), processes, approvals, memory, help, a reason prompt."""
 
 from __future__ import annotations
 
@@ -324,6 +324,66 @@ class ApprovalsScreen(WippyScreen):
         await self.refresh_view()
 
 
+class MemoryScreen(RefreshingScreen):
+    """The notes agents keep across conversations: the agents that have some, an agent's notes, a note's versions."""
+
+    INTERVAL = 2.0
+    DEFAULT_CSS = """
+    MemoryScreen #memory-agents { height: auto; max-height: 30%; }
+    MemoryScreen #memory-notes { height: 1fr; }
+    MemoryScreen #memory-detail { height: auto; max-height: 40%; padding: 0 1; }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        agents: DataTable[Any] = DataTable(id="memory-agents", cursor_type="row")
+        agents.add_column("agent", key="agent")
+        agents.add_column("notes", key="notes")
+        yield agents
+        notes: DataTable[Any] = DataTable(id="memory-notes", cursor_type="row")
+        for label, key in (("note", "note"), ("tags", "tags"), ("text", "text"), ("written", "written")):
+            notes.add_column(label, key=key)
+        yield notes
+        yield VerticalScroll(Static(id="memory-versions"), id="memory-detail")
+        yield Footer()
+
+    async def refresh_view(self) -> None:
+        counts = await self.link.memory_agents()
+        sync_table(self.query_one("#memory-agents", DataTable),
+                   [(agent, (agent, str(count))) for agent, count in counts.items()])
+        await self.show_notes()
+
+    @on(DataTable.RowHighlighted, "#memory-agents")
+    async def show_notes(self) -> None:
+        agent = highlighted_key(self.query_one("#memory-agents", DataTable))
+        notes = [] if agent is None else await self.link.memory(agent)
+        sync_table(self.query_one("#memory-notes", DataTable), [
+            (str(note["note"]), (str(note["note"]), ", ".join(note["tags"]), short(note["text"], 60),
+                                 f"{_local(note['time']):%m-%d %H:%M} by {note['author']}"))
+            for note in notes])
+        await self.show_versions()
+
+    @on(DataTable.RowHighlighted, "#memory-notes")
+    async def show_versions(self) -> None:
+        agent = highlighted_key(self.query_one("#memory-agents", DataTable))
+        note = highlighted_key(self.query_one("#memory-notes", DataTable))
+        detail = self.query_one("#memory-versions", Static)
+        if agent is None or note is None:
+            detail.update("No notes yet. An agent given the built-in tool wippy:remember keeps notes here, "
+                          "across its conversations; wippy:recall finds them again.")
+            return
+        lines = Text()
+        for version in await self.link.memory_history(agent, int(note)):
+            lines.append(f"v{version['version']} {_local(version['time']):%Y-%m-%d %H:%M:%S} {version['author']}"
+                         f"{' in ' + version['task'] if version['task'] else ''}: ", "bold")
+            lines.append(f"{version['text']}\n" if version["text"] is not None else "forgotten\n")
+        detail.update(lines)
+
+
+def _local(iso: str) -> datetime:
+    return datetime.fromisoformat(iso).astimezone()
+
+
 HELP = """\
 # wippy chat
 
@@ -337,10 +397,11 @@ Chat with the app's agents, watch what they do, and decide on the changes they a
 | **esc** | cancel the running turn |
 | **ctrl+n** | new conversation with the current agent |
 | **ctrl+s** | show or hide the sidebar (agents and conversations) |
+| **ctrl+f** | search past conversations: every agent's whose messages hold each word typed |
 | **tab** / **shift+tab** | move between the sidebar, the conversation and the input |
 | **w** | in the conversation: the turn's steps as a waterfall |
 | **f1** | this help |
-| **f2** / **f3** / **f4** / **f5** | chat / activity / processes / approvals |
+| **f2** / **f3** / **f4** / **f5** / **f6** | chat / activity / processes / approvals / memory |
 | **ctrl+p** | command palette: switch agent, conversation, model or theme |
 | **ctrl+q** | quit (the node shuts its processes down first) |
 
@@ -370,6 +431,10 @@ reason) and the durable tasks: **r** resumes the highlighted task, **c** cancels
 
 **Approvals** lists the changes agents asked for under an `ask` policy, with their diff:
 **a** approves, **d** denies; both ask for a reason.
+
+**Memory** lists the agents that keep notes (`wippy:remember`), the highlighted agent's notes, and
+every version of the highlighted note: who wrote it, in which turn, and when it was forgotten
+(`wippy memory forget AGENT NOTE`).
 """
 
 
