@@ -175,6 +175,21 @@ async def test_truncate_drops_the_oldest_turns_without_a_model_call_and_off_send
                 assert asked == [f"off {n}" + (" add" if n % 3 == 0 else "") for n in range(1, 21)]
 
 
+async def test_a_summary_far_longer_than_asked_for_is_cut_so_requests_still_fit(app: Path) -> None:
+    def answer(request: ModelRequest) -> str:
+        return "an endless summary " * 10_000 if is_summary_request(request) else "an answer of some length, " * 6
+
+    async with App(root=app, state=":memory:") as wippy:
+        wippy.agents.model_overrides["*"] = model = FunctionModel(answer)
+        conversation = await wippy.conversation("app:assistant")
+        for n in range(60):
+            await conversation.ask(f"question {n}")
+
+    turns = [request for request in model.requests if not is_summary_request(request)]
+    assert len(turns) == 60 and summary_of(turns[-1].messages)
+    assert all(estimate_tokens(request.messages, request.tools) <= WINDOW - RESERVE for request in turns)
+
+
 async def test_a_context_too_long_error_is_recovered_by_one_compaction_and_a_retry(app: Path) -> None:
     refused: list[int] = []
 
@@ -285,7 +300,8 @@ async def test_a_summary_journaled_before_a_kill_9_is_replayed_not_written_again
     assert summary_of(chat.requests[0].messages) == "SUMMARY WRITTEN BEFORE THE CRASH"
     assert history.summary == "SUMMARY WRITTEN BEFORE THE CRASH" and history.through == compaction.through
 
-    shown = subprocess.run([str(Path(sys.executable).with_name("wippy")), "tasks", "show", killed.id, "--root", str(app)],
-                           capture_output=True, text=True, timeout=50)
+    wippy_cli = str(Path(sys.executable).with_name("wippy"))
+    shown = subprocess.run([wippy_cli, "tasks", "show", killed.id, "--root", str(app)], capture_output=True, text=True,
+                           timeout=50)
     assert shown.returncode == 0, shown.stderr
     assert f"up to turn {compaction.through} folded into the summary; history ~" in shown.stdout

@@ -153,7 +153,8 @@ class Compactor:
         sizes = [self.estimate(messages) for _, messages in foldable]
         left = sum(sizes) + self.estimate([message for _, messages in kept for message in messages])
         left += self._summary_limit() if self.settings.strategy == "summary" else 0
-        count = 0
+        count = 1  # at least one turn, even when the estimate says none is needed: each call makes progress
+        left -= sizes[0]
         while count < len(foldable) and left > target:
             left -= sizes[count]
             count += 1
@@ -199,7 +200,8 @@ class Compactor:
                     [SystemMessage(content=SUMMARY_PROMPT),
                      UserMessage(content=transcript(turns, self._transcript_room(), self.history.summary))],
                     max_tokens=self._summary_limit())
-                summary = response.text.strip() or "(nothing to keep)"
+                limit = self._summary_limit() * 3  # characters: a summarizer that ignores max_tokens is cut short
+                summary = response.text.strip()[:limit] or "(nothing to keep)"
             rest = tuple(turn for turn in self.history.turns if turn[0] > through)
             after = self.estimate(ConversationHistory(summary, through, rest).messages())
             return Compaction(strategy="truncate" if response is None else "summary", summary=summary,
