@@ -211,9 +211,12 @@ async def test_a_context_too_long_error_is_recovered_by_one_compaction_and_a_ret
         done = await conversation.ask("one too many")
         [task] = [info for info in wippy.tasks.list() if info.id.endswith(":6")]
         steps = [(step.name, step.ok) for step in wippy.tasks.get(task.id).steps]
+        waterfall = wippy.agents.turn_steps(task)
 
     assert done.text == "ok" and done.usage == Usage(input_tokens=50, output_tokens=10)  # the summary's call counts
     assert steps == [("model:1", False), ("compact:1", True), ("model:1", True)]
+    assert [(span.kind, span.label) for span in waterfall.steps][1] == ("model", "function (compaction)")
+    assert waterfall.usage == done.usage  # the TUI's waterfall counts the summary's call as the answer does
     retried = model.requests[-1].messages
     assert summary_of(retried) == "the earlier turns, summarized" and len(retried) < refused[0]
     assert [m.content for m in retried if isinstance(m, UserMessage)] == ["turn 3", "turn 4", "one too many"]

@@ -280,6 +280,10 @@ def _spans(tasks: TaskManager, info: TaskInfo, origin: datetime,
             if isinstance(result, Response):
                 tools |= {call.id: ids.get(call.name, call.name) for call in result.tool_calls}
                 label, usage, cost = result.model or step.name, result.usage, result.cost_usd
+        elif step.name.startswith("compact:"):
+            if isinstance(result, Compaction) and result.response is not None:  # a summary written by a model call
+                kind, label = "model", f"{result.response.model or step.name} (compaction)"
+                usage, cost = result.response.usage, result.response.cost_usd
         elif step.name.startswith("tool:"):
             call_id = step.name.removeprefix("tool:").removesuffix(":approved")
             kind, label = "tool", tools.get(call_id, step.name)
