@@ -61,7 +61,8 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "ModelTimeoutError", "RateLimitError", "RealModelRequestError", "Response", "ResponseDone", "ServerError",
         "Settings", "StreamEvent", "SystemMessage", "TextDelta", "ToolCall", "ToolCallDelta", "ToolCallStart",
         "ToolDefinition", "ToolResultMessage", "Totals", "Usage", "UsageLedger", "UserMessage", "cost_usd",
-        "default_model_spec", "load_model",
+        "default_model_spec", "load_model", "DEFAULT_CONTEXT_WINDOW", "KNOWN_CONTEXT_WINDOWS", "context_window",
+        "estimate_tokens",
     },
     "wippy_agents.llm.openai": {"OpenAIModel"},
     "wippy_agents.llm.anthropic": {"AnthropicModel"},
@@ -71,7 +72,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "PolicyHook", "Problem", "Registry", "RegistryError", "RegistryEvent", "RegistryView", "Version", "check_id",
         "AgentSpec", "ConfigSpec", "ModelSpec", "PolicySpec", "Pricing", "ProcessSpec", "PromptSpec",
         "SupervisorSpec", "ToolSpec", "WorkflowSpec", "RollbackRule", "ToolExample", "change_diff", "entry_yaml",
-        "McpServerSpec", "Budget",
+        "McpServerSpec", "Budget", "HistorySettings",
     },
     "wippy_agents.sandbox": {
         "CompileError", "Limits", "ResourceLimit", "RunResult", "Sandbox", "SandboxError", "compile_source",
