@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import difflib
+import functools
 import itertools
 import logging
 from collections.abc import Callable, Coroutine
@@ -577,6 +578,8 @@ class Node:
 
 
 def _qualname(fn: object) -> str:
+    while isinstance(fn, functools.partial):  # a process body with its arguments bound: name the function
+        fn = fn.func
     if hasattr(fn, "__qualname__"):
         return f"{getattr(fn, '__module__', '?')}.{fn.__qualname__}"
     return f"{type(fn).__module__}.{type(fn).__qualname__}"

@@ -159,15 +159,15 @@ class AgentService:
                 with contextlib.suppress(TaskFailed, LookupError):
                     await tasks.result(info.id)
         turn = max((TurnArgs(*info.args).turn for info in turns(tasks, agent_id, conversation)), default=0)
-        watchers: set[Pid] = set()
+        watchers: frozenset[Pid] = frozenset()  # the empty one is shared: most conversations have no watcher
         while True:
             msg = await process.receive()
             if msg.topic == "agent.subscribe":
-                watchers.add(msg.payload)
+                watchers |= {msg.payload}
                 process.monitor(msg.payload)
                 continue
             if msg.topic in ("agent.unsubscribe", DOWN):
-                watchers.discard(msg.payload if msg.topic != DOWN else msg.payload.pid)
+                watchers -= {msg.payload if msg.topic != DOWN else msg.payload.pid}
                 continue
             if msg.topic != "agent.ask":
                 continue
@@ -231,12 +231,9 @@ class AgentService:
 
     def process_function(self, agent_id: str, conversation: str | None = None) -> Callable[[], Any]:
         """A process body for a new conversation with `agent_id` (`process.spawn("app:assistant")`)."""
-        conversation = conversation or new_conversation_id()
-
-        async def body() -> None:
-            await self.run_conversation(agent_id, conversation)
-
-        return body
+        # A partial, not a closure: an idle conversation then holds one object here, not a function, its cells
+        # and a coroutine of its own (a hundred thousand of them are what the garbage collector walks).
+        return functools.partial(self.run_conversation, agent_id, conversation or new_conversation_id())
 
     async def ensure_process(self, agent_id: str, conversation: str) -> Pid:
         """The conversation's process, started under `wippy:agents` if it is not running."""
