@@ -252,6 +252,32 @@ async def test_a_history_setting_out_of_range_is_refused_with_its_field(app: Pat
                 "provider": "offline", "model": "m", "context_window": 0})], reason="test", author="test")
 
 
+def test_a_bad_history_or_window_in_a_file_is_reported_at_its_line_and_field(tmp_path: Path) -> None:
+    write_file(tmp_path, "registry/app/_index.yaml", """
+namespace: app
+entries:
+  - name: model
+    kind: model
+    provider: offline
+    model: wippy-offline
+    context_window: -5
+  - name: assistant
+    kind: agent
+    model: app:model
+    history:
+      strategy: off
+      keep_recent_turns: 0
+""")
+    linted = subprocess.run([str(Path(sys.executable).with_name("wippy")), "registry", "lint", "--root", str(tmp_path)],
+                            capture_output=True, text=True, timeout=50)
+    assert linted.returncode == 1
+    assert "registry/app/_index.yaml:7: entry app:model: field context_window: Input should be greater than 0" \
+        in linted.stderr
+    assert ("registry/app/_index.yaml:13: entry app:assistant: field history.keep_recent_turns: Input should be "
+            "greater than or equal to 1") in linted.stderr
+    assert "strategy" not in linted.stderr  # a bare `off`, which YAML reads as false, is the strategy off
+
+
 CHILD = """
 import asyncio, os, signal, sys
 from wippy_agents import App
