@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from wippy_agents import App
+from wippy_agents._runtime.secrets import REDACTED
 from wippy_agents.agents import Memory, ToolFinished
 from wippy_agents.registry import Entry
 from wippy_agents.state import open_state
@@ -143,3 +144,13 @@ def test_recall_ranks_notes_by_keywords_and_keeps_only_those_with_every_tag() ->
         assert [r.note.note for r in memory.recall("app:a", "", ["ops"])] == [4, 1]  # no keywords: newest first
         assert [r.note.note for r in memory.recall("app:a", "green", ["ops", "ci"])] == [4]
         assert memory.recall("app:a", "kubernetes") == [] and len(memory.recall("app:a", limit=2)) == 2
+
+
+async def test_a_secret_the_app_knows_is_redacted_before_a_note_is_stored(example_app: Path) -> None:
+    async with App(root=example_app) as app:
+        add_agents(app)
+        app.redactor.add(["sk-test-0123456789abcdef"])
+        await tool_result(app, "app:keeper", call("wippy:remember", text="the key is sk-test-0123456789abcdef"))
+        assert app.agents.memory is not None
+        [note] = app.agents.memory.notes("app:keeper")
+        assert "sk-test" not in (note.text or "") and note.text == f"the key is {REDACTED}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -208,3 +209,18 @@ async def test_without_postgres_on_path_the_tests_run_the_server_of_the_embedded
     with TemporaryPostgres(programs=programs) as server, open_state(server.database(), node="n") as state:
         await state.journal.append([task("t")])
         assert [summary.id for summary in state.journal.tasks()] == ["t"]
+
+
+def test_two_nodes_writing_one_agents_memory_at_once_each_get_versions_of_their_own(
+        postgres: TemporaryPostgres) -> None:
+    url = postgres.database()
+    with open_postgres_state(url, node="node-1") as first, open_postgres_state(url, node="node-2") as second:
+        def write(writer: int) -> list[int]:
+            state = (first, second)[writer % 2]
+            return [state.memory.write("app:a", None, f"{writer}.{n}", [], author="app:a", task=None).version
+                    for n in range(20)]
+
+        with ThreadPoolExecutor(6) as pool:
+            versions = [v for written in pool.map(write, range(6)) for v in written]
+        assert sorted(versions) == list(range(1, 121))
+        assert len(first.memory.notes("app:a")) == 120

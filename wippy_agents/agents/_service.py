@@ -89,7 +89,7 @@ class AgentService:
         self.governance = governance
         self.spend = spend
         """What agents' model calls used and cost, kept per call (spend limits per day, `wippy usage`)."""
-        self.redactor = redactor or Redactor()
+        self.redactor = redactor if redactor is not None else Redactor()  # an empty one is falsy, yet the app adds to it
         """Secret values that tool results must not carry to the model (or into the journal)."""
         self.restricted = restricted or RestrictedTools()
         """Runs agent-written (restricted) tools in the node's sandbox."""

@@ -347,7 +347,7 @@ class PostgresMemory(_Store, SQLMemory):
                                            "version number; try again") from None
 
 
-_MEMORY_ATTEMPTS = 5
+_MEMORY_ATTEMPTS = 20
 
 
 class PostgresUsage(_Store, SQLUsage):
