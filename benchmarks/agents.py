@@ -1,4 +1,5 @@
-"""Agent benchmarks: a one-tool turn beside pydantic-ai's `Agent.run`, conversation starts, idle conversations' memory.
+"""Agent benchmarks: a one-tool turn beside pydantic-ai's `Agent.run`, conversation starts, idle conversations' memory,
+a turn late in a long conversation.
 
 Builds a temporary app (an offline `model` entry, an agent `app:assistant` with
 `tools: ["tools.*:*"]` and `max_steps: 5`, and `tools/calc.py` with a typed
@@ -14,7 +15,13 @@ message is the user's, and answers "3" after the tool result), and measures, in 
   and in the history write are measured inside the turns (means per turn);
   `overhead_*_ms` is the median turn less the model function's time;
 - start: `await node.conversation("app:assistant")` (a supervised process under
-  `wippy:agents` that opens its history), beside spawning a bare idle process;
+  `wippy:agents` whose start is a row of the conversations' index in the journal's
+  next group commit), beside spawning a bare idle process, each timed by itself; then
+  `starts` conversations one after another, timed as a whole until the last one's row
+  is durable (`conversations_per_s`, target >= 10,000), beside as many bare processes;
+- long: one conversation taking `long_turns` turns; the overhead (turn less model
+  function) of turns 10-19 beside that of the last ten (`ratio_late_vs_early`, target
+  <= 1.2: a turn's cost must not grow with the conversation's length);
 - tracing: the same fresh-conversation turn on an app that traces into the
   OpenTelemetry SDK's in-memory exporter (`App(tracer_provider=...)`, a
   SimpleSpanProcessor: each span exported as it ends, inside the turn) beside one that
@@ -24,31 +31,38 @@ message is the user's, and answers "3" after the tool result), and measures, in 
   few hooks that return at once (a shared null context, `None`, `{}`): the same calls a
   one-tool turn makes are timed by themselves, and `off_ratio` is them over the
   in-memory untraced overhead (target < 0.01: too small to see beside a turn's noise);
-- memory: `idle` conversations started and left waiting, counted by tracemalloc in
-  this process and by RSS growth in a fresh interpreter, beside as many bare idle
-  processes. Starting stops after `memory_budget_s` per population; a population
-  that stops short reports how many it reached and projects its total to `idle`.
+- memory: `traced_idle` conversations started and left waiting, counted by
+  tracemalloc in this process, and `idle` (100,000 in a full run) in a fresh
+  interpreter, whose whole RSS with all of them resident is the measured figure
+  (`idle_conversations_rss_mb`, target < 1 GB), beside as many bare idle processes.
+  Starting stops after `memory_budget_s` per population; a population that stops
+  short reports how many it reached and projects its total (a projected figure
+  never meets the target).
 
 The one timing helper (`Contender`, `Timings`, `interleaved`) is `benchmarks/llm.py`'s:
 contenders take turns in blocks and every operation is timed by itself. Prints ONE
 JSON object; latency blocks are `{"n", "p50_ms", "p95_ms", "min_ms", "mean_ms"}`. Keys:
 
     mode, python, pydantic_ai, machine{cores, platform, arch}
-    sizes{rounds, turn_batch, starts, idle, memory_budget_s}
+    sizes{rounds, turn_batch, start_ops, starts, idle, traced_idle, memory_budget_s, long_turns}
     turn{in_memory|journaled: {fresh_conversation, same_conversation, pydantic_ai (null without pydantic-ai), pydantic_ai_reference_ms,
          model_fn_ms_per_turn, journal_commits_per_turn, overhead_fresh_ms, overhead_same_ms,
          ratio_fresh_vs_pydantic_ai, ratio_same_vs_pydantic_ai, same_conversation_messages_at_end}}
         (in_memory: `state: ":memory:"`, the journal without fsync; journaled: the state file)
     tracing{journaled|in_memory: {untraced, traced (latency blocks), overhead_untraced_ms, traced_added_ms,
             spans_per_turn, cost_ratio}, off_hooks_us_per_turn, off_ratio}
-    start{conversation, bare_process, conversations_per_s, bare_processes_per_s, ratio_vs_bare_process}
-    memory{idle, conversation, bare_process, conversation_rss, bare_process_rss, bytes_per_conversation,
-           rss_bytes_per_conversation, total_mb, rss_total_mb, ratio_vs_bare_process}
-        (each population: reached, projected, seconds, starts_per_s_by_tenth, bytes_per, total_mb;
-         total_mb is bytes_per times `idle`, projected when fewer were reached)
+    start{conversation, bare_process (latency blocks), batch, conversations_per_s, bare_processes_per_s,
+          ratio_vs_bare_process, journal_commits}
+    long{turns, early_turns, late_turns, model_fn_ms_per_turn, early_overhead_ms, late_overhead_ms,
+         ratio_late_vs_early}
+    memory{idle, traced_idle, conversation, bare_process, conversation_rss, bare_process_rss, bytes_per_conversation,
+           rss_bytes_per_conversation, total_mb, rss_total_mb, rss_process_mb, ratio_vs_bare_process}
+        (each population: reached, projected, seconds, starts_per_s, starts_per_s_by_tenth, bytes_per, total_mb,
+         process_mb; total_mb is bytes_per times its size, projected when fewer were reached; process_mb the
+         whole process's RSS at the end)
     targets{<name>: {target, actual, met}}, all_met
 
-    python benchmarks/agents.py            # full run, about a minute on 2 cores
+    python benchmarks/agents.py            # full run, a few minutes on 2 cores
     python benchmarks/agents.py --quick    # smoke test, a few seconds
     python benchmarks/agents.py --profile  # cProfile of same-conversation turns on stderr, no JSON
 """
@@ -58,6 +72,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import dataclasses
 import gc
 import json
 import os
@@ -73,6 +88,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from statistics import median
 from time import perf_counter
 from typing import Any
 
@@ -93,7 +109,9 @@ QUESTION = "1+2?"
 TARGETS: dict[str, tuple[str, float]] = {
     "turn_overhead_in_memory_ms": ("<", 1.0),
     "turn_overhead_journaled_ms": ("<", 5.0),  # below pydantic-ai's in-memory figure for this turn
-    "idle_conversations_total_mb": ("<", 500.0),
+    "conversations_started_per_s": (">=", 10_000.0),
+    "idle_conversations_rss_mb": ("<", 1024.0),  # the whole process, `idle` (100,000) conversations resident
+    "long_conversation_turn_ratio": ("<=", 1.2),  # turn overhead late in a long conversation over turn 10's
     "tracing_cost_ratio": ("<", 0.1),  # of the untraced turn's overhead, journaled
     "tracing_off_ratio": ("<", 0.01),
 }
@@ -139,13 +157,18 @@ def add(a: int, b: int) -> int:
 class Sizes:
     rounds: int
     turn_batch: int
-    starts: int
-    idle: int
+    start_ops: int  # starts timed one by one
+    starts: int  # starts timed as a whole
+    idle: int  # conversations resident in the fresh interpreter (RSS)
+    traced_idle: int  # conversations counted by tracemalloc
     memory_budget_s: float
+    long_turns: int
 
 
-FULL = Sizes(rounds=8, turn_batch=40, starts=500, idle=10_000, memory_budget_s=15.0)
-QUICK = Sizes(rounds=2, turn_batch=10, starts=50, idle=500, memory_budget_s=3.0)
+FULL = Sizes(rounds=8, turn_batch=40, start_ops=500, starts=10_000, idle=100_000, traced_idle=10_000,
+             memory_budget_s=240.0, long_turns=1000)
+QUICK = Sizes(rounds=2, turn_batch=10, start_ops=50, starts=500, idle=2000, traced_idle=500, memory_budget_s=10.0,
+              long_turns=30)
 
 
 def make_app(root: Path, *, in_memory: bool = False) -> Path:
@@ -343,7 +366,7 @@ async def measure_start(root: Path, sizes: Sizes) -> dict[str, Any]:
 
         async def conversation() -> None:
             await app.conversation(AGENT)
-            await asyncio.sleep(0)  # the process opens its history and waits for a message
+            await asyncio.sleep(0)  # the process journals its start and waits for a message
 
         async def bare_process() -> None:
             app.node.spawn(idle_in_receive)
@@ -351,16 +374,63 @@ async def measure_start(root: Path, sizes: Sizes) -> dict[str, Any]:
 
         rounds = max(sizes.rounds // 2, 1)
         runs = await interleaved([Contender("conversation", conversation), Contender("bare_process", bare_process)],
-                                 rounds, sizes.starts // rounds, warm_up=5)
-    # A start's work partly lands in the next one's timing (the process runs after `conversation()`
-    # returns), so the rate is from the mean, not the median.
-    rates = {key: 1000 / timings.summary(4)["mean_ms"] for key, timings in runs.items()}
+                                 rounds, sizes.start_ops // rounds, warm_up=5)
+        journal = app.tasks.journal
+        commits = journal.commits
+        start = perf_counter()
+        for _ in range(sizes.starts):
+            await app.conversation(AGENT)
+        await settle()
+        await journal.append([])  # an empty group after every start's row: once it is durable, they all are
+        conversations_s = perf_counter() - start
+        commits = journal.commits - commits
+        start = perf_counter()
+        for n in range(sizes.starts):
+            app.node.spawn(idle_in_receive)
+            if n % 100 == 0:
+                await asyncio.sleep(0)
+        await settle()
+        processes_s = perf_counter() - start
+    rates = {"conversation": sizes.starts / conversations_s, "bare_process": sizes.starts / processes_s}
     return {
         "conversation": runs["conversation"].summary(4),
         "bare_process": runs["bare_process"].summary(4),
+        "batch": {"n": sizes.starts, "conversations_s": round(conversations_s, 3),
+                  "bare_processes_s": round(processes_s, 3)},
         "conversations_per_s": round(rates["conversation"]),
         "bare_processes_per_s": round(rates["bare_process"]),
         "ratio_vs_bare_process": ratio(rates["conversation"], rates["bare_process"]),
+        "journal_commits": commits,
+    }
+
+
+# -- long ---------------------------------------------------------------------------------------
+
+
+async def measure_long(root: Path, sizes: Sizes) -> dict[str, Any]:
+    """One conversation's turns one after another: the overhead of turns 10-19 beside that of its last ten."""
+    scripted = TimedModel()
+    early, late = range(10, 20), range(sizes.long_turns - 9, sizes.long_turns + 1)
+    overheads: dict[int, float] = {}
+    async with App(root=root) as app:
+        app.agents.model_overrides["*"] = scripted.model
+        conversation = await app.conversation(AGENT)
+        for turn in range(1, sizes.long_turns + 1):
+            model_s = scripted.seconds
+            start = perf_counter()
+            answer = await conversation.ask(QUESTION)
+            overheads[turn] = perf_counter() - start - (scripted.seconds - model_s)
+            assert answer.text == "3" and answer.turn == turn, answer
+    early_ms = median(overheads[turn] for turn in early) * 1000
+    late_ms = median(overheads[turn] for turn in late) * 1000
+    return {
+        "turns": sizes.long_turns,
+        "early_turns": [early.start, early.stop - 1],
+        "late_turns": [late.start, late.stop - 1],
+        "model_fn_ms_per_turn": round(scripted.seconds / sizes.long_turns * 1000, 4),
+        "early_overhead_ms": round(early_ms, 4),
+        "late_overhead_ms": round(late_ms, 4),
+        "ratio_late_vs_early": ratio(late_ms, early_ms),
     }
 
 
@@ -417,15 +487,18 @@ async def population(root: Path, kind: str, n: int, budget_s: float, traced: boo
             seconds = perf_counter() - start
             gc.collect()
             after = used()
+            process = rss_bytes()
     per = (after - before) / reached
     edges = [start, *marks]
     return {
         "reached": reached,
         "projected": reached < n,
         "seconds": round(seconds, 3),
+        "starts_per_s": round(reached / seconds),
         "starts_per_s_by_tenth": [round(tenth / (b - a)) for a, b in zip(edges, edges[1:], strict=False)],
         "bytes_per": round(per),
         "total_mb": round(per * n / 2**20, 1),
+        "process_mb": round(process / 2**20, 1),
     }
 
 
@@ -440,14 +513,15 @@ def rss_population(root: Path, kind: str, n: int, budget_s: float) -> dict[str, 
 
 
 async def measure_memory(work: Path, sizes: Sizes) -> dict[str, Any]:
-    traced = {kind: await population(make_app(work / f"traced-{kind}"), kind, sizes.idle, sizes.memory_budget_s,
-                                     traced=True)
+    traced = {kind: await population(make_app(work / f"traced-{kind}"), kind, sizes.traced_idle,
+                                     sizes.memory_budget_s, traced=True)
               for kind in ("conversation", "bare_process")}
     rss = {kind: rss_population(make_app(work / f"rss-{kind}"), kind, sizes.idle, sizes.memory_budget_s)
            for kind in ("conversation", "bare_process")}
     conversation = traced["conversation"]
     return {
         "idle": sizes.idle,
+        "traced_idle": sizes.traced_idle,
         "conversation": conversation,
         "bare_process": traced["bare_process"],
         "conversation_rss": rss["conversation"],
@@ -456,6 +530,7 @@ async def measure_memory(work: Path, sizes: Sizes) -> dict[str, Any]:
         "rss_bytes_per_conversation": rss["conversation"]["bytes_per"],
         "total_mb": conversation["total_mb"],
         "rss_total_mb": rss["conversation"]["total_mb"],
+        "rss_process_mb": rss["conversation"]["process_mb"],
         "ratio_vs_bare_process": ratio(conversation["bytes_per"], traced["bare_process"]["bytes_per"]),
     }
 
@@ -463,35 +538,43 @@ async def measure_memory(work: Path, sizes: Sizes) -> dict[str, Any]:
 # -- putting it together -----------------------------------------------------------------------
 
 
-async def run(sizes: Sizes, work: Path) -> dict[str, Any]:
-    """Every measurement, as the JSON-ready report."""
-    peer, peer_version = pydantic_ai_contender()
-    turn = {
-        "in_memory": await measure_turn(make_app(work / "turn-memory", in_memory=True), sizes, None),
-        "journaled": await measure_turn(make_app(work / "turn"), sizes, peer),
-    }
-    tracing = await measure_all_tracing(work, sizes)
-    start = await measure_start(make_app(work / "start"), sizes)
-    memory = await measure_memory(work, sizes)
-    actual = {
-        "turn_overhead_in_memory_ms": turn["in_memory"]["overhead_fresh_ms"],
-        "turn_overhead_journaled_ms": turn["journaled"]["overhead_fresh_ms"],
-        "idle_conversations_total_mb": max(memory["total_mb"], memory["rss_total_mb"]),
-        "tracing_cost_ratio": tracing["journaled"]["cost_ratio"],
-        "tracing_off_ratio": tracing["off_ratio"],
-    }
-    targets = verdict(actual, TARGETS)
+SECTIONS = ("turn", "tracing", "start", "long", "memory")
+
+
+async def run(sizes: Sizes, work: Path, sections: tuple[str, ...] = SECTIONS) -> dict[str, Any]:
+    """The measurements of `sections` (every one by default), as the JSON-ready report; targets of those run."""
+    report: dict[str, Any] = {}
+    actual: dict[str, float] = {}
+    if "turn" in sections:
+        peer, report["pydantic_ai"] = pydantic_ai_contender()
+        turn = report["turn"] = {
+            "in_memory": await measure_turn(make_app(work / "turn-memory", in_memory=True), sizes, None),
+            "journaled": await measure_turn(make_app(work / "turn"), sizes, peer),
+        }
+        actual["turn_overhead_in_memory_ms"] = turn["in_memory"]["overhead_fresh_ms"]
+        actual["turn_overhead_journaled_ms"] = turn["journaled"]["overhead_fresh_ms"]
+    if "tracing" in sections:
+        tracing = report["tracing"] = await measure_all_tracing(work, sizes)
+        actual["tracing_cost_ratio"] = tracing["journaled"]["cost_ratio"]
+        actual["tracing_off_ratio"] = tracing["off_ratio"]
+    if "start" in sections:
+        start = report["start"] = await measure_start(make_app(work / "start"), sizes)
+        actual["conversations_started_per_s"] = start["conversations_per_s"]
+    if "long" in sections:
+        long = report["long"] = await measure_long(make_app(work / "long"), sizes)
+        actual["long_conversation_turn_ratio"] = long["ratio_late_vs_early"]
+    if "memory" in sections:
+        memory = report["memory"] = await measure_memory(work, sizes)
+        actual["idle_conversations_rss_mb"] = memory["rss_process_mb"]
+    targets = verdict(actual, {name: target for name, target in TARGETS.items() if name in actual})
+    if "memory" in sections and report["memory"]["conversation_rss"]["projected"]:
+        targets["idle_conversations_rss_mb"]["met"] = False  # fewer were resident than the target names
     return {
         "mode": "quick" if sizes is QUICK else "full",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "pydantic_ai": peer_version,
         "machine": machine(),
-        "sizes": {"rounds": sizes.rounds, "turn_batch": sizes.turn_batch, "starts": sizes.starts,
-                  "idle": sizes.idle, "memory_budget_s": sizes.memory_budget_s},
-        "turn": turn,
-        "tracing": tracing,
-        "start": start,
-        "memory": memory,
+        "sizes": dataclasses.asdict(sizes),
+        **report,
         "targets": targets,
         "all_met": all(t["met"] for t in targets.values()),
     }
@@ -518,6 +601,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="a small smoke run (a few seconds)")
     parser.add_argument("--profile", action="store_true", help="profile same-conversation turns (stderr)")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"the sections to run, comma-separated (default: all of {', '.join(SECTIONS)})")
     parser.add_argument("--rss-probe", nargs=4, metavar=("ROOT", "KIND", "N", "BUDGET_S"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rss_probe:
@@ -528,7 +613,11 @@ def main(argv: list[str] | None = None) -> None:
         if args.profile:
             asyncio.run(profile_turns(make_app(Path(work) / "profile"), 500))
             return
-        report = asyncio.run(run(QUICK if args.quick else FULL, Path(work)))
+        sections = tuple(section.strip() for section in args.only.split(","))
+        unknown = set(sections) - set(SECTIONS)
+        if unknown:
+            parser.error(f"no section {', '.join(sorted(unknown))}; the sections are {', '.join(SECTIONS)}")
+        report = asyncio.run(run(QUICK if args.quick else FULL, Path(work), sections))
     json.dump(report, sys.stdout, indent=2)
     sys.stdout.write("\n")
 
