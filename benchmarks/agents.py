@@ -31,6 +31,10 @@ message is the user's, and answers "3" after the tool result), and measures, in 
   few hooks that return at once (a shared null context, `None`, `{}`): the same calls a
   one-tool turn makes are timed by themselves, and `off_ratio` is them over the
   in-memory untraced overhead (target < 0.01: too small to see beside a turn's noise);
+- index: `indexed` conversations of one turn each noted in the conversations' index
+  (as turns note them, through the journal), then the latest 50 listed, those of one
+  agent, and a search by a word in a tenth of them and by one in a single one, each
+  the median of 5 (targets: list < 50 ms, search < 250 ms);
 - memory: `traced_idle` conversations started and left waiting, counted by
   tracemalloc in this process, and `idle` (100,000 in a full run) in a fresh
   interpreter, whose whole RSS with all of them resident is the measured figure
@@ -55,6 +59,7 @@ JSON object; latency blocks are `{"n", "p50_ms", "p95_ms", "min_ms", "mean_ms"}`
           ratio_vs_bare_process, journal_commits}
     long{turns, early_turns, late_turns, model_fn_ms_per_turn, early_overhead_ms, late_overhead_ms,
          ratio_late_vs_early}
+    index{conversations, noted_s, list_ms, list_agent_ms, search_ms, search_rare_ms, found}
     memory{idle, traced_idle, conversation, bare_process, conversation_rss, bare_process_rss, bytes_per_conversation,
            rss_bytes_per_conversation, total_mb, rss_total_mb, rss_process_mb, ratio_vs_bare_process}
         (each population: reached, projected, seconds, starts_per_s, starts_per_s_by_tenth, bytes_per, total_mb,
@@ -86,6 +91,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from pathlib import Path
 from statistics import median
@@ -102,6 +108,7 @@ from wippy_agents._runtime.telemetry import OFF, Telemetry
 from wippy_agents.agents import Conversation
 from wippy_agents.agents._history import history
 from wippy_agents.llm import Response, ToolCall, UserMessage
+from wippy_agents.state import ConversationInfo, ConversationMessage
 from wippy_agents.testing import FunctionModel, ModelRequest, write_file
 
 AGENT = "app:assistant"
@@ -112,6 +119,8 @@ TARGETS: dict[str, tuple[str, float]] = {
     "conversations_started_per_s": (">=", 10_000.0),
     "idle_conversations_rss_mb": ("<", 1024.0),  # the whole process, `idle` (100,000) conversations resident
     "long_conversation_turn_ratio": ("<=", 1.2),  # turn overhead late in a long conversation over turn 10's
+    "index_list_ms": ("<", 50.0),  # the latest 50 of `indexed` (100,000) conversations
+    "index_search_ms": ("<", 250.0),  # those whose messages hold a word
     "tracing_cost_ratio": ("<", 0.1),  # of the untraced turn's overhead, journaled
     "tracing_off_ratio": ("<", 0.01),
 }
@@ -163,12 +172,13 @@ class Sizes:
     traced_idle: int  # conversations counted by tracemalloc
     memory_budget_s: float
     long_turns: int
+    indexed: int  # conversations in the index that is listed and searched
 
 
 FULL = Sizes(rounds=8, turn_batch=40, start_ops=500, starts=10_000, idle=100_000, traced_idle=10_000,
-             memory_budget_s=240.0, long_turns=1000)
+             memory_budget_s=240.0, long_turns=1000, indexed=100_000)
 QUICK = Sizes(rounds=2, turn_batch=10, start_ops=50, starts=500, idle=2000, traced_idle=500, memory_budget_s=10.0,
-              long_turns=30)
+              long_turns=30, indexed=2000)
 
 
 def make_app(root: Path, *, in_memory: bool = False) -> Path:
@@ -434,6 +444,54 @@ async def measure_long(root: Path, sizes: Sizes) -> dict[str, Any]:
     }
 
 
+# -- index ------------------------------------------------------------------------------------
+
+TOPICS = ("weather", "invoices", "kubernetes", "recipes", "travel", "python", "taxes", "music", "football", "garden")
+
+
+async def measure_index(root: Path, sizes: Sizes) -> dict[str, Any]:
+    """`indexed` conversations of one turn each in the index, then listing and searching them."""
+    async with App(root=root) as app:
+        index = app.agents.store
+        origin = datetime.now(UTC) - timedelta(seconds=sizes.indexed)
+        start = perf_counter()
+        pending: list[asyncio.Future[None]] = []
+        for n in range(sizes.indexed):
+            id, at = f"{n:012x}", origin + timedelta(seconds=n)
+            asked = f"question {n} about {TOPICS[n % len(TOPICS)]}" + (" and zeppelins" if n == sizes.indexed // 2 else "")
+            pending.append(index.note([ConversationInfo(id, AGENT if n % 2 else "app:other", at, at, 1, asked),
+                                       ConversationMessage(id, 1, at, "user", asked),
+                                       ConversationMessage(id, 1, at, "assistant", f"answer {n}")]))
+            if len(pending) == 1000:
+                await asyncio.gather(*pending)
+                pending = []
+        await asyncio.gather(*pending)
+        index.list(limit=1)  # every row copied into the tables before timing reads
+        noted_s = perf_counter() - start
+
+        def timed(**filters: Any) -> tuple[float, int]:
+            runs = []
+            for _ in range(5):
+                began = perf_counter()
+                found = len(index.list(**filters))
+                runs.append((perf_counter() - began) * 1000)
+            return median(runs), found
+
+        listed, latest = timed()
+        by_agent, _ = timed(agent=AGENT)
+        searched, topical = timed(text="KUBERNETES", limit=sizes.indexed)
+        rare, single = timed(text="zeppelins")
+    return {
+        "conversations": sizes.indexed,
+        "noted_s": round(noted_s, 3),
+        "list_ms": round(listed, 3),
+        "list_agent_ms": round(by_agent, 3),
+        "search_ms": round(searched, 3),
+        "search_rare_ms": round(rare, 3),
+        "found": {"list": latest, "search": topical, "search_rare": single},
+    }
+
+
 # -- memory ------------------------------------------------------------------------------------
 
 
@@ -538,7 +596,7 @@ async def measure_memory(work: Path, sizes: Sizes) -> dict[str, Any]:
 # -- putting it together -----------------------------------------------------------------------
 
 
-SECTIONS = ("turn", "tracing", "start", "long", "memory")
+SECTIONS = ("turn", "tracing", "start", "long", "index", "memory")
 
 
 async def run(sizes: Sizes, work: Path, sections: tuple[str, ...] = SECTIONS) -> dict[str, Any]:
@@ -563,6 +621,10 @@ async def run(sizes: Sizes, work: Path, sections: tuple[str, ...] = SECTIONS) ->
     if "long" in sections:
         long = report["long"] = await measure_long(make_app(work / "long"), sizes)
         actual["long_conversation_turn_ratio"] = long["ratio_late_vs_early"]
+    if "index" in sections:
+        index = report["index"] = await measure_index(make_app(work / "index"), sizes)
+        actual["index_list_ms"] = index["list_ms"]
+        actual["index_search_ms"] = index["search_ms"]
     if "memory" in sections:
         memory = report["memory"] = await measure_memory(work, sizes)
         actual["idle_conversations_rss_mb"] = memory["rss_process_mb"]
