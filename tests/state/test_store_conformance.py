@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
+import psycopg
 import pytest
 
 from wippy_agents.state import (
@@ -258,6 +260,36 @@ async def test_conversations_are_indexed_through_the_journal_and_move_on_with_th
     assert index.list(text="paris done") == []
     assert index.list(text="100%") == [c2] and index.list(text="0%") == [c2] and index.list(text="%") == [c2]
     assert index.list(text="t_2") == [c2] and index.list(text="t_3") == []  # LIKE's wildcards match as themselves
+
+
+def turn_task(task: str, agent: str, conversation: str, number: int, text: str, chain: list[str],
+              seconds: float) -> TaskRow:
+    """A turn task as the agents start it: its arguments are agent, conversation, turn, text, context and chain."""
+    return TaskRow(task, "wippy:agent_turn", json.dumps([agent, conversation, number, text, {}, chain]), 1, at(seconds))
+
+
+@pytest.mark.parametrize("store", ["duckdb file", "postgres"])
+async def test_conversations_from_before_the_index_are_indexed_from_their_turns_when_the_state_is_upgraded(
+        store: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    location: Path | str = (request.getfixturevalue("postgres").database() if store == "postgres"
+                            else tmp_path / ".wippy" / "state.duckdb")
+    with open_state(location, node="node-1") as state:
+        await state.journal.append([
+            turn_task("t1", "app:a", "c1", 1, "first question", [], 1), turn_task("t2", "app:a", "c1", 2, "second", [], 5),
+            turn_task("t3", "app:b", "c1.call", 1, "delegated", ["app:a"], 3), task("t4", created=4)])
+        assert state.conversations.list() == []  # turns alone do not index a conversation: the agents do
+    if isinstance(location, str):  # as the state was before the index
+        with psycopg.connect(location, autocommit=True) as conn:
+            conn.execute("UPDATE wippy_schema SET version = 1")
+    else:
+        with duckdb.connect(str(location)) as db:
+            db.execute("UPDATE wippy_schema SET version = 2")
+    for _ in range(2):  # indexed at the upgrade, and found so at the next opening
+        with open_state(location, node="node-1") as state:
+            c1 = ConversationInfo("c1", "app:a", at(1), at(5), 2, "first question")
+            assert state.conversations.list() == [c1]  # the delegate's conversation and other tasks left out
+            assert state.conversations.list(text="SECOND") == [c1]
+            assert state.conversations.list(text="delegated") == []
 
 
 # -- MCP server tokens -----------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from ._tasks import DuckDBJournal, copied_group
 
 log = logging.getLogger("wippy_agents.state")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 LOG_FILE = "journal.log"
 
 _SCHEMA = """
@@ -179,6 +179,22 @@ CREATE TABLE IF NOT EXISTS model_calls (
 """
 
 
+_INDEX_FROM_TURNS = """
+INSERT INTO conversations (id, agent, created, last_active, turns, first)
+SELECT args->>'$[1]', any_value(args->>'$[0]'), min(created), max(created), max(CAST(args->>'$[2]' AS INTEGER)),
+       arg_min(args->>'$[3]', CAST(args->>'$[2]' AS INTEGER))
+FROM tasks WHERE workflow = 'wippy:agent_turn' AND json_array_length(args->'$[5]') = 0 GROUP BY 1
+ON CONFLICT (id) DO UPDATE SET last_active = excluded.last_active, turns = excluded.turns, first = excluded.first;
+INSERT INTO conversation_messages (conversation, turn, time, role, text)
+SELECT args->>'$[1]', CAST(args->>'$[2]' AS INTEGER), created, 'user', args->>'$[3]'
+FROM tasks WHERE workflow = 'wippy:agent_turn' AND json_array_length(args->'$[5]') = 0;
+"""
+"""Schema 3 indexes conversations as their turns happen; those of a file from before are indexed once, from their
+people's turns (tasks of the agents' turn workflow whose arguments are agent, conversation, turn, text, context and
+an empty chain of delegating agents): their first message, turn count and last activity, their messages searchable
+(the answers of those turns are not)."""
+
+
 # -- opening ------------------------------------------------------------------------------------
 
 
@@ -250,9 +266,12 @@ def _connect(path: Path | None) -> duckdb.DuckDBPyConnection:
     try:
         db.execute("BEGIN")
         db.execute(_SCHEMA)
-        if db.execute("SELECT count(*) FROM wippy_schema").fetchone() == (0,):
+        found = db.execute("SELECT max(version) FROM wippy_schema").fetchone()
+        if found is None or found[0] is None:
             db.execute("INSERT INTO wippy_schema VALUES (?)", [SCHEMA_VERSION])
         else:
+            if found[0] < 3:
+                db.execute(_INDEX_FROM_TURNS)
             db.execute("UPDATE wippy_schema SET version = ?", [SCHEMA_VERSION])
         if db.execute("SELECT count(*) FROM journal_position").fetchone() == (0,):
             db.execute("INSERT INTO journal_position VALUES (0, 0)")

@@ -50,7 +50,7 @@ from ._stores import State
 
 log = logging.getLogger("wippy_agents.state")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 LEASE_SECONDS = 15.0
 """How long a node's lease on a task lasts without renewal: after that another node may take the task over."""
 
@@ -112,6 +112,20 @@ CREATE TABLE IF NOT EXISTS model_calls (
 CREATE INDEX IF NOT EXISTS model_calls_agent_time ON model_calls (agent, time);
 """
 
+_INDEX_FROM_TURNS = """
+INSERT INTO conversations (id, agent, created, last_active, turns, first)
+SELECT a->>1, min(a->>0), min(created), max(created), max((a->>2)::int), (array_agg(a->>3 ORDER BY (a->>2)::int))[1]
+FROM (SELECT args::jsonb AS a, created FROM tasks WHERE workflow = 'wippy:agent_turn') AS turns
+WHERE jsonb_array_length(a->5) = 0 GROUP BY 1
+ON CONFLICT (id) DO UPDATE SET last_active = excluded.last_active, turns = excluded.turns, first = excluded.first;
+INSERT INTO conversation_messages (conversation, turn, time, role, text)
+SELECT a->>1, (a->>2)::int, created, 'user', a->>3
+FROM (SELECT args::jsonb AS a, created FROM tasks WHERE workflow = 'wippy:agent_turn') AS turns
+WHERE jsonb_array_length(a->5) = 0;
+"""
+"""Schema 2 indexes conversations as their turns happen; those of a database from before are indexed once from their
+people's turns, as the DuckDB store does (see `_duckdb._INDEX_FROM_TURNS`)."""
+
 _SCHEMA_LOCK = 0x77697070  # "wipp": one node at a time creates or upgrades the schema
 _VERSIONS_LOCK = 0x77697076  # "wipv": one node at a time commits a registry version
 
@@ -169,6 +183,8 @@ def _create_schema(conn: psycopg.Connection[Any], shown: str) -> None:
         if found is None:
             conn.execute("INSERT INTO wippy_schema VALUES (%s)", [SCHEMA_VERSION])
         elif found < SCHEMA_VERSION:
+            if found < 2:
+                conn.execute(_INDEX_FROM_TURNS)
             conn.execute("UPDATE wippy_schema SET version = %s", [SCHEMA_VERSION])
 
 
