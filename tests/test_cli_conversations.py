@@ -54,3 +54,8 @@ async def test_conversations_are_listed_latest_first_and_searched_by_words_with_
             assert await node.request("conversations.list", until="2020-01-01") == []
             with pytest.raises(ControlError, match="bad since: 'last week' is neither an ISO date or time"):
                 await node.request("conversations.list", since="last week")
+            with pytest.raises(ControlError, match="text: String should have at most 500 characters"):
+                await node.request("conversations.list", text="a" * 501)
+            with pytest.raises(ControlError, match="at most 20 words, not 21"):
+                await node.request("conversations.list", text=" ".join(["word"] * 21))
+            assert await node.request("conversations.list", text="%_\\ ' ;--") == []  # SQL's wildcards, quotes

@@ -520,13 +520,16 @@ async def _usage(target: Target, emit: Emit, agent: str | None = None, since: st
 # -- conversations, from the index the agents keep as turns happen ----------------------------------------
 
 CONVERSATIONS_LIMIT = 10_000
+SEARCH_CHARS = 500
+"""The longest search of conversations: a few words (each one more pass over the messages)."""
 _RELATIVE = re.compile(r"^(\d{1,6})([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 @_op("conversations.list", "state")
 async def _conversations_list(target: Target, emit: Emit, agent: str | None = None, since: str | None = None,
-                              until: str | None = None, text: str | None = None,
+                              until: str | None = None,
+                              text: Annotated[str, Field(max_length=SEARCH_CHARS)] | None = None,
                               limit: Annotated[int, Field(ge=1, le=CONVERSATIONS_LIMIT)] = 50) -> Any:
     """Conversations people had, latest activity first: of `agent`, active from `since` and before `until` (an ISO
     date or time, or a span back from now such as 30m, 12h, 7d, 2w), holding every word of `text` in their messages."""
@@ -646,7 +649,8 @@ async def _processes(target: Target, emit: Emit) -> Any:
 
 
 @_op("chat.conversations", "node")
-async def _chat_conversations(target: Target, emit: Emit, agent: str | None = None, text: str | None = None,
+async def _chat_conversations(target: Target, emit: Emit, agent: str | None = None,
+                              text: Annotated[str, Field(max_length=SEARCH_CHARS)] | None = None,
                               limit: Annotated[int, Field(ge=1, le=CONVERSATIONS_LIMIT)] = 200) -> Any:
     """The conversations people had (of `agent`, holding every word of `text`), latest activity first, each with its
     turn count and first message (the TUI's sidebar; `conversations.list` is the same without a node)."""

@@ -11,6 +11,7 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from ..errors import UsageError
 from ._records import Approval, ConversationInfo, DailyUsage, MemoryVersion
 
 APPROVAL_COLUMNS = ("id, agent, task, action, resource, summary, diff, status, created, decided_by, decided_at, "
@@ -136,7 +137,11 @@ class SQLConversations(SQLStore):
             if value is not None:
                 where.append(clause)
                 params.append(value)
-        for word in (text or "").split():
+        words = (text or "").split()
+        if len(words) > MAX_SEARCH_WORDS:
+            raise UsageError(f"a search of conversations takes at most {MAX_SEARCH_WORDS} words, not {len(words)}: "
+                             "leave out the common ones")
+        for word in words:
             where.append("id IN (SELECT conversation FROM conversation_messages WHERE text ILIKE ? ESCAPE '\\')")
             params.append(f"%{_like_escaped(word)}%")
         rows = self._query(self._sql(
@@ -146,6 +151,8 @@ class SQLConversations(SQLStore):
 
 
 CONVERSATION_COLUMNS = "id, agent, created, last_active, turns, first"
+MAX_SEARCH_WORDS = 20
+"""Each word of a search is one more pass over the messages."""
 
 
 def _like_escaped(text: str) -> str:
