@@ -111,6 +111,13 @@ def test_ledger_totals_by_agent_and_task() -> None:
     assert ledger.totals().usage.input_tokens == 35
 
 
+@pytest.mark.parametrize("field", ["max_output_tokens", "max_tokens"])
+def test_a_model_entry_s_output_limit_is_max_output_tokens_or_its_older_name(field: str) -> None:
+    spec = ModelSpec.model_validate({"provider": "offline", "model": "m", field: 300})
+    assert spec.max_output_tokens == 300
+    assert load_model(spec, environ={}).settings.max_tokens == 300
+
+
 async def test_entry_settings_are_defaults_the_caller_can_override() -> None:
     seen: list[Any] = []
 

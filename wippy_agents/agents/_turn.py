@@ -190,7 +190,7 @@ def _compactor(service: AgentService, ctx: TaskContext, spec: AgentSpec, registr
     window = context_window(model_spec)
     summarizer = spec.history.compaction_model or spec.model
     return Compactor(ctx, spec.history, history, window=window,
-                     reserve=output_reserve(window, spec.max_tokens, model_spec.max_tokens),
+                     reserve=output_reserve(window, spec.max_tokens, model_spec.max_output_tokens),
                      summarizer=service.model(summarizer, registry),
                      summarizer_window=context_window(service.model_spec(summarizer, registry)))
 

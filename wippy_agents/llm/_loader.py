@@ -20,7 +20,7 @@ def load_model(
 ) -> Model:
     """Build the model an entry describes. `http_client` (an `httpx2.AsyncClient`) is for tests and proxies."""
     environ = os.environ if environ is None else environ
-    settings = Settings(max_tokens=spec.max_tokens, temperature=spec.temperature)
+    settings = Settings(max_tokens=spec.max_output_tokens, temperature=spec.temperature)
     if spec.provider == "offline":
         return OfflineModel(spec.model, pricing=spec.pricing, settings=settings, timeout=spec.timeout)
     key_env = spec.api_key_env or KEY_ENV[spec.provider]

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import jinja2
 import jsonschema
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ._entry import Entry
 from ._source_schema import SignatureError, describe_function
@@ -72,7 +72,8 @@ class ModelSpec(KindSpec):
     model: str = Field(min_length=1)
     base_url: str | None = None
     api_key_env: str | None = None
-    max_tokens: int | None = Field(None, gt=0)
+    max_output_tokens: int | None = Field(None, gt=0, validation_alias=AliasChoices("max_output_tokens", "max_tokens"),
+                                          description="tokens one answer may hold (`max_tokens` is the older name)")
     temperature: float | None = Field(None, ge=0, le=2)
     timeout: float | None = Field(None, gt=0, description=(
         "seconds one call may take in all (connecting, every retry, the whole stream), 600 when unset; "
