@@ -123,7 +123,8 @@ class Table:
 
     def batches(self, rows: list[Row]) -> list[list[Row]]:
         """`rows` in batches a statement can take: one, unless the table merges rows by key; then each key at
-        most once per batch (both databases refuse to update a row twice in one statement), in order."""
+        most once per batch, in order (a statement that meets a key twice merges its rows in no set order, or is
+        refused: Postgres refuses to update a row twice in one statement)."""
         if not self.conflict:
             return [rows]
         batches: list[list[Row]] = []
