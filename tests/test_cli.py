@@ -68,7 +68,8 @@ def test_registry_list_filters_by_kind_and_namespace(example_app: Path) -> None:
     tools = wippy("registry", "list", "--kind", "tool", "--root", example_app)
     assert [line.split()[0] for line in tools.stdout.splitlines()] == [
         "tools.calc:add", "tools.calc:multiply", "tools.clock:now", "wippy:create_tool", "wippy:delete_entry",
-        "wippy:registry_find", "wippy:registry_get", "wippy:update_agent", "wippy:update_prompt", "wippy:update_tool"]
+        "wippy:recall", "wippy:registry_find", "wippy:registry_get", "wippy:remember", "wippy:update_agent",
+        "wippy:update_prompt", "wippy:update_tool"]
     ns = wippy("registry", "list", "--ns", "app.db", "--root", example_app)
     assert [line.split()[0] for line in ns.stdout.splitlines()] == ["app.db:postgres"]
 
