@@ -48,7 +48,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "TextDelta", "ToolFinished", "ToolStarted", "TurnDone", "TurnFailed", "TurnStarted", "UsageReport",
         "offered_name", "TURN_WORKFLOW", "Governance", "RestrictedTools", "TurnArgs", "register_builtins", "turns",
         "new_conversation_id", "McpServers", "McpToolError", "StepSpan", "TurnSteps", "Memory", "Recalled", "note_json",
-        "BudgetExceeded", "PricingMissing",
+        "BudgetExceeded", "PricingMissing", "Embeddings",
     },
     "wippy_agents.durable": {
         "JournalDamaged", "JournalTypeError", "NondeterminismError", "StateUnavailable", "StepError", "StepRecord",

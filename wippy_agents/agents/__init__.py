@@ -11,6 +11,7 @@ async for event in conv.stream("And times 4?"):     # text deltas, tool calls an
 from ..llm import TextDelta
 from ._budget import BudgetExceeded, PricingMissing
 from ._builtin import register_builtins
+from ._embeddings import Embeddings
 from ._errors import AgentError
 from ._events import (
     AgentEvent,
@@ -42,6 +43,7 @@ __all__ = [
     "BudgetExceeded",
     "Conversation",
     "Delegated",
+    "Embeddings",
     "Governance",
     "McpServers",
     "McpToolError",

@@ -5,9 +5,10 @@ version of the agent's memory, attributed to the agent (or person) and the turn 
 made it, and forgetting is a version too, so the history shows what was known when.
 Writing is the action `memory.write` under policy (resource: the agent whose memory
 it is; by default an agent writes its own memory and no other's), and every decision
-is audited. Recall ranks the notes by keywords with BM25 over their text and tags,
-after keeping only those that carry every tag asked for. There is no semantic
-recall: that would need an embedding model installed with the app, and none is.
+is audited. Recall keeps only the notes that carry every tag asked for, then ranks
+them by keywords with BM25 over their text and tags; with an embedding model
+(`Embeddings`, when the app sets `memory.embedding_model`) it mixes in how close in
+meaning each note is to the query, so a note that shares no word with it can be found.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .._runtime.text import clean_text
 from ..policy._rules import MEMORY_WRITE
 from ..state import MemoryStore, MemoryVersion
 from ..tools import ToolContext
+from ._embeddings import Embeddings
 
 if TYPE_CHECKING:
     from ._service import AgentService
@@ -34,21 +36,33 @@ MAX_TAG = 64
 MAX_RECALL = 50
 _WORD = re.compile(r"\w+")
 _K1, _B = 1.2, 0.75  # BM25's usual term-saturation and length-normalisation constants
+KEYWORD_SHARE = 0.5
+"""With an embedding model, a note's score is this share of its BM25 score (over the best one's) plus the rest of
+its cosine similarity to the query."""
+MIN_SIMILARITY = 0.5
+"""A note that shares no keyword with the query is recalled when it is at least this similar in meaning."""
 
 
 @dataclass(frozen=True)
 class Recalled:
-    """A note found by `Memory.recall`, with its score (0 when no keywords were given)."""
+    """A note found by `Memory.recall`, with its score (0 when no keywords were given; 0 to 1 when meaning counts)."""
 
     note: MemoryVersion
     score: float
 
 
 class Memory:
-    """The app's agents' notes: written as versions of each agent's memory, recalled ranked."""
+    """The app's agents' notes: written as versions of each agent's memory, recalled ranked (also by meaning once
+    `embeddings`, if any, are loaded: `load_embeddings`)."""
 
-    def __init__(self, store: MemoryStore) -> None:
+    def __init__(self, store: MemoryStore, embeddings: Embeddings | None = None) -> None:
         self.store = store
+        self.embeddings = embeddings
+
+    async def load_embeddings(self) -> None:
+        """Load the embedding model, if the app has one, so recall ranks by meaning too (once; a failure is logged)."""
+        if self.embeddings is not None:
+            await self.embeddings.load()
 
     def remember(self, agent: str, text: str, tags: Sequence[str] = (), *, author: str, task: str | None,
                  note: int | None = None) -> tuple[MemoryVersion, bool]:
@@ -85,18 +99,22 @@ class Memory:
 
     def recall(self, agent: str, query: str = "", tags: Sequence[str] = (), limit: int = 5) -> list[Recalled]:
         """`agent`'s notes carrying every tag in `tags`, best match for `query`'s keywords first (no keywords:
-        newest first); a note that shares no keyword with the query is left out."""
+        newest first); a note that shares no keyword with the query is left out unless it is close in meaning."""
         wanted = {tag.casefold() for tag in _checked_tags(tags)}
-        notes = [n for n in self.store.notes(agent) if wanted <= {tag.casefold() for tag in n.tags}]
+        current = self.store.notes(agent)
+        notes = [n for n in current if wanted <= {tag.casefold() for tag in n.tags}]
         scored = rank(notes, query)
         if _words(query):
+            if self.embeddings is not None and self.embeddings.ready:
+                meaning = self.embeddings.similarities(agent, query, {n.version: _document(n) for n in current})
+                scored = _blend(scored, meaning)
             scored = [found for found in scored if found.score > 0]
         return scored[:max(1, min(limit, MAX_RECALL))]
 
 
 def rank(notes: Sequence[MemoryVersion], query: str) -> list[Recalled]:
     """`notes` by their BM25 score for `query`'s words over each note's text and tags, ties newest first."""
-    documents = [Counter(_words(" ".join((n.text or "", *n.tags)))) for n in notes]
+    documents = [Counter(_words(_document(n))) for n in notes]
     terms = set(_words(query))
     average = sum(sum(d.values()) for d in documents) / len(documents) if documents else 0.0
     frequency = {term: sum(1 for d in documents if term in d) for term in terms}
@@ -110,7 +128,30 @@ def rank(notes: Sequence[MemoryVersion], query: str) -> list[Recalled]:
                 idf = math.log(1 + (len(documents) - frequency[term] + 0.5) / (frequency[term] + 0.5))
                 score += idf * count * (_K1 + 1) / (count + _K1 * (1 - _B + _B * length / (average or 1)))
         scored.append(Recalled(note, score))
+    return _best_first(scored)
+
+
+def _blend(scored: Sequence[Recalled], meaning: dict[int, float]) -> list[Recalled]:
+    """`scored` (BM25) mixed with each note's similarity in `meaning` (by version), both on 0 to 1; a note that
+    matches no keyword and is not similar enough scores 0."""
+    best = max((found.score for found in scored), default=0.0)
+    blended = []
+    for found in scored:
+        keywords = found.score / best if best else 0.0
+        similarity = max(meaning[found.note.version], 0.0)
+        found_at_all = keywords > 0 or similarity >= MIN_SIMILARITY
+        score = KEYWORD_SHARE * keywords + (1 - KEYWORD_SHARE) * similarity if found_at_all else 0.0
+        blended.append(Recalled(found.note, score))
+    return _best_first(blended)
+
+
+def _best_first(scored: list[Recalled]) -> list[Recalled]:
     return sorted(scored, key=lambda found: (-found.score, -found.note.version))
+
+
+def _document(note: MemoryVersion) -> str:
+    """What a note is recalled by: its text and tags."""
+    return " ".join((note.text or "", *note.tags))
 
 
 def _words(text: str) -> list[str]:
@@ -201,9 +242,11 @@ async def recall(service: AgentService, ctx: ToolContext, query: str = "", tags:
     """
     if ctx.agent_id is None:
         raise RuntimeError("wippy:recall acts for an agent; this call names none")
+    memory = _memory(service)
+    await memory.load_embeddings()
     return [{"note": found.note.note, "text": found.note.text, "tags": list(found.note.tags),
              "written": found.note.time.isoformat(timespec="seconds")}
-            for found in _memory(service).recall(ctx.agent_id, query, tags or (), limit)]
+            for found in memory.recall(ctx.agent_id, query, tags or (), limit)]
 
 
 MEMORY_TOOLS = (remember, recall)

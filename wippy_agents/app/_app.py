@@ -37,7 +37,16 @@ from .._runtime.pubsub import Subscribers
 from .._runtime.remote import Peers
 from .._runtime.secrets import Redactor
 from .._runtime.telemetry import ENDPOINT_VARIABLES, Telemetry, ambient_provider, otlp_provider, shut_down
-from ..agents import TURN_WORKFLOW, AgentService, Conversation, Governance, McpServers, Memory, RestrictedTools
+from ..agents import (
+    TURN_WORKFLOW,
+    AgentService,
+    Conversation,
+    Embeddings,
+    Governance,
+    McpServers,
+    Memory,
+    RestrictedTools,
+)
 from ..durable import TaskManager
 from ..errors import UsageError
 from ..policy import Approvals, Audit, Policies, ToolHealth
@@ -203,7 +212,7 @@ class App:
                                    Governance(self.policies, self.audit, self.approvals), state.usage,
                                    restricted=RestrictedTools(on_outcome=self.tool_health.record),
                                    redactor=self.redactor, mcp=self.mcp, telemetry=self.telemetry,
-                                   memory=Memory(state.memory))
+                                   memory=Memory(state.memory, _embeddings(folder.config, self.root)))
         self.watcher = Watcher(self.root, folder.folders, registry, step_ms=folder.config.watch_step_ms)
         registry.follow_announced(asyncio.get_running_loop())
 
@@ -304,6 +313,12 @@ def _with_registry(fn: ProcessFn, registry: Registry) -> ProcessFn:
         return await fn(*args, **{name: registry for name in wanted})
 
     return with_registry
+
+
+def _embeddings(config: AppConfig, root: Path) -> Embeddings | None:
+    """The embedding model `memory.embedding_model` names (relative to the app or absolute), if it names one."""
+    folder = config.memory.embedding_model
+    return Embeddings(root / folder) if folder else None
 
 
 def _package_loggers() -> list[logging.Logger]:

@@ -14,7 +14,7 @@ from ..registry._sources import Unreadable, decode_text, hidden, read_bytes
 from ..registry._yaml import YAMLProblem, load_yaml
 from ..state import is_database_url
 
-__all__ = ["CONFIG_FILE", "STATE_VARIABLE", "AppConfig", "ClusterSettings", "Sources", "TelemetrySettings", "load_config", "state_location"]
+__all__ = ["CONFIG_FILE", "STATE_VARIABLE", "AppConfig", "ClusterSettings", "MemorySettings", "Sources", "TelemetrySettings", "load_config", "state_location"]
 
 CONFIG_FILE = "wippy.yaml"
 STATE_VARIABLE = "WIPPY_STATE"
@@ -63,6 +63,17 @@ class TelemetrySettings(BaseModel):
         return url
 
 
+class MemorySettings(BaseModel):
+    """`memory:` in wippy.yaml: how agents' notes are recalled."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    embedding_model: str | None = Field(
+        None, min_length=1,
+        description="a local model2vec model folder (as `save_pretrained` writes it), relative to the app root or "
+                    "absolute: recall then ranks notes by meaning as well as keywords (needs `pip install "
+                    "'wippy-agents[memory]'`; nothing is ever downloaded)")
+
+
 class AppConfig(BaseModel):
     """The settings in `wippy.yaml`; every field is optional."""
 
@@ -79,6 +90,7 @@ class AppConfig(BaseModel):
     watch_step_ms: int = Field(5, ge=1, le=1000, description="how long the watcher waits for more changes")
     telemetry: TelemetrySettings = Field(TelemetrySettings(), description="OpenTelemetry traces; nothing is exported "
                                                                        "unless an endpoint is set")
+    memory: MemorySettings = Field(MemorySettings(), description="agents' memory: semantic recall")
     task_retention_days: float | None = Field(
         30, gt=0, description="finished tasks older than this are deleted at boot (agent turns are kept); null keeps all"
     )
@@ -131,6 +143,6 @@ def _setting_problem(kind: str, loc: tuple[str | int, ...], message: str) -> str
     if kind != "extra_forbidden":
         return message
     sections: dict[str | int, type[BaseModel]] = {"sources": Sources, "cluster": ClusterSettings,
-                                                  "telemetry": TelemetrySettings}
+                                                  "telemetry": TelemetrySettings, "memory": MemorySettings}
     model = sections.get(loc[0], AppConfig) if len(loc) > 1 else AppConfig
     return f"unknown setting; the settings here are {', '.join(model.model_fields)}"
