@@ -334,3 +334,18 @@ async def test_a_summary_journaled_before_a_kill_9_is_replayed_not_written_again
                            timeout=50)
     assert shown.returncode == 0, shown.stderr
     assert f"up to turn {compaction.through} folded into the summary; history ~" in shown.stdout
+
+
+async def test_only_the_most_recently_used_histories_stay_in_memory_and_a_dropped_one_is_read_back(app: Path) -> None:
+    chat = LongChat()
+    async with App(root=app, state=":memory:") as wippy:
+        wippy.agents.model_overrides["*"] = FunctionModel(chat)
+        wippy.agents.histories.capacity = 2
+        conversations = [await wippy.conversation("app:assistant") for _ in range(3)]
+        for n in range(1, 4):
+            for number, conversation in enumerate(conversations):
+                await conversation.ask(f"c{number} q{n}")
+        assert len(wippy.agents.histories) == 2  # the third conversation's pushed the first one's out
+        await conversations[0].ask("c0 q4")  # its history is read back from the journal
+    asked = [m.content for m in chat.turn_requests[-1].messages if isinstance(m, UserMessage)]
+    assert asked == ["c0 q1", "c0 q2", "c0 q3", "c0 q4"]

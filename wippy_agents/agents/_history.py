@@ -17,6 +17,7 @@ exporter needed.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -148,22 +149,34 @@ def history(tasks: TaskManager, agent: str, conversation: str, before: int) -> l
 
 class Histories:
     """Each conversation's history as its last turn left it, in memory: a turn's history costs the same at turn 5
-    and at turn 5,000. A turn that finds no entry for the turn before it (after a restart, or a failed turn)
-    reads it back from the journal (`load_history`)."""
+    and at turn 5,000. A turn that finds no entry for the turn before it (after a restart, a failed turn, or
+    its conversation idle long enough to be dropped) reads it back from the journal (`load_history`).
 
-    def __init__(self) -> None:
-        self._latest: dict[tuple[str, str], tuple[int, ConversationHistory]] = {}
+    Only the `capacity` most recently used conversations are kept, so a node that lives for days with many
+    conversations does not keep every one's history.
+    """
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self.capacity = capacity
+        self._latest: OrderedDict[tuple[str, str], tuple[int, ConversationHistory]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._latest)
 
     def before(self, tasks: TaskManager, agent: str, conversation: str, turn: int) -> ConversationHistory:
         """The history turn `turn` of the conversation is sent."""
         latest = self._latest.get((agent, conversation))
         if latest is not None and latest[0] == turn - 1:
+            self._latest.move_to_end((agent, conversation))
             return latest[1]
         return load_history(tasks, agent, conversation, before=turn)
 
     def completed(self, agent: str, conversation: str, turn: int, history: ConversationHistory) -> None:
         """Turn `turn` finished, leaving `history` for the next."""
         self._latest[(agent, conversation)] = (turn, history)
+        self._latest.move_to_end((agent, conversation))
+        while len(self._latest) > self.capacity:
+            self._latest.popitem(last=False)
 
 
 def turn_events(tasks: TaskManager, info: TaskInfo, tool_ids: Callable[[str], dict[str, str]]) -> list[AgentEvent]:
