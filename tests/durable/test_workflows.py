@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -364,17 +365,22 @@ import asyncio, os, sys
 from pathlib import Path
 from wippy_agents import App, durable
 
+def exit_while_told():
+    if Path(sys.argv[1], "die").exists():
+        os._exit(7)
+    return "fixed"
+
 @durable.workflow("test:kills_the_node")
 async def kills_the_node(ctx):
     await ctx.step("fine", lambda: 1)
-    return await ctx.step("tool:exit", os._exit, 7, mark_start=True)
+    return await ctx.step("tool:exit", exit_while_told, mark_start=True)
 
 async def main():
     async with App(root=Path(sys.argv[1])) as app:
         if len(sys.argv) > 2:
             await app.tasks.start("test:kills_the_node", task_id="t1")
         try:
-            await app.tasks.result("t1")
+            print("result:", await app.tasks.result("t1"))
         except durable.TaskFailed as error:
             print(error)
 
@@ -382,11 +388,18 @@ asyncio.run(main())
 """
 
 
-def test_a_step_that_kills_the_node_is_parked_on_its_first_repeat(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["duckdb", "postgres"])
+def test_a_step_that_kills_the_node_is_parked_on_its_first_repeat_and_asking_again_retries_it(
+        tmp_path: Path, store: str, request: pytest.FixtureRequest) -> None:
+    environ = dict(os.environ)
+    if store == "postgres":
+        environ["WIPPY_STATE"] = request.getfixturevalue("postgres").database()
+
     def boot(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-c", NODE_KILLING_STEP, str(tmp_path), *args], capture_output=True,
-                              text=True, timeout=60)
+                              text=True, timeout=60, env=environ)
 
+    (tmp_path / "die").touch()
     assert boot("start").returncode == 7  # the step took the node down
     assert boot().returncode == 7  # recovery ran it once more (the machine might have died): down again
     parked = boot()  # the next boot parks the task instead of running the step a third time
@@ -394,6 +407,9 @@ def test_a_step_that_kills_the_node_is_parked_on_its_first_repeat(tmp_path: Path
     assert "task t1 needs_attention: step 1 (tool:exit) was running each of the last 2 times the node stopped"\
         in parked.stdout
     assert "wippy tasks resume t1" in parked.stdout
+    (tmp_path / "die").unlink()  # mended: asking for the task by id again (as `wippy tasks resume` does) runs it
+    retried = boot("start")
+    assert retried.returncode == 0 and "result: fixed" in retried.stdout, retried.stderr
 
 
 FULL_DISK_NODE = """

@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from collections import ChainMap
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -475,11 +475,9 @@ class TaskManager:
         if existing is not None:
             if task_id in self._running or task_id in self._restarting or task_id in self._resuming:
                 return task_id
-            parked = self._parked_for_stalling(existing)
-            if parked:  # asking for it by id is a person's "try again"
-                await self._event(task_id, Note.RESUMED)
+            parked = self._parked_for_stalling(existing)  # asking for it by id is a person's "try again"
             if parked or existing.status not in TERMINAL:
-                await self._resume(task_id)
+                await self._resume(task_id, retry=parked)
             return task_id
         version = self._registry_version()
         now = self.now()
@@ -657,14 +655,14 @@ class TaskManager:
         return (state.status == TaskStatus.NEEDS_ATTENTION and isinstance(state.detail, dict)
                 and "parked" in state.detail)
 
-    async def _resume(self, task_id: str) -> None:
+    async def _resume(self, task_id: str, *, retry: bool = False) -> None:
         state = self._task(task_id)
         if state.workflow not in self.workflows:
             raise TaskNotFound(f"task {task_id} runs workflow {state.workflow!r}, which is not registered in this "
                               "process; import the module that defines it")
-        await self._resume_all([task_id])
+        await self._resume_all([task_id], retried=[task_id] if retry else [])
 
-    async def _resume_all(self, task_ids: list[str]) -> list[str]:
+    async def _resume_all(self, task_ids: list[str], *, retried: Collection[str] = ()) -> list[str]:
         task_ids = [task_id for task_id in task_ids if task_id not in self._running and task_id not in self._resuming]
         if not task_ids:
             return []
@@ -672,17 +670,21 @@ class TaskManager:
         for task_id in task_ids:
             self._resuming[task_id] = loop.create_future()
         try:
-            return await self._claim_and_launch(task_ids)
+            return await self._claim_and_launch(task_ids, retried)
         finally:
             for task_id in task_ids:
                 self._resuming.pop(task_id).set_result(None)
 
-    async def _claim_and_launch(self, task_ids: list[str]) -> list[str]:
+    async def _claim_and_launch(self, task_ids: list[str], retried: Collection[str] = ()) -> list[str]:
+        """Claim the tasks, then resume each unless recovery parks it. `retried`: parked tasks a person asked for
+        again, whose stall and crash counts start afresh (noted once the claim makes their rows this node's to
+        write: a shared journal refuses the rows of a task whose lease another incarnation holds)."""
         held = [lease.task for lease in self.journal.claim(task_ids, self.node.name)]
         for task_id in held:
             self._task(task_id).node = None  # this node's now
         for task_id in sorted(set(task_ids) - set(held)):
             log.warning("task %s is not resumed here: another node holds it", task_id)
+        await asyncio.gather(*(self._event(task_id, Note.RESUMED) for task_id in held if task_id in retried))
         recoveries = self.journal.recovery(held)
         notes, resumed = [], []
         for task_id in held:
