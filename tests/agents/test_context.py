@@ -12,10 +12,12 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 from wippy_agents import App
+from wippy_agents.agents import ApprovalRequested, Conversation, TurnFailed
 from wippy_agents.agents._compaction import SUMMARY_PROMPT
 from wippy_agents.agents._history import SUMMARY_HEADER, Compaction, load_history
 from wippy_agents.durable import loads
@@ -349,3 +351,60 @@ async def test_only_the_most_recently_used_histories_stay_in_memory_and_a_droppe
         await conversations[0].ask("c0 q4")  # its history is read back from the journal
     asked = [m.content for m in chat.turn_requests[-1].messages if isinstance(m, UserMessage)]
     assert asked == ["c0 q1", "c0 q2", "c0 q3", "c0 q4"]
+
+
+TURN_LIMIT = 1_700
+"""Above any turn's own request here (the history is kept under 1,500 tokens), below the most a summary call of
+this window may send and receive (its transcript's room, its prompt and its summary: about 1,900)."""
+
+
+def limited(app: Path, on_exceed: str) -> Path:
+    write_file(app, "registry/app/_index.yaml", AGENTS.replace(
+        "    history: {keep_recent_turns: 2}",
+        f"    history: {{keep_recent_turns: 2}}\n    budget: {{max_tokens_per_turn: {TURN_LIMIT}, on_exceed: {on_exceed}}}"))
+    return app
+
+
+async def test_a_summary_call_that_would_cross_a_spend_limit_is_not_sent(app: Path) -> None:
+    chat = LongChat()
+    async with App(root=limited(app, "fail"), state=":memory:") as wippy:
+        wippy.agents.model_overrides["*"] = FunctionModel(chat)
+        conversation = await wippy.conversation("app:assistant")
+        for n in range(1, 200):
+            failed = [event async for event in conversation.stream(f"question {n}") if isinstance(event, TurnFailed)]
+            if failed:
+                break
+    assert n > 5 and failed[0].kind == "BudgetExceeded" and "max_tokens_per_turn" in failed[0].error
+    assert chat.summaries == 0  # the summary call was refused before it was sent
+
+
+class Asked(NamedTuple):
+    turn: int
+    approval: str
+
+
+async def first_approval(conversation: Conversation) -> Asked:
+    """Ask question after question until a turn waits for a person; that turn and the approval it waits for."""
+    for n in range(1, 200):
+        async for event in conversation.stream(f"question {n}"):
+            if isinstance(event, ApprovalRequested):
+                return Asked(n, event.approval)
+    raise AssertionError("no turn asked to go over its budget")
+
+
+async def test_a_summary_call_over_a_limit_waits_for_a_person_across_a_restart(app: Path) -> None:
+    chat = LongChat()
+    limited(app, "ask")
+    async with App(root=app) as wippy:
+        wippy.agents.model_overrides["*"] = FunctionModel(chat)
+        conversation = await wippy.conversation("app:assistant")
+        asked = await first_approval(conversation)
+        task = f"turn:{conversation.id}:{asked.turn}"
+    assert chat.summaries == 0
+    async with App(root=app) as wippy:  # the turn is recovered: the approval it asked for replays, and it waits
+        wippy.agents.model_overrides["*"] = FunctionModel(chat)
+        [pending] = wippy.approvals.pending()
+        assert (pending.id, pending.action, pending.task_id) == (asked.approval, "budget.exceed", task)
+        await wippy.approvals.approve(pending.id, by="user:carol")
+        answer = (await wippy.tasks.result(task))["answer"]
+    assert answer.text.startswith("an answer") and chat.summaries == 1  # summarized once, after the approval

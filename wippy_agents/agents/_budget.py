@@ -151,8 +151,13 @@ class TurnBudget:
     async def check(self, ctx: TaskContext, number: int, messages: list[ChatMessage], tools: list[ToolDefinition],
                     turn: Spent, task: Spent) -> None:
         """Before model call `number`: raise `BudgetExceeded`, or wait for a person, while it would cross a limit."""
-        tokens = estimate_tokens(messages, tools)
-        usage = Usage(input_tokens=tokens, output_tokens=self.max_output_tokens)
+        await self.check_tokens(ctx, number, estimate_tokens(messages, tools), self.max_output_tokens, turn, task)
+
+    async def check_tokens(self, ctx: TaskContext, number: int | str, tokens: int, output_tokens: int, turn: Spent,
+                           task: Spent) -> None:
+        """`check` for a call of `tokens` in and at most `output_tokens` out (a compaction's summary call: it knows
+        its bounds, not its messages, until it runs)."""
+        usage = Usage(input_tokens=tokens, output_tokens=output_tokens)
         estimate = Spent(usage.total_tokens, cost_usd(usage, self.model.pricing))
         spent = {"turn": turn, "task": task, "day": self.day + turn}
         asked = 0

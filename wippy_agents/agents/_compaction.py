@@ -14,7 +14,7 @@ follows the journal (`TaskContext.replaying`) instead of deciding again.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ..durable import StepError
@@ -50,6 +50,8 @@ SUMMARY_SHARE = 4
 MAX_SUMMARY_TOKENS = 2_000
 
 DEFAULT_OUTPUT_RESERVE = 4_096
+GUARD = "compact"
+"""A summary call's label in the spend limits' checks (`budget:compact<N>:<asked>` steps)."""
 """Tokens kept for the answer when neither the agent nor its model entry sets `max_tokens` (at most a quarter of
 the window)."""
 
@@ -68,8 +70,11 @@ class Compactor:
     """A turn's view of its conversation's history, compacted (durably) whenever a request would not fit."""
 
     def __init__(self, ctx: TaskContext, settings: HistorySettings, history: ConversationHistory, *, window: int,
-                 reserve: int, summarizer: Model, summarizer_window: int) -> None:
+                 reserve: int, summarizer: Model, summarizer_window: int,
+                 guard: Callable[[str, int, int], Awaitable[None]] | None = None) -> None:
         self.ctx = ctx
+        self.guard = guard
+        """Asked before each summary call (a label, its most tokens in and out): the turn's spend limits."""
         self.settings = settings
         self.history = history
         self.window = window
@@ -141,10 +146,19 @@ class Compactor:
     async def _replayed(self) -> bool:
         """Replay the compactions the journal holds at this point of the turn; whether there were any."""
         replayed = False
-        while (name := self.ctx.replaying()) is not None and name.startswith("compact:"):
+        while (name := self.ctx.replaying()) is not None and name.startswith(("compact:", f"budget:{GUARD}")):
+            if name.startswith("budget:"):  # a spend limit's approval asked before a summary call: asked again
+                await self._guarded()
+                continue
             await self._step([])  # recorded: its function is not called
             replayed = True
         return replayed
+
+    async def _guarded(self) -> None:
+        """Before a summary call: the spend limits, for the most it can send and receive (the same on replay)."""
+        if self.guard is not None and self.settings.strategy == "summary":
+            await self.guard(f"{GUARD}{self._count + 1}", self._transcript_room() + estimate_text(SUMMARY_PROMPT)
+                             + self._summary_limit(), self._summary_limit())
 
     async def _fold(self, target: int) -> None:
         """Fold the fewest oldest turns that bring the history to `target` estimated tokens (all it may, for 0)."""
@@ -161,6 +175,7 @@ class Compactor:
         pending = list(foldable[:count])
         while pending:
             chunk = self._chunk(pending)
+            await self._guarded()
             await self._step(chunk)
             pending = pending[len(chunk):]
 

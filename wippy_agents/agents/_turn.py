@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -122,10 +122,17 @@ async def run_turn(
     system = await render_prompt(service.prompts, spec, prompt, agent_id, entry.meta, context)
     new: list[ChatMessage] = [UserMessage(content=text)]
     head: list[ChatMessage] = [SystemMessage(content=system)] if system else []
-    compactor = _compactor(service, ctx, spec, registry, history)
     settings = {k: v for k, v in (("max_tokens", spec.max_tokens), ("temperature", spec.temperature)) if v is not None}
     usage, cost, steps = Usage(), 0.0, 0
     budget = await _turn_budget(service, ctx, agent_id, spec, model, settings, emit)
+
+    async def guard(label: str, tokens: int, output_tokens: int) -> None:
+        """A summary call is a model call too: the turn's spend limits are asked before it is sent."""
+        if budget is not None:
+            spent = Spent.of(usage, cost)
+            await budget.check_tokens(ctx, label, tokens, output_tokens, spent, spent + _delegates_spent(delegated))
+
+    compactor = _compactor(service, ctx, spec, registry, history, guard)
     calls: list[ToolCall] = []
     stopped: str | None = None
     final = ""
@@ -184,7 +191,7 @@ async def run_turn(
 
 
 def _compactor(service: AgentService, ctx: TaskContext, spec: AgentSpec, registry: Registry | RegistryView,
-               history: ConversationHistory) -> Compactor:
+               history: ConversationHistory, guard: Callable[[str, int, int], Awaitable[None]]) -> Compactor:
     """The turn's history, kept inside its model's window as the agent's `history:` settings say."""
     model_spec = service.model_spec(spec.model, registry)
     window = context_window(model_spec)
@@ -192,7 +199,7 @@ def _compactor(service: AgentService, ctx: TaskContext, spec: AgentSpec, registr
     return Compactor(ctx, spec.history, history, window=window,
                      reserve=output_reserve(window, spec.max_tokens, model_spec.max_output_tokens),
                      summarizer=service.model(summarizer, registry),
-                     summarizer_window=context_window(service.model_spec(summarizer, registry)))
+                     summarizer_window=context_window(service.model_spec(summarizer, registry)), guard=guard)
 
 
 async def _recovered_model_step(ctx: TaskContext, number: int, model: Any, compactor: Compactor,
