@@ -12,7 +12,7 @@ from typing import Any
 from .durable import JournalTypeError, StepRecord, loads
 from .llm import Response, Usage
 
-__all__ = ["short", "step_json", "tokens"]
+__all__ = ["compaction_summary", "short", "step_json", "tokens"]
 
 
 def step_json(step: StepRecord) -> dict[str, Any]:
@@ -39,3 +39,11 @@ def tokens(usage: Usage) -> str:
     """`120 tokens in (20 cached), 30 out`."""
     cached = f" ({usage.cached_tokens} cached)" if usage.cached_tokens else ""
     return f"{usage.input_tokens} tokens in{cached}, {usage.output_tokens} out"
+
+
+def compaction_summary(result: dict[str, Any]) -> str:
+    """What a compaction step (`compact:N`, as `step_json` gives its result) did to the conversation's history."""
+    done = "folded into the summary" if result.get("strategy") == "summary" else "dropped"
+    turns = result.get("turns", 0)
+    return (f"{turns} turn{'s' if turns != 1 else ''} up to turn {result.get('through')} {done}; "
+            f"history ~{result.get('tokens_before', 0):,} -> ~{result.get('tokens_after', 0):,} tokens")

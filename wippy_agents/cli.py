@@ -297,7 +297,7 @@ def cmd_tasks_list(args: argparse.Namespace) -> None:
 
 
 def cmd_tasks_show(args: argparse.Namespace) -> None:
-    from ._display import short
+    from ._display import compaction_summary, short
 
     task = _request(args, "tasks.show", id=args.id)
     if args.json:
@@ -318,7 +318,7 @@ def cmd_tasks_show(args: argparse.Namespace) -> None:
             line += f"  {short(step['error'], 200)}"
         print(line)
         if step["name"].startswith("compact:") and isinstance(step["result"], dict):
-            print(f"         {_compaction(step['result'], step['started'])}")
+            print(f"         {_when(step['started'])}: {compaction_summary(step['result'])}")
     if task["usage"] is not None:
         print(f"model calls: {_tokens(task['usage'])}, ${task['cost_usd']:.6f}")
     if task["error"]:
@@ -327,14 +327,6 @@ def cmd_tasks_show(args: argparse.Namespace) -> None:
         answer = _answer_of(task["result"])
         shown = answer["text"] if answer else json.dumps(task["result"], ensure_ascii=False)
         print(f"{'answer' if answer else 'result'}: {short(shown, 1000)}")
-
-
-def _compaction(result: dict[str, Any], started: str) -> str:
-    """What a compaction step did to the conversation's history, and when."""
-    done = "folded into the summary" if result.get("strategy") == "summary" else "dropped"
-    turns = result.get("turns", 0)
-    return (f"{_when(started)}: {turns} turn{'s' if turns != 1 else ''} up to turn {result.get('through')} {done}; "
-            f"history ~{result.get('tokens_before', 0):,} -> ~{result.get('tokens_after', 0):,} tokens")
 
 
 def _tokens(usage: dict[str, Any]) -> str:

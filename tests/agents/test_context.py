@@ -408,3 +408,19 @@ async def test_a_summary_call_over_a_limit_waits_for_a_person_across_a_restart(a
         await wippy.approvals.approve(pending.id, by="user:carol")
         answer = (await wippy.tasks.result(task))["answer"]
     assert answer.text.startswith("an answer") and chat.summaries == 1  # summarized once, after the approval
+
+
+async def test_the_tui_s_task_detail_says_when_and_what_a_compaction_folded(app: Path) -> None:
+    from wippy_agents.control import Hosted
+    from wippy_agents.tui._format import task_detail
+
+    chat = LongChat()
+    async with App(root=app, state=":memory:") as wippy:
+        wippy.agents.model_overrides["*"] = FunctionModel(chat)
+        conversation = await wippy.conversation("app:assistant")
+        while chat.summaries == 0:
+            await conversation.ask(f"question {len(chat.turn_requests) + 1}")
+        compacted = next(info for info in wippy.tasks.list() if info.result and info.result["compaction"])
+        shown = await Hosted(wippy).request("tasks.show", id=compacted.id)
+    detail = task_detail(shown).plain
+    assert "compact:1" in detail and "folded into the summary; history ~" in detail

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 from rich.text import Text
 
-from .._display import short, tokens
+from .._display import compaction_summary, short, tokens
 from ..agents import Answer
 from ..llm import Usage
 from ..registry import Entry
@@ -129,6 +129,9 @@ def task_detail(shown: dict[str, Any]) -> Text:
         text.append(f"  {step['seconds']:.3f}s")
         if step["error"]:
             text.append(f"  {short(step['error'])}", "red")
+        if step["name"].startswith("compact:") and isinstance(step["result"], dict):
+            started = datetime.fromisoformat(step["started"]).astimezone()
+            text.append(f"\n       {started:%H:%M:%S}: {compaction_summary(step['result'])}", "italic")
     return text
 
 
