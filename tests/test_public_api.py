@@ -47,7 +47,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "AgentError", "AgentEvent", "AgentService", "Answer", "ApprovalRequested", "Conversation", "Delegated",
         "TextDelta", "ToolFinished", "ToolStarted", "TurnDone", "TurnFailed", "TurnStarted", "UsageReport",
         "offered_name", "TURN_WORKFLOW", "Governance", "RestrictedTools", "TurnArgs", "register_builtins", "turns",
-        "new_conversation_id", "McpServers", "McpToolError", "StepSpan", "TurnSteps", "Memory", "Recalled", "note_json",
+        "answer_of", "new_conversation_id", "McpServers", "McpToolError", "StepSpan", "TurnSteps", "Memory", "Recalled", "note_json",
         "BudgetExceeded", "PricingMissing", "Embeddings",
     },
     "wippy_agents.durable": {

@@ -30,7 +30,7 @@ from ._history import TURN_WORKFLOW, StepSpan, TurnArgs, TurnSteps, turns
 from ._mcp import McpServers, McpToolError
 from ._memory import Memory, Recalled, note_json
 from ._restricted import RestrictedTools
-from ._service import AgentService, Conversation, new_conversation_id
+from ._service import AgentService, Conversation, answer_of, new_conversation_id
 from ._toolset import offered_name
 
 __all__ = [
@@ -61,6 +61,7 @@ __all__ = [
     "TurnStarted",
     "TurnSteps",
     "UsageReport",
+    "answer_of",
     "new_conversation_id",
     "note_json",
     "offered_name",

@@ -310,6 +310,16 @@ def new_conversation_id() -> str:
     return f"{_ids.getrandbits(48):012x}"
 
 
+async def answer_of(agent: str, events: AsyncIterator[AgentEvent]) -> Answer:
+    """The answer a turn's `events` end with; `AgentError` if the turn failed or ended without one."""
+    async for event in events:
+        if isinstance(event, TurnDone):
+            return event.answer
+        if isinstance(event, TurnFailed):
+            raise AgentError(f"{agent}: {event.error}")
+    raise AgentError(f"{agent}: the turn ended without an answer")
+
+
 class Conversation:
     """A handle on one conversation: `await conv.ask(text)`, `async for event in conv.stream(text)`."""
 
@@ -332,12 +342,7 @@ class Conversation:
         With `task_id`, the turn runs as that durable task: asking again with the
         same id after a crash resumes the turn instead of starting it over.
         """
-        async for event in self.stream(text, context=context, task_id=task_id):
-            if isinstance(event, TurnDone):
-                return event.answer
-            if isinstance(event, TurnFailed):
-                raise AgentError(f"{self.agent}: {event.error}")
-        raise AgentError(f"{self.agent}: the turn ended without an answer")
+        return await answer_of(self.agent, self.stream(text, context=context, task_id=task_id))
 
     async def stream(self, text: str, *, context: dict[str, Any] | None = None, chain: tuple[str, ...] = (),
                      task_id: str | None = None) -> AsyncIterator[AgentEvent]:

@@ -42,7 +42,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from .._runtime.node import Node
-from ..agents import AgentError, AgentEvent, Answer, TurnDone, TurnFailed, new_conversation_id
+from ..agents import AgentError, AgentEvent, Answer, TurnDone, TurnFailed, answer_of, new_conversation_id
 from ..app import AppFolder, ClusterSettings, Watcher, load_config, state_location
 from ..control._ops import Emit
 from ..control._wire import ControlError, failure
@@ -360,12 +360,7 @@ class ClusterConversation:
 
     async def ask(self, text: str) -> Answer:
         """Run one turn and return its answer; `AgentError` if the turn fails."""
-        async for event in self.stream(text):
-            if isinstance(event, TurnDone):
-                return event.answer
-            if isinstance(event, TurnFailed):
-                raise AgentError(f"{self.agent}: {event.error}")
-        raise AgentError(f"{self.agent}: the turn ended without an answer")
+        return await answer_of(self.agent, self.stream(text))
 
     async def stream(self, text: str) -> AsyncIterator[AgentEvent]:
         """The turn's events as its node sends them, ending with `TurnDone` or `TurnFailed`."""
