@@ -106,7 +106,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from wippy_agents import App, process
 from wippy_agents._runtime.telemetry import OFF, Telemetry
 from wippy_agents.agents import Conversation
-from wippy_agents.agents._history import history
+from wippy_agents.agents._history import load_history
 from wippy_agents.llm import Response, ToolCall, UserMessage
 from wippy_agents.state import ConversationInfo, ConversationMessage
 from wippy_agents.testing import FunctionModel, ModelRequest, write_file
@@ -261,7 +261,7 @@ async def measure_turn(root: Path, sizes: Sizes, pydantic_ai: Contender | None) 
         turns = 2 * (warm_up + sizes.rounds * sizes.turn_batch)
         model_ms = (scripted.seconds - model_s0) / turns * 1000
         commits = (app.tasks.journal.commits - commits0) / turns
-        messages = len(history(app.tasks, AGENT, same.id, before=10**9))
+        messages = len(load_history(app.tasks, AGENT, same.id, before=10**9).messages())
 
     report: dict[str, Any] = {
         "fresh_conversation": runs["fresh_conversation"].summary(4),

@@ -42,7 +42,6 @@ __all__ = [
     "TurnSteps",
     "delegate_conversation",
     "delegate_task_id",
-    "history",
     "load_history",
     "turn_events",
     "turn_steps",
@@ -140,11 +139,6 @@ def load_history(tasks: TaskManager, agent: str, conversation: str, before: int)
     if latest is None:
         return ConversationHistory(turns=tuple(reversed(kept)))
     return ConversationHistory(latest.summary, latest.through, tuple(reversed(kept)))
-
-
-def history(tasks: TaskManager, agent: str, conversation: str, before: int) -> list[ChatMessage]:
-    """The messages a turn numbered `before` is sent of the turns before it (`load_history`'s)."""
-    return load_history(tasks, agent, conversation, before).messages()
 
 
 class Histories:
