@@ -16,8 +16,8 @@ each request to the node it concerns:
   `chat.events` and `chat.steps` of a turn) and decisions on an approval
   (which signal the task waiting for it): the node that holds the task;
   `chat.turns`: the conversation's node.
-- `cluster.status`, `processes`, `chat.conversations` and `watch` (what a TUI
-  attached to the driver shows): every node, merged. `watch` keeps following a
+- `cluster.status`, `processes` and `watch` (what a TUI attached to the driver
+  shows): every node, merged. `watch` keeps following a
   node Ray restarts; the registry's events come from the first node only, as
   every node follows the same versions.
 - anything else: the first node.
@@ -218,7 +218,7 @@ class ClusterDriver:
                 return await self._ask(request, emit)
             if op == "watch":
                 return await self._watch(emit)
-            if op in ("processes", "chat.conversations"):
+            if op == "processes":
                 return await self._gather(request)
             if op == "chat.turns" and isinstance(request.get("conversation"), str):
                 return await self._forward(self.place(request["conversation"]), request, emit)
@@ -251,9 +251,6 @@ class ClusterDriver:
                 merged += reply["result"]
             elif isinstance(reply, dict):
                 return reply  # a bad request, refused by every node alike
-        if request["op"] == "chat.conversations":
-            unique = {row["id"]: row for row in merged}
-            merged = sorted(unique.values(), key=lambda row: row["last_active"], reverse=True)
         return {"ok": True, "result": merged}
 
     async def _watch(self, emit: Emit) -> dict[str, Any]:

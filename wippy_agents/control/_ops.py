@@ -532,13 +532,10 @@ async def _conversations_list(target: Target, emit: Emit, agent: str | None = No
                               text: Annotated[str, Field(max_length=SEARCH_CHARS)] | None = None,
                               limit: Annotated[int, Field(ge=1, le=CONVERSATIONS_LIMIT)] = 50) -> Any:
     """Conversations people had, latest activity first: of `agent`, active from `since` and before `until` (an ISO
-    date or time, or a span back from now such as 30m, 12h, 7d, 2w), holding every word of `text` in their messages."""
-    return _conversations(target, agent=agent, since=_moment("since", since), until=_moment("until", until),
-                          text=text, limit=limit)
-
-
-def _conversations(target: Target, **filters: Any) -> list[dict[str, Any]]:
-    return [info._asdict() for info in _state(target).conversations.list(**filters)]
+    date or time, or a span back from now such as 30m, 12h, 7d, 2w), holding every word of `text` in their messages.
+    Each with its turn count and first message (`wippy conversations`, the TUI's sidebar)."""
+    return [info._asdict() for info in _state(target).conversations.list(
+        agent=agent, since=_moment("since", since), until=_moment("until", until), text=text, limit=limit)]
 
 
 def _moment(field: str, text: str | None) -> datetime | None:
@@ -646,15 +643,6 @@ class _LogRelay(logging.Handler):
 async def _processes(target: Target, emit: Emit) -> Any:
     """Every live process of the node, oldest first (each pid names its node)."""
     return _app_of(target).processes()
-
-
-@_op("chat.conversations", "node")
-async def _chat_conversations(target: Target, emit: Emit, agent: str | None = None,
-                              text: Annotated[str, Field(max_length=SEARCH_CHARS)] | None = None,
-                              limit: Annotated[int, Field(ge=1, le=CONVERSATIONS_LIMIT)] = 200) -> Any:
-    """The conversations people had (of `agent`, holding every word of `text`), latest activity first, each with its
-    turn count and first message (the TUI's sidebar; `conversations.list` is the same without a node)."""
-    return _conversations(target, agent=agent, text=text, limit=limit)
 
 
 @_op("chat.turns", "node")

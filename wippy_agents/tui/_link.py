@@ -26,6 +26,9 @@ from ..state import Version
 
 __all__ = ["ConversationRow", "NodeLink", "PastTurn"]
 
+SIDEBAR_CONVERSATIONS = 200
+"""The most conversations the sidebar (and a search in it) lists, latest activity first."""
+
 
 class ConversationRow(NamedTuple):
     """A conversation in the sidebar and the palette."""
@@ -118,7 +121,8 @@ class NodeLink:
     async def conversations(self, agent: str | None = None, text: str | None = None) -> list[ConversationRow]:
         """Past conversations (of `agent`, holding every word of `text`), latest activity first."""
         result: list[ConversationRow] = parse(list[ConversationRow],
-                                              await self.request("chat.conversations", agent=agent, text=text))
+                                              await self.request("conversations.list", agent=agent, text=text,
+                                                                 limit=SIDEBAR_CONVERSATIONS))
         return result
 
     async def turns(self, agent: str, conversation: str) -> list[PastTurn]:
