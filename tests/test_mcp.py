@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from typing import Annotated
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
 from mcp.types import ElicitRequest, ElicitRequestURLParams, InputRequiredResult
-from pydantic import BaseModel
+from pydantic import BaseModel, create_model
 
 server = MCPServer("calc")
 
@@ -95,6 +96,19 @@ def greet(answer: Annotated[ElicitationResult[Name], Resolve(ask_name)]) -> str:
     return f"hello {answer.data.name}" if answer.action == "accept" else f"no name ({answer.action})"
 
 
+Survey = create_model("Survey", **{f"question_{n}": (str, ...) for n in range(800)})
+
+
+def ask_survey() -> Elicit[Survey]:
+    return Elicit("Please fill in our survey.", Survey)
+
+
+@server.tool()
+def survey(answer: Annotated[ElicitationResult[Survey], Resolve(ask_survey)]) -> str:
+    """Asks a person to fill in a form of 800 questions."""
+    return answer.action
+
+
 @server.tool()
 def login() -> str | InputRequiredResult:
     """Sends the user to a sign-in page."""
@@ -125,7 +139,7 @@ CALC = f"""\
   kind: mcp_server
   command: {sys.executable}
   args: [calc_server.py]
-  tools: [add, fail, crash, stall, grow, extra, greet, login, garble]
+  tools: [add, fail, crash, stall, grow, extra, greet, login, garble, survey]
   timeout: 3
   max_restarts: 1
 """
@@ -379,3 +393,21 @@ async def test_a_server_answering_garbage_gives_the_model_an_error_within_the_ti
         # the SDK drops what does not parse (and the answer of the wrong shape): the call ends at its timeout
         assert [(f.result, f.is_error) for f in finished] == [
             ("error: the tool did not finish within 3s and was stopped", True), ("3", False)]
+
+
+async def test_a_form_too_large_to_show_a_person_fails_the_call_and_says_why(tmp_path: Path) -> None:
+    root = app_with(tmp_path / "app", CALC, '["mcp.calc:*"]')
+    async with App(root=root) as app:
+        await wait_until(lambda: "mcp.calc:survey" in app.registry, timeout=30)
+        [finished] = await results(app, ("mcp_calc_survey", {}))
+        assert finished.is_error and "cannot be answered here (its form is" in finished.result
+        assert "over the 20,000 a person is shown" in finished.result and not app.approvals.pending()
+
+
+@pytest.mark.parametrize("schema", [{}, {"properties": "not a mapping"}, {"properties": {"a": "not a mapping", "b": None}},
+                                    {"properties": {str(n): {"type": "string"} for n in range(1000)}}])
+def test_an_answer_s_shape_is_shown_whatever_the_server_s_schema_holds(schema: dict[str, Any]) -> None:
+    from wippy_agents.agents._mcp import _example
+
+    shown = _example(schema)
+    assert len(shown) < 2000 and isinstance(json.loads(shown), dict)

@@ -27,7 +27,7 @@ import re
 import sys
 from collections.abc import Collection, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,8 @@ is paused meanwhile."""
 NAMESPACE = "mcp"
 PIN_ACTION = "mcp.tool.pin"
 ELICIT_ACTION = "mcp.elicit"
+MAX_SCHEMA_CHARS = 20_000
+"""The largest form (its JSON schema) a server may ask a person to fill in: the approval shows it whole."""
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -96,7 +98,6 @@ class _Call:
     questions: int = 0
     refused: str | None = None
     """Set when the server asked for input that cannot be answered: the error the call then fails with."""
-    answered: list[str] = field(default_factory=list)
 
 
 _calling: ContextVar[_Call | None] = ContextVar("wippy_mcp_call", default=None)
@@ -411,6 +412,8 @@ class McpServers:
         elif getattr(params, "mode", "form") != "form":
             why = f"it asked to send the user to a web page ({clean_text(str(params.url))[:500]}), which wippy does " \
                   "not open"
+        elif (size := len(json.dumps(params.requested_schema, default=str))) > MAX_SCHEMA_CHARS:
+            why = f"its form is {size:,} characters of schema, over the {MAX_SCHEMA_CHARS:,} a person is shown"
         if why is not None or call is None or self.approvals is None:
             refused = f"the MCP server {server_id} asked for input that cannot be answered here ({why}): {question}"
             if call is not None:
@@ -471,8 +474,12 @@ def _answer_of(reason: str | None, schema: dict[str, Any]) -> tuple[dict[str, An
 
 
 def _example(schema: dict[str, Any]) -> str:
-    properties = schema.get("properties") or {}
-    return json.dumps({name: f"<{(spec or {}).get('type', 'value')}>" for name, spec in properties.items()})
+    """An answer's shape for a person, from the server's schema (whatever that holds: it is the server's)."""
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        return "{}"
+    return json.dumps({str(name)[:64]: f"<{spec.get('type', 'value') if isinstance(spec, dict) else 'value'}>"
+                       for name, spec in list(properties.items())[:20]}, ensure_ascii=False, default=str)
 
 
 async def _follow_tool_list(client: Any, changed: asyncio.Event) -> None:
