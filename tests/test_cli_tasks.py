@@ -1,4 +1,4 @@
-"""`wippy tasks ...`: list, show, signal, cancel, resume and upgrade, with and without a running node."""
+"""`wippy tasks ...`: start, list, show, signal, cancel, resume and upgrade, with and without a running node."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from wippy_agents import App, durable
 from wippy_agents.control import ControlServer, connect
 from wippy_agents.llm import Response, Usage
 from wippy_agents.registry import Entry
+from wippy_agents.testing import wait_until, write_file
 
 WIPPY = str(Path(sys.executable).with_name("wippy"))
 
@@ -42,6 +43,11 @@ async def approval(ctx: durable.TaskContext) -> Any:
 async def model_call(ctx: durable.TaskContext) -> str:
     response = await ctx.step("model", answer)
     return f"the model said {response.text}"
+
+
+@durable.workflow("test.cli:echo")
+async def echo(ctx: durable.TaskContext, *args: Any) -> list[Any]:
+    return list(args)
 
 
 async def start_tasks(app: Path) -> tuple[str, str, str]:
@@ -164,3 +170,88 @@ def test_a_damaged_journal_is_reported_and_repaired_from_the_command_line(exampl
     assert "repaired" in repaired.stdout and log.read_text() == intact
     assert wippy("run", "--once", "--root", example_app).returncode == 0
     assert "no damage" in wippy("state", "check", "--root", example_app).stdout
+
+
+def task_ids(app: App) -> list[str]:
+    return [info.id for info in app.tasks.list()]
+
+
+async def wippy_beside(app: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`wippy ... --root app` in a thread, so the node this test runs keeps serving it."""
+    return await asyncio.to_thread(wippy, *args, "--root", app)
+
+
+async def test_start_through_the_node_prints_the_id_and_passes_json_by_the_argument_rule(example_app: Path) -> None:
+    async with App(root=example_app, control=ControlServer(example_app)) as running:
+        rule = {'{"topic": "x"}': [{"topic": "x"}], '[1, "a"]': [1, "a"], '"x"': ["x"], "7": [7], None: []}
+        for given, positional in rule.items():
+            started = await wippy_beside(example_app, "tasks", "start", "test.cli:echo", *filter(None, [given]))
+            assert started.returncode == 0, started.stderr
+            task = started.stdout.removesuffix("\n")
+            assert started.stdout == f"{task}\n" and task in task_ids(running)
+            assert started.stderr == f"task {task} (test.cli:echo): running\n"  # no wait: the node runs it on
+            assert await running.tasks.result(task) == positional
+            shown = json.loads((await wippy_beside(example_app, "tasks", "show", task, "--json")).stdout)
+            assert (shown["status"], shown["args"], shown["result"]) == ("completed", positional, positional)
+
+
+async def test_start_with_a_task_id_attaches_to_that_task_and_refuses_another_workflow_under_it(
+        example_app: Path) -> None:
+    async with App(root=example_app, control=ControlServer(example_app)) as running:
+        waiting = asyncio.ensure_future(
+            wippy_beside(example_app, "tasks", "start", "test.cli:approval", "--task-id", "report-1", "--wait"))
+        await wait_until(lambda: "report-1" in task_ids(running), timeout=30)
+        again = await wippy_beside(example_app, "tasks", "start", "test.cli:approval", '["other"]', "--task-id",
+                                   "report-1")
+        assert again.returncode == 0 and again.stdout == "report-1\n", again.stderr
+        other = await wippy_beside(example_app, "tasks", "start", "test.cli:echo", "--task-id", "report-1")
+        assert other.returncode == 1 and other.stderr == (
+            "wippy: task report-1 runs workflow 'test.cli:approval', not 'test.cli:echo'; start test.cli:echo under "
+            "another task id\n")
+        unknown = await wippy_beside(example_app, "tasks", "start", "app:nope", "{}")
+        assert unknown.returncode == 1
+        assert unknown.stderr.startswith("wippy: no workflow 'app:nope' is registered")
+        assert "test.cli:approval" in unknown.stderr and "test.cli:echo" in unknown.stderr
+        await running.tasks.signal("report-1", "approve", {"ok": True})
+        done = await waiting
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == 'report-1\n{\n  "ok": true\n}\n'
+        assert done.stderr == "task report-1 (test.cli:approval): running\n"
+        assert task_ids(running) == ["report-1"] and running.tasks.get("report-1").args == []
+
+
+def test_start_without_a_node_runs_the_task_here_to_its_end(example_app: Path) -> None:
+    write_file(example_app, "tools/flows.py", """
+        \"\"\"The app's workflows: the node registers them when it loads this file's tools.\"\"\"
+
+        from typing import Any
+
+        from wippy_agents import durable
+
+
+        @durable.workflow("app:echo")
+        async def _echo(ctx: durable.TaskContext, *args: Any) -> list[Any]:
+            return list(args)
+        """)
+    started = wippy("tasks", "start", "app:echo", '{"topic": "x"}', "--task-id", "echo-1", "--root", example_app)
+    assert started.returncode == 0, started.stderr
+    assert started.stdout == 'echo-1\n[\n  {\n    "topic": "x"\n  }\n]\n'
+    assert started.stderr == ("task echo-1 (app:echo): running\nwippy: no node runs this app, so the task runs here "
+                              "until it ends (Ctrl+C leaves it for the next `wippy run`)\n")
+    shown = json.loads(wippy("tasks", "show", "echo-1", "--json", "--root", example_app).stdout)
+    assert (shown["status"], shown["result"]) == ("completed", [{"topic": "x"}])
+
+    again = wippy("tasks", "start", "app:echo", "[1, 2]", "--task-id", "echo-1", "--root", example_app)
+    assert again.returncode == 0 and again.stdout == started.stdout  # the task it attached to, with its arguments
+    assert again.stderr == "task echo-1 (app:echo): completed\n"
+    listed = json.loads(wippy("tasks", "list", "--json", "--root", example_app).stdout)
+    assert [task["id"] for task in listed] == ["echo-1"]
+
+    unknown = wippy("tasks", "start", "app:nope", "--root", example_app)
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith("wippy: no workflow 'app:nope' is registered")
+    assert "app:echo" in unknown.stderr and "wippy:agent_turn" in unknown.stderr
+    bad = wippy("tasks", "start", "app:echo", '{"topic": "x",}', "--root", example_app)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert "argument JSON: not valid JSON (Expecting property name enclosed in double quotes: line 1 column 15 " \
+           "(char 14))" in bad.stderr

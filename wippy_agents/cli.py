@@ -23,18 +23,20 @@ import os
 import shlex
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import __version__
 from ._runtime.text import is_clean, os_text
-from .control import connect, file_problem, socket_path
+from .control import Backend, ControlClient, connect, file_problem, socket_path
 from .errors import UsageError, WippyError
 
 TEMPLATE = Path(__file__).with_name("_init_template")
 """The files `wippy init` writes."""
+
+T = TypeVar("T")
 
 
 class CommandError(UsageError):
@@ -48,10 +50,15 @@ class CommandError(UsageError):
 def _request(args: argparse.Namespace, op: str, on_event: Callable[[Any], None] | None = None,
              **params: Any) -> Any:
     """Send one request to the node that runs the app at `--root`, or serve it here when none runs."""
+    return _talk(args, lambda backend: backend.request(op, on_event, **params))
 
-    async def send() -> Any:
+
+def _talk(args: argparse.Namespace, talk: Callable[[Backend], Awaitable[T]]) -> T:
+    """`talk` to the node that runs the app at `--root`, or to an embedded one (for one request) when none runs."""
+
+    async def send() -> T:
         async with connect(args.root) as backend:
-            return await backend.request(op, on_event, **params)
+            return await talk(backend)
 
     try:
         return asyncio.run(send())
@@ -336,15 +343,48 @@ def _tokens(usage: dict[str, Any]) -> str:
     return tokens(Usage.model_validate(usage))
 
 
-def cmd_tasks_resume(args: argparse.Namespace) -> None:
-    def started(event: Any) -> None:
-        print(f"task {event['task']} ({event['workflow']}): {event['status']}", file=sys.stderr)
+def cmd_tasks_start(args: argparse.Namespace) -> None:
+    """Print the task's id alone on stdout (for `id=$(wippy tasks start ...)`), then, waiting, its result.
 
-    result = _request(args, "tasks.resume", started, id=args.id)
+    An embedded node lives only as long as this command, so with no node running
+    the task runs here to its end, as with `--wait`.
+    """
+    here = False
+
+    def started(task: dict[str, Any]) -> None:
+        print(task["task"], flush=True)
+        _say_status(task)
+        if here and task["status"] == "running":
+            print("wippy: no node runs this app, so the task runs here until it ends (Ctrl+C leaves it for the next "
+                  "`wippy run`)", file=sys.stderr, flush=True)
+
+    async def start(backend: Backend) -> Any:
+        nonlocal here
+        here = not isinstance(backend, ControlClient)  # an embedded node, for this request only
+        return await backend.request("tasks.start", started, workflow=args.workflow, args=args.arguments,
+                                     task_id=args.task_id, wait=args.wait or here)
+
+    result = _talk(args, start)
+    if args.wait or here:
+        _print_result(result, args.json)
+    else:
+        started(result)
+
+
+def cmd_tasks_resume(args: argparse.Namespace) -> None:
+    _print_result(_request(args, "tasks.resume", _say_status, id=args.id), args.json)
+
+
+def _say_status(task: dict[str, Any]) -> None:
+    print(f"task {task['task']} ({task['workflow']}): {task['status']}", file=sys.stderr, flush=True)
+
+
+def _print_result(result: Any, as_json: bool) -> None:
+    """A task's result: an agent turn's as `wippy ask` prints it, text as it is, anything else as JSON."""
     answer = _answer_of(result)
-    if answer is not None:  # an agent's turn: print it as `wippy ask` does
-        _print_answer(answer, args.json)
-    elif isinstance(result, str) and not args.json:
+    if answer is not None:
+        _print_answer(answer, as_json)
+    elif isinstance(result, str) and not as_json:
         print(result)
     else:
         print(_dumps(result))
@@ -703,13 +743,23 @@ def _parser() -> argparse.ArgumentParser:
                        help="keep every intact line and move the damaged bytes to .wippy/journal.damaged")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    tasks = group("tasks", "inspect, signal, cancel and resume durable tasks")
+    tasks = group("tasks", "start, inspect, signal, cancel and resume durable tasks")
     tasks_list = command(tasks, "list", cmd_tasks_list, "list tasks, oldest first")
     tasks_list.add_argument("--status", help="only tasks with this status, such as running or failed")
     tasks_list.add_argument("--json", action="store_true", help="print JSON")
     tasks_show = command(tasks, "show", cmd_tasks_show, "show a task's steps, timings, tokens and cost")
     tasks_show.add_argument("id")
     tasks_show.add_argument("--json", action="store_true", help="print JSON, step results included")
+    start = command(tasks, "start", cmd_tasks_start, (
+        "start a task of a workflow and print its id; with no node running the app, it runs here to its end"))
+    start.add_argument("workflow", help="the workflow's id, such as app:research")
+    start.add_argument("arguments", nargs="?", type=_json_payload, metavar="JSON", help=(
+        "the task's arguments: a JSON array is the positional arguments; any other JSON value (an object, a string, "
+        "a number) is the one argument, such as '{\"topic\": \"x\"}' for a workflow main(ctx, **args); "
+        "none: no arguments"))
+    start.add_argument("--task-id", help="start it under this id; if a task of this workflow has it, attach to that task")
+    start.add_argument("--wait", action="store_true", help="wait for the task to end and print its result")
+    start.add_argument("--json", action="store_true", help="print the result as JSON")
     resume = command(tasks, "resume", cmd_tasks_resume, "run a task to its end here and print its result")
     resume.add_argument("id")
     resume.add_argument("--json", action="store_true", help="print the result as JSON")

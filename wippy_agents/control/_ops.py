@@ -297,6 +297,33 @@ async def _tasks_signal(target: Target, emit: Emit, id: str, name: str, payload:
     return {"status": target.tasks.status(id)}
 
 
+@_op("tasks.start", "node")
+async def _tasks_start(target: Target, emit: Emit, workflow: str, args: Any = None, task_id: str | None = None,
+                       wait: bool = False) -> Any:
+    """Start a task of `workflow`, or attach to task `task_id` if it exists; with `wait`, return its result.
+
+    `args` is the JSON a person gave: an array is the positional arguments, any
+    other value (an object, a string, a number) the one argument, none (or null)
+    no arguments; so a restricted workflow, whose host function takes one dict of
+    keyword arguments, gets an object's fields. Attaching keeps the arguments the
+    task started with; a `task_id` that names a task of another workflow is
+    refused. The answer is `{task, workflow, status}`; with `wait` that is sent
+    as an event once the task runs, and the answer is its result.
+    """
+    tasks = target.tasks
+    if task_id is not None:
+        try:
+            existing = tasks.get(task_id, steps=False).workflow
+        except LookupError:  # a new task under the id the client chose
+            existing = workflow
+        if existing != workflow:
+            raise ControlError(f"task {task_id} runs workflow {existing!r}, not {workflow!r}; start {workflow} under "
+                               "another task id")
+    positional = args if isinstance(args, list) else [] if args is None else [args]
+    task = await _started(tasks, workflow, positional, task_id)
+    return await _status_or_result(tasks, task, workflow, wait, emit)
+
+
 @_op("tasks.resume", "node")
 async def _tasks_resume(target: Target, emit: Emit, id: str, wait: bool = True) -> Any:
     """Resume the task if it is unfinished and not running; with `wait`, run it to its end and return its result.
@@ -306,15 +333,25 @@ async def _tasks_resume(target: Target, emit: Emit, id: str, wait: bool = True) 
     tasks = target.tasks
     info = tasks.get(id, steps=False)
     if info.status not in TERMINAL or info.status == "needs_attention":
-        try:
-            await tasks.start(info.workflow, task_id=id)  # attaches if it runs; retries a task parked for stalling
-        except LookupError as error:  # its workflow's code is not loaded on this node
-            raise ControlError(_wire.message(error), "LookupError") from None
-    status = {"task": id, "workflow": info.workflow, "status": tasks.status(id)}
+        await _started(tasks, info.workflow, [], id)  # attaches if it runs; retries a task parked for stalling
+    return await _status_or_result(tasks, id, info.workflow, wait, emit)
+
+
+async def _started(tasks: TaskManager, workflow: str, args: list[Any], task_id: str | None) -> str:
+    """`tasks.start`; a workflow this node does not know is a `ControlError` naming those it knows."""
+    try:
+        return await tasks.start(workflow, *args, task_id=task_id)
+    except LookupError as error:  # its workflow's code is not loaded on this node
+        raise ControlError(_wire.message(error), "LookupError") from None
+
+
+async def _status_or_result(tasks: TaskManager, task: str, workflow: str, wait: bool, emit: Emit) -> Any:
+    """The task's `{task, workflow, status}`; with `wait`, that as an event, and its result once it ends."""
+    status = {"task": task, "workflow": workflow, "status": tasks.status(task)}
     if not wait:
         return status
     await emit(status)
-    return await tasks.result(id)
+    return await tasks.result(task)
 
 
 @_op("tasks.upgrade", "state")
