@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -220,8 +221,9 @@ async def test_start_with_a_task_id_attaches_to_that_task_and_refuses_another_wo
         assert task_ids(running) == ["report-1"] and running.tasks.get("report-1").args == []
 
 
-def test_start_without_a_node_runs_the_task_here_to_its_end(example_app: Path) -> None:
-    write_file(example_app, "tools/flows.py", """
+def write_workflows(app: Path) -> None:
+    """Workflows in the app's own files, so the node a `wippy` command boots has them."""
+    write_file(app, "tools/flows.py", """
         \"\"\"The app's workflows: the node registers them when it loads this file's tools.\"\"\"
 
         from typing import Any
@@ -232,7 +234,16 @@ def test_start_without_a_node_runs_the_task_here_to_its_end(example_app: Path) -
         @durable.workflow("app:echo")
         async def _echo(ctx: durable.TaskContext, *args: Any) -> list[Any]:
             return list(args)
+
+
+        @durable.workflow("app:approval")
+        async def _approval(ctx: durable.TaskContext) -> Any:
+            return await ctx.wait_signal("approve")
         """)
+
+
+def test_start_without_a_node_runs_the_task_here_to_its_end(example_app: Path) -> None:
+    write_workflows(example_app)
     started = wippy("tasks", "start", "app:echo", '{"topic": "x"}', "--task-id", "echo-1", "--root", example_app)
     assert started.returncode == 0, started.stderr
     assert started.stdout == 'echo-1\n[\n  {\n    "topic": "x"\n  }\n]\n'
@@ -255,3 +266,19 @@ def test_start_without_a_node_runs_the_task_here_to_its_end(example_app: Path) -
     assert bad.returncode == 2 and bad.stdout == ""
     assert "argument JSON: not valid JSON (Expecting property name enclosed in double quotes: line 1 column 15 " \
            "(char 14))" in bad.stderr
+
+
+def test_ctrl_c_on_a_start_without_a_node_leaves_the_task_for_the_next_node(example_app: Path) -> None:
+    write_workflows(example_app)
+    with subprocess.Popen([WIPPY, "tasks", "start", "app:approval", "--root", example_app], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as starting:
+        assert starting.stdout is not None and starting.stderr is not None
+        task = starting.stdout.readline().removesuffix("\n")  # printed once the task runs
+        assert "no node runs this app" in starting.stderr.readline() + starting.stderr.readline()
+        starting.send_signal(signal.SIGINT)
+        assert starting.wait(timeout=30) == 130
+    listed = json.loads(wippy("tasks", "list", "--json", "--root", example_app).stdout)
+    assert [(info["id"], info["status"]) for info in listed] == [(task, "running")]
+    assert wippy("tasks", "signal", task, "approve", '"yes"', "--root", example_app).returncode == 0
+    resumed = wippy("tasks", "resume", task, "--root", example_app)
+    assert resumed.returncode == 0 and resumed.stdout == "yes\n", resumed.stderr
