@@ -53,7 +53,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
     "wippy_agents.durable": {
         "JournalDamaged", "JournalTypeError", "NondeterminismError", "StateUnavailable", "StepError", "StepRecord",
         "TaskCancelled", "TaskContext", "TaskFailed", "TaskInfo", "TaskManager", "TaskNotFound", "TaskStatus",
-        "dumps", "idempotency_key", "loads", "register_journal_types", "workflow",
+        "dumps", "idempotency_key", "loads", "register_journal_types", "workflow", "UpgradeRefused",
     },
     "wippy_agents.llm": {
         "AssistantMessage", "AuthenticationError", "BadRequestError", "ChatMessage", "ContextTooLongError",
@@ -72,10 +72,11 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "PolicyHook", "Problem", "Registry", "RegistryError", "RegistryEvent", "RegistryView", "Version", "check_id",
         "AgentSpec", "ConfigSpec", "ModelSpec", "PolicySpec", "Pricing", "ProcessSpec", "PromptSpec",
         "SupervisorSpec", "ToolSpec", "WorkflowSpec", "RollbackRule", "ToolExample", "change_diff", "entry_yaml",
-        "McpServerSpec", "Budget", "HistorySettings",
+        "McpServerSpec", "Budget", "HistorySettings", "WorkflowExample", "ScriptedOperation",
     },
     "wippy_agents.sandbox": {
         "CompileError", "Limits", "ResourceLimit", "RunResult", "Sandbox", "SandboxError", "compile_source",
+        "ANY_OPERATION", "SUSPEND", "Operation", "Outcome", "ReplayMismatch", "WorkflowRun",
     },
     "wippy_agents.tui": {"WippyApp", "run_chat"},
     "wippy_agents.policy": {

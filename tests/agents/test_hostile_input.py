@@ -2,7 +2,7 @@
 
 Rendering a prompt in place or in a sandbox worker gives the same text, so the template
 tests tell which one happened (or is happening) by whether the app's sandbox was started:
-the agent service's `restricted._sandbox`, an internal.
+the agent service's `restricted.tool_pool`.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ async def test_a_template_that_loops_for_hours_fails_its_turn_without_blocking_t
     async with App(root=app) as wippy:
         conv = await wippy.conversation("app:assistant")
         turn = asyncio.create_task(conv.ask("hi"))
-        await wait_until(lambda: wippy.agents.restricted._sandbox is not None)  # the render is going to a worker ...
+        await wait_until(lambda: wippy.agents.restricted.tool_pool is not None)  # the render is going to a worker ...
         assert await wippy.run(_pong) == "pong"  # ... and the node goes on serving
         assert not turn.done()  # while it loops, up to its 2 s budget
         refused = r"prompts:assistant of app:assistant does not render: .*over its (cpu|wall clock) limit"
@@ -84,7 +84,7 @@ async def test_a_plain_template_renders_in_place_with_its_variables(app: Path) -
         wippy.agents.model_overrides["*"] = model
         conv = await wippy.conversation("app:assistant")
         await conv.ask("hi", context={"topic": "actors"})
-        assert wippy.agents.restricted._sandbox is None  # no worker was needed
+        assert wippy.agents.restricted.tool_pool is None  # no worker was needed
     assert model.requests[0].messages[0].content == "You are app:assistant; topic ACTORS."
 
 
@@ -199,7 +199,7 @@ async def test_a_template_with_a_loop_renders_in_the_sandbox_with_the_same_resul
         wippy.agents.model_overrides["*"] = model
         conv = await wippy.conversation("app:assistant")
         await conv.ask("hi", context={"who": "you"})
-        assert wippy.agents.restricted._sandbox is not None  # it went to a worker
+        assert wippy.agents.restricted.tool_pool is not None  # it went to a worker
     assert model.requests[0].messages[0].content == "Ada, Alan help you."
 
 

@@ -1,6 +1,7 @@
 """Built-in tools an agent may be given: read the registry (`wippy:registry_get`, `wippy:registry_find`) and
-change it under policy (`wippy:create_tool`, `update_tool`, `update_prompt`, `update_agent`, `delete_entry`),
-keep and find notes across conversations (`wippy:remember`, `wippy:recall`).
+change it under policy (`wippy:create_tool`, `update_tool`, `create_workflow`, `update_workflow`,
+`update_prompt`, `update_agent`, `delete_entry`), start workflows and follow them (`wippy:start_workflow`,
+`wippy:workflow_status`), keep and find notes across conversations (`wippy:remember`, `wippy:recall`).
 
 Each is a function whose first parameter is the agent service it works for;
 `register_builtins` binds it. The registry lists the entries even where no
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..registry import Entry, Registry
 from ..tools import function_tool
 from ._memory import MEMORY_TOOLS
+from ._workflows import TASK_TOOLS
 from ._write_tools import WRITE_TOOLS
 
 if TYPE_CHECKING:
@@ -47,7 +49,7 @@ def registry_find(
     ]
 
 
-BUILTINS = (registry_get, registry_find, *WRITE_TOOLS, *MEMORY_TOOLS)
+BUILTINS = (registry_get, registry_find, *WRITE_TOOLS, *TASK_TOOLS, *MEMORY_TOOLS)
 
 
 def register_builtins(registry: Registry, service: AgentService | None = None) -> None:

@@ -2,7 +2,9 @@
 
 The sandbox's worker processes start on the first restricted call (most apps
 never have one) and stop with the node. Each call's outcome is reported to the
-policy layer, which rolls a tool back when too many of its calls fail.
+policy layer, which rolls a tool back when too many of its calls fail. Restricted
+workflows run in a pool of their own, so a workflow holding a worker while its
+operation runs (a tool call, a delegate's turn) never waits for one it holds itself.
 """
 
 from __future__ import annotations
@@ -20,26 +22,57 @@ from ..sandbox import Sandbox, SandboxError
 from ..tools import ToolArgumentsError
 
 
+class _LazySandbox:
+    """A sandbox pool started on first use."""
+
+    def __init__(self) -> None:
+        self.running: Sandbox | None = None
+        self._starting = asyncio.Lock()
+
+    async def get(self) -> Sandbox:
+        async with self._starting:
+            if self.running is None:
+                sandbox = Sandbox()
+                await sandbox.start()
+                self.running = sandbox
+        return self.running
+
+    async def close(self) -> None:
+        if self.running is not None:
+            await self.running.close()
+            self.running = None
+
+
 class RestrictedTools:
-    """The node's sandbox, started on first use, and the calls of restricted tools through it."""
+    """The node's sandboxes, started on first use: restricted tools' calls (and prompts) run in one, restricted
+    workflows in the other. `on_outcome(entry, ok)` hears how each tool call and workflow task ended."""
 
     def __init__(self, on_outcome: Callable[[Entry, bool], object] | None = None) -> None:
         self.on_outcome = on_outcome
-        self._sandbox: Sandbox | None = None
-        self._starting = asyncio.Lock()
+        self._tools = _LazySandbox()
+        self._workflows = _LazySandbox()
 
     async def sandbox(self) -> Sandbox:
-        async with self._starting:
-            if self._sandbox is None:
-                sandbox = Sandbox()
-                await sandbox.start()
-                self._sandbox = sandbox
-        return self._sandbox
+        return await self._tools.get()
+
+    async def workflow_sandbox(self) -> Sandbox:
+        return await self._workflows.get()
+
+    @property
+    def tool_pool(self) -> Sandbox | None:
+        """The tools' pool if it has started."""
+        return self._tools.running
+
+    @property
+    def workflow_pool(self) -> Sandbox | None:
+        """The workflows' pool if it has started."""
+        return self._workflows.running
 
     async def close(self) -> None:
-        if self._sandbox is not None:
-            await self._sandbox.close()
-            self._sandbox = None
+        try:
+            await self._tools.close()
+        finally:
+            await self._workflows.close()
 
     async def run(self, spec: ToolSpec, arguments: dict[str, Any], timeout: float | None = None) -> Any:
         """`spec`'s function called with `arguments` (checked against its schema first) in the sandbox."""
@@ -59,12 +92,12 @@ class RestrictedTools:
         try:
             value = await self.run(spec, arguments, timeout)
         except SandboxError:
-            self._outcome(entry, False)
+            self.outcome(entry, False)
             raise
-        self._outcome(entry, True)
+        self.outcome(entry, True)
         return value
 
-    def _outcome(self, entry: Entry, ok: bool) -> None:
+    def outcome(self, entry: Entry, ok: bool) -> None:
         if self.on_outcome is not None:
             self.on_outcome(entry, ok)
 

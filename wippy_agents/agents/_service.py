@@ -58,6 +58,7 @@ from ._prompt import PromptRenderer
 from ._restricted import RestrictedTools
 from ._toolset import Offered, check_tool_names, offers
 from ._turn import AskRequest, run_turn
+from ._workflows import Workflows
 
 if TYPE_CHECKING:
     from .._runtime.node import Node
@@ -115,6 +116,9 @@ class AgentService:
         registry.validators.append(check_tool_names)
         register_builtins(registry, self)
         tasks.register(TURN_WORKFLOW, functools.partial(agent_turn, self))
+        self.workflows = Workflows(self)
+        """The registry's workflow entries, which the task manager runs as tasks (agents write restricted ones)."""
+        tasks.resolve = self.workflows.resolve
 
     def supervisor(self) -> Supervisor:
         """The supervisor conversations run under (a child of `wippy:system`)."""

@@ -27,7 +27,7 @@ from ..llm._messages import RAW_ARGUMENTS_KEY
 from ..policy import ApprovalPending
 from ..registry import AgentSpec, Entry, EntryChange, KindSpec, Problem, Registry, RegistryView, ToolSpec
 from ..sandbox import ResourceLimit, SandboxError
-from ..tools import ToolArgumentsError, ToolBusy, ToolContext
+from ..tools import FunctionTool, ToolArgumentsError, ToolBusy, ToolContext
 from ._errors import AgentError
 from ._governance import Governance
 from ._mcp import McpServers, McpToolError
@@ -205,17 +205,9 @@ class ToolSet:
             return await self.delegate(offered.entry.id, message, call)
         context = ToolContext(agent_id=self.context.agent_id, task_id=self.context.task_id, call_id=call.id,
                               logger=self.context.logger)
-        tool = self.functions.get(call.name)
-        if offered.spec is not None and offered.spec.runtime == "restricted":
-            value = await self.restricted.call(offered.entry, offered.spec, call.arguments, offered.timeout)
-        elif offered.spec is not None and offered.spec.runtime == "mcp":
-            if self.mcp is None:
-                raise McpToolError(f"tool {offered.entry.id} is served by MCP, and this app runs no MCP servers")
-            value = await self.mcp.call(offered.entry, offered.spec, call.arguments, offered.timeout, context)
-        elif tool is None:
-            raise RuntimeError(f"tool {offered.entry.id} cannot be loaded; check its entry with `wippy registry lint`")
-        else:
-            value = await tool.call(call.arguments, context, timeout=offered.timeout)
+        assert offered.spec is not None
+        value = await run_tool(offered.entry, offered.spec, self.functions.get(call.name), call.arguments, context,
+                               restricted=self.restricted, mcp=self.mcp)
         return value if isinstance(value, str) else json.dumps(pydantic_core.to_jsonable_python(value))
 
     def _ask_policy(self, offered: Offered, call: ToolCall) -> None:
@@ -240,6 +232,20 @@ class ToolSet:
                 policy=decision.policy))
         governance.audit.record(agent, self.context.task_id, action, resource, kind, "allowed", decision.policy,
                                 decision.reason)
+
+
+async def run_tool(entry: Entry, spec: ToolSpec, function: FunctionTool | None, arguments: dict[str, Any],
+                   context: ToolContext, *, restricted: RestrictedTools, mcp: McpServers | None) -> Any:
+    """Call a registry tool however it runs (the app's code, the sandbox, an MCP server), within its timeout."""
+    if spec.runtime == "restricted":
+        return await restricted.call(entry, spec, arguments, spec.timeout)
+    if spec.runtime == "mcp":
+        if mcp is None:
+            raise McpToolError(f"tool {entry.id} is served by MCP, and this app runs no MCP servers")
+        return await mcp.call(entry, spec, arguments, spec.timeout, context)
+    if function is None:
+        raise RuntimeError(f"tool {entry.id} cannot be loaded; check its entry with `wippy registry lint`")
+    return await function.call(arguments, context, timeout=spec.timeout)
 
 
 class ToolOutcome(NamedTuple):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..policy import ApprovalPending
 from ..registry import Delete, Entry, EntryChange, RegistryError
-from ..registry._kinds import ToolExample, ToolSpec, parse_spec
+from ..registry._kinds import ToolExample, ToolSpec, WorkflowExample, WorkflowSpec, parse_spec
 from ..tools import ToolContext
 
 if TYPE_CHECKING:
@@ -67,14 +67,16 @@ async def _propose(service: AgentService, ctx: ToolContext, changes: list[Entry 
 
 async def _check_examples(service: AgentService, diff: list[EntryChange]) -> None:
     for change in diff:
-        if change.after is None or change.after.kind != "tool":
+        if change.after is None or change.after.kind not in ("tool", "workflow"):
             continue
         spec = parse_spec(change.after)
+        failures = []
         if isinstance(spec, ToolSpec) and spec.runtime == "restricted":
             failures = await service.restricted.failed_examples(spec)
-            if failures:
-                raise ValueError(f"{change.id} does not pass its examples, so nothing was changed:\n"
-                                 + "\n".join(failures))
+        elif isinstance(spec, WorkflowSpec) and spec.runtime == "restricted":
+            failures = await service.workflows.failed_examples(change.id, spec)
+        if failures:
+            raise ValueError(f"{change.id} does not pass its examples, so nothing was changed:\n" + "\n".join(failures))
 
 
 def _existing(service: AgentService, entry_id: str, kind: str) -> Entry:
@@ -82,6 +84,30 @@ def _existing(service: AgentService, entry_id: str, kind: str) -> Entry:
     if entry_id not in registry or registry.get(entry_id).kind != kind:
         raise ValueError(f"there is no {kind} {entry_id!r} to update; create it first")
     return registry.get(entry_id)
+
+
+async def _create_code(service: AgentService, ctx: ToolContext, kind: str, id: str, source: str, description: str,
+                       function: str, examples: list[ToolExample] | list[WorkflowExample] | None) -> str:
+    """A new restricted tool or workflow, proposed in the agent's name."""
+    if id in service.registry:
+        raise ValueError(f"{id} already exists; use wippy_update_{kind} to change it")
+    data: dict[str, Any] = {"runtime": "restricted", "source": source, "function": function,
+                            "description": description}
+    if examples:
+        data["examples"] = [example.model_dump() for example in examples]
+    return await _propose(service, ctx, [Entry(id, kind, {"title": id.partition(":")[2]}, data)],
+                          f"create {kind} {id}")
+
+
+async def _update_code(service: AgentService, ctx: ToolContext, kind: str, id: str, source: str | None,
+                       description: str | None, function: str | None,
+                       examples: list[ToolExample] | list[WorkflowExample] | None) -> str:
+    """A restricted tool's or workflow's fields changed (those given), proposed in the agent's name."""
+    entry = _existing(service, id, kind)
+    given = {"source": source, "description": description, "function": function,
+             "examples": None if examples is None else [example.model_dump() for example in examples]}
+    data = {**entry.data, **{k: v for k, v in given.items() if v is not None}}
+    return await _propose(service, ctx, [Entry(id, kind, entry.meta, data)], f"update {kind} {id}")
 
 
 async def create_tool(service: AgentService, id: str, source: str, description: str, ctx: ToolContext,
@@ -96,14 +122,7 @@ async def create_tool(service: AgentService, id: str, source: str, description: 
         function: The function in `source` to call.
         examples: Calls to try before the tool is added: each `{"args": {...}, "expect": result}`.
     """
-    if id in service.registry:
-        raise ValueError(f"{id} already exists; use wippy_update_tool to change it")
-    data: dict[str, Any] = {"runtime": "restricted", "source": source, "function": function,
-                            "description": description}
-    if examples:
-        data["examples"] = [example.model_dump() for example in examples]
-    return await _propose(service, ctx, [Entry(id, "tool", {"title": id.partition(":")[2]}, data)],
-                          f"create tool {id}")
+    return await _create_code(service, ctx, "tool", id, source, description, function, examples)
 
 
 async def update_tool(service: AgentService, id: str, ctx: ToolContext, source: str | None = None,
@@ -118,11 +137,44 @@ async def update_tool(service: AgentService, id: str, ctx: ToolContext, source: 
         function: The function in the code to call.
         examples: Calls to try before the change commits: each `{"args": {...}, "expect": result}`.
     """
-    entry = _existing(service, id, "tool")
-    given = {"source": source, "description": description, "function": function,
-             "examples": None if examples is None else [example.model_dump() for example in examples]}
-    data = {**entry.data, **{k: v for k, v in given.items() if v is not None}}
-    return await _propose(service, ctx, [Entry(id, "tool", entry.meta, data)], f"update tool {id}")
+    return await _update_code(service, ctx, "tool", id, source, description, function, examples)
+
+
+async def create_workflow(service: AgentService, id: str, source: str, description: str, ctx: ToolContext,
+                          function: str = "main", examples: list[WorkflowExample] | None = None) -> str:
+    """Add a durable workflow: Python `def main(ctx, ...)` run in a sandbox, step by step, surviving restarts.
+
+    `ctx.tool(id, **args)` calls a tool, `ctx.ask(agent, message)` asks an agent, `ctx.sleep(seconds)` and
+    `ctx.wait_signal(name, timeout=None)` wait, `ctx.now()`, `ctx.random()` and `ctx.log(...)` are the clock, chance
+    and the log: use them, not your own, so a resumed workflow takes the same path. No imports; json, math, regex
+    are given. It may call only the tools and agents a policy allows it.
+
+    Args:
+        id: The new workflow's id, `namespace:name`, such as `generated:research`.
+        source: Python code defining `main(ctx, ...)` with type hints and a docstring.
+        description: What the workflow does.
+        function: The function in `source` to run.
+        examples: Runs to try before it is added, the operations answered from a script: each `{"args": {...},
+            "operations": [{"op": "tool:tools.calc:add", "result": 3}, ...], "expect": result}`.
+    """
+    return await _create_code(service, ctx, "workflow", id, source, description, function, examples)
+
+
+async def update_workflow(service: AgentService, id: str, ctx: ToolContext, source: str | None = None,
+                          description: str | None = None, function: str | None = None,
+                          examples: list[WorkflowExample] | None = None) -> str:
+    """Change a restricted workflow's code, description, function or examples (what is not given stays).
+
+    Tasks already running finish on the version they started on; new tasks use the new one.
+
+    Args:
+        id: The workflow's id.
+        source: The new Python code.
+        description: The new description.
+        function: The function in the code to run.
+        examples: Runs to try before the change commits (see wippy_create_workflow).
+    """
+    return await _update_code(service, ctx, "workflow", id, source, description, function, examples)
 
 
 async def update_prompt(service: AgentService, id: str, template: str, ctx: ToolContext) -> str:
@@ -172,4 +224,5 @@ async def delete_entry(service: AgentService, id: str, ctx: ToolContext) -> str:
     return await _propose(service, ctx, [Delete(id)], f"delete {id}")
 
 
-WRITE_TOOLS = (create_tool, update_tool, update_prompt, update_agent, delete_entry)
+WRITE_TOOLS = (create_tool, update_tool, create_workflow, update_workflow, update_prompt, update_agent,
+               delete_entry)

@@ -26,6 +26,7 @@ from ._engine import (
     TaskInfo,
     TaskManager,
     TaskNotFound,
+    UpgradeRefused,
     idempotency_key,
     workflow,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "TaskManager",
     "TaskNotFound",
     "TaskStatus",
+    "UpgradeRefused",
     "dumps",
     "idempotency_key",
     "loads",

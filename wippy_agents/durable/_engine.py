@@ -19,7 +19,7 @@ from collections import ChainMap
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .._runtime.node import current_process
 from .._runtime.telemetry import OFF, AttributeValue, Telemetry
@@ -56,6 +56,9 @@ __all__ = [
     "TaskFailed",
     "TaskInfo",
     "TaskManager",
+    "Upgradable",
+    "UpgradeRefused",
+    "Workflow",
     "idempotency_key",
     "step_error_type",
     "workflow",
@@ -69,6 +72,14 @@ MAX_CRASHED_STARTS = 2
 """A step marked as started this many times without finishing took the node down each time: it is parked."""
 
 Workflow = Callable[..., Coroutine[Any, Any, Any]]
+
+
+@runtime_checkable
+class Upgradable(Protocol):
+    """A workflow that can say whether a task may move to another registry version (`tasks.upgrade`)."""
+
+    async def check_upgrade(self, task: TaskInfo, version: int) -> None:
+        """Raise `UsageError` saying why the task's journal does not replay on the workflow as of `version`."""
 WORKFLOWS: dict[str, Workflow] = {}
 """The workflows `@workflow` declares; every `TaskManager` offers them beside those registered on it."""
 
@@ -97,6 +108,10 @@ def idempotency_key() -> str:
 
 class NondeterminismError(UsageError):
     """On replay the workflow asked for a different step than the journal recorded at that position."""
+
+
+class UpgradeRefused(UsageError):
+    """`tasks.upgrade` refused: the task's journal would not replay on the workflow as of the newer version."""
 
 
 class TaskNotFound(UsageError, LookupError):
@@ -202,11 +217,25 @@ class TaskContext:
         with self._manager.telemetry.span(span, attributes, error_type=step_error_type):
             return await self._step(seq, name, fn, args, retries, retry_delay, mark_start)
 
-    def replaying(self) -> str | None:
+    def replaying(self, ahead: int = 0) -> str | None:
         """The name of the step the next `step` call replays, None when it will run: a workflow whose choice of
-        step rests on something that can change between runs (a clock, an estimate) follows what was recorded."""
-        record = self._recorded.get(self._seq)
+        step rests on something that can change between runs (a clock, an estimate) follows what was recorded.
+        `ahead`: of the step that many after it."""
+        record = self._recorded.get(self._seq + ahead)
         return record.name if record is not None else None
+
+    def recorded(self) -> list[StepRecord]:
+        """The steps the journal held when this run began, in order: what replaying the workflow returns."""
+        return [self._recorded[seq] for seq in sorted(self._recorded)]
+
+    def skip(self, count: int) -> None:
+        """Go past `count` recorded steps without calling them: code that replays them itself (a sandboxed
+        workflow's, whose recorded results are sent to it) goes on at the step after."""
+        self._seq += count
+
+    def signal_ready(self, name: str) -> bool:
+        """Whether `wait_signal(name)` would return at once: such a signal was sent and not yet consumed."""
+        return any(s.name == name and s.id not in self._consumed for s in self._signals)
 
     def _next(self) -> int:
         seq = self._seq
@@ -384,6 +413,8 @@ class TaskManager:
         journal.on_writable(self._storage_recovered)
         self.workflows: ChainMap[str, Workflow] = ChainMap({}, WORKFLOWS)
         """This manager's workflows: those registered on it, then every `@workflow`."""
+        self.resolve: Callable[[str], Workflow | None] = lambda workflow_id: None
+        """Finds a workflow none of those is (an app's registry `workflow` entries); None if there is none."""
         self._running: dict[str, _Running] = {}
         self._restarting: dict[str, asyncio.Task[None]] = {}
         self._resuming: dict[str, asyncio.Future[None]] = {}
@@ -405,6 +436,10 @@ class TaskManager:
     def register(self, workflow_id: str, fn: Workflow) -> None:
         """Offer `fn` as workflow `workflow_id` on this manager only (bound to what it needs, say with a partial)."""
         self.workflows.maps[0][workflow_id] = fn
+
+    def workflow_of(self, workflow_id: str) -> Workflow | None:
+        """The function that runs tasks of `workflow_id`: one registered here, else what `resolve` finds."""
+        return self.workflows.get(workflow_id) or self.resolve(workflow_id)
 
     def _registry_version(self) -> int:
         return 0 if self.registry is None else self.registry.version
@@ -467,9 +502,10 @@ class TaskManager:
         """
         if self.journal.problem is not None:
             raise StateUnavailable(self.journal.problem)
-        if workflow_id not in self.workflows:
+        if self.workflow_of(workflow_id) is None:
             known = ", ".join(sorted(self.workflows)) or "none"
-            raise TaskNotFound(f"no workflow {workflow_id!r} is registered (the workflows are: {known})")
+            raise TaskNotFound(f"no workflow {workflow_id!r} is registered or in the registry (the registered "
+                               f"workflows are: {known})")
         task_id = task_id or uuid.uuid4().hex[:16]
         existing = self._tasks.get(task_id)
         if existing is not None:
@@ -520,7 +556,9 @@ class TaskManager:
         self._paused.discard(state.id)
         done: asyncio.Future[Any] = self.node.loop.create_future()
         self._running[state.id] = _Running(ctx, done)
-        self.node.start(self._body, (state.id, self.workflows[state.workflow], state.args, ctx, done),
+        fn = self.workflow_of(state.workflow)
+        assert fn is not None, "only tasks whose workflow is known are launched"
+        self.node.start(self._body, (state.id, fn, state.args, ctx, done),
                         name=f"task:{state.id}")
 
     async def _body(self, task_id: str, fn: Workflow, args: list[Any], ctx: TaskContext,
@@ -593,9 +631,16 @@ class TaskManager:
             running.ctx.wake()
 
     async def upgrade(self, task_id: str) -> int:
-        """Move a task to the current registry version (from its next read of an entry on); returns it."""
+        """Move a task to the current registry version (from its next read of an entry on); returns it.
+
+        A workflow that can check it (a restricted one replays the task's journal on its
+        code as of that version) refuses with `UsageError` when the steps taken would not replay.
+        """
         state = self._task(task_id)
         version = self._registry_version()
+        fn = self.workflow_of(state.workflow)
+        if isinstance(fn, Upgradable) and version != state.registry_version:
+            await fn.check_upgrade(self.get(task_id), version)
         await self._event(task_id, Note.UPGRADED, {"registry_version": version})
         state.registry_version = version
         running = self._running.get(task_id)
@@ -642,7 +687,7 @@ class TaskManager:
         for summary in self.journal.tasks(unfinished=True):
             if summary.id in self._running or summary.id in self._resuming:
                 continue
-            if summary.workflow not in self.workflows:  # a node that loads that code will resume it
+            if self.workflow_of(summary.workflow) is None:  # a node that loads that code will resume it
                 log.warning("task %s waits: its workflow %r is not registered in this process", summary.id,
                             summary.workflow)
                 continue
@@ -657,9 +702,9 @@ class TaskManager:
 
     async def _resume(self, task_id: str, *, retry: bool = False) -> None:
         state = self._task(task_id)
-        if state.workflow not in self.workflows:
+        if self.workflow_of(state.workflow) is None:
             raise TaskNotFound(f"task {task_id} runs workflow {state.workflow!r}, which is not registered in this "
-                              "process; import the module that defines it")
+                              "process or in the registry; import the module that defines it")
         await self._resume_all([task_id], retried=[task_id] if retry else [])
 
     async def _resume_all(self, task_ids: list[str], *, retried: Collection[str] = ()) -> list[str]:

@@ -12,7 +12,7 @@ Effect = Literal["allow", "deny", "ask"]
 WRITES = ("registry.create", "registry.update", "registry.delete")
 MEMORY_WRITE = "memory.write"
 """Writing an agent's memory; its resource is the id of the agent whose memory it is."""
-AGENT_WRITABLE_KINDS = ("tool", "prompt", "agent")
+AGENT_WRITABLE_KINDS = ("tool", "prompt", "agent", "workflow")
 SYSTEM_AUTHOR = "wippy:policy"
 
 
@@ -82,8 +82,9 @@ class Policies:
             if entry.kind not in AGENT_WRITABLE_KINDS:
                 return (f"agents can only write {', '.join(AGENT_WRITABLE_KINDS)} entries, not a {entry.kind} "
                         "(other kinds name trusted code or hold settings such as API endpoints)")
-            if entry.kind == "tool" and entry.data.get("runtime") != "restricted":
-                return "agents can only write restricted tools (runtime: restricted), which run in the sandbox"
+            if entry.kind in ("tool", "workflow") and entry.data.get("runtime") != "restricted":
+                return (f"agents can only write restricted {entry.kind}s (runtime: restricted), which run in the "
+                        "sandbox")
         before_traits = change.before.meta.get("traits") if change.before else None
         after_traits = change.after.meta.get("traits") if change.after else None
         if change.entry.kind == "agent" and before_traits != after_traits and (before_traits or after_traits):

@@ -29,9 +29,11 @@ from ._kinds import (
     ProcessSpec,
     PromptSpec,
     RollbackRule,
+    ScriptedOperation,
     SupervisorSpec,
     ToolExample,
     ToolSpec,
+    WorkflowExample,
     WorkflowSpec,
 )
 from ._registry import PolicyHook, Registry, RegistryEvent, RegistryView
@@ -51,9 +53,11 @@ __all__ = [
     "PromptSpec",
     "RollbackRule",
     "SupervisorSpec",
+    "ScriptedOperation",
     "ToolExample",
     "ToolSpec",
     "McpServerSpec",
+    "WorkflowExample",
     "WorkflowSpec",
     "Change",
     "Delete",

@@ -273,8 +273,75 @@ class ProcessSpec(CodeSpec):
     host: str | None = HOST_FIELD
 
 
-class WorkflowSpec(CodeSpec):
-    pass
+class ScriptedOperation(KindSpec):
+    """What one operation of a workflow's example returns (or the error it raises), in order."""
+
+    op: str | None = Field(None, description="the operation expected here, such as `tool:tools.calc:add`, "
+                                             "`ask:app:researcher`, `sleep` or `signal:approve` (unset: any)")
+    result: Any = None
+    error: str | None = None
+    timeout: bool = Field(False, description="the error is a TimeoutError (a signal that did not come)")
+
+
+class WorkflowExample(KindSpec):
+    """A run of a restricted workflow with its operations answered from `operations`: run before an agent's
+    change commits, so a workflow is tested without calling real tools or models."""
+
+    args: dict[str, Any] = {}
+    operations: list[ScriptedOperation] = []
+    expect: Any = None
+
+
+MAX_REPLAY_BYTES = 64 * 1024 * 1024
+"""What one resumption of a restricted workflow may carry of recorded results (operations x their size)."""
+
+
+class WorkflowSpec(KindSpec):
+    """A durable workflow: Python code of the app (`file` or `module` and `function`, an async function
+    `(ctx, *args)`), or agent-writable `runtime: restricted` code in `source` defining `main(ctx, **args)`,
+    which runs in the sandbox with the limits below per resumption."""
+
+    runtime: Literal["python", "restricted"] = "python"
+    file: str | None = None
+    module: str | None = None
+    function: str | None = None
+    source: str | None = None
+    description: str = ""
+    parameters: dict[str, Any] | None = None
+    examples: list[WorkflowExample] = []
+    max_operations: int = Field(1000, gt=0, le=100_000, description="operations one task may take in all")
+    max_value_bytes: int = Field(64 * 1024, gt=0, le=1024 * 1024, description=(
+        "the largest arguments or result of one operation, and the workflow's result, as JSON"))
+    cpu_seconds: float = Field(2.0, gt=0, le=60, description="CPU time the code may use per resumption")
+
+    @model_validator(mode="after")
+    def _has_code(self) -> WorkflowSpec:
+        if self.runtime == "restricted":
+            if not self.source or self.file or self.module:
+                raise ValueError("a restricted workflow has its Python code in 'source' (and no 'file' or 'module')")
+        elif (self.file is None) == (self.module is None):
+            raise ValueError("name the code with exactly one of 'file' (a path under the app root) or 'module'")
+        return self
+
+    def problems(self) -> list[tuple[Loc, str]]:
+        if self.runtime != "restricted":
+            return [] if self.function else [(("function",), "required field is missing")]
+        if self.max_operations * self.max_value_bytes > MAX_REPLAY_BYTES:
+            return [(("max_operations",), f"max_operations x max_value_bytes is over {MAX_REPLAY_BYTES:,} bytes, "
+                                          "what one resumption may carry; lower one of them")]
+        try:
+            description, _ = self.restricted_schema()
+        except SignatureError as error:
+            return [(("source",), f"{INNER_LINE}{error.line}: {error}" if error.line else str(error))]
+        if not description:
+            return [(("description",), "say what the workflow does, here or in its function's docstring")]
+        return []
+
+    def restricted_schema(self) -> tuple[str, dict[str, Any]]:
+        """A restricted workflow's description and the schema of its arguments (read from `main(ctx, ...)`)."""
+        assert self.source is not None
+        description, parameters = describe_function(self.source, self.function or "main", "ctx")
+        return self.description or description, self.parameters or parameters
 
 
 class BackoffSpec(KindSpec):

@@ -14,6 +14,7 @@ import difflib
 import fnmatch
 import functools
 import getpass
+import inspect
 import logging
 import types
 from collections.abc import Callable, Iterable, Mapping
@@ -33,7 +34,7 @@ from ..tools import FunctionTool
 from ._entry import Change, Delete, Entry, EntryNotFound, Problem, RegistryError, non_json
 from ._files import FileWriter
 from ._imports import ImportFailed, import_guarded
-from ._kinds import KindSpec, ProcessSpec, SpecErrors, SupervisorSpec, parse_spec
+from ._kinds import KindSpec, ProcessSpec, SpecErrors, SupervisorSpec, WorkflowSpec, parse_spec
 from ._sources import (
     Folders,
     Origin,
@@ -766,6 +767,17 @@ class Registry:
                                 "entries can be spawned")
         fn = self._load_function(entry_id, spec.file, spec.module, spec.function)
         return functools.partial(fn, *spec.args) if spec.args else fn
+
+    def workflow_function(self, entry_id: str) -> Any:
+        """The async function a python `workflow` entry names, loaded from the app's code."""
+        spec = self.spec(entry_id)
+        if not isinstance(spec, WorkflowSpec) or spec.runtime != "python":
+            raise RegistryError(f"{entry_id!r} is not a python workflow entry")
+        assert spec.function is not None
+        fn = self._load_function(entry_id, spec.file, spec.module, spec.function)
+        if not inspect.iscoroutinefunction(fn):
+            raise RegistryError(f"{entry_id}: {spec.function} must be an async function (ctx, *args)")
+        return fn
 
     def _supervisor(self, spec: SupervisorSpec) -> Supervisor:
         backoff = None if spec.backoff is None else Backoff(**spec.backoff.model_dump())

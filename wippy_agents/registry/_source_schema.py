@@ -54,11 +54,12 @@ def _annotation(node: ast.expr) -> Any:
 
 
 @functools.lru_cache(maxsize=256)
-def describe_function(source: str, function: str) -> tuple[str, dict[str, Any]]:
+def describe_function(source: str, function: str, context: str | None = None) -> tuple[str, dict[str, Any]]:
     """The description and JSON schema of `function` in `source`; `SignatureError` if it cannot be a tool.
 
     The code must also compile under the sandbox's restrictions, so a tool that could
-    never run is refused before anything uses it.
+    never run is refused before anything uses it. `context`: the name of a first
+    parameter that is not an argument (a workflow's `ctx`), which the function must have.
     """
     _, errors = compile_source(source)
     if errors:
@@ -74,6 +75,10 @@ def describe_function(source: str, function: str) -> tuple[str, dict[str, Any]]:
     if args.vararg or args.kwarg:
         raise SignatureError("*args and **kwargs are not supported; a tool takes named parameters", node.lineno)
     positional = [*args.posonlyargs, *args.args]
+    if context is not None:
+        if not positional or positional[0].arg != context or len(args.defaults) == len(positional):
+            raise SignatureError(f"{function} takes {context} first: def {function}({context}, ...)", node.lineno)
+        positional = positional[1:]
     defaults: list[Any] = [inspect.Parameter.empty] * (len(positional) - len(args.defaults)) + [
         _literal(d) for d in args.defaults]
     kw_defaults = [inspect.Parameter.empty if d is None else _literal(d) for d in args.kw_defaults]

@@ -18,14 +18,20 @@ reaches the host's stdout. `Limits` sets per-call limits (`Sandbox(limits=...)` 
 `run(..., limits=...)`); `memory_bytes` is fixed per worker when the pool starts. The wall
 clock covers the call itself, not the wait for a free worker.
 
+`run_workflow` runs a restricted workflow's `main(ctx, **args)`: each `ctx` method
+is an `Operation` the host answers (or the journal's records answer inside the
+worker); answering `SUSPEND` gives the worker back until the workflow runs again.
+
 Language limits (RestrictedPython): no names or attributes starting with "_" (so no
 dunder methods other than `__init__` and comparisons, no `super().__init__`), no
 `nonlocal`, no `async`, no `type`/`eval`/`exec`/`open`/`format`; `d[k] += v` and
 `obj.attr += v` are supported through guarded helpers.
 """
 
-from ._errors import CompileError, ResourceLimit, SandboxError
-from ._pool import Limits, RunResult, Sandbox
+from ._errors import CompileError, ReplayMismatch, ResourceLimit, SandboxError
+from ._flow import ANY_OPERATION
+from ._pool import SUSPEND, Limits, Operation, Outcome, RunResult, Sandbox, WorkflowRun
 from ._restrictions import compile_source
 
-__all__ = ["CompileError", "Limits", "ResourceLimit", "RunResult", "Sandbox", "SandboxError", "compile_source"]
+__all__ = ["ANY_OPERATION", "SUSPEND", "CompileError", "Limits", "Operation", "Outcome", "ReplayMismatch", "ResourceLimit",
+           "RunResult", "Sandbox", "SandboxError", "WorkflowRun", "compile_source"]

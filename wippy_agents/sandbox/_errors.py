@@ -31,3 +31,14 @@ class ResourceLimit(SandboxError):
     def __init__(self, limit: str, message: str, *, output: str = "") -> None:
         super().__init__(message, output=output)
         self.limit = limit
+
+
+class ReplayMismatch(SandboxError):
+    """A restricted workflow's code asked for another operation than the one recorded at `position`."""
+
+    def __init__(self, position: int, recorded: str, asked: str, *, output: str = "") -> None:
+        super().__init__(f"operation {position} was recorded as {recorded!r} but the code now asks for {asked!r}",
+                         output=output)
+        self.position = position
+        self.recorded = recorded
+        self.asked = asked

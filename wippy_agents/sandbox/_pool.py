@@ -11,13 +11,14 @@ import signal
 import struct
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 
 from .._runtime.text import clean_data, clean_text
 from ..errors import ArgumentError
-from ._errors import CompileError, ResourceLimit, SandboxError
+from ._errors import CompileError, ReplayMismatch, ResourceLimit, SandboxError
 
 log = logging.getLogger("wippy_agents.sandbox")
 
@@ -41,6 +42,46 @@ class RunResult:
     """What `Sandbox.run_with_output` returns: the value and the printed text."""
 
     value: Any
+    output: str
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A durable operation a restricted workflow's code asks for: `name` is `tool:<id>`, `ask:<agent>`, `sleep`,
+    `signal:<name>`, `now`, `random` or `log`; `position` counts the operations of the task from 0."""
+
+    position: int
+    name: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The answer to an operation: its value, or the error the code sees (`TimeoutError` if `timeout`)."""
+
+    value: Any = None
+    error: str | None = None
+    timeout: bool = False
+
+    def record(self, name: str) -> dict[str, Any]:
+        """As the worker reads it (an answer, or a recorded result sent with a later request)."""
+        if self.error is None:
+            return {"name": name, "ok": True, "value": self.value}
+        return {"name": name, "ok": False, "error": self.error, "timeout": self.timeout}
+
+
+SUSPEND = Outcome(error="suspended")
+"""Answer an operation with this to take the worker back: the code stops there and runs again from the top later."""
+
+OnOperation = Callable[[Operation], Awaitable[Outcome]]
+
+
+@dataclass(frozen=True)
+class WorkflowRun:
+    """How one run of a restricted workflow ended: with a value, or suspended at an operation."""
+
+    value: Any
+    suspended: Operation | None
     output: str
 
 
@@ -143,6 +184,12 @@ class Sandbox:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._started = False
+        self._busy = 0
+
+    @property
+    def busy(self) -> int:
+        """How many workers are running a call now (a workflow holds one until it ends or waits)."""
+        return self._busy
 
     async def __aenter__(self) -> Sandbox:
         await self.start()
@@ -210,7 +257,34 @@ class Sandbox:
         result = await self._request({"template": template, "variables": variables}, limits, "<template>")
         return str(result.value)
 
-    async def _request(self, payload: dict[str, Any], limits: Limits | None, what: str) -> RunResult:
+    async def run_workflow(self, source: str, args: dict[str, Any], records: list[dict[str, Any]],
+                           on_operation: OnOperation, *, function: str = "main", max_operations: int = 1000,
+                           limits: Limits | None = None) -> WorkflowRun:
+        """Run a restricted workflow's `function(ctx, **args)` from the top.
+
+        `records` (`Outcome.record`s, in order) answer the operations the journal
+        already holds, inside the worker; each new one is awaited from `on_operation`
+        while the worker waits. Answering `SUSPEND` ends the run there, the worker free.
+        `limits.result_bytes` caps each operation's arguments and result and the
+        workflow's result. `ReplayMismatch` if the code asks for other operations than
+        the recorded ones; the wall clock counts the code's time between operations.
+        """
+        suspended: list[Operation] = []
+
+        async def operation(frame: dict[str, Any]) -> Outcome:
+            asked = _operation(frame)
+            outcome = await on_operation(asked)
+            if outcome is SUSPEND:
+                suspended.append(asked)
+            return outcome
+
+        payload = {"workflow": True, "source": source, "function": function, "args": args, "records": records,
+                   "max_operations": max_operations}
+        result = await self._request(payload, limits, function, operation)
+        return WorkflowRun(result.value, suspended[0] if suspended else None, result.output)
+
+    async def _request(self, payload: dict[str, Any], limits: Limits | None, what: str,
+                       on_operation: Callable[[dict[str, Any]], Awaitable[Outcome]] | None = None) -> RunResult:
         lim = replace(limits or self.limits, memory_bytes=self.limits.memory_bytes)
         try:
             request = json.dumps(
@@ -224,7 +298,11 @@ class Sandbox:
         if not self._started or self._closed:
             raise SandboxError("the sandbox is not running (use `async with Sandbox()`)")
         worker = await self._acquire()
-        reply = await self._call(worker, request, lim)
+        self._busy += 1
+        try:
+            reply = await self._call(worker, request, lim, on_operation)
+        finally:
+            self._busy -= 1
         output = clean_text(str(reply.get("output", "")))
         if output:
             log.debug("sandbox call %s printed:\n%s", what, output)
@@ -232,6 +310,11 @@ class Sandbox:
         message = clean_text(str(reply.get("message", "")))
         if status == "ok":
             return RunResult(clean_data(reply.get("value")), output)
+        if status == "suspended":
+            return RunResult(None, output)
+        if status == "diverged":
+            raise ReplayMismatch(int(reply.get("position", -1)), clean_text(str(reply.get("recorded"))),
+                                 clean_text(str(reply.get("asked"))), output=output)
         if status == "compile":
             raise CompileError(message, output=output)
         if status == "limit":
@@ -240,13 +323,20 @@ class Sandbox:
             raise ResourceLimit(limit, f"{limit} limit: {message}", output=output)
         raise SandboxError(message or "sandbox call failed", output=output)
 
-    async def _call(self, worker: _Worker, request: bytes, lim: Limits) -> dict[str, Any]:
+    async def _call(self, worker: _Worker, request: bytes, lim: Limits,
+                    on_operation: Callable[[dict[str, Any]], Awaitable[Outcome]] | None = None) -> dict[str, Any]:
         max_reply = lim.result_bytes * 2 + lim.output_bytes * 6 + 64 * 1024
         try:
-            worker.stdin.write(_HEADER.pack(len(request)) + request)
-            async with asyncio.timeout(lim.wall_seconds):
-                await worker.stdin.drain()
-                reply = await worker.read_frame(max_reply)
+            while True:
+                worker.stdin.write(_HEADER.pack(len(request)) + request)
+                async with asyncio.timeout(lim.wall_seconds):
+                    await worker.stdin.drain()
+                    reply = await worker.read_frame(max_reply)
+                if reply.get("status") != "op" or on_operation is None:
+                    break
+                answer = await on_operation(reply)  # the host's time, not the code's: no wall clock on it
+                request = json.dumps({"suspend": True} if answer is SUSPEND else answer.record(""),
+                                     allow_nan=False).encode()
         except TimeoutError:
             self._replace(worker)
             raise ResourceLimit("wall clock", f"wall clock limit: call ran over {lim.wall_seconds} s") from None
@@ -316,3 +406,11 @@ class Sandbox:
         task = asyncio.get_running_loop().create_task(renew())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _operation(frame: dict[str, Any]) -> Operation:
+    """An `op` frame checked: the worker runs hostile code, so its frames are as hostile as the code."""
+    position, name, args = frame.get("position"), frame.get("name"), frame.get("args")
+    if not isinstance(position, int) or not isinstance(name, str) or not isinstance(args, dict):
+        raise SandboxError("the workflow's worker sent a malformed operation")
+    return Operation(position, clean_text(name), clean_data(args))

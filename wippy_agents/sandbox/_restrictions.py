@@ -401,6 +401,7 @@ def _base_builtins() -> dict[str, Any]:
         ("next", next),
         ("object", object),
         ("super", super),
+        ("TimeoutError", TimeoutError),
         ("getattr", _guarded_getattr),
         ("hasattr", _guarded_hasattr),
         ("setattr", _guarded_setattr),

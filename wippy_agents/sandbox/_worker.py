@@ -7,9 +7,14 @@ are then pointed at /dev/null so nothing reaches the host's terminal.
 
 Request: {"source", "function", "args", "cpu", "output", "result"}, or, to render a
 Jinja2 template (which can loop for hours or grow without bound, so it is code like
-any other), {"template", "variables", "cpu", "output", "result"}.
+any other), {"template", "variables", "cpu", "output", "result"}, or, to run a
+restricted workflow's `function(ctx, **args)` (see `_flow`), the first form plus
+{"workflow": true, "records", "max_operations"}: while it runs the worker sends
+{"status": "op", "position", "name", "args"} frames and reads the host's answer
+({"ok", "value"} | {"ok": false, "error", "timeout"} | {"suspend": true}) after each.
 Reply: {"status": "ok", "value", "output"} | {"status": "compile", "message"} |
-{"status": "limit", "limit", "message", "output"} | {"status": "error", "message", "output"}.
+{"status": "limit", "limit", "message", "output"} | {"status": "error", "message", "output"} |
+(a workflow) {"status": "suspended"} | {"status": "diverged", "position", "recorded", "asked"}.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import types
 from collections import OrderedDict
 from typing import Any, BinaryIO
 
+from ._flow import Channel, WorkflowContext
 from ._restrictions import FILENAME, CallState, LimitExceeded, compile_source, make_globals
 
 _HEADER = struct.Struct(">I")
@@ -74,7 +80,8 @@ def _describe(exc: BaseException) -> str:
     return message
 
 
-def _execute(req: dict[str, Any], state: CallState) -> dict[str, Any]:
+def _execute(req: dict[str, Any], state: CallState, context: WorkflowContext | None = None) -> dict[str, Any]:
+    """Run `function(**args)` (a workflow's `main(ctx, **args)` when `context` is given), or the module's `result`."""
     source = req.get("source")
     if not isinstance(source, str):
         return {"status": "error", "message": "source must be a str"}
@@ -100,7 +107,7 @@ def _execute(req: dict[str, Any], state: CallState) -> dict[str, Any]:
             fn = glb.get(function)
             if not callable(fn):
                 return {"status": "error", "message": f"NameError: no function named {function!r}"}
-            value = fn(**args)
+            value = fn(**args) if context is None else fn(context, **args)
         try:
             encoded = json.dumps(value, allow_nan=False, separators=(",", ":"))
         except (TypeError, ValueError) as exc:
@@ -170,7 +177,16 @@ def _render(req: dict[str, Any], state: CallState) -> dict[str, Any]:
         return {"status": "error", "message": f"{type(exc).__name__}: {exc}" + (f" (line {line})" if line else "")}
 
 
-def _handle(req: dict[str, Any]) -> dict[str, Any]:
+def _run_workflow(req: dict[str, Any], state: CallState, channel: Channel) -> dict[str, Any]:
+    records, max_operations = req.get("records"), req.get("max_operations")
+    if (not isinstance(records, list) or not all(isinstance(r, dict) and isinstance(r.get("name"), str)
+                                                 for r in records) or not isinstance(max_operations, int)):
+        return {"status": "error", "message": "a workflow request needs records and max_operations"}
+    context = WorkflowContext(channel, records, max_operations, int(req["result"]), state)
+    return context.finish(_execute(req, state, context))
+
+
+def _handle(req: dict[str, Any], channel: Channel) -> dict[str, Any]:
     global _current
     cpu = float(req["cpu"])
     state = CallState(int(req["output"]))
@@ -184,7 +200,12 @@ def _handle(req: dict[str, Any]) -> dict[str, Any]:
         _current = state
         signal.setitimer(signal.ITIMER_PROF, cpu)
         try:
-            reply = _render(req, state) if "template" in req else _execute(req, state)
+            if "template" in req:
+                reply = _render(req, state)
+            elif req.get("workflow"):
+                reply = _run_workflow(req, state, channel)
+            else:
+                reply = _execute(req, state)
         finally:
             signal.setitimer(signal.ITIMER_PROF, 0)
             _current = None
@@ -241,8 +262,19 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.setrecursionlimit(_RECURSION_LIMIT + 50)
     # Warm up the compiler and the guards before saying we are ready.
+    def channel(frame: dict[str, Any]) -> dict[str, Any]:
+        """An operation of a workflow: ask the host, wait for its answer (no CPU is spent waiting)."""
+        _write(proto_out, frame)
+        header = _read_exact(proto_in, _HEADER.size)
+        (size,) = _HEADER.unpack(header) if header is not None else (0,)
+        body = _read_exact(proto_in, size) if size and size <= _MAX_REQUEST else None
+        if body is None:
+            os._exit(0)  # the host went away (or spoke garbage) mid-call: nobody waits for this run
+        answer = json.loads(body)
+        return answer if isinstance(answer, dict) else {"ok": False, "error": "the host sent a malformed answer"}
+
     _handle({"source": "def main():\n    return [i for i in range(3)]\n", "function": "main", "args": {},
-             "cpu": 5.0, "output": 1024, "result": 1024})
+             "cpu": 5.0, "output": 1024, "result": 1024}, channel)
     sys.setrecursionlimit(_RECURSION_LIMIT)
     gc.collect()
     gc.freeze()  # startup objects are never garbage; keeps the per-call collection cheap
@@ -259,7 +291,7 @@ def main(argv: list[str]) -> int:
             return 0
         try:
             req = json.loads(body)
-            reply = _handle(req)
+            reply = _handle(req, channel)
         except MemoryError:
             reply = {"status": "limit", "limit": "memory", "message": "memory limit exceeded", "output": ""}
         except Exception as exc:  # a malformed request must not kill the loop
