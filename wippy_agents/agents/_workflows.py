@@ -254,6 +254,7 @@ class _Run:
         self.started_by = started_by
         self.records: list[dict[str, Any]] = []
         self.spec: WorkflowSpec | None = None
+        self._decisions: dict[tuple[str, str, str, int], _Decision] = {}
 
     @property
     def registry(self) -> Registry | RegistryView:
@@ -402,7 +403,15 @@ class _Run:
             arguments=operation.args, policy=decision.policy).id
 
     def _decide(self, action: str, resource: str, kind: str) -> _Decision:
-        """Deny wins, then ask, then allow, over the workflow's decision and its starting agent's."""
+        """Deny wins, then ask, then allow, over the workflow's decision and its starting agent's (worked out once
+        per registry version: a task asks for the same few things over and over)."""
+        key = (action, resource, kind, self.service.registry.version)
+        decision = self._decisions.get(key)
+        if decision is None:
+            decision = self._decisions[key] = self._decision(action, resource, kind)
+        return decision
+
+    def _decision(self, action: str, resource: str, kind: str) -> _Decision:
         verb = "call" if action == "tool.call" else "ask"
         if action == "tool.call" and resource.startswith("wippy:") and resource not in CALLABLE_BUILTINS:
             return _Decision("deny", None, f"workflows cannot call {resource}, which acts for an agent; they may "

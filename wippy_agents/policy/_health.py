@@ -1,4 +1,5 @@
-"""Automatic rollback: a restricted tool whose recent calls fail too often goes back to its previous version."""
+"""Automatic rollback: a restricted tool (or workflow) whose recent calls (tasks) fail too often goes back to its
+previous version."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ log = logging.getLogger("wippy_agents.policy")
 
 
 class ToolHealth:
-    """Counts each restricted tool's recent outcomes against the rollback rule a policy sets for it."""
+    """Counts each restricted tool's recent calls (each restricted workflow's tasks) against the rollback rule a
+    policy sets for it. Only the live version is counted: a task still running on an older one does not count."""
 
     def __init__(self, registry: Registry, policies: Policies, audit: Audit) -> None:
         self.registry = registry
@@ -25,7 +27,7 @@ class ToolHealth:
     def record(self, entry: Entry, ok: bool) -> int | None:
         """Count one call of `entry`; return the rollback's version if this call triggered one."""
         rule = self.policies.rollback_rule(entry.id)
-        if rule is None:
+        if rule is None or entry.id not in self.registry or self.registry.get(entry.id) != entry:
             return None
         policy_id, limits = rule
         counted = self._outcomes.get(entry.id)
@@ -37,7 +39,8 @@ class ToolHealth:
         if len(outcomes) < limits.window or failed / len(outcomes) <= limits.max_error_rate:
             return None
         del self._outcomes[entry.id]
-        reason = (f"automatic rollback: {failed} of the last {len(outcomes)} calls of {entry.id} failed (policy "
+        calls = "tasks" if entry.kind == "workflow" else "calls"
+        reason = (f"automatic rollback: {failed} of the last {len(outcomes)} {calls} of {entry.id} failed (policy "
                   f"{policy_id} allows at most {limits.max_error_rate:.0%})")
         return self.roll_back(entry, reason, policy_id)
 
@@ -52,10 +55,10 @@ class ToolHealth:
         try:
             version = self.registry.apply([previous or Delete(entry.id)], author=SYSTEM_AUTHOR, reason=reason)
         except RegistryError as error:
-            self.audit.record(SYSTEM_AUTHOR, None, "registry.rollback", entry.id, "tool", "rollback failed",
+            self.audit.record(SYSTEM_AUTHOR, None, "registry.rollback", entry.id, entry.kind, "rollback failed",
                               policy_id, f"{reason}; it could not be applied: {error}")
             log.error("%s; it could not be applied: %s", reason, error)
             return None
-        self.audit.record(SYSTEM_AUTHOR, None, "registry.rollback", entry.id, "tool", "rolled back", policy_id,
+        self.audit.record(SYSTEM_AUTHOR, None, "registry.rollback", entry.id, entry.kind, "rolled back", policy_id,
                           reason, version=version)
         return version

@@ -139,9 +139,15 @@ class WorkflowContext:
         return reply
 
 
+MAX_NAME = 200
+"""The longest id or signal name an operation takes (it names a step of the journal)."""
+
+
 def _text(where: str, field: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise TypeError(f"{where}: {field} must be a non-empty str")
+    if len(value) > MAX_NAME and field != "message":
+        raise ValueError(f"{where}: {field} is {len(value):,} characters, over the {MAX_NAME} limit")
     return value
 
 

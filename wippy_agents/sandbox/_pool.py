@@ -19,6 +19,7 @@ from typing import Any
 from .._runtime.text import clean_data, clean_text
 from ..errors import ArgumentError
 from ._errors import CompileError, ReplayMismatch, ResourceLimit, SandboxError
+from ._flow import MAX_NAME
 
 log = logging.getLogger("wippy_agents.sandbox")
 
@@ -411,6 +412,7 @@ class Sandbox:
 def _operation(frame: dict[str, Any]) -> Operation:
     """An `op` frame checked: the worker runs hostile code, so its frames are as hostile as the code."""
     position, name, args = frame.get("position"), frame.get("name"), frame.get("args")
-    if not isinstance(position, int) or not isinstance(name, str) or not isinstance(args, dict):
+    if (not isinstance(position, int) or not isinstance(name, str) or len(name) > MAX_NAME + 10
+            or not isinstance(args, dict)):
         raise SandboxError("the workflow's worker sent a malformed operation")
     return Operation(position, clean_text(name), clean_data(args))
