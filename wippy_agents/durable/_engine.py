@@ -503,9 +503,10 @@ class TaskManager:
         if self.journal.problem is not None:
             raise StateUnavailable(self.journal.problem)
         if self.workflow_of(workflow_id) is None:
-            known = ", ".join(sorted(self.workflows)) or "none"
-            raise TaskNotFound(f"no workflow {workflow_id!r} is registered or in the registry (the registered "
-                               f"workflows are: {known})")
+            entries = [] if self.registry is None else [entry.id for entry in self.registry.find(kind="workflow")]
+            known = ", ".join(sorted({*self.workflows, *entries})) or "none"
+            raise TaskNotFound(f"no workflow {workflow_id!r} is registered or in the registry (the workflows are: "
+                               f"{known})")
         task_id = task_id or uuid.uuid4().hex[:16]
         existing = self._tasks.get(task_id)
         if existing is not None:
