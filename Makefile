@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test run bench typecheck clean
+.PHONY: test soak run bench typecheck clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ test: $(STAMP)
 	$(BIN)/python -m mypy
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The stress suites' long versions (tests/stress; `make test` runs each for seconds). Each is bounded in count
+# and time and stops by itself.
+soak: $(STAMP)
+	WIPPY_SOAK=1 $(BIN)/python -m pytest tests/stress -n 0 --timeout=3600 $(PYTEST_ARGS)
 
 typecheck: $(STAMP)
 	$(BIN)/python -m mypy

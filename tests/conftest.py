@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from wippy_agents.testing import TemporaryPostgres, VirtualClock
 
@@ -31,6 +32,20 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     else:
         asyncio.run(pyfuncitem.obj(**kwargs))
     return True
+
+
+SOAK = os.environ.get("WIPPY_SOAK") == "1"
+"""`make soak`: the stress suites (tests/stress) run their long versions, and property tests try many more cases."""
+
+settings.register_profile("short", max_examples=30, deadline=None, print_blob=True)
+settings.register_profile("soak", max_examples=2000, deadline=None, print_blob=True)
+settings.load_profile("soak" if SOAK else "short")
+
+
+@pytest.fixture
+def soak() -> bool:
+    """Whether this is `make soak` (a suite's long version) rather than `make test` (its version of seconds)."""
+    return SOAK
 
 
 @pytest.fixture
