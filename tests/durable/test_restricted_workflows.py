@@ -1,0 +1,341 @@
+"""Restricted (agent-written) workflows on a real app folder: their code runs in the sandbox's worker processes,
+each `ctx` operation a journaled step of the task, and a wait holds no worker.
+
+The workflows' tool, `tools.notes:note`, is the app's own Python: it appends its line to a file, so a test
+counts how many times a step really ran, restarts and replays included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from wippy_agents import App
+from wippy_agents.durable import TaskFailed, UpgradeRefused
+from wippy_agents.registry import Entry
+from wippy_agents.testing import ScriptedModel, wait_until, write_file
+
+NOTES = '''
+def note(path: str, text: str) -> str:
+    """Append a line to a file and return it in capitals.
+
+    Args:
+        path: The file.
+        text: The line.
+    """
+    with open(path, "a", encoding="utf-8") as file:
+        file.write(text + "\\n")
+    return text.upper()
+
+
+def repeat(text: str, times: int) -> str:
+    """The text, repeated.
+
+    Args:
+        text: The text.
+        times: How many times.
+    """
+    return text * times
+'''
+
+APP = """
+namespace: app
+entries:
+  - name: model
+    kind: model
+    provider: offline
+    model: wippy-offline
+  - name: helper
+    kind: agent
+    model: app:model
+"""
+
+JOURNEY = '''
+def main(ctx, topic: str, path: str):
+    """Note the topic, ask the helper, sleep, hear two signals, miss a third, then tell the time."""
+    noted = ctx.tool("tools.notes:note", path=path, text=topic)
+    answer = ctx.ask("app:helper", "look into " + topic)
+    ctx.sleep(0.2)
+    early = ctx.wait_signal("early")
+    late = ctx.wait_signal("late")
+    try:
+        ctx.wait_signal("never", timeout=0.2)
+        missed = "it came"
+    except TimeoutError as error:
+        missed = str(error)
+    ctx.log("finished", topic)
+    return {"noted": noted, "answer": answer, "early": early, "late": late, "missed": missed,
+            "now": ctx.now(), "random": ctx.random()}
+'''
+
+WAITER = '''
+def main(ctx, path: str, n: int = 0):
+    """Note that it began, wait for go, note what came."""
+    ctx.tool("tools.notes:note", path=path, text="began " + str(n))
+    got = ctx.wait_signal("go")
+    return ctx.tool("tools.notes:note", path=path, text="got " + str(got))
+'''
+
+
+def allow(subject: str, actions: list[str], resources: list[str], effect: str = "allow") -> dict[str, Any]:
+    return {"name": f"{effect}_{subject.replace(':', '_')}", "kind": "policy", "subjects": [subject],
+            "actions": actions, "resources": resources, "effect": effect}
+
+
+def restricted(name: str, source: str, **fields: Any) -> dict[str, Any]:
+    return {"name": name, "kind": "workflow", "runtime": "restricted", "source": source, **fields}
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes code as a block (`source: |`), line for line, as people and agents write it."""
+
+
+_Dumper.add_representer(str, lambda dumper, text: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None))
+
+
+def make_app(root: Path, *entries: dict[str, Any]) -> Path:
+    """An app with the offline model, an agent `app:helper`, the tool `tools.notes:note` and `flows:` entries."""
+    write_file(root, "registry/app/_index.yaml", APP)
+    write_file(root, "tools/notes.py", NOTES)
+    (root / "registry/flows").mkdir(parents=True, exist_ok=True)
+    (root / "registry/flows/_index.yaml").write_text(yaml.dump({"namespace": "flows", "entries": list(entries)},
+                                                               Dumper=_Dumper, sort_keys=False))
+    write_file(root, "wippy.yaml", "name: flows\nwatch: false\n")
+    return root
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+
+def step_names(app: App, task: str) -> list[str]:
+    return [step.name for step in app.tasks.get(task).steps]
+
+
+async def waiting_for(app: App, task: str, signal: str) -> None:
+    """Until the task's journal shows it waiting for `signal`."""
+    await wait_until(lambda: f"wait:{signal}" in step_names(app, task))
+
+
+async def test_a_workflow_runs_a_tool_a_delegate_a_sleep_signals_and_a_timeout_and_returns_its_result(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "wippy_agents.workflows")
+    notes = tmp_path / "notes.txt"
+    root = make_app(tmp_path / "app", restricted("journey", JOURNEY),
+                    allow("flows:journey", ["tool.call", "agent.delegate"], ["tools.notes:*", "app:helper"]))
+    model = ScriptedModel(["Actors are everywhere."])
+    async with App(root=root) as app:
+        app.agents.model_overrides["*"] = model
+        task = await app.tasks.start("flows:journey", {"topic": "actors", "path": str(notes)})
+        await app.tasks.signal(task, "early", {"sent": "before the wait"})
+        await waiting_for(app, task, "late")
+        await app.tasks.signal(task, "late", "during the wait")
+        result = await app.tasks.result(task)
+        info = app.tasks.get(task)
+
+    assert {key: result[key] for key in ("noted", "answer", "early", "late", "missed")} == {
+        "noted": "ACTORS", "answer": "Actors are everywhere.", "early": {"sent": "before the wait"},
+        "late": "during the wait", "missed": "no 'never' signal within 0.2s"}
+    assert result["now"] >= info.created.timestamp() and 0 <= result["random"] < 1
+    assert [step.name for step in info.steps] == [
+        "tool:tools.notes:note", "ask:app:helper", "sleep", "wait:early", "signal:early", "wait:late",
+        "signal:late", "wait:never", "signal:never", "log", "now", "random"]
+    assert [step.ok for step in info.steps if step.name == "signal:never"] == [False]
+    assert lines(notes) == ["actors"]  # run once, though the code ran again from the top after each wait
+    [asked] = model.requests
+    assert asked.messages[-1].content == "look into actors"  # type: ignore[union-attr]
+    assert [r.getMessage() for r in caplog.records if r.name == "wippy_agents.workflows"] == [
+        f"workflow flows:journey, task {task}: finished actors"]  # once, not on every replay
+
+
+async def test_a_sleeping_or_waiting_workflow_holds_no_worker(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    sleeper = 'def main(ctx):\n    """Sleep for a day."""\n    ctx.sleep(86400)\n    return "woke"\n'
+    root = make_app(tmp_path / "app", restricted("sleeper", sleeper), restricted("waiter", WAITER),
+                    allow("flows:waiter", ["tool.call"], ["tools.notes:*"]))
+    async with App(root=root) as app:
+        sleeping = await app.tasks.start("flows:sleeper", {})
+        waiting = await app.tasks.start("flows:waiter", {"path": str(notes)})
+        await wait_until(lambda: step_names(app, sleeping) == ["sleep"])
+        await waiting_for(app, waiting, "go")
+        pool = app.agents.restricted.workflow_pool
+        assert pool is not None and pool.busy == 0
+        assert app.tasks.status(sleeping) == app.tasks.status(waiting) == "running"
+        await app.tasks.signal(waiting, "go", "now")
+        assert await app.tasks.result(waiting) == "GOT NOW"
+        await app.tasks.cancel(sleeping)
+
+
+async def test_twenty_waiting_workflows_share_two_workers_and_all_finish_once_signalled(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    root = make_app(tmp_path / "app", restricted("waiter", WAITER),
+                    allow("flows:waiter", ["tool.call"], ["tools.notes:*"]))
+    async with App(root=root) as app:
+        tasks = [await app.tasks.start("flows:waiter", {"path": str(notes), "n": n}) for n in range(20)]
+        for task in tasks:
+            await waiting_for(app, task, "go")
+        pool = app.agents.restricted.workflow_pool
+        assert pool is not None and (pool.size, pool.busy) == (2, 0)
+        for n, task in enumerate(tasks):
+            await app.tasks.signal(task, "go", n)
+        results = await asyncio.gather(*(app.tasks.result(task) for task in tasks))
+    assert results == [f"GOT {n}" for n in range(20)]
+    assert sorted(lines(notes)) == sorted([f"began {n}" for n in range(20)] + [f"got {n}" for n in range(20)])
+
+
+async def test_after_a_restart_a_waiting_workflow_finishes_without_running_its_finished_steps_again(
+        tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    root = make_app(tmp_path / "app", restricted("waiter", WAITER),
+                    allow("flows:waiter", ["tool.call"], ["tools.notes:*"]))
+    async with App(root=root) as app:
+        task = await app.tasks.start("flows:waiter", {"path": str(notes), "n": 7})
+        await waiting_for(app, task, "go")
+    assert lines(notes) == ["began 7"]
+    async with App(root=root) as app:  # the task resumes at boot: its code replays from the top
+        await app.tasks.signal(task, "go", "after the restart")
+        assert await app.tasks.result(task) == "GOT AFTER THE RESTART"
+        assert step_names(app, task) == ["tool:tools.notes:note", "wait:go", "signal:go", "tool:tools.notes:note"]
+    assert lines(notes) == ["began 7", "got after the restart"]
+
+
+def waiter_version(returned: str, after: str = "") -> Entry:
+    """`flows:waiter`'s code as edited: what it returns, and what it does after its wait."""
+    source = (f'def main(ctx, path: str, n: int = 0):\n    """Note, wait for go, {returned}."""\n'
+              f'{after}    ctx.tool("tools.notes:note", path=path, text="began " + str(n))\n'
+              f'    got = ctx.wait_signal("go")\n    return "{returned} " + str(got)\n')
+    return Entry("flows:waiter", "workflow", {}, {"runtime": "restricted", "source": source})
+
+
+async def test_an_upgrade_that_extends_the_steps_taken_moves_a_waiting_task_to_the_new_code(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    root = make_app(tmp_path / "app", restricted("waiter", WAITER),
+                    allow("flows:waiter", ["tool.call"], ["tools.notes:*"]))
+    async with App(root=root) as app:
+        old = await app.tasks.start("flows:waiter", {"path": str(notes)})
+        await waiting_for(app, old, "go")
+        version = app.registry.apply([waiter_version("new")], author="user:test")
+        assert await app.tasks.upgrade(old) == version
+        await app.tasks.signal(old, "go", 1)
+        assert await app.tasks.result(old) == "new 1"
+        assert app.tasks.get(old).registry_version == version
+    assert lines(notes) == ["began 0"]
+
+
+async def test_an_upgrade_that_would_not_replay_is_refused_naming_both_operations_and_the_task_ends_on_its_old_code(
+        tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    root = make_app(tmp_path / "app", restricted("waiter", WAITER),
+                    allow("flows:waiter", ["tool.call"], ["tools.notes:*"]))
+    async with App(root=root) as app:
+        old = await app.tasks.start("flows:waiter", {"path": str(notes), "n": 1})
+        await waiting_for(app, old, "go")
+        started_on = app.tasks.get(old).registry_version
+        version = app.registry.apply([waiter_version("new", after="    ctx.log('first')\n")], author="user:test")
+        with pytest.raises(UpgradeRefused) as refused:
+            await app.tasks.upgrade(old)
+        assert str(refused.value) == (
+            f"task {old} stays on registry version {started_on}: on version {version}, at operation 0 the task took "
+            "'tool:tools.notes:note' where the code asks for 'log'; let it finish where it is")
+        new = await app.tasks.start("flows:waiter", {"path": str(notes), "n": 2})
+        await waiting_for(app, new, "go")
+        for task in (old, new):
+            await app.tasks.signal(task, "go", "go")
+        assert (await app.tasks.result(old), await app.tasks.result(new)) == ("GOT GO", "new go")
+        assert (app.tasks.get(old).registry_version, app.tasks.get(new).registry_version) == (started_on, version)
+        assert step_names(app, new)[0] == "log"
+
+
+def failure(app: App, task: str) -> str:
+    info = app.tasks.get(task)
+    assert info.status == "failed", info
+    return info.error or ""
+
+
+async def test_a_workflow_that_takes_more_operations_than_its_cap_fails_saying_so(tmp_path: Path) -> None:
+    counter = 'def main(ctx):\n    """Ask the time forever."""\n    while True:\n        ctx.now()\n'
+    root = make_app(tmp_path / "app", restricted("counter", counter, max_operations=5))
+    async with App(root=root) as app:
+        task = await app.tasks.start("flows:counter", {})
+        with pytest.raises(TaskFailed, match="the workflow asked for more than 5 operations in one task"):
+            await app.tasks.result(task)
+        assert step_names(app, task) == ["now"] * 5
+
+
+async def test_a_result_over_max_value_bytes_fails_that_operation_and_the_code_sees_why(tmp_path: Path) -> None:
+    big = '''
+def main(ctx):
+    """Ask for a long text, and say how that went."""
+    try:
+        ctx.tool("tools.notes:repeat", text="ab", times=600)
+    except RuntimeError as error:
+        return str(error)
+    return "it passed"
+'''
+    root = make_app(tmp_path / "app", restricted("big", big, max_value_bytes=1000),
+                    allow("flows:big", ["tool.call"], ["tools.notes:*"]))
+    async with App(root=root) as app:
+        assert await app.tasks.run("flows:big", {}) == (
+            "tool:tools.notes:repeat failed: ValueError: tool tools.notes:repeat gave 1,202 bytes, over the "
+            "workflow's max_value_bytes (1,000)")
+
+
+async def test_an_endless_loop_fails_the_task_with_the_cpu_limit(tmp_path: Path) -> None:
+    spin = 'def main(ctx):\n    """Spin."""\n    ctx.log("spinning")\n    while True:\n        pass\n'
+    root = make_app(tmp_path / "app", restricted("spin", spin, cpu_seconds=0.3))
+    async with App(root=root) as app:
+        task = await app.tasks.start("flows:spin", {})
+        with pytest.raises(TaskFailed, match="cpu limit"):
+            await app.tasks.result(task)
+        assert "cpu limit" in failure(app, task)
+
+
+async def test_arguments_that_do_not_fit_the_signature_fail_the_task_saying_which_and_why(tmp_path: Path) -> None:
+    typed = 'def main(ctx, n: int, name: str = "x"):\n    """Typed."""\n    return n\n'
+    root = make_app(tmp_path / "app", restricted("typed", typed))
+    async with App(root=root) as app:
+        task = await app.tasks.start("flows:typed", {"n": "seven"})
+        with pytest.raises(TaskFailed):
+            await app.tasks.result(task)
+        assert failure(app, task) == "ArgumentError: flows:typed: bad arguments: n: 'seven' is not of type 'integer'"
+        task = await app.tasks.start("flows:typed", {"name": "y"})
+        with pytest.raises(TaskFailed):
+            await app.tasks.result(task)
+        assert failure(app, task) == "ArgumentError: flows:typed: bad arguments: arguments: 'n' is a required property"
+
+
+async def test_a_workflow_without_main_or_with_a_syntax_error_is_refused_with_its_file_line_and_field(
+        tmp_path: Path) -> None:
+    nameless = 'def start(ctx):\n    """No main."""\n    return 1\n'
+    broken = 'def main(ctx):\n    """Broken."""\n    return (\n'
+    root = make_app(tmp_path / "app", restricted("nameless", nameless), restricted("broken", broken))
+    async with App(root=root) as app:
+        problems = app.registry.problems["registry/flows/_index.yaml"]
+        assert "flows:nameless" not in app.registry and "flows:broken" not in app.registry
+        with pytest.raises(LookupError):
+            await app.tasks.start("flows:broken", {})
+    found = {p.entry: (p.file, p.line, p.field, p.message) for p in problems}
+    text = (root / "registry/flows/_index.yaml").read_text().splitlines()
+    assert found["flows:nameless"] == ("registry/flows/_index.yaml", text.index("  source: |") + 1, "source",
+                                       "the code defines no top-level function 'main' (it defines start)")
+    file, line, field, message = found["flows:broken"]
+    assert (file, field) == ("registry/flows/_index.yaml", "source") and "syntax" in message.lower()
+    assert line is not None and text[line - 1].strip() == "return ("
+
+
+async def test_cancelling_a_sleeping_workflow_ends_it_at_once(tmp_path: Path) -> None:
+    sleeper = 'def main(ctx):\n    """Sleep for a day."""\n    ctx.sleep(86400)\n    return "woke"\n'
+    root = make_app(tmp_path / "app", restricted("sleeper", sleeper))
+    async with App(root=root) as app:
+        task = await app.tasks.start("flows:sleeper", {})
+        await wait_until(lambda: step_names(app, task) == ["sleep"])
+        await app.tasks.cancel(task)
+        with pytest.raises(TaskFailed, match="cancelled"):
+            await asyncio.wait_for(app.tasks.result(task), 5)
+        assert app.tasks.status(task) == "cancelled"
