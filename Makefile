@@ -28,16 +28,9 @@ typecheck: $(STAMP)
 run: $(STAMP)
 	$(BIN)/wippy chat
 
+# Every benchmark, one at a time, then bench-report.md and its plots in docs/bench/ (commit them).
 bench: $(STAMP)
-	$(BIN)/python benchmarks/actors.py
-	$(BIN)/python benchmarks/registry.py
-	$(BIN)/python benchmarks/llm.py
-	$(BIN)/python benchmarks/agents.py
-	$(BIN)/python benchmarks/durable.py
-	$(BIN)/python benchmarks/sandbox.py
-	$(BIN)/python benchmarks/tui.py
-	$(BIN)/python benchmarks/mcp.py
-	$(BIN)/python benchmarks/cluster.py
+	$(BIN)/python benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache
