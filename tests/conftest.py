@@ -42,7 +42,7 @@ settings.register_profile("soak", max_examples=2000, deadline=None, print_blob=T
 settings.load_profile("soak" if SOAK else "short")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def soak() -> bool:
     """Whether this is `make soak` (a suite's long version) rather than `make test` (its version of seconds)."""
     return SOAK
