@@ -196,9 +196,12 @@ class RestrictedWorkflow:
         """Replay the task's journal on the code as of `version`: refused unless the code asks for the same
         operations, in the same order, as far as the task has come."""
         spec = _spec(self.service.registry.at(version), self.id)
-        records, _ = recorded_operations(task.steps)
+        records, consumed = recorded_operations(task.steps)
+        unfinished = self._unfinished(task.steps[consumed:])
+        asked: list[Operation] = []
 
         async def extend(operation: Operation) -> Outcome:
+            asked.append(operation)
             return SUSPEND  # the new code goes on past what was taken: what it does next is its own
 
         sandbox = await self.service.restricted.workflow_sandbox()
@@ -213,6 +216,23 @@ class RestrictedWorkflow:
         except SandboxError as error:
             raise UpgradeRefused(f"{prefix}: the code of version {version} fails replaying the {len(records)} "
                                  f"operation(s) the task took: {error}") from None
+        if unfinished is not None and (not asked or asked[0].name != unfinished):
+            raise UpgradeRefused(f"{prefix}: on version {version}, at operation {len(records)} the task is in "
+                                 f"{unfinished!r} where the code asks for "
+                                 f"{repr(asked[0].name) if asked else 'the end of the workflow'}; let it finish "
+                                 "where it is")
+
+    def _unfinished(self, steps: list[StepRecord]) -> str | None:
+        """The operation the journal holds begun past the finished ones (`steps` are those): a sleep, a wait for a
+        signal, or a tool call or question waiting for (or just given) a person's approval; the new code must ask
+        for it next, as the task will go on with it."""
+        name = steps[0].name if steps else ""
+        if name.startswith("wait:" + APPROVAL):
+            approval = self.service.governance.approvals.get(name.removeprefix("wait:" + APPROVAL))
+            return ("tool:" if approval.action == "tool.call" else "ask:") + approval.resource
+        if name.startswith("wait:"):
+            return "signal:" + name.removeprefix("wait:")
+        return "sleep" if name == "sleep" else None
 
 
 def _arguments(args: list[Any]) -> dict[str, Any]:

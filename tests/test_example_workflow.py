@@ -1,0 +1,102 @@
+"""The example app's research workflow (`app:research`, registry/app/flows): a restricted workflow that asks
+app:researcher, waits for a person's approval and writes up with app:write_up; and what an upgrade of a task
+that waits, to code that would not go on from where it waits, is told."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from wippy_agents import App
+from wippy_agents.durable import UpgradeRefused
+from wippy_agents.registry import Entry, ToolSpec, WorkflowSpec
+from wippy_agents.testing import wait_until
+
+OFFLINE_NOTES = ("This is the offline model: it needs no key and no network, and echoes you. You said: What does the "
+                 "registry say about agents?")
+
+DRAFT_FIRST = '''
+def main(ctx, topic: str) -> dict:
+    """Research a topic, write it up, then wait for a person to approve the report."""
+    notes = ctx.ask("app:researcher", "What does the registry say about " + topic + "?")
+    report = ctx.tool("app:write_up", topic=topic, notes=notes)
+    decision = ctx.wait_signal("approve")
+    return {"topic": topic, "approved_by": decision.get("by"), "report": report}
+'''
+
+
+def step_names(app: App, task: str) -> list[str]:
+    return [step.name for step in app.tasks.get(task).steps]
+
+
+async def test_a_research_task_asks_the_researcher_waits_for_approval_holding_no_worker_then_writes_up(
+        example_app: Path) -> None:
+    async with App(root=example_app) as app:
+        task = await app.tasks.start("app:research", {"topic": "agents"})
+        await wait_until(lambda: step_names(app, task) == ["ask:app:researcher", "wait:approve"], timeout=30)
+        pool = app.agents.restricted.workflow_pool
+        assert pool is not None and pool.busy == 0
+        await app.tasks.signal(task, "approve", {"by": "ana"})
+        assert await app.tasks.result(task) == {"topic": "agents", "approved_by": "ana",
+                                                "report": "# agents\n\n" + OFFLINE_NOTES}
+        assert step_names(app, task) == ["ask:app:researcher", "wait:approve", "signal:approve", "tool:app:write_up"]
+
+
+async def test_the_agent_that_starts_a_research_task_is_told_its_id_and_can_follow_it(example_app: Path) -> None:
+    async with App(root=example_app) as app:
+        started = await (await app.conversation("app:assistant")).ask(
+            '/call wippy:start_workflow {"workflow": "app:research", "args": {"topic": "agents"}}')
+        task = next(task.id for task in app.tasks.list() if task.workflow == "app:research")
+        assert f'"task_id": "{task}"' in started.text
+        await wait_until(lambda: step_names(app, task)[-1:] == ["wait:approve"], timeout=30)
+        await app.tasks.signal(task, "approve", {"by": "ana"})
+        await app.tasks.result(task)
+        status = await (await app.conversation("app:assistant")).ask(
+            "/call wippy:workflow_status " + json.dumps({"task_id": task}))
+        assert '"status": "completed"' in status.text and '"approved_by": "ana"' in status.text
+
+
+async def test_the_shipped_workflow_and_write_up_pass_their_own_examples(example_app: Path) -> None:
+    async with App(root=example_app) as app:
+        research, write_up = app.registry.spec("app:research"), app.registry.spec("app:write_up")
+        assert isinstance(research, WorkflowSpec) and isinstance(write_up, ToolSpec)
+        assert len(research.examples) == 2 and len(write_up.examples) == 1
+        assert await app.agents.workflows.failed_examples("app:research", research) == []
+        assert await app.agents.restricted.failed_examples(write_up) == []
+
+
+async def test_an_upgrade_is_refused_when_the_new_code_would_not_go_on_with_the_signal_the_task_waits_for(
+        example_app: Path) -> None:
+    async with App(root=example_app) as app:
+        old = await app.tasks.start("app:research", {"topic": "agents"}, task_id="old")
+        await wait_until(lambda: step_names(app, old)[-1:] == ["wait:approve"], timeout=30)
+        entry = app.registry.get("app:research")
+        version = app.registry.apply([Entry(entry.id, entry.kind, entry.meta, {**entry.data, "source": DRAFT_FIRST,
+                                                                                "examples": []})], author="user:test")
+        with pytest.raises(UpgradeRefused) as refused:
+            await app.tasks.upgrade(old)
+        assert str(refused.value) == (
+            f"task old stays on registry version 1: on version {version}, at operation 1 the task is in "
+            "'signal:approve' where the code asks for 'tool:app:write_up'; let it finish where it is")
+        await app.tasks.signal(old, "approve", {"by": "ana"})
+        assert (await app.tasks.result(old))["report"] == "# agents\n\n" + OFFLINE_NOTES
+        assert app.tasks.get(old).registry_version == 1
+
+
+async def test_an_upgrade_is_refused_when_the_new_code_asks_for_something_else_where_the_task_sleeps(
+        example_app: Path) -> None:
+    def napper(before: str) -> Entry:
+        source = f'def main(ctx):\n    """Nap an hour."""\n{before}    ctx.sleep(3600)\n    return "rested"\n'
+        return Entry("app:napper", "workflow", {}, {"runtime": "restricted", "source": source})
+
+    async with App(root=example_app) as app:
+        app.registry.apply([napper("")], author="user:test")
+        task = await app.tasks.start("app:napper", {})
+        await wait_until(lambda: step_names(app, task) == ["sleep"], timeout=30)
+        version = app.registry.apply([napper("    ctx.log('about to nap')\n")], author="user:test")
+        with pytest.raises(UpgradeRefused, match=f"on version {version}, at operation 0 the task is in 'sleep' "
+                                                 "where the code asks for 'log'"):
+            await app.tasks.upgrade(task)
+        await app.tasks.cancel(task)
