@@ -164,6 +164,9 @@ class App:
                                      owns_files=self.owns_files, config=config, telemetry=self.telemetry)
             self._start_services(self._folder)
             self._start_processes()
+            # The supervisor answers once it has started its children: the agents' process (which
+            # `conversation` calls) is up when this returns, whether or not a file watcher is waited for.
+            await self.node.call(SYSTEM_SUPERVISOR, "which_children", timeout=None)
             await self.watcher_ready()
             await self.tasks.recover()  # unfinished tasks resume before any new work is taken
             self._prune_tasks()
