@@ -339,3 +339,67 @@ async def test_cancelling_a_sleeping_workflow_ends_it_at_once(tmp_path: Path) ->
         with pytest.raises(TaskFailed, match="cancelled"):
             await asyncio.wait_for(app.tasks.result(task), 5)
         assert app.tasks.status(task) == "cancelled"
+
+
+GUARDED = '''
+def main(ctx, path: str):
+    """Note a line if allowed; say how it went."""
+    try:
+        return ctx.tool("tools.notes:note", path=path, text="guarded")
+    except RuntimeError as error:
+        return str(error)
+'''
+
+
+async def test_with_no_policy_a_tool_call_is_refused_inside_the_code_and_audited_as_denied(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    root = make_app(tmp_path / "app", restricted("guarded", GUARDED))
+    async with App(root=root) as app:
+        task = await app.tasks.start("flows:guarded", {"path": str(notes)})
+        assert await app.tasks.result(task) == (
+            "tool:tools.notes:note failed: PermissionError: refused: no policy lets the workflow flows:guarded call "
+            "tools.notes:note: a restricted workflow may call only what a policy entry allows it (subjects: "
+            "[flows:guarded], actions: [tool.call])")
+        [audit] = app.approvals.audit.list(subject="flows:guarded")
+        assert (audit.decision, audit.action, audit.resource, audit.task) == (
+            "denied", "tool.call", "tools.notes:note", task)
+    assert lines(notes) == []
+
+
+async def asked_for(app: App, path: Path) -> tuple[str, str]:
+    """Start `flows:guarded` under an `ask` policy; its task id and the approval it waits for."""
+    task = await app.tasks.start("flows:guarded", {"path": str(path)})
+    await wait_until(lambda: len(app.approvals.pending()) == 1)
+    [approval] = app.approvals.pending()
+    assert (approval.agent, approval.task_id, approval.action, approval.resource) == (
+        "flows:guarded", task, "tool.call", "tools.notes:note")
+    await wait_until(lambda: step_names(app, task) == [f"wait:approval:{approval.id}"])
+    pool = app.agents.restricted.workflow_pool
+    assert pool is not None and pool.busy == 0  # a person deciding holds no worker
+    return task, approval.id
+
+
+async def test_a_policy_that_asks_runs_the_tool_once_a_person_approves(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    root = make_app(tmp_path / "app", restricted("guarded", GUARDED),
+                    allow("flows:guarded", ["tool.call"], ["tools.notes:*"], effect="ask"))
+    async with App(root=root) as app:
+        task, approval = await asked_for(app, notes)
+        assert lines(notes) == []
+        await app.approvals.approve(approval, by="user:alice")
+        assert await app.tasks.result(task) == "GUARDED"
+        assert step_names(app, task) == [f"wait:approval:{approval}", f"signal:approval:{approval}",
+                                         "tool:tools.notes:note"]
+    assert lines(notes) == ["guarded"]
+
+
+async def test_a_policy_that_asks_fails_the_operation_when_a_person_denies_it(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    root = make_app(tmp_path / "app", restricted("guarded", GUARDED),
+                    allow("flows:guarded", ["tool.call"], ["tools.notes:*"], effect="ask"))
+    async with App(root=root) as app:
+        task, approval = await asked_for(app, notes)
+        await app.approvals.deny(approval, by="user:bob", reason="not today")
+        assert await app.tasks.result(task) == (
+            "tool:tools.notes:note failed: PermissionError: denied by user:bob: not today")
+    assert lines(notes) == []
