@@ -1,14 +1,32 @@
-"""Every escape category ends in an error, leaves the host alone, and the pool keeps serving."""
+"""Every escape category ends in an error, leaves the host alone, and the pool keeps serving.
+
+Each attempt runs as tool code and as a restricted workflow's `main(ctx)`; then come the
+escapes only a workflow has: its `ctx` (the host's channel behind it, the unwinding it
+raises), the operations it sends, and the host's answers to them.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from wippy_agents.sandbox import CompileError, Limits, ResourceLimit, Sandbox, SandboxError
+from wippy_agents.sandbox import (
+    SUSPEND,
+    CompileError,
+    Limits,
+    Operation,
+    Outcome,
+    ResourceLimit,
+    Sandbox,
+    SandboxError,
+    WorkflowRun,
+)
 
 CANARY = "/tmp/wippy-sandbox-canary"
 
@@ -94,21 +112,51 @@ CASES: list[tuple[str, str, type[SandboxError], str | None]] = [
 FAST = Limits(cpu_seconds=0.4, wall_seconds=4.0, output_bytes=4096)
 
 
+async def echo(operation: Operation) -> Outcome:
+    """The host's answer to every operation: what was asked, as the host received it."""
+    return Outcome({"name": operation.name, "args": operation.args})
+
+
+async def no_operation(operation: Operation) -> Outcome:
+    raise AssertionError(f"the attempt reached the host with an operation: {operation}")
+
+
+def as_workflow(source: str) -> str:
+    """The attempt as the body of a workflow's `main(ctx)`, returning its `result`."""
+    return "def main(ctx):\n" + textwrap.indent(source, "    ") + "\n    return result\n"
+
+
+async def attempt(sb: Sandbox, runtime: str, source: str) -> None:
+    if runtime == "tool":
+        await sb.run(source, limits=FAST)
+    else:
+        await sb.run_workflow(as_workflow(source), {}, [], no_operation, limits=FAST)
+
+
+async def assert_still_serves(sb: Sandbox) -> None:
+    """Tool code runs, and a workflow's operation gets its own answer (the protocol is not out of step)."""
+    assert await sb.run("result = 'ok'") == "ok"
+    run = await sb.run_workflow("def main(ctx, n):\n    return [ctx.tool('t:a', n=n), ctx.tool('t:b')]\n", {"n": 7},
+                                [], echo)
+    assert run == WorkflowRun([{"name": "tool:t:a", "args": {"id": "t:a", "args": {"n": 7}}},
+                               {"name": "tool:t:b", "args": {"id": "t:b", "args": {}}}], None, "")
+
+
+@pytest.mark.parametrize("runtime", ["tool", "workflow"])
 @pytest.mark.parametrize(("source", "error", "limit"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 async def test_escape_is_refused(
-    source: str, error: type[SandboxError], limit: str | None, capfd: pytest.CaptureFixture[str]
+    source: str, error: type[SandboxError], limit: str | None, runtime: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
     env_before = dict(os.environ)
     cwd_before = sorted(os.listdir("."))
     async with Sandbox() as sb:
         with pytest.raises(error) as info:
-            await sb.run(source, limits=FAST)
+            await attempt(sb, runtime, source)
         if limit is not None:
             assert isinstance(info.value, ResourceLimit) and info.value.limit == limit, info.value
             assert limit in str(info.value)
         assert len(info.value.output) <= FAST.output_bytes + 100
-        # the pool still serves
-        assert await sb.run("result = 'ok'") == "ok"
+        await assert_still_serves(sb)
     assert dict(os.environ) == env_before
     assert sorted(os.listdir(".")) == cwd_before
     assert not Path(CANARY).exists()
@@ -158,3 +206,188 @@ async def test_state_does_not_leak_between_calls() -> None:
             await sb.run("json.loads = None\nresult = 1")
         assert await sb.run("result = json.loads('[1]')") == [1]
         assert await sb.run("result = str(getattr(json, '__dict__', None))") == "None"
+
+
+# -- a workflow's own escapes: its ctx, its operations, the host's answers ----------------------------------------
+
+async def answer(operation: Operation) -> Outcome:
+    """The host as a task runs it: waits give the worker back, everything else answers at once."""
+    if operation.name == "sleep" or operation.name.startswith("signal:"):
+        return SUSPEND
+    return Outcome(1.5)
+
+
+# (id, main's body, expected error class, expected limit name or None)
+CTX_CASES: list[tuple[str, str, type[SandboxError], str | None]] = [
+    ("private-attribute", "return str(ctx._channel)", CompileError, None),
+    ("getattr-channel", "return str(getattr(ctx, '_channel'))", SandboxError, None),
+    ("getattr-state", "return str(getattr(ctx, '_state'))", SandboxError, None),
+    ("setattr-records", "setattr(ctx, '_records', [])\nreturn 1", SandboxError, None),
+    ("replace-operation", "ctx.tool = len\nreturn 1", SandboxError, None),
+    ("bound-self", "return str(ctx.tool.__self__)", CompileError, None),
+    ("getattr-bound-self", "return str(getattr(getattr(ctx.tool, '__self__'), 'finish'))", SandboxError, None),
+    ("type", "return str(type(ctx))", SandboxError, None),
+    ("class", "return str(ctx.__class__)", CompileError, None),
+    ("vars", "return str(vars(ctx))", SandboxError, None),
+    ("format", "return '{0._channel}'.format(ctx)", SandboxError, None),
+    ("format-bound-self", "return '{0.tool.__self__}'.format(ctx)", SandboxError, None),
+    ("map-getattr", "return str(list(map(getattr, [ctx], ['_channel'])))", SandboxError, None),
+    ("json-default", "return json.dumps(ctx, default=str)", SandboxError, None),
+    ("return-ctx", "return ctx", SandboxError, None),
+    ("catch-suspension-and-loop", "while True:\n    try:\n        ctx.sleep(5)\n    except:\n        pass",
+     ResourceLimit, "cpu"),
+    ("catch-suspension-and-spin", "try:\n    ctx.wait_signal('go')\nexcept BaseException:\n    while True:\n"
+                                  "        pass", ResourceLimit, "cpu"),
+    ("more-operations-than-allowed", "while True:\n    ctx.now()", ResourceLimit, "operations"),
+    ("more-operations-caught", "try:\n    while True:\n        ctx.random()\nexcept BaseException:\n    pass\n"
+                               "return 'went on'", ResourceLimit, "operations"),
+    ("recursion-to-an-operation", "def down(n):\n    return down(n + 1) if n < 10000 else ctx.now()\nreturn down(0)",
+     ResourceLimit, "recursion depth"),
+    ("deeply-nested-arguments", "x = []\nfor i in range(100000):\n    x = [x]\nreturn ctx.tool('t:a', x=x)",
+     ResourceLimit, "recursion depth"),
+]
+MAX_OPERATIONS = 20
+
+
+@pytest.mark.parametrize(("body", "error", "limit"), [c[1:] for c in CTX_CASES], ids=[c[0] for c in CTX_CASES])
+async def test_reaching_for_the_host_through_ctx_is_refused(body: str, error: type[SandboxError],
+                                                            limit: str | None) -> None:
+    asked: list[Operation] = []
+
+    async def counted(operation: Operation) -> Outcome:
+        asked.append(operation)
+        return await answer(operation)
+
+    async with Sandbox() as sb:
+        with pytest.raises(error) as info:
+            await sb.run_workflow("def main(ctx):\n" + textwrap.indent(body, "    ") + "\n", {}, [], counted,
+                                  max_operations=MAX_OPERATIONS, limits=FAST)
+        if limit is not None:
+            assert isinstance(info.value, ResourceLimit) and info.value.limit == limit, info.value
+        assert len(asked) <= MAX_OPERATIONS
+        await assert_still_serves(sb)
+
+
+# (id, the call, what the error the code catches says): refused in the worker, before anything reaches the host
+BAD_OPERATIONS = [
+    ("tool-id-not-str", "ctx.tool(5)", "TypeError: ctx.tool: id must be a non-empty str"),
+    ("tool-id-empty", "ctx.tool('')", "TypeError: ctx.tool: id must be a non-empty str"),
+    ("agent-not-str", "ctx.ask(None, 'hi')", "TypeError: ctx.ask: agent must be a non-empty str"),
+    ("message-not-str", "ctx.ask('app:a', ['hi'])", "TypeError: ctx.ask: message must be a non-empty str"),
+    ("signal-name-list", "ctx.wait_signal(['go'])", "TypeError: ctx.wait_signal: name must be a non-empty str"),
+    ("signal-name-huge", "ctx.wait_signal('g' * 100000)", "ValueError: ctx.wait_signal: name is 100,000 characters"),
+    ("signal-name-lone-surrogate", "ctx.wait_signal('go\\ud800')", "holds a control character or a lone surrogate"),
+    ("signal-name-split-pair", "ctx.wait_signal('go\\ud83d\\ude00')", "holds a control character or a lone surrogate"),
+    ("tool-id-nul", "ctx.tool('t:a\\x00')", "holds a control character or a lone surrogate"),
+    ("agent-newline", "ctx.ask('app:a\\nb', 'hi')", "holds a control character or a lone surrogate"),
+    ("signal-timeout-negative", "ctx.wait_signal('go', timeout=-1)", "ValueError: ctx.wait_signal's timeout"),
+    ("signal-timeout-bool", "ctx.wait_signal('go', timeout=True)", "ValueError: ctx.wait_signal's timeout"),
+    ("sleep-str", "ctx.sleep('5')", "ValueError: ctx.sleep takes a number of seconds"),
+    ("sleep-nan", "ctx.sleep(float('nan'))", "ValueError: ctx.sleep takes a number of seconds"),
+    ("sleep-infinite", "ctx.sleep(float('inf'))", "TypeError: sleep: the arguments must be JSON values"),
+    ("nan-argument", "ctx.tool('t:a', v=float('nan'))", "TypeError: tool:t:a: the arguments must be JSON values"),
+    ("set-argument", "ctx.tool('t:a', v={1})", "TypeError: tool:t:a: the arguments must be JSON values"),
+    ("function-argument", "ctx.tool('t:a', v=ctx.now)", "TypeError: tool:t:a: the arguments must be JSON values"),
+    ("huge-int-argument", "ctx.tool('t:a', v=10 ** 5000)", "TypeError: tool:t:a: the arguments must be JSON values"),
+    ("non-str-keyword", "ctx.tool('t:a', **{1: 2})", "TypeError"),
+    ("huge-argument", "ctx.tool('t:a', v='a' * 2000000)", "ValueError: tool:t:a: the arguments are 2,000,"),
+    ("huge-message", "ctx.ask('app:a', 'a' * 2000000)", "ValueError: ask:app:a: the arguments are 2,000,"),
+]
+
+
+@pytest.mark.parametrize(("call", "says"), [c[1:] for c in BAD_OPERATIONS], ids=[c[0] for c in BAD_OPERATIONS])
+async def test_a_bad_operation_is_an_error_the_code_sees(call: str, says: str) -> None:
+    source = (f"def main(ctx):\n    try:\n        {call}\n    except TypeError as error:\n"
+              "        return 'TypeError: ' + str(error)\n    except ValueError as error:\n"
+              "        return 'ValueError: ' + str(error)\n    return 'accepted'\n")
+    async with Sandbox(workers=1) as sb:
+        run = await sb.run_workflow(source, {}, [], no_operation, limits=FAST)
+        assert says in run.value
+        await assert_still_serves(sb)
+
+
+@pytest.mark.parametrize("after", ["return 'escaped'", "return ctx.now()", "return ctx.tool('t:a', x=1)"])
+async def test_a_workflow_that_catches_its_suspension_stays_suspended(after: str) -> None:
+    asked: list[Operation] = []
+
+    async def counted(operation: Operation) -> Outcome:
+        asked.append(operation)
+        return await answer(operation)
+
+    source = f"def main(ctx):\n    try:\n        ctx.sleep(5)\n    except:\n        pass\n    {after}\n"
+    async with Sandbox(workers=1) as sb:
+        run = await sb.run_workflow(source, {}, [], counted, limits=FAST)
+        assert run.value is None and run.suspended == Operation(0, "sleep", {"seconds": 5})
+        assert asked == [run.suspended]  # nothing the code asked after it reached the host
+        await assert_still_serves(sb)
+
+
+async def test_printed_frames_never_reach_the_protocol() -> None:
+    """Printed text, even shaped as the worker's frames (length prefix and all), is the run's output, not a reply."""
+    source = '''
+def frame(message):
+    text = json.dumps(message)
+    size = len(text)
+    return ''.join(chr(b) for b in [size >> 24, (size >> 16) & 255, (size >> 8) & 255, size & 255]) + text
+
+def main(ctx):
+    print(frame({"status": "op", "position": 0, "name": "tool:t:forged", "args": {}}), end="")
+    print(frame({"status": "ok", "value": "forged", "output": ""}), end="")
+    return ctx.tool('t:real')
+'''
+    async with Sandbox(workers=1) as sb:
+        run = await sb.run_workflow(source, {}, [], echo, limits=FAST)
+        assert run.value == {"name": "tool:t:real", "args": {"id": "t:real", "args": {}}}
+        assert '"name": "tool:t:forged"' in run.output and '"value": "forged"' in run.output
+        await assert_still_serves(sb)
+
+
+async def test_a_lone_surrogate_in_arguments_reaches_the_host_as_clean_text() -> None:
+    async with Sandbox(workers=1) as sb:
+        run = await sb.run_workflow("def main(ctx):\n    return ctx.tool('t:a', text='x\\ud800y')\n", {}, [], echo)
+        assert run.value == {"name": "tool:t:a", "args": {"id": "t:a", "args": {"text": "x\ufffdy"}}}
+
+
+async def _fails(operation: Operation) -> Outcome:
+    raise RuntimeError("the host's step failed")
+
+
+async def _unsendable(operation: Operation) -> Outcome:
+    return Outcome(float("nan"))
+
+
+@pytest.mark.parametrize(("host", "error"), [(_fails, RuntimeError), (_unsendable, ValueError)],
+                         ids=["on_operation-raises", "answer-not-json"])
+async def test_a_host_failing_an_operation_leaves_no_worker_out_of_step(
+    host: Callable[[Operation], Any], error: type[Exception], sandbox_workers: Callable[[], set[int]]
+) -> None:
+    source = "def main(ctx):\n    first = ctx.tool('t:a')\n    return [first, ctx.tool('t:b')]\n"
+    async with Sandbox(workers=1) as sb:
+        before = sandbox_workers()
+        with pytest.raises(error):
+            await sb.run_workflow(source, {}, [], host, limits=FAST)
+        await assert_still_serves(sb)  # on the worker that replaced the one left waiting for its answer
+        assert sandbox_workers().isdisjoint(before)
+        assert sb.busy == 0
+
+
+async def test_a_workflow_cancelled_while_the_host_runs_its_operation_leaves_the_pool_serving(
+    sandbox_workers: Callable[[], set[int]]
+) -> None:
+    asked = asyncio.Event()
+
+    async def forever(operation: Operation) -> Outcome:
+        asked.set()
+        await asyncio.Event().wait()
+        raise AssertionError("never answered")
+
+    async with Sandbox(workers=1) as sb:
+        before = sandbox_workers()
+        run = asyncio.create_task(sb.run_workflow("def main(ctx):\n    return ctx.tool('t:a')\n", {}, [], forever))
+        await asyncio.wait_for(asked.wait(), 10)
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        await assert_still_serves(sb)
+        assert sandbox_workers().isdisjoint(before)
+        assert sb.busy == 0

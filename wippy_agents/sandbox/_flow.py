@@ -15,6 +15,7 @@ not from what the code returned.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -141,13 +142,20 @@ class WorkflowContext:
 
 MAX_NAME = 200
 """The longest id or signal name an operation takes (it names a step of the journal)."""
+_UNNAMEABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+"""What a name may not hold: the host cleans a lone surrogate to U+FFFD before it journals the name, so a replay
+would not find the code's name again; a control character has no place in a step's name."""
 
 
 def _text(where: str, field: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise TypeError(f"{where}: {field} must be a non-empty str")
-    if len(value) > MAX_NAME and field != "message":
+    if field == "message":
+        return value
+    if len(value) > MAX_NAME:
         raise ValueError(f"{where}: {field} is {len(value):,} characters, over the {MAX_NAME} limit")
+    if _UNNAMEABLE.search(value):
+        raise ValueError(f"{where}: {field} {value!r} holds a control character or a lone surrogate")
     return value
 
 
