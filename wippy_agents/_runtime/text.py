@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["clean_data", "clean_text", "is_clean", "os_text"]
+__all__ = ["clean_data", "clean_text", "deeper_than", "is_clean", "os_text"]
 
 def is_clean(text: str) -> bool:
     """Whether `text` encodes as UTF-8 (holds no surrogate code points)."""
@@ -52,6 +52,15 @@ def clean_data(value: Any) -> Any:
             return value
         return type(value)(items) if isinstance(value, list) else tuple(items)
     return value
+
+
+def deeper_than(value: Any, limit: int) -> bool:
+    """Whether JSON data nests more than `limit` lists or objects deep (level by level: no recursion to overflow)."""
+    level = [value]
+    for _ in range(limit):
+        level = [child for item in level if isinstance(item, dict | list)
+                 for child in (item.values() if isinstance(item, dict) else item)]
+    return any(isinstance(item, dict | list) for item in level)
 
 
 def os_text(raw: str) -> str:

@@ -78,9 +78,7 @@ class RestrictedTools:
         """`spec`'s function called with `arguments` (checked against its schema first) in the sandbox."""
         assert spec.source is not None
         _, schema = spec.restricted_schema()
-        errors = [f"{'.'.join(map(str, error.absolute_path)) or 'arguments'}: {error.message}"
-                  for error in jsonschema.Draft202012Validator(schema).iter_errors(arguments)]
-        if errors:
+        if errors := argument_errors(schema, arguments):
             raise ToolArgumentsError(spec.function or "main", errors)
         sandbox = await self.sandbox()
         limits = sandbox.limits if timeout is None else replace(sandbox.limits,
@@ -115,6 +113,19 @@ class RestrictedTools:
                 failures.append(f"example {number}: {call} returned {json.dumps(value)[:200]}, expected "
                                 f"{json.dumps(example.expect)[:200]}")
         return failures
+
+
+def argument_errors(schema: dict[str, Any], arguments: dict[str, Any]) -> list[str]:
+    """What is wrong with `arguments` by `schema`, one `"name: problem"` each, worded as a python tool's are."""
+    properties = schema.get("properties", {})
+    expected = ", ".join(properties) or "none; this tool takes no arguments"
+    errors = [f"{name}: unknown argument (expected one of: {expected})" for name in arguments
+              if name not in properties and schema.get("additionalProperties") is False]
+    errors += [f"{name}: Field required" for name in schema.get("required", []) if name not in arguments]
+    errors += [f"{'.'.join(map(str, error.absolute_path)) or 'arguments'}: {error.message}"
+               for error in jsonschema.Draft202012Validator(schema).iter_errors(arguments)
+               if error.absolute_path or error.validator not in ("required", "additionalProperties")]
+    return errors
 
 
 def _call_text(function: str, example: ToolExample) -> str:

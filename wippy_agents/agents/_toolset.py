@@ -23,7 +23,7 @@ import pydantic_core
 from .._runtime.telemetry import OFF, Telemetry
 from .._runtime.text import clean_text
 from ..llm import ToolCall, ToolDefinition, ToolResultMessage
-from ..llm._messages import RAW_ARGUMENTS_KEY
+from ..llm._messages import MAX_ARGUMENTS_DEPTH, RAW_ARGUMENTS_KEY
 from ..policy import ApprovalPending
 from ..registry import AgentSpec, Entry, EntryChange, KindSpec, Problem, Registry, RegistryView, ToolSpec
 from ..sandbox import ResourceLimit, SandboxError
@@ -195,7 +195,8 @@ class ToolSet:
             known = ", ".join(sorted(self.by_name)) or "none"
             raise LookupError(f"there is no tool named {call.name!r}; the tools are: {known}")
         if RAW_ARGUMENTS_KEY in call.arguments:
-            raise ValueError(f"the arguments are not a JSON object: {call.arguments[RAW_ARGUMENTS_KEY]}")
+            raise ValueError(f"the arguments are not a JSON object nested at most {MAX_ARGUMENTS_DEPTH} levels "
+                             f"deep: {call.arguments[RAW_ARGUMENTS_KEY]}")
         if not approved:
             self._ask_policy(offered, call)
         if offered.delegate:

@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any
 
-from .._runtime.text import clean_text
+from .._runtime.text import clean_text, deeper_than
 from ..errors import RunError, WippyError
 
 __all__ = [
@@ -74,15 +74,6 @@ def unwrap(reply: dict[str, Any]) -> Any:
     if reply.get("ok"):
         return reply.get("result")
     raise ControlError(str(reply.get("error", "the node gave no reason")), reply.get("kind"))
-
-
-def deeper_than(value: Any, limit: int) -> bool:
-    """Whether JSON data nests more than `limit` lists or objects deep (level by level: no recursion to overflow)."""
-    level = [value]
-    for _ in range(limit):
-        level = [child for item in level if isinstance(item, dict | list)
-                 for child in (item.values() if isinstance(item, dict) else item)]
-    return any(isinstance(item, dict | list) for item in level)
 
 
 def failure(error: Exception) -> dict[str, Any]:

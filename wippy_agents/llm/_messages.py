@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .._runtime.text import clean_data, is_clean
+from .._runtime.text import clean_data, deeper_than, is_clean
 
 
 class _Frozen(BaseModel):
@@ -57,6 +57,10 @@ class UserMessage(_Frozen):
 RAW_ARGUMENTS_KEY = "_raw_arguments"
 """A tool call whose arguments are not a JSON object carries the model's raw text under this key alone."""
 
+MAX_ARGUMENTS_DEPTH = 64
+"""How deep a tool call's arguments may nest: deeper ones (a model gone astray) cannot be journaled and are kept
+raw, as arguments that are not JSON are."""
+
 
 def parse_arguments(raw: str) -> dict[str, Any]:
     """A tool call's JSON arguments as a dict; anything but a JSON object is kept raw, under `RAW_ARGUMENTS_KEY`."""
@@ -64,9 +68,9 @@ def parse_arguments(raw: str) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return {RAW_ARGUMENTS_KEY: raw}
-    return value if isinstance(value, dict) else {RAW_ARGUMENTS_KEY: raw}
+    return value if isinstance(value, dict) and not deeper_than(value, MAX_ARGUMENTS_DEPTH) else {RAW_ARGUMENTS_KEY: raw}
 
 
 class ToolCall(_Frozen):
@@ -75,6 +79,15 @@ class ToolCall(_Frozen):
     id: str
     name: str
     arguments: dict[str, Any] = {}
+
+    @field_validator("arguments")
+    @classmethod
+    def _not_too_deep(cls, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Arguments nested too deeply (built by a model implementation itself) become raw text naming them."""
+        if deeper_than(arguments, MAX_ARGUMENTS_DEPTH):
+            deep = [name for name, value in arguments.items() if deeper_than(value, MAX_ARGUMENTS_DEPTH - 1)]
+            return {RAW_ARGUMENTS_KEY: f"{', '.join(deep)}: nested more than {MAX_ARGUMENTS_DEPTH} levels deep"}
+        return arguments
 
 
 class AssistantMessage(_Frozen):
