@@ -8,7 +8,9 @@ counts how many times a step really ran, restarts and replays included.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -403,3 +405,20 @@ async def test_a_policy_that_asks_fails_the_operation_when_a_person_denies_it(tm
         assert await app.tasks.result(task) == (
             "tool:tools.notes:note failed: PermissionError: denied by user:bob: not today")
     assert lines(notes) == []
+
+
+async def test_a_restart_during_a_sleep_waits_only_for_what_is_left(tmp_path: Path) -> None:
+    """Real time: the sandbox's workers do real work, which a virtual clock would jump over (their start timing out)."""
+    sleeper = 'def main(ctx):\n    """Sleep, then tell the time."""\n    ctx.sleep(1.5)\n    return ctx.now()\n'
+    root = make_app(tmp_path / "app", restricted("sleeper", sleeper))
+    async with App(root=root) as app:
+        task = await app.tasks.start("flows:sleeper", {})
+        await wait_until(lambda: step_names(app, task) == ["sleep"])
+        [sleep] = app.tasks.get(task).steps
+    reopened = time.time()
+    async with App(root=root) as app:
+        woke = await app.tasks.result(task)
+        assert step_names(app, task) == ["sleep", "now"]
+        assert app.tasks.get(task).steps[0] == sleep  # the timer set before the restart, not a new one
+    wake_at = json.loads(sleep.result or "null")
+    assert wake_at <= woke < reopened + 1.5
