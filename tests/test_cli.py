@@ -27,7 +27,7 @@ def wippy(*args: str | bytes | Path, cwd: Path | None = None) -> subprocess.Comp
 def test_run_once_boots_the_app_and_prints_its_process_tree(example_app: Path) -> None:
     done = wippy("run", "--once", "--root", example_app)
     assert done.returncode == 0, done.stderr
-    assert f"running the app in {example_app}" in done.stdout and "registry version 1, 15 entries" in done.stdout
+    assert f"running the app in {example_app}" in done.stdout and "registry version 1, 19 entries" in done.stdout
     lines = done.stdout.splitlines()
     assert any(line.startswith("<local.") and "app:workers" in line for line in lines)
     assert any(line.startswith("  <local.") and "app.workers.db_client" in line for line in lines)
@@ -67,9 +67,10 @@ def test_registry_list_filters_by_kind_and_namespace(example_app: Path) -> None:
     assert ids == sorted(ids) and {"app:offline", "tools.calc:add", "prompts:assistant"} <= set(ids)
     tools = wippy("registry", "list", "--kind", "tool", "--root", example_app)
     assert [line.split()[0] for line in tools.stdout.splitlines()] == [
-        "tools.calc:add", "tools.calc:multiply", "tools.clock:now", "wippy:create_tool", "wippy:delete_entry",
-        "wippy:recall", "wippy:registry_find", "wippy:registry_get", "wippy:remember", "wippy:update_agent",
-        "wippy:update_prompt", "wippy:update_tool"]
+        "app:write_up", "tools.calc:add", "tools.calc:multiply", "tools.clock:now", "wippy:create_tool",
+        "wippy:create_workflow", "wippy:delete_entry", "wippy:recall", "wippy:registry_find", "wippy:registry_get",
+        "wippy:remember", "wippy:start_workflow", "wippy:update_agent", "wippy:update_prompt", "wippy:update_tool",
+        "wippy:update_workflow", "wippy:workflow_status"]
     ns = wippy("registry", "list", "--ns", "app.db", "--root", example_app)
     assert [line.split()[0] for line in ns.stdout.splitlines()] == ["app.db:postgres"]
 
