@@ -422,3 +422,11 @@ async def test_a_restart_during_a_sleep_waits_only_for_what_is_left(tmp_path: Pa
         assert app.tasks.get(task).steps[0] == sleep  # the timer set before the restart, not a new one
     wake_at = json.loads(sleep.result or "null")
     assert wake_at <= woke < reopened + 1.5
+
+
+async def test_a_workflow_calls_a_tool_that_takes_an_argument_named_id(tmp_path: Path) -> None:
+    lookup = 'def main(ctx, entry: str):\n    """Read an entry\'s kind."""\n    return ctx.tool("wippy:registry_get", id=entry)["kind"]\n'
+    root = make_app(tmp_path / "app", restricted("lookup", lookup),
+                    allow("flows:lookup", ["tool.call"], ["wippy:registry_get"]))
+    async with App(root=root) as app:
+        assert await app.tasks.run("flows:lookup", {"entry": "app:helper"}) == "agent"

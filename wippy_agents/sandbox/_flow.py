@@ -60,8 +60,8 @@ class WorkflowContext:
 
     # -- the operations ---------------------------------------------------------------------
 
-    def tool(self, id: str, **args: Any) -> Any:
-        """Call the registry tool `id` with keyword arguments; its result."""
+    def tool(self, id: str, /, **args: Any) -> Any:
+        """Call the registry tool `id` with keyword arguments (one may be named `id` too); its result."""
         return self._operation("tool:" + _text("ctx.tool", "id", id), {"id": id, "args": args})
 
     def ask(self, agent: str, message: str) -> str:
