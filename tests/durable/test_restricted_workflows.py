@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from wippy_agents import App
-from wippy_agents.durable import TaskFailed, UpgradeRefused
-from wippy_agents.registry import Entry
+from wippy_agents.durable import TaskFailed, TaskNotFound, UpgradeRefused
+from wippy_agents.registry import Delete, Entry
 from wippy_agents.testing import ScriptedModel, wait_until, write_file
 
 NOTES = '''
@@ -253,6 +253,23 @@ async def test_an_upgrade_that_would_not_replay_is_refused_naming_both_operation
         assert (app.tasks.get(old).registry_version, app.tasks.get(new).registry_version) == (started_on, version)
         assert step_names(app, new)[0] == "log"
 
+
+
+async def test_a_deleted_workflow_finishes_the_tasks_it_has_and_starts_no_more(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    root = make_app(tmp_path / "app", restricted("waiter", WAITER),
+                    allow("flows:waiter", ["tool.call"], ["tools.notes:*"]))
+    async with App(root=root) as app:
+        task = await app.tasks.start("flows:waiter", {"path": str(notes)})
+        await waiting_for(app, task, "go")
+        app.registry.apply([Delete("flows:waiter")], author="user:test")
+        with pytest.raises(TaskNotFound, match="no workflow 'flows:waiter' is registered or in the registry"):
+            await app.tasks.start("flows:waiter", {"path": str(notes)})
+        assert await app.tasks.start("flows:waiter", {"path": str(notes)}, task_id=task) == task  # attaching
+        await app.tasks.signal(task, "go", "on")
+        assert await app.tasks.result(task) == "GOT ON"
+        assert [info.id for info in app.tasks.list()] == [task]
+    assert lines(notes) == ["began 0", "got on"]
 
 def failure(app: App, task: str) -> str:
     info = app.tasks.get(task)

@@ -441,6 +441,11 @@ class TaskManager:
         """The function that runs tasks of `workflow_id`: one registered here, else what `resolve` finds."""
         return self.workflows.get(workflow_id) or self.resolve(workflow_id)
 
+    def _startable(self, workflow_id: str) -> bool:
+        """Whether a new task of `workflow_id` may start: one registered here, or a registry entry as it is now (a
+        deleted entry's function still runs the tasks that started on it, but starts no more)."""
+        return workflow_id in self.workflows or self.registry is None or workflow_id in self.registry
+
     def _registry_version(self) -> int:
         return 0 if self.registry is None else self.registry.version
 
@@ -502,7 +507,7 @@ class TaskManager:
         """
         if self.journal.problem is not None:
             raise StateUnavailable(self.journal.problem)
-        if self.workflow_of(workflow_id) is None:
+        if self.workflow_of(workflow_id) is None or (task_id not in self._tasks and not self._startable(workflow_id)):
             entries = [] if self.registry is None else [entry.id for entry in self.registry.find(kind="workflow")]
             known = ", ".join(sorted({*self.workflows, *entries})) or "none"
             raise TaskNotFound(f"no workflow {workflow_id!r} is registered or in the registry (the workflows are: "
