@@ -12,7 +12,7 @@ import pytest
 from wippy_agents import App
 from wippy_agents.durable import UpgradeRefused
 from wippy_agents.registry import Entry, ToolSpec, WorkflowSpec
-from wippy_agents.testing import wait_until
+from wippy_agents.testing import wait_until, write_file
 
 OFFLINE_NOTES = ("This is the offline model: it needs no key and no network, and echoes you. You said: What does the "
                  "registry say about agents?")
@@ -25,6 +25,17 @@ def main(ctx, topic: str) -> dict:
     decision = ctx.wait_signal("approve")
     return {"topic": topic, "approved_by": decision.get("by"), "report": report}
 '''
+
+ASK_BEFORE_WRITING_UP = """
+namespace: app.review
+entries:
+  - name: ask_before_writing_up
+    kind: policy
+    subjects: [app:research]
+    actions: [tool.call]
+    resources: [app:write_up]
+    effect: ask
+"""
 
 
 def step_names(app: App, task: str) -> list[str]:
@@ -100,3 +111,23 @@ async def test_an_upgrade_is_refused_when_the_new_code_asks_for_something_else_w
                                                  "where the code asks for 'log'"):
             await app.tasks.upgrade(task)
         await app.tasks.cancel(task)
+
+
+async def test_an_upgrade_is_refused_when_the_new_code_would_not_go_on_with_the_call_a_person_is_asked_to_approve(
+        example_app: Path) -> None:
+    write_file(example_app, "registry/app/review/_index.yaml", ASK_BEFORE_WRITING_UP)
+    async with App(root=example_app) as app:
+        task = await app.tasks.start("app:research", {"topic": "agents"}, task_id="reviewed")
+        await wait_until(lambda: step_names(app, task)[-1:] == ["wait:approve"], timeout=30)
+        await app.tasks.signal(task, "approve", {"by": "ana"})
+        await wait_until(lambda: step_names(app, task)[-1].startswith("wait:approval:"), timeout=30)
+        entry = app.registry.get("app:research")
+        source = str(entry.data["source"]).replace('ctx.tool("app:write_up", topic=topic, notes=notes)',
+                                                    'ctx.log("no write-up for", topic)')
+        version = app.registry.apply([Entry(entry.id, entry.kind, entry.meta, {**entry.data, "source": source,
+                                                                                "examples": []})], author="user:test")
+        with pytest.raises(UpgradeRefused, match=f"on version {version}, at operation 2 the task is in "
+                                                 "'tool:app:write_up' where the code asks for 'log'"):
+            await app.tasks.upgrade(task)
+        await app.approvals.approve(app.approvals.pending()[0].id, by="bo")
+        assert (await app.tasks.result(task))["report"] == "# agents\n\n" + OFFLINE_NOTES
