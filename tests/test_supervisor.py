@@ -296,6 +296,29 @@ async def test_a_nested_supervisor_that_gives_up_is_restarted_by_its_parent() ->
     await run(main)
 
 
+async def test_a_supervisor_counting_per_child_gives_up_on_a_crashing_child_and_keeps_the_others(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        me = process.self()
+        sup = process.spawn(Supervisor([child("poison", me), child("healthy", me)], max_restarts=2, max_seconds=5,
+                                       give_up_on_children=True))
+        ((_, poison), (_, healthy)) = await started(2)
+        for _ in range(2):  # within its intensity: restarted each time
+            process.send(poison, "crash")
+            [(_, poison)] = await started()
+        process.monitor(poison)
+        process.send(poison, "crash")  # the third crash in 5 s: given up on
+        await down()
+        assert [(info.id, info.pid) for info in await which_children(sup)] == [("healthy", healthy)]
+        assert await process.call(healthy, "ping", "still up?") == ("healthy", "still up?")  # it and the supervisor live
+        await start_child(sup, child("poison", me))  # a fresh start is a fresh count
+        await started()
+
+    await run(main)
+    assert "gave up on child 'poison': 3 restarts within 5s exceed max_restarts=2" in caplog.text
+    assert "poison was told to crash" in caplog.text
+
+
 async def test_a_child_that_cannot_be_restarted_escalates_instead_of_looping() -> None:
     starts_once = StartsOnce()
 
@@ -570,6 +593,7 @@ async def test_start_child_terminate_child_and_which_children() -> None:
         ),
         (lambda: Supervisor(max_restarts=-1), "max_restarts"),
         (lambda: Supervisor(max_seconds=0), "max_seconds"),
+        (lambda: Supervisor(strategy="one_for_all", give_up_on_children=True), "only one_for_one"),
         (lambda: ChildSpec("c", 42), "fn must be an async function or a registry id"),  # type: ignore[arg-type]
         (lambda: ChildSpec("c", worker, name=""), "name must be a non-empty string"),
         (lambda: Supervisor([ChildSpec("c", worker), ChildSpec("c", worker)]), "share the id 'c'"),

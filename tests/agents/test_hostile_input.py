@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,13 +155,20 @@ async def test_once_every_thread_is_held_by_a_timed_out_call_new_calls_fail_at_o
     assert await threads.run(lambda: 1, timeout=1) == 1  # they returned: the tool takes calls again
 
 
-async def test_a_tool_raising_system_exit_is_that_call_s_error_not_the_node_s_exit() -> None:
-    def leave() -> str:
-        """Tries to end the process."""
-        raise SystemExit(3)
+def leave() -> str:
+    """Tries to end the process."""
+    raise SystemExit(3)
 
+
+async def leave_async() -> str:
+    """Tries to end the process, from the event loop (found by the crash storm suite: it took the node down)."""
+    raise SystemExit(3)
+
+
+@pytest.mark.parametrize("tool", [leave, leave_async])
+async def test_a_tool_raising_system_exit_is_that_call_s_error_not_the_node_s_exit(tool: Any) -> None:
     with pytest.raises(RuntimeError, match="the tool raised SystemExit: 3"):
-        await function_tool(leave).call({})
+        await function_tool(tool).call({})
 
 
 EXITING_TOOL = '''

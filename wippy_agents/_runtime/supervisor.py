@@ -10,6 +10,9 @@ A supervisor traps exits. A child's exit is handled by its restart type and the
 strategy; more than `max_restarts` restarts within `max_seconds` makes the
 supervisor stop its children (in reverse order) and exit with `SupervisorError`,
 which its own supervisor sees as a crash: the failure escalates up the tree.
+With `give_up_on_children` (a one_for_one supervisor of many independent children,
+such as conversations) the intensity is counted per child instead: a child over it
+is given up on (removed, and logged with its last exit) and the others go on.
 An abnormal exit signal from anyone but a child (its parent's `"shutdown"`,
 `node.stop()`) makes it stop its children in reverse order and exit with that reason.
 Calls `which_children`, `start_child` and `terminate_child` manage a running one.
@@ -138,6 +141,7 @@ class Supervisor:
     max_seconds: float = 5.0
     backoff: Backoff | None = None
     rng: random.Random = field(default_factory=random.Random, repr=False)
+    give_up_on_children: bool = False
 
     def __post_init__(self) -> None:
         self.children = tuple(self.children)
@@ -147,6 +151,8 @@ class Supervisor:
             raise ArgumentError(f"max_restarts must be an int >= 0, not {self.max_restarts!r}")
         if not _is_number(self.max_seconds) or self.max_seconds <= 0:
             raise ArgumentError(f"max_seconds must be a number of seconds > 0, not {self.max_seconds!r}")
+        if self.give_up_on_children and self.strategy != "one_for_one":
+            raise ArgumentError("give_up_on_children counts restarts per child, which only one_for_one supervisors do")
         if self.backoff is not None and not isinstance(self.backoff, Backoff):
             raise ArgumentError(f"backoff must be a Backoff or None, not {self.backoff!r}")
         seen: set[str] = set()
@@ -166,6 +172,7 @@ class _Child:
     spec: ChildSpec
     pid: Pid | None = None
     restarts: int = 0
+    restart_times: deque[float] | None = None  # its own intensity window, when the supervisor counts per child
 
 
 class _Run:
@@ -262,7 +269,8 @@ class _Run:
             return
         if restart == "transient" and reason in (NORMAL, SHUTDOWN):
             return
-        await self.count_restart(child, reason)
+        if not await self.count_restart(child, reason):
+            return
         group = self.affected_by(child)
         for other in reversed(group):
             if other is not child:
@@ -287,19 +295,31 @@ class _Run:
             return list(self.children)
         return self.children[self.children.index(child) :]  # rest_for_one: it and those started after it
 
-    async def count_restart(self, child: _Child, reason: ExitReason) -> None:
-        """Record a restart; give up (stop every child, raise) when it is one too many for the window."""
+    async def count_restart(self, child: _Child, reason: ExitReason) -> bool:
+        """Record a restart; whether to make it. One too many for the window: give up on the child (counted per
+        child), or on everything (stop every child, raise)."""
         now = self.node.loop.time()
-        self.restart_times.append(now)
-        while now - self.restart_times[0] > self.sup.max_seconds:
-            self.restart_times.popleft()
-        if len(self.restart_times) > self.sup.max_restarts:
-            await self.shutdown()
-            raise SupervisorError(
-                f"supervisor {self.me.pid} gave up: {len(self.restart_times)} restarts within "
-                f"{self.sup.max_seconds:g}s exceed max_restarts={self.sup.max_restarts}; "
-                f"the last was for child {child.spec.id!r}, which exited with {describe(reason)}"
-            )
+        if self.sup.give_up_on_children:
+            times = child.restart_times = child.restart_times if child.restart_times is not None else deque()
+        else:
+            times = self.restart_times
+        times.append(now)
+        while now - times[0] > self.sup.max_seconds:
+            times.popleft()
+        if len(times) <= self.sup.max_restarts:
+            return True
+        if self.sup.give_up_on_children:
+            log.error("supervisor %s gave up on child %r: %d restarts within %gs exceed max_restarts=%d; it exited "
+                      "last with %s", self.me.pid, child.spec.id, len(times), self.sup.max_seconds,
+                      self.sup.max_restarts, describe(reason))
+            self.forget([child])
+            return False
+        await self.shutdown()
+        raise SupervisorError(
+            f"supervisor {self.me.pid} gave up: {len(times)} restarts within {self.sup.max_seconds:g}s exceed "
+            f"max_restarts={self.sup.max_restarts}; the last was for child {child.spec.id!r}, which exited with "
+            f"{describe(reason)}"
+        )
 
     async def restart(self, group: list[_Child]) -> None:
         for child in group:

@@ -121,8 +121,9 @@ class AgentService:
         tasks.resolve = self.workflows.resolve
 
     def supervisor(self) -> Supervisor:
-        """The supervisor conversations run under (a child of `wippy:system`)."""
-        return Supervisor(max_restarts=100, max_seconds=10)
+        """The supervisor conversations run under (a child of `wippy:system`): a conversation that crashes more than
+        5 times in 10 s is given up on (logged; its next ask starts it afresh), and no other is touched."""
+        return Supervisor(max_restarts=5, max_seconds=10, give_up_on_children=True)
 
     def offers(self, agent_id: str, spec: AgentSpec, registry: Registry | RegistryView) -> dict[str, Offered]:
         """The agent's tools and delegates as offered to its model, worked out once per registry version."""

@@ -109,8 +109,11 @@ class FunctionTool:
                 kwargs[param.name] = value
 
         if self._is_async:
-            async with asyncio.timeout(timeout):
-                result = await self.fn(*args, **kwargs)
+            try:
+                async with asyncio.timeout(timeout):
+                    result = await self.fn(*args, **kwargs)
+            except (SystemExit, KeyboardInterrupt) as error:  # a tool's failure, never the node's exit
+                raise RuntimeError(f"the tool raised {type(error).__name__}: {error}") from None
         else:
             result = await self.threads.run(functools.partial(self.fn, *args, **kwargs), timeout)
 
