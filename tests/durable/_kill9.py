@@ -7,6 +7,7 @@ driver script that prints a line for each thing worth killing around, and assert
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -64,6 +65,7 @@ class ModelServer(Generic[RequestT]):
         self.run = -1
         self.proc: subprocess.Popen[str] | None = None
         self.plan: KillPlan | None = None
+        self.killed_workers: list[int] = []  # the sandbox workers the driver had when this server killed it
         self.errors: list[str] = []
         self._http = _Server(("127.0.0.1", 0), self._handler())
         self._http.errors = self.errors
@@ -84,7 +86,7 @@ class ModelServer(Generic[RequestT]):
 
     def begin(self, run: int, plan: KillPlan | None) -> None:
         with self.lock:
-            self.run, self.plan, self.proc = run, plan, None
+            self.run, self.plan, self.proc, self.killed_workers = run, plan, None, []
 
     def serve(self, proc: subprocess.Popen[str]) -> None:
         with self.lock:
@@ -103,6 +105,7 @@ class ModelServer(Generic[RequestT]):
         with self.lock:
             proc = self.proc
         if proc is not None:
+            self.killed_workers = sandbox_workers(proc.pid)
             proc.send_signal(signal.SIGKILL)  # Popen's own check: never a pid it has already reaped
 
     def _received(self, body: dict[str, Any]) -> tuple[RequestT, str | None]:
@@ -298,6 +301,7 @@ class Run:
     stdout: list[str] = field(default_factory=list)
     stderr: str = ""
     journal: Journal | None = None  # what the state file held once the run had ended
+    workers: list[int] = field(default_factory=list)  # the sandbox workers the driver had when it was killed
 
     @property
     def killed(self) -> bool:
@@ -367,6 +371,7 @@ class Driver:
             if proc.poll() is None:
                 proc.kill()
             result.returncode = proc.wait()
+            result.workers = result.workers or self.server.killed_workers
             reader.join(10)
             assert not reader.is_alive(), f"seed {SEED}: something the killed node started still holds its stdout"
             proc.stdout.close()
@@ -382,7 +387,18 @@ class Driver:
                 pytest.fail(f"seed {SEED}, run {number} ({plan}): the state file does not open after the run: "
                             f"{type(error).__name__}: {error}\n{self.summary()}")
         assert result.journal.schema or "BOOTED" not in result.stdout, f"seed {SEED}: a node booted without a schema"
+        self._check_workers_ended(result)
         return result
+
+    def _check_workers_ended(self, result: Run) -> None:
+        """A killed node's sandbox workers end with it (their stdin closes): a node that crashes over and over does
+        not pile up processes."""
+        deadline = time.monotonic() + 5.0
+        while alive := [pid for pid in result.workers if _alive(pid)]:
+            if time.monotonic() > deadline:
+                pytest.fail(f"seed {SEED}, run {result.number} ({result.plan}): the killed node's sandbox workers "
+                            f"{alive} were still running 5 s after it died\n{self.summary()}")
+            time.sleep(0.01)
 
     def _watch(self, proc: subprocess.Popen[str], result: Run, started: float) -> None:
         """Wait for the run to end, killing it when the plan's moment comes."""
@@ -398,6 +414,7 @@ class Driver:
             if kill_at is None and plan is not None and self._reached(plan, result):
                 kill_at = now + plan.delay
             if kill_at is not None and now >= kill_at:
+                result.workers = sandbox_workers(proc.pid)
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 return
@@ -422,8 +439,32 @@ class Driver:
             steps = len(run.journal.steps) if run.journal else "?"
             lines.append(f"  run {run.number:2d} {str(run.plan):34s} exit {run.returncode:3d} {run.seconds:5.2f}s "
                          f"requests {len(self.server.of_run(run.number)):2d} side lines "
-                         f"{len(self.side_lines(run.number))} journaled steps after it {steps}")
+                         f"{len(self.side_lines(run.number))} journaled steps after it {steps} sandbox workers "
+                         f"{len(run.workers)}")
         return "\n".join(lines)
+
+
+def sandbox_workers(pid: int) -> list[int]:
+    """The pids of the process's children that are sandbox workers (read in a few files: it runs right before a
+    kill)."""
+    children = []
+    for listing in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            children += listing.read_text().split()
+    workers = []
+    for child in children:
+        with contextlib.suppress(OSError):
+            if b"wippy_agents.sandbox._worker" in Path(f"/proc/{child}/cmdline").read_bytes():
+                workers.append(int(child))
+    return workers
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process runs (a zombie has ended: whoever adopted it has not reaped it yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _read_lines(stream: Any, into: list[str]) -> None:
