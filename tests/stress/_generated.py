@@ -2,7 +2,8 @@
 
 The async tests run on a loop of their own (tests/conftest.py), where a `@given` test
 cannot await. So `drive` runs Hypothesis in a thread and sends each example to the
-test's loop: one node (booted once by the test) takes every example.
+test's loop: one node (booted once by the test) takes every example. A failure
+prints the `@reproduce_failure` blob to replay it (the profiles' `print_blob`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 T = TypeVar("T")
@@ -23,12 +24,15 @@ ODD_TEXT = ["", "\x00", "a\x00b", "\u202eevil", "\ud800", "x\udcffy", "\ud83d", 
             "\ufeff", "\u200b", "💥", "\\u0000"]
 """Text that has tripped programs before: NUL, right-to-left marks, lone surrogates, path-like, invisible."""
 
-hostile_text = st.one_of(
+odd_text = st.one_of(
     st.text(max_size=20),
     st.sampled_from(ODD_TEXT),
     st.lists(st.sampled_from(ODD_TEXT), min_size=2, max_size=6).map("".join),
-    st.builds(lambda char, size: char * size, st.sampled_from(["x", "é", "\ud800"]), st.integers(10_000, 300_000)),
 )
+"""Short text with odd characters and invalid Unicode."""
+
+hostile_text = odd_text | st.builds(lambda char, size: char * size, st.sampled_from(["x", "é", "\ud800"]),
+                                    st.integers(10_000, 300_000))
 """Text as a client or a model might send it: odd characters, invalid Unicode, or huge."""
 
 
@@ -40,12 +44,18 @@ def nested(depth: int) -> Any:
     return value
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | hostile_text,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(hostile_text, children, max_size=4),
-    max_leaves=12,
-) | st.integers(1, 3000).map(nested)
-"""JSON-like values, with floats that JSON has not (NaN, infinities) and nesting thousands deep."""
+def json_like(text: st.SearchStrategy[str], deepest: int) -> st.SearchStrategy[Any]:
+    """JSON-like values holding `text`, with floats JSON has not (NaN, infinities), some nested `deepest` levels."""
+    return st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | text,
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(text, children, max_size=4),
+        max_leaves=12,
+    ) | st.integers(1, deepest).map(nested)
+
+
+json_values = json_like(hostile_text, 500)
+"""Values as a client or a model might send them, nested up to as deep as `json.dumps` goes (deeper ones are
+written as text)."""
 
 
 def as_valid_text(text: str) -> str:
@@ -57,6 +67,7 @@ async def drive(examples: st.SearchStrategy[T], check: Callable[[T], Awaitable[N
     """Check every example Hypothesis draws from `examples` with `check`, run on this loop (a failure shrinks)."""
     loop = asyncio.get_running_loop()
 
+    @settings(database=None)  # every suite's `run` would share the examples saved under its one name
     @given(examples)
     def run(example: T) -> None:
         asyncio.run_coroutine_threadsafe(check(example), loop).result(timeout=EXAMPLE_TIMEOUT)

@@ -102,7 +102,7 @@ def load_yaml(text: str, file: str) -> tuple[Any, Lines]:
         if "\\" in text or not is_clean(text):  # only an escape (or the text itself) can make a surrogate
             data = clean_data(data)
     except yaml.YAMLError as error:
-        raise YAMLProblem([_syntax_problem(error, file)]) from None
+        raise YAMLProblem([_syntax_problem(error, file, text)]) from None
     except RecursionError:  # the pure-Python parser recurses per level; libyaml stops at 1000 levels by itself
         raise YAMLProblem([Problem(f"the document nests deeper than {MAX_DEPTH} levels", file=file)]) from None
     finally:
@@ -114,7 +114,10 @@ def load_yaml(text: str, file: str) -> tuple[Any, Lines]:
     return data, lines
 
 
-def _syntax_problem(error: yaml.YAMLError, file: str) -> Problem:
+def _syntax_problem(error: yaml.YAMLError, file: str, text: str) -> Problem:
+    if isinstance(error, yaml.reader.ReaderError):  # a character YAML refuses, located by its offset in the text
+        return Problem(f"invalid YAML: unacceptable character #x{error.character:04x}: {error.reason}; remove it",
+                       file=file, line=text.count("\n", 0, error.position) + 1)
     mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
     message = getattr(error, "problem", None) or str(error)
     context, context_mark = getattr(error, "context", None), getattr(error, "context_mark", None)
