@@ -134,15 +134,22 @@ async def test_an_allowed_agent_creates_a_workflow_whose_examples_pass_and_the_c
 async def test_failing_examples_change_nothing_and_the_error_says_which_example_and_why(app_root: Path) -> None:
     wrong = {**EXAMPLE, "expect": {"topic": "actors", "noted": "actors"}}
     short = {**EXAMPLE, "operations": []}
+    long = {**EXAMPLE, "operations": [*EXAMPLE["operations"], {"result": "more"}]}
+    unnamed = {**EXAMPLE, "operations": [{"op": "ask:app:writer", "result": "no"}]}
+    missing = {**EXAMPLE, "args": {"path": "unused"}}
     async with App(root=app_root) as app:
         version = app.registry.version
-        refused = await create_report(app, examples=[EXAMPLE, wrong, short])
+        refused = await create_report(app, examples=[EXAMPLE, wrong, short, long, unnamed, missing])
         assert refused.is_error
         assert refused.result == (
             "error: generated:report does not pass its examples, so nothing was changed:\n"
             'example 2: generated:report returned {"topic": "actors", "noted": "ACTORS"}, expected {"topic": '
             '"actors", "noted": "actors"}\n'
-            "example 3: the workflow asked for operation 0 (tool:tools.notes:note), beyond the 0 the example scripts")
+            "example 3: the workflow asked for operation 0 (tool:tools.notes:note), beyond the 0 the example scripts\n"
+            "example 4: the workflow returned after 1 operation(s), but the example scripts 2\n"
+            "example 5: at operation 0 the script has 'ask:app:writer' where the code asks for "
+            "'tool:tools.notes:note'\n"
+            "example 6: the workflow failed: TypeError: main() missing 1 required positional argument: 'topic'")
         assert app.registry.version == version and "generated:report" not in app.registry
 
 

@@ -245,6 +245,15 @@ async def test_an_upgrade_that_would_not_replay_is_refused_naming_both_operation
         assert str(refused.value) == (
             f"task {old} stays on registry version {started_on}: on version {version}, at operation 0 the task took "
             "'tool:tools.notes:note' where the code asks for 'log'; let it finish where it is")
+        raising = app.registry.apply([waiter_version("new", after="    raise ValueError('not this way')\n")],
+                                     author="user:test")
+        with pytest.raises(UpgradeRefused) as refused:
+            await app.tasks.upgrade(old)
+        assert str(refused.value).startswith(
+            f"task {old} stays on registry version {started_on}: the code of version {raising} fails replaying the 1 "
+            "operation(s) the task took: ValueError: not this way")
+        app.registry.apply([waiter_version("new", after="    ctx.log('first')\n")], author="user:test")
+        version = app.registry.version
         new = await app.tasks.start("flows:waiter", {"path": str(notes), "n": 2})
         await waiting_for(app, new, "go")
         for task in (old, new):

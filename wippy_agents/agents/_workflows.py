@@ -161,6 +161,9 @@ async def _failed_example(sandbox: Sandbox, workflow_id: str, spec: WorkflowSpec
                                          function=spec.function or "main", max_operations=spec.max_operations,
                                          limits=_limits(spec))
     except ReplayMismatch as error:
+        if error.recorded == ANY_OPERATION:  # matches any operation: the code returned before reaching it
+            return (f"the workflow returned after {error.position} operation(s), but the example scripts "
+                    f"{len(records)}")
         return _mismatch(error, "the script has")
     except SandboxError as error:
         return f"the workflow failed: {error}"

@@ -99,6 +99,8 @@ class WorkflowContext:
     def _operation(self, name: str, args: dict[str, Any]) -> Any:
         if self._stopped is not None:
             raise self._stopped
+        if self._state.limit is not None:
+            raise self._state.limit  # hit and caught: the run ends at the limit, and nothing more reaches the host
         position = self._position
         if position >= self._max_operations:
             raise self._state.hit("operations", f"the workflow asked for more than {self._max_operations} "
@@ -118,7 +120,13 @@ class WorkflowContext:
             raise ValueError(f"{name}: the arguments are {size:,} bytes as JSON, over the {self._max_value:,}-byte "
                              "limit")
         self._position += 1
-        reply = self._channel({"status": "op", "position": position, "name": name, "args": args})
+        try:
+            reply = self._channel({"status": "op", "position": position, "name": name, "args": args})
+        except (MemoryError, RecursionError) as error:
+            # The host's answer may be half read: whatever the code does with the error, the run must end at a
+            # limit, so that the worker is replaced rather than left out of step with the host.
+            limit = "memory" if isinstance(error, MemoryError) else "recursion depth"
+            raise self._state.hit(limit, f"{limit} limit exceeded while {name} waited for its answer") from None
         if reply.get("suspend"):
             raise self._stop(Suspended())
         return _outcome(name, reply)
@@ -128,13 +136,15 @@ class WorkflowContext:
         return unwind
 
     def finish(self, reply: dict[str, Any]) -> dict[str, Any]:
-        """The reply for the host once the code ended: unwound whatever the code did, or left records unread."""
+        """The reply for the host once the code ended: unwound whatever the code did, or returned with records
+        unread (it took another path). An exception is reported as it is, unread records or not: what failed says
+        more than where the code stopped."""
         if isinstance(self._stopped, Suspended):
             return {"status": "suspended"}
         if isinstance(self._stopped, Diverged):
             stop = self._stopped
             return {"status": "diverged", "position": stop.position, "recorded": stop.recorded, "asked": stop.asked}
-        if reply.get("status") in ("ok", "error") and self._position < len(self._records):
+        if reply.get("status") == "ok" and self._position < len(self._records):
             return {"status": "diverged", "position": self._position, "recorded": self._records[self._position]["name"],
                     "asked": "the end of the workflow"}
         return reply
