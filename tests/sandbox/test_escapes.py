@@ -391,3 +391,25 @@ async def test_a_workflow_cancelled_while_the_host_runs_its_operation_leaves_the
         await assert_still_serves(sb)
         assert sandbox_workers().isdisjoint(before)
         assert sb.busy == 0
+
+
+@pytest.mark.parametrize("limit, hit", [
+    ("cpu", "while True:\n            pass"),
+    ("integer size", "x = 10 ** 10 ** 8"),
+    ("operations", "for i in range(100):\n            ctx.now()"),
+])
+async def test_after_a_limit_the_code_caught_no_operation_reaches_the_host(limit: str, hit: str) -> None:
+    asked: list[Operation] = []
+
+    async def counted(operation: Operation) -> Outcome:
+        asked.append(operation)
+        return await answer(operation)
+
+    source = (f"def main(ctx):\n    try:\n        {hit}\n    except BaseException:\n        pass\n"
+              "    ctx.tool('t:after', x=1)\n    return 'went on'\n")
+    async with Sandbox(workers=1) as sb:
+        with pytest.raises(ResourceLimit) as info:
+            await sb.run_workflow(source, {}, [], counted, max_operations=MAX_OPERATIONS, limits=FAST)
+        assert info.value.limit == limit
+        assert [operation.name for operation in asked if operation.name != "now"] == []
+        await assert_still_serves(sb)
