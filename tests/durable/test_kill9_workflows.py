@@ -23,7 +23,11 @@ line or the server answered but before the step committed, and then doing it aga
 - every task completes with the result its tool results, answers and signals imply, its journal holds each of its
   steps once and in order, and every result the driver printed, in any run, is that result;
 - while every task waits for its signal, the workflows' sandbox has no worker busy and the driver has no sandbox
-  worker process beyond its pool's: a waiting workflow holds no worker.
+  worker process beyond its pool's: a waiting workflow holds no worker;
+- a killed node's sandbox workers end with it.
+
+A task parked as `needs_attention` after repeated kills (one waiting for its signal makes no progress over
+recoveries) is retried when the driver asks for it again by its task id, so every task completes.
 
 `WIPPY_KILL9_SEED=<n>` draws another sequence of kill points (see test_kill9.py: a seed is a scenario, not an exact
 replay).
