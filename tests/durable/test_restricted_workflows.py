@@ -314,6 +314,29 @@ def main(ctx):
             "workflow's max_value_bytes (1,000)")
 
 
+
+async def test_a_signal_payload_over_max_value_bytes_fails_the_wait_the_same_way_after_a_restart(
+        tmp_path: Path) -> None:
+    listener = '''
+def main(ctx):
+    """Hear a signal, then another."""
+    try:
+        first = len(ctx.wait_signal("go"))
+    except RuntimeError as error:
+        first = str(error)
+    return [first, ctx.wait_signal("next")]
+'''
+    root = make_app(tmp_path / "app", restricted("listener", listener, max_value_bytes=1000))
+    async with App(root=root) as app:
+        task = await app.tasks.start("flows:listener", {})
+        await app.tasks.signal(task, "go", "x" * 5000)
+        await waiting_for(app, task, "next")
+    async with App(root=root) as app:  # the replay meets the same refusal, not the payload
+        await app.tasks.signal(task, "next", "small")
+        assert await app.tasks.result(task) == [
+            "signal:go failed: the 'go' signal's payload is 5,002 bytes as JSON, over the workflow's max_value_bytes "
+            "(1,000)", "small"]
+
 async def test_an_endless_loop_fails_the_task_with_the_cpu_limit(tmp_path: Path) -> None:
     spin = 'def main(ctx):\n    """Spin."""\n    ctx.log("spinning")\n    while True:\n        pass\n'
     root = make_app(tmp_path / "app", restricted("spin", spin, cpu_seconds=0.3))

@@ -32,7 +32,16 @@ from typing import TYPE_CHECKING, Any, Literal
 import jsonschema
 import pydantic_core
 
-from ..durable import NondeterminismError, StepError, StepRecord, TaskContext, TaskInfo, UpgradeRefused, loads
+from ..durable import (
+    NondeterminismError,
+    StepError,
+    StepRecord,
+    TaskContext,
+    TaskInfo,
+    UpgradeRefused,
+    dumps,
+    loads,
+)
 from ..durable._engine import Workflow
 from ..errors import ArgumentError
 from ..llm import ToolCall
@@ -74,10 +83,11 @@ CALLABLE_BUILTINS = ("wippy:registry_get", "wippy:registry_find", "wippy:workflo
 """The built-in tools a workflow may call; the others act for an agent (its memory, its registry changes)."""
 
 
-def recorded_operations(steps: list[StepRecord]) -> tuple[list[dict[str, Any]], int]:
+def recorded_operations(steps: list[StepRecord], max_value_bytes: int) -> tuple[list[dict[str, Any]], int]:
     """The operations a restricted workflow's journal holds finished, as the worker reads them, and how many
     steps they span. A wait still in progress (a sleep, a signal, a person's approval) is not among them: the
-    code asks for it again, and the host replays what the journal holds of it and waits for the rest."""
+    code asks for it again, and the host replays what the journal holds of it and waits for the rest.
+    `max_value_bytes`: the workflow's, which a signal's payload must keep to (see `_signal_outcome`)."""
     records: list[dict[str, Any]] = []
     consumed = index = 0
     while index < len(steps):
@@ -89,10 +99,10 @@ def recorded_operations(steps: list[StepRecord]) -> tuple[list[dict[str, Any]], 
         if step.name.startswith("wait:"):
             if not _pair(steps, index):
                 break
-            signal = steps[index + 1]
-            outcome = (Outcome(loads(signal.result)["payload"]) if signal.ok
+            signal, target = steps[index + 1], step.name.removeprefix("wait:")
+            outcome = (_signal_outcome(target, loads(signal.result)["payload"], max_value_bytes) if signal.ok
                        else Outcome(error=signal.error or "", timeout=True))
-            name, index = "signal:" + step.name.removeprefix("wait:"), index + 2
+            name, index = "signal:" + target, index + 2
         else:
             name, index = step.name, index + 1
             outcome = Outcome(None if name == "sleep" else loads(step.result)) if step.ok else Outcome(
@@ -103,6 +113,17 @@ def recorded_operations(steps: list[StepRecord]) -> tuple[list[dict[str, Any]], 
         records.pop()
         consumed -= 1
     return records, consumed
+
+
+def _signal_outcome(name: str, payload: Any, max_value_bytes: int) -> Outcome:
+    """What the code's wait for the signal `name` returns: its payload, or an error if the payload is over the
+    workflow's max_value_bytes (it would be sent again with every resumption). Decided alike when the signal
+    comes and on every replay."""
+    size = len(dumps(payload).encode())
+    if size > max_value_bytes:
+        return Outcome(error=f"the {name!r} signal's payload is {size:,} bytes as JSON, over the workflow's "
+                             f"max_value_bytes ({max_value_bytes:,})")
+    return Outcome(payload)
 
 
 def _pair(steps: list[StepRecord], index: int) -> bool:
@@ -199,7 +220,7 @@ class RestrictedWorkflow:
         """Replay the task's journal on the code as of `version`: refused unless the code asks for the same
         operations, in the same order, as far as the task has come."""
         spec = _spec(self.service.registry.at(version), self.id)
-        records, consumed = recorded_operations(task.steps)
+        records, consumed = recorded_operations(task.steps, spec.max_value_bytes)
         unfinished = self._unfinished(task.steps[consumed:])
         asked: list[Operation] = []
 
@@ -284,7 +305,8 @@ class _Run:
         return self.ctx.registry  # as of the task's version: it keeps the code it started on until upgraded
 
     async def run(self) -> Any:
-        self.records, consumed = recorded_operations(self.ctx.recorded())
+        self.records, consumed = recorded_operations(self.ctx.recorded(),
+                                                     _spec(self.registry, self.workflow_id).max_value_bytes)
         self.ctx.skip(consumed)  # the worker replays those itself
         while True:
             entry, self.spec = self.registry.get(self.workflow_id), _spec(self.registry, self.workflow_id)
@@ -376,9 +398,11 @@ class _Run:
                                     or not timeout > 0):
             return await self._refused(operation.name, "the timeout is a number of seconds over 0, or None")
         try:
-            return Outcome(await self.ctx.wait_signal(name, timeout))
+            payload = await self.ctx.wait_signal(name, timeout)
         except TimeoutError as error:
             return Outcome(error=str(error), timeout=True)
+        assert self.spec is not None
+        return _signal_outcome(name, payload, self.spec.max_value_bytes)
 
     async def _act(self, operation: Operation, kind: str, target: str) -> Outcome:
         """A tool call or a delegate's turn, as policy allows it: refused, or after a person's approval, or now."""
