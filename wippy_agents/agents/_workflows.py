@@ -11,7 +11,7 @@ for a week holds no worker, and a resumption costs little more than its new work
 Operations and their steps: `tool:<id>`, `ask:<agent>`, `now`, `random` and `log`
 are one step each, of that name; `sleep` is the engine's `sleep` step; `signal:<name>`
 is its `wait:<name>` and `signal:<name>` steps. An operation a policy made wait for a
-person has the `wait:approval:<id>` and `signal:<id>` steps of that wait first.
+person has the `wait:approval:<id>` and `signal:approval:<id>` steps of that wait first.
 
 Policy: the subject of a workflow's operations is the workflow entry, which calls a
 tool or asks an agent only where a policy allows it (`tool.call`, `agent.delegate`);
