@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from wippy_agents import App
-from wippy_agents.durable import UpgradeRefused
+from wippy_agents.durable import TaskFailed, UpgradeRefused
 from wippy_agents.registry import Entry, ToolSpec, WorkflowSpec
 from wippy_agents.testing import wait_until, write_file
 
@@ -42,6 +42,10 @@ def step_names(app: App, task: str) -> list[str]:
     return [step.name for step in app.tasks.get(task).steps]
 
 
+async def waiting_for_approval(app: App, task: str) -> None:
+    await wait_until(lambda: step_names(app, task)[-1:] == ["wait:approve"], timeout=30)
+
+
 async def test_a_research_task_asks_the_researcher_waits_for_approval_holding_no_worker_then_writes_up(
         example_app: Path) -> None:
     async with App(root=example_app) as app:
@@ -61,7 +65,7 @@ async def test_the_agent_that_starts_a_research_task_is_told_its_id_and_can_foll
             '/call wippy:start_workflow {"workflow": "app:research", "args": {"topic": "agents"}}')
         task = next(task.id for task in app.tasks.list() if task.workflow == "app:research")
         assert f'"task_id": "{task}"' in started.text
-        await wait_until(lambda: step_names(app, task)[-1:] == ["wait:approve"], timeout=30)
+        await waiting_for_approval(app, task)
         await app.tasks.signal(task, "approve", {"by": "ana"})
         await app.tasks.result(task)
         status = await (await app.conversation("app:assistant")).ask(
@@ -82,7 +86,7 @@ async def test_an_upgrade_is_refused_when_the_new_code_would_not_go_on_with_the_
         example_app: Path) -> None:
     async with App(root=example_app) as app:
         old = await app.tasks.start("app:research", {"topic": "agents"}, task_id="old")
-        await wait_until(lambda: step_names(app, old)[-1:] == ["wait:approve"], timeout=30)
+        await waiting_for_approval(app, old)
         entry = app.registry.get("app:research")
         version = app.registry.apply([Entry(entry.id, entry.kind, entry.meta, {**entry.data, "source": DRAFT_FIRST,
                                                                                 "examples": []})], author="user:test")
@@ -118,7 +122,7 @@ async def test_an_upgrade_is_refused_when_the_new_code_would_not_go_on_with_the_
     write_file(example_app, "registry/app/review/_index.yaml", ASK_BEFORE_WRITING_UP)
     async with App(root=example_app) as app:
         task = await app.tasks.start("app:research", {"topic": "agents"}, task_id="reviewed")
-        await wait_until(lambda: step_names(app, task)[-1:] == ["wait:approve"], timeout=30)
+        await waiting_for_approval(app, task)
         await app.tasks.signal(task, "approve", {"by": "ana"})
         await wait_until(lambda: step_names(app, task)[-1].startswith("wait:approval:"), timeout=30)
         entry = app.registry.get("app:research")
@@ -131,3 +135,31 @@ async def test_an_upgrade_is_refused_when_the_new_code_would_not_go_on_with_the_
             await app.tasks.upgrade(task)
         await app.approvals.approve(app.approvals.pending()[0].id, by="bo")
         assert (await app.tasks.result(task))["report"] == "# agents\n\n" + OFFLINE_NOTES
+
+
+async def test_failing_tasks_roll_back_the_toolsmiths_version_of_the_workflow_but_never_the_one_a_person_wrote(
+        example_app: Path) -> None:
+    async def fail_five_tasks(app: App, payload: object) -> None:
+        for _ in range(5):
+            task = await app.tasks.start("app:research", {"topic": "agents"})
+            await waiting_for_approval(app, task)
+            await app.tasks.signal(task, "approve", payload)
+            with pytest.raises(TaskFailed):
+                await app.tasks.result(task)
+
+    async with App(root=example_app) as app:
+        shipped = app.registry.get("app:research")
+        await fail_five_tasks(app, "yes")  # the code reads the payload as an object: each task fails
+        assert app.registry.get("app:research") == shipped and len(app.registry.history("app:research")) == 1
+
+        buggy = str(shipped.data["source"]).replace('decision.get("by")', 'decision["approver"]')
+        updated = await (await app.conversation("app:toolsmith")).ask(
+            "/call wippy:update_workflow " + json.dumps({"id": "app:research", "source": buggy, "examples": []}))
+        assert "done: update workflow app:research" in updated.text
+        await fail_five_tasks(app, {"by": "ana"})
+        assert app.registry.get("app:research") == shipped
+        last = app.registry.history("app:research")[-1]
+        assert (last.author, last.reason) == ("wippy:policy", (
+            "automatic rollback: 5 of the last 5 tasks of app:research failed (policy "
+            "app.policies:toolsmith_improves_workflows allows at most 50%)"))
+    assert "def main(ctx, topic: str) -> dict:" in (example_app / "registry/app/flows/_index.yaml").read_text()

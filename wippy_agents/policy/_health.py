@@ -40,9 +40,20 @@ class ToolHealth:
             return None
         del self._outcomes[entry.id]
         calls = "tasks" if entry.kind == "workflow" else "calls"
-        reason = (f"automatic rollback: {failed} of the last {len(outcomes)} {calls} of {entry.id} failed (policy "
-                  f"{policy_id} allows at most {limits.max_error_rate:.0%})")
+        failing = f"{failed} of the last {len(outcomes)} {calls} of {entry.id} failed"
+        if not self._by_an_agent(entry.id):
+            log.warning("%s; its version is not an agent's change (a person's edit or a rollback), which automatic "
+                        "rollback leaves alone", failing)
+            return None
+        reason = f"automatic rollback: {failing} (policy {policy_id} allows at most {limits.max_error_rate:.0%})"
         return self.roll_back(entry, reason, policy_id)
+
+    def _by_an_agent(self, entry_id: str) -> bool:
+        """Whether an agent's change made the entry what it is: automatic rollback undoes only those, never what the
+        app's files, a person or a rollback made (rolling back a workflow a person wrote would delete it)."""
+        changes = self.registry.history(entry_id)
+        author = changes[-1].author if changes else ""
+        return author in self.registry and self.registry.get(author).kind == "agent"
 
     def roll_back(self, entry: Entry, reason: str, policy_id: str) -> int | None:
         if self.registry.view().get(entry.id) != entry:
