@@ -23,6 +23,9 @@ from wippy_agents.registry import Delete, Entry
 from wippy_agents.testing import ScriptedModel, wait_until, write_file
 
 NOTES = '''
+import asyncio
+
+
 def note(path: str, text: str) -> str:
     """Append a line to a file and return it in capitals.
 
@@ -43,6 +46,16 @@ def repeat(text: str, times: int) -> str:
         times: How many times.
     """
     return text * times
+
+
+async def pause(seconds: float) -> str:
+    """Wait, then say so.
+
+    Args:
+        seconds: How long.
+    """
+    await asyncio.sleep(seconds)
+    return "paused"
 '''
 
 APP = """
@@ -479,3 +492,20 @@ async def test_a_workflow_calls_a_tool_that_takes_an_argument_named_id(tmp_path:
                     allow("flows:lookup", ["tool.call"], ["wippy:registry_get"]))
     async with App(root=root) as app:
         assert await app.tasks.run("flows:lookup", {"entry": "app:helper"}) == "agent"
+
+
+
+async def test_cancelling_a_workflow_during_a_slow_tool_call_ends_it_at_once_and_frees_its_worker(
+        tmp_path: Path) -> None:
+    slow = 'def main(ctx, seconds: float):\n    """Pause."""\n    return ctx.tool("tools.notes:pause", seconds=seconds)\n'
+    root = make_app(tmp_path / "app", restricted("slow", slow), allow("flows:slow", ["tool.call"], ["tools.notes:*"]))
+    async with App(root=root) as app:
+        task = await app.tasks.start("flows:slow", {"seconds": 600})
+        await wait_until(lambda: (pool := app.agents.restricted.workflow_pool) is not None and pool.busy == 1)
+        await app.tasks.cancel(task)
+        with pytest.raises(TaskFailed, match="cancelled"):
+            await asyncio.wait_for(app.tasks.result(task), 5)
+        assert app.tasks.status(task) == "cancelled" and step_names(app, task) == []
+        pool = app.agents.restricted.workflow_pool
+        assert pool is not None and pool.busy == 0
+        assert await app.tasks.run("flows:slow", {"seconds": 0}) == "paused"
