@@ -21,6 +21,14 @@ Measures, in one run, on files in a temporary folder:
   re-reached its wait (wippy and DBOS replay the workflow; LangGraph resumes from its
   checkpoint, so it has no such phase), and until every task, signalled, has finished.
   `steps_rerun` counts first steps that ran again instead of being replayed (must be 0).
+- restricted: an agent-written (restricted) workflow beside the same workflow written as a
+  Python `@durable.workflow`, in one process, taking turns. Steps: a task of
+  `restricted_steps` `now` steps (`ctx.now()` in the sandbox's worker; `await
+  ctx.step("now", time.time)` in Python), its wall time less a task of none, per step.
+  Resumption: a task takes k `now` steps and waits for a signal; the time from the signal
+  to the result, less the same with k = 0. A Python task waits in memory; a restricted
+  one gave its worker back, so its code runs again from the top and its k operations are
+  answered from the journal inside the worker: `replayed_ms` is what they cost.
 
 Each contender runs in fresh interpreters of its own (`--probe`), so no framework's
 threads, caches or imports weigh on another's figures; contenders take turns. One
@@ -48,17 +56,22 @@ Prints ONE JSON object. Every latency block has the same shape, from one helper:
     recovery{wippy, wippy_at_peer_size, dbos, langgraph:
         {tasks, prepare_s, reopen_s, rewait_s, done_s, steps_rerun},
         wippy_vs_dbos_rewait, wippy_vs_langgraph_done}
+    restricted{steps: {n, python, restricted: {task_ms, empty_task_ms, per_step_ms}, ratio, target, met},
+        resumption: {<k>: {python_ms, restricted_ms, replayed_ms}}}
+    series{resumption: {title, x, y, lines: {python, restricted: [[k, ms], ...]}, log}}
     targets{<name>: {target, actual, met}}, all_met, elapsed_s
 
 A figure that failed holds {"error": ...} instead (a peer that is not installed is
 listed in `skipped`, with the reason); wippy's figures are produced regardless.
 The targets: `sequential_step_p50_ms` (wippy's sequential p50), `concurrent_steps_per_s`
-(wippy at the full size) and `recovery_s` (wippy's `rewait_s` for `recovery_tasks` tasks).
+(wippy at the full size), `recovery_s` (wippy's `rewait_s` for `recovery_tasks` tasks),
+`restricted_step_ms` (at most 3 times Python's step plus 1 ms) and `restricted_replay_1000_ms`
+(the `replayed_ms` of 1,000 operations). Restricted figures are medians of `restricted_repeats`.
 
 Ratios `wippy_vs_<peer>` are peer time / wippy time (or wippy rate / peer rate), so
 above 1 means wippy is faster; they compare runs of the same size.
 
-    python benchmarks/durable.py          # full run, about 50 s on 2 cores
+    python benchmarks/durable.py          # full run, about 2 minutes on 2 cores
     python benchmarks/durable.py --quick  # smoke test, a few seconds
 """
 
@@ -78,6 +91,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from time import perf_counter
@@ -89,7 +103,10 @@ TARGETS: dict[str, tuple[str, float]] = {
     "sequential_step_p50_ms": ("<=", 1.0),
     "concurrent_steps_per_s": (">=", 20_000.0),
     "recovery_s": ("<", 2.0),
+    "restricted_replay_1000_ms": ("<", 50.0),
 }
+RESTRICTED_STEP_TARGET = (3.0, 1.0)
+"""A restricted workflow's step costs at most this many times a Python workflow's, plus this many ms."""
 REFERENCE = {"dbos_sqlite_step_p50_ms_2_cores": 1.41}
 PROBE_TIMEOUT_S = 300.0
 DBOS_POLL_S = 0.01
@@ -110,21 +127,26 @@ class Sizes:
     peer_recovery_tasks: int
     warm_up_steps: int
     """Steps of one task run before a sequential or concurrent measurement (imports, first queries)."""
+    restricted_steps: int
+    restricted_repeats: int
+    replayed: tuple[int, ...]
+    """The operations a restricted task takes before its wait, one resumption measured for each."""
 
 
 FULL = Sizes(seq_steps=1000, seq_repeats=2, tasks=1000, peer_tasks=100, steps_per_task=20, recovery_tasks=1000,
-             peer_recovery_tasks=100, warm_up_steps=50)
+             peer_recovery_tasks=100, warm_up_steps=50, restricted_steps=1000, restricted_repeats=9,
+             replayed=(10, 100, 1000))
 QUICK = Sizes(seq_steps=100, seq_repeats=1, tasks=10, peer_tasks=10, steps_per_task=20, recovery_tasks=10,
-              peer_recovery_tasks=10, warm_up_steps=10)
+              peer_recovery_tasks=10, warm_up_steps=10, restricted_steps=50, restricted_repeats=1, replayed=(10, 100))
 
 
-async def until(done: Callable[[], bool], timeout: float = 120.0) -> None:
-    """Poll `done()` every millisecond; TimeoutError after `timeout` seconds."""
+async def until(done: Callable[[], bool], timeout: float = 120.0, every: float = 0.001) -> None:
+    """Poll `done()` every `every` seconds; TimeoutError after `timeout` seconds."""
     deadline = perf_counter() + timeout
     while not done():
         if perf_counter() > deadline:
             raise TimeoutError("benchmark condition not reached")
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(every)
 
 
 def crash(report: dict[str, Any]) -> None:
@@ -175,6 +197,18 @@ def wippy_workflows() -> None:
         REACHED.add(ctx.task_id)
         go: str = await ctx.wait_signal("go")
         return go
+
+    @durable.workflow("bench:steps")
+    async def steps(ctx: Any, n: int) -> int:
+        for _ in range(n):
+            await ctx.step("now", time.time)
+        return n
+
+    @durable.workflow("bench:resume")
+    async def resume(ctx: Any, n: int) -> Any:
+        for _ in range(n):
+            await ctx.step("now", time.time)
+        return await ctx.wait_signal("go")
 
 
 async def wippy_seq(work: Path, n: int, warm_up: int) -> dict[str, Any]:
@@ -233,6 +267,61 @@ async def wippy_recover(work: Path, tasks: int) -> dict[str, Any]:
     assert results == ["went"] * tasks
     return {"reopen_s": reopened - start, "rewait_s": rewaited - start, "done_s": done - start,
             "steps_rerun": FIRST_STEP_RUNS[0]}
+
+
+RESTRICTED_WORKFLOWS = {
+    "steps": "def main(ctx, n: int):\n    for i in range(n):\n        ctx.now()\n    return n\n",
+    "resume": "def main(ctx, n: int):\n    for i in range(n):\n        ctx.now()\n    return ctx.wait_signal('go')\n",
+}
+"""The restricted twins of bench:steps and bench:resume, as `flows:<name>` entries."""
+
+
+def restricted_app(work: Path) -> None:
+    """An app folder holding the restricted workflows (JSON is YAML), each allowed more operations than it takes."""
+    entries = [{"name": name, "kind": "workflow", "runtime": "restricted", "max_operations": 2000,
+                "max_value_bytes": 4096,
+                "description": f"The twin of bench:{name}.", "source": source}
+               for name, source in RESTRICTED_WORKFLOWS.items()]
+    (work / "registry" / "flows").mkdir(parents=True)
+    (work / "registry" / "flows" / "_index.yaml").write_text(json.dumps({"namespace": "flows", "entries": entries}))
+    (work / "wippy.yaml").write_text("name: bench\nwatch: false\n")
+
+
+async def wippy_restricted(work: Path, steps: int, repeats: int, *replayed: int) -> dict[str, Any]:
+    """Task walls (steps) and signal-to-result times (resumption) of both runtimes, in seconds, taking turns."""
+    from wippy_agents import App
+
+    restricted_app(work)
+    async with App(root=work) as app:
+        workflows = {"python": ("bench:steps", "bench:resume"), "restricted": ("flows:steps", "flows:resume")}
+
+        def arguments(runtime: str, n: int) -> Any:
+            return {"n": n} if runtime == "restricted" else n
+
+        def waiting(task_id: str) -> bool:
+            taken = app.tasks.get(task_id).steps
+            return bool(taken) and taken[-1].name == "wait:go"
+
+        for runtime, (name, _) in workflows.items():  # imports, first queries, the workflows' sandbox pool
+            await app.tasks.run(name, arguments(runtime, 10))
+        walls: dict[str, dict[int, list[float]]] = {runtime: {0: [], steps: []} for runtime in workflows}
+        resumed: dict[str, dict[int, list[float]]] = {runtime: {k: [] for k in (0, *replayed)} for runtime in workflows}
+        for _ in range(repeats):
+            for runtime, (name, _) in workflows.items():
+                for n in (0, steps):
+                    start = perf_counter()
+                    assert await app.tasks.run(name, arguments(runtime, n)) == n
+                    walls[runtime][n].append(perf_counter() - start)
+            for k in (0, *replayed):
+                for runtime, (_, name) in workflows.items():
+                    task_id = await app.tasks.start(name, arguments(runtime, k))
+                    await until(partial(waiting, task_id), every=0.02)  # reading a task's steps is not free
+                    await asyncio.sleep(0.05)  # the journal's writer done with the task's last rows
+                    start = perf_counter()
+                    await app.tasks.signal(task_id, "go", "went")
+                    assert await app.tasks.result(task_id) == "went"
+                    resumed[runtime][k].append(perf_counter() - start)
+    return {"steps": walls, "resumed": resumed}
 
 
 # -- DBOS (SQLite system database) --------------------------------------------------------------
@@ -518,7 +607,7 @@ Probe = Callable[..., Coroutine[Any, Any, Any]]
 
 PROBES: dict[str, tuple[Callable[[], Any] | None, dict[str, Probe]]] = {
     "wippy": (wippy_workflows, {"seq": wippy_seq, "conc": wippy_conc, "prepare": wippy_prepare,
-                                "recover": wippy_recover}),
+                                "recover": wippy_recover, "restricted": wippy_restricted}),
     "dbos": (dbos_workflows, {"seq": dbos_seq, "conc": dbos_conc, "prepare": dbos_prepare,
                               "recover": dbos_recover}),
     "langgraph": (None, {"seq": langgraph_seq, "conc": langgraph_conc, "prepare": langgraph_prepare,
@@ -653,9 +742,44 @@ def recovery(sizes: Sizes, work: Path, peers: list[str]) -> dict[str, Any]:
     return out
 
 
-def verdict(actual: dict[str, float | None]) -> dict[str, dict[str, Any]]:
+def restricted_figures(sizes: Sizes, work: Path) -> dict[str, Any]:
+    """The restricted workflows beside their Python twins: per-step cost and resumption, medians in ms."""
+    (report,) = probe("wippy", work / "restricted", job("restricted", sizes.restricted_steps,
+                                                        sizes.restricted_repeats, *sizes.replayed))
+    if "error" in report:
+        return report
+    n = sizes.restricted_steps
+    steps: dict[str, Any] = {"n": n}
+    for runtime, walls in report["steps"].items():
+        task, empty = Timings(walls[str(n)]).ms(), Timings(walls["0"]).ms()
+        steps[runtime] = {"task_ms": round(task, 3), "empty_task_ms": round(empty, 3),
+                          "per_step_ms": round((task - empty) / n, 4)}
+    ours, theirs = steps["restricted"]["per_step_ms"], steps["python"]["per_step_ms"]
+    times, plus = RESTRICTED_STEP_TARGET
+    steps["ratio"] = round(ours / theirs, 2) if theirs > 0 else None
+    steps["target"] = f"restricted per step <= {times:g} x python per step + {plus:g} ms (= {times * theirs + plus:.3f} ms)"
+    steps["met"] = ours <= times * theirs + plus
+    resumed = {runtime: {k: Timings(samples).ms() for k, samples in by_k.items()}
+               for runtime, by_k in report["resumed"].items()}
+    resumption = {k: {"python_ms": round(resumed["python"][k], 3), "restricted_ms": round(ms, 3),
+                      "replayed_ms": round(ms - resumed["restricted"]["0"], 3)}
+                  for k, ms in resumed["restricted"].items()}
+    return {"steps": steps, "resumption": resumption}
+
+
+def resumption_series(restricted: dict[str, Any]) -> dict[str, Any]:
+    """The resumption figures as a plot (`benchmarks/report.py`): what a signal costs as the steps before it grow."""
+    if "resumption" not in restricted:
+        return {}
+    points = {runtime: [[int(k), figures[f"{runtime}_ms"]] for k, figures in restricted["resumption"].items()]
+              for runtime in ("python", "restricted")}
+    return {"resumption": {"title": "A workflow's signal to its result, by the steps taken before its wait",
+                           "x": "steps before the wait", "y": "ms (median)", "lines": points, "log": False}}
+
+
+def verdict(actual: dict[str, float | None], extra: dict[str, tuple[str, float]]) -> dict[str, dict[str, Any]]:
     out = {}
-    for name, (op, target) in TARGETS.items():
+    for name, (op, target) in {**TARGETS, **extra}.items():
         value = actual[name]
         met = value is not None and {"<": value < target, "<=": value <= target, ">=": value >= target}[op]
         out[name] = {"target": f"{op} {target:g}", "actual": value, "met": met}
@@ -696,12 +820,18 @@ def run(sizes: Sizes, work: Path) -> dict[str, Any]:
     peers, skipped = available_peers()
     seq, conc = step_figures(sizes, work, peers)
     rec = recovery(sizes, work, peers)
+    restricted = restricted_figures(sizes, work)
+    steps, replays = restricted.get("steps", {}), restricted.get("resumption", {})
     actual: dict[str, float | None] = {
         "sequential_step_p50_ms": seq["wippy"].get("p50_ms"),
         "concurrent_steps_per_s": conc["wippy"].get("steps_per_s"),
         "recovery_s": rec["wippy"].get("rewait_s"),
+        "restricted_step_ms": steps.get("restricted", {}).get("per_step_ms"),
+        "restricted_replay_1000_ms": replays.get("1000", {}).get("replayed_ms"),
     }
-    targets = verdict(actual)
+    python_step = steps.get("python", {}).get("per_step_ms")
+    times, plus = RESTRICTED_STEP_TARGET
+    targets = verdict(actual, {"restricted_step_ms": ("<=", times * python_step + plus if python_step else plus)})
     return {
         "mode": "quick" if sizes is QUICK else "full",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
@@ -713,6 +843,8 @@ def run(sizes: Sizes, work: Path) -> dict[str, Any]:
         "sequential": seq,
         "concurrent": conc,
         "recovery": rec,
+        "restricted": restricted,
+        "series": resumption_series(restricted),
         "targets": targets,
         "all_met": all(t["met"] for t in targets.values()),
     }

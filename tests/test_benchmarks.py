@@ -27,7 +27,7 @@ def run(name: str) -> dict[str, object]:
         ("registry.py", {"load", "get", "save_to_visible", "apply", "targets"}),
         ("llm.py", {"scripted", "loopback", "targets"}),
         ("agents.py", {"turn", "start", "memory", "targets"}),
-        ("durable.py", {"sequential", "concurrent", "recovery", "targets"}),
+        ("durable.py", {"sequential", "concurrent", "recovery", "restricted", "targets"}),
         ("sandbox.py", {"warm", "fresh", "targets"}),
         ("tui.py", {"stream", "startup", "targets"}),
         ("mcp.py", {"call", "targets"}),
