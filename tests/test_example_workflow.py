@@ -1,6 +1,7 @@
 """The example app's research workflow (`app:research`, registry/app/flows): a restricted workflow that asks
-app:researcher, waits for a person's approval and writes up with app:write_up; and what an upgrade of a task
-that waits, to code that would not go on from where it waits, is told."""
+app:researcher, waits for a person's approval and writes up with app:write_up; what automatic rollback does to
+it; and when `tasks.upgrade` moves a task to new code: refused if the task waits for something the new code would
+not ask for there, or if its code is running."""
 
 from __future__ import annotations
 
@@ -37,13 +38,37 @@ entries:
     effect: ask
 """
 
+GATE = """
+\"\"\"A gate a test opens: the call waits until the file exists.\"\"\"
+
+import time
+from pathlib import Path
+
+
+def wait_for(path: str) -> str:
+    \"\"\"Wait until the file exists (30 s at most), having made `<path>.entered`.
+
+    Args:
+        path: The file.
+    \"\"\"
+    Path(path + ".entered").touch()
+    deadline = time.monotonic() + 30
+    while not Path(path).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "open"
+"""
+
 
 def step_names(app: App, task: str) -> list[str]:
     return [step.name for step in app.tasks.get(task).steps]
 
 
+async def waiting_for(app: App, task: str, signal: str) -> None:
+    await wait_until(lambda: step_names(app, task)[-1:] == [f"wait:{signal}"], timeout=30)
+
+
 async def waiting_for_approval(app: App, task: str) -> None:
-    await wait_until(lambda: step_names(app, task)[-1:] == ["wait:approve"], timeout=30)
+    await waiting_for(app, task, "approve")
 
 
 async def test_a_research_task_asks_the_researcher_waits_for_approval_holding_no_worker_then_writes_up(
@@ -163,3 +188,31 @@ async def test_failing_tasks_roll_back_the_toolsmiths_version_of_the_workflow_bu
             "automatic rollback: 5 of the last 5 tasks of app:research failed (policy "
             "app.policies:toolsmith_improves_workflows allows at most 50%)"))
     assert "def main(ctx, topic: str) -> dict:" in (example_app / "registry/app/flows/_index.yaml").read_text()
+
+
+async def test_an_upgrade_is_refused_while_the_tasks_code_runs_an_operation(example_app: Path, tmp_path: Path) -> None:
+    write_file(example_app, "tools/gate.py", GATE)
+    gate = tmp_path / "gate"
+
+    def gated(after: str) -> Entry:
+        source = (f'def main(ctx, path: str):\n    """Pass the gate, then wait for go."""\n'
+                  f'    ctx.tool("tools.gate:wait_for", path=path)\n{after}    return ctx.wait_signal("go")\n')
+        return Entry("app:gated", "workflow", {}, {"runtime": "restricted", "source": source})
+
+    grant = Entry("app.policies:gated_passes_the_gate", "policy", {}, {
+        "subjects": ["app:gated"], "actions": ["tool.call"], "resources": ["tools.gate:*"], "effect": "allow"})
+    async with App(root=example_app) as app:
+        app.registry.apply([gated(""), grant], author="user:test")
+        task = await app.tasks.start("app:gated", {"path": str(gate)})
+        await wait_until(Path(f"{gate}.entered").exists, timeout=30)
+        version = app.registry.apply([gated("    ctx.log('passed')\n")], author="user:test")
+        with pytest.raises(UpgradeRefused, match="its code is running \\(an operation is under way\\)"):
+            await app.tasks.upgrade(task)
+        gate.touch()
+        await waiting_for(app, task, "go")
+        with pytest.raises(UpgradeRefused, match="at operation 1 the task is in 'signal:go' where the code asks for "
+                                                 "'log'"):
+            await app.tasks.upgrade(task)
+        await app.tasks.signal(task, "go", "went")
+        assert await app.tasks.result(task) == "went"
+        assert app.tasks.get(task).registry_version == version - 1

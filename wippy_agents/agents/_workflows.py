@@ -212,13 +212,17 @@ class RestrictedWorkflow:
     def __init__(self, service: AgentService, workflow_id: str) -> None:
         self.service = service
         self.id = workflow_id
+        self.in_worker: set[str] = set()
+        """The tasks whose code runs in a worker now: the journal does not yet hold how far they will get."""
 
     async def __call__(self, ctx: TaskContext, arguments: Any = None, started_by: str | None = None) -> Any:
-        return await _Run(self.service, self.id, ctx, arguments or {}, started_by).run()
+        return await _Run(self.service, self.id, ctx, arguments or {}, started_by, self.in_worker).run()
 
     async def check_upgrade(self, task: TaskInfo, version: int) -> None:
         """Replay the task's journal on the code as of `version`: refused unless the code asks for the same
         operations, in the same order, as far as the task has come."""
+        prefix = f"task {task.id} stays on registry version {task.registry_version}"
+        self._check_waiting(task, prefix)
         spec = _spec(self.service.registry.at(version), self.id)
         records, consumed = recorded_operations(task.steps, spec.max_value_bytes)
         unfinished = self._unfinished(task.steps[consumed:])
@@ -229,7 +233,6 @@ class RestrictedWorkflow:
             return SUSPEND  # the new code goes on past what was taken: what it does next is its own
 
         sandbox = await self.service.restricted.workflow_sandbox()
-        prefix = f"task {task.id} stays on registry version {task.registry_version}"
         try:
             await sandbox.run_workflow(spec.source or "", _arguments(task.args), records, extend,
                                        function=spec.function or "main", max_operations=spec.max_operations,
@@ -245,6 +248,14 @@ class RestrictedWorkflow:
                                  f"{unfinished!r} where the code asks for "
                                  f"{repr(asked[0].name) if asked else 'the end of the workflow'}; let it finish "
                                  "where it is")
+        self._check_waiting(task, prefix)  # it may have gone on while its journal was replayed
+
+    def _check_waiting(self, task: TaskInfo, prefix: str) -> None:
+        """Refuse while the task's code runs: the operations it takes next, on its old code, are not checked."""
+        if task.id in self.in_worker or len(self.service.tasks.get(task.id).steps) != len(task.steps):
+            raise UpgradeRefused(f"{prefix}: its code is running (an operation is under way), so how far it gets on "
+                                 "that version is not known yet; upgrade it while it waits (a sleep, a signal, an "
+                                 "approval)")
 
     def _unfinished(self, steps: list[StepRecord]) -> str | None:
         """The operation the journal holds begun past the finished ones (`steps` are those): a sleep, a wait for a
@@ -290,12 +301,13 @@ class _Run:
     """One run of a restricted workflow's task on this node: resumption after resumption until it ends."""
 
     def __init__(self, service: AgentService, workflow_id: str, ctx: TaskContext, arguments: Any,
-                 started_by: str | None) -> None:
+                 started_by: str | None, in_worker: set[str]) -> None:
         self.service = service
         self.workflow_id = workflow_id
         self.ctx = ctx
         self.arguments = arguments
         self.started_by = started_by
+        self.in_worker = in_worker
         self.records: list[dict[str, Any]] = []
         self.spec: WorkflowSpec | None = None
         self._decisions: dict[tuple[str, str, str, int], _Decision] = {}
@@ -312,6 +324,7 @@ class _Run:
             entry, self.spec = self.registry.get(self.workflow_id), _spec(self.registry, self.workflow_id)
             self._check_arguments(self.spec)
             sandbox = await self.service.restricted.workflow_sandbox()
+            self.in_worker.add(self.ctx.task_id)
             try:
                 run = await sandbox.run_workflow(self.spec.source or "", self.arguments, self.records,
                                                  self._operation, function=self.spec.function or "main",
@@ -323,6 +336,8 @@ class _Run:
             except SandboxError:
                 self.service.restricted.outcome(entry, False)
                 raise
+            finally:
+                self.in_worker.discard(self.ctx.task_id)
             if run.suspended is None:
                 self.service.restricted.outcome(entry, True)
                 return run.value
