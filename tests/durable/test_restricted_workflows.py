@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import yaml
 from wippy_agents import App
 from wippy_agents.durable import TaskFailed, TaskNotFound, UpgradeRefused
 from wippy_agents.registry import Delete, Entry
-from wippy_agents.testing import ScriptedModel, wait_until, write_file
+from wippy_agents.testing import ScriptedModel, VirtualClock, wait_until, write_file
 
 NOTES = '''
 import asyncio
@@ -469,21 +468,23 @@ async def test_a_policy_that_asks_fails_the_operation_when_a_person_denies_it(tm
     assert lines(notes) == []
 
 
-async def test_a_restart_during_a_sleep_waits_only_for_what_is_left(tmp_path: Path) -> None:
-    """Real time: the sandbox's workers do real work, which a virtual clock would jump over (their start timing out)."""
-    sleeper = 'def main(ctx):\n    """Sleep, then tell the time."""\n    ctx.sleep(1.5)\n    return ctx.now()\n'
+@pytest.mark.virtual_clock
+async def test_a_day_long_sleep_holds_no_worker_and_a_restart_waits_only_for_what_is_left(
+        clock: VirtualClock, tmp_path: Path) -> None:
+    sleeper = 'def main(ctx):\n    """Sleep a day, then tell the time."""\n    ctx.sleep(86400)\n    return ctx.now()\n'
     root = make_app(tmp_path / "app", restricted("sleeper", sleeper))
-    async with App(root=root) as app:
+    async with App(root=root, wall_clock=clock.time) as app:
         task = await app.tasks.start("flows:sleeper", {})
         await wait_until(lambda: step_names(app, task) == ["sleep"])
+        await asyncio.sleep(3600)
+        pool = app.agents.restricted.workflow_pool
+        assert pool is not None and pool.busy == 0 and app.tasks.status(task) == "running"
         [sleep] = app.tasks.get(task).steps
-    reopened = time.time()
-    async with App(root=root) as app:
+    async with App(root=root, wall_clock=clock.time) as app:
         woke = await app.tasks.result(task)
         assert step_names(app, task) == ["sleep", "now"]
         assert app.tasks.get(task).steps[0] == sleep  # the timer set before the restart, not a new one
-    wake_at = json.loads(sleep.result or "null")
-    assert wake_at <= woke < reopened + 1.5
+    assert woke == pytest.approx(json.loads(sleep.result or "null"), abs=60)
 
 
 async def test_a_workflow_calls_a_tool_that_takes_an_argument_named_id(tmp_path: Path) -> None:

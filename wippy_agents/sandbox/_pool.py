@@ -11,7 +11,8 @@ import signal
 import struct
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
@@ -129,6 +130,31 @@ class _Worker:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+@contextlib.asynccontextmanager
+async def _real_timeout(seconds: float) -> AsyncIterator[None]:
+    """`asyncio.timeout` in real seconds: a worker's time is real work, which a loop whose clock jumps ahead when
+    all waits (a test's `VirtualClock`) must not cut short. Checked against the monotonic clock when the loop's
+    timer fires, and set again for what is left."""
+    loop = asyncio.get_running_loop()
+    deadline = time.monotonic() + seconds
+    async with asyncio.timeout(None) as scope:
+        timer: asyncio.TimerHandle
+
+        def check() -> None:
+            nonlocal timer
+            left = deadline - time.monotonic()
+            if left > 0:
+                timer = loop.call_later(left, check)
+            else:
+                scope.reschedule(loop.time())
+
+        timer = loop.call_later(seconds, check)
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+
 class _TooLarge(Exception):
     def __init__(self, size: int) -> None:
         super().__init__(size)
@@ -157,7 +183,8 @@ async def _spawn(memory_bytes: int) -> _Worker:
         raise
     worker = _Worker(proc, workdir)
     try:
-        ready = await asyncio.wait_for(worker.read_frame(1024), _START_TIMEOUT)
+        async with _real_timeout(_START_TIMEOUT):
+            ready = await worker.read_frame(1024)
         if ready.get("status") != "ready":
             raise SandboxError("sandbox worker failed to start")
     except BaseException:
@@ -330,7 +357,7 @@ class Sandbox:
         try:
             while True:
                 worker.stdin.write(_HEADER.pack(len(request)) + request)
-                async with asyncio.timeout(lim.wall_seconds):
+                async with _real_timeout(lim.wall_seconds):
                     await worker.stdin.drain()
                     reply = await worker.read_frame(max_reply)
                 if reply.get("status") != "op" or on_operation is None:
