@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ from wippy_agents import App
 from wippy_agents.durable import TaskFailed, TaskNotFound, UpgradeRefused
 from wippy_agents.registry import Delete, Entry
 from wippy_agents.testing import ScriptedModel, VirtualClock, wait_until, write_file
+
+WIPPY = str(Path(sys.executable).with_name("wippy"))  # the installed console script
 
 NOTES = '''
 import asyncio
@@ -378,18 +382,19 @@ async def test_a_workflow_without_main_or_with_a_syntax_error_is_refused_with_it
     nameless = 'def start(ctx):\n    """No main."""\n    return 1\n'
     broken = 'def main(ctx):\n    """Broken."""\n    return (\n'
     root = make_app(tmp_path / "app", restricted("nameless", nameless), restricted("broken", broken))
-    async with App(root=root) as app:
-        problems = app.registry.problems["registry/flows/_index.yaml"]
-        assert "flows:nameless" not in app.registry and "flows:broken" not in app.registry
-        with pytest.raises(LookupError):
-            await app.tasks.start("flows:broken", {})
-    found = {p.entry: (p.file, p.line, p.field, p.message) for p in problems}
     text = (root / "registry/flows/_index.yaml").read_text().splitlines()
-    assert found["flows:nameless"] == ("registry/flows/_index.yaml", text.index("  source: |") + 1, "source",
-                                       "the code defines no top-level function 'main' (it defines start)")
-    file, line, field, message = found["flows:broken"]
-    assert (file, field) == ("registry/flows/_index.yaml", "source") and "syntax" in message.lower()
-    assert line is not None and text[line - 1].strip() == "return ("
+    source_line = text.index("  source: |") + 1  # nameless's
+    [broken_line] = [number for number, line in enumerate(text, 1) if line.strip() == "return ("]
+    lint = subprocess.run([WIPPY, "registry", "lint", "--root", str(root)], capture_output=True, text=True,
+                          timeout=60)
+    assert lint.returncode == 1 and "2 problem(s)" in lint.stderr
+    assert (f"registry/flows/_index.yaml:{source_line}: entry flows:nameless: field source: the code defines no "
+            "top-level function 'main' (it defines start)") in lint.stderr
+    assert f"registry/flows/_index.yaml:{broken_line}: entry flows:broken: field source: SyntaxError" in lint.stderr
+    async with App(root=root) as app:
+        assert "flows:nameless" not in app.registry and "flows:broken" not in app.registry
+        with pytest.raises(TaskNotFound):
+            await app.tasks.start("flows:broken", {})
 
 
 async def test_cancelling_a_sleeping_workflow_ends_it_at_once(tmp_path: Path) -> None:
