@@ -79,6 +79,7 @@ CASES: list[tuple[str, str, type[SandboxError], str | None]] = [
     ("open", f"result = open('{CANARY}', 'w').write('x')", SandboxError, None),
     ("environ", "import os\nresult = dict(os.environ)", CompileError, None),
     ("print-file", "print('x', file=json)\nresult = 1", SandboxError, None),
+    ("write-fd-1", "result = open(1, 'w').write('{}')", SandboxError, None),
     ("exit", "raise SystemExit(3)", SandboxError, None),
     ("keyboard-interrupt", "raise KeyboardInterrupt()", SandboxError, None),
     # resource bombs
