@@ -25,7 +25,7 @@ class ResourceLimit(SandboxError):
     """A limit was hit; `limit` names which one.
 
     One of "cpu", "memory", "wall clock", "result size", "output size", "integer size",
-    "recursion depth", "input size".
+    "recursion depth", "input size", and for a workflow "operations" (more than its `max_operations`).
     """
 
     def __init__(self, limit: str, message: str, *, output: str = "") -> None:
