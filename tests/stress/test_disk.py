@@ -3,7 +3,7 @@
 The node runs on an app whose `.wippy/` is a small disk of its own (a tmpfs in a mount
 namespace). Mid-run the disk fills up: the node says why it cannot write, refuses new
 durable work with that reason, keeps every turn it answered, and once there is room it
-takes work again and the turns that waited finish. A boot afterwards finds every answered
+takes work again and the turns that paused finish (their askers were told they paused). A boot afterwards finds every answered
 turn in its history. (A disk turning read-only under open files is the same path with
 another errno; Linux will not remount a tmpfs read-only while files on it are open for
 writing, so a read-only disk is tested at boot, in tests/test_cli.py.)
@@ -53,9 +53,9 @@ async def until(condition, what):
             await asyncio.sleep(0.02)
 
 
-async def ask(conversation, number):
+async def ask(conversation, number, round):
     try:
-        return (await conversation.ask(f"add {number} and 1")).text
+        return (await conversation.ask(f"add {number} and {round}")).text
     except (AgentError, durable.StateUnavailable) as error:
         return f"error: {error}"
 
@@ -66,12 +66,12 @@ async def main():
         app.agents.model_overrides["*"] = FunctionModel(calculator)
         journal = app.tasks.journal
         conversations = [await app.conversation("app:assistant") for _ in range(count)]
-        for number, text in enumerate(await asyncio.gather(*(ask(c, n) for n, c in enumerate(conversations)))):
+        for number, text in enumerate(await asyncio.gather(*(ask(c, n, 1) for n, c in enumerate(conversations)))):
             out["answered"][conversations[number].id] = [text]
 
-        for trouble in ("full", "full again"):
+        for round, trouble in ((2, "full"), (3, "full again")):
             fill()
-            waiting = [asyncio.ensure_future(ask(c, n)) for n, c in enumerate(conversations)]
+            waiting = [asyncio.ensure_future(ask(c, n, round)) for n, c in enumerate(conversations)]
             await until(lambda: journal.problem is not None, "the journal to notice")
             out[trouble] = {"problem": journal.problem}
             try:
@@ -84,6 +84,8 @@ async def main():
             out[trouble]["after"] = texts
             for conversation, text in zip(conversations, texts):
                 out["answered"][conversation.id].append(text)
+        # the turns that paused finish now, though nobody waits for them any more: their askers were told
+        await until(lambda: all(app.tasks.status(t.id) == "completed" for t in app.tasks.list()), "paused turns")
         await journal.append([])
     async with App(root=root) as app:  # a boot afterwards: the history holds every answered turn
         out["history"] = {c.id: [t.result["answer"].text for t in turns(app.tasks, "app:assistant", c.id)
@@ -103,8 +105,12 @@ def test_a_disk_that_fills_up_mid_run_pauses_durable_work_loses_nothing_and_reco
     for trouble in ("full", "full again"):
         assert "No space left on device" in out[trouble]["problem"]
         assert "No space left on device" in out[trouble]["refused"]  # no new durable work meanwhile
-    for conversation, texts in out["answered"].items():
-        answered = [text for text in texts if not text.startswith("error")]
-        assert out["history"][conversation] == answered, (conversation, texts)  # nothing acknowledged lost
-        assert texts[0].startswith("the sum is")
+    for number, (conversation, texts) in enumerate(out["answered"].items()):
+        sums = [f"the sum is {float(number + round)}" for round in (1, 2, 3)]
+        refused = [text.startswith("error") and "is paused until" not in text for text in texts]
+        for text, expected, no in zip(texts, sums, refused, strict=True):  # answered, paused, or refused: said so
+            assert text == expected or "is paused until" in text or (no and "No space left on device" in text), text
+        # every turn that was not refused is in the history: the paused ones finished once there was room
+        assert out["history"][conversation] == [s for s, no in zip(sums, refused, strict=True) if not no], texts
+    assert not any(text.startswith("error") for texts in out["answered"].values() for text in texts[:1])
     assert "Traceback" not in done.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import inspect
 import logging
 import time
@@ -422,6 +423,10 @@ class TaskManager:
         asks for the task by id) waits for the first instead of claiming and noting a recovery again."""
         self._paused: set[str] = set()
         """Tasks stopped because the journal could not write; they resume when it can again."""
+        self._unrecorded: dict[str, TaskRow] = {}
+        """A task's first row until the journal has it: written again once it can write, if it could not (a task that
+        goes on after the disk came back must not vanish at the next boot for want of it; with no event, a task
+        reads as running)."""
         self._tasks: dict[str, _Task] = {}
         self._groups: dict[tuple[str, Any, Any], list[str]] = {}  # (workflow, args[0], args[1]) -> task ids
         for summary in journal.tasks():
@@ -475,9 +480,10 @@ class TaskManager:
             state.status, state.detail = status, detail
         return TaskEvent(task, self.now(), status, dumps(detail))
 
-    def _note(self, future: asyncio.Future[None]) -> None:
-        """A journal write nobody awaits: its failure (the disk refused it) is the journal's to report."""
-        future.add_done_callback(lambda done: done.cancelled() or done.exception())
+    def _start_recorded(self, task_id: str, done: asyncio.Future[None]) -> None:
+        """A task's first rows were written, or not (the disk refused them: written again once it can write)."""
+        if not done.cancelled() and done.exception() is None:
+            self._unrecorded.pop(task_id, None)
 
     def _task(self, task_id: str) -> _Task:
         try:
@@ -526,8 +532,9 @@ class TaskManager:
         self._add(_Task(task_id, workflow_id, list(args), version, now, TaskStatus.RUNNING))
         # Not awaited: until its first step commits (in the same group or a later one) a task that is lost
         # in a crash had done nothing, so nothing is repeated or lost.
-        self._note(self.journal.append([TaskRow(task_id, workflow_id, dumps(list(args)), version, now),
-                                        self._noted(task_id, TaskStatus.RUNNING)]))
+        row = self._unrecorded[task_id] = TaskRow(task_id, workflow_id, dumps(list(args)), version, now)
+        self.journal.append([row, self._noted(task_id, TaskStatus.RUNNING)]).add_done_callback(
+            functools.partial(self._start_recorded, task_id))
         self._launch(self._tasks[task_id], {}, [])
         return task_id
 
@@ -613,13 +620,20 @@ class TaskManager:
             self._restarting.pop(task_id, None)
 
     def _storage_recovered(self) -> None:
-        """The state can be written again: resume the tasks that paused (they pause again if it fails anew)."""
+        """The state can be written again: write the task starts it refused, then resume the tasks that paused (they
+        pause again if it fails anew)."""
         if self._paused:
             log.warning("resuming %d task(s) paused while the app's state could not be written", len(self._paused))
+        if self._paused or self._unrecorded:
             self.node.loop.create_task(self._resume_paused(sorted(self._paused)))
 
     async def _resume_paused(self, task_ids: list[str]) -> None:
         try:
+            starts = dict(self._unrecorded)
+            if starts:
+                await self.journal.append(list(starts.values()))
+                for task_id in starts:
+                    self._unrecorded.pop(task_id, None)
             await self._resume_all(task_ids)
         except StateUnavailable:
             pass  # still paused: the next recovery of the state tries again

@@ -32,6 +32,7 @@ in-memory state) the rows only go to DuckDB.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import logging
@@ -68,6 +69,11 @@ log = logging.getLogger("wippy_agents.state")
 
 MAX_GROUP = 4096
 FLUSH_ROWS = 2000  # copy into DuckDB once this many rows wait ...
+ENVIRONMENT = (duckdb.IOException, duckdb.FatalException, duckdb.TransactionException, OSError)
+"""What failing to copy rows into DuckDB says of the disk, not of the rows: a commit that could not write its
+WAL (a full or read-only disk) is a TransactionException. The rows stay pending, safe in the log, and are tried
+again; a row DuckDB refuses for what it holds is set aside instead."""
+
 FLUSH_SECONDS = 0.2  # ... or this long after the first of them
 TRUNCATE_BYTES = 16 << 20  # start the log afresh once everything in it is in DuckDB and it is this big
 PROBE_SECONDS = 1.0  # while the disk refuses writes, try again this often
@@ -546,7 +552,7 @@ class Journal:
         position = None if self._fd is None else self._end
         try:
             self._insert(self._pending, position, self._group)
-        except (duckdb.IOException, OSError, duckdb.FatalException) as error:
+        except ENVIRONMENT as error:
             # The environment (disk, file): the rows are safe in the log; the next copy or start retries.
             self._copy_failed(error)
             return
@@ -577,13 +583,16 @@ class Journal:
         """Copy the pending rows one at a time; False (the rest still pending) if the environment fails."""
         for index, (table, row) in enumerate(self._pending):
             try:
-                self._insert([(table, row)])
-            except (duckdb.IOException, OSError, duckdb.FatalException) as error:
+                try:
+                    self._insert([(table, row)])
+                except ENVIRONMENT:
+                    raise
+                except duckdb.Error as error:
+                    self._reject(table, row, error)  # OSError if even that cannot be written: kept pending
+            except ENVIRONMENT as error:
                 self._copy_failed(error)
                 self._pending = self._pending[index:]
                 return False
-            except duckdb.Error as error:
-                self._reject(table, row, error)
         self._cursor.execute("UPDATE journal_position SET position = ?, copied_group = ?",
                              [position or 0, self._group])
         return True
@@ -620,7 +629,8 @@ class Journal:
                 cursor.execute("COMMIT")
         except BaseException:
             if statements > 1:
-                cursor.execute("ROLLBACK")
+                with contextlib.suppress(duckdb.Error):  # a failed COMMIT has ended the transaction already
+                    cursor.execute("ROLLBACK")
             raise
 
     def _replay(self) -> None:
