@@ -231,6 +231,33 @@ def waiter_version(returned: str, after: str = "") -> Entry:
     return Entry("flows:waiter", "workflow", {}, {"runtime": "restricted", "source": source})
 
 
+
+async def test_a_workflow_looping_over_a_set_of_names_takes_the_same_path_in_new_workers_after_a_restart(
+        tmp_path: Path) -> None:
+    names = [f"name{n}" for n in range(20)]
+    visitor = f'''
+def main(ctx):
+    """Wait for a signal named after each name in a set."""
+    heard = []
+    for name in set({names!r}):
+        heard.append(ctx.wait_signal(name))
+    return heard
+'''
+    root = make_app(tmp_path / "app", restricted("visitor", visitor))
+    async with App(root=root) as app:
+        task = await app.tasks.start("flows:visitor", {})
+        await wait_until(lambda: len(step_names(app, task)) == 1)
+        first = step_names(app, task)[0].removeprefix("wait:")
+        await app.tasks.signal(task, first, first)
+        await wait_until(lambda: len(step_names(app, task)) == 3)
+    async with App(root=root) as app:  # new worker processes replay the loop from the top
+        for name in names:
+            if name != first:
+                await app.tasks.signal(task, name, name)
+        heard = await app.tasks.result(task)
+        waited = [step.removeprefix("wait:") for step in step_names(app, task) if step.startswith("wait:")]
+    assert heard == waited and heard[0] == first and sorted(heard) == sorted(names)
+
 async def test_an_upgrade_that_extends_the_steps_taken_moves_a_waiting_task_to_the_new_code(tmp_path: Path) -> None:
     notes = tmp_path / "notes.txt"
     root = make_app(tmp_path / "app", restricted("waiter", WAITER),

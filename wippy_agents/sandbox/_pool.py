@@ -164,16 +164,20 @@ class _TooLarge(Exception):
 async def _spawn(memory_bytes: int) -> _Worker:
     workdir = tempfile.mkdtemp(prefix="wippy-sandbox-")
     try:
+        # Isolated as by -I (no user site, no script folder on the path), and the environment is ours alone:
+        # one hash seed for every worker, so code that loops over a set of strings takes the same path in each
+        # (a restricted workflow's resumptions run in whichever worker is free, before and after a restart).
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            "-I",
+            "-s",
+            "-P",
             "-m",
             "wippy_agents.sandbox._worker",
             str(memory_bytes),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
-            env={},
+            env={"PYTHONHASHSEED": "0"},
             cwd=workdir,
             start_new_session=True,
             limit=2**16,

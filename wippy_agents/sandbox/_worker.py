@@ -1,7 +1,8 @@
 """The worker process: runs one sandboxed call at a time.
 
-Started by the pool as `python -I -m wippy_agents.sandbox._worker MEMORY_BYTES` with an
-empty environment in a fresh temporary directory. It speaks length-prefixed JSON
+Started by the pool as `python -s -P -m wippy_agents.sandbox._worker MEMORY_BYTES` with
+no environment but `PYTHONHASHSEED=0` (every worker iterates a set alike) in a fresh
+temporary directory. It speaks length-prefixed JSON
 (4-byte big-endian length, then UTF-8 JSON) on the stdin/stdout it inherited; fds 0-2
 are then pointed at /dev/null so nothing reaches the host's terminal.
 
@@ -31,7 +32,7 @@ import types
 from collections import OrderedDict
 from typing import Any, BinaryIO
 
-from ._flow import Channel, WorkflowContext
+from ._flow import Channel, WorkflowContext, finish
 from ._restrictions import FILENAME, CallState, LimitExceeded, compile_source, make_globals
 
 _HEADER = struct.Struct(">I")
@@ -193,7 +194,7 @@ def _run_workflow(req: dict[str, Any], state: CallState, channel: Channel) -> di
                                                  for r in records) or not isinstance(max_operations, int)):
         return {"status": "error", "message": "a workflow request needs records and max_operations"}
     context = WorkflowContext(channel, records, max_operations, int(req["result"]), state)
-    return context.finish(_execute(req, state, context))
+    return finish(context, _execute(req, state, context))
 
 
 def _handle(req: dict[str, Any], channel: Channel) -> dict[str, Any]:
