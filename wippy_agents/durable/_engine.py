@@ -661,12 +661,20 @@ class TaskManager:
         fn = self.workflow_of(state.workflow)
         if isinstance(fn, Upgradable) and version != state.registry_version:
             await fn.check_upgrade(self.get(task_id), version)
-        await self._event(task_id, Note.UPGRADED, {"registry_version": version})
-        state.registry_version = version
+        before = state.registry_version
+        self._pin(task_id, version)  # before the note is durable: a task woken meanwhile already runs the new code
+        try:
+            await self._event(task_id, Note.UPGRADED, {"registry_version": version})
+        except BaseException:
+            self._pin(task_id, before)
+            raise
+        return version
+
+    def _pin(self, task_id: str, version: int) -> None:
+        self._tasks[task_id].registry_version = version
         running = self._running.get(task_id)
         if running is not None:
             running.ctx.registry_version = version
-        return version
 
     async def cancel(self, task_id: str) -> None:
         """Record the cancel and stop the task: a step in progress is interrupted, a sleep or wait ends at once."""
