@@ -135,19 +135,20 @@ class WorkflowContext:
         self._stopped = unwind
         return unwind
 
-    def finish(self, reply: dict[str, Any]) -> dict[str, Any]:
-        """The reply for the host once the code ended: unwound whatever the code did, or returned with records
-        unread (it took another path). An exception is reported as it is, unread records or not: what failed says
-        more than where the code stopped."""
-        if isinstance(self._stopped, Suspended):
-            return {"status": "suspended"}
-        if isinstance(self._stopped, Diverged):
-            stop = self._stopped
-            return {"status": "diverged", "position": stop.position, "recorded": stop.recorded, "asked": stop.asked}
-        if reply.get("status") == "ok" and self._position < len(self._records):
-            return {"status": "diverged", "position": self._position, "recorded": self._records[self._position]["name"],
-                    "asked": "the end of the workflow"}
-        return reply
+
+def finish(context: WorkflowContext, reply: dict[str, Any]) -> dict[str, Any]:
+    """The reply for the host once the code ended: unwound whatever the code did, or returned with records unread
+    (it took another path). An exception is reported as it is, unread records or not: what failed says more than
+    where the code stopped. (Not a method of the context: the code has it, and sees only its operations.)"""
+    if isinstance(context._stopped, Suspended):
+        return {"status": "suspended"}
+    if isinstance(context._stopped, Diverged):
+        stop = context._stopped
+        return {"status": "diverged", "position": stop.position, "recorded": stop.recorded, "asked": stop.asked}
+    if reply.get("status") == "ok" and context._position < len(context._records):
+        return {"status": "diverged", "position": context._position,
+                "recorded": context._records[context._position]["name"], "asked": "the end of the workflow"}
+    return reply
 
 
 MAX_NAME = 200
