@@ -307,14 +307,14 @@ def _read_index(result: SourceFile, text: str) -> None:
         name, kind, meta = data.pop("name", None), data.pop("kind", None), data.pop("meta", None)
         named = f"{namespace}:{name}" if isinstance(name, str) else None
         for key, value in (("name", name), ("kind", kind)):
-            if value is None:
+            if value is None or value == "":
                 result.problems.append(Problem(f"'{key}' is required", file=result.file, line=line, entry=named,
                                                field=key))
             elif not isinstance(value, str):
                 result.problems.append(Problem(
                     f"'{key}' must be a string, not {type(value).__name__}; quote it if it looks like a number",
                     file=result.file, line=lines.line_of((*path, key)), entry=named, field=key))
-        if not isinstance(name, str) or not isinstance(kind, str):
+        if not isinstance(name, str) or not isinstance(kind, str) or not kind:
             continue
         entry_id = f"{namespace}:{name}"
         try:
