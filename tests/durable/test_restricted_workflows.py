@@ -21,7 +21,7 @@ import yaml
 from wippy_agents import App
 from wippy_agents.durable import TaskFailed, TaskNotFound, UpgradeRefused
 from wippy_agents.registry import Delete, Entry
-from wippy_agents.testing import ScriptedModel, VirtualClock, wait_until, write_file
+from wippy_agents.testing import FunctionModel, ModelRequest, ScriptedModel, VirtualClock, wait_until, write_file
 
 WIPPY = str(Path(sys.executable).with_name("wippy"))  # the installed console script
 
@@ -222,6 +222,38 @@ async def test_after_a_restart_a_waiting_workflow_finishes_without_running_its_f
         assert step_names(app, task) == ["tool:tools.notes:note", "wait:go", "signal:go", "tool:tools.notes:note"]
     assert lines(notes) == ["began 7", "got after the restart"]
 
+
+
+async def test_a_workflow_stopped_during_a_delegates_turn_asks_again_after_a_restart_and_repeats_no_tool(
+        tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    asker = '''
+def main(ctx, path: str):
+    """Note, ask the helper, note again."""
+    ctx.tool("tools.notes:note", path=path, text="before")
+    answer = ctx.ask("app:helper", "what is new?")
+    ctx.tool("tools.notes:note", path=path, text="after")
+    return answer
+'''
+    root = make_app(tmp_path / "app", restricted("asker", asker),
+                    allow("flows:asker", ["tool.call", "agent.delegate"], ["tools.notes:*", "app:helper"]))
+    asked = asyncio.Event()
+
+    async def never_answers(request: ModelRequest) -> str:
+        asked.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async with App(root=root) as app:
+        app.agents.model_overrides["*"] = FunctionModel(never_answers)
+        task = await app.tasks.start("flows:asker", {"path": str(notes)})
+        await asked.wait()
+        assert step_names(app, task) == ["tool:tools.notes:note"]
+    async with App(root=root) as app:  # the offline model answers this time
+        answer = await app.tasks.result(task)
+        assert step_names(app, task) == ["tool:tools.notes:note", "ask:app:helper", "tool:tools.notes:note"]
+    assert "You said: what is new?" in answer
+    assert lines(notes) == ["before", "after"]
 
 def waiter_version(returned: str, after: str = "") -> Entry:
     """`flows:waiter`'s code as edited: what it returns, and what it does after its wait."""
