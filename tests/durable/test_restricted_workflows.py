@@ -493,6 +493,29 @@ async def test_with_no_policy_a_tool_call_is_refused_inside_the_code_and_audited
     assert lines(notes) == []
 
 
+
+async def test_a_policy_revoked_while_a_workflow_waits_refuses_its_next_tool_call(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    later = '''
+def main(ctx, path: str):
+    """Wait for go, then note a line if still allowed."""
+    ctx.wait_signal("go")
+    try:
+        return ctx.tool("tools.notes:note", path=path, text="after")
+    except RuntimeError as error:
+        return str(error)
+'''
+    grant = allow("flows:later", ["tool.call"], ["tools.notes:*"])
+    root = make_app(tmp_path / "app", restricted("later", later), grant)
+    async with App(root=root) as app:
+        task = await app.tasks.start("flows:later", {"path": str(notes)})
+        await waiting_for(app, task, "go")
+        app.registry.apply([Delete(f"flows:{grant['name']}")], author="user:admin")
+        await app.tasks.signal(task, "go")
+        assert (await app.tasks.result(task)).startswith(
+            "tool:tools.notes:note failed: PermissionError: refused: no policy lets the workflow flows:later call")
+    assert lines(notes) == []  # the task's registry version keeps its code, not a revoked grant
+
 async def asked_for(app: App, path: Path) -> tuple[str, str]:
     """Start `flows:guarded` under an `ask` policy; its task id and the approval it waits for."""
     task = await app.tasks.start("flows:guarded", {"path": str(path)})
