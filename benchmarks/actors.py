@@ -66,10 +66,14 @@ class Sizes:
     pykka_ask: int
     spawn: int
     idle: int
+    fanout: int  # messages spread over each number of processes in `spread`
+    spread: tuple[int, ...]
 
 
-FULL = Sizes(repeats=5, send=50_000, call=50_000, pykka_ask=5_000, spawn=50_000, idle=10_000)
-QUICK = Sizes(repeats=2, send=10_000, call=5_000, pykka_ask=500, spawn=5_000, idle=2_000)
+FULL = Sizes(repeats=5, send=50_000, call=50_000, pykka_ask=5_000, spawn=50_000, idle=10_000, fanout=100_000,
+             spread=(1, 10, 100, 1_000, 10_000))
+QUICK = Sizes(repeats=2, send=10_000, call=5_000, pykka_ask=500, spawn=5_000, idle=2_000, fanout=10_000,
+              spread=(1, 100, 1_000))
 
 
 # -- the one timing helper ---------------------------------------------------------
@@ -98,6 +102,61 @@ async def in_node(main: Callable[[int], Coroutine[Any, Any, float]], n: int) -> 
     async with Node() as node:
         result: float = await node.run(main, n)
         return result
+
+
+# -- fan-out: one producer, n messages spread round-robin over many consumers ----------------
+
+
+def wippy_fanout(processes: int) -> Bench:
+    async def main(n: int) -> float:
+        async def consumer(count: int, parent: Pid) -> None:
+            for _ in range(count):
+                await process.receive()
+            process.send(parent, "done")
+
+        async def producer(n: int) -> float:
+            pids = [process.spawn(consumer, n // processes, process.self()) for _ in range(processes)]
+            await asyncio.sleep(0)  # every consumer is now waiting in receive
+            start = perf_counter()
+            for i in range(n // processes * processes):
+                process.send(pids[i % processes], "msg", i)
+            for _ in range(processes):
+                await process.receive("done")
+            return perf_counter() - start
+
+        return await in_node(producer, n)
+
+    return main
+
+
+def asyncio_fanout(processes: int) -> Bench:
+    async def main(n: int) -> float:
+        async def consumer(queue: asyncio.Queue[int], count: int) -> None:
+            for _ in range(count):
+                await queue.get()
+
+        queues: list[asyncio.Queue[int]] = [asyncio.Queue() for _ in range(processes)]
+        tasks = [asyncio.create_task(consumer(queue, n // processes)) for queue in queues]
+        await asyncio.sleep(0)
+        start = perf_counter()
+        for i in range(n // processes * processes):
+            queues[i % processes].put_nowait(i)
+        await asyncio.gather(*tasks)
+        return perf_counter() - start
+
+    return main
+
+
+def fanout_series(sizes: Sizes) -> dict[str, Any]:
+    """Messages per second as the same messages spread over more and more processes (wippy, asyncio queues)."""
+    lines: dict[str, list[list[float]]] = {"wippy": [], "asyncio": []}
+    for processes in sizes.spread:
+        rates = median_rates([Contender("wippy", wippy_fanout(processes), sizes.fanout),
+                              Contender("asyncio", asyncio_fanout(processes), sizes.fanout)], sizes.repeats)
+        for key, rate in rates.items():
+            lines[key].append([processes, round(rate)])
+    return {"title": f"messages per second, {sizes.fanout:,} messages over N processes", "x": "processes",
+            "y": "messages per second", "log": True, "lines": lines}
 
 
 # -- one-way send: one producer, one consumer that takes all n then says done ------------
@@ -369,6 +428,7 @@ def run(sizes: Sizes) -> dict[str, Any]:
         sizes.repeats,
     )
     pykka.ActorRegistry.stop_all()
+    fanout = fanout_series(sizes)
 
     actual = {
         "send_vs_asyncio": ratio(send["wippy"], send["asyncio"]),
@@ -422,6 +482,7 @@ def run(sizes: Sizes) -> dict[str, Any]:
             key: {"target": target, "op": op, "actual": actual[key], "met": _meets(actual[key], op, target)}
             for key, (op, target) in TARGETS.items()
         },
+        "series": {"fanout": fanout},
     }
 
 

@@ -433,8 +433,12 @@ async def measure_long(root: Path, sizes: Sizes) -> dict[str, Any]:
             assert answer.text == "3" and answer.turn == turn, answer
     early_ms = median(overheads[turn] for turn in early) * 1000
     late_ms = median(overheads[turn] for turn in late) * 1000
+    step = max(sizes.long_turns // 10, 1)
+    by_length = [[first + step - 1, round(median(overheads[t] for t in range(first, first + step)) * 1000, 4)]
+                 for first in range(1, sizes.long_turns - step + 2, step)]
     return {
         "turns": sizes.long_turns,
+        "overhead_ms_by_turn": by_length,
         "early_turns": [early.start, early.stop - 1],
         "late_turns": [late.start, late.stop - 1],
         "model_fn_ms_per_turn": round(scripted.seconds / sizes.long_turns * 1000, 4),
@@ -526,6 +530,7 @@ async def population(root: Path, kind: str, n: int, budget_s: float, traced: boo
         await settle()
         tenth = max(n // 10, 1)
         marks: list[float] = []
+        held: list[list[float]] = []  # [started so far, MB held by them]
         async with counting(traced) as used:
             before = used()
             start = perf_counter()
@@ -541,6 +546,7 @@ async def population(root: Path, kind: str, n: int, budget_s: float, traced: boo
                 reached += 1
                 if reached % tenth == 0:
                     marks.append(perf_counter())
+                    held.append([reached, round((used() - before) / 2**20, 2)])
             await settle()
             seconds = perf_counter() - start
             gc.collect()
@@ -554,6 +560,7 @@ async def population(root: Path, kind: str, n: int, budget_s: float, traced: boo
         "seconds": round(seconds, 3),
         "starts_per_s": round(reached / seconds),
         "starts_per_s_by_tenth": [round(tenth / (b - a)) for a, b in zip(edges, edges[1:], strict=False)],
+        "mb_by_tenth": held,
         "bytes_per": round(per),
         "total_mb": round(per * n / 2**20, 1),
         "process_mb": round(process / 2**20, 1),
@@ -629,6 +636,15 @@ async def run(sizes: Sizes, work: Path, sections: tuple[str, ...] = SECTIONS) ->
         memory = report["memory"] = await measure_memory(work, sizes)
         actual["idle_conversations_rss_mb"] = memory["rss_process_mb"]
     targets = verdict(actual, {name: target for name, target in TARGETS.items() if name in actual})
+    series = {}
+    if "long" in sections:
+        series["long"] = {"title": "a turn's overhead (less the model) as its conversation grows", "x": "turn",
+                          "y": "ms per turn", "lines": {"wippy": report["long"]["overhead_ms_by_turn"]}}
+    if "memory" in sections:
+        memory = report["memory"]
+        series["memory"] = {"title": "memory held by idle conversations (RSS growth)", "x": "idle conversations",
+                            "y": "MB", "lines": {"conversations": memory["conversation_rss"]["mb_by_tenth"],
+                                                 "bare processes": memory["bare_process_rss"]["mb_by_tenth"]}}
     if "memory" in sections and report["memory"]["conversation_rss"]["projected"]:
         targets["idle_conversations_rss_mb"]["met"] = False  # fewer were resident than the target names
     return {
@@ -639,6 +655,7 @@ async def run(sizes: Sizes, work: Path, sections: tuple[str, ...] = SECTIONS) ->
         **report,
         "targets": targets,
         "all_met": all(t["met"] for t in targets.values()),
+        "series": series,
     }
 
 

@@ -3,7 +3,9 @@
 Each benchmark prints one JSON object: its sections (our figures next to the peers'
 measured in the same run, and the ratios), `targets` (`{name: {target, op, actual,
 met}}`) and, where it measures how cost grows with work, `series`: `{name: {"title",
-"x", "y", "lines": {label: [[x, y], ...]}, "log": bool}}`, one plot each. The report
+"x", "y", "lines": {label: [[x, y], ...]}, "log": bool}}` (or `"bars": {label: y}`),
+one plot each. The figures of the last `make soak` (docs/bench/soak.json, which the
+stress suites write) are the `soak` area, with the crash storm's p99 plotted. The report
 puts a table per benchmark and every plot in one page a user reads at a glance; the
 raw figures go next to the plots (`docs/bench/results.json`), so `--from` redraws the
 report without measuring again.
@@ -54,6 +56,17 @@ def measure(names: tuple[str, ...], quick: bool) -> dict[str, Any]:
     return {"measured": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "quick": quick, "results": results}
 
 
+def soak_area(figures: dict[str, Any]) -> dict[str, Any]:
+    """The stress suites' figures from the last `make soak` as an area of the report."""
+    area: dict[str, Any] = {**figures, "targets": {}, "series": {}}
+    storm = figures.get("crash_storm")
+    if storm:
+        area["series"]["crash_storm"] = {"title": "healthy turns' p99 latency, calm and in a crash storm", "x": "",
+                                         "y": "ms", "bars": {"calm": storm["calm_p99_ms"],
+                                                             "crash storm": storm["storm_p99_ms"]}}
+    return area
+
+
 def plot(run: dict[str, Any], folder: Path) -> dict[str, list[Path]]:
     """One PNG per series of each benchmark, by benchmark; the paths are relative to the repository."""
     import matplotlib
@@ -66,7 +79,9 @@ def plot(run: dict[str, Any], folder: Path) -> dict[str, list[Path]]:
     for name, result in run["results"].items():
         for key, series in (result.get("series") or {}).items():
             figure, axes = plt.subplots(figsize=(6.4, 3.6), dpi=100)
-            for label, points in series["lines"].items():
+            if "bars" in series:
+                axes.bar(list(series["bars"]), list(series["bars"].values()))
+            for label, points in series.get("lines", {}).items():
                 if points:
                     xs, ys = zip(*points, strict=True)
                     axes.plot(xs, ys, marker="o", label=label)
@@ -76,7 +91,8 @@ def plot(run: dict[str, Any], folder: Path) -> dict[str, list[Path]]:
             axes.set_xlabel(series.get("x", ""))
             axes.set_ylabel(series.get("y", ""))
             axes.grid(True, alpha=0.3)
-            axes.legend()
+            if series.get("lines"):
+                axes.legend()
             figure.tight_layout()
             path = folder / f"{name}-{key}.png"
             figure.savefig(path, metadata={"Software": None})  # no version stamp: a redraw of the same figures is the same file
@@ -164,6 +180,9 @@ def main(argv: list[str] | None = None) -> None:
         if unknown:
             parser.error(f"no benchmark {', '.join(sorted(unknown))}; they are {', '.join(BENCHMARKS)}")
         run = measure(names, args.quick)
+        soak = args.out / PLOTS / "soak.json"
+        if soak.exists():
+            run["results"]["soak"] = soak_area(json.loads(soak.read_text()))
     folder = args.out / PLOTS
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "results.json").write_text(json.dumps(run, indent=2) + "\n")

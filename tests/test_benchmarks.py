@@ -52,7 +52,10 @@ def test_the_report_has_a_table_per_benchmark_and_a_plot_per_series(tmp_path: Pa
                    "series": {"send": {"title": "messages per second", "x": "processes", "y": "messages/s",
                                        "log": True, "lines": {"wippy": [[10, 2.1e6], [1000, 1.9e6]],
                                                               "asyncio": [[10, 3e6], [1000, 2.9e6]]}}}},
-        "tui": {"failed": "exit code 1: boom"}}}
+        "tui": {"failed": "exit code 1: boom"},
+        "soak": {"crash_storm": {"calm_p99_ms": 180.0, "storm_p99_ms": 190.0}, "targets": {},
+                 "series": {"crash_storm": {"title": "p99", "x": "", "y": "ms",
+                                            "bars": {"calm": 180.0, "crash storm": 190.0}}}}}}
     source = tmp_path / "results.json"
     source.write_text(json.dumps(results))
     done = subprocess.run([sys.executable, str(BENCHMARKS / "report.py"), "--from", str(source), "--out",
@@ -65,4 +68,6 @@ def test_the_report_has_a_table_per_benchmark_and_a_plot_per_series(tmp_path: Pa
     assert "| [tui](#tui) | the benchmark failed | |" in report and "exit code 1: boom" in report
     assert "![actors-send](docs/bench/actors-send.png)" in report
     assert (tmp_path / "docs/bench/actors-send.png").read_bytes().startswith(b"\x89PNG")
+    assert "| crash_storm | storm_p99_ms | 190 |" in report
+    assert (tmp_path / "docs/bench/soak-crash_storm.png").read_bytes().startswith(b"\x89PNG")
     assert json.loads((tmp_path / "docs/bench/results.json").read_text()) == results
