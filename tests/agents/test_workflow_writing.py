@@ -17,7 +17,7 @@ from wippy_agents import App
 from wippy_agents.agents import AgentEvent, ToolFinished
 from wippy_agents.durable import TaskFailed
 from wippy_agents.registry import Entry, RegistryError
-from wippy_agents.testing import write_file
+from wippy_agents.testing import wait_until, write_file
 from wippy_agents.tools import ToolContext
 
 APP = """
@@ -250,6 +250,31 @@ async def test_a_workflow_an_agent_starts_cannot_call_a_tool_the_agent_is_not_gi
         await app.tasks.result(json.loads(by_writer.result)["task_id"])  # the writer is given the tool
     assert lines(notes) == ["allowed"]
 
+
+
+async def test_a_tool_taken_from_an_agent_is_refused_to_the_waiting_workflow_it_started(app_root: Path) -> None:
+    notes = app_root / "notes.txt"
+    later = '''def main(ctx, path: str):
+    """Wait for go, then note a line."""
+    ctx.wait_signal("go")
+    return ctx.tool("tools.notes:note", path=path, text="after")
+'''
+    async with App(root=app_root) as app:
+        app.registry.apply([Entry("generated:later", "workflow", {}, {"runtime": "restricted", "source": later})],
+                           author="user:alice")
+        started = await use(app, "app:writer", "wippy:start_workflow", workflow="generated:later",
+                            args={"path": str(notes)})
+        task = json.loads(started.result)["task_id"]
+        await wait_until(lambda: [step.name for step in app.tasks.get(task).steps] == ["wait:go"])
+        writer = app.registry.get("app:writer")
+        tools = [tool for tool in writer.data["tools"] if tool != "tools.notes:*"]
+        app.registry.apply([Entry("app:writer", "agent", writer.meta, {**writer.data, "tools": tools})],
+                           author="user:alice")
+        await app.tasks.signal(task, "go")
+        with pytest.raises(TaskFailed, match="refused: app:writer started this task and may not call "
+                                             "tools.notes:note itself"):
+            await app.tasks.result(task)
+    assert lines(notes) == []
 
 async def test_a_workflow_version_whose_tasks_fail_too_often_is_rolled_back_and_new_tasks_run_the_good_code(
         app_root: Path) -> None:

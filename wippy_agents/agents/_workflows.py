@@ -498,12 +498,14 @@ class _Run:
         raise AssertionError("a decision is always made")
 
     def _granted(self, agent: str, action: str, resource: str) -> bool:
-        """Whether the agent's entry lists the tool (or delegate): what lets it call one with no policy naming it."""
-        spec = self.registry.spec(agent) if agent in self.registry else None
+        """Whether the agent's entry lists the tool (or delegate): what lets it call one with no policy naming it.
+        Its entry as it is now, as policies are: what the agent may no longer do, a task it started does not do."""
+        registry = self.service.registry
+        spec = registry.spec(agent) if agent in registry else None
         if not isinstance(spec, AgentSpec):
             return False
         patterns, kind = (spec.tools, "tool") if action == "tool.call" else (spec.delegates, "agent")
-        return any(entry.id == resource for entry in expand(patterns, self.registry.view(), kind))
+        return any(entry.id == resource for entry in expand(patterns, registry.view(), kind))
 
     def _audit(self, action: str, resource: str, kind: str, verdict: str, decision: _Decision) -> None:
         self.service.governance.audit.record(self.workflow_id, self.ctx.task_id, action, resource, kind, verdict,
