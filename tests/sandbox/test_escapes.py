@@ -22,6 +22,7 @@ from wippy_agents.sandbox import (
     Limits,
     Operation,
     Outcome,
+    ReplayMismatch,
     ResourceLimit,
     Sandbox,
     SandboxError,
@@ -321,6 +322,16 @@ async def test_a_workflow_that_catches_its_suspension_stays_suspended(after: str
         run = await sb.run_workflow(source, {}, [], counted, limits=FAST)
         assert run.value is None and run.suspended == Operation(0, "sleep", {"seconds": 5})
         assert asked == [run.suspended]  # nothing the code asked after it reached the host
+        await assert_still_serves(sb)
+
+
+@pytest.mark.parametrize("after", ["return 'went on'", "return ctx.now()"])
+async def test_a_workflow_that_catches_its_divergence_from_the_journal_is_still_refused(after: str) -> None:
+    source = f"def main(ctx):\n    try:\n        ctx.tool('t:a')\n    except:\n        pass\n    {after}\n"
+    async with Sandbox(workers=1) as sb:
+        with pytest.raises(ReplayMismatch) as info:
+            await sb.run_workflow(source, {}, [Outcome(1.5).record("now")], no_operation, limits=FAST)
+        assert (info.value.position, info.value.recorded, info.value.asked) == (0, "now", "tool:t:a")
         await assert_still_serves(sb)
 
 
