@@ -2,9 +2,10 @@
 
 Whatever index files an app holds (entries with wrong types and unknown fields, ids that
 are not ids, anchors and aliases, nesting, a valid file cut short or with junk in it,
-bytes that are not text) and whatever vanishes while the folder is read, loading never
-fails: each problem names its file, and its line when the file is text; a file with a
-problem contributes nothing; every other file's entries load.
+bytes that are not text), whatever prompt files (junk front matter, broken templates), and
+whatever vanishes while the folder is read, loading never fails: each problem names its
+file, and its line when the file is text; a file with a problem contributes nothing;
+every other file's entries load.
 tests/registry/test_hostile_files.py has the hand-picked cases this generalizes.
 Files vanish mid-load by a wrapper on the registry's own reader (`_registry.read_source`).
 """
@@ -89,6 +90,15 @@ bombs = st.integers(1, 9).map(lambda levels: ("namespace: bomb\nentries:\n  - na
 index_files = st.one_of(structured, damaged(), nesting, bombs, st.binary(max_size=500))
 """The bytes of one `_index.yaml`."""
 
+TEMPLATE_PARTS = ["{{ x }}", "{{", "}}", "{% if x %}", "{% endif %}", "{% for i in range(3) %}", "{% endfor %}", "{#",
+                  "{% raw %}", "{% include 'x' %}", "{{ x.__class__ }}", "{% set a = 1 %}", "---", "\n"]
+prompt_files = st.builds(
+    lambda meta, body: (b"" if meta is None else b"---\n" + meta + b"---\n") + body.encode("utf-8", "surrogatepass"),
+    st.none() | st.dictionaries(st.sampled_from(["title", "description", "model", "tools"]) | odd_text, values,
+                                max_size=3).map(dumped) | index_files,
+    st.lists(st.sampled_from(TEMPLATE_PARTS) | odd_text, max_size=8).map("".join))
+"""The bytes of one prompt file: front matter (or junk where it goes), then a template."""
+
 
 def is_text(raw: bytes) -> bool:
     try:
@@ -114,12 +124,13 @@ def app(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_whatever_index_files_hold_each_problem_names_its_file_and_line_and_the_others_load(app: Path) -> None:
-    @given(st.lists(index_files, min_size=1, max_size=3))
-    @example([b"namespace: a\nentries:\n- {name: a, kind: ''}\n"])  # found: an empty kind failed the reader
-    def loads(files: list[bytes]) -> None:
-        assume(not any(b"good" in raw for raw in files))  # the good file's ids are its own
-        written = {f"registry/gen{n}/_index.yaml": raw for n, raw in enumerate(files)}
+def test_whatever_source_files_hold_each_problem_names_its_file_and_line_and_the_others_load(app: Path) -> None:
+    @given(st.lists(index_files, min_size=1, max_size=3), st.lists(prompt_files, max_size=2))
+    @example([b"namespace: a\nentries:\n- {name: a, kind: ''}\n"], [])  # found: an empty kind failed the reader
+    def loads(indexes: list[bytes], prompts: list[bytes]) -> None:
+        assume(not any(b"good" in raw for raw in indexes))  # the good file's ids are its own
+        written = {f"registry/gen{n}/_index.yaml": raw for n, raw in enumerate(indexes)}
+        written |= {f"prompts/gen{n}.md": raw for n, raw in enumerate(prompts)}
         for relpath, raw in written.items():
             (app / relpath).parent.mkdir(parents=True, exist_ok=True)
             (app / relpath).write_bytes(raw)
@@ -129,7 +140,7 @@ def test_whatever_index_files_hold_each_problem_names_its_file_and_line_and_the_
                 origins = {entry.id: registry.origin(entry.id) for entry in registry.find()}
         finally:
             for relpath in written:
-                shutil.rmtree((app / relpath).parent)
+                (app / relpath).unlink()
         assert registry.get("good:settings").data == {"level": 1}
         assert set(problems) <= set(written), problems
         for relpath, found in problems.items():
