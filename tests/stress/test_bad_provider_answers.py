@@ -103,14 +103,20 @@ def answers(draw: st.DrawFn) -> tuple[Provider, Mode, httpx.Response]:
 async def test_any_answer_a_provider_sends_is_a_response_or_a_model_error_within_the_timeout(
     httpx2_mock: respx.Router,
 ) -> None:
+    models = {provider.name: provider.model(timeout=TIMEOUT) for provider in PROVIDERS}  # each takes every answer
+
     async def asked(example: tuple[Provider, Mode, httpx.Response]) -> None:
         provider, mode, answer = example
         httpx2_mock.post(provider.url).mock(return_value=answer)
         try:
-            response = await ask(provider.model(timeout=TIMEOUT), mode)
+            response = await ask(models[provider.name], mode)
         except ModelError as error:
             assert str(error).strip(), f"{type(error).__name__} without a message"
         else:  # what the journal stores it as, and reads back
             assert Response.model_validate_json(response.model_dump_json().encode()) == response
 
-    await drive(answers(), asked)
+    try:
+        await drive(answers(), asked)
+    finally:
+        for model in models.values():
+            await model.aclose()
