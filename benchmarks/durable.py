@@ -131,13 +131,18 @@ class Sizes:
     restricted_repeats: int
     replayed: tuple[int, ...]
     """The operations a restricted task takes before its wait, one resumption measured for each."""
+    concurrency: tuple[int, ...]
+    """Numbers of tasks run at once, for the plot of steps per second against them (wippy)."""
+    peer_concurrency: tuple[int, ...]
+    """The same for the peers (smaller: their large sizes take minutes)."""
 
 
 FULL = Sizes(seq_steps=1000, seq_repeats=2, tasks=1000, peer_tasks=100, steps_per_task=20, recovery_tasks=1000,
              peer_recovery_tasks=100, warm_up_steps=50, restricted_steps=1000, restricted_repeats=9,
-             replayed=(10, 100, 1000))
+             replayed=(10, 100, 1000), concurrency=(1, 10, 100, 1000, 5000), peer_concurrency=(1, 10, 100))
 QUICK = Sizes(seq_steps=100, seq_repeats=1, tasks=10, peer_tasks=10, steps_per_task=20, recovery_tasks=10,
-              peer_recovery_tasks=10, warm_up_steps=10, restricted_steps=50, restricted_repeats=1, replayed=(10, 100))
+              peer_recovery_tasks=10, warm_up_steps=10, restricted_steps=50, restricted_repeats=1, replayed=(10, 100),
+              concurrency=(1, 10), peer_concurrency=(1,))
 
 
 async def until(done: Callable[[], bool], timeout: float = 120.0, every: float = 0.001) -> None:
@@ -767,6 +772,19 @@ def restricted_figures(sizes: Sizes, work: Path) -> dict[str, Any]:
     return {"steps": steps, "resumption": resumption}
 
 
+def concurrency_series(sizes: Sizes, work: Path, peers: list[str]) -> dict[str, Any]:
+    """Steps per second as more tasks run at once: each contender's sizes in one fresh interpreter of its own."""
+    lines: dict[str, list[list[float]]] = {}
+    for contender in ["wippy", *peers]:
+        counts = sizes.concurrency if contender == "wippy" else sizes.peer_concurrency
+        reports = probe(contender, work / f"concurrency-{contender}",
+                        *(job("conc", n, sizes.steps_per_task, sizes.warm_up_steps) for n in counts))
+        lines[contender] = [[n, throughput(report, n, sizes.steps_per_task)["steps_per_s"]]
+                            for n, report in zip(counts, reports, strict=True) if "error" not in report]
+    return {"title": f"durable steps per second by tasks at once ({sizes.steps_per_task} steps each)",
+            "x": "concurrent tasks", "y": "steps per second", "lines": lines, "log": True}
+
+
 def resumption_series(restricted: dict[str, Any]) -> dict[str, Any]:
     """The resumption figures as a plot (`benchmarks/report.py`): what a signal costs as the steps before it grow."""
     if "resumption" not in restricted:
@@ -844,7 +862,7 @@ def run(sizes: Sizes, work: Path) -> dict[str, Any]:
         "concurrent": conc,
         "recovery": rec,
         "restricted": restricted,
-        "series": resumption_series(restricted),
+        "series": {**resumption_series(restricted), "concurrency": concurrency_series(sizes, work, peers)},
         "targets": targets,
         "all_met": all(t["met"] for t in targets.values()),
     }
