@@ -241,6 +241,8 @@ async def test_complete_keeps_text_and_parallel_tool_call_ids(httpx2_mock: respx
 @pytest.mark.parametrize(("raw", "arguments"), [
     ('{"a": 1', {"_raw_arguments": '{"a": 1'}),  # cut-off JSON
     ("[1, 2]", {"_raw_arguments": "[1, 2]"}),  # JSON, but not an object
+    ('{"a": ' + "[" * 65 + "]" * 65 + "}", {"_raw_arguments": '{"a": ' + "[" * 65 + "]" * 65 + "}"}),  # too deep
+    ("[" * 100_000, {"_raw_arguments": "[" * 100_000}),  # too deep for json.loads
     ("", {}),  # a tool without parameters, as some servers send it
 ])
 async def test_arguments_that_are_not_a_json_object_are_kept_raw(
