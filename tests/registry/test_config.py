@@ -68,6 +68,14 @@ def test_settings_are_read(tmp_path: Path) -> None:
         pytest.param("name: x\nwatch: maybe\n", 2, "watch", ["boolean"], id="wrong-type"),
         pytest.param("watch_step_ms: 0\n", 1, "watch_step_ms", ["greater than or equal to 1"], id="out-of-range"),
         pytest.param("sources: prompts\n", 1, "sources", ["dictionary"], id="sources-not-a-mapping"),
+        pytest.param("name: x\nretention:\n  audit_days: 0\n", 3, "retention.audit_days", ["greater than 0"],
+                     id="retention-out-of-range"),
+        pytest.param("retention:\n  usage_days: 0.5\n", 2, "retention.usage_days", ["greater than or equal to 1"],
+                     id="usage-kept-less-than-a-day"),
+        pytest.param("retention:\n  task_days: 3\n", 2, "retention.task_days", ["unknown setting", "tasks_days"],
+                     id="retention-unknown-key"),
+        pytest.param("retention:\n  tasks_days: 3\ntask_retention_days: 4\n", 3, "task_retention_days",
+                     ["either", "retention.tasks_days"], id="old-and-new-name-both-set"),
     ],
 )
 def test_a_bad_setting_names_wippy_yaml_the_line_and_the_field(
@@ -78,6 +86,16 @@ def test_a_bad_setting_names_wippy_yaml_the_line_and_the_field(
     for word in words:
         assert word in problem.message
     assert str(problem).startswith(f"wippy.yaml:{bad_line}: field {field}: ")
+
+
+def test_retention_is_read_and_the_former_task_retention_days_still_sets_how_long_tasks_are_kept(
+        tmp_path: Path) -> None:
+    assert (load_config(tmp_path).tasks_days, load_config(tmp_path).retention.conversations_days) == (30, None)
+    write(tmp_path, "wippy.yaml", "retention:\n  tasks_days: 2\n  conversations_days: 90\n  interval_minutes: 5\n")
+    config = load_config(tmp_path)
+    assert (config.tasks_days, config.retention.conversations_days, config.retention.interval_minutes) == (2, 90, 5)
+    write(tmp_path, "wippy.yaml", "task_retention_days: null\n")
+    assert load_config(tmp_path).tasks_days is None
 
 
 def test_every_bad_setting_is_reported_at_once(tmp_path: Path) -> None:

@@ -151,6 +151,18 @@ async def test_pruning_deletes_old_finished_tasks_and_keeps_the_rest(state: Stat
     assert journal.prune(at(50), keep_workflows=["app:turn"], keep_tasks=["kept"]) == []
 
 
+async def test_deleting_tasks_takes_every_row_of_theirs_and_nothing_of_the_others(state: State) -> None:
+    journal = state.journal
+    await journal.append([task("gone"), task("stays"), step("gone", 0, 1), step("stays", 0, 1),
+                          SignalRecord("gone", "s", "go", "null", at(1)), event("gone", 2, TaskStatus.COMPLETED),
+                          event("stays", 2, TaskStatus.COMPLETED)])
+    journal.delete(["gone"])
+    assert [t.id for t in journal.tasks()] == ["stays"]
+    assert journal.recovery(["gone"])["gone"].steps == [] and journal.recovery(["gone"])["gone"].signals == []
+    assert [s.task for s in journal.steps("stays")] == ["stays"]
+    journal.delete([])  # nothing to delete is no error
+
+
 async def test_groups_are_counted_and_a_healthy_journal_has_no_problem(state: State) -> None:
     before = state.journal.commits
     await state.journal.append([task("a")])
@@ -228,6 +240,14 @@ def test_the_audit_trail_gives_the_latest_records_oldest_first(state: State) -> 
     assert state.audit.list(subject="app:one", resource="app:r2") == [record("app:one", 2, "app:r2")]
 
 
+def test_the_audit_trail_is_pruned_of_the_records_older_than_a_time(state: State) -> None:
+    for seconds in range(4):
+        state.audit.add(record("app:one", seconds, resource=f"app:r{seconds}"))
+    assert state.audit.prune(at(2)) == 2
+    assert [r.time for r in state.audit.list()] == [at(2), at(3)]
+    assert state.audit.prune(at(2)) == 0
+
+
 def turn(conversation: str, agent: str, number: int, seconds: float, asked: str,
          answer: str) -> list[list[ConversationRow]]:
     """The index's rows of one person's turn, as the agents journal them: when it starts, and when it ends."""
@@ -260,6 +280,17 @@ async def test_conversations_are_indexed_through_the_journal_and_move_on_with_th
     assert index.list(text="paris done") == []
     assert index.list(text="100%") == [c2] and index.list(text="0%") == [c2] and index.list(text="%") == [c2]
     assert index.list(text="t_2") == [c2] and index.list(text="t_3") == []  # LIKE's wildcards match as themselves
+
+
+async def test_a_forgotten_conversation_leaves_the_index_with_its_messages(state: State) -> None:
+    index = state.conversations
+    for group in [[ConversationStart("c1", "app:a", at(0))], *turn("c1", "app:a", 1, 10, "Paris?", "Sunny."),
+                  *turn("c2", "app:a", 1, 20, "Paris too?", "Rainy.")]:
+        await index.note(group)
+    index.forget(["c1"])
+    assert [c.id for c in index.list()] == ["c2"] and [c.id for c in index.list(text="paris")] == ["c2"]
+    await asyncio.gather(*(index.note(group) for group in turn("c1", "app:a", 1, 30, "Again?", "Yes.")))
+    assert [(c.id, c.turns, c.first) for c in index.list()] == [("c1", 1, "Again?"), ("c2", 1, "Paris too?")]
 
 
 def turn_task(task: str, agent: str, conversation: str, number: int, text: str, chain: list[str],
@@ -352,3 +383,11 @@ async def test_model_calls_are_kept_once_per_step_and_added_up_per_day_agent_and
                                         (day2, "app:a", "app:claude", 1, 7, 3, 0, 0.125),
                                         (day2, "app:b", "app:gpt", 1, 1, 1, 0, 0.25)]
     assert [(d.agent, d.model) for d in usage.daily(agent="app:a", since=day2)] == [("app:a", "app:claude")]
+
+
+async def test_model_calls_are_pruned_of_those_made_before_a_time(state: State) -> None:
+    usage = state.usage
+    await asyncio.gather(*(usage.record(ModelCall(f"turn:{day}", "model:1", "app:a", "app:gpt", at(day * 86_400), 1,
+                                                  1, 0, 0.5)) for day in range(3)))
+    assert usage.prune(at(86_400)) == 1
+    assert [d.day for d in usage.daily()] == [(T0 + timedelta(days=1)).date(), (T0 + timedelta(days=2)).date()]

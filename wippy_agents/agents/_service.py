@@ -257,6 +257,13 @@ class AgentService:
             await asyncio.sleep(0)  # it is being restarted: its name comes back in a moment
         raise AgentError(f"the conversation {conversation} did not come back up")
 
+    async def forget(self, conversations: list[str]) -> None:
+        """Let `conversations` go (their turns are deleted): their processes stop, the index forgets them."""
+        for conversation in conversations:
+            if self.node.whereis(conversation_name(conversation)) is not None:
+                await self.node.call(SUPERVISOR, "terminate_child", conversation, timeout=None)
+        self.store.forget(conversations)
+
     async def conversation(self, agent_id: str, id: str | None = None) -> Conversation:
         """Start a conversation with `agent_id`, or reattach to conversation `id`."""
         if agent_id not in self.registry:

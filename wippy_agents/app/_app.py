@@ -8,9 +8,10 @@ Boot order, each step needing only the ones before it:
    policies, audit and approvals (their stores; approvals signal tasks through the
    task manager), the agent service (the conversations' store; it registers its turn
    workflow on the task manager),
-4. the processes: the `wippy:system` supervisor (file watcher, conversations)
-   and the registry's auto-start supervision trees,
-5. recovery of every unfinished task, before any new work,
+4. the processes: the `wippy:system` supervisor (file watcher, conversations,
+   MCP servers, retention) and the registry's auto-start supervision trees,
+5. recovery of every unfinished task, before any new work, then the retention
+   settings applied once (`wippy:retention` applies them again as the node runs),
 6. the control port listens: the CLI reaches the app from here on.
 
 Shutdown runs the other way: the port closes, the processes stop, the sandbox
@@ -38,7 +39,6 @@ from .._runtime.remote import Peers
 from .._runtime.secrets import Redactor
 from .._runtime.telemetry import ENDPOINT_VARIABLES, Telemetry, ambient_provider, otlp_provider, shut_down
 from ..agents import (
-    TURN_WORKFLOW,
     AgentService,
     Conversation,
     Embeddings,
@@ -54,6 +54,7 @@ from ..registry import ModelSpec, Registry, SupervisorSpec
 from ..supervisor import ChildSpec, Supervisor
 from ._config import AppConfig, load_config
 from ._folder import LOCAL_NODE, AppFolder
+from ._retention import Retention
 from ._watch import Watcher
 
 __all__ = ["App", "ControlPort"]
@@ -64,6 +65,7 @@ SYSTEM_SUPERVISOR = "wippy:system"
 AGENTS = "wippy:agents"
 MCP_SERVERS = "wippy:mcp"
 WATCHER = "wippy:registry_watcher"
+RETENTION = "wippy:retention"
 
 
 class ControlPort(Protocol):
@@ -169,7 +171,7 @@ class App:
             await self.node.call(SYSTEM_SUPERVISOR, "which_children", timeout=None)
             await self.watcher_ready()
             await self.tasks.recover()  # unfinished tasks resume before any new work is taken
-            self._prune_tasks()
+            await self.retention.prune()
             if self.control is not None:
                 await self.control.start(self)
         except BaseException:
@@ -206,7 +208,7 @@ class App:
                                  telemetry=self.telemetry)
         self.policies = Policies(registry)
         registry.policy = self.policies.check_change
-        self.audit = Audit(state.audit)
+        self.audit = Audit(state.audit, clock=self.wall_clock)
         self.approvals = Approvals(registry, state.approvals, self.audit, signal=self.tasks.signal,
                                    subscribers=Subscribers(self.node))
         self.tool_health = ToolHealth(registry, self.policies, self.audit)
@@ -216,12 +218,15 @@ class App:
                                    restricted=RestrictedTools(on_outcome=self.tool_health.record),
                                    redactor=self.redactor, mcp=self.mcp, telemetry=self.telemetry,
                                    memory=Memory(state.memory, _embeddings(folder.config, self.root)))
+        self.retention = Retention(folder.config, self.tasks, self.agents, state.audit, state.usage,
+                                   clock=self.wall_clock)
         self.watcher = Watcher(self.root, folder.folders, registry, step_ms=folder.config.watch_step_ms)
         registry.follow_announced(asyncio.get_running_loop())
 
     def _start_processes(self) -> None:
         children = [ChildSpec("agents", self.agents.supervisor(), name=AGENTS),
-                    ChildSpec("mcp_servers", self.mcp.run, name=MCP_SERVERS)]
+                    ChildSpec("mcp_servers", self.mcp.run, name=MCP_SERVERS),
+                    ChildSpec("retention", self.retention.run, name=RETENTION)]
         if self.config.watch and self.owns_files:
             children.insert(0, ChildSpec("registry_watcher", self.watcher.run, name=WATCHER))
         self.node.spawn(Supervisor(children, max_restarts=10, max_seconds=10), name=SYSTEM_SUPERVISOR)
@@ -242,16 +247,6 @@ class App:
                 await self.watcher.watching.wait()
         except TimeoutError:
             log.warning("the file watcher did not start within %gs; file changes may be missed", timeout)
-
-    def _prune_tasks(self) -> int:
-        """Apply `task_retention_days`: delete old finished tasks, but never a conversation's turns."""
-        days = self.config.task_retention_days
-        if days is None:
-            return 0
-        pruned = self.tasks.prune(days * 86400, keep_workflows=(TURN_WORKFLOW,))
-        if pruned:
-            log.info("deleted %d finished task(s) older than %g days", pruned, days)
-        return pruned
 
     async def _shut_down(self) -> None:
         """Stop in the reverse order of boot; each step runs even if one before it failed."""

@@ -14,7 +14,7 @@ from ..registry._sources import Unreadable, decode_text, hidden, read_bytes
 from ..registry._yaml import YAMLProblem, load_yaml
 from ..state import is_database_url
 
-__all__ = ["CONFIG_FILE", "STATE_VARIABLE", "AppConfig", "ClusterSettings", "MemorySettings", "Sources", "TelemetrySettings", "load_config", "state_location"]
+__all__ = ["CONFIG_FILE", "STATE_VARIABLE", "AppConfig", "ClusterSettings", "MemorySettings", "RetentionSettings", "Sources", "TelemetrySettings", "load_config", "state_location"]
 
 CONFIG_FILE = "wippy.yaml"
 STATE_VARIABLE = "WIPPY_STATE"
@@ -74,6 +74,23 @@ class MemorySettings(BaseModel):
                     "'wippy-agents[memory]'`; nothing is ever downloaded)")
 
 
+class RetentionSettings(BaseModel):
+    """`retention:` in wippy.yaml: what the node deletes as it ages, at boot and every `interval_minutes` while it
+    runs (null keeps that kind of record for ever)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    tasks_days: float | None = Field(
+        30, gt=0, description="finished tasks (workflows, not agents' turns) whose last event is older than this")
+    conversations_days: float | None = Field(
+        None, gt=0, description="conversations whose last turn began longer ago than this, with all their turns "
+                                "(every turn finished) and their place in the conversations' index")
+    audit_days: float | None = Field(None, gt=0, description="policy decisions in the audit trail older than this")
+    usage_days: float | None = Field(
+        None, ge=1, description="model calls' usage rows older than this (`wippy usage`; at least a day, which "
+                                "daily budgets add up)")
+    interval_minutes: float = Field(60, gt=0, description="how often the running node applies these settings")
+
+
 class AppConfig(BaseModel):
     """The settings in `wippy.yaml`; every field is optional."""
 
@@ -91,9 +108,17 @@ class AppConfig(BaseModel):
     telemetry: TelemetrySettings = Field(TelemetrySettings(), description="OpenTelemetry traces; nothing is exported "
                                                                        "unless an endpoint is set")
     memory: MemorySettings = Field(MemorySettings(), description="agents' memory: semantic recall")
+    retention: RetentionSettings = Field(RetentionSettings(), description="what the node deletes as it ages")
     task_retention_days: float | None = Field(
-        30, gt=0, description="finished tasks older than this are deleted at boot (agent turns are kept); null keeps all"
-    )
+        30, gt=0, description="the former name of `retention.tasks_days` (finished tasks older than this are deleted; "
+                              "agents' turns are kept); null keeps all")
+
+    @property
+    def tasks_days(self) -> float | None:
+        """How long finished tasks are kept: `retention.tasks_days`, or `task_retention_days` where that is set."""
+        if "task_retention_days" in self.model_fields_set:
+            return self.task_retention_days
+        return self.retention.tasks_days
 
 
 def state_location(config: AppConfig, root: Path, given: str | os.PathLike[str] | None = None) -> Path | str | None:
@@ -134,6 +159,10 @@ def load_config(root: Path) -> AppConfig:
         for field, name in config.sources
         if not name or name in (".", "..") or "/" in name or "\\" in name or hidden(name)
     ]
+    if "task_retention_days" in config.model_fields_set and "tasks_days" in config.retention.model_fields_set:
+        problems.append(Problem("set either `task_retention_days` (its former name) or `retention.tasks_days`, not "
+                                "both", file=CONFIG_FILE, line=lines.line_of(("task_retention_days",)),
+                                field="task_retention_days"))
     if problems:
         raise RegistryError(f"{CONFIG_FILE} has invalid settings", problems)
     return config
@@ -143,6 +172,7 @@ def _setting_problem(kind: str, loc: tuple[str | int, ...], message: str) -> str
     if kind != "extra_forbidden":
         return message
     sections: dict[str | int, type[BaseModel]] = {"sources": Sources, "cluster": ClusterSettings,
-                                                  "telemetry": TelemetrySettings, "memory": MemorySettings}
+                                                  "telemetry": TelemetrySettings, "memory": MemorySettings,
+                                                  "retention": RetentionSettings}
     model = sections.get(loc[0], AppConfig) if len(loc) > 1 else AppConfig
     return f"unknown setting; the settings here are {', '.join(model.model_fields)}"

@@ -27,6 +27,7 @@ from .._runtime.telemetry import OFF, AttributeValue, Telemetry
 from .._runtime.types import SHUTDOWN, describe
 from ..errors import ArgumentError, RunError, UsageError
 from ..state import (
+    FINISHED,
     TERMINAL,
     JournalStore,
     LeaseLost,
@@ -702,6 +703,21 @@ class TaskManager:
             if key is not None:
                 self._groups[key].remove(task)
         return len(doomed)
+
+    def prune_groups(self, workflow_id: str, older_than: float) -> list[tuple[Any, Any]]:
+        """Delete each group of `workflow_id`'s tasks (those with the same first two arguments: the turns of one
+        agent's conversation) whose tasks have all finished, the newest begun more than `older_than` seconds ago;
+        the first two arguments of each group deleted. A group goes whole or not at all."""
+        cutoff = datetime.fromtimestamp(self.clock() - older_than, UTC)
+        idle = [(key, ids) for key, ids in self._groups.items()
+                if key[0] == workflow_id and ids and max(self._tasks[task].created for task in ids) < cutoff
+                and all(self._tasks[task].status in FINISHED and task not in self._running for task in ids)]
+        self.journal.delete([task for _, ids in idle for task in ids])
+        for key, ids in idle:
+            del self._groups[key]
+            for task in ids:
+                del self._tasks[task]
+        return [(key[1], key[2]) for key, _ in idle]
 
     # -- recovery ---------------------------------------------------------------------------
 

@@ -400,6 +400,9 @@ class DuckDBAudit:
                                 [*params, limit]).fetchall()
         return [AuditRecord(*row) for row in reversed(rows)]
 
+    def prune(self, before: datetime) -> int:
+        return len(self._db.execute("DELETE FROM policy_audit WHERE time < ? RETURNING time", [before]).fetchall())
+
 
 class DuckDBConversations(SQLConversations):
     """The index's rows come through the journal's writer, so a read waits for what it has not copied in yet."""

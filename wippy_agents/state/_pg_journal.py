@@ -229,12 +229,15 @@ class PostgresJournal:
               keep_tasks: Collection[str] = ()) -> list[str]:
         doomed = [task for (task,) in self._query(_PRUNABLE, [finished_before, list(keep_workflows),
                                                              list(keep_tasks)])]
-        if doomed:
+        self.delete(doomed)
+        return doomed
+
+    def delete(self, tasks: Sequence[str]) -> None:
+        if tasks:
             with self._pool.connection() as conn, conn.transaction():
                 for table, column in (("task_steps", "task"), ("task_signals", "task"), ("task_events", "task"),
                                       ("task_leases", "task"), ("tasks", "id")):
-                    conn.execute(f"DELETE FROM {table} WHERE {column} = ANY(%s)", [doomed])
-        return doomed
+                    conn.execute(f"DELETE FROM {table} WHERE {column} = ANY(%s)", [list(tasks)])
 
     def check(self) -> JournalReport:
         """Postgres keeps its own log: there is no journal file here to be damaged."""

@@ -315,6 +315,9 @@ class PostgresAudit(_Store):
                           [*params, limit])
         return [AuditRecord(*row) for row in reversed(rows)]
 
+    def prune(self, before: datetime) -> int:
+        return len(self._rows("DELETE FROM policy_audit WHERE time < %s RETURNING n", [before]))
+
 
 class PostgresConversations(_Store, SQLConversations):
     """The index's rows come through this node's journal writer; a read waits for what it has not committed yet."""

@@ -124,6 +124,9 @@ class SQLUsage(SQLStore):
         return [DailyUsage(day, agent, model, int(calls), int(inputs), int(outputs), int(cached), float(cost))
                 for day, agent, model, calls, inputs, outputs, cached, cost in rows]
 
+    def prune(self, before: datetime) -> int:
+        return len(self._query(self._sql("DELETE FROM model_calls WHERE time < ? RETURNING task"), [before]))
+
 
 class SQLConversations(SQLStore):
     """The conversations' index: `conversations` (one row each, moved on as turns happen) and
@@ -148,6 +151,12 @@ class SQLConversations(SQLStore):
             f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {' AND '.join(where)} "
             "ORDER BY last_active DESC, id LIMIT ?"), [*params, limit])
         return [ConversationInfo(*row) for row in rows]
+
+    def forget(self, conversations: Sequence[str]) -> None:
+        for table, column in (("conversation_messages", "conversation"), ("conversation_starts", "conversation"),
+                              ("conversations", "id")):
+            self._query(self._sql(f"DELETE FROM {table} WHERE {column} IN (SELECT unnest(?::VARCHAR[])) RETURNING {column}"),
+                        [list(conversations)])
 
 
 CONVERSATION_COLUMNS = "id, agent, created, last_active, turns, first"

@@ -105,6 +105,10 @@ class JournalStore(Protocol):
         """
         ...
 
+    def delete(self, tasks: Sequence[str]) -> None:
+        """Delete `tasks` (finished ones: the caller has checked) with every row they have."""
+        ...
+
     def check(self) -> JournalReport:
         """What the journal holds and whether any of it is damaged (it looks, it changes nothing)."""
         ...
@@ -181,6 +185,10 @@ class AuditStore(Protocol):
         """The latest `limit` records (of `subject`, on `resource`, when given), oldest first."""
         ...
 
+    def prune(self, before: datetime) -> int:
+        """Delete the records older than `before`; how many."""
+        ...
+
 
 class ConversationStore(Protocol):
     """The index of conversations that lists and searches them (their turns are tasks in the journal).
@@ -198,6 +206,10 @@ class ConversationStore(Protocol):
              text: str | None = None, limit: int = 50) -> list[ConversationInfo]:
         """Conversations with a person's turn, latest activity first, at most `limit`: of `agent`, active at or after
         `since` and before `until`, whose messages hold every word of `text` (in any case), when given."""
+        ...
+
+    def forget(self, conversations: Sequence[str]) -> None:
+        """Take `conversations` out of the index, with their messages (their turns are the journal's to delete)."""
         ...
 
 
@@ -253,6 +265,10 @@ class UsageStore(Protocol):
 
     def daily(self, *, agent: str | None = None, since: date | None = None) -> list[DailyUsage]:
         """Calls added up per day, agent and model (of `agent`, from `since` on, when given), oldest day first."""
+        ...
+
+    def prune(self, before: datetime) -> int:
+        """Delete the calls made before `before`; how many."""
         ...
 
 

@@ -159,20 +159,25 @@ class DuckDBJournal:
 
     def prune(self, finished_before: datetime, *, keep_workflows: Collection[str] = (),
               keep_tasks: Collection[str] = ()) -> list[str]:
-        """Delete in short transactions beside the writer, then `CHECKPOINT` so the file gives the space back."""
         self._writer.flush()
         doomed = [task for (task,) in self._db.execute(
             _PRUNABLE, [finished_before, list(keep_workflows), list(keep_tasks)]).fetchall()]
-        for start in range(0, len(doomed), PRUNE_BATCH):
-            ids = doomed[start : start + PRUNE_BATCH]
+        self.delete(doomed)
+        return doomed
+
+    def delete(self, tasks: Sequence[str]) -> None:
+        """Delete in short transactions beside the writer, then `CHECKPOINT` so the file reuses the space."""
+        if not tasks:
+            return
+        self._writer.flush()
+        for start in range(0, len(tasks), PRUNE_BATCH):
+            ids = list(tasks[start : start + PRUNE_BATCH])
             self._db.execute("BEGIN")
             for table, column in (("task_steps", "task"), ("task_signals", "task"), ("task_events", "task"),
                                   ("tasks", "id")):
                 self._db.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT unnest(?))", [ids])
             self._db.execute("COMMIT")
-        if doomed:
-            self._db.execute("CHECKPOINT")
-        return doomed
+        self._db.execute("CHECKPOINT")
 
     def check(self) -> JournalReport:
         if self._log_path is None:
