@@ -481,3 +481,28 @@ def test_a_task_pauses_while_the_disk_is_full_and_finishes_once_there_is_room(
     assert outcome["result"] == len("two" * 5000)
     assert outcome["ran"] == ["one", "two", "two"]  # "one" was acknowledged: never again; "two" was not
     assert done.stderr.count("Traceback") == 0
+
+
+async def test_cancelling_a_task_waiting_to_retry_a_step_stops_it_at_once(tmp_path: Path) -> None:
+    attempts: list[str] = []
+    failed = asyncio.Event()
+
+    async def fails_then_hangs() -> str:
+        attempts.append("attempt")
+        if len(attempts) == 1:
+            failed.set()
+            raise RuntimeError("the first attempt fails")
+        await asyncio.Event().wait()
+        return "never"
+
+    @durable.workflow("test:retrying")
+    async def retrying(ctx: durable.TaskContext) -> str:
+        return await ctx.step("flaky", fails_then_hangs, retries=1, retry_delay=30)
+
+    async with App(root=tmp_path) as app:
+        task = await app.tasks.start("test:retrying")
+        await failed.wait()
+        await app.tasks.cancel(task)
+        with pytest.raises(TaskFailed, match="cancelled"):
+            await asyncio.wait_for(app.tasks.result(task), 5)
+    assert attempts == ["attempt"]  # no second attempt after the cancel

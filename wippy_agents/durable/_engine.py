@@ -267,6 +267,7 @@ class TaskContext:
         token = _step_key.set(f"{self.task_id}:{seq}")
         try:
             for attempt in range(retries + 1):
+                self._check_cancelled()  # a cancel that came while the step's start was being journaled
                 try:
                     value = fn(*args)
                     if inspect.isawaitable(value):
@@ -281,7 +282,7 @@ class TaskContext:
                         await self._manager.record_step(self.task_id, seq, name, False, None, message, started,
                                                        time.monotonic() - clock)
                         raise StepError(name, message) from error
-                    await asyncio.sleep(retry_delay * 2**attempt)
+                    await self._interruptible(asyncio.sleep(retry_delay * 2**attempt))
         finally:
             _step_key.reset(token)
         await self._manager.record_step(self.task_id, seq, name, True, text, None, started, time.monotonic() - clock)
