@@ -1,8 +1,9 @@
 """Restricted (agent-written) workflows on a real app folder: their code runs in the sandbox's worker processes,
 each `ctx` operation a journaled step of the task, and a wait holds no worker.
 
-The workflows' tool, `tools.notes:note`, is the app's own Python: it appends its line to a file, so a test
-counts how many times a step really ran, restarts and replays included.
+The workflows' tools are the app's own Python (`tools.notes:*`): `note` appends its line to a file, so a test
+counts how many times a step really ran, restarts and replays included; `repeat` gives a long result and `pause`
+takes its time. The app does not watch its files (`watch: false`): entries change through `registry.apply`.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ _Dumper.add_representer(str, lambda dumper, text: dumper.represent_scalar(
 
 
 def make_app(root: Path, *entries: dict[str, Any]) -> Path:
-    """An app with the offline model, an agent `app:helper`, the tool `tools.notes:note` and `flows:` entries."""
+    """An app with the offline model, an agent `app:helper`, the tools `tools.notes:*` and `flows:` entries."""
     write_file(root, "registry/app/_index.yaml", APP)
     write_file(root, "tools/notes.py", NOTES)
     (root / "registry/flows").mkdir(parents=True, exist_ok=True)
