@@ -162,7 +162,7 @@ async def test_edits_made_while_the_node_was_down_are_recorded_at_boot(app: Path
     index.write_text(index.read_text().replace("level: 1", "level: 7"))
     async with App(root=app) as wippy:
         [_, record] = wippy.registry.history("app:settings")
-        assert record.author == "files" and record.reason == "files changed while the node was not running"
+        assert record.author == f"file:{INDEX}" and record.reason == "files changed while the node was not running"
         assert wippy.registry.get("app:settings").data == {"level": 7}
 
 

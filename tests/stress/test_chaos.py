@@ -15,7 +15,7 @@ workflow's source edited compatibly (the label in its result). Then:
 
 - after every run the state opens cleanly, and its registry history is versions 1..n, contiguous, each change of
   an entry recorded once: version 1 loaded from the files, then each change made while down as one version by
-  `files`, "files changed while the node was not running", with the entries it touched, nothing else;
+  `file:<the file changed>`, "files changed while the node was not running", with its entries, nothing else;
 - every run that booted shows the registry as the files are (its version, prompt, tools, workflow source);
 - in each run a step runs at most once, never when the journal held it as the run started (`_kill9`'s check);
 - every turn and workflow task completes with the result its script implies, each on the registry version it
@@ -26,13 +26,21 @@ Figures (via the `figures` fixture): kills, runs, tasks, changes, steps run agai
 journaling them, and the recovery time: from a driver's start (its imports included: a restarted node pays them)
 to every task the last run left unfinished having journaled a step or ended. `make test` runs about 10 kills;
 `make soak` 200, on more work. `WIPPY_KILL9_SEED=<n>` draws another sequence of kill points and changes.
+
+`make soak` also runs it against a cluster (tests/cluster's Ray cluster and Postgres state; too heavy for `make
+test` on two cores, so that parameter exists only in a soak run): the machine under a wippy node is taken away
+RAY_KILLS times while conversations' turns run there, and a new machine added each time; every turn answers right,
+each of its steps is journaled once, and no step the journal held right after a kill ran again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import random
 import re
+import time
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,8 +49,12 @@ from typing import Any
 import duckdb
 import pytest
 
+from wippy_agents.cluster import ClusterDriver
 from wippy_agents.testing import write_file
 
+from ..cluster._model import ChatServer
+from ..cluster.conftest import ClusterApp, chat, cluster_app, ignore, ray_cluster, until  # noqa: F401 (fixtures)
+from ..conftest import SOAK
 from ..durable._kill9 import (
     SEED,
     Driver,
@@ -52,6 +64,7 @@ from ..durable._kill9 import (
     Run,
     check_nothing_completed_ran_twice,
     chunk,
+    read_postgres_journal,
     text_chunks,
 )
 from ..test_cli import wippy
@@ -75,7 +88,7 @@ class Size:
 
 
 SHORT = Size(kills=10, conversations=2, turns=4, lanes=2, flows=2, rounds=2)
-SOAK = Size(kills=200, conversations=4, turns=40, lanes=3, flows=16, rounds=3)
+SOAKED = Size(kills=200, conversations=4, turns=40, lanes=3, flows=16, rounds=3)
 SLEEP = 0.1  # each round's ctx.sleep, in seconds
 CHANGE_CHANCE = 0.5  # before a run, with every earlier change recorded: how often the files change
 TOOL = "tools_side_record"  # how the registry offers tools/side.py's `record` to the model
@@ -166,6 +179,7 @@ import time
 STARTED = time.monotonic()  # before the imports: a node started again after a kill pays them too
 
 import asyncio
+import functools
 import json
 import sys
 
@@ -295,6 +309,12 @@ class Change:
     def ids(self) -> list[str]:
         return {"prompt": ["prompts:agent"], "tool": [f"tools.extra{self.revision}:echo"],
                 "flow": ["app:flow"]}[self.kind]
+
+    @property
+    def author(self) -> str:
+        """The file it changed, as the version that records it names it."""
+        return "file:" + {"prompt": "prompts/agent.md", "tool": f"tools/extra{self.revision}.py",
+                          "flow": "registry/app/_index.yaml"}[self.kind]
 
 
 @dataclass
@@ -451,10 +471,15 @@ def kill_plan(rng: random.Random, work_left: bool) -> KillPlan:
 # -- the test ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("where", ["one node", *(["ray nodes"] if SOAK else [])])  # a cluster: too heavy but to soak
 def test_a_node_killed_over_and_over_while_its_files_change_finishes_every_task_once_and_keeps_its_history(
-    tmp_path: Path, server: ChaosModel, soak: bool, figures: Figures
+    tmp_path: Path, server: ChaosModel, soak: bool, figures: Figures, where: str, request: pytest.FixtureRequest
 ) -> None:
-    size = SOAK if soak else SHORT
+    if where == "ray nodes":
+        asyncio.run(kill_ray_nodes(request.getfixturevalue("cluster_app"), request.getfixturevalue("ray_cluster"),
+                                   request.getfixturevalue("chat"), figures))
+        return
+    size = SOAKED if soak else SHORT
     rng = random.Random(SEED)
     files = Files(tmp_path / "app", server.base_url, tmp_path / "side.log")
     files.write()
@@ -521,7 +546,7 @@ def check_run(driver: Driver, files: Files, run: Run) -> None:
     later = state.versions[1:]
     assert len(later) <= len(files.changes), f"{where}: versions no change made: {later}"
     for (version, author, reason, ids), change in zip(later, files.changes, strict=False):
-        assert (author, reason, ids) == ("files", DOWN_REASON, change.ids), (
+        assert (author, reason, ids) == (change.author, DOWN_REASON, change.ids), (
             f"{where}: version {version} should record change {change}: {author}, {reason}, {ids}")
         change.version = version
     assert all(c.version for c in files.changes[:-1]), f"{where}: an earlier change was never recorded"
@@ -601,3 +626,96 @@ def check_history_agrees(files: Files, final: Run, state: RegistryState) -> None
     assert all(listed), done.stdout
     assert [(int(m[1]), m[2], m[3], m[4].split(", ")) for m in listed if m] == [
         (v, author, reason, ids) for v, author, reason, ids in state.versions], done.stdout
+
+
+# -- the same against a cluster's nodes (make soak only) -------------------------------------------
+
+RAY_KILLS = 6  # machines taken away, each running a node with turns under way
+RAY_CONVERSATIONS, RAY_TURNS = 4, 200  # more than the kills take: the conversations go on until the last kill
+
+
+async def kill_ray_nodes(app: ClusterApp, cluster: Any, model: ChatServer, figures: Figures) -> None:
+    """Take away, again and again, the machine under a wippy node of a Ray cluster (Postgres state) while its
+    conversations' turns run, then give the cluster a new machine: Ray restarts the node, the driver asks its turns
+    again under their ids. Every turn answers right; no step the journal held when a machine went ran again."""
+    state = (app.root / "wippy.yaml").read_text().split("state: ", 1)[1].split("\n", 1)[0]
+    snapshots: list[tuple[Journal, int, int]] = []  # the journal right after a kill; the lines and requests then
+    failovers: list[float] = []
+    async with ClusterDriver(app.root) as driver:
+        conversations = [f"chaos-{n}" for n in range(1, RAY_CONVERSATIONS + 1)]
+        assert {driver.place(c) for c in conversations} == set(driver.names), "every node should hold turns"
+
+        async def converse(conversation: str) -> list[str]:
+            answers = []
+            for turn in range(1, RAY_TURNS + 1):
+                reply = await driver.handle({"op": "ask", "agent": "app:agent", "conversation": conversation,
+                                             "message": ray_question(conversation, turn),
+                                             "task_id": f"turn:{conversation}:{turn}"}, ignore)
+                assert reply["ok"], reply
+                answers.append(reply["result"]["text"])
+            return answers
+
+        talking = asyncio.gather(*(converse(c) for c in conversations))
+        for kill in range(RAY_KILLS):
+            name = driver.names[kill % len(driver.names)]
+            await more_lines(app, 5)  # turns are under way
+            [before] = [row for row in await driver.status() if row["name"] == name]
+            [machine] = [node for node in cluster.worker_nodes if node.node_id == before["ray_node"]]
+            cluster.remove_node(machine, allow_graceful=False)
+            gone = time.monotonic()
+            journal = read_postgres_journal(state)  # what happens after it is checked against it: check_ray_repeats
+            snapshots.append((journal, len(app.lines()), len(model.requests)))
+            cluster.add_node(num_cpus=1)
+            await until(functools.partial(restarted, driver, before), 120)
+            failovers.append(time.monotonic() - gone)
+            assert not talking.done(), f"the turns ended after {kill} kills: make RAY_TURNS larger"
+        answers = await asyncio.wait_for(talking, 900)
+    assert answers == [[ray_answer(c, t) for t in range(1, RAY_TURNS + 1)] for c in conversations]
+    final = read_postgres_journal(state)
+    turns = [f"turn:{c}:{t}" for c in conversations for t in range(1, RAY_TURNS + 1)]
+    assert all(final.status.get(turn) == "completed" for turn in turns), final.status
+    for turn in turns:  # one row per step: a step journaled twice ran (and was recorded) twice
+        names = [name for task, _, name, _ in final.steps if task == turn]
+        assert len(names) == 3 and names[0] == "model:1" and names[1].startswith("tool:") and names[2] == "model:2", (
+            turn, names)
+    repeats = check_ray_repeats(app, model, snapshots)
+    figures.record("chaos_ray", {"machines_killed": RAY_KILLS, "turns": len(turns),
+                                 "steps_run_again_killed_before_journaled": repeats,
+                                 "failover": latency_summary(failovers)})
+
+
+async def more_lines(app: ClusterApp, count: int) -> None:
+    """Wait until the tool has written `count` more lines."""
+    at = len(app.lines())
+    await until(lambda: len(app.lines()) >= at + count, 120)
+
+
+async def restarted(driver: ClusterDriver, before: dict[str, Any]) -> bool:
+    """Whether the node of that status row runs again, in a new incarnation, and every other node is up."""
+    rows = {row["name"]: row for row in await driver.status()}
+    return all(row["status"] == "up" for row in rows.values()) and (
+        rows[before["name"]]["incarnation"] != before["incarnation"])
+
+
+def ray_question(conversation: str, turn: int) -> str:
+    return f"call tools_work_quick {json.dumps({'text': f'{conversation}-{turn}'})}"
+
+
+def ray_answer(conversation: str, turn: int) -> str:
+    return f"done: quick {conversation}-{turn}"
+
+
+def check_ray_repeats(app: ClusterApp, model: ChatServer, snapshots: list[tuple[Journal, int, int]]) -> int:
+    """No tool line written or model request made after a kill belongs to a step the journal held right after
+    it; returns how many steps ran again (killed before they were journaled)."""
+    lines, requests = app.lines(), list(model.requests)
+    for journal, lines_then, requests_then in snapshots:
+        done = journal.step_keys
+        for line in lines[lines_then:]:
+            conversation, turn = line.removeprefix("quick ").rsplit("-", 1)
+            tools = {name for task, name in done if task == f"turn:{conversation}:{turn}" and name.startswith("tool:")}
+            assert not tools, f"{line!r} written again after {tools} were journaled"
+        for message, call in requests[requests_then:]:
+            conversation, turn = json.loads(message.split(" ", 2)[2])["text"].rsplit("-", 1)
+            assert (f"turn:{conversation}:{turn}", f"model:{call}") not in done, f"model call {call} of {message} again"
+    return len(lines) - len(set(lines)) + len(requests) - len(set(requests))

@@ -497,11 +497,13 @@ class Registry:
         ]
         if changes:
             reason = "loaded from files" if not known else "files changed while the node was not running"
-            try:
+            touched = sorted({file for c in changes
+                              if (file := candidate[c.id][1].file if c.id in candidate else known[c.id][1])})
+            try:  # a change made while the node was down is its files', as one the watcher sees is (`file:<path>`)
                 recorded = record(
                     self.versions, self.version + 1, changes,
                     {c.id: self._origins[c.id].file if c.id in self._origins else None for c in changes},
-                    author="files", task=None, reason=reason,
+                    author="file:" + ",".join(touched) if known and touched else "files", task=None, reason=reason,
                 )
             except StaleVersion:  # another node committed meanwhile: compare the files with that
                 self.load()
