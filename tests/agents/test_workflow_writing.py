@@ -211,6 +211,11 @@ async def test_an_agent_starts_a_workflow_and_reads_its_status_in_later_turns(ap
             "registry_version": app.registry.version}
         bad = await use(app, "app:writer", "wippy:start_workflow", workflow="generated:report", args={"topic": 3})
         assert bad.is_error and "bad arguments for generated:report" in bad.result
+        huge = await use(app, "app:writer", "wippy:start_workflow", workflow="generated:report",
+                         args={"path": str(notes), "topic": "x" * 70_000})  # sent to the worker every resumption
+        assert huge.is_error and "over the workflow's max_value_bytes (65,536)" in huge.result
+        nosy = await use(app, "app:starter", "wippy:workflow_status", task_id=task)  # another agent's task
+        assert nosy.is_error and "was not started by you (app:starter)" in nosy.result
     assert lines(notes) == ["bees"]
 
 

@@ -345,12 +345,7 @@ class _Run:
             self.records.append((await self._waited(operation)).record(operation.name))
 
     def _check_arguments(self, spec: WorkflowSpec) -> None:
-        if not isinstance(self.arguments, dict):
-            raise ArgumentError(f"{self.workflow_id} takes its arguments as a JSON object, not "
-                                f"{type(self.arguments).__name__}")
-        _, schema = spec.restricted_schema()
-        errors = [f"{'.'.join(map(str, error.absolute_path)) or 'arguments'}: {error.message}"
-                  for error in jsonschema.Draft202012Validator(schema).iter_errors(self.arguments)]
+        errors = argument_errors(spec, self.arguments)
         if errors:
             raise ArgumentError(f"{self.workflow_id}: bad arguments: {'; '.join(errors)}")
 
@@ -558,6 +553,18 @@ class _Run:
         return await self._step(name, refuse)
 
 
+def argument_errors(spec: WorkflowSpec, arguments: Any) -> list[str]:
+    """What is wrong with a restricted workflow's arguments: not an object, too big, or not what `main` takes."""
+    if not isinstance(arguments, dict):
+        return [f"arguments: a JSON object of them by name, not {type(arguments).__name__}"]
+    size = len(json.dumps(arguments, ensure_ascii=False, default=str).encode())
+    if size > spec.max_value_bytes:  # they cross to the worker with every resumption
+        return [f"arguments: {size:,} bytes as JSON, over the workflow's max_value_bytes ({spec.max_value_bytes:,})"]
+    _, schema = spec.restricted_schema()
+    return [f"{'.'.join(map(str, error.absolute_path)) or 'arguments'}: {error.message}"
+            for error in jsonschema.Draft202012Validator(schema).iter_errors(arguments)]
+
+
 # -- the built-in tools with which an agent starts a workflow and follows it --------------------------------------
 
 
@@ -583,9 +590,7 @@ async def start_workflow(service: AgentService, workflow: str, ctx: ToolContext,
     if spec.runtime != "restricted":
         raise PermissionError(f"{workflow} is the app's own code (runtime: python), which agents do not start: it "
                               "would run with more than your permissions")
-    _, schema = spec.restricted_schema()
-    errors = [f"{'.'.join(map(str, error.absolute_path)) or 'args'}: {error.message}"
-              for error in jsonschema.Draft202012Validator(schema).iter_errors(args or {})]
+    errors = argument_errors(spec, args or {})
     if errors:
         raise ValueError(f"bad arguments for {workflow}: {'; '.join(errors)}")
     task_id = None
@@ -595,8 +600,8 @@ async def start_workflow(service: AgentService, workflow: str, ctx: ToolContext,
     return {"task_id": started, "workflow": workflow, "status": service.tasks.status(started)}
 
 
-def workflow_status(service: AgentService, task_id: str) -> dict[str, Any]:
-    """Read a workflow task's status, and its result or error once it has ended.
+def workflow_status(service: AgentService, task_id: str, ctx: ToolContext) -> dict[str, Any]:
+    """Read the status of a workflow task you started, and its result or error once it has ended.
 
     Args:
         task_id: The id wippy_start_workflow returned.
@@ -606,6 +611,9 @@ def workflow_status(service: AgentService, task_id: str) -> dict[str, Any]:
     if not (info.workflow in registry and registry.get(info.workflow).kind == "workflow"
             or registry.history(info.workflow)):
         raise ValueError(f"task {task_id} is not a workflow entry's task")
+    if len(info.args) < 2 or info.args[1] != ctx.agent_id:  # another's task may hold what is not yours to read
+        raise PermissionError(f"task {task_id} was not started by you ({ctx.agent_id}); you may follow only the "
+                              "workflow tasks you started")
     return {"task_id": task_id, "workflow": info.workflow, "status": info.status, "result": info.result,
             "error": info.error, "steps": len(info.steps), "registry_version": info.registry_version}
 
