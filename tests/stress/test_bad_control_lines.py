@@ -25,12 +25,13 @@ from wippy_agents.control import ControlServer, socket_path
 from wippy_agents.control._ops import OPS
 from wippy_agents.control._wire import REQUEST_LIMIT
 
-from ._generated import drive, hostile_text, json_values
+from ._generated import drive, hostile_text, json_like, json_values, odd_text
 
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")  # a failing example may be huge
 
-IDLE_TIMEOUT = 0.5
-"""How long the node waits for the rest of a line (a stalled client's) before it disconnects."""
+IDLE_TIMEOUT = 0.1
+"""How long the node waits for the rest of a line (a stalled client's) before it disconnects, in the test of
+stalled clients (short lines only: a line of a megabyte may take longer than this to arrive on a busy machine)."""
 
 ANSWERS_UP_TO = 64 * 1024 * 1024
 """The longest answer line the test reads (a list of every entry, an error quoting a huge value)."""
@@ -61,14 +62,21 @@ lines = st.one_of(
 """One line a client sends, its newline included."""
 
 
+short_lines = st.one_of(json_like(odd_text, 50).map(line),
+                        st.binary(max_size=300).map(lambda raw: raw.replace(b"\n", b"") + b"\n"))
+
+Session = tuple[list[bytes], bytes, bool]
+"""What a client sends on one connection: whole lines, a partial line, and whether it then stalls."""
+
+
 @st.composite
-def sessions(draw: st.DrawFn) -> tuple[list[bytes], bytes, bool]:
-    """One connection: whole lines, then maybe a partial line, then the client closes its side or stalls."""
-    partial = draw(st.one_of(st.just(b""), requests().map(line), st.binary(min_size=1, max_size=100))).rstrip(b"\n")
-    return draw(st.lists(lines, max_size=5)), partial.replace(b"\n", b""), draw(st.booleans())
+def sessions(draw: st.DrawFn, sent: st.SearchStrategy[bytes], stall: bool) -> Session:
+    """One connection: whole lines, then maybe a partial line, then the client closes its side (or stalls)."""
+    partial = draw(st.just(b"") | sent | st.binary(min_size=1, max_size=100))
+    return draw(st.lists(sent, max_size=5)), partial.replace(b"\n", b""), stall
 
 
-async def talk(path: Path, session: tuple[list[bytes], bytes, bool]) -> list[dict[str, Any]]:
+async def talk(path: Path, session: Session) -> list[dict[str, Any]]:
     """Send a session's lines and return the final answers, checking each line of the stream on the way."""
     whole, partial, stall = session
     reader, writer = await asyncio.open_unix_connection(str(path), limit=ANSWERS_UP_TO)
@@ -100,20 +108,32 @@ def node_errors(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     return caplog
 
 
+async def clients_of(node: App, examples: st.SearchStrategy[Session], errors: pytest.LogCaptureFixture) -> None:
+    """Each example's sessions at once on the node's socket; then a new client's ping."""
+    path = socket_path(node.root)
+
+    async def clients(examples: list[Session]) -> None:
+        answered = await asyncio.gather(*(talk(path, session) for session in examples))
+        for (whole, partial, stall), answers in zip(examples, answered, strict=True):
+            assert len(answers) == len(whole) + bool(partial and not stall), answers
+            for answer in answers:
+                assert answer["ok"] is True or (answer["ok"] is False and answer["error"] and answer["kind"])
+        assert not errors.records, errors.text  # a request's fault, never the node's
+        [ping] = await talk(path, ([line({"op": "ping"})], b"", False))
+        assert ping["ok"]
+
+    await drive(st.lists(examples, min_size=1, max_size=4), clients)
+
+
 async def test_every_line_a_client_sends_gets_one_answer_and_the_node_answers_the_next_client(
     example_app: Path, node_errors: pytest.LogCaptureFixture
 ) -> None:
-    async with App(root=example_app, control=ControlServer(example_app, idle_timeout=IDLE_TIMEOUT)):
-        path = socket_path(example_app)
+    async with App(root=example_app, control=ControlServer(example_app)) as node:
+        await clients_of(node, sessions(lines, stall=False), node_errors)
 
-        async def clients(examples: list[tuple[list[bytes], bytes, bool]]) -> None:
-            answered = await asyncio.gather(*(talk(path, session) for session in examples))
-            for (whole, partial, stall), answers in zip(examples, answered, strict=True):
-                assert len(answers) == len(whole) + bool(partial and not stall), answers
-                for answer in answers:
-                    assert answer["ok"] is True or (answer["ok"] is False and answer["error"] and answer["kind"])
-            assert not node_errors.records, node_errors.text  # a request's fault, never the node's
-            [ping] = await talk(path, ([line({"op": "ping"})], b"", False))
-            assert ping["ok"]
 
-        await drive(st.lists(sessions(), min_size=1, max_size=4), clients)
+async def test_a_client_that_stalls_mid_line_is_disconnected_after_its_whole_lines_are_answered(
+    example_app: Path, node_errors: pytest.LogCaptureFixture
+) -> None:
+    async with App(root=example_app, control=ControlServer(example_app, idle_timeout=IDLE_TIMEOUT)) as node:
+        await clients_of(node, sessions(short_lines, stall=True), node_errors)
