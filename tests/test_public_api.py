@@ -91,7 +91,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "Version",
         "Approval", "AuditRecord", "ConversationInfo", "ConversationMessage", "ConversationRow", "ConversationStart", "is_database_url", "shown_url", "McpToken", "TokenStore",
         "MemoryStore", "MemoryVersion",
-        "UsageStore", "ModelCall", "DailyUsage",
+        "UsageStore", "ModelCall", "DailyUsage", "private_folder",
     },
     "wippy_agents.cluster": {"ClusterConversation", "ClusterDriver", "FAILOVER_TIMEOUT"},
     "wippy_agents.control": {

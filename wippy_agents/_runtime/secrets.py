@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
 
-__all__ = ["REDACTED", "Redactor", "secret_names"]
+__all__ = ["REDACTED", "RedactedStream", "Redactor", "secret_names"]
 
 REDACTED = "[redacted]"
 MIN_SECRET = 8
@@ -53,9 +54,49 @@ class Redactor:
                 text = text.replace(value, REDACTED)
         return text
 
+    def redact_data(self, data: Any) -> Any:
+        """JSON-like `data` with the secrets replaced in every string in it (keys too)."""
+        if isinstance(data, str):
+            return self.redact(data)
+        if isinstance(data, dict):
+            return {self.redact_data(key): self.redact_data(value) for key, value in data.items()}
+        if isinstance(data, list | tuple):
+            return type(data)(map(self.redact_data, data))
+        return data
+
+    def stream(self) -> RedactedStream:
+        """For text that arrives in pieces (a model's streamed answer): see `RedactedStream`."""
+        return RedactedStream(self)
+
+    @property
+    def longest(self) -> int:
+        """The length of the longest secret (0: none)."""
+        return len(self._values[0]) if self._values else 0
+
     def log_filter(self) -> logging.Filter:
         """A filter that redacts a record's message (formatted with its arguments) and its exception text."""
         return _RedactingFilter(self)
+
+
+class RedactedStream:
+    """Pieces of text given out redacted, a secret split between pieces too: the last characters of what has
+    arrived (one fewer than the longest secret) are held back until the next piece, or `end`."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        self._redactor = redactor
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        """What can be given out of the text so far (any secret that starts in it ends in what has arrived)."""
+        held = self._redactor.redact(self._held + text)
+        cut = max(0, len(held) - max(0, self._redactor.longest - 1))
+        self._held = held[cut:]
+        return held[:cut]
+
+    def end(self) -> str:
+        """The text held back, once nothing more arrives."""
+        held, self._held = self._held, ""
+        return self._redactor.redact(held)
 
 
 class _RedactingFilter(logging.Filter):

@@ -16,6 +16,7 @@ SDK is imported only when an app has a server.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import fnmatch
 import functools
@@ -25,19 +26,22 @@ import logging
 import os
 import re
 import sys
+import threading
 from collections.abc import Collection, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 from .. import process
 from .._runtime.node import Node
+from .._runtime.secrets import RedactedStream, Redactor
 from .._runtime.text import clean_text
 from .._runtime.types import KILL, Pid
 from ..errors import RunError, UsageError
 from ..policy import Approval, Approvals
 from ..registry import Entry, McpServerSpec, Registry, ToolSpec
+from ..state import private_folder
 from ..tools import ToolContext
 
 __all__ = ["McpServers", "McpToolError", "resolve_variables"]
@@ -125,11 +129,14 @@ class McpServers:
     the decision and the new pin are each audited.
     """
 
-    def __init__(self, node: Node, registry: Registry, root: Path, approvals: Approvals | None = None) -> None:
+    def __init__(self, node: Node, registry: Registry, root: Path, approvals: Approvals | None = None, *,
+                 redactor: Redactor | None = None) -> None:
         self.node = node
         self.registry = registry
         self.approvals = approvals
         """Where a changed definition waits for a person (None: definitions are not pinned)."""
+        self.redactor = redactor if redactor is not None else Redactor()
+        """Secrets a server may print (it may be handed one in its `env`), replaced in its log."""
         self.root = root
         """The app folder: a stdio server runs there, as the app's own tools do."""
         self.log_folder = root / ".wippy" / "mcp"
@@ -267,13 +274,12 @@ class McpServers:
 
         assert spec.command is not None
         environment = get_default_environment() | resolve_variables(spec.env, f"{entry.id} env")
-        self.log_folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = self.log_folder / f"{entry.id.replace(':', '.')}.log"
-        errlog = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a")  # the owner's alone
+        private_folder(self.log_folder)
+        errlog = _RedactedLog(self.log_folder / f"{entry.id.replace(':', '.')}.log", self.redactor)
         command = sys.executable if spec.command in ("python", "python3") else spec.command  # the app's own Python
         return _closing(stdio_client(StdioServerParameters(command=command, args=spec.args, env=environment,
                                                            cwd=self.root),
-                                     errlog=errlog), errlog)
+                                     errlog=cast(TextIO, errlog)), errlog)  # the process gets its fileno() alone
 
     def _offer(self, server: Entry, spec: McpServerSpec, tools: list[Any]) -> None:
         """Provide the server's tools (those `spec.tools` allows, as pinned) as entries; take back the others."""
@@ -503,6 +509,33 @@ async def _first(*events: asyncio.Event) -> None:
     finally:
         for task in waiting:
             task.cancel()
+
+
+class _RedactedLog:
+    """A server's stderr: a pipe whose far end a thread copies into the log file (the owner's alone), with the
+    secrets replaced, a secret split between two reads too. The thread ends when the server and we have closed it."""
+
+    def __init__(self, path: Path, redactor: Redactor) -> None:
+        log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        read_end, self._write_end = os.pipe()
+        threading.Thread(target=self._copy, args=(read_end, log_fd, redactor.stream()), daemon=True,
+                         name=f"wippy-mcp-log-{path.stem}").start()
+
+    def fileno(self) -> int:
+        """The pipe's end the server writes to (its stderr)."""
+        return self._write_end
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._write_end)
+
+    @staticmethod
+    def _copy(read_end: int, log_fd: int, text: RedactedStream) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
+        with open(read_end, "rb", buffering=0, closefd=True) as pipe, open(log_fd, "wb", closefd=True) as log:
+            while chunk := pipe.read(65536):
+                log.write(text.feed(decoder.decode(chunk)).encode("utf-8", "surrogateescape"))
+            log.write(text.end().encode("utf-8", "surrogateescape"))
 
 
 @contextlib.asynccontextmanager

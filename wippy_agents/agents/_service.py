@@ -177,6 +177,7 @@ class AgentService:
             if msg.topic != "agent.ask":
                 continue
             request: AskRequest = msg.payload
+            text = self.redactor.redact(request.text)  # as the journal keeps it: a replay sends the model the same
             try:
                 known = ({info.id: TurnArgs(*info.args).turn for info in turns(tasks, agent_id, conversation)}
                          if request.task_id else {})
@@ -200,12 +201,12 @@ class AgentService:
                 self.trace_parents[task_id] = request.trace
             try:
                 try:
-                    await tasks.start(TURN_WORKFLOW, *TurnArgs(agent_id, conversation, number, request.text,
+                    await tasks.start(TURN_WORKFLOW, *TurnArgs(agent_id, conversation, number, text,
                                                                request.context, list(request.chain)), task_id=task_id)
                     if not request.chain and request.task_id not in known:  # a person's new turn (not a delegate's)
                         now = tasks.now()
-                        self._index(ConversationInfo(conversation, agent_id, now, now, number, request.text),
-                                    ConversationMessage(conversation, number, now, "user", request.text))
+                        self._index(ConversationInfo(conversation, agent_id, now, now, number, text),
+                                    ConversationMessage(conversation, number, now, "user", text))
                 except StateUnavailable:  # no new durable work until the state can be written
                     if number == turn and request.task_id not in known:
                         turn -= 1  # nothing was recorded under the number: the next turn takes it

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jinja2
 
+from .._runtime.secrets import Redactor
 from .._runtime.telemetry import Telemetry
 from .._runtime.types import Pid
 from ..durable import StepError
@@ -149,7 +150,7 @@ async def run_turn(
             await budget.check(ctx, steps, messages, tools.definitions, Spent.of(usage, cost),
                                Spent.of(usage, cost) + _delegates_spent(delegated))
         response = await _recovered_model_step(ctx, steps, model, compactor, messages, head, new, tools, settings,
-                                               emit, telemetry)
+                                               emit, telemetry, service.redactor)
         for name, summarized in compactor.summaries(since=compacted):
             service.usage.record(summarized, agent=agent_id, task=ctx.task_id)
             record_call(service.spend, ctx.task_id, agent_id, spec.history.compaction_model or spec.model or model.name,
@@ -205,16 +206,16 @@ def _compactor(service: AgentService, ctx: TaskContext, spec: AgentSpec, registr
 async def _recovered_model_step(ctx: TaskContext, number: int, model: Any, compactor: Compactor,
                                 messages: list[ChatMessage], head: list[ChatMessage], new: list[ChatMessage],
                                 tools: ToolSet, settings: dict[str, Any], emit: Callable[[AgentEvent], None],
-                                telemetry: Telemetry) -> Response:
+                                telemetry: Telemetry, redactor: Redactor) -> Response:
     """A model step; when the provider finds its request too long, the history is compacted once and the step
     sent again."""
     try:
-        response = await _model_step(ctx, number, model, messages, tools, settings, emit, telemetry)
+        response = await _model_step(ctx, number, model, messages, tools, settings, emit, telemetry, redactor)
     except StepError as error:
         if not context_too_long(error) or not await compactor.recover(head, new, tools.definitions):
             raise
         messages = compactor.request(head, new)
-        response = await _model_step(ctx, number, model, messages, tools, settings, emit, telemetry)
+        response = await _model_step(ctx, number, model, messages, tools, settings, emit, telemetry, redactor)
     compactor.observe(messages, tools.definitions, response)
     return response
 
@@ -248,15 +249,20 @@ async def _decided(ctx: TaskContext, tools: ToolSet, call: ToolCall, pending: di
 
 
 async def _model_step(ctx: TaskContext, number: int, model: Any, messages: list[ChatMessage], tools: ToolSet,
-                      settings: dict[str, Any], emit: Callable[[AgentEvent], None], telemetry: Telemetry) -> Response:
+                      settings: dict[str, Any], emit: Callable[[AgentEvent], None], telemetry: Telemetry,
+                      redactor: Redactor) -> Response:
     """One model call as a durable step (traced as `chat <model>`); a replayed call shows its recorded text as one
-    delta, and its span says it was replayed and carries no usage: it was not called again."""
+    delta, and its span says it was replayed and carries no usage: it was not called again.
+
+    What the model says is redacted as it arrives (its text, streamed too, and its tool calls' arguments): a
+    model that echoes a secret of the environment shows it to nobody, keeps it out of the history it is sent
+    next, and runs no tool with it; the journal then holds what the turn used, so a replay uses the same."""
     ran = False
 
     async def call() -> Response:
         nonlocal ran
         ran = True
-        response = await _call_model(model, messages, tools, settings, emit)
+        response = await _call_model(model, messages, tools, settings, emit, redactor)
         _traced_response(telemetry, messages, response)
         return response
 
@@ -285,13 +291,20 @@ def _json_messages(messages: list[ChatMessage]) -> str:
 
 
 async def _call_model(model: Any, messages: list[ChatMessage], tools: ToolSet, settings: dict[str, Any],
-                      emit: Callable[[AgentEvent], None]) -> Response:
+                      emit: Callable[[AgentEvent], None], redactor: Redactor) -> Response:
     final: Response | None = None
+    text = redactor.stream()
     async for event in model.stream(messages, tools.definitions, **settings):
         if isinstance(event, TextDelta):
-            emit(event)
+            if shown := text.feed(event.text):
+                emit(TextDelta(text=shown))
         elif isinstance(event, ResponseDone):
             final = event.response
+    if shown := text.end():
+        emit(TextDelta(text=shown))
     if final is None:
         raise AgentError(f"the model {model!r} ended its stream without a response")
-    return final
+    if not redactor:
+        return final
+    return final.model_copy(update={"text": redactor.redact(final.text), "tool_calls": tuple(
+        call.model_copy(update={"arguments": redactor.redact_data(call.arguments)}) for call in final.tool_calls)})

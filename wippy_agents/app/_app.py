@@ -212,7 +212,7 @@ class App:
         self.approvals = Approvals(registry, state.approvals, self.audit, signal=self.tasks.signal,
                                    subscribers=Subscribers(self.node))
         self.tool_health = ToolHealth(registry, self.policies, self.audit)
-        self.mcp = McpServers(self.node, registry, self.root, approvals=self.approvals)
+        self.mcp = McpServers(self.node, registry, self.root, approvals=self.approvals, redactor=self.redactor)
         self.agents = AgentService(self.node, registry, self.tasks, state.conversations,
                                    Governance(self.policies, self.audit, self.approvals), state.usage,
                                    restricted=RestrictedTools(on_outcome=self.tool_health.record),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ._wire import ControlError
 
-__all__ = ["MAX_SOCKET_PATH", "alive", "pid_path", "private_folder", "read_pid", "remove", "socket_path"]
+__all__ = ["MAX_SOCKET_PATH", "alive", "pid_path", "read_pid", "socket_folder", "remove", "socket_path"]
 
 MAX_SOCKET_PATH = 100
 """Bytes; `sockaddr_un` holds 108 on Linux and 104 on macOS, with the final NUL."""
@@ -37,7 +37,7 @@ def pid_path(root: Path) -> Path:
     return root.resolve() / ".wippy" / "node.pid"
 
 
-def private_folder(folder: Path) -> None:
+def socket_folder(folder: Path) -> None:
     """Make the folder for a socket under /tmp, refusing one that another user made or could enter."""
     folder.mkdir(mode=0o700, exist_ok=True)
     info = folder.lstat()

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from ..app import App
-from ..state import StateFileBusy
+from ..state import StateFileBusy, private_folder
 from ._client import ping
 from ._ops import Emit, Needs, Target, dispatch
-from ._paths import alive, pid_path, private_folder, read_pid, remove, socket_path
+from ._paths import alive, pid_path, read_pid, remove, socket_folder, socket_path
 from ._wire import MAX_DEPTH, MIB, PROTOCOL, REQUEST_LIMIT, ControlError, Disconnected, encode_line, failure
 
 __all__ = ["BACKLOG", "IDLE_TIMEOUT", "MAX_CONNECTIONS", "ControlServer", "Handle"]
@@ -97,8 +97,8 @@ class ControlServer:
         """Listen, answering each request with `await handle(request, emit)` (a cluster's driver forwards them)."""
         self._handle, self.node = handle, node
         if self.path.parent != self.pid_file.parent:
-            private_folder(self.path.parent)
-        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+            socket_folder(self.path.parent)
+        private_folder(self.pid_file.parent)  # `.wippy/`, made here when the state is not in it
         if await self._refuse_if_served():  # asked again: another node may have booted meanwhile (`:memory:` state)
             remove(self.path)
         self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=REQUEST_LIMIT,

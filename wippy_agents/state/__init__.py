@@ -19,7 +19,7 @@ DuckDB file with a journal log beside it (its durability contract is in `_journa
 from ._duckdb import check_journal
 from ._journal import Damage, JournalDamaged, JournalReport, LeaseLost, StaleVersion, StateUnavailable
 from ._location import is_database_url, open_state, shown_url
-from ._lock import StateFileBusy, StateLock
+from ._lock import StateFileBusy, StateLock, private_folder
 from ._records import (
     FINISHED,
     TERMINAL,
@@ -105,5 +105,6 @@ __all__ = [
     "check_journal",
     "is_database_url",
     "open_state",
+    "private_folder",
     "shown_url",
 ]

@@ -42,6 +42,7 @@ from ._sql import (
     filters,
     json_data,
     json_text,
+    redacted_row,
 )
 from ._stores import State
 from ._tasks import DuckDBJournal, copied_group
@@ -208,7 +209,8 @@ def open_duckdb_state(path: Path | None, *, redactor: Redactor | None = None) ->
     try:
         db = _connect(path)
         try:
-            journal = DuckDBJournal(db, None if path is None else path.with_name(LOG_FILE), redactor=redactor)
+            journal = DuckDBJournal(db, None if path is None else path.with_name(LOG_FILE), redactor=redactor,
+                                    private=() if path is None else [path.with_name(path.name + ".wal")])
         except BaseException:
             db.close()
             raise
@@ -227,8 +229,8 @@ def open_duckdb_state(path: Path | None, *, redactor: Redactor | None = None) ->
                 if lock is not None:
                     lock.release()
 
-    return State(journal=journal, versions=DuckDBVersions(db), approvals=DuckDBApprovals(db),
-                 audit=DuckDBAudit(db), conversations=DuckDBConversations(db, journal), tokens=DuckDBTokens(db),
+    return State(journal=journal, versions=DuckDBVersions(db), approvals=DuckDBApprovals(db, redactor),
+                 audit=DuckDBAudit(db, redactor), conversations=DuckDBConversations(db, journal), tokens=DuckDBTokens(db),
                  memory=DuckDBMemory(db), usage=DuckDBUsage(db, journal),
                  closer=close)
 
@@ -350,14 +352,15 @@ class DuckDBVersions:
 
 
 class DuckDBApprovals:
-    def __init__(self, db: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, db: duckdb.DuckDBPyConnection, redactor: Redactor | None = None) -> None:
         self._db = db
+        self._redactor = redactor
 
     def add(self, approval: Approval, changes: list[dict[str, Any]]) -> None:
         self._db.execute(
             f"INSERT INTO approvals ({APPROVAL_COLUMNS}, changes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
             "?, ?)",
-            approval_row(approval, changes),
+            approval_row(approval, changes, self._redactor),
         )
 
     def get(self, approval_id: str) -> Approval | None:
@@ -381,17 +384,18 @@ class DuckDBApprovals:
         decided = self._db.execute(
             "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, decision_reason = ?, version = ? "
             "WHERE id = ? AND status = 'pending' RETURNING id",
-            [status, by, at, reason, version, approval_id]).fetchall()
+            [*redacted_row([status, by, at, reason, version], self._redactor), approval_id]).fetchall()
         return bool(decided)
 
 
 class DuckDBAudit:
-    def __init__(self, db: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, db: duckdb.DuckDBPyConnection, redactor: Redactor | None = None) -> None:
         self._db = db
+        self._redactor = redactor
 
     def add(self, record: AuditRecord) -> None:
         self._db.execute(f"INSERT INTO policy_audit ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         list(record.__dict__.values()))
+                         redacted_row(list(record.__dict__.values()), self._redactor))
 
     def list(self, *, subject: str | None = None, resource: str | None = None,
              limit: int = 100) -> list[AuditRecord]:

@@ -307,6 +307,13 @@ def check_log(path: Path, copied_group: int, *, repair: bool = False) -> Journal
     return report
 
 
+def _owner_only(path: Path) -> None:
+    """Take group and other access away from the file at `path`, if there is one and it has any."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_IMODE(os.stat(path).st_mode) & 0o077:
+            os.chmod(path, 0o600)
+
+
 class _private_open:
     """An fd opened 0600 (the state is its owner's alone), closed on leaving the block."""
 
@@ -352,12 +359,15 @@ class Journal:
     """Append rows durably, in groups, from any coroutine on the node's loop.
 
     The `redactor`'s secrets (it may learn more of them later) are replaced in every row before it is written.
+    The files in `private` are made 0600 again after each copy into DuckDB: DuckDB writes its WAL anew after
+    each checkpoint, with the process's umask (their folder is 0700 meanwhile).
     """
 
     def __init__(self, db: duckdb.DuckDBPyConnection, log_path: Path | None = None, *,
-                 redactor: Redactor | None = None) -> None:
+                 redactor: Redactor | None = None, private: Sequence[Path] = ()) -> None:
         self._cursor = db.cursor()  # the writer thread's own handle on the same database
         self._redactor = redactor
+        self._private = tuple(private)
         self._log_path = log_path
         self._fd = None if log_path is None else _open_log(log_path)
         self._on_recovered: Callable[[], None] | None = None
@@ -561,6 +571,8 @@ class Journal:
             if not self._insert_one_by_one(position):
                 return
         self._pending = []
+        for path in self._private:
+            _owner_only(path)
         if self._copy_problem is not None:
             log.warning("the journal's rows reach the state file again")
             self._copy_problem = None

@@ -58,8 +58,10 @@ class StateLock:
 
 
 def private_folder(folder: Path) -> None:
-    """Create `folder` 0700, or take group and other access away from one that exists (with a warning)."""
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Create `folder` 0700 (any missing folder above it too), or take group and other access away from one that
+    exists (with a warning)."""
+    for missing in reversed([path for path in (folder, *folder.parents) if not path.exists()]):
+        missing.mkdir(mode=0o700, exist_ok=True)
     mode = stat.S_IMODE(folder.stat().st_mode)
     if mode & 0o077:
         log.warning("%s was readable by other users (mode %o); made it 0700", folder, mode)

@@ -45,6 +45,7 @@ from ._sql import (
     filters,
     json_data,
     json_text,
+    redacted_row,
 )
 from ._stores import State
 
@@ -164,8 +165,8 @@ def open_postgres_state(url: str, *, node: str, redactor: Redactor | None = None
         finally:
             pool.close()
 
-    return State(journal=journal, versions=versions, approvals=PostgresApprovals(pool, url, journal),
-                 audit=PostgresAudit(pool, url, journal), conversations=PostgresConversations(pool, url, journal),
+    return State(journal=journal, versions=versions, approvals=PostgresApprovals(pool, url, journal, redactor),
+                 audit=PostgresAudit(pool, url, journal, redactor), conversations=PostgresConversations(pool, url, journal),
                  tokens=PostgresTokens(pool, url, journal), memory=PostgresMemory(pool, url, journal),
                  usage=PostgresUsage(pool, url, journal),
                  closer=close)
@@ -195,10 +196,12 @@ class _Store:
     """A store on the journal's pool, whose statements fail at once while the journal knows the database is down
     (rather than hold the node's event loop on a connect)."""
 
-    def __init__(self, pool: Pool, url: str, journal: PostgresJournal) -> None:
+    def __init__(self, pool: Pool, url: str, journal: PostgresJournal, redactor: Redactor | None = None) -> None:
         self._pool = pool
         self._url = url
         self._journal = journal
+        self._redactor = redactor
+        """Secrets kept out of what the store writes (the journal redacts its own rows)."""
 
     def _rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
         return self._journal.run(sql, params)
@@ -278,7 +281,7 @@ class PostgresApprovals(_Store):
     def add(self, approval: Approval, changes: list[dict[str, Any]]) -> None:
         self._rows(
             f"INSERT INTO approvals ({APPROVAL_COLUMNS}, changes) VALUES ({', '.join(['%s'] * 16)})",
-            approval_row(approval, changes))
+            approval_row(approval, changes, self._redactor))
 
     def get(self, approval_id: str) -> Approval | None:
         rows = self._rows(f"SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = %s", [approval_id])
@@ -300,13 +303,14 @@ class PostgresApprovals(_Store):
                version: int | None) -> bool:
         return bool(self._rows(
             "UPDATE approvals SET status = %s, decided_by = %s, decided_at = %s, decision_reason = %s, version = %s "
-            "WHERE id = %s AND status = 'pending' RETURNING id", [status, by, at, reason, version, approval_id]))
+            "WHERE id = %s AND status = 'pending' RETURNING id",
+            [*redacted_row([status, by, at, reason, version], self._redactor), approval_id]))
 
 
 class PostgresAudit(_Store):
     def add(self, record: AuditRecord) -> None:
         self._rows(f"INSERT INTO policy_audit ({AUDIT_COLUMNS}) VALUES ({', '.join(['%s'] * 11)})",
-                   list(record.__dict__.values()))
+                   redacted_row(list(record.__dict__.values()), self._redactor))
 
     def list(self, *, subject: str | None = None, resource: str | None = None,
              limit: int = 100) -> list[AuditRecord]:

@@ -11,6 +11,7 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from .._runtime.secrets import Redactor
 from ..errors import UsageError
 from ._records import Approval, ConversationInfo, DailyUsage, MemoryVersion
 
@@ -39,11 +40,19 @@ def filters(placeholder: str, **values: str | None) -> tuple[str, list[str]]:
     return (f"WHERE {where}" if given else ""), list(given.values())
 
 
-def approval_row(approval: Approval, changes: list[dict[str, Any]]) -> list[Any]:
-    """The values of `APPROVAL_COLUMNS`, then the changes as JSON text."""
-    return [approval.id, approval.agent, approval.task_id, approval.action, approval.resource, approval.summary,
-            approval.diff, approval.status, approval.created, approval.decided_by, approval.decided_at,
-            approval.decision_reason, approval.version, approval.call_id, approval.policy, json.dumps(changes)]
+def approval_row(approval: Approval, changes: list[dict[str, Any]], redactor: Redactor | None) -> list[Any]:
+    """The values of `APPROVAL_COLUMNS`, then the changes as JSON text; the `redactor`'s secrets replaced in each (a
+    model can put one in a call's arguments or a change; a change approved is applied as it was kept)."""
+    return redacted_row([approval.id, approval.agent, approval.task_id, approval.action, approval.resource,
+                         approval.summary, approval.diff, approval.status, approval.created, approval.decided_by,
+                         approval.decided_at, approval.decision_reason, approval.version, approval.call_id,
+                         approval.policy, json.dumps(changes if redactor is None else redactor.redact_data(changes))],
+                        redactor)
+
+
+def redacted_row(values: list[Any], redactor: Redactor | None) -> list[Any]:
+    """`values` with the `redactor`'s secrets replaced in each text (secrets never enter the state)."""
+    return values if redactor is None else [redactor.redact(v) if isinstance(v, str) else v for v in values]
 
 
 MEMORY_COLUMNS = "agent, version, note, text, tags, author, task, time"

@@ -94,10 +94,10 @@ class DuckDBJournal:
     """
 
     def __init__(self, db: duckdb.DuckDBPyConnection, log_path: Path | None, *,
-                 redactor: Redactor | None = None) -> None:
+                 redactor: Redactor | None = None, private: Sequence[Path] = ()) -> None:
         self._db = db
         self._log_path = log_path
-        self._writer = Journal(db, log_path, redactor=redactor)
+        self._writer = Journal(db, log_path, redactor=redactor, private=private)
         self._epochs = itertools.count(1)
 
     shared = False
