@@ -64,7 +64,7 @@ entries:
     kind: agent
     prompt: prompts:assistant
     model: access:model
-    tools: ["tools.leaky:*", "access:snoop", "wippy:remember", "wippy:recall", "mcp.canary:*"]
+    tools: ["tools.leaky:*", "access:snoop", "wippy:remember", "wippy:recall", "mcp.canary:*", "wippy:create_tool"]
     max_steps: 4
   - name: snoop
     kind: tool
@@ -93,6 +93,13 @@ entries:
     actions: [tool.call]
     resources: ["tools.leaky:leak", "access:snoop"]
     effect: allow
+  - name: agent_writes_tools
+    kind: policy
+    subjects: [access:agent]
+    actions: [registry.create]
+    resources: ["generated:*"]
+    kinds: [tool]
+    effect: allow
   - name: guarded_asks
     kind: policy
     subjects: [access:agent]
@@ -106,6 +113,10 @@ entries:
     env: {{CANARY: "${{SERVICE_TOKEN}}"}}
     timeout: 10
 """
+
+WRITTEN_TOOL = {"id": "generated:token", "description": "Says the token.",
+                "source": 'def main() -> str:\n    """Says the token."""\n    return "$SECRET"\n'}
+"""A tool the model writes with the secret in its code (which would go into the registry and its files)."""
 
 LEAKY = '''
 import os
@@ -148,10 +159,11 @@ server.run("stdio")
 
 
 def echoing(request: ModelRequest) -> Response | list[StreamEvent]:
-    """Asked "call NAME JSON", call that tool; given its result, or asked anything else, echo every secret."""
+    """Asked "call NAME JSON", call that tool (`$SECRET` in the JSON: with the secret); given its result, or asked
+    anything else, echo every secret."""
     last = request.messages[-1]
     if isinstance(last, UserMessage) and str(last.content).startswith("call "):
-        _, name, arguments = str(last.content).split(" ", 2)
+        _, name, arguments = str(last.content).replace("$SECRET", SECRET).split(" ", 2)  # the model knows it
         return Response(tool_calls=(ToolCall(id="c1", name=name, arguments=json.loads(arguments)),))
     seen = last.content if isinstance(last, ToolResultMessage) else ""
     text = f"the key is {MODEL_KEY}, the token {SECRET}; I saw {seen}"
@@ -191,9 +203,11 @@ async def use_everything(root: Path) -> dict[str, Any]:
                                         if isinstance(event, TextDelta)]))  # as it streamed
         for text in ("call tools_leaky_leak {}", "call access_snoop {\"name\": \"SERVICE_TOKEN\"}",
                      f"call wippy_remember {json.dumps({'text': 'the token is ' + SECRET})}",
-                     "call wippy_recall {\"query\": \"token\"}", "call mcp_canary_whisper {}"):
+                     "call wippy_recall {\"query\": \"token\"}", "call mcp_canary_whisper {}",
+                     f"call wippy_create_tool {json.dumps(WRITTEN_TOOL)}"):
             seen["answers"].append((await conversation.ask(text)).text)
-        guarded = asyncio.ensure_future(conversation.ask(f"call tools_leaky_guarded {json.dumps({'text': SECRET})}"))
+        seen["written"] = app.registry.get("generated:token").data["source"]
+        guarded = asyncio.ensure_future(conversation.ask('call tools_leaky_guarded {"text": "$SECRET"}'))
         await wait_until(lambda: bool(app.approvals.pending()), timeout=10)
         await app.approvals.approve(app.approvals.pending()[0].id, by="alice")
         seen["answers"].append((await guarded).text)
@@ -269,6 +283,7 @@ async def test_a_secret_from_the_environment_appears_nowhere_the_node_keeps_or_s
     seen = await use_everything(secret_app)
     assert any("[redacted]" in answer for answer in seen["answers"]), "the run reached the secrets"
     assert seen["workers"], "the sandbox's workers ran"
+    assert 'return "[redacted]"' in seen["written"], "the model wrote its tool, with the secret taken out"
     found: dict[str, list[str]] = {}
     files = [path for path in secret_app.rglob("*") if path.is_file() and "state.duckdb" not in path.name
              and path.name not in ("canary_server.py",)]
