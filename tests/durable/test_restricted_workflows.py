@@ -434,7 +434,7 @@ async def test_arguments_that_do_not_fit_the_signature_fail_the_task_saying_whic
         task = await app.tasks.start("flows:typed", {"name": "y"})
         with pytest.raises(TaskFailed):
             await app.tasks.result(task)
-        assert failure(app, task) == "ArgumentError: flows:typed: bad arguments: arguments: 'n' is a required property"
+        assert failure(app, task) == "ArgumentError: flows:typed: bad arguments: n: Field required"
 
 
 async def test_a_workflow_without_main_or_with_a_syntax_error_is_refused_with_its_file_line_and_field(

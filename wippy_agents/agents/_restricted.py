@@ -78,7 +78,7 @@ class RestrictedTools:
         """`spec`'s function called with `arguments` (checked against its schema first) in the sandbox."""
         assert spec.source is not None
         _, schema = spec.restricted_schema()
-        if errors := argument_errors(schema, arguments):
+        if errors := schema_errors(schema, arguments):
             raise ToolArgumentsError(spec.function or "main", errors)
         sandbox = await self.sandbox()
         limits = sandbox.limits if timeout is None else replace(sandbox.limits,
@@ -115,7 +115,7 @@ class RestrictedTools:
         return failures
 
 
-def argument_errors(schema: dict[str, Any], arguments: dict[str, Any]) -> list[str]:
+def schema_errors(schema: dict[str, Any], arguments: dict[str, Any]) -> list[str]:
     """What is wrong with `arguments` by `schema`, one `"name: problem"` each, worded as a python tool's are."""
     properties = schema.get("properties", {})
     expected = ", ".join(properties) or "none; this tool takes no arguments"

@@ -29,7 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-import jsonschema
 import pydantic_core
 
 from ..durable import (
@@ -67,6 +66,7 @@ from ..sandbox import (
     SandboxError,
 )
 from ..tools import ToolContext
+from ._restricted import schema_errors
 from ._toolset import expand, run_tool
 
 if TYPE_CHECKING:
@@ -561,8 +561,7 @@ def argument_errors(spec: WorkflowSpec, arguments: Any) -> list[str]:
     if size > spec.max_value_bytes:  # they cross to the worker with every resumption
         return [f"arguments: {size:,} bytes as JSON, over the workflow's max_value_bytes ({spec.max_value_bytes:,})"]
     _, schema = spec.restricted_schema()
-    return [f"{'.'.join(map(str, error.absolute_path)) or 'arguments'}: {error.message}"
-            for error in jsonschema.Draft202012Validator(schema).iter_errors(arguments)]
+    return schema_errors(schema, arguments)
 
 
 # -- the built-in tools with which an agent starts a workflow and follows it --------------------------------------
