@@ -305,7 +305,7 @@ def _read_index(result: SourceFile, text: str) -> None:
             continue
         data = dict(item)
         name, kind, meta = data.pop("name", None), data.pop("kind", None), data.pop("meta", None)
-        named = f"{namespace}:{name}" if isinstance(name, str) else None
+        named = f"{namespace}:{name}" if isinstance(name, str) and name else None
         for key, value in (("name", name), ("kind", kind)):
             if value is None or value == "":
                 result.problems.append(Problem(f"'{key}' is required", file=result.file, line=line, entry=named,
@@ -314,7 +314,7 @@ def _read_index(result: SourceFile, text: str) -> None:
                 result.problems.append(Problem(
                     f"'{key}' must be a string, not {type(value).__name__}; quote it if it looks like a number",
                     file=result.file, line=lines.line_of((*path, key)), entry=named, field=key))
-        if not isinstance(name, str) or not isinstance(kind, str) or not kind:
+        if not (isinstance(name, str) and name and isinstance(kind, str) and kind):
             continue
         entry_id = f"{namespace}:{name}"
         try:
