@@ -48,7 +48,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "TextDelta", "ToolFinished", "ToolStarted", "TurnDone", "TurnFailed", "TurnStarted", "UsageReport",
         "offered_name", "TURN_WORKFLOW", "Governance", "RestrictedTools", "TurnArgs", "register_builtins", "turns",
         "answer_of", "new_conversation_id", "McpServers", "McpToolError", "StepSpan", "TurnSteps", "Memory", "Recalled", "note_json",
-        "BudgetExceeded", "PricingMissing", "Embeddings",
+        "BudgetExceeded", "PricingMissing", "Embeddings", "PIN_ACTION",
     },
     "wippy_agents.durable": {
         "JournalDamaged", "JournalTypeError", "NondeterminismError", "StateUnavailable", "StepError", "StepRecord",

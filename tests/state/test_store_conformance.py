@@ -7,6 +7,7 @@ log, the in-memory DuckDB, and a Postgres database on a real server started for 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -240,12 +241,14 @@ def test_the_audit_trail_gives_the_latest_records_oldest_first(state: State) -> 
     assert state.audit.list(subject="app:one", resource="app:r2") == [record("app:one", 2, "app:r2")]
 
 
-def test_the_audit_trail_is_pruned_of_the_records_older_than_a_time(state: State) -> None:
+def test_the_audit_trail_is_pruned_of_the_records_older_than_a_time_but_those_of_actions_kept(state: State) -> None:
     for seconds in range(4):
         state.audit.add(record("app:one", seconds, resource=f"app:r{seconds}"))
-    assert state.audit.prune(at(2)) == 2
-    assert [r.time for r in state.audit.list()] == [at(2), at(3)]
-    assert state.audit.prune(at(2)) == 0
+    state.audit.add(dataclasses.replace(record("app:one", 1, resource="app:pinned"), action="mcp.tool.pin"))
+    assert state.audit.prune(at(2), keep_actions=["mcp.tool.pin"]) == 2
+    assert [(r.time, r.resource) for r in state.audit.list()] == [(at(1), "app:pinned"), (at(2), "app:r2"),
+                                                                   (at(3), "app:r3")]
+    assert state.audit.prune(at(2), keep_actions=["mcp.tool.pin"]) == 0
 
 
 def turn(conversation: str, agent: str, number: int, seconds: float, asked: str,

@@ -2,12 +2,14 @@
 
 One run uses every feature that writes to `.wippy/` or could carry a secret: turns on a
 model entry whose key is in the environment, a trusted tool that returns a secret, a
-tool call that waits for a person's approval (its arguments hold the secret), agents'
-memory, a restricted tool and a restricted workflow that look for the secret every way
-the sandbox lets code try at run time (imports and `_` names are refused when it is compiled,
-as tests/sandbox/test_escapes.py checks), an MCP server that is handed the secret and prints it, an MCP
-token, the control socket, retention (DuckDB writes its WAL anew after a checkpoint)
-and a damaged journal repaired (its bytes set aside). The model echoes both secrets.
+tool call that waits for a person's approval (the model put the secret in its
+arguments), a tool the model writes with the secret in its code, agents' memory, a
+restricted tool and a restricted workflow that look for the secret every way the
+sandbox lets code try at run time (imports and `_` names are refused when it is
+compiled, as tests/sandbox/test_escapes.py checks), an MCP server that is handed the
+secret and prints it, an MCP token, the control socket, retention (which keeps the
+MCP tool's pin; DuckDB writes its WAL anew after it) and a damaged journal repaired
+(its bytes set aside). The model echoes both secrets, streamed in small pieces.
 
 Then (a) every folder under `.wippy/` is 0700 and every file and the socket 0600, the
 process's umask being the usual 022 (files made with default modes would be 0644);
@@ -178,6 +180,8 @@ def secret_app(example_app: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     write_file(example_app, "registry/access/_index.yaml", ENTRIES)
     write_file(example_app, "tools/leaky.py", LEAKY)
     write_file(example_app, "canary_server.py", SERVER)
+    config = example_app / "wippy.yaml"
+    config.write_text(config.read_text() + "retention:\n  audit_days: 30\n")
     return example_app
 
 
@@ -220,7 +224,9 @@ async def use_everything(root: Path) -> dict[str, Any]:
         finally:
             await client.close()
         clock.now += 60 * 86400
-        assert (await app.retention.prune())["tasks"] == 1  # the workflow's task went: DuckDB checkpointed ...
+        pruned = await app.retention.prune()
+        assert pruned["tasks"] == 1 and pruned["audit"] > 0  # the workflow's task went: DuckDB checkpointed ...
+        assert [r.action for r in app.audit.list(resource="mcp.canary:whisper")] == ["mcp.tool.pin"]  # it stays
         await (await app.conversation("access:agent")).ask("hello again")  # ... and writes its WAL anew
         app.agents.conversations()  # a read: the journal's writer has copied the turn into DuckDB first
         seen["running"] = modes(root / ".wippy")

@@ -27,7 +27,7 @@ from ._events import (
 )
 from ._governance import Governance
 from ._history import TURN_WORKFLOW, StepSpan, TurnArgs, TurnSteps, turns
-from ._mcp import McpServers, McpToolError
+from ._mcp import PIN_ACTION, McpServers, McpToolError
 from ._memory import Memory, Recalled, note_json
 from ._restricted import RestrictedTools
 from ._service import AgentService, Conversation, answer_of, new_conversation_id
@@ -47,6 +47,7 @@ __all__ = [
     "Governance",
     "McpServers",
     "McpToolError",
+    "PIN_ACTION",
     "PricingMissing",
     "Memory",
     "Recalled",

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 from .. import process
 from .._runtime.types import Message
-from ..agents import TURN_WORKFLOW, AgentService
+from ..agents import PIN_ACTION, TURN_WORKFLOW, AgentService
 from ..durable import TaskManager
 from ..state import AuditStore, UsageStore
 from ._config import AppConfig
@@ -55,7 +55,8 @@ class Retention:
             await self.agents.forget(conversations)
             pruned["conversations"] = len(conversations)
         if settings.audit_days is not None:
-            pruned["audit"] = self.audit.prune(self._before(settings.audit_days))
+            # MCP tools' pins are audit records that stay: a definition changed after its pin went would be trusted
+            pruned["audit"] = self.audit.prune(self._before(settings.audit_days), keep_actions=(PIN_ACTION,))
         if settings.usage_days is not None:
             pruned["usage"] = self.usage.prune(self._before(settings.usage_days))
         if any(pruned.values()):

@@ -13,7 +13,7 @@ import builtins
 import json
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -404,8 +404,10 @@ class DuckDBAudit:
                                 [*params, limit]).fetchall()
         return [AuditRecord(*row) for row in reversed(rows)]
 
-    def prune(self, before: datetime) -> int:
-        return len(self._db.execute("DELETE FROM policy_audit WHERE time < ? RETURNING time", [before]).fetchall())
+    def prune(self, before: datetime, *, keep_actions: Collection[str] = ()) -> int:
+        return len(self._db.execute(
+            "DELETE FROM policy_audit WHERE time < ? AND action NOT IN (SELECT unnest(?::VARCHAR[])) RETURNING time",
+            [before, list(keep_actions)]).fetchall())
 
 
 class DuckDBConversations(SQLConversations):

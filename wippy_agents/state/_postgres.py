@@ -12,7 +12,7 @@ import asyncio
 import builtins
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -319,8 +319,9 @@ class PostgresAudit(_Store):
                           [*params, limit])
         return [AuditRecord(*row) for row in reversed(rows)]
 
-    def prune(self, before: datetime) -> int:
-        return len(self._rows("DELETE FROM policy_audit WHERE time < %s RETURNING n", [before]))
+    def prune(self, before: datetime, *, keep_actions: Collection[str] = ()) -> int:
+        return len(self._rows("DELETE FROM policy_audit WHERE time < %s AND NOT (action = ANY(%s)) RETURNING n",
+                              [before, list(keep_actions)]))
 
 
 class PostgresConversations(_Store, SQLConversations):

@@ -185,8 +185,8 @@ class AuditStore(Protocol):
         """The latest `limit` records (of `subject`, on `resource`, when given), oldest first."""
         ...
 
-    def prune(self, before: datetime) -> int:
-        """Delete the records older than `before`; how many."""
+    def prune(self, before: datetime, *, keep_actions: Collection[str] = ()) -> int:
+        """Delete the records older than `before`, except those of `keep_actions`; how many."""
         ...
 
 
