@@ -105,10 +105,12 @@ async def test_a_node_running_for_days_keeps_its_state_bounded_by_its_retention_
             clock.now += DAY
             pruned = await app.node.call("wippy:retention", "prune", timeout=None)
             assert pruned["conversations"] >= conversations, pruned
-            measured.append({**state_size(example_app), "processes": len(app.processes())})
+            measured.append({**state_size(example_app), "processes": len(app.processes()),
+                             "tasks_in_memory": len(app.tasks.list())})
         first, last = measured[1], measured[-1]
         assert last["rows"] == first["rows"], "the rows of the last day alone are kept, as after the second"
         assert last["processes"] == first["processes"] <= processes + conversations  # idle conversations stopped
+        assert last["tasks_in_memory"] == first["tasks_in_memory"]  # the task manager forgets what it deleted
         # DuckDB reuses the blocks of deleted rows; its WAL comes and goes between checkpoints
         early, later = max(m["bytes"] for m in measured[:2]), max(m["bytes"] for m in measured[2:])
         assert later <= early * 1.1, f"the state grew from {early} to {later} bytes while retention applied"

@@ -703,6 +703,8 @@ class TaskManager:
             key = _group_key(state.workflow, state.args)
             if key is not None:
                 self._groups[key].remove(task)
+                if not self._groups[key]:
+                    del self._groups[key]  # a node that runs for months sees many groups come and go
         return len(doomed)
 
     def prune_groups(self, workflow_id: str, older_than: float) -> list[tuple[Any, Any]]:
