@@ -62,6 +62,8 @@ def private_folder(folder: Path) -> None:
     exists (with a warning)."""
     for missing in reversed([path for path in (folder, *folder.parents) if not path.exists()]):
         missing.mkdir(mode=0o700, exist_ok=True)
+    if not folder.is_dir():
+        return  # a file in the way: whoever uses the folder says so (a file's mode is not ours to change)
     mode = stat.S_IMODE(folder.stat().st_mode)
     if mode & 0o077:
         log.warning("%s was readable by other users (mode %o); made it 0700", folder, mode)
