@@ -9,7 +9,8 @@ every task under a fixed id, so a driver started again attaches to the work that
 Chat Completions server here; the tool appends a line to a file (the side effect counted).
 
 The test kills the driver with SIGKILL at points drawn from a seeded RNG (a while after its start, before or after
-the server answers, right after the tool wrote its line, right after a task ended). Between runs, while the node
+the server answers, right after the tool wrote its line, right after a task ended, a moment after the work the
+last run left had all moved on). Between runs, while the node
 is down, it may change the app's files, one change at a time: the agent's prompt edited, a tool file added, the
 workflow's source edited compatibly (the label in its result). Then:
 
@@ -28,9 +29,9 @@ to every task the last run left unfinished having journaled a step or ended. `ma
 `make soak` 200, on more work. `WIPPY_KILL9_SEED=<n>` draws another sequence of kill points and changes.
 
 `make soak` also runs it against a cluster (tests/cluster's Ray cluster and Postgres state; too heavy for `make
-test` on two cores, so that parameter exists only in a soak run): the machine under a wippy node is taken away
-RAY_KILLS times while conversations' turns run there, and a new machine added each time; every turn answers right,
-each of its steps is journaled once, and no step the journal held right after a kill ran again.
+test` on two cores, so that parameter exists only in a soak run): a wippy node's process is killed with SIGKILL
+RAY_KILLS times while conversations' turns run there, and Ray restarts it; every turn answers right, each of its
+steps is journaled once, and no step the journal held right after a kill ran again.
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import random
 import re
+import signal
 import time
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
@@ -48,6 +51,7 @@ from typing import Any
 
 import duckdb
 import pytest
+import yaml
 
 from wippy_agents.cluster import ClusterDriver
 from wippy_agents.testing import write_file
@@ -456,9 +460,12 @@ def server() -> Iterator[ChaosModel]:
 
 def kill_plan(rng: random.Random, work_left: bool) -> KillPlan:
     """A random kill point, weighted to the risky windows (see tests/durable/test_kill9.py)."""
-    kind = rng.choice(["after", "after", "server-before", "server-after", "answered", "tool", "tool", "done"])
+    kind = rng.choice(["after", "after", "server-before", "server-after", "answered", "tool", "tool", "done",
+                       "resumed"])
     if kind == "after" or not work_left:  # from the start: imports, boot, the registry's load, recovery
         return KillPlan("after", delay=rng.uniform(0.05, 1.5))
+    if kind == "resumed":  # every task the last run left has moved on (the driver printed RESUMED): a while later
+        return KillPlan(kind, n=1, delay=rng.uniform(0.0, 0.3))
     if kind.startswith("server-"):
         return KillPlan(kind, n=rng.randint(1, 4))
     if kind == "answered":
@@ -471,13 +478,12 @@ def kill_plan(rng: random.Random, work_left: bool) -> KillPlan:
 # -- the test ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("where", ["one node", *(["ray nodes"] if SOAK else [])])  # a cluster: too heavy but to soak
+@pytest.mark.parametrize("where", ["one node", *(["ray nodes"] if SOAK else [])])  # a cluster: soak only
 def test_a_node_killed_over_and_over_while_its_files_change_finishes_every_task_once_and_keeps_its_history(
     tmp_path: Path, server: ChaosModel, soak: bool, figures: Figures, where: str, request: pytest.FixtureRequest
 ) -> None:
     if where == "ray nodes":
-        asyncio.run(kill_ray_nodes(request.getfixturevalue("cluster_app"), request.getfixturevalue("ray_cluster"),
-                                   request.getfixturevalue("chat"), figures))
+        asyncio.run(kill_ray_nodes(request.getfixturevalue("cluster_app"), request.getfixturevalue("chat"), figures))
         return
     size = SOAKED if soak else SHORT
     rng = random.Random(SEED)
@@ -630,56 +636,66 @@ def check_history_agrees(files: Files, final: Run, state: RegistryState) -> None
 
 # -- the same against a cluster's nodes (make soak only) -------------------------------------------
 
-RAY_KILLS = 6  # machines taken away, each running a node with turns under way
-RAY_CONVERSATIONS, RAY_TURNS = 4, 200  # more than the kills take: the conversations go on until the last kill
+RAY_KILLS = 20  # node processes killed, each with turns under way
+RAY_LANES = 4  # conversations at once, each lane one after another
+RAY_TURNS = 10  # a lane's conversation's turns (short: its history never needs compacting)
+RAY_TURNS_AFTER = 2  # turns each lane takes once the last node is back
 
 
-async def kill_ray_nodes(app: ClusterApp, cluster: Any, model: ChatServer, figures: Figures) -> None:
-    """Take away, again and again, the machine under a wippy node of a Ray cluster (Postgres state) while its
-    conversations' turns run, then give the cluster a new machine: Ray restarts the node, the driver asks its turns
-    again under their ids. Every turn answers right; no step the journal held when a machine went ran again."""
-    state = (app.root / "wippy.yaml").read_text().split("state: ", 1)[1].split("\n", 1)[0]
+async def kill_ray_nodes(app: ClusterApp, model: ChatServer, figures: Figures) -> None:
+    """`kill -9` the process of a wippy node of a Ray cluster (Postgres state), again and again, while conversations'
+    turns run there: Ray restarts the node, the driver asks its turns again under their ids. Every turn answers right;
+    no step the journal held when the node died ran again.
+
+    (Taking the machine away instead, as tests/cluster/test_failover.py does once, and adding a new one each time,
+    fails here after a few rounds for a reason of this one-host test cluster: every Ray node of it unpacks the app
+    folder to the same /tmp/ray path, and a new node's unpacking, which overwrites, deletes the folder that a node
+    running elsewhere has as its working directory.)"""
+    state = yaml.safe_load((app.root / "wippy.yaml").read_text())["state"]
     snapshots: list[tuple[Journal, int, int]] = []  # the journal right after a kill; the lines and requests then
     failovers: list[float] = []
+    killed = asyncio.Event()  # every kill is done and its node is back
     async with ClusterDriver(app.root) as driver:
-        conversations = [f"chaos-{n}" for n in range(1, RAY_CONVERSATIONS + 1)]
-        assert {driver.place(c) for c in conversations} == set(driver.names), "every node should hold turns"
 
-        async def converse(conversation: str) -> list[str]:
-            answers = []
-            for turn in range(1, RAY_TURNS + 1):
+        async def converse(lane: int) -> dict[str, list[str]]:
+            said: dict[str, list[str]] = {}
+            after = 0
+            while after < RAY_TURNS_AFTER:
+                after += killed.is_set()
+                total = sum(map(len, said.values()))
+                conversation, turn = f"chaos-{lane}-{total // RAY_TURNS + 1}", total % RAY_TURNS + 1
                 reply = await driver.handle({"op": "ask", "agent": "app:agent", "conversation": conversation,
                                              "message": ray_question(conversation, turn),
                                              "task_id": f"turn:{conversation}:{turn}"}, ignore)
                 assert reply["ok"], reply
-                answers.append(reply["result"]["text"])
-            return answers
+                said.setdefault(conversation, []).append(reply["result"]["text"])
+            return said
 
-        talking = asyncio.gather(*(converse(c) for c in conversations))
+        talking = asyncio.gather(*(converse(lane) for lane in range(1, RAY_LANES + 1)))
         for kill in range(RAY_KILLS):
             name = driver.names[kill % len(driver.names)]
             await more_lines(app, 5)  # turns are under way
             [before] = [row for row in await driver.status() if row["name"] == name]
-            [machine] = [node for node in cluster.worker_nodes if node.node_id == before["ray_node"]]
-            cluster.remove_node(machine, allow_graceful=False)
+            os.kill(before["pid"], signal.SIGKILL)
             gone = time.monotonic()
             journal = read_postgres_journal(state)  # what happens after it is checked against it: check_ray_repeats
             snapshots.append((journal, len(app.lines()), len(model.requests)))
-            cluster.add_node(num_cpus=1)
             await until(functools.partial(restarted, driver, before), 120)
             failovers.append(time.monotonic() - gone)
-            assert not talking.done(), f"the turns ended after {kill} kills: make RAY_TURNS larger"
-        answers = await asyncio.wait_for(talking, 900)
-    assert answers == [[ray_answer(c, t) for t in range(1, RAY_TURNS + 1)] for c in conversations]
+        killed.set()
+        said = {conversation: answers for lane in await asyncio.wait_for(talking, 600)
+                for conversation, answers in lane.items()}
+    assert said == {c: [ray_answer(c, t) for t in range(1, len(answers) + 1)] for c, answers in said.items()}
     final = read_postgres_journal(state)
-    turns = [f"turn:{c}:{t}" for c in conversations for t in range(1, RAY_TURNS + 1)]
+    turns = [f"turn:{c}:{t}" for c, answers in said.items() for t in range(1, len(answers) + 1)]
+    assert sorted(final.tasks) == sorted(turns), final.tasks
     assert all(final.status.get(turn) == "completed" for turn in turns), final.status
     for turn in turns:  # one row per step: a step journaled twice ran (and was recorded) twice
         names = [name for task, _, name, _ in final.steps if task == turn]
         assert len(names) == 3 and names[0] == "model:1" and names[1].startswith("tool:") and names[2] == "model:2", (
             turn, names)
     repeats = check_ray_repeats(app, model, snapshots)
-    figures.record("chaos_ray", {"machines_killed": RAY_KILLS, "turns": len(turns),
+    figures.record("chaos_ray", {"kills": RAY_KILLS, "turns": len(turns),
                                  "steps_run_again_killed_before_journaled": repeats,
                                  "failover": latency_summary(failovers)})
 
