@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from wippy_agents import App
@@ -71,6 +72,33 @@ async def test_concurrent_appends_share_commits(postgres: TemporaryPostgres) -> 
         await asyncio.gather(*(state.journal.append([step(f"t{i}", 0, "x")]) for i in range(100)))
         assert state.journal.commits - before < 100
         assert len(state.journal.recovery([f"t{i}" for i in range(100)])) == 100
+
+
+async def test_a_journal_write_postgres_rolls_back_for_a_deadlock_with_another_node_is_written_again(
+    postgres: TemporaryPostgres
+) -> None:
+    """Another node's transaction (taking tasks over, say) holds lease b and wants lease a, which this node's write
+    holds while it waits for b: Postgres ends the deadlock by rolling this write back. It is tried again, not taken
+    for a database that cannot be reached (which paused every task of the node, as a kill -9 storm found)."""
+    url = postgres.database()
+    with open_state(url, node="node-1") as state, psycopg.connect(url) as other, psycopg.connect(url) as watch:
+        await state.journal.append([task("a"), task("b")])
+        other.execute("SET deadlock_timeout = '30s'")  # so that this node's write, not the other, is rolled back
+        other.execute("SELECT 1 FROM task_leases WHERE task = 'b' FOR UPDATE")
+        writing = asyncio.ensure_future(state.journal.append([step("a", 0, "a done"), step("b", 0, "b done")]))
+        await wait_until(lambda: watch.execute(  # the write holds a and waits for b
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> %s",
+            [other.info.backend_pid]).fetchone() == (1,), timeout=10)
+
+        def take_a_over() -> None:
+            other.execute("UPDATE task_leases SET expires = expires WHERE task = 'a'")  # the deadlock
+            other.commit()
+
+        await asyncio.to_thread(take_a_over)
+        await asyncio.wait_for(writing, timeout=30)
+        assert state.journal.problem is None
+        assert [json.loads(s.result or "") for s in state.journal.steps("a") + state.journal.steps("b")] == [
+            "a done", "b done"]
 
 
 def test_a_database_that_cannot_be_reached_at_boot_is_named_without_its_password() -> None:

@@ -28,11 +28,12 @@ import asyncio
 import enum
 import logging
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -67,6 +68,7 @@ from ._records import (
 from ._sql import sql_list
 
 log = logging.getLogger("wippy_agents.state")
+T = TypeVar("T")
 
 RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)  # backoff while the database cannot be reached; the last repeats
 REPEAT_LOG_SECONDS = 60.0
@@ -288,16 +290,23 @@ class PostgresJournal:
             _settle([future for _, future in calls], StateUnavailable(self._problem))
             return
         calls = [(_valid_text(redacted(rows, self._redactor), nul_free=True), future) for rows, future in calls]
-        try:
+        accepted: list[_Call] = []
+        fenced: list[_Call] = []
+
+        def write() -> dict[str, str]:
+            accepted.clear()
+            fenced.clear()
             conn = self._connection()
             with conn.transaction():
                 refused = self._fenced(conn, calls)
-                accepted: list[_Call] = []
-                fenced: list[_Call] = []
                 for call in calls:
                     (fenced if _touches(call, refused) else accepted).append(call)
                 self._insert(conn, [pair for rows, _ in accepted for pair in rows])
                 self._release_finished(conn, accepted)
+            return refused
+
+        try:
+            refused = again_if_rolled_back(write)
         except (psycopg.OperationalError, PoolTimeout) as error:
             self._disconnect()
             _settle([future for _, future in calls], StateUnavailable(self._lost(error)))
@@ -372,13 +381,17 @@ class PostgresJournal:
         if not held:
             self._renewed = time.monotonic()
             return
-        conn = self._connection()
-        with conn.transaction():
-            kept = {task for (task,) in conn.execute(
-                "UPDATE task_leases l SET expires = now() + make_interval(secs => %s) "
-                "FROM unnest(%s::text[], %s::bigint[]) AS h(task, epoch) "
-                "WHERE l.task = h.task AND l.epoch = h.epoch AND l.node = %s RETURNING l.task",
-                [self.lease_seconds, list(held), list(held.values()), self.node]).fetchall()}
+
+        def renew() -> set[str]:
+            conn = self._connection()
+            with conn.transaction():
+                return {task for (task,) in conn.execute(
+                    "UPDATE task_leases l SET expires = now() + make_interval(secs => %s) "
+                    "FROM unnest(%s::text[], %s::bigint[]) AS h(task, epoch) "
+                    "WHERE l.task = h.task AND l.epoch = h.epoch AND l.node = %s RETURNING l.task",
+                    [self.lease_seconds, list(held), list(held.values()), self.node]).fetchall()}
+
+        kept = again_if_rolled_back(renew)
         with self._held_lock:
             for task in set(held) - kept:  # taken over by another node while this one could not renew
                 if self._held.get(task) == held[task]:
@@ -463,6 +476,26 @@ def run(pool: ConnectionPool[psycopg.Connection[Any]], sql: str, params: Sequenc
         except (psycopg.OperationalError, PoolTimeout) as error:
             if attempt == 2 or isinstance(error, PoolTimeout):
                 raise StateUnavailable(unreachable(error)) from None
+    raise AssertionError("unreachable")
+
+
+ROLLBACK_TRIES = 5
+"""How often a node tries a transaction that Postgres rolled back for a deadlock or a serialization failure with
+another node's transaction (one taking tasks over while this one writes, or creating the schema as it boots)."""
+
+
+def again_if_rolled_back(transaction: Callable[[], T]) -> T:
+    """Run `transaction`, again after a short pause when Postgres rolled it back for a conflict with another
+    transaction: nothing of it was written, and the database is there (such a rollback is an `OperationalError`,
+    which otherwise means it cannot be reached)."""
+    for attempt in range(1, ROLLBACK_TRIES + 1):
+        try:
+            return transaction()
+        except psycopg.OperationalError as error:
+            if attempt == ROLLBACK_TRIES or not (error.sqlstate or "").startswith("40"):  # 40: transaction rollback
+                raise
+            log.info("the state database rolled a transaction back (%s); trying it again", error)
+            time.sleep(random.uniform(0.0, 0.02 * attempt))  # a thread of its own (the writer's, or boot's)
     raise AssertionError("unreachable")
 
 

@@ -23,7 +23,7 @@ from .._runtime.secrets import Redactor
 from ..errors import UsageError
 from ._journal import StaleVersion, StateUnavailable
 from ._location import shown_url
-from ._pg_journal import PostgresJournal, reason, unreachable
+from ._pg_journal import PostgresJournal, again_if_rolled_back, reason, unreachable
 from ._pg_listen import CHANNEL, VersionListener
 from ._records import (
     Approval,
@@ -140,7 +140,7 @@ def open_postgres_state(url: str, *, node: str, redactor: Redactor | None = None
     shown = shown_url(url)
     try:
         with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-            _create_schema(conn, shown)
+            again_if_rolled_back(lambda: _create_schema(conn, shown))  # its DDL can deadlock with running nodes
     except psycopg.OperationalError as error:
         raise StateUnavailable(
             f"cannot open the app's state database {shown}: {reason(error, url)}. Check that Postgres runs at that host "
