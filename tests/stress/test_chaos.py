@@ -30,8 +30,9 @@ to every task the last run left unfinished having journaled a step or ended. `ma
 
 `make soak` also runs it against a cluster (tests/cluster's Ray cluster and Postgres state; too heavy for `make
 test` on two cores, so that parameter exists only in a soak run): a wippy node's process is killed with SIGKILL
-RAY_KILLS times while conversations' turns run there, and Ray restarts it; every turn answers right, each of its
-steps is journaled once, and no step the journal held right after a kill ran again.
+RAY_KILLS times while conversations' turns run there, and the agent's prompt edited while it is down; Ray restarts
+it. Every turn answers right, each of its steps is journaled once, no step the journal held right after a kill ran
+again, each edit is one version by its file, and the turns asked last run on the last edit on every node.
 """
 
 from __future__ import annotations
@@ -644,8 +645,9 @@ RAY_TURNS_AFTER = 2  # turns each lane takes once the last node is back
 
 async def kill_ray_nodes(app: ClusterApp, model: ChatServer, figures: Figures) -> None:
     """`kill -9` the process of a wippy node of a Ray cluster (Postgres state), again and again, while conversations'
-    turns run there: Ray restarts the node, the driver asks its turns again under their ids. Every turn answers right;
-    no step the journal held when the node died ran again.
+    turns run there, and edit the agent's prompt while it is down: Ray restarts the node, the driver asks its turns
+    again under their ids. Every turn answers right; no step the journal held when the node died ran again; each
+    edit is one version; the turns asked once every node follows the last edit run on it.
 
     (Taking the machine away instead, as tests/cluster/test_failover.py does once, and adding a new one each time,
     fails here after a few rounds for a reason of this one-host test cluster: every Ray node of it unpacks the app
@@ -654,7 +656,8 @@ async def kill_ray_nodes(app: ClusterApp, model: ChatServer, figures: Figures) -
     state = yaml.safe_load((app.root / "wippy.yaml").read_text())["state"]
     snapshots: list[tuple[Journal, int, int]] = []  # the journal right after a kill; the lines and requests then
     failovers: list[float] = []
-    killed = asyncio.Event()  # every kill is done and its node is back
+    killed = asyncio.Event()  # every kill is done, its node is back and every prompt edit is recorded
+    late: list[str] = []  # the questions asked after that
     async with ClusterDriver(app.root) as driver:
 
         async def converse(lane: int) -> dict[str, list[str]]:
@@ -664,6 +667,8 @@ async def kill_ray_nodes(app: ClusterApp, model: ChatServer, figures: Figures) -
                 after += killed.is_set()
                 total = sum(map(len, said.values()))
                 conversation, turn = f"chaos-{lane}-{total // RAY_TURNS + 1}", total % RAY_TURNS + 1
+                if after:
+                    late.append(ray_question(conversation, turn))
                 reply = await driver.handle({"op": "ask", "agent": "app:agent", "conversation": conversation,
                                              "message": ray_question(conversation, turn),
                                              "task_id": f"turn:{conversation}:{turn}"}, ignore)
@@ -680,11 +685,14 @@ async def kill_ray_nodes(app: ClusterApp, model: ChatServer, figures: Figures) -
             gone = time.monotonic()
             journal = read_postgres_journal(state)  # what happens after it is checked against it: check_ray_repeats
             snapshots.append((journal, len(app.lines()), len(model.requests)))
+            (app.root / PROMPT_FILE).write_text(ray_prompt(kill + 1))  # while the node is down
             await until(functools.partial(restarted, driver, before), 120)
             failovers.append(time.monotonic() - gone)
+        await until(functools.partial(follow, driver, ray_prompt(RAY_KILLS)), 60)
         killed.set()
         said = {conversation: answers for lane in await asyncio.wait_for(talking, 600)
                 for conversation, answers in lane.items()}
+        versions = (await driver.handle({"op": "registry.history"}, ignore))["result"]
     assert said == {c: [ray_answer(c, t) for t in range(1, len(answers) + 1)] for c, answers in said.items()}
     final = read_postgres_journal(state)
     turns = [f"turn:{c}:{t}" for c, answers in said.items() for t in range(1, len(answers) + 1)]
@@ -694,10 +702,32 @@ async def kill_ray_nodes(app: ClusterApp, model: ChatServer, figures: Figures) -
         names = [name for task, _, name, _ in final.steps if task == turn]
         assert len(names) == 3 and names[0] == "model:1" and names[1].startswith("tool:") and names[2] == "model:2", (
             turn, names)
+    assert [(v["version"], v["author"], v["entries"]) for v in versions] == [(1, "files", versions[0]["entries"])] + [
+        (n, f"file:{PROMPT_FILE}", ["prompts:agent"]) for n in range(2, RAY_KILLS + 2)], versions  # each edit once
+    with model.lock:
+        prompts = {system for (message, _), system in zip(model.requests, model.system, strict=True)
+                   if message in late}
+    assert late and prompts == {ray_prompt(RAY_KILLS)}, prompts  # the turns asked last ran on the last edit
     repeats = check_ray_repeats(app, model, snapshots)
     figures.record("chaos_ray", {"kills": RAY_KILLS, "turns": len(turns),
                                  "steps_run_again_killed_before_journaled": repeats,
                                  "failover": latency_summary(failovers)})
+
+
+PROMPT_FILE = "prompts/agent.md"
+
+
+def ray_prompt(edit: int) -> str:
+    return f"You are the agent as edited {edit} times while a node was down.\n"
+
+
+async def follow(driver: ClusterDriver, prompt: str) -> bool:
+    """Whether every node's registry has the agent's prompt as the file now says (the driver recorded the edit, and
+    the nodes followed)."""
+    for name in driver.names:
+        if (await driver.run("app:entry_data", "prompts:agent", host=name))["template"] != prompt:
+            return False
+    return True
 
 
 async def more_lines(app: ClusterApp, count: int) -> None:
