@@ -10,9 +10,9 @@ Chat Completions server here; the tool appends a line to a file (the side effect
 
 The test kills the driver with SIGKILL at points drawn from a seeded RNG (a while after its start, before or after
 the server answers, right after the tool wrote its line, right after a task ended, a moment after the work the
-last run left had all moved on). Between runs, while the node
-is down, it may change the app's files, one change at a time: the agent's prompt edited, a tool file added, the
-workflow's source edited compatibly (the label in its result). Then:
+last run left had all moved on). Between runs, while the node is down, it may change the app's files, one change
+at a time: the agent's prompt edited, a tool file added, the workflow's source edited compatibly (the label in its
+result). Then:
 
 - after every run the state opens cleanly, and its registry history is versions 1..n, contiguous, each change of
   an entry recorded once: version 1 loaded from the files, then each change made while down as one version by
