@@ -142,7 +142,7 @@ FULL = Sizes(seq_steps=1000, seq_repeats=2, tasks=1000, peer_tasks=100, steps_pe
              replayed=(10, 100, 1000), concurrency=(1, 10, 100, 1000, 5000), peer_concurrency=(1, 10, 100))
 QUICK = Sizes(seq_steps=100, seq_repeats=1, tasks=10, peer_tasks=10, steps_per_task=20, recovery_tasks=10,
               peer_recovery_tasks=10, warm_up_steps=10, restricted_steps=50, restricted_repeats=1, replayed=(10, 100),
-              concurrency=(1, 10), peer_concurrency=(1,))
+              concurrency=(10,), peer_concurrency=())
 
 
 async def until(done: Callable[[], bool], timeout: float = 120.0, every: float = 0.001) -> None:
@@ -777,6 +777,8 @@ def concurrency_series(sizes: Sizes, work: Path, peers: list[str]) -> dict[str, 
     lines: dict[str, list[list[float]]] = {}
     for contender in ["wippy", *peers]:
         counts = sizes.concurrency if contender == "wippy" else sizes.peer_concurrency
+        if not counts:
+            continue
         reports = probe(contender, work / f"concurrency-{contender}",
                         *(job("conc", n, sizes.steps_per_task, sizes.warm_up_steps) for n in counts))
         lines[contender] = [[n, throughput(report, n, sizes.steps_per_task)["steps_per_s"]]
