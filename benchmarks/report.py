@@ -116,6 +116,9 @@ def render(run: dict[str, Any], plots: dict[str, list[Path]]) -> str:
             lines.append(f"| [{name}](#{name}) | the benchmark failed | |")
             continue
         targets = result.get("targets", {})
+        if not targets:
+            lines.append(f"| [{name}](#{name}) | figures only (no targets) | |")
+            continue
         missed = [key for key, target in targets.items() if not target.get("met")]
         lines.append(f"| [{name}](#{name}) | {len(targets) - len(missed)} of {len(targets)} | "
                      f"{', '.join(missed) or '-'} |")
