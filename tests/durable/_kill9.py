@@ -33,6 +33,33 @@ RUN_TIMEOUT = 30.0  # one driver run; far above what a run takes (a hang is a bu
 SEED = int(os.environ.get("WIPPY_KILL9_SEED", "7"))
 
 
+SIDE_TOOL = '''
+import os
+import time
+
+LOG = {log!r}
+
+
+def record(key: str, part: str) -> str:
+    """Record a part of a task by appending a line to a log file (the side effect under test).
+
+    Args:
+        key: The task's id.
+        part: Which part of it this is.
+    """
+    line = f"{{key}} {{part}} {{os.environ.get('KILL9_RUN', '?')}}\\n".encode()
+    fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)  # one write(2) on an O_APPEND file: the line is all there or not at all
+    finally:
+        os.close(fd)
+    time.sleep(0.01)  # like a real tool, it takes a moment; the node may die after the write, before the journal
+    return f"recorded {{key}} {{part}}"
+'''
+"""`tools/side.py` of every kill -9 test: `record(key, part)` appends `<key> <part> <run>` to a log file in one
+write(2) (`Driver.side_lines` reads it) and returns `recorded <key> <part>`. Format it with the log's path."""
+
+
 @dataclass
 class KillPlan:
     """Where one run is killed: `after` a delay from its start; `server-before`/`server-after` the n-th request's

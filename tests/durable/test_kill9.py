@@ -53,7 +53,17 @@ import pytest
 
 from wippy_agents.testing import write_file
 
-from ._kill9 import SEED, Driver, KillPlan, ModelServer, Run, check_nothing_completed_ran_twice, chunk, text_chunks
+from ._kill9 import (
+    SEED,
+    SIDE_TOOL,
+    Driver,
+    KillPlan,
+    ModelServer,
+    Run,
+    check_nothing_completed_ran_twice,
+    chunk,
+    text_chunks,
+)
 
 CONVERSATIONS = 3
 TURNS = 8
@@ -78,29 +88,6 @@ entries:
     max_steps: 6
 """
 
-SIDE_TOOL = '''
-import os
-import time
-
-LOG = {log!r}
-
-
-def record(turn: str, part: str) -> str:
-    """Record that a turn happened, by appending a line to a log file (the side effect under test).
-
-    Args:
-        turn: The turn's id.
-        part: Which of the turn's calls this is.
-    """
-    line = f"{{turn}} {{part}} {{os.environ.get('KILL9_RUN', '?')}}\\n".encode()
-    fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)  # one write(2) on an O_APPEND file: the line is all there or not at all
-    finally:
-        os.close(fd)
-    time.sleep(0.01)  # like a real tool, it takes a moment; the node may die after the write, before the journal
-    return f"recorded {{turn}} {{part}}"
-'''
 
 DRIVER = '''
 import asyncio
@@ -215,7 +202,7 @@ class TurnModel(ModelServer[Request]):
             offered = [t["function"]["name"] for t in body.get("tools") or []]
             assert TOOL in offered, f"the model was not offered {TOOL}: {offered}"
             wires = [{"index": i, "id": call_id(request.turn, part), "type": "function",
-                      "function": {"name": TOOL, "arguments": json.dumps({"turn": request.turn, "part": part})}}
+                      "function": {"name": TOOL, "arguments": json.dumps({"key": request.turn, "part": part})}}
                      for i, part in enumerate(parts(request.turn))]
             return [chunk({"role": "assistant", "content": None, "tool_calls": [wire]}) for wire in wires] + [
                 chunk({}, finish="tool_calls")]

@@ -46,7 +46,17 @@ import pytest
 
 from wippy_agents.testing import write_file
 
-from ._kill9 import SEED, Driver, Journal, KillPlan, ModelServer, Run, check_nothing_completed_ran_twice, text_chunks
+from ._kill9 import (
+    SEED,
+    SIDE_TOOL,
+    Driver,
+    Journal,
+    KillPlan,
+    ModelServer,
+    Run,
+    check_nothing_completed_ran_twice,
+    text_chunks,
+)
 
 TASKS = 3
 ROUNDS = 4
@@ -81,7 +91,7 @@ entries:
           \"\"\"Record each round, ask the helper about it, sleep, then wait for the round's signal.\"\"\"
           done = []
           for number in range(1, rounds + 1):
-              recorded = ctx.tool("{tool}", task=task, number=number)
+              recorded = ctx.tool("{tool}", key=task, part="r" + str(number))
               answer = ctx.ask("app:helper", task + " r" + str(number) + ": " + recorded)
               ctx.sleep({sleep})
               go = ctx.wait_signal("go" + str(number))
@@ -95,29 +105,6 @@ entries:
     effect: allow
 """
 
-SIDE_TOOL = '''
-import os
-import time
-
-LOG = {log!r}
-
-
-def record(task: str, number: int) -> str:
-    """Record a round of a workflow task by appending a line to a log file (the side effect under test).
-
-    Args:
-        task: The task's id.
-        number: The round.
-    """
-    line = f"{{task}} {{number}} {{os.environ.get('KILL9_RUN', '?')}}\\n".encode()
-    fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)  # one write(2) on an O_APPEND file: the line is all there or not at all
-    finally:
-        os.close(fd)
-    time.sleep(0.01)  # like a real tool, it takes a moment; the node may die after the write, before the journal
-    return f"recorded {{task}} r{{number}}"
-'''
 
 DRIVER = '''
 import asyncio
@@ -375,8 +362,8 @@ def ran_in(driver: Driver) -> Callable[[Run], list[tuple[str, Hashable]]]:
     """What a run did outside the node: the tool's lines, the model's requests, as the journal's steps they are."""
 
     def ran(run: Run) -> list[tuple[str, Hashable]]:
-        done: list[tuple[str, Hashable]] = [("tool side effect", tool_step(task, int(number)))
-                                            for task, number, _ in driver.side_lines(run.number)]
+        done: list[tuple[str, Hashable]] = [("tool side effect", tool_step(task, int(part.removeprefix("r"))))
+                                            for task, part, _ in driver.side_lines(run.number)]
         return done + [("model request", request.step) for request in driver.server.of_run(run.number)]
 
     return ran
@@ -412,7 +399,7 @@ def check_every_task_completed(driver: Driver, final: Run) -> None:
     delegates = {delegate_task(task, n) for task in tasks for n in range(1, ROUNDS + 1)}
     assert {task: by_task.get(task) for task in delegates} == {task: [(0, "model:1")] for task in delegates}
     assert sorted(journal.tasks) == sorted([*tasks, *delegates]), f"seed {SEED}: {journal.tasks}"
-    lines = {(task, int(number)) for task, number, _ in driver.side_lines()}
+    lines = {(task, int(part.removeprefix("r"))) for task, part, _ in driver.side_lines()}
     assert lines == {(task, n) for task in tasks for n in range(1, ROUNDS + 1)}
 
 

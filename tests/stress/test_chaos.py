@@ -62,6 +62,7 @@ from ..cluster.conftest import ClusterApp, chat, cluster_app, ignore, ray_cluste
 from ..conftest import SOAK
 from ..durable._kill9 import (
     SEED,
+    SIDE_TOOL,
     Driver,
     Journal,
     KillPlan,
@@ -144,29 +145,6 @@ entries:
 
 PROMPT = "You record what you are asked to, revision {revision}.\n"
 
-SIDE_TOOL = '''
-import os
-import time
-
-LOG = {log!r}
-
-
-def record(key: str, part: str) -> str:
-    """Record a part of a task by appending a line to a log file (the side effect under test).
-
-    Args:
-        key: The task's id.
-        part: Which part of it this is.
-    """
-    line = f"{{key}} {{part}} {{os.environ.get('KILL9_RUN', '?')}}\\n".encode()
-    fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)  # one write(2) on an O_APPEND file: the line is all there or not at all
-    finally:
-        os.close(fd)
-    time.sleep(0.01)  # like a real tool, it takes a moment; the node may die after the write, before the journal
-    return f"recorded {{key}} {{part}}"
-'''
 
 EXTRA_TOOL = '''
 def echo(text: str) -> str:
