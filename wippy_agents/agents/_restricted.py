@@ -109,7 +109,7 @@ class RestrictedTools:
             except (SandboxError, ToolArgumentsError) as error:
                 failures.append(f"example {number}: {call} failed: {error}")
                 continue
-            if _normal(value) != _normal(example.expect):
+            if json_view(value) != json_view(example.expect):
                 failures.append(f"example {number}: {call} returned {json.dumps(value)[:200]}, expected "
                                 f"{json.dumps(example.expect)[:200]}")
         return failures
@@ -132,6 +132,6 @@ def _call_text(function: str, example: ToolExample) -> str:
     return f"{function}({', '.join(f'{k}={json.dumps(v)}' for k, v in example.args.items())})"
 
 
-def _normal(value: Any) -> Any:
+def json_view(value: Any) -> Any:
     """JSON's view of a value: tuples are lists, 1 and 1.0 are equal."""
     return json.loads(json.dumps(value))

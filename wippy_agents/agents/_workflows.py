@@ -66,7 +66,7 @@ from ..sandbox import (
     SandboxError,
 )
 from ..tools import ToolContext
-from ._restricted import schema_errors
+from ._restricted import json_view, schema_errors
 from ._toolset import expand, run_tool
 
 if TYPE_CHECKING:
@@ -191,7 +191,7 @@ async def _failed_example(sandbox: Sandbox, workflow_id: str, spec: WorkflowSpec
     if beyond:
         return (f"the workflow asked for operation {beyond[0].position} ({beyond[0].name}), beyond the "
                 f"{len(records)} the example scripts")
-    if _normal(run.value) != _normal(example.expect):
+    if json_view(run.value) != json_view(example.expect):
         return f"{workflow_id} returned {json.dumps(run.value)[:200]}, expected {json.dumps(example.expect)[:200]}"
     return None
 
@@ -291,10 +291,6 @@ def _mismatch(error: ReplayMismatch, recorded: str) -> str:
     return (f"at operation {error.position} {recorded} {error.recorded!r} where the code asks for "
             f"{error.asked!r}")
 
-
-def _normal(value: Any) -> Any:
-    """JSON's view of a value: tuples are lists, 1 and 1.0 are equal."""
-    return json.loads(json.dumps(value))
 
 
 class _Run:
